@@ -1,0 +1,207 @@
+//! The crate's single error type.
+//!
+//! Every public computation returns [`Result`]; bad input becomes an [`Error`] variant that names
+//! the rule broken and carries the offending values. Messages are lowercase without a trailing
+//! period.
+
+/// Everything that can go wrong in lmshape.
+///
+/// ```
+/// use lmshape::{Error, Transformer, Architecture};
+/// let err = Transformer::new(50257, 768, 12, 12, 5, 64, 3072, 1024, Architecture::gpt2()).unwrap_err();
+/// assert!(matches!(err, Error::NotDivisible { .. }));
+/// assert!(err.to_string().contains("kv heads"));
+/// ```
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A size that must be positive is zero.
+    #[error("{field} must be positive, got 0")]
+    ZeroSize {
+        /// Name of the field.
+        field: &'static str,
+    },
+    /// A divisibility rule is broken: `numerator % denominator != 0`.
+    #[error(
+        "{rule}: {numerator_name} = {numerator} is not divisible by {denominator_name} = {denominator}"
+    )]
+    NotDivisible {
+        /// The rule, in words.
+        rule: &'static str,
+        /// Name of the quantity that must be divisible.
+        numerator_name: &'static str,
+        /// Its value.
+        numerator: u64,
+        /// Name of the divisor.
+        denominator_name: &'static str,
+        /// Its value.
+        denominator: u64,
+    },
+    /// An integer computation would overflow `u64`.
+    #[error("arithmetic overflow while computing {what}")]
+    Overflow {
+        /// What was being computed.
+        what: &'static str,
+    },
+    /// A floating-point input is out of its domain (non-finite, non-positive, out of range).
+    #[error("{field} must be {expected}, got {value}")]
+    InvalidValue {
+        /// Name of the input.
+        field: &'static str,
+        /// The value given.
+        value: f64,
+        /// The domain, in words (e.g. "finite and positive").
+        expected: &'static str,
+    },
+    /// A rule that ties several inputs together is broken.
+    #[error("{rule}: {detail}")]
+    Inconsistent {
+        /// The rule, in words.
+        rule: &'static str,
+        /// The values involved.
+        detail: String,
+    },
+    /// The text is not valid JSON (or not the expected JSON shape).
+    #[error("invalid json: {0}")]
+    Json(String),
+    /// A Hugging Face config names a `model_type` this crate does not read.
+    #[error("unsupported model_type {model_type:?}; supported: {supported}")]
+    UnsupportedModelType {
+        /// The model type found.
+        model_type: String,
+        /// Comma-separated list of supported model types.
+        supported: String,
+    },
+    /// A required key is absent from a config.
+    #[error("missing key {key:?} in config")]
+    MissingKey {
+        /// The key (or its aliases joined by `/`).
+        key: String,
+    },
+    /// A config key holds a value of the wrong type or range.
+    #[error("key {key:?} must be {expected}, found {found}")]
+    InvalidKey {
+        /// The key.
+        key: String,
+        /// What was expected.
+        expected: &'static str,
+        /// What was found (as JSON text).
+        found: String,
+    },
+    /// A CSV input is malformed.
+    #[error("csv line {line}: {detail}")]
+    Csv {
+        /// 1-based line number (0 for the header or the whole file).
+        line: usize,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A fit could not be carried out (too few points, optimiser failure).
+    #[error("fit failed: {0}")]
+    Fit(String),
+    /// A timer has no measurement for a GEMM and does not extrapolate.
+    #[error("no timing for gemm m={m} n={n} k={k} batch={batch} in the table")]
+    MissingTiming {
+        /// Rows of the output.
+        m: u64,
+        /// Columns of the output.
+        n: u64,
+        /// Inner dimension.
+        k: u64,
+        /// Batch count.
+        batch: u64,
+    },
+    /// A GPU backend is unavailable or failed (e.g. no CUDA driver).
+    #[error("gpu backend: {0}")]
+    Gpu(String),
+    /// A name (preset, GPU, law, ...) is not known.
+    #[error("unknown {kind} {name:?}; known: {known}")]
+    UnknownName {
+        /// What kind of name.
+        kind: &'static str,
+        /// The name given.
+        name: String,
+        /// Comma-separated list of known names.
+        known: String,
+    },
+}
+
+/// Shorthand for `std::result::Result<T, lmshape::Error>`.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Checked `a * b`, naming what overflowed.
+pub(crate) fn mul(a: u64, b: u64, what: &'static str) -> Result<u64> {
+    a.checked_mul(b).ok_or(Error::Overflow { what })
+}
+
+/// Checked `a + b`, naming what overflowed.
+pub(crate) fn add(a: u64, b: u64, what: &'static str) -> Result<u64> {
+    a.checked_add(b).ok_or(Error::Overflow { what })
+}
+
+/// Checked sum of a slice.
+pub(crate) fn sum(xs: &[u64], what: &'static str) -> Result<u64> {
+    xs.iter().try_fold(0u64, |acc, &x| add(acc, x, what))
+}
+
+/// Require `value > 0`.
+pub(crate) fn positive(value: u64, field: &'static str) -> Result<u64> {
+    if value == 0 {
+        Err(Error::ZeroSize { field })
+    } else {
+        Ok(value)
+    }
+}
+
+/// Require a finite, strictly positive float.
+#[allow(dead_code)]
+pub(crate) fn positive_f64(value: f64, field: &'static str) -> Result<f64> {
+    if value.is_finite() && value > 0.0 {
+        Ok(value)
+    } else {
+        Err(Error::InvalidValue {
+            field,
+            value,
+            expected: "finite and positive",
+        })
+    }
+}
+
+/// Require a finite float `>= 0`.
+#[allow(dead_code)]
+pub(crate) fn non_negative_f64(value: f64, field: &'static str) -> Result<f64> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(value)
+    } else {
+        Err(Error::InvalidValue {
+            field,
+            value,
+            expected: "finite and non-negative",
+        })
+    }
+}
+
+/// Require `numerator % denominator == 0` (denominator must be positive).
+pub(crate) fn divisible(
+    rule: &'static str,
+    numerator_name: &'static str,
+    numerator: u64,
+    denominator_name: &'static str,
+    denominator: u64,
+) -> Result<()> {
+    if denominator == 0 {
+        return Err(Error::ZeroSize {
+            field: denominator_name,
+        });
+    }
+    if numerator % denominator != 0 {
+        return Err(Error::NotDivisible {
+            rule,
+            numerator_name,
+            numerator,
+            denominator_name,
+            denominator,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,391 @@
+//! FLOPs per token under explicit, named conventions.
+//!
+//! A multiply-add counts as 2 FLOPs everywhere. Results multiplied by tokens are `f64`.
+//!
+//! | convention | function | source |
+//! |---|---|---|
+//! | Kaplan forward `2N + 2·L·n_ctx·d_attn`, training 3× | [`kaplan_forward_flops_per_token`] | Kaplan et al. 2020, Table 1 and §2.1 |
+//! | PaLM model FLOPs `6N + 12·L·H·Q·T` | [`palm_flops_per_token`] | Chowdhery et al. 2022, Appendix B |
+//! | Megatron-LM per step `96·B·s·L·h²·(1 + s/6h + V/16Lh)` | [`megatron_step_flops`] | Narayanan et al. 2021, eq. 3 |
+//! | every matmul (+ softmax, embeddings), backward 2× | [`matmul_flops_per_token`], [`chinchilla_flops_per_token`] | Hoffmann et al. 2022, Appendix F |
+
+use crate::error::{Result, positive};
+use crate::model::{MlpKind, Transformer};
+use serde::{Deserialize, Serialize};
+
+/// Activation recomputation strategy.
+///
+/// Sources: Chen et al. 2016 (full checkpointing of each layer's input); Korthikanti et al. 2022
+/// §4 ("selective": only the attention core — `QKᵀ`, softmax, dropout, attention over `V` — is
+/// recomputed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recompute {
+    /// Keep every activation.
+    #[default]
+    None,
+    /// Recompute the attention core only.
+    Selective,
+    /// Recompute each layer's forward from its input.
+    Full,
+}
+
+impl Recompute {
+    /// Parse `none`, `selective` or `full`.
+    ///
+    /// ```
+    /// assert_eq!(lmshape::Recompute::parse("full")?, lmshape::Recompute::Full);
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    pub fn parse(s: &str) -> Result<Recompute> {
+        match s {
+            "none" => Ok(Recompute::None),
+            "selective" => Ok(Recompute::Selective),
+            "full" => Ok(Recompute::Full),
+            _ => Err(crate::Error::UnknownName {
+                kind: "recompute",
+                name: s.to_string(),
+                known: "none, selective, full".into(),
+            }),
+        }
+    }
+}
+
+/// Which parameter count stands for `N` in a `c·N` approximation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamBasis {
+    /// Kaplan's non-embedding `N` (leaves out the logits matmul).
+    NonEmbedding,
+    /// Every parameter (as in nanoGPT-style MFU estimates that include the tied head).
+    Total,
+}
+
+/// Switches of the per-matmul count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FlopsConvention {
+    /// Tokens per sequence (context `T`).
+    pub seq_len: u64,
+    /// Count only the causal half of `QKᵀ` and attention×`V` (and of the softmax).
+    pub causal: bool,
+    /// Recomputation counted as extra forward work.
+    pub recompute: Recompute,
+    /// Count the output logits matmul `2·e·V`.
+    pub include_logits: bool,
+    /// Count the input embedding as a one-hot matmul `2·V·e` (Chinchilla app. F does).
+    pub include_embedding: bool,
+    /// Count the softmax as `3·H·T` per token (Chinchilla app. F does).
+    pub include_softmax: bool,
+}
+
+impl FlopsConvention {
+    /// Hoffmann et al. 2022 Appendix F: embeddings, every matmul, softmax and logits; full (not
+    /// causal) attention; no recomputation.
+    pub fn chinchilla(seq_len: u64) -> FlopsConvention {
+        FlopsConvention {
+            seq_len,
+            causal: false,
+            recompute: Recompute::None,
+            include_logits: true,
+            include_embedding: true,
+            include_softmax: true,
+        }
+    }
+
+    /// Narayanan et al. 2021 §5.1 (the derivation of eq. 3): the matmuls of the layers and the
+    /// logits; no embedding, no softmax; full attention.
+    pub fn megatron(seq_len: u64, recompute: Recompute) -> FlopsConvention {
+        FlopsConvention {
+            seq_len,
+            causal: false,
+            recompute,
+            include_logits: true,
+            include_embedding: false,
+            include_softmax: false,
+        }
+    }
+}
+
+/// FLOPs for one token, split by pass.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct TokenFlops {
+    /// Forward pass.
+    pub forward_flops: f64,
+    /// Backward pass (2× forward: one matmul for the data gradient, one for the weight
+    /// gradient; Kaplan et al. 2020 §2.1, Hoffmann et al. 2022 app. F).
+    pub backward_flops: f64,
+    /// Extra forward work done by recomputation.
+    pub recompute_flops: f64,
+}
+
+impl TokenFlops {
+    /// Model FLOPs: forward + backward (what MFU counts; Chowdhery et al. 2022 app. B).
+    pub fn model_flops(&self) -> f64 {
+        self.forward_flops + self.backward_flops
+    }
+
+    /// Hardware FLOPs: forward + backward + recomputation.
+    pub fn training_flops(&self) -> f64 {
+        self.forward_flops + self.backward_flops + self.recompute_flops
+    }
+}
+
+/// Kaplan et al. 2020 Table 1: `C_forward ≈ 2N + 2·n_layer·n_ctx·d_attn` per token, `N`
+/// non-embedding. With `causal`, the context term is halved.
+///
+/// ```
+/// use lmshape::{flops, presets};
+/// let m = presets::by_name("gpt3-175b")?;
+/// let n = m.param_counts()?.non_embedding_params as f64;
+/// let f = flops::kaplan_forward_flops_per_token(&m, 2048, false)?;
+/// assert_eq!(f, 2.0 * n + 2.0 * 96.0 * 2048.0 * 12288.0);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn kaplan_forward_flops_per_token(m: &Transformer, n_ctx: u64, causal: bool) -> Result<f64> {
+    positive(n_ctx, "n_ctx")?;
+    let n = m.param_counts()?.non_embedding_params as f64;
+    let half = if causal { 0.5 } else { 1.0 };
+    Ok(2.0 * n + half * 2.0 * m.num_layers as f64 * n_ctx as f64 * m.attn_dim() as f64)
+}
+
+/// Kaplan et al. 2020 §2.1: training ≈ 3 × forward (backward is twice the forward).
+pub fn kaplan_training_flops_per_token(m: &Transformer, n_ctx: u64, causal: bool) -> Result<f64> {
+    Ok(3.0 * kaplan_forward_flops_per_token(m, n_ctx, causal)?)
+}
+
+/// Chowdhery et al. 2022 (PaLM) Appendix B: model FLOPs per token `6N + 12·L·H·Q·T`, with `H`
+/// heads of size `Q` and context `T`; with `causal` the attention term is halved (PaLM counts
+/// it whole). Used for MFU.
+///
+/// ```
+/// use lmshape::{flops::{self, ParamBasis}, presets};
+/// let m = presets::by_name("gpt3-175b")?;
+/// let f = flops::palm_flops_per_token(&m, 2048, ParamBasis::Total, false)?;
+/// let n = m.total_params()? as f64;
+/// assert_eq!(f, 6.0 * n + 12.0 * 96.0 * 96.0 * 128.0 * 2048.0);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn palm_flops_per_token(
+    m: &Transformer,
+    seq_len: u64,
+    basis: ParamBasis,
+    causal: bool,
+) -> Result<f64> {
+    positive(seq_len, "seq_len")?;
+    let c = m.param_counts()?;
+    let n = match basis {
+        ParamBasis::NonEmbedding => c.non_embedding_params,
+        ParamBasis::Total => c.total_params,
+    } as f64;
+    let half = if causal { 0.5 } else { 1.0 };
+    Ok(6.0 * n
+        + half
+            * 12.0
+            * m.num_layers as f64
+            * m.num_heads as f64
+            * m.head_dim as f64
+            * seq_len as f64)
+}
+
+/// Narayanan et al. 2021 eq. 3: FLOPs of one training step of `batch` sequences of `seq_len`
+/// tokens with full recomputation, `96·B·s·l·h²·(1 + s/(6h) + V/(16·l·h))`. Without
+/// recomputation the same derivation gives `72·B·s·l·h²·(1 + s/(6h) + V/(12·l·h))`. With
+/// selective recomputation (Korthikanti et al. 2022 §4) the attention core's forward
+/// (`4·B·s²·h` per layer) is added to the latter. It assumes `ffn = 4h`, `H·hd = h`, full
+/// attention and counts only `h`, `l`, `V` of the model: this is the accounting behind the
+/// TFLOPs that Megatron-LM and BigScience report.
+///
+/// ```
+/// use lmshape::{flops, presets, Recompute};
+/// let m = presets::by_name("gpt3-175b")?;
+/// let f = flops::megatron_step_flops(&m, 1536, 2048, Recompute::Full)?;
+/// let (b, s, l, h, v) = (1536.0, 2048.0, 96.0, 12288.0, 50257.0);
+/// assert_eq!(f, 96.0 * b * s * l * h * h * (1.0 + s / (6.0 * h) + v / (16.0 * l * h)));
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn megatron_step_flops(
+    m: &Transformer,
+    batch: u64,
+    seq_len: u64,
+    recompute: Recompute,
+) -> Result<f64> {
+    positive(batch, "batch")?;
+    positive(seq_len, "seq_len")?;
+    let (b, s, l, h, v) = (
+        batch as f64,
+        seq_len as f64,
+        m.num_layers as f64,
+        m.hidden_size as f64,
+        m.vocab_size as f64,
+    );
+    Ok(match recompute {
+        Recompute::Full => 96.0 * b * s * l * h * h * (1.0 + s / (6.0 * h) + v / (16.0 * l * h)),
+        Recompute::None => 72.0 * b * s * l * h * h * (1.0 + s / (6.0 * h) + v / (12.0 * l * h)),
+        Recompute::Selective => {
+            72.0 * b * s * l * h * h * (1.0 + s / (6.0 * h) + v / (12.0 * l * h))
+                + 4.0 * b * s * s * h * l
+        }
+    })
+}
+
+/// Every matmul of the model, per token, under `conv` — the Chinchilla Appendix F count,
+/// generalised to grouped-query attention (k, v projections of width `KV·hd`), gated MLPs
+/// (three matrices), `head_dim ≠ d/H` and OPT-350m's projections. Per layer and token:
+/// q/k/v `2·d·(H·hd + 2·KV·hd)`, scores `2·T·H·hd`, softmax `3·H·T`, attention×V `2·T·H·hd`,
+/// output `2·H·hd·d`, MLP `2·d·f·(2 or 3)`; logits `2·e·V`; one-hot embedding `2·V·e`.
+/// Norms, biases, activations and residual adds are left out, as in Appendix F.
+/// Backward = 2 × forward of everything counted; recomputation adds the layers' forward (full)
+/// or the attention core's (selective), never the logits (Narayanan et al. 2021 eq. 3 counts
+/// the logits 3 times even with recomputation).
+///
+/// ```
+/// use lmshape::{flops::{self, FlopsConvention}, presets, Recompute};
+/// // With Megatron's assumptions the count equals Narayanan et al. eq. 3 per token.
+/// let m = presets::by_name("bloom-176b")?;
+/// let per_token = flops::matmul_flops_per_token(&m, &FlopsConvention::megatron(2048, Recompute::Full))?;
+/// let eq3 = flops::megatron_step_flops(&m, 1, 2048, Recompute::Full)? / 2048.0;
+/// assert!((per_token.training_flops() / eq3 - 1.0).abs() < 1e-12);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn matmul_flops_per_token(m: &Transformer, conv: &FlopsConvention) -> Result<TokenFlops> {
+    positive(conv.seq_len, "seq_len")?;
+    let d = m.hidden_size as f64;
+    let t = conv.seq_len as f64;
+    let q = m.attn_dim() as f64;
+    let kv = m.kv_dim() as f64;
+    let f = m.ffn_size as f64;
+    let v = m.vocab_size as f64;
+    let e = m.embed_dim() as f64;
+    let l = m.num_layers as f64;
+    let heads = m.num_heads as f64;
+    let mats = match m.arch.mlp {
+        MlpKind::Standard => 2.0,
+        MlpKind::Gated => 3.0,
+    };
+    let half = if conv.causal { 0.5 } else { 1.0 };
+    let attn_core = half
+        * (4.0 * t * q
+            + if conv.include_softmax {
+                3.0 * heads * t
+            } else {
+                0.0
+            });
+    let dense = 2.0 * d * (q + 2.0 * kv) + 2.0 * q * d + 2.0 * d * f * mats;
+    let layer = dense + attn_core;
+    let proj = if m.embed_dim() != m.hidden_size {
+        2.0 * 2.0 * e * d
+    } else {
+        0.0
+    };
+    let logits = if conv.include_logits {
+        2.0 * e * v
+    } else {
+        0.0
+    };
+    let embed = if conv.include_embedding {
+        2.0 * v * e
+    } else {
+        0.0
+    };
+    let forward = embed + proj + l * layer + logits;
+    let recompute = match conv.recompute {
+        Recompute::None => 0.0,
+        Recompute::Selective => l * attn_core,
+        Recompute::Full => l * layer,
+    };
+    Ok(TokenFlops {
+        forward_flops: forward,
+        backward_flops: 2.0 * forward,
+        recompute_flops: recompute,
+    })
+}
+
+/// Hoffmann et al. 2022 Appendix F per token at context `seq_len`: see
+/// [`FlopsConvention::chinchilla`].
+pub fn chinchilla_flops_per_token(m: &Transformer, seq_len: u64) -> Result<TokenFlops> {
+    matmul_flops_per_token(m, &FlopsConvention::chinchilla(seq_len))
+}
+
+/// The headline figures of a model at one context length.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FlopsSummary {
+    /// Context length used.
+    pub seq_len: u64,
+    /// Kaplan forward per token.
+    pub kaplan_forward: f64,
+    /// Kaplan training (3× forward) per token.
+    pub kaplan_training: f64,
+    /// PaLM model FLOPs per token (total-parameter basis, full attention).
+    pub palm_model: f64,
+    /// Megatron eq. 3 per token, full recomputation.
+    pub megatron_full_recompute: f64,
+    /// Chinchilla Appendix F per token (forward + backward).
+    pub chinchilla: TokenFlops,
+}
+
+/// Compute every convention at once.
+///
+/// ```
+/// let m = lmshape::presets::by_name("gpt3-xl")?;
+/// let s = lmshape::flops::summary(&m, 2048)?;
+/// assert!(s.chinchilla.training_flops() > s.kaplan_training * 0.9);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn summary(m: &Transformer, seq_len: u64) -> Result<FlopsSummary> {
+    let kaplan_forward = kaplan_forward_flops_per_token(m, seq_len, false)?;
+    Ok(FlopsSummary {
+        seq_len,
+        kaplan_forward,
+        kaplan_training: 3.0 * kaplan_forward,
+        palm_model: palm_flops_per_token(m, seq_len, ParamBasis::Total, false)?,
+        megatron_full_recompute: megatron_step_flops(m, 1, seq_len, Recompute::Full)?
+            / seq_len as f64,
+        chinchilla: chinchilla_flops_per_token(m, seq_len)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::presets;
+
+    /// Narayanan et al. 2021 §5.1: per layer forward `24Bsh² + 4Bs²h`; logits `2BshV`;
+    /// training 3× (4× for the layers with recompute). Checked term by term for a GPT shape.
+    #[test]
+    fn megatron_identity_without_recompute() {
+        let m = presets::by_name("gpt3-2.7b").unwrap();
+        let (s, h, l, v) = (2048.0, 2560.0, 32.0, 50257.0);
+        let want = 3.0 * (l * (24.0 * h * h + 4.0 * s * h) + 2.0 * h * v);
+        let got = matmul_flops_per_token(&m, &FlopsConvention::megatron(2048, Recompute::None))
+            .unwrap()
+            .training_flops();
+        assert!((got / want - 1.0).abs() < 1e-12);
+        let eq = megatron_step_flops(&m, 1, 2048, Recompute::None).unwrap() / s;
+        assert!((eq / want - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn selective_adds_attention_core_forward() {
+        let m = presets::by_name("gpt3-2.7b").unwrap();
+        let a = megatron_step_flops(&m, 1, 2048, Recompute::None).unwrap();
+        let b = megatron_step_flops(&m, 1, 2048, Recompute::Selective).unwrap();
+        assert!((b - a - 4.0 * 2048.0 * 2048.0 * 2560.0 * 32.0).abs() < 1.0);
+        let c = matmul_flops_per_token(&m, &FlopsConvention::megatron(2048, Recompute::Selective))
+            .unwrap();
+        assert!((c.training_flops() * 2048.0 / b - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn causal_halves_attention_only() {
+        let m = presets::by_name("gpt3-xl").unwrap();
+        let full = kaplan_forward_flops_per_token(&m, 2048, false).unwrap();
+        let causal = kaplan_forward_flops_per_token(&m, 2048, true).unwrap();
+        assert_eq!(full - causal, 24.0 * 2048.0 * 3072.0); // L · n_ctx · d_attn
+    }
+
+    #[test]
+    fn zero_context_is_an_error() {
+        let m = presets::by_name("gpt3-xl").unwrap();
+        assert!(kaplan_forward_flops_per_token(&m, 0, false).is_err());
+    }
+}

@@ -1,0 +1,48 @@
+//! # lmshape
+//!
+//! Which transformer language model should a compute budget train — how big, what shape, how
+//! long? lmshape answers with exact accounting and cited formulas:
+//!
+//! * [`model`]: a model's shape and architecture knobs, read from a Hugging Face `config.json`
+//!   ([`model::hf`]) or built in code ([`Transformer`], [`presets`]);
+//! * [`params`]: exact parameter counts per component;
+//! * [`flops`]: FLOPs per token under named conventions (Kaplan, PaLM, Megatron-LM eq. 3,
+//!   Chinchilla app. F).
+//!
+//! ```
+//! use lmshape::model::hf::from_hf_config_str;
+//! // Qwen2-0.5B's config.json: grouped-query attention, q/k/v biases, tied head.
+//! let m = from_hf_config_str(r#"{"model_type": "qwen2", "hidden_size": 896,
+//!     "intermediate_size": 4864, "num_attention_heads": 14, "num_hidden_layers": 24,
+//!     "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": true}"#)?;
+//! let counts = m.param_counts()?;
+//! assert_eq!(counts.total_params, 494_032_768);
+//! let f = lmshape::flops::kaplan_training_flops_per_token(&m, 2048, false)?;
+//! assert!(f > 6.0 * counts.non_embedding_params as f64);
+//! # Ok::<(), lmshape::Error>(())
+//! ```
+//!
+//! ## Conventions
+//! * Units live in names: `_params`, `_flops`, `_bytes`, `_seconds`, `_tokens`.
+//! * Exact counts are `u64` with checked arithmetic (overflow is [`Error::Overflow`]); anything
+//!   multiplied by tokens is `f64`.
+//! * No I/O, printing or global state; every computation on user input returns [`Result`].
+//! * Every formula cites its source in its doc comment.
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod flops;
+pub mod model;
+pub mod params;
+
+pub use error::{Error, Result};
+pub use flops::{FlopsConvention, Recompute, TokenFlops};
+pub use model::{
+    Architecture, BlockKind, LinearBiases, MlpKind, NormKind, PositionKind, Transformer, presets,
+};
+pub use params::{LayerParams, ParamCounts};
+
+/// The README's examples, compiled and run as doctests so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

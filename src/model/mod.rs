@@ -1,0 +1,442 @@
+//! The model description: a decoder-only transformer's shape plus the architecture knobs that
+//! change its parameter count, FLOPs and memory.
+//!
+//! Build one in code with [`Transformer::new`], from a named preset ([`presets`]), or from a
+//! Hugging Face `config.json` ([`hf::from_hf_config_str`]).
+
+pub mod hf;
+pub mod presets;
+
+use crate::error::{Error, Result, divisible, positive};
+use serde::{Deserialize, Serialize};
+
+/// The feed-forward block's form.
+///
+/// Sources: Vaswani et al. 2017 §3.3 (two matrices); Shazeer 2020 "GLU Variants Improve
+/// Transformer" eq. 6 (gated: SwiGLU/GeGLU use three matrices, gate, up and down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MlpKind {
+    /// Two matrices `d×f` and `f×d` with an elementwise activation (GELU, ReLU).
+    Standard,
+    /// Three matrices: gate `d×f`, up `d×f`, down `f×d` (SwiGLU, GeGLU).
+    Gated,
+}
+
+/// Normalisation layers' form.
+///
+/// Sources: Ba et al. 2016 (LayerNorm: scale and bias, `2d`); Zhang & Sennrich 2019 (RMSNorm:
+/// scale only, `d`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NormKind {
+    /// LayerNorm with scale and bias: `2d` parameters.
+    LayerNorm,
+    /// LayerNorm with scale only: `d` parameters.
+    LayerNormNoBias,
+    /// RMSNorm: `d` parameters.
+    RmsNorm,
+    /// Normalisation without learned scale or bias: no parameters (OPT with
+    /// `layer_norm_elementwise_affine = false`).
+    NonParametric,
+}
+
+impl NormKind {
+    /// Parameters of one norm over a vector of size `d`.
+    ///
+    /// ```
+    /// use lmshape::NormKind;
+    /// assert_eq!(NormKind::LayerNorm.params(768), 1536);
+    /// assert_eq!(NormKind::RmsNorm.params(768), 768);
+    /// ```
+    pub fn params(self, d: u64) -> u64 {
+        match self {
+            NormKind::LayerNorm => d.saturating_mul(2),
+            NormKind::LayerNormNoBias | NormKind::RmsNorm => d,
+            NormKind::NonParametric => 0,
+        }
+    }
+}
+
+/// How positions enter the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum PositionKind {
+    /// A learned table of `max_positions + offset` rows of width `hidden_size` (GPT-2: offset 0;
+    /// OPT: offset 2, `OPTLearnedPositionalEmbedding` in Hugging Face transformers).
+    Learned {
+        /// Extra rows stored beyond `max_positions`.
+        offset: u64,
+    },
+    /// Rotary embeddings (Su et al. 2021): no parameters.
+    Rotary,
+    /// ALiBi attention biases (Press et al. 2022): no parameters.
+    Alibi,
+    /// No positional information (or relative schemes with no learned table counted here).
+    None,
+}
+
+/// Which linear layers carry bias vectors.
+///
+/// GPT-2/BLOOM/OPT/GPT-NeoX: all; Qwen2: q, k, v only; LLaMA/Mistral/Gemma/Falcon-7B: none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LinearBiases {
+    /// Query, key and value projections.
+    pub qkv: bool,
+    /// Attention output projection.
+    pub attn_out: bool,
+    /// MLP projections (every matrix of the block).
+    pub mlp: bool,
+}
+
+impl LinearBiases {
+    /// Every linear carries a bias.
+    pub const ALL: LinearBiases = LinearBiases {
+        qkv: true,
+        attn_out: true,
+        mlp: true,
+    };
+    /// Only the q, k, v projections (Qwen2).
+    pub const QKV_ONLY: LinearBiases = LinearBiases {
+        qkv: true,
+        attn_out: false,
+        mlp: false,
+    };
+    /// No linear carries a bias.
+    pub const NONE: LinearBiases = LinearBiases {
+        qkv: false,
+        attn_out: false,
+        mlp: false,
+    };
+}
+
+/// How attention and MLP are arranged inside a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum BlockKind {
+    /// `x + attn(norm(x))`, then `x + mlp(norm(x))`: two norms per layer.
+    Sequential,
+    /// `x + attn(norm_a(x)) + mlp(norm_m(x))` (GPT-J, GPT-NeoX `use_parallel_residual`, PaLM,
+    /// Falcon). `shared_norm`: one norm feeds both branches (Falcon-7B); otherwise two norms
+    /// (GPT-NeoX, Falcon-40B `ln_attn`/`ln_mlp`).
+    Parallel {
+        /// One norm feeds both branches.
+        shared_norm: bool,
+    },
+}
+
+impl BlockKind {
+    /// Norm layers inside one transformer layer.
+    pub fn norms_per_layer(self) -> u64 {
+        match self {
+            BlockKind::Parallel { shared_norm: true } => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// Architecture knobs that change the count but not the shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Architecture {
+    /// Feed-forward form.
+    pub mlp: MlpKind,
+    /// Norm form (all norms of the model).
+    pub norm: NormKind,
+    /// Position embedding.
+    pub position: PositionKind,
+    /// Which linears carry biases.
+    pub biases: LinearBiases,
+    /// The output head shares the token-embedding matrix.
+    pub tied_embeddings: bool,
+    /// A norm right after the token embedding (BLOOM's `word_embeddings_layernorm`).
+    pub embedding_norm: bool,
+    /// Sequential or parallel attention/MLP.
+    pub block: BlockKind,
+    /// A norm after the last layer (absent in OPT-350m, `do_layer_norm_before = false`).
+    pub final_norm: bool,
+    /// Width of the token embedding when it differs from `hidden_size`; then bias-free
+    /// `project_in` / `project_out` linears map between the two (OPT-350m:
+    /// `word_embed_proj_dim = 512`).
+    pub embed_proj_dim: Option<u64>,
+}
+
+impl Architecture {
+    /// GPT-2 / GPT-3 (Radford et al. 2019; Brown et al. 2020): learned positions, LayerNorm,
+    /// GELU MLP, all biases, tied head.
+    pub fn gpt2() -> Architecture {
+        Architecture {
+            mlp: MlpKind::Standard,
+            norm: NormKind::LayerNorm,
+            position: PositionKind::Learned { offset: 0 },
+            biases: LinearBiases::ALL,
+            tied_embeddings: true,
+            embedding_norm: false,
+            block: BlockKind::Sequential,
+            final_norm: true,
+            embed_proj_dim: None,
+        }
+    }
+
+    /// BLOOM (BigScience 2022): ALiBi, embedding LayerNorm, all biases, tied head.
+    pub fn bloom() -> Architecture {
+        Architecture {
+            position: PositionKind::Alibi,
+            embedding_norm: true,
+            ..Architecture::gpt2()
+        }
+    }
+
+    /// GPT-NeoX / Pythia (Black et al. 2022): rotary, parallel residual with two norms, untied head.
+    pub fn gpt_neox() -> Architecture {
+        Architecture {
+            position: PositionKind::Rotary,
+            tied_embeddings: false,
+            block: BlockKind::Parallel { shared_norm: false },
+            ..Architecture::gpt2()
+        }
+    }
+
+    /// OPT (Zhang et al. 2022): learned positions with offset 2, ReLU MLP, all biases, tied head.
+    pub fn opt() -> Architecture {
+        Architecture {
+            position: PositionKind::Learned { offset: 2 },
+            ..Architecture::gpt2()
+        }
+    }
+
+    /// LLaMA / Mistral (Touvron et al. 2023): rotary, RMSNorm, SwiGLU, no biases, untied head.
+    pub fn llama() -> Architecture {
+        Architecture {
+            mlp: MlpKind::Gated,
+            norm: NormKind::RmsNorm,
+            position: PositionKind::Rotary,
+            biases: LinearBiases::NONE,
+            tied_embeddings: false,
+            embedding_norm: false,
+            block: BlockKind::Sequential,
+            final_norm: true,
+            embed_proj_dim: None,
+        }
+    }
+
+    /// Qwen2 (Yang et al. 2024): LLaMA with q/k/v biases.
+    pub fn qwen2() -> Architecture {
+        Architecture {
+            biases: LinearBiases::QKV_ONLY,
+            ..Architecture::llama()
+        }
+    }
+
+    /// Gemma (Gemma Team 2024): LLaMA-like with GeGLU, tied head.
+    pub fn gemma() -> Architecture {
+        Architecture {
+            tied_embeddings: true,
+            ..Architecture::llama()
+        }
+    }
+
+    /// Falcon-7B style (Almazrouei et al. 2023): rotary, parallel block with one shared
+    /// LayerNorm, GELU MLP, no biases, tied head.
+    pub fn falcon() -> Architecture {
+        Architecture {
+            position: PositionKind::Rotary,
+            biases: LinearBiases::NONE,
+            block: BlockKind::Parallel { shared_norm: true },
+            ..Architecture::gpt2()
+        }
+    }
+
+    /// Look an architecture preset up by family name (`gpt2`, `gpt3`, `bloom`, `gpt_neox`,
+    /// `pythia`, `opt`, `llama`, `mistral`, `qwen2`, `gemma`, `falcon`).
+    ///
+    /// ```
+    /// use lmshape::Architecture;
+    /// assert_eq!(Architecture::by_name("bloom").unwrap(), Architecture::bloom());
+    /// assert!(Architecture::by_name("rwkv").is_err());
+    /// ```
+    pub fn by_name(name: &str) -> Result<Architecture> {
+        Ok(match name.to_ascii_lowercase().replace('-', "_").as_str() {
+            "gpt2" | "gpt3" | "gpt" => Architecture::gpt2(),
+            "bloom" => Architecture::bloom(),
+            "gpt_neox" | "neox" | "pythia" => Architecture::gpt_neox(),
+            "opt" => Architecture::opt(),
+            "llama" | "mistral" => Architecture::llama(),
+            "qwen2" => Architecture::qwen2(),
+            "gemma" => Architecture::gemma(),
+            "falcon" => Architecture::falcon(),
+            _ => {
+                return Err(Error::UnknownName {
+                    kind: "architecture",
+                    name: name.to_string(),
+                    known: ARCH_NAMES.join(", "),
+                });
+            }
+        })
+    }
+}
+
+/// Names accepted by [`Architecture::by_name`].
+pub const ARCH_NAMES: &[&str] = &[
+    "gpt2", "gpt3", "bloom", "gpt_neox", "pythia", "opt", "llama", "mistral", "qwen2", "gemma",
+    "falcon",
+];
+
+/// A decoder-only transformer language model, validated at construction.
+///
+/// `head_dim` may differ from `hidden_size / num_heads` (Gemma-7B: 3072 hidden, 16 heads of 256).
+/// `num_kv_heads < num_heads` is grouped-query attention (Ainslie et al. 2023); `1` is
+/// multi-query attention (Shazeer 2019).
+///
+/// ```
+/// use lmshape::{Architecture, Transformer};
+/// // Llama-2-7B (Touvron et al. 2023, Table 1; Hugging Face config.json).
+/// let m = Transformer::new(32000, 4096, 32, 32, 32, 128, 11008, 4096, Architecture::llama())?;
+/// assert_eq!(m.param_counts()?.total_params, 6_738_415_616);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Transformer {
+    /// Rows of the token embedding (often padded, e.g. BLOOM's 250880).
+    pub vocab_size: u64,
+    /// Residual stream width `d`.
+    pub hidden_size: u64,
+    /// Transformer layers `L`.
+    pub num_layers: u64,
+    /// Query heads `H`.
+    pub num_heads: u64,
+    /// Key/value heads (equal to `num_heads` for multi-head attention).
+    pub num_kv_heads: u64,
+    /// Width of one head.
+    pub head_dim: u64,
+    /// Feed-forward inner width `f`.
+    pub ffn_size: u64,
+    /// Context length the model was built for (learned position rows, default FLOPs context).
+    pub max_positions: u64,
+    /// Architecture knobs.
+    pub arch: Architecture,
+}
+
+impl Transformer {
+    /// Build and validate a model.
+    ///
+    /// Rules: every size positive; `num_heads % num_kv_heads == 0`; `embed_proj_dim` positive
+    /// when present; the exact parameter count fits in `u64`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        vocab_size: u64,
+        hidden_size: u64,
+        num_layers: u64,
+        num_heads: u64,
+        num_kv_heads: u64,
+        head_dim: u64,
+        ffn_size: u64,
+        max_positions: u64,
+        arch: Architecture,
+    ) -> Result<Transformer> {
+        let m = Transformer {
+            vocab_size,
+            hidden_size,
+            num_layers,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            ffn_size,
+            max_positions,
+            arch,
+        };
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// A multi-head model with `head_dim = hidden / heads` and `ffn = 4·hidden` (GPT-style).
+    ///
+    /// ```
+    /// use lmshape::{Architecture, Transformer};
+    /// let m = Transformer::standard(50257, 768, 12, 12, 1024, Architecture::gpt2())?;
+    /// assert_eq!(m.param_counts()?.total_params, 124_439_808);
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    pub fn standard(
+        vocab_size: u64,
+        hidden_size: u64,
+        num_layers: u64,
+        num_heads: u64,
+        max_positions: u64,
+        arch: Architecture,
+    ) -> Result<Transformer> {
+        positive(num_heads, "num_heads")?;
+        divisible(
+            "hidden size must split evenly into heads",
+            "hidden_size",
+            hidden_size,
+            "num_heads",
+            num_heads,
+        )?;
+        let ffn = crate::error::mul(hidden_size, 4, "ffn_size")?;
+        Transformer::new(
+            vocab_size,
+            hidden_size,
+            num_layers,
+            num_heads,
+            num_heads,
+            hidden_size / num_heads,
+            ffn,
+            max_positions,
+            arch,
+        )
+    }
+
+    /// Check every rule; [`Transformer::new`] calls this.
+    pub fn validate(&self) -> Result<()> {
+        positive(self.vocab_size, "vocab_size")?;
+        positive(self.hidden_size, "hidden_size")?;
+        positive(self.num_layers, "num_layers")?;
+        positive(self.num_heads, "num_heads")?;
+        positive(self.num_kv_heads, "num_kv_heads")?;
+        positive(self.head_dim, "head_dim")?;
+        positive(self.ffn_size, "ffn_size")?;
+        positive(self.max_positions, "max_positions")?;
+        if let Some(p) = self.arch.embed_proj_dim {
+            positive(p, "embed_proj_dim")?;
+        }
+        if self.num_kv_heads > self.num_heads {
+            return Err(Error::Inconsistent {
+                rule: "kv heads cannot exceed query heads",
+                detail: format!(
+                    "num_kv_heads = {} > num_heads = {}",
+                    self.num_kv_heads, self.num_heads
+                ),
+            });
+        }
+        divisible(
+            "query heads must split evenly into kv heads groups",
+            "num_heads",
+            self.num_heads,
+            "num_kv_heads",
+            self.num_kv_heads,
+        )?;
+        // Fails with Error::Overflow if any count does not fit u64.
+        self.param_counts()?;
+        Ok(())
+    }
+
+    /// Query width `H · head_dim` (Kaplan's `d_attn`).
+    pub fn attn_dim(&self) -> u64 {
+        self.num_heads.saturating_mul(self.head_dim)
+    }
+
+    /// Key/value width `KV · head_dim`.
+    pub fn kv_dim(&self) -> u64 {
+        self.num_kv_heads.saturating_mul(self.head_dim)
+    }
+
+    /// Width of the token embedding (`embed_proj_dim` or `hidden_size`).
+    pub fn embed_dim(&self) -> u64 {
+        self.arch.embed_proj_dim.unwrap_or(self.hidden_size)
+    }
+
+    /// Kaplan et al. 2020 aspect ratio `d_model / n_layer`.
+    pub fn aspect_ratio(&self) -> f64 {
+        self.hidden_size as f64 / self.num_layers as f64
+    }
+}

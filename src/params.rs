@@ -1,0 +1,248 @@
+//! Exact parameter counts, per component.
+//!
+//! Counts follow the modules of the Hugging Face `transformers` implementations of each family
+//! (`modeling_gpt2.py`, `modeling_gpt_neox.py`, `modeling_bloom.py`, `modeling_opt.py`,
+//! `modeling_llama.py`, `modeling_qwen2.py`, `modeling_gemma.py`, `modeling_falcon.py`):
+//!
+//! * token embedding `V · e` (`e = embed_proj_dim` or `d`); learned positions
+//!   `(P + offset) · d`; untied head `V · e`;
+//! * attention: q `d · (H·hd)`, k and v `d · (KV·hd)` each, out `(H·hd) · d`, plus biases
+//!   `H·hd + 2·KV·hd` (q/k/v) and `d` (out) where the family has them;
+//! * MLP: `2 · d · f` (standard) or `3 · d · f` (gated), biases `f + d` (standard) or
+//!   `2f + d` (gated);
+//! * norms: LayerNorm `2d`, RMSNorm `d`, one or two per layer, an optional final norm and
+//!   BLOOM's embedding norm;
+//! * OPT-350m's bias-free `project_in` / `project_out`: `2 · e · d`.
+//!
+//! Kaplan et al. 2020 §2.1 define the non-embedding count `N` by leaving out token and position
+//! embeddings; an untied output head is an embedding matrix too (the Pythia model card's
+//! "non-embedding params" leave out both `embed_in` and `embed_out`), so it is left out as well.
+
+use crate::error::{Result, add, mul, sum};
+use crate::model::{MlpKind, PositionKind, Transformer};
+use serde::{Deserialize, Serialize};
+
+/// Parameters of one transformer layer, by tensor group, as needed to shard it over tensor
+/// parallelism (Megatron-LM: column-parallel q/k/v and MLP-in split weights and biases;
+/// row-parallel out/MLP-out split weights but keep their bias whole; norms are replicated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LayerParams {
+    /// q, k, v weight matrices.
+    pub qkv_weight_params: u64,
+    /// q, k, v biases.
+    pub qkv_bias_params: u64,
+    /// Attention output weight.
+    pub attn_out_weight_params: u64,
+    /// Attention output bias.
+    pub attn_out_bias_params: u64,
+    /// MLP input weights (up, plus gate when gated).
+    pub mlp_in_weight_params: u64,
+    /// MLP input biases.
+    pub mlp_in_bias_params: u64,
+    /// MLP output (down) weight.
+    pub mlp_out_weight_params: u64,
+    /// MLP output bias.
+    pub mlp_out_bias_params: u64,
+    /// The layer's norms.
+    pub norm_params: u64,
+}
+
+impl LayerParams {
+    /// Attention parameters of the layer.
+    pub fn attention_params(&self) -> u64 {
+        self.qkv_weight_params
+            + self.qkv_bias_params
+            + self.attn_out_weight_params
+            + self.attn_out_bias_params
+    }
+
+    /// MLP parameters of the layer.
+    pub fn mlp_params(&self) -> u64 {
+        self.mlp_in_weight_params
+            + self.mlp_in_bias_params
+            + self.mlp_out_weight_params
+            + self.mlp_out_bias_params
+    }
+
+    /// All parameters of the layer.
+    pub fn total_params(&self) -> u64 {
+        self.attention_params() + self.mlp_params() + self.norm_params
+    }
+
+    /// Parameters split across tensor-parallel ranks (weights, column-parallel biases).
+    pub fn tp_sharded_params(&self) -> u64 {
+        self.qkv_weight_params
+            + self.qkv_bias_params
+            + self.attn_out_weight_params
+            + self.mlp_in_weight_params
+            + self.mlp_in_bias_params
+            + self.mlp_out_weight_params
+    }
+
+    /// Parameters every tensor-parallel rank keeps whole (row-parallel biases, norms).
+    pub fn tp_replicated_params(&self) -> u64 {
+        self.attn_out_bias_params + self.mlp_out_bias_params + self.norm_params
+    }
+}
+
+/// A model's parameters by component. Every field is an exact count.
+///
+/// Identity: `total = token_embedding + position_embedding + embedding_norm +
+/// embedding_projection + attention + mlp + layer_norm + final_norm + output_head`, and
+/// `total = embedding + non_embedding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ParamCounts {
+    /// Token embedding `V · e`.
+    pub token_embedding_params: u64,
+    /// Learned position table (0 for rotary, ALiBi, none).
+    pub position_embedding_params: u64,
+    /// BLOOM's norm after the embedding.
+    pub embedding_norm_params: u64,
+    /// OPT-350m's `project_in` + `project_out`.
+    pub embedding_projection_params: u64,
+    /// Attention over all layers.
+    pub attention_params: u64,
+    /// MLP over all layers.
+    pub mlp_params: u64,
+    /// Norms inside the layers.
+    pub layer_norm_params: u64,
+    /// Final norm.
+    pub final_norm_params: u64,
+    /// Untied output head (0 when tied).
+    pub output_head_params: u64,
+    /// One layer's parameters.
+    pub layer: LayerParams,
+    /// Everything.
+    pub total_params: u64,
+    /// Token + position embeddings + untied head.
+    pub embedding_params: u64,
+    /// Kaplan's `N`: `total − embedding`.
+    pub non_embedding_params: u64,
+}
+
+/// One layer's parameters (see the module docs for the formulas).
+pub fn layer_params(m: &Transformer) -> Result<LayerParams> {
+    const W: &str = "layer parameters";
+    let d = m.hidden_size;
+    let q = mul(m.num_heads, m.head_dim, W)?;
+    let kv = mul(m.num_kv_heads, m.head_dim, W)?;
+    let qkv_out = add(q, mul(kv, 2, W)?, W)?;
+    let b = m.arch.biases;
+    let in_mats = match m.arch.mlp {
+        MlpKind::Standard => 1,
+        MlpKind::Gated => 2,
+    };
+    Ok(LayerParams {
+        qkv_weight_params: mul(d, qkv_out, W)?,
+        qkv_bias_params: if b.qkv { qkv_out } else { 0 },
+        attn_out_weight_params: mul(q, d, W)?,
+        attn_out_bias_params: if b.attn_out { d } else { 0 },
+        mlp_in_weight_params: mul(mul(d, m.ffn_size, W)?, in_mats, W)?,
+        mlp_in_bias_params: if b.mlp {
+            mul(m.ffn_size, in_mats, W)?
+        } else {
+            0
+        },
+        mlp_out_weight_params: mul(m.ffn_size, d, W)?,
+        mlp_out_bias_params: if b.mlp { d } else { 0 },
+        norm_params: mul(m.arch.norm.params(d), m.arch.block.norms_per_layer(), W)?,
+    })
+}
+
+/// Exact parameter counts of a model (checked arithmetic: overflow is an error).
+///
+/// ```
+/// use lmshape::{presets, Transformer};
+/// let c = presets::by_name("gpt3-175b")?.param_counts()?;
+/// assert_eq!(c.total_params, c.embedding_params + c.non_embedding_params);
+/// assert!((c.total_params as f64 / 175e9 - 1.0).abs() < 0.01);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn param_counts(m: &Transformer) -> Result<ParamCounts> {
+    const W: &str = "parameter count";
+    let d = m.hidden_size;
+    let e = m.embed_dim();
+    let layer = layer_params(m)?;
+    let layers = m.num_layers;
+    let token_embedding_params = mul(m.vocab_size, e, W)?;
+    let position_embedding_params = match m.arch.position {
+        PositionKind::Learned { offset } => mul(add(m.max_positions, offset, W)?, d, W)?,
+        _ => 0,
+    };
+    let embedding_norm_params = if m.arch.embedding_norm {
+        m.arch.norm.params(e)
+    } else {
+        0
+    };
+    let embedding_projection_params = match m.arch.embed_proj_dim {
+        Some(p) if p != d => mul(mul(p, d, W)?, 2, W)?,
+        _ => 0,
+    };
+    let attention_params = mul(layer.attention_params(), layers, W)?;
+    let mlp_params = mul(layer.mlp_params(), layers, W)?;
+    let layer_norm_params = mul(layer.norm_params, layers, W)?;
+    let final_norm_params = if m.arch.final_norm {
+        m.arch.norm.params(d)
+    } else {
+        0
+    };
+    let output_head_params = if m.arch.tied_embeddings {
+        0
+    } else {
+        token_embedding_params
+    };
+    let total_params = sum(
+        &[
+            token_embedding_params,
+            position_embedding_params,
+            embedding_norm_params,
+            embedding_projection_params,
+            attention_params,
+            mlp_params,
+            layer_norm_params,
+            final_norm_params,
+            output_head_params,
+        ],
+        W,
+    )?;
+    let embedding_params = token_embedding_params + position_embedding_params + output_head_params;
+    Ok(ParamCounts {
+        token_embedding_params,
+        position_embedding_params,
+        embedding_norm_params,
+        embedding_projection_params,
+        attention_params,
+        mlp_params,
+        layer_norm_params,
+        final_norm_params,
+        output_head_params,
+        layer,
+        total_params,
+        embedding_params,
+        non_embedding_params: total_params - embedding_params,
+    })
+}
+
+impl Transformer {
+    /// Exact parameter counts; see [`param_counts`].
+    pub fn param_counts(&self) -> Result<ParamCounts> {
+        param_counts(self)
+    }
+
+    /// Total parameters; see [`param_counts`].
+    pub fn total_params(&self) -> Result<u64> {
+        Ok(param_counts(self)?.total_params)
+    }
+}
+
+/// Kaplan et al. 2020 §2.1 approximation `N ≈ 12 · L · d²` (non-embedding, `d_attn = d`,
+/// `d_ff = 4d`), as an `f64`.
+///
+/// ```
+/// // GPT-3 175B: 12 · 96 · 12288² ≈ 1.74e11.
+/// let n = lmshape::params::kaplan_approx_params(96, 12288);
+/// assert!((n / 1.74e11 - 1.0).abs() < 0.01);
+/// ```
+pub fn kaplan_approx_params(num_layers: u64, hidden_size: u64) -> f64 {
+    12.0 * num_layers as f64 * (hidden_size as f64).powi(2)
+}
