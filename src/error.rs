@@ -154,7 +154,6 @@ pub(crate) fn positive(value: u64, field: &'static str) -> Result<u64> {
 }
 
 /// Require a finite, strictly positive float.
-#[allow(dead_code)]
 pub(crate) fn positive_f64(value: f64, field: &'static str) -> Result<f64> {
     if value.is_finite() && value > 0.0 {
         Ok(value)
@@ -168,7 +167,6 @@ pub(crate) fn positive_f64(value: f64, field: &'static str) -> Result<f64> {
 }
 
 /// Require a finite float `>= 0`.
-#[allow(dead_code)]
 pub(crate) fn non_negative_f64(value: f64, field: &'static str) -> Result<f64> {
     if value.is_finite() && value >= 0.0 {
         Ok(value)

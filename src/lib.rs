@@ -7,7 +7,10 @@
 //!   ([`model::hf`]) or built in code ([`Transformer`], [`presets`]);
 //! * [`params`]: exact parameter counts per component;
 //! * [`flops`]: FLOPs per token under named conventions (Kaplan, PaLM, Megatron-LM eq. 3,
-//!   Chinchilla app. F).
+//!   Chinchilla app. F);
+//! * [`hardware`]: GPU presets (SMs, peaks per dtype, memory and bandwidths);
+//! * [`scaling`]: compute budgets, published scaling laws (Kaplan, Chinchilla approaches 1–3,
+//!   Besiroglu et al.), fitting a law to your own runs, inference-aware sizing and constraints.
 //!
 //! ```
 //! use lmshape::model::hf::from_hf_config_str;
@@ -32,8 +35,10 @@
 
 pub mod error;
 pub mod flops;
+pub mod hardware;
 pub mod model;
 pub mod params;
+pub mod scaling;
 
 pub use error::{Error, Result};
 pub use flops::{FlopsConvention, Recompute, TokenFlops};

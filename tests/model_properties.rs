@@ -71,6 +71,13 @@ fn model_strategy() -> impl Strategy<Value = Transformer> {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct(
+            "proptest-regressions/model_properties.txt",
+        ))),
+        ..ProptestConfig::default()
+    })]
+
     #[test]
     fn components_add_up(m in model_strategy()) {
         let c = m.param_counts().unwrap();
@@ -207,6 +214,13 @@ const KEYS: &[&str] = &[
 ];
 
 proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct(
+            "proptest-regressions/model_properties.txt",
+        ))),
+        ..ProptestConfig::default()
+    })]
+
     #[test]
     fn any_json_object_is_ok_or_typed_error(
         model_type in prop_oneof![

@@ -1,0 +1,92 @@
+//! Fit `L = E + A/N^α + B/D^β` to your own runs (Hoffmann et al. 2022 §3.3: Huber δ = 1e-3 on
+//! log loss, L-BFGS from a grid of starts).
+//!
+//! `cargo run --release --example fit_scaling_law -- runs.csv [--exclude-highest-loss N] [--json]`
+//! The CSV has columns `params`, `loss` and `tokens` or `training_flops`. Without a path it fits
+//! the Chinchilla Figure 4 data bundled in `tests/data/`.
+
+mod common;
+
+use common::{Args, die, or_die, si};
+use lmshape::scaling::{self, FitOptions};
+use serde_json::json;
+
+const USAGE: &str = "usage: fit_scaling_law [runs.csv] [--exclude-highest-loss N] [--json]";
+const DEFAULT_CSV: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/chinchilla_fig4_extracted.csv"
+);
+
+fn main() {
+    let args = Args::parse(&["exclude-highest-loss"], &["json"], USAGE);
+    let path = args
+        .positional
+        .first()
+        .cloned()
+        .unwrap_or_else(|| DEFAULT_CSV.into());
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| die(&format!("cannot read {path}: {e}")));
+    let all = or_die(scaling::runs_from_csv(&text));
+    let excluded = args.get_u64("exclude-highest-loss", 0) as usize;
+    let runs = scaling::exclude_highest_loss(&all, excluded);
+    let t = std::time::Instant::now();
+    let fit = or_die(scaling::fit_parametric(&runs, &FitOptions::default()));
+    let seconds = t.elapsed().as_secs_f64();
+    let frontier = scaling::isoflop_frontier(&runs, 0.25).ok().and_then(|m| {
+        let cs: Vec<f64> = m.iter().map(|x| x.flops).collect();
+        let ns: Vec<f64> = m.iter().map(|x| x.optimal.params).collect();
+        scaling::fit_power_law(&cs, &ns).ok().map(|f| (m.len(), f))
+    });
+    let l = fit.law;
+    let opt = or_die(l.compute_optimal(1e24));
+    if args.flag("json") {
+        let mut out = json!({
+            "E": l.e, "A": l.a, "B": l.b, "alpha": l.alpha, "beta": l.beta,
+            "objective": fit.objective,
+            "rms_log_residual": fit.rms_residual,
+            "max_abs_log_residual": fit.residuals.iter().fold(0.0f64, |m, r| m.max(r.abs())),
+            "runs_used": runs.len(),
+            "runs_excluded": all.len() - runs.len(),
+            "starts": fit.starts,
+            "fit_seconds": seconds,
+            "params_exponent": l.beta / (l.alpha + l.beta),
+            "tokens_exponent": l.alpha / (l.alpha + l.beta),
+            "optimal_at_1e24_flops": {"params": opt.params, "tokens": opt.tokens},
+        });
+        if let Some((groups, f)) = &frontier {
+            out["isoflop_frontier"] = json!({"groups": groups, "params_exponent": f.exponent, "coef": f.coef, "r_squared": f.r_squared});
+        }
+        println!("{}", serde_json::to_string_pretty(&out).unwrap());
+        return;
+    }
+    println!(
+        "{path}: {} runs, {} left out as highest-loss outliers",
+        all.len(),
+        all.len() - runs.len()
+    );
+    println!(
+        "fit (Huber d=1e-3 on log loss, L-BFGS from {} starts, {seconds:.2}s):",
+        fit.starts
+    );
+    println!(
+        "  E = {:.4}  A = {:.2}  B = {:.2}  alpha = {:.4}  beta = {:.4}",
+        l.e, l.a, l.b, l.alpha, l.beta
+    );
+    println!(
+        "  objective {:.6}, rms log residual {:.4}",
+        fit.objective, fit.rms_residual
+    );
+    println!(
+        "  compute-optimal: N_opt ∝ C^{:.3}, D_opt ∝ C^{:.3}; at 1e24 FLOPs: {} params on {} tokens",
+        l.beta / (l.alpha + l.beta),
+        l.alpha / (l.alpha + l.beta),
+        si(opt.params),
+        si(opt.tokens)
+    );
+    if let Some((groups, f)) = frontier {
+        println!(
+            "  IsoFLOP (approach 2) over {groups} groups: N_opt ∝ C^{:.3} (r² {:.3})",
+            f.exponent, f.r_squared
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! GPU presets: the facts a model of speed and memory needs.
+//!
+//! Sources: NVIDIA V100 datasheet (2020), NVIDIA A100 Tensor Core GPU Architecture whitepaper
+//! (2020) and A100 datasheet (80GB: 2,039 GB/s), NVIDIA H100 Tensor Core GPU Architecture
+//! whitepaper (2022; SXM5: 132 SMs, 989.4 dense BF16 TFLOP/s, 3.35 TB/s), NVIDIA H200 datasheet
+//! (2024; 141 GB HBM3e, 4.8 TB/s, same GH100 compute as H100 SXM). Dense (no sparsity) peaks.
+//! Memory capacities in bytes as the boards expose them in binary units (80 GB boards carry
+//! 80 GiB); the H200's 141 GB is decimal as NVIDIA states it.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Element type of a GEMM or a stored tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dtype {
+    /// IEEE single precision on CUDA cores.
+    Fp32,
+    /// TensorFloat-32 on Tensor Cores (fp32 storage).
+    Tf32,
+    /// IEEE half precision.
+    Fp16,
+    /// bfloat16.
+    Bf16,
+    /// 8-bit floating point (E4M3/E5M2), Hopper and later.
+    Fp8,
+}
+
+impl Dtype {
+    /// Bytes per element in memory.
+    ///
+    /// ```
+    /// assert_eq!(lmshape::hardware::Dtype::Bf16.bytes(), 2);
+    /// ```
+    pub fn bytes(self) -> u64 {
+        match self {
+            Dtype::Fp32 | Dtype::Tf32 => 4,
+            Dtype::Fp16 | Dtype::Bf16 => 2,
+            Dtype::Fp8 => 1,
+        }
+    }
+
+    /// Elements whose multiple a GEMM dimension should be for full Tensor Core speed: 16 bytes
+    /// (NVIDIA "Matrix Multiplication Background" user guide, §"Tensor Core requirements":
+    /// multiples of 8 fp16 elements, 4 tf32, 16 int8/fp8).
+    pub fn alignment_elements(self) -> u64 {
+        16 / self.bytes()
+    }
+
+    /// Parse `fp32`, `tf32`, `fp16`, `bf16`, `fp8`.
+    pub fn parse(s: &str) -> Result<Dtype> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "fp32" | "float32" => Dtype::Fp32,
+            "tf32" => Dtype::Tf32,
+            "fp16" | "float16" | "half" => Dtype::Fp16,
+            "bf16" | "bfloat16" => Dtype::Bf16,
+            "fp8" => Dtype::Fp8,
+            _ => {
+                return Err(Error::UnknownName {
+                    kind: "dtype",
+                    name: s.into(),
+                    known: "fp32, tf32, fp16, bf16, fp8".into(),
+                });
+            }
+        })
+    }
+}
+
+/// The facts of one GPU model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuSpec {
+    /// Short name (`a100-80gb`).
+    pub name: String,
+    /// Streaming multiprocessors (one tile per SM per wave).
+    pub sm_count: u64,
+    /// Dense fp32 (CUDA core) peak, FLOP/s.
+    pub fp32_flops_per_s: f64,
+    /// Dense tf32 Tensor Core peak, FLOP/s (0: not supported).
+    pub tf32_flops_per_s: f64,
+    /// Dense fp16 Tensor Core peak, FLOP/s.
+    pub fp16_flops_per_s: f64,
+    /// Dense bf16 Tensor Core peak, FLOP/s (0: not supported).
+    pub bf16_flops_per_s: f64,
+    /// Dense fp8 Tensor Core peak, FLOP/s (0: not supported).
+    pub fp8_flops_per_s: f64,
+    /// HBM capacity.
+    pub memory_bytes: u64,
+    /// HBM bandwidth, bytes/s.
+    pub memory_bytes_per_s: f64,
+    /// NVLink bandwidth per GPU (both directions summed, as NVIDIA quotes it), bytes/s.
+    pub nvlink_bytes_per_s: f64,
+}
+
+const GIB: u64 = 1 << 30;
+
+impl GpuSpec {
+    /// NVIDIA V100 SXM2 32GB (no bf16: its peak is 0).
+    pub fn v100() -> GpuSpec {
+        GpuSpec {
+            name: "v100".into(),
+            sm_count: 80,
+            fp32_flops_per_s: 15.7e12,
+            tf32_flops_per_s: 0.0,
+            fp16_flops_per_s: 125e12,
+            bf16_flops_per_s: 0.0,
+            fp8_flops_per_s: 0.0,
+            memory_bytes: 32 * GIB,
+            memory_bytes_per_s: 900e9,
+            nvlink_bytes_per_s: 300e9,
+        }
+    }
+
+    /// NVIDIA A100 SXM4 40GB.
+    pub fn a100_40gb() -> GpuSpec {
+        GpuSpec {
+            name: "a100-40gb".into(),
+            sm_count: 108,
+            fp32_flops_per_s: 19.5e12,
+            tf32_flops_per_s: 156e12,
+            fp16_flops_per_s: 312e12,
+            bf16_flops_per_s: 312e12,
+            fp8_flops_per_s: 0.0,
+            memory_bytes: 40 * GIB,
+            memory_bytes_per_s: 1555e9,
+            nvlink_bytes_per_s: 600e9,
+        }
+    }
+
+    /// NVIDIA A100 SXM4 80GB.
+    pub fn a100_80gb() -> GpuSpec {
+        GpuSpec {
+            name: "a100-80gb".into(),
+            memory_bytes: 80 * GIB,
+            memory_bytes_per_s: 2039e9,
+            ..GpuSpec::a100_40gb()
+        }
+    }
+
+    /// NVIDIA H100 SXM5 80GB.
+    pub fn h100_sxm() -> GpuSpec {
+        GpuSpec {
+            name: "h100-sxm".into(),
+            sm_count: 132,
+            fp32_flops_per_s: 66.9e12,
+            tf32_flops_per_s: 494.7e12,
+            fp16_flops_per_s: 989.4e12,
+            bf16_flops_per_s: 989.4e12,
+            fp8_flops_per_s: 1978.9e12,
+            memory_bytes: 80 * GIB,
+            memory_bytes_per_s: 3.35e12,
+            nvlink_bytes_per_s: 900e9,
+        }
+    }
+
+    /// NVIDIA H200 SXM 141GB.
+    pub fn h200() -> GpuSpec {
+        GpuSpec {
+            name: "h200".into(),
+            memory_bytes: 141_000_000_000,
+            memory_bytes_per_s: 4.8e12,
+            ..GpuSpec::h100_sxm()
+        }
+    }
+
+    /// Every preset.
+    pub fn presets() -> Vec<GpuSpec> {
+        vec![
+            GpuSpec::v100(),
+            GpuSpec::a100_40gb(),
+            GpuSpec::a100_80gb(),
+            GpuSpec::h100_sxm(),
+            GpuSpec::h200(),
+        ]
+    }
+
+    /// Look a preset up by name (`v100`, `a100-40gb`, `a100-80gb`/`a100`, `h100-sxm`/`h100`,
+    /// `h200`).
+    ///
+    /// ```
+    /// let g = lmshape::hardware::GpuSpec::by_name("a100-80gb")?;
+    /// assert_eq!(g.sm_count, 108);
+    /// assert_eq!(g.peak_flops_per_s(lmshape::hardware::Dtype::Bf16)?, 312e12);
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    pub fn by_name(name: &str) -> Result<GpuSpec> {
+        let n = name.to_ascii_lowercase().replace('_', "-");
+        let alias = match n.as_str() {
+            "a100" => "a100-80gb",
+            "h100" | "h100-sxm5" => "h100-sxm",
+            "h200-sxm" => "h200",
+            "v100-sxm2" => "v100",
+            other => other,
+        };
+        GpuSpec::presets()
+            .into_iter()
+            .find(|g| g.name == alias)
+            .ok_or_else(|| Error::UnknownName {
+                kind: "gpu",
+                name: name.into(),
+                known: GpuSpec::presets()
+                    .iter()
+                    .map(|g| g.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// Dense peak for a dtype; an error when the GPU lacks it.
+    pub fn peak_flops_per_s(&self, dtype: Dtype) -> Result<f64> {
+        let p = match dtype {
+            Dtype::Fp32 => self.fp32_flops_per_s,
+            Dtype::Tf32 => self.tf32_flops_per_s,
+            Dtype::Fp16 => self.fp16_flops_per_s,
+            Dtype::Bf16 => self.bf16_flops_per_s,
+            Dtype::Fp8 => self.fp8_flops_per_s,
+        };
+        if p > 0.0 && p.is_finite() {
+            Ok(p)
+        } else {
+            Err(Error::Inconsistent {
+                rule: "the gpu must support the dtype",
+                detail: format!("{} has no {:?} peak", self.name, dtype),
+            })
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! Fitting scaling laws to runs.
+//!
+//! The parametric fit follows Hoffmann et al. 2022 §3.3 and Appendix D.2: minimise
+//! `Σ Huber_δ(LSE(a − α·log N, b − β·log D, e) − log L)` over `(a, b, e, α, β)` with
+//! `A = exp(a)`, `B = exp(b)`, `E = exp(e)`, `δ = 1e-3`, by L-BFGS from a grid of initial values,
+//! keeping the best result. The optimiser is `argmin`'s L-BFGS with a More–Thuente line search.
+
+use super::{Allocation, ParametricLaw, Run};
+use crate::error::{Error, Result};
+use argmin::core::{CostFunction, Executor, Gradient, State};
+use argmin::solver::linesearch::MoreThuenteLineSearch;
+use argmin::solver::quasinewton::LBFGS;
+use serde::{Deserialize, Serialize};
+
+/// Options of [`fit_parametric`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitOptions {
+    /// Huber threshold on log-loss residuals (Hoffmann et al.: 1e-3).
+    pub delta: f64,
+    /// Initial `α` values.
+    pub alpha_grid: Vec<f64>,
+    /// Initial `β` values.
+    pub beta_grid: Vec<f64>,
+    /// Initial `e = log E` values.
+    pub e_grid: Vec<f64>,
+    /// Initial `a = log A` values.
+    pub a_grid: Vec<f64>,
+    /// Initial `b = log B` values.
+    pub b_grid: Vec<f64>,
+    /// L-BFGS iterations per start.
+    pub max_iters: u64,
+}
+
+impl Default for FitOptions {
+    /// Hoffmann et al. 2022 Appendix D.2 grid: `α, β ∈ {0, 0.5, …, 2}`, `e ∈ {−1, −0.5, …, 1}`,
+    /// `a, b ∈ {0, 5, …, 25}` (4500 starts).
+    fn default() -> FitOptions {
+        let range = |lo: f64, step: f64, n: usize| (0..n).map(|i| lo + step * i as f64).collect();
+        FitOptions {
+            delta: 1e-3,
+            alpha_grid: range(0.0, 0.5, 5),
+            beta_grid: range(0.0, 0.5, 5),
+            e_grid: range(-1.0, 0.5, 5),
+            a_grid: range(0.0, 5.0, 6),
+            b_grid: range(0.0, 5.0, 6),
+            max_iters: 500,
+        }
+    }
+}
+
+/// The outcome of a parametric fit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitResult {
+    /// The fitted law.
+    pub law: ParametricLaw,
+    /// Best objective (sum of Huber losses).
+    pub objective: f64,
+    /// Residuals `log L_pred − log L_obs`, one per run, in input order.
+    pub residuals: Vec<f64>,
+    /// Root mean square of the residuals.
+    pub rms_residual: f64,
+    /// Starts tried.
+    pub starts: usize,
+    /// Starts whose optimisation ran to completion.
+    pub completed: usize,
+}
+
+struct Objective<'a> {
+    x: &'a [(f64, f64, f64)], // (log N, log D, log L)
+    delta: f64,
+}
+
+fn huber(r: f64, delta: f64) -> (f64, f64) {
+    if r.abs() <= delta {
+        (0.5 * r * r, r)
+    } else {
+        (delta * (r.abs() - 0.5 * delta), delta * r.signum())
+    }
+}
+
+impl Objective<'_> {
+    /// Objective and gradient with respect to `(a, b, e, α, β)`.
+    fn eval(&self, p: &[f64]) -> (f64, [f64; 5]) {
+        let (a, b, e, al, be) = (p[0], p[1], p[2], p[3], p[4]);
+        let mut f = 0.0;
+        let mut g = [0.0; 5];
+        for &(ln_n, ln_d, ln_l) in self.x {
+            let t1 = a - al * ln_n;
+            let t2 = b - be * ln_d;
+            let t3 = e;
+            let m = t1.max(t2).max(t3);
+            let (e1, e2, e3) = ((t1 - m).exp(), (t2 - m).exp(), (t3 - m).exp());
+            let s = e1 + e2 + e3;
+            let pred = m + s.ln();
+            let (h, dh) = huber(pred - ln_l, self.delta);
+            f += h;
+            let (w1, w2, w3) = (e1 / s, e2 / s, e3 / s);
+            g[0] += dh * w1;
+            g[1] += dh * w2;
+            g[2] += dh * w3;
+            g[3] -= dh * w1 * ln_n;
+            g[4] -= dh * w2 * ln_d;
+        }
+        (f, g)
+    }
+}
+
+impl CostFunction for Objective<'_> {
+    type Param = Vec<f64>;
+    type Output = f64;
+    fn cost(&self, p: &Vec<f64>) -> std::result::Result<f64, argmin::core::Error> {
+        Ok(self.eval(p).0)
+    }
+}
+
+impl Gradient for Objective<'_> {
+    type Param = Vec<f64>;
+    type Gradient = Vec<f64>;
+    fn gradient(&self, p: &Vec<f64>) -> std::result::Result<Vec<f64>, argmin::core::Error> {
+        Ok(self.eval(p).1.to_vec())
+    }
+}
+
+fn check_runs(runs: &[Run], min: usize) -> Result<()> {
+    if runs.len() < min {
+        return Err(Error::Fit(format!(
+            "need at least {min} runs, got {}",
+            runs.len()
+        )));
+    }
+    for r in runs {
+        Run::new(r.params, r.tokens, r.loss).map_err(|e| Error::Fit(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Fit `L = E + A/N^α + B/D^β` to runs (Hoffmann et al. 2022 §3.3): Huber loss on log loss,
+/// L-BFGS from every point of the grid, best kept. Needs at least 5 runs (5 parameters).
+///
+/// ```
+/// use lmshape::scaling::{fit_parametric, FitOptions, ParametricLaw, Run};
+/// // Runs generated from a known law are recovered.
+/// let truth = ParametricLaw::new(1.8, 400.0, 1000.0, 0.34, 0.36)?;
+/// let mut runs = Vec::new();
+/// for n in [1e8, 3e8, 1e9, 3e9] {
+///     for d in [1e9, 1e10, 1e11] {
+///         runs.push(Run::new(n, d, truth.loss(n, d)?)?);
+///     }
+/// }
+/// let opts = FitOptions { a_grid: vec![5.0], b_grid: vec![5.0, 10.0], e_grid: vec![0.5], ..FitOptions::default() };
+/// let fit = fit_parametric(&runs, &opts)?;
+/// assert!((fit.law.alpha - 0.34).abs() < 0.01 && (fit.law.e - 1.8).abs() < 0.01);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn fit_parametric(runs: &[Run], opts: &FitOptions) -> Result<FitResult> {
+    check_runs(runs, 5)?;
+    crate::error::positive_f64(opts.delta, "delta")?;
+    let x: Vec<(f64, f64, f64)> = runs
+        .iter()
+        .map(|r| (r.params.ln(), r.tokens.ln(), r.loss.ln()))
+        .collect();
+    let mut best: Option<(f64, Vec<f64>)> = None;
+    let mut starts = 0;
+    let mut completed = 0;
+    for &al in &opts.alpha_grid {
+        for &be in &opts.beta_grid {
+            for &e in &opts.e_grid {
+                for &a in &opts.a_grid {
+                    for &b in &opts.b_grid {
+                        starts += 1;
+                        let init = vec![a, b, e, al, be];
+                        let Some((cost, p)) = run_lbfgs(&x, opts, init) else {
+                            continue;
+                        };
+                        completed += 1;
+                        if cost.is_finite() && best.as_ref().is_none_or(|(c, _)| cost < *c) {
+                            best = Some((cost, p));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let (objective, p) = best.ok_or_else(|| Error::Fit("no start converged".into()))?;
+    let law = ParametricLaw::new(p[2].exp(), p[0].exp(), p[1].exp(), p[3], p[4])
+        .map_err(|e| Error::Fit(format!("fitted law is invalid: {e}")))?;
+    let residuals: Vec<f64> = runs
+        .iter()
+        .map(|r| law.loss(r.params, r.tokens).map(|l| l.ln() - r.loss.ln()))
+        .collect::<Result<_>>()?;
+    let rms_residual =
+        (residuals.iter().map(|r| r * r).sum::<f64>() / residuals.len() as f64).sqrt();
+    Ok(FitResult {
+        law,
+        objective,
+        residuals,
+        rms_residual,
+        starts,
+        completed,
+    })
+}
+
+fn run_lbfgs(x: &[(f64, f64, f64)], opts: &FitOptions, init: Vec<f64>) -> Option<(f64, Vec<f64>)> {
+    let problem = Objective {
+        x,
+        delta: opts.delta,
+    };
+    let solver = LBFGS::new(MoreThuenteLineSearch::new(), 7)
+        .with_tolerance_grad(1e-10)
+        .ok()?
+        .with_tolerance_cost(1e-14)
+        .ok()?;
+    let res = Executor::new(problem, solver)
+        .configure(|s| s.param(init).max_iters(opts.max_iters))
+        .run()
+        .ok()?;
+    let state = res.state();
+    let p = state.get_best_param()?.clone();
+    Some((state.get_best_cost(), p))
+}
+
+/// A power law `y = coef · x^exponent` fitted by least squares on `(log x, log y)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PowerLawFit {
+    /// `coef`.
+    pub coef: f64,
+    /// `exponent`.
+    pub exponent: f64,
+    /// Residuals `log y_pred − log y_obs`.
+    pub residuals: Vec<f64>,
+    /// Coefficient of determination in log space.
+    pub r_squared: f64,
+}
+
+/// Ordinary least squares of `log y` on `log x` (Hoffmann et al. 2022 approaches 1 and 2 fit
+/// `N_opt ∝ C^a` this way).
+///
+/// ```
+/// let xs = [1e18, 1e19, 1e20, 1e21];
+/// let ys: Vec<f64> = xs.iter().map(|c: &f64| 0.1 * c.powf(0.5)).collect();
+/// let fit = lmshape::scaling::fit_power_law(&xs, &ys)?;
+/// assert!((fit.exponent - 0.5).abs() < 1e-12 && (fit.coef / 0.1 - 1.0).abs() < 1e-9);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn fit_power_law(xs: &[f64], ys: &[f64]) -> Result<PowerLawFit> {
+    if xs.len() != ys.len() || xs.len() < 2 {
+        return Err(Error::Fit(format!(
+            "need at least 2 paired points, got {} x and {} y",
+            xs.len(),
+            ys.len()
+        )));
+    }
+    for (&x, &y) in xs.iter().zip(ys) {
+        crate::error::positive_f64(x, "x")?;
+        crate::error::positive_f64(y, "y")?;
+    }
+    let n = xs.len() as f64;
+    let lx: Vec<f64> = xs.iter().map(|x| x.ln()).collect();
+    let ly: Vec<f64> = ys.iter().map(|y| y.ln()).collect();
+    let mx = lx.iter().sum::<f64>() / n;
+    let my = ly.iter().sum::<f64>() / n;
+    let sxx: f64 = lx.iter().map(|x| (x - mx).powi(2)).sum();
+    if sxx == 0.0 {
+        return Err(Error::Fit("all x values are equal".into()));
+    }
+    let sxy: f64 = lx.iter().zip(&ly).map(|(x, y)| (x - mx) * (y - my)).sum();
+    let exponent = sxy / sxx;
+    let intercept = my - exponent * mx;
+    let residuals: Vec<f64> = lx
+        .iter()
+        .zip(&ly)
+        .map(|(x, y)| intercept + exponent * x - y)
+        .collect();
+    let ss_res: f64 = residuals.iter().map(|r| r * r).sum();
+    let ss_tot: f64 = ly.iter().map(|y| (y - my).powi(2)).sum();
+    Ok(PowerLawFit {
+        coef: intercept.exp(),
+        exponent,
+        residuals,
+        r_squared: if ss_tot > 0.0 {
+            1.0 - ss_res / ss_tot
+        } else {
+            1.0
+        },
+    })
+}
+
+/// The loss-minimising size of one IsoFLOP group (Hoffmann et al. 2022 approach 2).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct IsoflopMinimum {
+    /// Mean training FLOPs of the group.
+    pub flops: f64,
+    /// Runs in the group.
+    pub runs: usize,
+    /// The optimum.
+    pub optimal: Allocation,
+    /// Loss at the optimum of the parabola.
+    pub loss: f64,
+}
+
+/// Hoffmann et al. 2022 approach 2: group runs of (nearly) equal compute — a run joins a group
+/// while its `6ND` is within `rel_tol` of the group's smallest — fit a parabola of loss against
+/// `log N` in each group of at least 3 runs, and take its vertex as that budget's `N_opt`.
+/// Groups whose parabola opens downward or whose vertex falls outside the sizes tried are
+/// skipped. Feed the result to [`fit_power_law`] for `N_opt ∝ C^a`.
+pub fn isoflop_frontier(runs: &[Run], rel_tol: f64) -> Result<Vec<IsoflopMinimum>> {
+    check_runs(runs, 3)?;
+    crate::error::positive_f64(rel_tol, "rel_tol")?;
+    let mut sorted = runs.to_vec();
+    sorted.sort_by(|a, b| a.flops().total_cmp(&b.flops()));
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < sorted.len() {
+        let c0 = sorted[start].flops();
+        let mut end = start;
+        while end < sorted.len() && sorted[end].flops() <= c0 * (1.0 + rel_tol) {
+            end += 1;
+        }
+        if let Some(m) = parabola_minimum(&sorted[start..end]) {
+            out.push(m);
+        }
+        start = end;
+    }
+    Ok(out)
+}
+
+fn parabola_minimum(group: &[Run]) -> Option<IsoflopMinimum> {
+    if group.len() < 3 {
+        return None;
+    }
+    // Least squares of loss = c0 + c1 x + c2 x², x = ln N (centred for conditioning).
+    let n = group.len() as f64;
+    let mx = group.iter().map(|r| r.params.ln()).sum::<f64>() / n;
+    let mut s = [0.0f64; 5];
+    let mut t = [0.0f64; 3];
+    for r in group {
+        let x = r.params.ln() - mx;
+        let mut p = 1.0;
+        for (k, sk) in s.iter_mut().enumerate() {
+            *sk += p;
+            if k < 3 {
+                t[k] += p * r.loss;
+            }
+            p *= x;
+        }
+    }
+    let m = [[s[0], s[1], s[2]], [s[1], s[2], s[3]], [s[2], s[3], s[4]]];
+    let c = solve3(m, t)?;
+    if c[2].is_nan() || c[2] <= 0.0 {
+        return None;
+    }
+    let xv = -c[1] / (2.0 * c[2]);
+    let (lo, hi) = group
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
+            let x = r.params.ln() - mx;
+            (lo.min(x), hi.max(x))
+        });
+    if xv < lo || xv > hi {
+        return None;
+    }
+    let flops = group.iter().map(Run::flops).sum::<f64>() / n;
+    let params = (xv + mx).exp();
+    Some(IsoflopMinimum {
+        flops,
+        runs: group.len(),
+        optimal: Allocation {
+            params,
+            tokens: flops / (6.0 * params),
+        },
+        loss: c[0] + c[1] * xv + c[2] * xv * xv,
+    })
+}
+
+/// Cramer's rule for a 3×3 system; `None` when singular.
+fn solve3(m: [[f64; 3]; 3], t: [f64; 3]) -> Option<[f64; 3]> {
+    let det = |m: &[[f64; 3]; 3]| {
+        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+    };
+    let d = det(&m);
+    if d.abs() < 1e-300 || !d.is_finite() {
+        return None;
+    }
+    let mut out = [0.0; 3];
+    for (k, o) in out.iter_mut().enumerate() {
+        let mut mk = m;
+        for (row, tv) in mk.iter_mut().zip(t) {
+            row[k] = tv;
+        }
+        *o = det(&mk) / d;
+    }
+    Some(out)
+}
