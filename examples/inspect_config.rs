@@ -1,24 +1,50 @@
-//! Inspect a Hugging Face `config.json`: exact parameters per component and FLOPs per token.
+//! Inspect a Hugging Face `config.json`: exact parameters per component, FLOPs per token, and
+//! memory per GPU for training under a parallel layout and for inference with a KV cache.
 //!
-//! `cargo run --release --example inspect_config -- PATH/config.json [--seq-len S] [--json]`
-//! (without PATH: the bundled `examples/configs/llama-2-7b.json`).
+//! `cargo run --release --example inspect_config -- PATH/config.json [--seq-len S]
+//! [--tp N --pp N --dp N --zero 0..3 --sequence-parallel --micro-batch N --global-batch N
+//! --recompute none|selective|full --embedding-slots --flash --no-dropout --bytes-per-param 16|18]
+//! [--batch N --context N] [--json]` (without PATH: the bundled `examples/configs/llama-2-7b.json`).
 
 mod common;
 
-use common::{Args, die, grouped, or_die, si};
+use common::{Args, die, gib, grouped, or_die, si};
 use lmshape::flops::{self, FlopsConvention, ParamBasis};
+use lmshape::memory::{self, AttentionKernel, MemoryOptions, Precision};
 use lmshape::model::hf::from_hf_config_str;
-use lmshape::{Recompute, Transformer};
+use lmshape::{ParallelLayout, Recompute, Transformer, ZeroStage};
 use serde_json::json;
 
-const USAGE: &str = "usage: inspect_config [PATH/config.json] [--seq-len S] [--json]";
+const USAGE: &str = "usage: inspect_config [PATH/config.json] [--seq-len S] [--tp N] [--pp N] [--dp N] [--zero 0..3] [--sequence-parallel] [--micro-batch N] [--global-batch N] [--recompute none|selective|full] [--embedding-slots] [--flash] [--no-dropout] [--bytes-per-param 16|18] [--batch N] [--context N] [--json]";
 const DEFAULT_CONFIG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/examples/configs/llama-2-7b.json"
 );
 
 fn main() {
-    let args = Args::parse(&["seq-len"], &["json"], USAGE);
+    let args = Args::parse(
+        &[
+            "seq-len",
+            "tp",
+            "pp",
+            "dp",
+            "zero",
+            "micro-batch",
+            "global-batch",
+            "recompute",
+            "batch",
+            "context",
+            "bytes-per-param",
+        ],
+        &[
+            "json",
+            "sequence-parallel",
+            "embedding-slots",
+            "flash",
+            "no-dropout",
+        ],
+        USAGE,
+    );
     let path = args
         .positional
         .first()
@@ -28,7 +54,50 @@ fn main() {
         std::fs::read_to_string(&path).unwrap_or_else(|e| die(&format!("cannot read {path}: {e}")));
     let model = or_die(from_hf_config_str(&text));
     let seq = args.get_u64("seq-len", model.max_positions);
-    let report = or_die(Report::new(&model, seq));
+    let mut report = or_die(Report::new(&model, seq));
+    let (tp, pp, dp) = (
+        args.get_u64("tp", 1),
+        args.get_u64("pp", 1),
+        args.get_u64("dp", 1),
+    );
+    let micro = args.get_u64("micro-batch", 1);
+    let layout = ParallelLayout {
+        tp,
+        pp,
+        dp,
+        sequence_parallel: args.flag("sequence-parallel"),
+        zero: or_die(ZeroStage::from_number(args.get_u64("zero", 0))),
+        micro_batch: micro,
+        global_batch: args.get_u64("global-batch", micro * dp * pp),
+        seq_len: seq,
+        recompute: or_die(Recompute::parse(args.raw("recompute").unwrap_or("none"))),
+        embedding_pipeline_slots: args.flag("embedding-slots"),
+        ..ParallelLayout::default()
+    };
+    let opts = MemoryOptions {
+        precision: match args.get_u64("bytes-per-param", 18) {
+            16 => Precision::MIXED_16,
+            18 => Precision::MIXED_18,
+            other => die(&format!("--bytes-per-param must be 16 or 18, got {other}")),
+        },
+        attention: if args.flag("flash") {
+            AttentionKernel::Flash
+        } else {
+            AttentionKernel::Standard
+        },
+        dropout: !args.flag("no-dropout"),
+        ..MemoryOptions::default()
+    };
+    report.layout = layout;
+    report.training = Some(or_die(memory::training_memory(&model, &layout, &opts)));
+    report.inference = Some(or_die(memory::inference_memory(
+        &model,
+        args.get_u64("batch", 1),
+        args.get_u64("context", seq),
+        2,
+        2,
+        tp,
+    )));
     if args.flag("json") {
         println!(
             "{}",
@@ -47,6 +116,9 @@ struct Report {
     summary: flops::FlopsSummary,
     palm_non_embedding: f64,
     causal: lmshape::TokenFlops,
+    layout: ParallelLayout,
+    training: Option<memory::TrainingMemoryReport>,
+    inference: Option<memory::InferenceMemory>,
 }
 
 impl Report {
@@ -71,6 +143,9 @@ impl Report {
                     ..conv
                 },
             )?,
+            layout: ParallelLayout::default(),
+            training: None,
+            inference: None,
         })
     }
 
@@ -108,6 +183,22 @@ impl Report {
                 "chinchilla_forward": s.chinchilla.forward_flops,
                 "chinchilla_training": s.chinchilla.model_flops(),
             },
+            "memory": self.training.map(|t| json!({
+                "layout": self.layout,
+                "training": {
+                    "weights_bytes": t.peak.weights_bytes,
+                    "gradients_bytes": t.peak.gradients_bytes,
+                    "optimizer_bytes": t.peak.optimizer_bytes,
+                    "activations_bytes": t.peak.activations_bytes,
+                    "logits_bytes": t.peak.logits_bytes,
+                    "total_bytes": t.peak.total_bytes,
+                    "stage": t.peak.stage,
+                    "params_on_rank": t.peak.params_on_rank,
+                    "in_flight_micro_batches": t.peak.in_flight_micro_batches,
+                    "stages": {"first": t.first, "middle": t.middle, "last": t.last},
+                },
+                "inference": self.inference,
+            })),
         })
     }
 
@@ -176,6 +267,54 @@ impl Report {
         ];
         for (name, f) in rows {
             println!("  {name:<28}{f:>14.4e}");
+        }
+        if let Some(t) = &self.training {
+            let l = &self.layout;
+            println!(
+                "\ntraining memory per GPU: tp {} pp {} dp {} zero {} sp {} micro {} global {} seq {} recompute {:?}",
+                l.tp,
+                l.pp,
+                l.dp,
+                l.zero.number(),
+                l.sequence_parallel,
+                l.micro_batch,
+                l.global_batch,
+                l.seq_len,
+                l.recompute
+            );
+            println!(
+                "  {:<10}{:>14}{:>14}{:>14}{:>14}{:>14}",
+                "stage", "weights", "gradients", "optimizer", "activations", "total"
+            );
+            let mut shown = Vec::new();
+            for s in [t.first, t.middle, t.last] {
+                if shown.contains(&s.stage) {
+                    continue;
+                }
+                shown.push(s.stage);
+                println!(
+                    "  {:<10}{:>14}{:>14}{:>14}{:>14}{:>14}",
+                    format!("{:?}", s.stage),
+                    gib(s.weights_bytes),
+                    gib(s.gradients_bytes),
+                    gib(s.optimizer_bytes),
+                    gib(s.activations_bytes),
+                    gib(s.total_bytes)
+                );
+            }
+            println!(
+                "  most loaded: {:?} stage, {}",
+                t.peak.stage,
+                gib(t.peak.total_bytes)
+            );
+        }
+        if let Some(i) = &self.inference {
+            println!(
+                "\ninference memory per GPU: weights {} + KV cache {} = {}",
+                gib(i.weights_bytes),
+                gib(i.kv_cache_bytes),
+                gib(i.total_bytes)
+            );
         }
     }
 }

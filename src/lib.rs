@@ -8,6 +8,11 @@
 //! * [`params`]: exact parameter counts per component;
 //! * [`flops`]: FLOPs per token under named conventions (Kaplan, PaLM, Megatron-LM eq. 3,
 //!   Chinchilla app. F);
+//! * [`parallel`]: parallel layouts (tp, pp, dp, sequence parallelism, ZeRO, batches) and their
+//!   validity rules;
+//! * [`memory`]: training memory of the most loaded GPU (model states, activations by
+//!   Korthikanti et al. 2022, pipeline in-flight micro-batches) and inference memory with a KV
+//!   cache;
 //! * [`hardware`]: GPU presets (SMs, peaks per dtype, memory and bandwidths);
 //! * [`scaling`]: compute budgets, published scaling laws (Kaplan, Chinchilla approaches 1–3,
 //!   Besiroglu et al.), fitting a law to your own runs, inference-aware sizing and constraints.
@@ -36,15 +41,19 @@
 pub mod error;
 pub mod flops;
 pub mod hardware;
+pub mod memory;
 pub mod model;
+pub mod parallel;
 pub mod params;
 pub mod scaling;
 
 pub use error::{Error, Result};
 pub use flops::{FlopsConvention, Recompute, TokenFlops};
+pub use memory::{MemoryOptions, Precision, TrainingMemory};
 pub use model::{
     Architecture, BlockKind, LinearBiases, MlpKind, NormKind, PositionKind, Transformer, presets,
 };
+pub use parallel::{ParallelLayout, Schedule, ZeroStage};
 pub use params::{LayerParams, ParamCounts};
 
 /// The README's examples, compiled and run as doctests so it stays true.

@@ -1,0 +1,658 @@
+//! Memory per GPU: training under a parallel layout (most loaded rank), and inference with a
+//! KV cache.
+//!
+//! **Model states** (Rajbhandari et al. 2020, ZeRO §3): mixed-precision Adam keeps 16-bit
+//! weights (2 bytes), gradients (2 bytes, or 4 when accumulated in fp32 as Megatron-LM does),
+//! fp32 master weights (4) and two fp32 Adam moments (8): 16 or 18 bytes per parameter
+//! ([`Precision::MIXED_16`], [`Precision::MIXED_18`]). Tensor parallelism splits weight
+//! matrices and column-parallel biases; row-parallel biases and norms stay whole on every rank
+//! (Megatron-LM `ColumnParallelLinear`/`RowParallelLinear`). Pipeline stages hold their layers;
+//! the first adds the (vocab-parallel, padded) token embedding, the position table (replicated
+//! over `tp`, as Megatron-LM's `Embedding` keeps it) and an embedding norm; the last adds the
+//! final norm and the output head — a copy of the tied embedding when `pp > 1`. ZeRO stages
+//! 1/2/3 divide optimizer states / + gradients / + weights by `dp`.
+//!
+//! **Activations** (Korthikanti et al. 2022, §4 and Table 2; 16-bit activations, 1-byte dropout
+//! masks): per layer and micro-batch of `b` sequences of `s` tokens,
+//!
+//! | layout | bytes |
+//! |---|---|
+//! | no parallelism | `sbh(34 + 5as/h)` |
+//! | tensor parallel | `sbh(10 + 24/t + 5as/(ht))` |
+//! | tensor + sequence parallel | `sbh/t · (34 + 5as/h)` |
+//! | tensor parallel + selective recompute | `sbh(10 + 24/t)` |
+//! | tensor + sequence parallel + selective | `34·sbh/t` |
+//! | full recompute | `2sbh` (the layer input; `/t` with sequence parallelism) |
+//!
+//! generalised term by term (see [`layer_activation_bytes`]) to grouped-query attention,
+//! `head_dim ≠ h/a`, any FFN width, gated MLPs and models without dropout. With
+//! FlashAttention (Dao et al. 2022) the `5as²b` scores/softmax/dropout term is not stored; the
+//! fp32 log-sum-exp (`4·a·s·b`) is. Under full recomputation the layer being recomputed needs
+//! its full activations once (working set); under selective, one layer's attention core.
+//! With 1F1B the first stage holds `min(pp, m)` micro-batches in flight (Narayanan et al. 2021
+//! §2.2.1; stage `i` holds `min(pp − i, m)`); the interleaved schedule holds
+//! `L·(1 + (p − 1)/(p·v))` layers' worth on the first stage (Korthikanti et al. 2022 §4.2.3).
+//! The last stage adds fp32 logits, `4·s·b·V/t` (Korthikanti §4.3).
+//!
+//! **Not modelled** (so a measured peak runs higher): the CUDA context and framework reserve
+//! (≈0.5–1 GiB per GPU; add it as [`MemoryOptions::overhead_bytes`]), allocator fragmentation
+//! (PyTorch's caching allocator typically reserves 5–15% above allocated), communication
+//! buffers (NCCL, bucketed gradient all-reduce, ZeRO prefetch, pipeline send/receive
+//! buffers), fused-kernel workspaces (cuBLAS), and temporaries of the backward pass beyond one
+//! layer's working set.
+
+use crate::error::{Error, Result, add, mul};
+use crate::flops::Recompute;
+use crate::model::{BlockKind, MlpKind, Transformer};
+use crate::parallel::{ParallelLayout, Schedule, ZeroStage};
+use serde::{Deserialize, Serialize};
+
+/// Bytes per parameter of each model state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Precision {
+    /// Working weights (bf16/fp16: 2).
+    pub weight_bytes: u64,
+    /// Gradients (16-bit: 2; fp32 accumulation: 4).
+    pub grad_bytes: u64,
+    /// fp32 master weights (4; 0 when the working weights are fp32).
+    pub master_weight_bytes: u64,
+    /// Optimizer states (Adam's two fp32 moments: 8).
+    pub optimizer_state_bytes: u64,
+    /// Bytes per stored activation element (16-bit: 2).
+    pub activation_bytes: u64,
+}
+
+impl Precision {
+    /// 16 bytes per parameter: 2 + 2 + 4 + 8 (ZeRO paper §3.1, `K = 12`).
+    pub const MIXED_16: Precision = Precision {
+        weight_bytes: 2,
+        grad_bytes: 2,
+        master_weight_bytes: 4,
+        optimizer_state_bytes: 8,
+        activation_bytes: 2,
+    };
+    /// 18 bytes per parameter: 2 + 4 (fp32 gradient accumulation, Megatron-LM `main_grad`)
+    /// + 4 + 8.
+    pub const MIXED_18: Precision = Precision {
+        weight_bytes: 2,
+        grad_bytes: 4,
+        master_weight_bytes: 4,
+        optimizer_state_bytes: 8,
+        activation_bytes: 2,
+    };
+
+    /// Model-state bytes per parameter.
+    pub fn bytes_per_param(&self) -> u64 {
+        self.weight_bytes + self.grad_bytes + self.master_weight_bytes + self.optimizer_state_bytes
+    }
+}
+
+/// Attention kernel, for activation memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionKernel {
+    /// Scores, softmax and its dropout are materialised (`5as²b`).
+    #[default]
+    Standard,
+    /// FlashAttention: only the fp32 log-sum-exp per row is kept.
+    Flash,
+}
+
+/// What the memory estimate assumes beyond the layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MemoryOptions {
+    /// Bytes per parameter state.
+    pub precision: Precision,
+    /// Attention kernel.
+    pub attention: AttentionKernel,
+    /// Dropout masks are stored (Korthikanti et al. assume dropout; LLaMA-style training has
+    /// none).
+    pub dropout: bool,
+    /// Count the last stage's fp32 logits.
+    pub include_logits: bool,
+    /// Fixed bytes per GPU added to the total (CUDA context, framework reserve).
+    pub overhead_bytes: u64,
+}
+
+impl Default for MemoryOptions {
+    /// 18 bytes per parameter, standard attention with dropout, logits counted, no overhead.
+    fn default() -> MemoryOptions {
+        MemoryOptions {
+            precision: Precision::MIXED_18,
+            attention: AttentionKernel::Standard,
+            dropout: true,
+            include_logits: true,
+            overhead_bytes: 0,
+        }
+    }
+}
+
+/// Which pipeline stage a figure describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageKind {
+    /// The only stage (`pp = 1`).
+    Only,
+    /// The first stage.
+    First,
+    /// The second stage (the most loaded of the middle ones).
+    Middle,
+    /// The last stage.
+    Last,
+}
+
+/// Memory of one GPU of one pipeline stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainingMemory {
+    /// Which stage.
+    pub stage: StageKind,
+    /// Parameters held by the rank (before ZeRO sharding).
+    pub params_on_rank: u64,
+    /// Working weights.
+    pub weights_bytes: u64,
+    /// Gradients.
+    pub gradients_bytes: u64,
+    /// Master weights and optimizer moments.
+    pub optimizer_bytes: u64,
+    /// Activations, including the last stage's logits.
+    pub activations_bytes: u64,
+    /// Of which logits.
+    pub logits_bytes: u64,
+    /// Micro-batches whose activations are held at the peak.
+    pub in_flight_micro_batches: u64,
+    /// Everything, plus [`MemoryOptions::overhead_bytes`].
+    pub total_bytes: u64,
+}
+
+/// Per-stage figures and the most loaded one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainingMemoryReport {
+    /// The rank with the largest total.
+    pub peak: TrainingMemory,
+    /// First stage (or the only one).
+    pub first: TrainingMemory,
+    /// Second stage (equal to first or last when `pp ≤ 2`).
+    pub middle: TrainingMemory,
+    /// Last stage (or the only one).
+    pub last: TrainingMemory,
+}
+
+/// One layer's parameters on one tensor-parallel rank. K/V heads fewer than `tp` are
+/// replicated, one per rank.
+pub fn layer_params_per_rank(model: &Transformer, tp: u64) -> Result<u64> {
+    const W: &str = "layer parameters per rank";
+    crate::error::positive(tp, "tp")?;
+    let d = model.hidden_size;
+    let q = mul(model.num_heads / tp, model.head_dim, W)?;
+    let kv = mul(kv_heads_per_rank(model, tp), model.head_dim, W)?;
+    let qkv = add(q, mul(kv, 2, W)?, W)?;
+    let f = model.ffn_size / tp;
+    let mats = match model.arch.mlp {
+        MlpKind::Standard => 1,
+        MlpKind::Gated => 2,
+    };
+    let b = model.arch.biases;
+    let mut n = mul(d, qkv, W)?;
+    n = add(n, mul(q, d, W)?, W)?;
+    n = add(n, mul(mul(d, f, W)?, mats + 1, W)?, W)?;
+    if b.qkv {
+        n = add(n, qkv, W)?;
+    }
+    if b.attn_out {
+        n = add(n, d, W)?;
+    }
+    if b.mlp {
+        n = add(n, add(mul(f, mats, W)?, d, W)?, W)?;
+    }
+    let norms = mul(
+        model.arch.norm.params(d),
+        model.arch.block.norms_per_layer(),
+        W,
+    )?;
+    add(n, norms, W)
+}
+
+fn kv_heads_per_rank(model: &Transformer, tp: u64) -> u64 {
+    if model.num_kv_heads >= tp {
+        model.num_kv_heads / tp
+    } else {
+        1
+    }
+}
+
+/// Bytes of activations one layer stores for one micro-batch under `recompute`, before any
+/// working set (see the module docs). With Korthikanti et al.'s assumptions (multi-head
+/// attention with `a·hd = h`, `f = 4h`, standard MLP, dropout, sequential block) this is exactly
+/// their Table 2.
+///
+/// Generalised terms (bytes, `s` tokens, `b` sequences, `t = tp`, `q = a·hd`, `k = kv·hd`):
+/// replicated without sequence parallelism — norm inputs `2sbh` each, QKV input `2sbh`, MLP
+/// input `2sbh` (shared with the QKV input in a parallel block with one norm), dropout masks
+/// `sbh` after attention and MLP; split over `t` — Q `2sbq`, K and V `2sbk` each,
+/// attention-output input `2sbq`, MLP activations `4sbf` (standard: activation input and
+/// output) or `6sbf` (gated: gate, up and their product); attention core `5asb·s` (`2asb·s`
+/// without dropout; none with FlashAttention, which keeps `4asb` of fp32 statistics).
+pub fn layer_activation_bytes(
+    model: &Transformer,
+    layout: &ParallelLayout,
+    opts: &MemoryOptions,
+    recompute: Recompute,
+) -> Result<u64> {
+    let parts = ActivationParts::new(model, layout, opts)?;
+    Ok(match recompute {
+        Recompute::None => parts.replicated + parts.split + parts.core,
+        Recompute::Selective => parts.replicated + parts.split,
+        Recompute::Full => parts.checkpoint,
+    })
+}
+
+/// One layer's stored activations for one micro-batch, by part (already divided by `tp`
+/// where the layout divides them).
+struct ActivationParts {
+    replicated: u64,
+    split: u64,
+    core: u64,
+    checkpoint: u64,
+}
+
+impl ActivationParts {
+    fn new(model: &Transformer, layout: &ParallelLayout, opts: &MemoryOptions) -> Result<Self> {
+        let t = layout.tp as u128;
+        let s = layout.seq_len as u128;
+        let b = layout.micro_batch as u128;
+        let h = model.hidden_size as u128;
+        let a = model.num_heads as u128;
+        let q = (model.num_heads * model.head_dim) as u128 / t;
+        let k = (kv_heads_per_rank(model, layout.tp) * model.head_dim) as u128;
+        let f = model.ffn_size as u128 / t;
+        let e = opts.precision.activation_bytes as u128;
+        let sb = s * b;
+        // Replicated over tp (split over tp with sequence parallelism).
+        let norms = model.arch.block.norms_per_layer() as u128;
+        let shared_input = matches!(model.arch.block, BlockKind::Parallel { shared_norm: true });
+        let inputs = if shared_input { 1 } else { 2 };
+        let masks = if opts.dropout { 2 } else { 0 };
+        let mut replicated = sb * h * (e * (norms + inputs) + masks);
+        // Split over tp.
+        let mlp = match model.arch.mlp {
+            MlpKind::Standard => 2,
+            MlpKind::Gated => 3,
+        };
+        let split = e * sb * (2 * q + 2 * k + mlp * f);
+        let heads = a / t;
+        let core = match opts.attention {
+            AttentionKernel::Standard => {
+                let per = if opts.dropout { 2 * e + 1 } else { e };
+                per * heads * s * s * b
+            }
+            AttentionKernel::Flash => 4 * heads * s * b,
+        };
+        let mut checkpoint = e * sb * h;
+        if layout.sequence_parallel {
+            replicated /= t;
+            checkpoint /= t;
+        }
+        let to_u64 = |x: u128| {
+            u64::try_from(x).map_err(|_| Error::Overflow {
+                what: "activation bytes",
+            })
+        };
+        Ok(ActivationParts {
+            replicated: to_u64(replicated)?,
+            split: to_u64(split)?,
+            core: to_u64(core)?,
+            checkpoint: to_u64(checkpoint)?,
+        })
+    }
+}
+
+/// Korthikanti et al. 2022 Table 2, literally, in bytes per layer (for `a` heads, `t = tp`,
+/// `s`, `b`, `h`), for tests and comparison: `sequence_parallel` and `recompute` select the row.
+///
+/// ```
+/// use lmshape::{memory, Recompute};
+/// // s = 2048, b = 1, h = 12288, a = 96, t = 8: TP + SP + selective = 34·sbh/t.
+/// let x = memory::korthikanti_table2_bytes(2048, 1, 12288, 96, 8, true, Recompute::Selective);
+/// assert_eq!(x, 34.0 * 2048.0 * 12288.0 / 8.0);
+/// ```
+pub fn korthikanti_table2_bytes(
+    s: u64,
+    b: u64,
+    h: u64,
+    a: u64,
+    t: u64,
+    sequence_parallel: bool,
+    recompute: Recompute,
+) -> f64 {
+    let (s, b, h, a, t) = (s as f64, b as f64, h as f64, a as f64, t as f64);
+    let sbh = s * b * h;
+    match (recompute, sequence_parallel) {
+        (Recompute::Full, false) => 2.0 * sbh,
+        (Recompute::Full, true) => 2.0 * sbh / t,
+        (Recompute::None, false) => sbh * (10.0 + 24.0 / t + 5.0 * a * s / (h * t)),
+        (Recompute::None, true) => sbh / t * (34.0 + 5.0 * a * s / h),
+        (Recompute::Selective, false) => sbh * (10.0 + 24.0 / t),
+        (Recompute::Selective, true) => 34.0 * sbh / t,
+    }
+}
+
+/// Training memory of every stage and the most loaded rank.
+///
+/// ```
+/// use lmshape::{memory::{self, MemoryOptions}, presets, ParallelLayout};
+/// let gpt3 = presets::by_name("gpt3-175b")?;
+/// let layout = ParallelLayout { tp: 8, pp: 8, dp: 1, global_batch: 8, ..ParallelLayout::default() };
+/// let report = memory::training_memory(&gpt3, &layout, &MemoryOptions::default())?;
+/// let states = report.last.weights_bytes + report.last.gradients_bytes + report.last.optimizer_bytes;
+/// assert!((states as f64 / (1u64 << 30) as f64 - 46.9).abs() < 0.05);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn training_memory(
+    model: &Transformer,
+    layout: &ParallelLayout,
+    opts: &MemoryOptions,
+) -> Result<TrainingMemoryReport> {
+    layout.validate(model)?;
+    const W: &str = "training memory";
+    let pp = layout.pp;
+    let m = layout.num_micro_batches()?;
+    let stages = layout.stage_layers(model)?;
+    let layer = layer_params_per_rank(model, layout.tp)?;
+    let vocab = layout.padded_vocab(model)?;
+    let e = model.embed_dim();
+    let d = model.hidden_size;
+    let embed_shard = mul(vocab, e, W)? / layout.tp;
+    let positions = match model.arch.position {
+        crate::model::PositionKind::Learned { offset } => {
+            mul(add(model.max_positions, offset, W)?, d, W)?
+        }
+        _ => 0,
+    };
+    let proj = match model.arch.embed_proj_dim {
+        Some(p) if p != d => mul(p, d, W)?,
+        _ => 0,
+    };
+    let first_extra = embed_shard
+        + positions
+        + proj
+        + if model.arch.embedding_norm {
+            model.arch.norm.params(e)
+        } else {
+            0
+        };
+    let head = if pp == 1 && model.arch.tied_embeddings {
+        0
+    } else {
+        embed_shard
+    };
+    let last_extra = head
+        + proj
+        + if model.arch.final_norm {
+            model.arch.norm.params(d)
+        } else {
+            0
+        };
+    let parts = ActivationParts::new(model, layout, opts)?;
+    let logits = if opts.include_logits {
+        // fp32 logits of one micro-batch, vocab-parallel.
+        mul(
+            mul(mul(4, layout.seq_len, W)?, layout.micro_batch, W)?,
+            vocab / layout.tp,
+            W,
+        )?
+    } else {
+        0
+    };
+    let embed_mask = if opts.dropout {
+        let x = mul(mul(layout.seq_len, layout.micro_batch, W)?, d, W)?;
+        if layout.sequence_parallel {
+            x / layout.tp
+        } else {
+            x
+        }
+    } else {
+        0
+    };
+
+    let stage = |kind: StageKind, index: u64, layers: u64| -> Result<TrainingMemory> {
+        let (has_first, has_last) = match kind {
+            StageKind::Only => (true, true),
+            StageKind::First => (true, false),
+            StageKind::Middle => (false, false),
+            StageKind::Last => (false, true),
+        };
+        let mut params = mul(layer, layers, W)?;
+        if has_first {
+            params = add(params, first_extra, W)?;
+        }
+        if has_last {
+            params = add(params, last_extra, W)?;
+        }
+        let in_flight = (pp - index).min(m).max(1);
+        let units = match layout.schedule {
+            Schedule::Interleaved { virtual_stages: v } if index == 0 && pp > 1 => {
+                // L_stage · (p·v + p − 1) / v, rounded up.
+                mul(layers, pp * v + pp - 1, W)?.div_ceil(v)
+            }
+            _ => mul(layers, in_flight, W)?,
+        };
+        let per_layer = parts.replicated + parts.split + parts.core;
+        let mut act = match layout.recompute {
+            Recompute::None => mul(units, per_layer, W)?,
+            Recompute::Selective => add(
+                mul(units, parts.replicated + parts.split, W)?,
+                parts.core,
+                W,
+            )?,
+            Recompute::Full => add(
+                mul(units.saturating_sub(1), parts.checkpoint, W)?,
+                per_layer,
+                W,
+            )?,
+        };
+        if has_first {
+            act = add(act, mul(embed_mask, in_flight, W)?, W)?;
+        }
+        let logits_bytes = if has_last { logits } else { 0 };
+        act = add(act, logits_bytes, W)?;
+        let dp = layout.dp;
+        let shard = |stage_min: ZeroStage| {
+            if layout.zero >= stage_min {
+                params.div_ceil(dp)
+            } else {
+                params
+            }
+        };
+        let p = &opts.precision;
+        let weights_bytes = mul(shard(ZeroStage::Weights), p.weight_bytes, W)?;
+        let gradients_bytes = mul(shard(ZeroStage::Gradients), p.grad_bytes, W)?;
+        let optimizer_bytes = mul(
+            shard(ZeroStage::OptimizerStates),
+            p.master_weight_bytes + p.optimizer_state_bytes,
+            W,
+        )?;
+        let total_bytes = crate::error::sum(
+            &[
+                weights_bytes,
+                gradients_bytes,
+                optimizer_bytes,
+                act,
+                opts.overhead_bytes,
+            ],
+            W,
+        )?;
+        Ok(TrainingMemory {
+            stage: kind,
+            params_on_rank: params,
+            weights_bytes,
+            gradients_bytes,
+            optimizer_bytes,
+            activations_bytes: act,
+            logits_bytes,
+            in_flight_micro_batches: in_flight,
+            total_bytes,
+        })
+    };
+    let (first, middle, last) = if pp == 1 {
+        let only = stage(StageKind::Only, 0, stages.first)?;
+        (only, only, only)
+    } else {
+        let first = stage(StageKind::First, 0, stages.first)?;
+        let last = stage(StageKind::Last, pp - 1, stages.last)?;
+        let middle = if pp >= 3 {
+            stage(StageKind::Middle, 1, stages.middle)?
+        } else {
+            last
+        };
+        (first, middle, last)
+    };
+    let peak = [first, middle, last]
+        .into_iter()
+        .max_by_key(|s| s.total_bytes)
+        .unwrap_or(first);
+    Ok(TrainingMemoryReport {
+        peak,
+        first,
+        middle,
+        last,
+    })
+}
+
+/// Inference memory of one GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InferenceMemory {
+    /// Weights on the GPU.
+    pub weights_bytes: u64,
+    /// KV cache.
+    pub kv_cache_bytes: u64,
+    /// Weights + KV cache.
+    pub total_bytes: u64,
+}
+
+/// KV cache bytes on one of `tp` GPUs: `2 · L · kv_heads_per_rank · head_dim · context · batch ·
+/// bytes` (keys and values of every layer; grouped-query aware, Ainslie et al. 2023 §2).
+///
+/// ```
+/// use lmshape::{memory, model::hf::from_hf_config_str};
+/// // Llama-2-70B (8 kv heads of 128, 80 layers): 2·80·8·128·2 bytes = 320 KiB per token in bf16.
+/// let m = from_hf_config_str(r#"{"model_type":"llama","hidden_size":8192,"intermediate_size":28672,
+///   "num_attention_heads":64,"num_hidden_layers":80,"num_key_value_heads":8,"vocab_size":32000}"#)?;
+/// assert_eq!(memory::kv_cache_bytes(&m, 1, 1, 2, 1)?, 327_680);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn kv_cache_bytes(
+    model: &Transformer,
+    batch: u64,
+    context: u64,
+    kv_bytes: u64,
+    tp: u64,
+) -> Result<u64> {
+    const W: &str = "kv cache bytes";
+    crate::error::positive(tp, "tp")?;
+    let per_token = mul(
+        mul(
+            mul(2, model.num_layers, W)?,
+            mul(kv_heads_per_rank(model, tp), model.head_dim, W)?,
+            W,
+        )?,
+        kv_bytes,
+        W,
+    )?;
+    mul(mul(per_token, context, W)?, batch, W)
+}
+
+/// Weights (on one of `tp` GPUs; exact total when `tp = 1`) plus the KV cache for `batch`
+/// sequences of `context` tokens.
+pub fn inference_memory(
+    model: &Transformer,
+    batch: u64,
+    context: u64,
+    weight_bytes: u64,
+    kv_bytes: u64,
+    tp: u64,
+) -> Result<InferenceMemory> {
+    const W: &str = "inference memory";
+    crate::error::positive(batch, "batch")?;
+    crate::error::positive(context, "context")?;
+    let params = if tp == 1 {
+        model.total_params()?
+    } else {
+        let layout = ParallelLayout {
+            tp,
+            ..ParallelLayout::default()
+        };
+        layout.validate(model)?;
+        training_memory(model, &layout, &MemoryOptions::default())?
+            .peak
+            .params_on_rank
+    };
+    let weights_bytes = mul(params, weight_bytes, W)?;
+    let kv_cache_bytes = kv_cache_bytes(model, batch, context, kv_bytes, tp)?;
+    Ok(InferenceMemory {
+        weights_bytes,
+        kv_cache_bytes,
+        total_bytes: add(weights_bytes, kv_cache_bytes, W)?,
+    })
+}
+
+/// The largest batch of `context`-token sequences whose weights and KV cache fit in
+/// `memory_bytes` (0 when even the weights do not fit).
+pub fn max_inference_batch(
+    model: &Transformer,
+    context: u64,
+    memory_bytes: u64,
+    weight_bytes: u64,
+    kv_bytes: u64,
+    tp: u64,
+) -> Result<u64> {
+    let base = inference_memory(model, 1, context, weight_bytes, kv_bytes, tp)?;
+    let per_seq = base.kv_cache_bytes;
+    Ok(memory_bytes
+        .checked_sub(base.weights_bytes)
+        .map_or(0, |free| free / per_seq.max(1)))
+}
+
+/// The longest context for `batch` sequences that fits in `memory_bytes` (0 when even the
+/// weights do not fit).
+pub fn max_inference_context(
+    model: &Transformer,
+    batch: u64,
+    memory_bytes: u64,
+    weight_bytes: u64,
+    kv_bytes: u64,
+    tp: u64,
+) -> Result<u64> {
+    let base = inference_memory(model, batch, 1, weight_bytes, kv_bytes, tp)?;
+    Ok(memory_bytes
+        .checked_sub(base.weights_bytes)
+        .map_or(0, |free| free / base.kv_cache_bytes.max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::presets;
+
+    /// The generalised formula equals Table 2 for a standard GPT in every row.
+    #[test]
+    fn generalised_formula_is_table_2() {
+        let m = presets::by_name("gpt3-175b").unwrap();
+        for t in [1u64, 2, 4, 8] {
+            for sp in [false, true] {
+                for rc in [Recompute::None, Recompute::Selective, Recompute::Full] {
+                    let layout = ParallelLayout {
+                        tp: t,
+                        sequence_parallel: sp,
+                        micro_batch: 2,
+                        global_batch: 2,
+                        ..ParallelLayout::default()
+                    };
+                    let ours = layer_activation_bytes(&m, &layout, &MemoryOptions::default(), rc)
+                        .unwrap() as f64;
+                    let table = korthikanti_table2_bytes(2048, 2, 12288, 96, t, sp, rc);
+                    assert_eq!(ours, table, "t={t} sp={sp} {rc:?}");
+                }
+            }
+        }
+    }
+}

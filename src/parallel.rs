@@ -1,0 +1,328 @@
+//! Parallel layouts (tensor, pipeline, data, sequence parallelism, ZeRO, batches) and the rules
+//! that make one valid for a model.
+//!
+//! Rules follow Megatron-LM (Shoeybi et al. 2019; Narayanan et al. 2021; Korthikanti et al.
+//! 2022) and its argument checks: heads, hidden and FFN split over `tp`; key/value heads split
+//! over `tp` or, when fewer than `tp`, replicated (`tp % kv == 0`); layers split over `pp`
+//! (BigScience counted the two embeddings as pipeline slots: `(L + 2) % pp`); the global batch
+//! splits into micro-batches over data-parallel replicas; the interleaved schedule needs
+//! `L % (pp·v) == 0` and a micro-batch count divisible by `pp`. The vocabulary is padded to a
+//! multiple of `128 · tp` (`--make-vocab-size-divisible-by 128`), never rejected.
+
+use crate::error::{Error, Result, divisible, positive};
+use crate::flops::Recompute;
+use crate::model::Transformer;
+use serde::{Deserialize, Serialize};
+
+/// ZeRO stage (Rajbhandari et al. 2020): what is sharded across data-parallel replicas.
+/// Megatron-LM's distributed optimizer shards optimizer state like stage 1.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ZeroStage {
+    /// Nothing sharded.
+    #[default]
+    None,
+    /// Optimizer states (fp32 master weights and Adam moments) sharded.
+    OptimizerStates,
+    /// + gradients.
+    Gradients,
+    /// + weights.
+    Weights,
+}
+
+impl ZeroStage {
+    /// Stage from its number 0–3.
+    ///
+    /// ```
+    /// assert_eq!(lmshape::ZeroStage::from_number(2)?, lmshape::ZeroStage::Gradients);
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    pub fn from_number(n: u64) -> Result<ZeroStage> {
+        Ok(match n {
+            0 => ZeroStage::None,
+            1 => ZeroStage::OptimizerStates,
+            2 => ZeroStage::Gradients,
+            3 => ZeroStage::Weights,
+            _ => {
+                return Err(Error::InvalidValue {
+                    field: "zero stage",
+                    value: n as f64,
+                    expected: "0, 1, 2 or 3",
+                });
+            }
+        })
+    }
+
+    /// The stage's number.
+    pub fn number(self) -> u64 {
+        self as u64
+    }
+}
+
+/// Pipeline schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Schedule {
+    /// One-forward-one-backward (PipeDream-Flush; Narayanan et al. 2021 §2.2.1).
+    #[default]
+    OneFOneB,
+    /// Interleaved 1F1B with `virtual_stages` model chunks per GPU (Narayanan et al. 2021
+    /// §2.2.2).
+    Interleaved {
+        /// Model chunks per pipeline rank (`v`).
+        virtual_stages: u64,
+    },
+}
+
+/// A parallel layout and batch configuration for training.
+///
+/// ```
+/// use lmshape::{ParallelLayout, presets};
+/// let bloom = presets::by_name("bloom-176b")?;
+/// let layout = ParallelLayout { tp: 4, pp: 12, dp: 8, micro_batch: 2, global_batch: 2048,
+///     embedding_pipeline_slots: true, ..ParallelLayout::default() };
+/// layout.validate(&bloom)?;
+/// assert_eq!(layout.gpus()?, 384);
+/// assert_eq!(layout.num_micro_batches()?, 128);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ParallelLayout {
+    /// Tensor-parallel degree.
+    pub tp: u64,
+    /// Pipeline-parallel degree.
+    pub pp: u64,
+    /// Data-parallel degree.
+    pub dp: u64,
+    /// Sequence parallelism (Korthikanti et al. 2022 §4.2.2) over the tensor-parallel group.
+    pub sequence_parallel: bool,
+    /// ZeRO stage over data parallelism.
+    pub zero: ZeroStage,
+    /// Sequences per micro-batch.
+    pub micro_batch: u64,
+    /// Sequences per optimizer step (all replicas).
+    pub global_batch: u64,
+    /// Tokens per sequence.
+    pub seq_len: u64,
+    /// Activation recomputation.
+    pub recompute: Recompute,
+    /// Pipeline schedule.
+    pub schedule: Schedule,
+    /// Count the input embedding and the output head as one pipeline slot each, as BigScience
+    /// did for BLOOM: `(L + 2) % pp == 0`; the first and last stages then hold one layer fewer.
+    pub embedding_pipeline_slots: bool,
+}
+
+impl Default for ParallelLayout {
+    /// One GPU, micro-batch 1, global batch 1, sequence 2048, no recomputation.
+    fn default() -> ParallelLayout {
+        ParallelLayout {
+            tp: 1,
+            pp: 1,
+            dp: 1,
+            sequence_parallel: false,
+            zero: ZeroStage::None,
+            micro_batch: 1,
+            global_batch: 1,
+            seq_len: 2048,
+            recompute: Recompute::None,
+            schedule: Schedule::OneFOneB,
+            embedding_pipeline_slots: false,
+        }
+    }
+}
+
+/// `vocab` rounded up to a multiple of `multiple` (Megatron-LM pads to `128 · tp`).
+///
+/// ```
+/// assert_eq!(lmshape::parallel::padded_vocab(50257, 128 * 8)?, 51200);
+/// assert_eq!(lmshape::parallel::padded_vocab(250880, 128 * 4)?, 250880);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn padded_vocab(vocab: u64, multiple: u64) -> Result<u64> {
+    positive(multiple, "vocab padding multiple")?;
+    vocab
+        .div_ceil(multiple)
+        .checked_mul(multiple)
+        .ok_or(Error::Overflow {
+            what: "padded vocabulary",
+        })
+}
+
+impl ParallelLayout {
+    /// GPUs used: `tp · pp · dp`.
+    pub fn gpus(&self) -> Result<u64> {
+        crate::error::mul(
+            crate::error::mul(self.tp, self.pp, "gpu count")?,
+            self.dp,
+            "gpu count",
+        )
+    }
+
+    /// Micro-batches per step per pipeline: `global / (micro · dp)`.
+    pub fn num_micro_batches(&self) -> Result<u64> {
+        let per_step = crate::error::mul(self.micro_batch, self.dp, "micro-batch × dp")?;
+        positive(per_step, "micro_batch × dp")?;
+        Ok(self.global_batch / per_step)
+    }
+
+    /// Vocabulary rows after Megatron's padding to `128 · tp`.
+    pub fn padded_vocab(&self, model: &Transformer) -> Result<u64> {
+        padded_vocab(
+            model.vocab_size,
+            crate::error::mul(128, self.tp, "vocab padding")?,
+        )
+    }
+
+    /// Layers held by each pipeline stage, first to last (before interleaving). With
+    /// embedding slots the first and last stages hold one layer fewer than the others.
+    pub fn stage_layers(&self, model: &Transformer) -> Result<StageLayers> {
+        let l = model.num_layers;
+        if self.embedding_pipeline_slots && self.pp > 1 {
+            let slots = (l + 2) / self.pp;
+            Ok(StageLayers {
+                first: slots.saturating_sub(1),
+                middle: slots,
+                last: slots.saturating_sub(1),
+            })
+        } else {
+            let per = l / self.pp;
+            Ok(StageLayers {
+                first: per,
+                middle: per,
+                last: per,
+            })
+        }
+    }
+
+    /// Check every rule against `model`; the first rule broken is returned.
+    pub fn validate(&self, model: &Transformer) -> Result<()> {
+        positive(self.tp, "tp")?;
+        positive(self.pp, "pp")?;
+        positive(self.dp, "dp")?;
+        positive(self.micro_batch, "micro_batch")?;
+        positive(self.global_batch, "global_batch")?;
+        positive(self.seq_len, "seq_len")?;
+        self.gpus()?;
+        divisible(
+            "attention heads must split over tensor parallelism",
+            "num_heads",
+            model.num_heads,
+            "tp",
+            self.tp,
+        )?;
+        if model.num_kv_heads >= self.tp {
+            divisible(
+                "kv heads must split over tensor parallelism",
+                "num_kv_heads",
+                model.num_kv_heads,
+                "tp",
+                self.tp,
+            )?;
+        } else {
+            divisible(
+                "kv heads fewer than tp are replicated, so tp must be a multiple of them",
+                "tp",
+                self.tp,
+                "num_kv_heads",
+                model.num_kv_heads,
+            )?;
+        }
+        divisible(
+            "hidden size must split over tensor parallelism",
+            "hidden_size",
+            model.hidden_size,
+            "tp",
+            self.tp,
+        )?;
+        divisible(
+            "ffn size must split over tensor parallelism",
+            "ffn_size",
+            model.ffn_size,
+            "tp",
+            self.tp,
+        )?;
+        if self.sequence_parallel {
+            divisible(
+                "sequence parallelism splits the sequence over tp",
+                "seq_len",
+                self.seq_len,
+                "tp",
+                self.tp,
+            )?;
+        }
+        if self.embedding_pipeline_slots && self.pp > 1 {
+            divisible(
+                "layers plus the two embedding slots must split over pipeline stages",
+                "num_layers + 2",
+                model.num_layers + 2,
+                "pp",
+                self.pp,
+            )?;
+            if (model.num_layers + 2) / self.pp < 2 {
+                return Err(Error::Inconsistent {
+                    rule: "each pipeline stage must hold at least one layer",
+                    detail: format!(
+                        "num_layers + 2 = {} over pp = {}",
+                        model.num_layers + 2,
+                        self.pp
+                    ),
+                });
+            }
+        } else {
+            divisible(
+                "layers must split over pipeline stages",
+                "num_layers",
+                model.num_layers,
+                "pp",
+                self.pp,
+            )?;
+        }
+        let per_step = crate::error::mul(self.micro_batch, self.dp, "micro-batch × dp")?;
+        divisible(
+            "global batch must split into micro-batches over data parallelism",
+            "global_batch",
+            self.global_batch,
+            "micro_batch × dp",
+            per_step,
+        )?;
+        if let Schedule::Interleaved { virtual_stages } = self.schedule {
+            positive(virtual_stages, "virtual_stages")?;
+            divisible(
+                "interleaved schedule splits each stage's layers into virtual stages",
+                "num_layers",
+                model.num_layers,
+                "pp × virtual_stages",
+                crate::error::mul(self.pp, virtual_stages, "pp × virtual stages")?,
+            )?;
+            divisible(
+                "interleaved schedule needs micro-batches in multiples of pp",
+                "num_micro_batches",
+                self.num_micro_batches()?,
+                "pp",
+                self.pp,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Megatron-LM's fused masked-softmax kernel condition, an optional rule for searches:
+    /// `(heads / tp) · micro_batch % 4 == 0` (`megatron/fused_kernels`, `is_kernel_available`;
+    /// BigScience's shape search applied it).
+    pub fn fused_softmax_ok(&self, model: &Transformer) -> bool {
+        self.tp > 0 && (model.num_heads / self.tp).saturating_mul(self.micro_batch) % 4 == 0
+    }
+}
+
+/// Layers held by the first, middle and last pipeline stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageLayers {
+    /// First stage (also holds the input embedding).
+    pub first: u64,
+    /// Any middle stage.
+    pub middle: u64,
+    /// Last stage (also holds the final norm and the output head).
+    pub last: u64,
+}

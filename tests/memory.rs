@@ -1,0 +1,374 @@
+//! Memory against published figures, and its invariants.
+
+use lmshape::memory::{self, AttentionKernel, MemoryOptions, Precision};
+use lmshape::{
+    Architecture, ParallelLayout, Recompute, Transformer, ZeroStage, model::hf::from_hf_config_str,
+    presets,
+};
+use proptest::prelude::*;
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// Issue 3: GPT-3 175B on tp 8 × pp 8, ZeRO 0, 18 bytes per parameter: about 46.9 GiB of
+/// weights + gradients + optimizer states per GPU. By hand: 12 layers per stage of
+/// (12h² + 7h)/8 + 6h parameters per rank, plus the padded vocabulary shard 51200·h/8 for
+/// the embedding (first stage) or the head copy (last stage); the first stage also keeps
+/// Megatron's replicated 2048-row position table.
+#[test]
+fn gpt3_175b_tp8_pp8_model_states() {
+    let m = presets::by_name("gpt3-175b").unwrap();
+    let layout = ParallelLayout {
+        tp: 8,
+        pp: 8,
+        dp: 1,
+        global_batch: 8,
+        ..ParallelLayout::default()
+    };
+    let r = memory::training_memory(&m, &layout, &MemoryOptions::default()).unwrap();
+    let h: u64 = 12288;
+    let layer = (12 * h * h + 7 * h) / 8 + 6 * h;
+    let shard = 51200 * h / 8;
+    let last_params = 12 * layer + shard + 2 * h;
+    let first_params = 12 * layer + shard + 2048 * h;
+    assert_eq!(r.last.params_on_rank, last_params);
+    assert_eq!(r.first.params_on_rank, first_params);
+    let states = |s: &lmshape::TrainingMemory| {
+        (s.weights_bytes + s.gradients_bytes + s.optimizer_bytes) as f64 / GIB
+    };
+    assert!((states(&r.last) - 46.9).abs() < 0.05, "{}", states(&r.last));
+    assert!(
+        (states(&r.peak) / 46.9 - 1.0).abs() < 0.01,
+        "{}",
+        states(&r.peak)
+    );
+    assert_eq!(r.peak.stage, memory::StageKind::First);
+    assert_eq!(states(&r.last) * GIB, (last_params * 18) as f64);
+}
+
+/// Rajbhandari et al. 2020 (ZeRO) Figure 1: Ψ = 7.5B parameters, K = 12, N_d = 64 data-parallel
+/// GPUs: model states per GPU 120 GB (baseline), 31.4 GB (P_os), 16.6 GB (P_os+g), 1.9 GB
+/// (P_os+g+p).
+#[test]
+fn zero_paper_figure_1() {
+    // A GPT-style model of ~7.5B parameters (12·36·4096² + embeddings ≈ 7.46B).
+    let m = Transformer::standard(50257, 4096, 36, 32, 2048, Architecture::gpt2()).unwrap();
+    let psi = m.total_params().unwrap() as f64;
+    assert!((psi / 7.5e9 - 1.0).abs() < 0.01, "{psi}");
+    let opts = MemoryOptions {
+        precision: Precision::MIXED_16,
+        ..MemoryOptions::default()
+    };
+    for (zero, published_gb) in [
+        (ZeroStage::None, 120.0),
+        (ZeroStage::OptimizerStates, 31.4),
+        (ZeroStage::Gradients, 16.6),
+        (ZeroStage::Weights, 1.9),
+    ] {
+        let layout = ParallelLayout {
+            dp: 64,
+            zero,
+            global_batch: 64,
+            ..ParallelLayout::default()
+        };
+        let r = memory::training_memory(&m, &layout, &opts).unwrap().peak;
+        let gb = (r.weights_bytes + r.gradients_bytes + r.optimizer_bytes) as f64 / 1e9;
+        assert!(
+            (gb / published_gb - 1.0).abs() < 0.02,
+            "{zero:?}: {gb} vs {published_gb}"
+        );
+    }
+}
+
+#[test]
+fn zero_stage_arithmetic_is_exact() {
+    let m = presets::by_name("gpt3-xl").unwrap();
+    let base = ParallelLayout {
+        dp: 8,
+        global_batch: 8,
+        ..ParallelLayout::default()
+    };
+    // Megatron pads the vocabulary to a multiple of 128: 50257 -> 50304 rows of 2048.
+    let p = m.total_params().unwrap() + (50304 - 50257) * 2048;
+    let shard = p.div_ceil(8);
+    let at = |z| {
+        memory::training_memory(
+            &m,
+            &ParallelLayout { zero: z, ..base },
+            &MemoryOptions::default(),
+        )
+        .unwrap()
+        .peak
+    };
+    let z0 = at(ZeroStage::None);
+    assert_eq!(
+        (z0.weights_bytes, z0.gradients_bytes, z0.optimizer_bytes),
+        (2 * p, 4 * p, 12 * p)
+    );
+    let z1 = at(ZeroStage::OptimizerStates);
+    assert_eq!(
+        (z1.weights_bytes, z1.gradients_bytes, z1.optimizer_bytes),
+        (2 * p, 4 * p, 12 * shard)
+    );
+    let z2 = at(ZeroStage::Gradients);
+    assert_eq!(
+        (z2.weights_bytes, z2.gradients_bytes, z2.optimizer_bytes),
+        (2 * p, 4 * shard, 12 * shard)
+    );
+    let z3 = at(ZeroStage::Weights);
+    assert_eq!(
+        (z3.weights_bytes, z3.gradients_bytes, z3.optimizer_bytes),
+        (2 * shard, 4 * shard, 12 * shard)
+    );
+}
+
+/// 1F1B: the first stage holds `pp` micro-batches in flight (Narayanan et al. 2021 §2.2.1),
+/// so its activations are `L` layers' worth of one micro-batch.
+#[test]
+fn first_stage_holds_pp_micro_batches() {
+    let m = presets::by_name("gpt3-175b").unwrap();
+    let layout = ParallelLayout {
+        tp: 8,
+        pp: 8,
+        global_batch: 64,
+        sequence_parallel: true,
+        recompute: Recompute::Selective,
+        ..ParallelLayout::default()
+    };
+    let opts = MemoryOptions {
+        include_logits: false,
+        dropout: false,
+        ..MemoryOptions::default()
+    };
+    let r = memory::training_memory(&m, &layout, &opts).unwrap();
+    assert_eq!(r.first.in_flight_micro_batches, 8);
+    assert_eq!(r.last.in_flight_micro_batches, 1);
+    let per_layer =
+        memory::layer_activation_bytes(&m, &layout, &opts, Recompute::Selective).unwrap();
+    let core =
+        memory::layer_activation_bytes(&m, &layout, &opts, Recompute::None).unwrap() - per_layer;
+    assert_eq!(r.first.activations_bytes, 96 * per_layer + core);
+}
+
+#[test]
+fn kv_cache_and_fit() {
+    let m = from_hf_config_str(
+        r#"{"model_type":"llama","hidden_size":4096,"intermediate_size":11008,"num_attention_heads":32,"num_hidden_layers":32,"vocab_size":32000}"#,
+    )
+    .unwrap();
+    // Llama-2-7B in bf16: 2·32·32·128·2 = 512 KiB of KV per token.
+    let inf = memory::inference_memory(&m, 4, 4096, 2, 2, 1).unwrap();
+    assert_eq!(inf.kv_cache_bytes, 4 * 4096 * 524_288);
+    assert_eq!(inf.weights_bytes, 2 * 6_738_415_616);
+    let gpu = 80u64 << 30;
+    let b = memory::max_inference_batch(&m, 4096, gpu, 2, 2, 1).unwrap();
+    assert!(
+        memory::inference_memory(&m, b, 4096, 2, 2, 1)
+            .unwrap()
+            .total_bytes
+            <= gpu
+    );
+    assert!(
+        memory::inference_memory(&m, b + 1, 4096, 2, 2, 1)
+            .unwrap()
+            .total_bytes
+            > gpu
+    );
+    let c = memory::max_inference_context(&m, 8, gpu, 2, 2, 1).unwrap();
+    assert!(
+        memory::inference_memory(&m, 8, c, 2, 2, 1)
+            .unwrap()
+            .total_bytes
+            <= gpu
+    );
+    assert!(
+        memory::inference_memory(&m, 8, c + 1, 2, 2, 1)
+            .unwrap()
+            .total_bytes
+            > gpu
+    );
+}
+
+#[test]
+fn invalid_layouts_are_typed_errors() {
+    let m = presets::by_name("bloom-176b").unwrap();
+    let bad = [
+        ParallelLayout {
+            tp: 3,
+            ..ParallelLayout::default()
+        },
+        ParallelLayout {
+            pp: 12,
+            ..ParallelLayout::default()
+        },
+        ParallelLayout {
+            dp: 3,
+            global_batch: 4,
+            ..ParallelLayout::default()
+        },
+        ParallelLayout {
+            tp: 0,
+            ..ParallelLayout::default()
+        },
+    ];
+    for l in bad {
+        let e = memory::training_memory(&m, &l, &MemoryOptions::default()).unwrap_err();
+        assert!(!e.to_string().is_empty());
+    }
+    // BigScience's embedding slots make pp = 12 valid for 70 layers.
+    let ok = ParallelLayout {
+        pp: 12,
+        embedding_pipeline_slots: true,
+        global_batch: 12,
+        ..ParallelLayout::default()
+    };
+    assert!(memory::training_memory(&m, &ok, &MemoryOptions::default()).is_ok());
+}
+
+fn model() -> impl Strategy<Value = Transformer> {
+    (
+        1u64..4,
+        1u64..5,
+        1u64..5,
+        prop_oneof![Just(64u64), Just(128)],
+        0usize..3,
+        1000u64..60_000,
+    )
+        .prop_map(|(kv_groups, heads_mul, layers_mul, hd, arch, vocab)| {
+            let heads = 8 * heads_mul;
+            let kv = if kv_groups == 1 { heads } else { 8 };
+            let arch = [
+                Architecture::gpt2(),
+                Architecture::llama(),
+                Architecture::bloom(),
+            ][arch];
+            let d = heads * hd;
+            let ffn = if arch.mlp == lmshape::MlpKind::Gated {
+                8 * d / 3 / 64 * 64
+            } else {
+                4 * d
+            };
+            Transformer::new(vocab, d, 8 * layers_mul, heads, kv, hd, ffn, 2048, arch).unwrap()
+        })
+}
+
+fn layout() -> impl Strategy<Value = ParallelLayout> {
+    (
+        prop_oneof![Just(1u64), Just(2), Just(4), Just(8)],
+        prop_oneof![Just(1u64), Just(2), Just(4), Just(8)],
+        prop_oneof![Just(1u64), Just(2), Just(4)],
+        1u64..4,
+        1u64..5,
+        any::<bool>(),
+        0u64..4,
+        prop_oneof![
+            Just(Recompute::None),
+            Just(Recompute::Selective),
+            Just(Recompute::Full)
+        ],
+    )
+        .prop_map(|(tp, pp, dp, micro, m, sp, zero, rc)| ParallelLayout {
+            tp,
+            pp,
+            dp,
+            micro_batch: micro,
+            global_batch: micro * 8 * m,
+            seq_len: 1024,
+            sequence_parallel: sp,
+            zero: ZeroStage::from_number(zero).unwrap(),
+            recompute: rc,
+            ..ParallelLayout::default()
+        })
+}
+
+fn opts() -> impl Strategy<Value = MemoryOptions> {
+    (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(flash, dropout, sixteen)| {
+        MemoryOptions {
+            attention: if flash {
+                AttentionKernel::Flash
+            } else {
+                AttentionKernel::Standard
+            },
+            dropout,
+            precision: if sixteen {
+                Precision::MIXED_16
+            } else {
+                Precision::MIXED_18
+            },
+            ..MemoryOptions::default()
+        }
+    })
+}
+
+fn peak(m: &Transformer, l: &ParallelLayout, o: &MemoryOptions) -> u64 {
+    memory::training_memory(m, l, o).unwrap().peak.total_bytes
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct(
+            "proptest-regressions/memory.txt",
+        ))),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn memory_never_grows_with_more_parallelism(m in model(), l in layout(), o in opts()) {
+        let base = peak(&m, &l, &o);
+        if l.tp < 8 {
+            let more = ParallelLayout { tp: l.tp * 2, ..l };
+            prop_assert!(peak(&m, &more, &o) <= base, "tp");
+        }
+        if l.pp < 8 {
+            let more = ParallelLayout { pp: l.pp * 2, ..l };
+            prop_assert!(peak(&m, &more, &o) <= base, "pp");
+        }
+        if l.dp < 8 {
+            let more = ParallelLayout { dp: l.dp * 2, ..l };
+            prop_assert!(peak(&m, &more, &o) <= base, "dp");
+        }
+        if l.zero < ZeroStage::Weights {
+            let more = ParallelLayout { zero: ZeroStage::from_number(l.zero.number() + 1).unwrap(), ..l };
+            prop_assert!(peak(&m, &more, &o) <= base, "zero");
+        }
+        if !l.sequence_parallel {
+            let more = ParallelLayout { sequence_parallel: true, ..l };
+            prop_assert!(peak(&m, &more, &o) <= base, "sp");
+        }
+    }
+
+    #[test]
+    fn more_recompute_never_more_activations(m in model(), l in layout(), o in opts()) {
+        let act = |rc| memory::training_memory(&m, &ParallelLayout { recompute: rc, ..l }, &o).unwrap().peak.activations_bytes;
+        prop_assert!(act(Recompute::Selective) <= act(Recompute::None));
+        prop_assert!(act(Recompute::Full) <= act(Recompute::Selective));
+    }
+
+    #[test]
+    fn parts_add_up(m in model(), l in layout(), o in opts()) {
+        for s in [memory::training_memory(&m, &l, &o).unwrap()].iter().flat_map(|r| [r.first, r.middle, r.last, r.peak]) {
+            prop_assert_eq!(s.weights_bytes + s.gradients_bytes + s.optimizer_bytes + s.activations_bytes + o.overhead_bytes, s.total_bytes);
+        }
+    }
+
+    #[test]
+    fn kv_cache_is_linear_and_uses_kv_heads(m in model(), b in 1u64..64, c in 1u64..8192, k in 1u64..4) {
+        let one = memory::kv_cache_bytes(&m, b, c, 2, 1).unwrap();
+        prop_assert_eq!(memory::kv_cache_bytes(&m, b * k, c, 2, 1).unwrap(), k * one);
+        prop_assert_eq!(memory::kv_cache_bytes(&m, b, c * k, 2, 1).unwrap(), k * one);
+        // More query heads with the same kv heads: same cache; more kv heads: proportionally more.
+        let more_q = Transformer { num_heads: m.num_heads * 2, ..m };
+        prop_assert_eq!(memory::kv_cache_bytes(&more_q, b, c, 2, 1).unwrap(), one);
+        let more_kv = Transformer { num_kv_heads: m.num_kv_heads * 2, num_heads: m.num_heads * 2, ..m };
+        prop_assert_eq!(memory::kv_cache_bytes(&more_kv, b, c, 2, 1).unwrap(), 2 * one);
+    }
+
+    #[test]
+    fn arbitrary_layouts_never_panic(m in model(), tp in 0u64..20, pp in 0u64..20, dp in 0u64..20,
+        mb in 0u64..9, gb in 0u64..200, seq in 0u64..5000, slots in any::<bool>(), v in 0u64..4) {
+        let l = ParallelLayout { tp, pp, dp, micro_batch: mb, global_batch: gb, seq_len: seq,
+            embedding_pipeline_slots: slots,
+            schedule: if v == 0 { lmshape::Schedule::OneFOneB } else { lmshape::Schedule::Interleaved { virtual_stages: v } },
+            ..ParallelLayout::default() };
+        let _ = memory::training_memory(&m, &l, &MemoryOptions::default());
+    }
+}
