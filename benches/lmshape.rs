@@ -1,8 +1,9 @@
-//! Criterion benches: accounting of one model (more groups are added by later modules).
+//! Criterion benches: accounting of one model, shape enumeration throughput.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lmshape::flops::{self, FlopsConvention};
-use lmshape::{Recompute, presets};
+use lmshape::search::ShapeSpace;
+use lmshape::{Architecture, Recompute, presets};
 use std::hint::black_box;
 
 fn accounting(c: &mut Criterion) {
@@ -25,5 +26,34 @@ fn accounting(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, accounting);
+/// Enumerate-and-count: every candidate (depth, head size, width) examined gets the full
+/// validity check and an exact parameter count. Throughput is candidates per second.
+fn enumeration(c: &mut Criterion) {
+    let mut g = c.benchmark_group("enumeration");
+    let bloom = ShapeSpace::bloom_reference().unwrap();
+    let mut wide = ShapeSpace::around(100_000_000_000, 0.9, Architecture::gpt2(), 50257).unwrap();
+    wide.hidden_multiple = 64;
+    for (name, space) in [("bloom_reference", &bloom), ("wide_10b_to_190b", &wide)] {
+        let mut it = space.iter().unwrap();
+        let shapes = it.by_ref().count();
+        let candidates = it.candidates();
+        g.throughput(Throughput::Elements(candidates));
+        g.bench_function(
+            format!("{name}/{candidates}_candidates_{shapes}_shapes"),
+            |b| {
+                b.iter(|| {
+                    let mut it = black_box(space).iter().unwrap();
+                    let n = it
+                        .by_ref()
+                        .map(|s| s.params)
+                        .fold(0u64, |a, p| a.wrapping_add(p));
+                    black_box((n, it.candidates()))
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, accounting, enumeration);
 criterion_main!(benches);

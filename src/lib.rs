@@ -13,6 +13,8 @@
 //! * [`memory`]: training memory of the most loaded GPU (model states, activations by
 //!   Korthikanti et al. 2022, pipeline in-flight micro-batches) and inference memory with a KV
 //!   cache;
+//! * [`heuristics`]: Kaplan's aspect ratio, Levine's width–depth relation, published shapes;
+//! * [`search`]: lazy enumeration of every valid shape near a target size, and ranking;
 //! * [`hardware`]: GPU presets (SMs, peaks per dtype, memory and bandwidths);
 //! * [`scaling`]: compute budgets, published scaling laws (Kaplan, Chinchilla approaches 1–3,
 //!   Besiroglu et al.), fitting a law to your own runs, inference-aware sizing and constraints.
@@ -41,11 +43,13 @@
 pub mod error;
 pub mod flops;
 pub mod hardware;
+pub mod heuristics;
 pub mod memory;
 pub mod model;
 pub mod parallel;
 pub mod params;
 pub mod scaling;
+pub mod search;
 
 pub use error::{Error, Result};
 pub use flops::{FlopsConvention, Recompute, TokenFlops};
@@ -55,6 +59,7 @@ pub use model::{
 };
 pub use parallel::{ParallelLayout, Schedule, ZeroStage};
 pub use params::{LayerParams, ParamCounts};
+pub use search::{Shape, ShapeSpace};
 
 /// The README's examples, compiled and run as doctests so it stays true.
 #[cfg(doctest)]

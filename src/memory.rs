@@ -205,7 +205,7 @@ pub fn layer_params_per_rank(model: &Transformer, tp: u64) -> Result<u64> {
         n = add(n, add(mul(f, mats, W)?, d, W)?, W)?;
     }
     let norms = mul(
-        model.arch.norm.params(d),
+        model.arch.norm.params(d)?,
         model.arch.block.norms_per_layer(),
         W,
     )?;
@@ -238,10 +238,12 @@ pub fn layer_activation_bytes(
     opts: &MemoryOptions,
     recompute: Recompute,
 ) -> Result<u64> {
+    const W: &str = "layer activation bytes";
     let parts = ActivationParts::new(model, layout, opts)?;
+    let stored = add(parts.replicated, parts.split, W)?;
     Ok(match recompute {
-        Recompute::None => parts.replicated + parts.split + parts.core,
-        Recompute::Selective => parts.replicated + parts.split,
+        Recompute::None => add(stored, parts.core, W)?,
+        Recompute::Selective => stored,
         Recompute::Full => parts.checkpoint,
     })
 }
@@ -257,46 +259,54 @@ struct ActivationParts {
 
 impl ActivationParts {
     fn new(model: &Transformer, layout: &ParallelLayout, opts: &MemoryOptions) -> Result<Self> {
-        let t = layout.tp as u128;
-        let s = layout.seq_len as u128;
-        let b = layout.micro_batch as u128;
-        let h = model.hidden_size as u128;
-        let a = model.num_heads as u128;
-        let q = (model.num_heads * model.head_dim) as u128 / t;
-        let k = (kv_heads_per_rank(model, layout.tp) * model.head_dim) as u128;
-        let f = model.ffn_size as u128 / t;
-        let e = opts.precision.activation_bytes as u128;
-        let sb = s * b;
+        let ovf = Error::Overflow {
+            what: "activation bytes",
+        };
+        // Checked product of u64 factors in u128.
+        let prod = |xs: &[u64]| -> Result<u128> {
+            xs.iter().try_fold(1u128, |acc, &x| {
+                acc.checked_mul(x as u128).ok_or(Error::Overflow {
+                    what: "activation bytes",
+                })
+            })
+        };
+        let t = layout.tp;
+        let (s, b, h) = (layout.seq_len, layout.micro_batch, model.hidden_size);
+        let q = prod(&[model.num_heads / t, model.head_dim])?;
+        let k = prod(&[kv_heads_per_rank(model, t), model.head_dim])?;
+        let f = model.ffn_size / t;
+        let e = opts.precision.activation_bytes;
         // Replicated over tp (split over tp with sequence parallelism).
-        let norms = model.arch.block.norms_per_layer() as u128;
+        let norms = model.arch.block.norms_per_layer();
         let shared_input = matches!(model.arch.block, BlockKind::Parallel { shared_norm: true });
         let inputs = if shared_input { 1 } else { 2 };
         let masks = if opts.dropout { 2 } else { 0 };
-        let mut replicated = sb * h * (e * (norms + inputs) + masks);
-        // Split over tp.
+        let mut replicated = prod(&[s, b, h, e * (norms + inputs) + masks])?;
+        // Split over tp: Q and attention-output input (q wide), K and V (k wide), MLP.
         let mlp = match model.arch.mlp {
             MlpKind::Standard => 2,
             MlpKind::Gated => 3,
         };
-        let split = e * sb * (2 * q + 2 * k + mlp * f);
-        let heads = a / t;
+        let width = q
+            .checked_mul(2)
+            .and_then(|x| x.checked_add(k.checked_mul(2)?))
+            .and_then(|x| x.checked_add(prod(&[mlp, f]).ok()?))
+            .ok_or(ovf.clone())?;
+        let split = prod(&[e, s, b])?.checked_mul(width).ok_or(ovf.clone())?;
+        let heads = model.num_heads / t;
         let core = match opts.attention {
             AttentionKernel::Standard => {
                 let per = if opts.dropout { 2 * e + 1 } else { e };
-                per * heads * s * s * b
+                prod(&[per, heads, s, s, b])?
             }
-            AttentionKernel::Flash => 4 * heads * s * b,
+            AttentionKernel::Flash => prod(&[4, heads, s, b])?,
         };
-        let mut checkpoint = e * sb * h;
+        let mut checkpoint = prod(&[e, s, b, h])?;
         if layout.sequence_parallel {
-            replicated /= t;
-            checkpoint /= t;
+            replicated /= t as u128;
+            checkpoint /= t as u128;
         }
-        let to_u64 = |x: u128| {
-            u64::try_from(x).map_err(|_| Error::Overflow {
-                what: "activation bytes",
-            })
-        };
+        let to_u64 = |x: u128| u64::try_from(x).map_err(|_| ovf.clone());
         Ok(ActivationParts {
             replicated: to_u64(replicated)?,
             split: to_u64(split)?,
@@ -372,26 +382,23 @@ pub fn training_memory(
         Some(p) if p != d => mul(p, d, W)?,
         _ => 0,
     };
-    let first_extra = embed_shard
-        + positions
-        + proj
-        + if model.arch.embedding_norm {
-            model.arch.norm.params(e)
-        } else {
-            0
-        };
+    let embed_norm = if model.arch.embedding_norm {
+        model.arch.norm.params(e)?
+    } else {
+        0
+    };
+    let first_extra = crate::error::sum(&[embed_shard, positions, proj, embed_norm], W)?;
     let head = if pp == 1 && model.arch.tied_embeddings {
         0
     } else {
         embed_shard
     };
-    let last_extra = head
-        + proj
-        + if model.arch.final_norm {
-            model.arch.norm.params(d)
-        } else {
-            0
-        };
+    let final_norm = if model.arch.final_norm {
+        model.arch.norm.params(d)?
+    } else {
+        0
+    };
+    let last_extra = crate::error::sum(&[head, proj, final_norm], W)?;
     let parts = ActivationParts::new(model, layout, opts)?;
     let logits = if opts.include_logits {
         // fp32 logits of one micro-batch, vocab-parallel.
@@ -436,14 +443,11 @@ pub fn training_memory(
             }
             _ => mul(layers, in_flight, W)?,
         };
-        let per_layer = parts.replicated + parts.split + parts.core;
+        let stored = add(parts.replicated, parts.split, W)?;
+        let per_layer = add(stored, parts.core, W)?;
         let mut act = match layout.recompute {
             Recompute::None => mul(units, per_layer, W)?,
-            Recompute::Selective => add(
-                mul(units, parts.replicated + parts.split, W)?,
-                parts.core,
-                W,
-            )?,
+            Recompute::Selective => add(mul(units, stored, W)?, parts.core, W)?,
             Recompute::Full => add(
                 mul(units.saturating_sub(1), parts.checkpoint, W)?,
                 per_layer,

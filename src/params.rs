@@ -18,8 +18,8 @@
 //! embeddings; an untied output head is an embedding matrix too (the Pythia model card's
 //! "non-embedding params" leave out both `embed_in` and `embed_out`), so it is left out as well.
 
-use crate::error::{Result, add, mul, sum};
-use crate::model::{MlpKind, PositionKind, Transformer};
+use crate::error::{Error, Result};
+use crate::model::{MlpKind, NormKind, PositionKind, Transformer};
 use serde::{Deserialize, Serialize};
 
 /// Parameters of one transformer layer, by tensor group, as needed to shard it over tensor
@@ -120,33 +120,60 @@ pub struct ParamCounts {
     pub non_embedding_params: u64,
 }
 
-/// One layer's parameters (see the module docs for the formulas).
+/// One layer's parameters (see the module docs for the formulas). Overflow of any part, or of
+/// their sum, is an error.
 pub fn layer_params(m: &Transformer) -> Result<LayerParams> {
-    const W: &str = "layer parameters";
+    layer_params_checked(m).ok_or(Error::Overflow {
+        what: "layer parameters",
+    })
+}
+
+/// [`layer_params`] in `Option` arithmetic (cheap on the enumeration hot path).
+fn layer_params_checked(m: &Transformer) -> Option<LayerParams> {
     let d = m.hidden_size;
-    let q = mul(m.num_heads, m.head_dim, W)?;
-    let kv = mul(m.num_kv_heads, m.head_dim, W)?;
-    let qkv_out = add(q, mul(kv, 2, W)?, W)?;
+    let q = m.num_heads.checked_mul(m.head_dim)?;
+    let kv = m.num_kv_heads.checked_mul(m.head_dim)?;
+    let qkv_out = q.checked_add(kv.checked_mul(2)?)?;
     let b = m.arch.biases;
     let in_mats = match m.arch.mlp {
         MlpKind::Standard => 1,
         MlpKind::Gated => 2,
     };
-    Ok(LayerParams {
-        qkv_weight_params: mul(d, qkv_out, W)?,
+    let norm = match m.arch.norm {
+        NormKind::LayerNorm => d.checked_mul(2)?,
+        NormKind::LayerNormNoBias | NormKind::RmsNorm => d,
+        NormKind::NonParametric => 0,
+    };
+    let layer = LayerParams {
+        qkv_weight_params: d.checked_mul(qkv_out)?,
         qkv_bias_params: if b.qkv { qkv_out } else { 0 },
-        attn_out_weight_params: mul(q, d, W)?,
+        attn_out_weight_params: q.checked_mul(d)?,
         attn_out_bias_params: if b.attn_out { d } else { 0 },
-        mlp_in_weight_params: mul(mul(d, m.ffn_size, W)?, in_mats, W)?,
+        mlp_in_weight_params: d.checked_mul(m.ffn_size)?.checked_mul(in_mats)?,
         mlp_in_bias_params: if b.mlp {
-            mul(m.ffn_size, in_mats, W)?
+            m.ffn_size.checked_mul(in_mats)?
         } else {
             0
         },
-        mlp_out_weight_params: mul(m.ffn_size, d, W)?,
+        mlp_out_weight_params: m.ffn_size.checked_mul(d)?,
         mlp_out_bias_params: if b.mlp { d } else { 0 },
-        norm_params: mul(m.arch.norm.params(d), m.arch.block.norms_per_layer(), W)?,
-    })
+        norm_params: norm.checked_mul(m.arch.block.norms_per_layer())?,
+    };
+    // The whole layer fits in u64, so every partial sum of the methods above does too.
+    [
+        layer.qkv_weight_params,
+        layer.qkv_bias_params,
+        layer.attn_out_weight_params,
+        layer.attn_out_bias_params,
+        layer.mlp_in_weight_params,
+        layer.mlp_in_bias_params,
+        layer.mlp_out_weight_params,
+        layer.mlp_out_bias_params,
+        layer.norm_params,
+    ]
+    .iter()
+    .try_fold(0u64, |acc, &x| acc.checked_add(x))?;
+    Some(layer)
 }
 
 /// Exact parameter counts of a model (checked arithmetic: overflow is an error).
@@ -159,54 +186,57 @@ pub fn layer_params(m: &Transformer) -> Result<LayerParams> {
 /// # Ok::<(), lmshape::Error>(())
 /// ```
 pub fn param_counts(m: &Transformer) -> Result<ParamCounts> {
-    const W: &str = "parameter count";
+    param_counts_checked(m).ok_or(Error::Overflow {
+        what: "parameter count",
+    })
+}
+
+fn param_counts_checked(m: &Transformer) -> Option<ParamCounts> {
     let d = m.hidden_size;
     let e = m.embed_dim();
-    let layer = layer_params(m)?;
+    let layer = layer_params_checked(m)?;
     let layers = m.num_layers;
-    let token_embedding_params = mul(m.vocab_size, e, W)?;
+    let norm = |x: u64| -> Option<u64> {
+        match m.arch.norm {
+            NormKind::LayerNorm => x.checked_mul(2),
+            NormKind::LayerNormNoBias | NormKind::RmsNorm => Some(x),
+            NormKind::NonParametric => Some(0),
+        }
+    };
+    let token_embedding_params = m.vocab_size.checked_mul(e)?;
     let position_embedding_params = match m.arch.position {
-        PositionKind::Learned { offset } => mul(add(m.max_positions, offset, W)?, d, W)?,
+        PositionKind::Learned { offset } => m.max_positions.checked_add(offset)?.checked_mul(d)?,
         _ => 0,
     };
-    let embedding_norm_params = if m.arch.embedding_norm {
-        m.arch.norm.params(e)
-    } else {
-        0
-    };
+    let embedding_norm_params = if m.arch.embedding_norm { norm(e)? } else { 0 };
     let embedding_projection_params = match m.arch.embed_proj_dim {
-        Some(p) if p != d => mul(mul(p, d, W)?, 2, W)?,
+        Some(p) if p != d => p.checked_mul(d)?.checked_mul(2)?,
         _ => 0,
     };
-    let attention_params = mul(layer.attention_params(), layers, W)?;
-    let mlp_params = mul(layer.mlp_params(), layers, W)?;
-    let layer_norm_params = mul(layer.norm_params, layers, W)?;
-    let final_norm_params = if m.arch.final_norm {
-        m.arch.norm.params(d)
-    } else {
-        0
-    };
+    let attention_params = layer.attention_params().checked_mul(layers)?;
+    let mlp_params = layer.mlp_params().checked_mul(layers)?;
+    let layer_norm_params = layer.norm_params.checked_mul(layers)?;
+    let final_norm_params = if m.arch.final_norm { norm(d)? } else { 0 };
     let output_head_params = if m.arch.tied_embeddings {
         0
     } else {
         token_embedding_params
     };
-    let total_params = sum(
-        &[
-            token_embedding_params,
-            position_embedding_params,
-            embedding_norm_params,
-            embedding_projection_params,
-            attention_params,
-            mlp_params,
-            layer_norm_params,
-            final_norm_params,
-            output_head_params,
-        ],
-        W,
-    )?;
+    let total_params = [
+        token_embedding_params,
+        position_embedding_params,
+        embedding_norm_params,
+        embedding_projection_params,
+        attention_params,
+        mlp_params,
+        layer_norm_params,
+        final_norm_params,
+        output_head_params,
+    ]
+    .iter()
+    .try_fold(0u64, |acc, &x| acc.checked_add(x))?;
     let embedding_params = token_embedding_params + position_embedding_params + output_head_params;
-    Ok(ParamCounts {
+    Some(ParamCounts {
         token_embedding_params,
         position_embedding_params,
         embedding_norm_params,

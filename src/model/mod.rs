@@ -42,18 +42,19 @@ pub enum NormKind {
 }
 
 impl NormKind {
-    /// Parameters of one norm over a vector of size `d`.
+    /// Parameters of one norm over a vector of size `d` (overflow is an error).
     ///
     /// ```
     /// use lmshape::NormKind;
-    /// assert_eq!(NormKind::LayerNorm.params(768), 1536);
-    /// assert_eq!(NormKind::RmsNorm.params(768), 768);
+    /// assert_eq!(NormKind::LayerNorm.params(768)?, 1536);
+    /// assert_eq!(NormKind::RmsNorm.params(768)?, 768);
+    /// # Ok::<(), lmshape::Error>(())
     /// ```
-    pub fn params(self, d: u64) -> u64 {
+    pub fn params(self, d: u64) -> Result<u64> {
         match self {
-            NormKind::LayerNorm => d.saturating_mul(2),
-            NormKind::LayerNormNoBias | NormKind::RmsNorm => d,
-            NormKind::NonParametric => 0,
+            NormKind::LayerNorm => crate::error::mul(d, 2, "norm parameters"),
+            NormKind::LayerNormNoBias | NormKind::RmsNorm => Ok(d),
+            NormKind::NonParametric => Ok(0),
         }
     }
 }

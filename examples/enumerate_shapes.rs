@@ -1,0 +1,241 @@
+//! Enumerate every valid shape near a target size and rank it by the heuristics.
+//!
+//! `cargo run --release --example enumerate_shapes` runs the BLOOM case: ≈175B ± 5%, BLOOM
+//! architecture, vocabulary 250880, sequence 2048, tp 4, pp 12 with embedding slots, head dim
+//! ≥ 64, hidden a multiple of 128. Flags override each constraint:
+//! `--target-params N --tolerance F --arch NAME --vocab V --seq-len S --tp N --pp N
+//! --embedding-slots true|false --hidden-multiple M --head-dims 64,128 | --min-head-dim A
+//! --max-head-dim B --head-dim-multiple K --kv-group G | --kv-heads K --ffn 4d|llama|N
+//! --fused-softmax MICRO_BATCH --min-aspect A --max-aspect B --min-layers L --max-layers L
+//! --sort levine|params|aspect --limit N --all-heads --json`.
+
+mod common;
+
+use common::{Args, die, or_die, si};
+use lmshape::Architecture;
+use lmshape::heuristics;
+use lmshape::search::{self, FfnRule, KvHeads, ShapeSpace, SortKey};
+use serde_json::json;
+
+const USAGE: &str = "usage: enumerate_shapes [--target-params N] [--tolerance F] [--arch NAME] [--vocab V] [--seq-len S] [--tp N] [--pp N] [--embedding-slots true|false] [--hidden-multiple M] [--head-dims A,B,..] [--min-head-dim A] [--max-head-dim B] [--head-dim-multiple K] [--kv-group G | --kv-heads K] [--ffn 4d|llama|N] [--fused-softmax MB] [--min-aspect A] [--max-aspect B] [--min-layers L] [--max-layers L] [--sort levine|params|aspect] [--limit N] [--all-heads] [--json]";
+
+fn main() {
+    let args = Args::parse(
+        &[
+            "target-params",
+            "tolerance",
+            "arch",
+            "vocab",
+            "seq-len",
+            "tp",
+            "pp",
+            "embedding-slots",
+            "hidden-multiple",
+            "head-dims",
+            "min-head-dim",
+            "max-head-dim",
+            "head-dim-multiple",
+            "kv-group",
+            "kv-heads",
+            "ffn",
+            "fused-softmax",
+            "min-aspect",
+            "max-aspect",
+            "min-layers",
+            "max-layers",
+            "sort",
+            "limit",
+        ],
+        &["json", "all-heads"],
+        USAGE,
+    );
+    let base = or_die(ShapeSpace::bloom_reference());
+    let arch = match args.raw("arch") {
+        Some(a) => or_die(Architecture::by_name(a)),
+        None => base.arch,
+    };
+    let target = args.get_u64("target-params", base.target_params);
+    let tolerance: f64 = args.get("tolerance", 0.05);
+    let mut space = or_die(ShapeSpace::around(
+        target,
+        tolerance,
+        arch,
+        args.get_u64("vocab", base.vocab_size),
+    ));
+    space.seq_len = args.get_u64("seq-len", base.seq_len);
+    space.tp = args.get_u64("tp", base.tp);
+    space.pp = args.get_u64("pp", base.pp);
+    space.embedding_pipeline_slots = args.get("embedding-slots", base.embedding_pipeline_slots);
+    space.hidden_multiple = args.get_u64("hidden-multiple", base.hidden_multiple);
+    space.head_dims = match args.opt_list("head-dims") {
+        Some(mut v) => {
+            v.sort_unstable();
+            v.dedup();
+            v
+        }
+        None => or_die(search::head_dim_range(
+            args.get_u64("min-head-dim", 64),
+            args.get_u64("max-head-dim", 256),
+            args.get_u64("head-dim-multiple", 8),
+        )),
+    };
+    space.kv_heads = match (args.opt_u64("kv-group"), args.opt_u64("kv-heads")) {
+        (Some(g), _) => KvHeads::GroupSize(g),
+        (None, Some(k)) => KvHeads::Fixed(k),
+        (None, None) => KvHeads::MultiHead,
+    };
+    if let Some(f) = args.raw("ffn") {
+        space.ffn = match f {
+            "4d" => FfnRule::FOUR_D,
+            "llama" => FfnRule::LLAMA,
+            n => FfnRule::Fixed(
+                n.parse()
+                    .unwrap_or_else(|_| die("--ffn: 4d, llama or a width")),
+            ),
+        };
+    }
+    space.fused_softmax_micro_batch = args.opt_u64("fused-softmax");
+    space.min_aspect_ratio = args.get("min-aspect", 0.0);
+    space.max_aspect_ratio = args.get("max-aspect", f64::INFINITY);
+    space.min_layers = args.get_u64("min-layers", 1);
+    space.max_layers = args.get_u64("max-layers", 1000);
+
+    let mut iter = or_die(space.iter());
+    let shapes: Vec<_> = iter.by_ref().collect();
+    let candidates = iter.candidates();
+    let mut scored: Vec<_> = shapes
+        .iter()
+        .map(|s| or_die(search::score(&space, s)))
+        .collect();
+    let sort: Vec<SortKey> = match args.raw("sort").unwrap_or("levine") {
+        "levine" => vec![
+            SortKey::LevineDistance,
+            SortKey::HeadDimNear(128),
+            SortKey::ParamError,
+        ],
+        "params" => vec![SortKey::ParamError, SortKey::LevineDistance],
+        "aspect" => vec![SortKey::AspectRatio, SortKey::ParamError],
+        other => die(&format!("unknown --sort {other:?}")),
+    };
+    search::rank(&mut scored, &sort);
+    let rows = if args.flag("all-heads") {
+        scored.clone()
+    } else {
+        search::one_per_width_depth(&scored, 128)
+    };
+    if args.flag("json") {
+        let limit = args.opt_u64("limit").map_or(usize::MAX, |n| n as usize);
+        let out: Vec<_> = scored
+            .iter()
+            .take(limit)
+            .map(|s| {
+                let h = &s.heuristics;
+                json!({
+                    "hidden_size": s.shape.hidden_size,
+                    "num_layers": s.shape.num_layers,
+                    "num_heads": s.shape.num_heads,
+                    "num_kv_heads": s.shape.num_kv_heads,
+                    "head_dim": s.shape.head_dim,
+                    "ffn_size": s.shape.ffn_size,
+                    "vocab_size": s.shape.vocab_size,
+                    "params": s.shape.params,
+                    "param_error": s.param_error,
+                    "aspect_ratio": h.aspect_ratio,
+                    "kaplan_aspect_verdict": h.aspect_verdict,
+                    "levine_depth": h.levine_depth,
+                    "levine_depth_delta": h.levine_depth_delta,
+                    "levine_width_ratio": h.levine_width_ratio,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out).unwrap());
+        return;
+    }
+    let limit = args.get_u64("limit", 40) as usize;
+    println!(
+        "shapes of {} ± {:.1}% ({:?} MLP, {:?} positions), vocab {} (padded {}), seq {}, tp {}, pp {}{}, hidden % {}, head dims {}..{}",
+        si(target as f64),
+        tolerance * 100.0,
+        space.arch.mlp,
+        space.arch.position,
+        space.vocab_size,
+        or_die(space.padded_vocab()),
+        space.seq_len,
+        space.tp,
+        space.pp,
+        if space.embedding_pipeline_slots {
+            " (embedding slots)"
+        } else {
+            ""
+        },
+        space.hidden_multiple,
+        space.head_dims.first().unwrap_or(&0),
+        space.head_dims.last().unwrap_or(&0),
+    );
+    println!(
+        "{} valid shapes ({} distinct depth × width) from {} candidates examined",
+        shapes.len(),
+        search::one_per_width_depth(&scored, 128).len(),
+        candidates
+    );
+    if let Ok(l) = heuristics::levine_depth_for_params(target as f64) {
+        println!(
+            "Levine et al. 2020 (BigScience reading): preferred depth for {} is {:.1} layers; Kaplan's flat aspect range {:.0}..{:.0}",
+            si(target as f64),
+            l,
+            heuristics::KAPLAN_FLAT_ASPECT_RANGE.0,
+            heuristics::KAPLAN_FLAT_ASPECT_RANGE.1
+        );
+    }
+    let near: Vec<String> = heuristics::nearest_published(target as f64)
+        .iter()
+        .take(4)
+        .map(|p| {
+            format!(
+                "{} ({}L × {}, aspect {:.0})",
+                p.name,
+                p.num_layers,
+                p.hidden_size,
+                p.aspect_ratio()
+            )
+        })
+        .collect();
+    println!("published neighbours: {}", near.join("; "));
+    println!(
+        "\n{:>4} {:>7} {:>6} {:>5} {:>6} {:>9} {:>8} {:>7} {:>9} {:>8} {:>7}",
+        "rank",
+        "layers",
+        "hidden",
+        "heads",
+        "hdim",
+        "ffn",
+        "params",
+        "err%",
+        "aspect",
+        "kaplan",
+        "levineΔ"
+    );
+    for (i, s) in rows.iter().take(limit).enumerate() {
+        let h = &s.heuristics;
+        println!(
+            "{:>4} {:>7} {:>6} {:>5} {:>6} {:>9} {:>8} {:>+7.2} {:>9.1} {:>8} {:>+7.1}",
+            i + 1,
+            s.shape.num_layers,
+            s.shape.hidden_size,
+            s.shape.num_heads,
+            s.shape.head_dim,
+            s.shape.ffn_size,
+            si(s.shape.params as f64),
+            s.param_error * 100.0,
+            h.aspect_ratio,
+            format!("{:?}", h.aspect_verdict).to_lowercase(),
+            h.levine_depth_delta,
+        );
+    }
+    if rows.len() > limit {
+        println!(
+            "... {} more (--limit N, --all-heads, --json)",
+            rows.len() - limit
+        );
+    }
+}

@@ -1,0 +1,669 @@
+//! Enumeration of every valid shape near a target size, and ranking.
+//!
+//! A [`ShapeSpace`] states the target size (a range), the architecture and every constraint:
+//! tensor/pipeline degrees, allowed head dimensions, hidden a multiple of `M`, key/value
+//! grouping, the FFN rule, Megatron-LM's vocabulary padding, the fused-softmax rule and an
+//! aspect-ratio window. [`ShapeSpace::check`] is the single validity predicate;
+//! [`ShapeSpace::iter`] walks depths, head sizes and widths lazily (no allocation per
+//! candidate), jumping to the first in-range width by bisection since the count grows with the
+//! width, and yields every shape `check` accepts exactly once, with its exact parameter count.
+
+use crate::error::{Error, Result, positive};
+use crate::heuristics::{self, ShapeHeuristics};
+use crate::model::{Architecture, Transformer};
+use crate::parallel::padded_vocab;
+use serde::{Deserialize, Serialize};
+
+/// How many key/value heads a shape with `h` query heads has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum KvHeads {
+    /// Multi-head attention: as many as query heads.
+    MultiHead,
+    /// Grouped-query attention with this many query heads per kv head (`h % g == 0`).
+    GroupSize(u64),
+    /// A fixed number of kv heads (1: multi-query) dividing `h`.
+    Fixed(u64),
+}
+
+/// The FFN width as a function of the hidden size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum FfnRule {
+    /// `f = ceil(floor(num · d / den) / multiple) · multiple`: `4·d` is `{4, 1, 1}`; LLaMA's
+    /// SwiGLU `8/3·d` rounded up to 256 is `{8, 3, 256}` (Touvron et al. 2023,
+    /// `multiple_of` in the reference `model.py`).
+    Ratio {
+        /// Numerator.
+        num: u64,
+        /// Denominator.
+        den: u64,
+        /// Round up to a multiple of this.
+        multiple: u64,
+    },
+    /// A fixed width.
+    Fixed(u64),
+}
+
+impl FfnRule {
+    /// GPT-style `4·d`.
+    pub const FOUR_D: FfnRule = FfnRule::Ratio {
+        num: 4,
+        den: 1,
+        multiple: 1,
+    };
+    /// LLaMA-style `8/3·d` rounded up to 256.
+    pub const LLAMA: FfnRule = FfnRule::Ratio {
+        num: 8,
+        den: 3,
+        multiple: 256,
+    };
+
+    /// The FFN width for hidden size `d` (`None` on overflow or a zero rule).
+    pub fn width(self, d: u64) -> Option<u64> {
+        match self {
+            FfnRule::Fixed(f) => Some(f),
+            FfnRule::Ratio { num, den, multiple } => {
+                if den == 0 || multiple == 0 {
+                    return None;
+                }
+                let raw = d.checked_mul(num)? / den;
+                raw.div_ceil(multiple).checked_mul(multiple)
+            }
+        }
+    }
+}
+
+/// A region of shape space.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShapeSpace {
+    /// The size aimed at (for parameter error).
+    pub target_params: u64,
+    /// Smallest total parameter count accepted.
+    pub min_params: u64,
+    /// Largest total parameter count accepted.
+    pub max_params: u64,
+    /// Architecture knobs of every shape.
+    pub arch: Architecture,
+    /// Vocabulary before padding.
+    pub vocab_size: u64,
+    /// Pad the vocabulary to a multiple of `128 · tp` (Megatron-LM).
+    pub pad_vocab: bool,
+    /// Sequence length (learned position rows).
+    pub seq_len: u64,
+    /// Tensor-parallel degree.
+    pub tp: u64,
+    /// Pipeline-parallel degree.
+    pub pp: u64,
+    /// Count the embeddings as pipeline slots: `(L + 2) % pp == 0`.
+    pub embedding_pipeline_slots: bool,
+    /// Allowed head dimensions (sorted, unique).
+    pub head_dims: Vec<u64>,
+    /// Hidden size must be a multiple of this.
+    pub hidden_multiple: u64,
+    /// Key/value heads rule.
+    pub kv_heads: KvHeads,
+    /// FFN rule.
+    pub ffn: FfnRule,
+    /// When set, require Megatron's fused-softmax rule `(heads/tp) · micro_batch % 4 == 0` at
+    /// this micro-batch.
+    pub fused_softmax_micro_batch: Option<u64>,
+    /// Smallest `d / L`.
+    pub min_aspect_ratio: f64,
+    /// Largest `d / L`.
+    pub max_aspect_ratio: f64,
+    /// Fewest layers.
+    pub min_layers: u64,
+    /// Most layers.
+    pub max_layers: u64,
+}
+
+/// One valid shape with its exact parameter count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Shape {
+    /// Layers.
+    pub num_layers: u64,
+    /// Hidden size.
+    pub hidden_size: u64,
+    /// Query heads.
+    pub num_heads: u64,
+    /// Key/value heads.
+    pub num_kv_heads: u64,
+    /// Head dimension (`hidden / heads`).
+    pub head_dim: u64,
+    /// FFN width.
+    pub ffn_size: u64,
+    /// Vocabulary after padding.
+    pub vocab_size: u64,
+    /// Exact total parameters.
+    pub params: u64,
+}
+
+/// Head dimensions `min..=max` in steps of `multiple`.
+///
+/// ```
+/// assert_eq!(lmshape::search::head_dim_range(64, 128, 32)?, vec![64, 96, 128]);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn head_dim_range(min: u64, max: u64, multiple: u64) -> Result<Vec<u64>> {
+    positive(multiple, "head dim multiple")?;
+    positive(min, "min head dim")?;
+    if min > max {
+        return Err(Error::Inconsistent {
+            rule: "head dim range must not be empty",
+            detail: format!("min {min} > max {max}"),
+        });
+    }
+    Ok((min.div_ceil(multiple)..=max / multiple)
+        .map(|k| k * multiple)
+        .filter(|&h| h >= min)
+        .collect())
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+impl ShapeSpace {
+    /// Shapes of `target ± tolerance` (relative) with GPT-style defaults: tp = pp = 1, head
+    /// dims 64–256 in steps of 8 (Tensor Core alignment, NVIDIA "Matrix Multiplication
+    /// Background"), hidden a multiple of 128, multi-head attention, FFN from the
+    /// architecture (4·d, or LLaMA's 8/3·d for gated MLPs), vocabulary padded, sequence 2048.
+    pub fn around(
+        target_params: u64,
+        tolerance: f64,
+        arch: Architecture,
+        vocab_size: u64,
+    ) -> Result<ShapeSpace> {
+        positive(target_params, "target_params")?;
+        if !(tolerance.is_finite() && (0.0..1.0).contains(&tolerance)) {
+            return Err(Error::InvalidValue {
+                field: "tolerance",
+                value: tolerance,
+                expected: "in [0, 1)",
+            });
+        }
+        let t = target_params as f64;
+        Ok(ShapeSpace {
+            target_params,
+            min_params: (t * (1.0 - tolerance)).ceil() as u64,
+            max_params: (t * (1.0 + tolerance)).floor() as u64,
+            arch,
+            vocab_size,
+            pad_vocab: true,
+            seq_len: 2048,
+            tp: 1,
+            pp: 1,
+            embedding_pipeline_slots: false,
+            head_dims: head_dim_range(64, 256, 8)?,
+            hidden_multiple: 128,
+            kv_heads: KvHeads::MultiHead,
+            ffn: match arch.mlp {
+                crate::model::MlpKind::Standard => FfnRule::FOUR_D,
+                crate::model::MlpKind::Gated => FfnRule::LLAMA,
+            },
+            fused_softmax_micro_batch: None,
+            min_aspect_ratio: 0.0,
+            max_aspect_ratio: f64::INFINITY,
+            min_layers: 1,
+            max_layers: 1000,
+        })
+    }
+
+    /// The BLOOM case of issue 4: ≈175B ± 5%, BLOOM architecture, vocabulary 250880, sequence
+    /// 2048, tp 4, pp 12 with embedding slots, head dim ≥ 64, hidden a multiple of 128.
+    ///
+    /// ```
+    /// let space = lmshape::search::ShapeSpace::bloom_reference()?;
+    /// assert!(space.iter()?.any(|s| (s.hidden_size, s.num_layers, s.num_heads) == (14336, 70, 112)));
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    pub fn bloom_reference() -> Result<ShapeSpace> {
+        Ok(ShapeSpace {
+            tp: 4,
+            pp: 12,
+            embedding_pipeline_slots: true,
+            ..ShapeSpace::around(175_000_000_000, 0.05, Architecture::bloom(), 250_880)?
+        })
+    }
+
+    /// Check the space's own settings.
+    pub fn validate(&self) -> Result<()> {
+        positive(self.tp, "tp")?;
+        positive(self.pp, "pp")?;
+        positive(self.vocab_size, "vocab_size")?;
+        positive(self.seq_len, "seq_len")?;
+        positive(self.hidden_multiple, "hidden_multiple")?;
+        if self.head_dims.is_empty() || self.head_dims.contains(&0) {
+            return Err(Error::Inconsistent {
+                rule: "allowed head dims must be positive and not empty",
+                detail: format!("{:?}", self.head_dims),
+            });
+        }
+        match self.kv_heads {
+            KvHeads::GroupSize(0) | KvHeads::Fixed(0) => {
+                return Err(Error::ZeroSize {
+                    field: "kv heads rule",
+                });
+            }
+            _ => {}
+        }
+        if let FfnRule::Ratio { den: 0, .. }
+        | FfnRule::Ratio { multiple: 0, .. }
+        | FfnRule::Fixed(0) = self.ffn
+        {
+            return Err(Error::ZeroSize { field: "ffn rule" });
+        }
+        if self.min_params > self.max_params {
+            return Err(Error::Inconsistent {
+                rule: "parameter range must not be empty",
+                detail: format!("min {} > max {}", self.min_params, self.max_params),
+            });
+        }
+        if self.min_aspect_ratio.is_nan() || self.max_aspect_ratio.is_nan() {
+            return Err(Error::InvalidValue {
+                field: "aspect ratio bound",
+                value: f64::NAN,
+                expected: "a number",
+            });
+        }
+        Ok(())
+    }
+
+    /// Vocabulary rows after padding.
+    pub fn padded_vocab(&self) -> Result<u64> {
+        if self.pad_vocab {
+            padded_vocab(
+                self.vocab_size,
+                crate::error::mul(128, self.tp, "vocab padding")?,
+            )
+        } else {
+            Ok(self.vocab_size)
+        }
+    }
+
+    fn kv_for(&self, heads: u64) -> Option<u64> {
+        match self.kv_heads {
+            KvHeads::MultiHead => Some(heads),
+            KvHeads::GroupSize(g) => (g > 0 && heads % g == 0).then(|| heads / g),
+            KvHeads::Fixed(k) => (k > 0 && k <= heads && heads % k == 0).then_some(k),
+        }
+    }
+
+    fn layers_ok(&self, l: u64) -> bool {
+        if l < self.min_layers || l > self.max_layers || l == 0 {
+            return false;
+        }
+        if self.embedding_pipeline_slots && self.pp > 1 {
+            (l + 2) % self.pp == 0 && (l + 2) / self.pp >= 2
+        } else {
+            l % self.pp == 0
+        }
+    }
+
+    /// The model of a shape (not validated; counts are exact).
+    fn model(&self, l: u64, d: u64, heads: u64, kv: u64, ffn: u64, vocab: u64) -> Transformer {
+        Transformer {
+            vocab_size: vocab,
+            hidden_size: d,
+            num_layers: l,
+            num_heads: heads,
+            num_kv_heads: kv,
+            head_dim: d / heads.max(1),
+            ffn_size: ffn,
+            max_positions: self.seq_len,
+            arch: self.arch,
+        }
+    }
+
+    /// The validity predicate: the shape with `layers`, `hidden` and `heads` if it satisfies
+    /// every constraint of the space, with its exact parameter count.
+    pub fn check(&self, layers: u64, hidden: u64, heads: u64) -> Option<Shape> {
+        let vocab = self.padded_vocab().ok()?;
+        self.check_with_vocab(layers, hidden, heads, vocab)
+    }
+
+    fn check_with_vocab(&self, l: u64, d: u64, heads: u64, vocab: u64) -> Option<Shape> {
+        if !self.layers_ok(l) || d == 0 || heads == 0 {
+            return None;
+        }
+        if d % self.hidden_multiple != 0 || d % self.tp != 0 || d % heads != 0 {
+            return None;
+        }
+        let hd = d / heads;
+        if self.head_dims.binary_search(&hd).is_err() || heads % self.tp != 0 {
+            return None;
+        }
+        let kv = self.kv_for(heads)?;
+        if kv % self.tp != 0 && self.tp % kv != 0 {
+            return None;
+        }
+        let ffn = self.ffn.width(d)?;
+        if ffn == 0 || ffn % self.tp != 0 {
+            return None;
+        }
+        if let Some(mb) = self.fused_softmax_micro_batch {
+            if (heads / self.tp).checked_mul(mb)? % 4 != 0 {
+                return None;
+            }
+        }
+        let aspect = d as f64 / l as f64;
+        if aspect < self.min_aspect_ratio || aspect > self.max_aspect_ratio {
+            return None;
+        }
+        let params = self
+            .model(l, d, heads, kv, ffn, vocab)
+            .total_params()
+            .ok()?;
+        (self.min_params..=self.max_params)
+            .contains(&params)
+            .then_some(Shape {
+                num_layers: l,
+                hidden_size: d,
+                num_heads: heads,
+                num_kv_heads: kv,
+                head_dim: hd,
+                ffn_size: ffn,
+                vocab_size: vocab,
+                params,
+            })
+    }
+
+    /// Parameters of the width-`d` shape at depth `l` with head size `hd`, for bracketing: kv
+    /// heads follow the rule without its divisibility (monotone in `d`). `None` on overflow.
+    fn bracket_params(&self, l: u64, d: u64, hd: u64, vocab: u64) -> Option<u64> {
+        let heads = (d / hd).max(1);
+        let kv = match self.kv_heads {
+            KvHeads::MultiHead => heads,
+            KvHeads::GroupSize(g) => (heads / g).max(1),
+            KvHeads::Fixed(k) => k.min(heads),
+        };
+        let ffn = self.ffn.width(d)?;
+        let m = Transformer {
+            head_dim: hd,
+            ..self.model(l, d, heads, kv, ffn, vocab)
+        };
+        m.total_params().ok()
+    }
+
+    /// A lazy iterator over every valid shape, by depth, then head size, then width.
+    pub fn iter(&self) -> Result<ShapeIter<'_>> {
+        self.validate()?;
+        let vocab = self.padded_vocab()?;
+        Ok(ShapeIter {
+            space: self,
+            vocab,
+            layers: self.min_layers.max(1),
+            hd_index: 0,
+            k: 0,
+            k_end: 0,
+            step: 0,
+            fresh: true,
+            done: false,
+            candidates: 0,
+        })
+    }
+
+    /// The model of a shape from this space.
+    ///
+    /// ```
+    /// use lmshape::search::ShapeSpace;
+    /// let space = ShapeSpace::bloom_reference()?;
+    /// let s = space.check(70, 14336, 112).unwrap();
+    /// assert_eq!(space.model_of(&s)?.total_params()?, s.params);
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    pub fn model_of(&self, s: &Shape) -> Result<Transformer> {
+        Transformer::new(
+            s.vocab_size,
+            s.hidden_size,
+            s.num_layers,
+            s.num_heads,
+            s.num_kv_heads,
+            s.head_dim,
+            s.ffn_size,
+            self.seq_len,
+            self.arch,
+        )
+    }
+}
+
+/// Lazy enumeration of a [`ShapeSpace`]; see [`ShapeSpace::iter`].
+#[derive(Debug, Clone)]
+pub struct ShapeIter<'a> {
+    space: &'a ShapeSpace,
+    vocab: u64,
+    layers: u64,
+    hd_index: usize,
+    /// Current width multiple (`d = k · step`).
+    k: u64,
+    k_end: u64,
+    step: u64,
+    fresh: bool,
+    done: bool,
+    candidates: u64,
+}
+
+impl ShapeIter<'_> {
+    /// Candidates (depth, head size, width) examined so far.
+    pub fn candidates(&self) -> u64 {
+        self.candidates
+    }
+
+    /// Set up the width range of the current (depth, head size): `[k, k_end)` in multiples of
+    /// `step = lcm(M, hd · tp)`, from the first width whose count reaches `min_params` (by
+    /// bisection) to the first above `max_params`, inside the aspect window.
+    fn start_widths(&mut self) -> bool {
+        let s = self.space;
+        let hd = s.head_dims[self.hd_index];
+        let Some(unit) = hd.checked_mul(s.tp) else {
+            return false;
+        };
+        let g = gcd(s.hidden_multiple, unit);
+        let Some(step) = (s.hidden_multiple / g).checked_mul(unit) else {
+            return false;
+        };
+        let l = self.layers;
+        let lo_aspect = (s.min_aspect_ratio * l as f64).max(0.0);
+        let mut k_lo = ((lo_aspect / step as f64).ceil() as u64).max(1);
+        let k_hi_aspect = if s.max_aspect_ratio.is_finite() {
+            (s.max_aspect_ratio * l as f64 / step as f64).floor() as u64
+        } else {
+            u64::MAX / step
+        };
+        let params = |k: u64| s.bracket_params(l, k * step, hd, self.vocab);
+        // First k with params ≥ min (exponential then binary search).
+        match params(k_lo) {
+            None => return false,
+            Some(p) if p > s.max_params => return false,
+            Some(p) if p < s.min_params => {
+                let mut hi = k_lo.saturating_mul(2).max(k_lo + 1);
+                loop {
+                    match params(hi) {
+                        Some(p) if p < s.min_params && hi < k_hi_aspect => {
+                            k_lo = hi;
+                            hi = hi.saturating_mul(2).min(k_hi_aspect.max(k_lo + 1));
+                        }
+                        _ => break,
+                    }
+                }
+                while hi - k_lo > 1 {
+                    let mid = k_lo + (hi - k_lo) / 2;
+                    match params(mid) {
+                        Some(p) if p < s.min_params => k_lo = mid,
+                        _ => hi = mid,
+                    }
+                }
+                k_lo = hi;
+            }
+            Some(_) => {}
+        }
+        if k_lo > k_hi_aspect {
+            return false;
+        }
+        self.k = k_lo;
+        self.k_end = k_hi_aspect.saturating_add(1);
+        self.step = step;
+        true
+    }
+
+    /// Whether any width at this depth can still be small enough: the smallest allowed width
+    /// over all head sizes is already above the range once depth grows past it.
+    fn depth_exhausted(&self) -> bool {
+        let s = self.space;
+        let l = self.layers;
+        let min_d = s.head_dims.iter().filter_map(|&hd| {
+            let unit = hd.checked_mul(s.tp)?;
+            let step = (s.hidden_multiple / gcd(s.hidden_multiple, unit)).checked_mul(unit)?;
+            let lo_aspect = (s.min_aspect_ratio * l as f64).max(0.0);
+            let k = ((lo_aspect / step as f64).ceil() as u64).max(1);
+            Some((k.checked_mul(step)?, hd))
+        });
+        min_d
+            .filter_map(|(d, hd)| s.bracket_params(l, d, hd, self.vocab))
+            .all(|p| p > s.max_params)
+    }
+}
+
+impl Iterator for ShapeIter<'_> {
+    type Item = Shape;
+
+    fn next(&mut self) -> Option<Shape> {
+        let s = self.space;
+        loop {
+            if self.done {
+                return None;
+            }
+            if self.layers > s.max_layers {
+                self.done = true;
+                return None;
+            }
+            if !s.layers_ok(self.layers) {
+                // Exhaustion is checked after each valid depth; invalid ones are skipped.
+                self.layers += 1;
+                continue;
+            }
+            if self.fresh {
+                self.fresh = false;
+                if !self.start_widths() {
+                    self.k_end = 0;
+                }
+            }
+            if self.k < self.k_end {
+                let d = self.k.saturating_mul(self.step);
+                self.k += 1;
+                self.candidates += 1;
+                let hd = s.head_dims[self.hd_index];
+                match s.check_with_vocab(self.layers, d, d / hd, self.vocab) {
+                    Some(shape) => return Some(shape),
+                    None => {
+                        // Past the top of the range: stop this head size.
+                        if s.bracket_params(self.layers, d, hd, self.vocab)
+                            .is_none_or(|p| p > s.max_params)
+                        {
+                            self.k = self.k_end;
+                        }
+                        continue;
+                    }
+                }
+            }
+            // Next head size, or next depth.
+            self.hd_index += 1;
+            self.fresh = true;
+            if self.hd_index >= s.head_dims.len() {
+                self.hd_index = 0;
+                if self.depth_exhausted() {
+                    self.done = true;
+                    return None;
+                }
+                self.layers += 1;
+            }
+        }
+    }
+}
+
+/// A shape with its scores.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ScoredShape {
+    /// The shape.
+    pub shape: Shape,
+    /// `(params − target) / target`.
+    pub param_error: f64,
+    /// Heuristics.
+    pub heuristics: ShapeHeuristics,
+}
+
+/// Orderings for [`rank`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum SortKey {
+    /// Smallest `|param_error|` first.
+    ParamError,
+    /// Smallest `|L − Levine depth|` first.
+    LevineDistance,
+    /// Smallest aspect ratio first.
+    AspectRatio,
+    /// Head dimension closest to this first.
+    HeadDimNear(u64),
+}
+
+/// Score a shape of `space`.
+pub fn score(space: &ShapeSpace, shape: &Shape) -> Result<ScoredShape> {
+    let model = space.model_of(shape)?;
+    Ok(ScoredShape {
+        shape: *shape,
+        param_error: (shape.params as f64 - space.target_params as f64)
+            / space.target_params as f64,
+        heuristics: heuristics::evaluate(&model)?,
+    })
+}
+
+/// Sort by the keys in order (later keys break ties of earlier ones).
+///
+/// ```
+/// use lmshape::search::{self, ShapeSpace, SortKey};
+/// let space = ShapeSpace::bloom_reference()?;
+/// let mut scored = space.iter()?.map(|s| search::score(&space, &s)).collect::<Result<Vec<_>, _>>()?;
+/// search::rank(&mut scored, &[SortKey::LevineDistance, SortKey::ParamError]);
+/// assert!(scored[0].heuristics.levine_depth_delta.abs() <= scored[scored.len() - 1].heuristics.levine_depth_delta.abs());
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn rank(scored: &mut [ScoredShape], keys: &[SortKey]) {
+    let key = |s: &ScoredShape, k: &SortKey| -> f64 {
+        match k {
+            SortKey::ParamError => s.param_error.abs(),
+            SortKey::LevineDistance => s.heuristics.levine_depth_delta.abs(),
+            SortKey::AspectRatio => s.heuristics.aspect_ratio,
+            SortKey::HeadDimNear(h) => (s.shape.head_dim as f64 - *h as f64).abs(),
+        }
+    };
+    scored.sort_by(|a, b| {
+        keys.iter()
+            .map(|k| key(a, k).total_cmp(&key(b, k)))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+}
+
+/// Keep one shape per (layers, hidden): the one whose head dimension is closest to
+/// `preferred_head_dim` (ties: more heads). Order of first appearance is kept.
+pub fn one_per_width_depth(scored: &[ScoredShape], preferred_head_dim: u64) -> Vec<ScoredShape> {
+    let mut out: Vec<ScoredShape> = Vec::new();
+    for s in scored {
+        let better = |o: &ScoredShape| {
+            let d = |x: &ScoredShape| x.shape.head_dim.abs_diff(preferred_head_dim);
+            (d(s), u64::MAX - s.shape.num_heads) < (d(o), u64::MAX - o.shape.num_heads)
+        };
+        match out.iter_mut().find(|o| {
+            (o.shape.num_layers, o.shape.hidden_size) == (s.shape.num_layers, s.shape.hidden_size)
+        }) {
+            Some(o) => {
+                if better(o) {
+                    *o = *s;
+                }
+            }
+            None => out.push(*s),
+        }
+    }
+    out
+}

@@ -1,0 +1,209 @@
+//! Shape enumeration: completeness against brute force, validity, and the BLOOM case.
+
+use lmshape::heuristics;
+use lmshape::search::{self, FfnRule, KvHeads, ShapeSpace, SortKey};
+use lmshape::{Architecture, ParallelLayout};
+use proptest::prelude::*;
+use std::collections::BTreeSet;
+
+fn small_space() -> impl Strategy<Value = ShapeSpace> {
+    (
+        (200_000u64..4_000_000, 0.0f64..0.5),
+        prop_oneof![Just(1u64), Just(2), Just(4)],
+        (1u64..4, any::<bool>()),
+        prop_oneof![Just(8u64), Just(16), Just(32), Just(64)],
+        proptest::sample::subsequence(vec![8u64, 16, 24, 32, 40, 64], 1..4),
+        prop_oneof![
+            Just(KvHeads::MultiHead),
+            Just(KvHeads::GroupSize(2)),
+            Just(KvHeads::Fixed(1)),
+            Just(KvHeads::Fixed(2))
+        ],
+        prop_oneof![
+            Just(FfnRule::FOUR_D),
+            Just(FfnRule::LLAMA),
+            Just(FfnRule::Fixed(512))
+        ],
+        (
+            proptest::option::of(1u64..3),
+            prop_oneof![Just((0.0, f64::INFINITY)), Just((8.0, 64.0))],
+        ),
+        (0usize..3, 100u64..3000),
+    )
+        .prop_map(
+            |(
+                (target, tol),
+                tp,
+                (pp, slots),
+                m,
+                hds,
+                kv,
+                ffn,
+                (fused, (amin, amax)),
+                (arch, vocab),
+            )| {
+                let arch = [
+                    Architecture::gpt2(),
+                    Architecture::llama(),
+                    Architecture::bloom(),
+                ][arch];
+                let mut s = ShapeSpace::around(target, tol, arch, vocab).unwrap();
+                s.tp = tp;
+                s.pp = pp;
+                s.embedding_pipeline_slots = slots;
+                s.hidden_multiple = m;
+                s.head_dims = hds;
+                s.kv_heads = kv;
+                s.ffn = ffn;
+                s.fused_softmax_micro_batch = fused;
+                s.min_aspect_ratio = amin;
+                s.max_aspect_ratio = amax;
+                s.max_layers = 24;
+                s.seq_len = 128;
+                s
+            },
+        )
+}
+
+/// Every (layers, hidden, heads) with hidden up to a bound no valid shape can exceed.
+fn brute_force(space: &ShapeSpace) -> BTreeSet<(u64, u64, u64)> {
+    let mut out = BTreeSet::new();
+    // With one layer and the smallest head, params grow past the range beyond this width.
+    let d_max = 1200;
+    for l in 1..=space.max_layers {
+        for d in 1..=d_max {
+            for heads in 1..=d {
+                if d % heads == 0 && space.check(l, d, heads).is_some() {
+                    out.insert((l, d, heads));
+                }
+            }
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 24,
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct(
+            "proptest-regressions/search.txt",
+        ))),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn enumeration_equals_brute_force(space in small_space()) {
+        let shapes: Vec<_> = space.iter().unwrap().collect();
+        let set: BTreeSet<_> = shapes.iter().map(|s| (s.num_layers, s.hidden_size, s.num_heads)).collect();
+        prop_assert_eq!(set.len(), shapes.len(), "a shape was yielded twice");
+        // Nothing beyond the brute-force width bound can be valid at these sizes.
+        prop_assert!(shapes.iter().all(|s| s.hidden_size <= 1200));
+        prop_assert_eq!(set, brute_force(&space));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct(
+            "proptest-regressions/search.txt",
+        ))),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn every_shape_is_valid_and_counted_exactly(space in small_space()) {
+        for s in space.iter().unwrap() {
+            let m = space.model_of(&s).unwrap();
+            prop_assert_eq!(m.total_params().unwrap(), s.params);
+            prop_assert!(s.params >= space.min_params && s.params <= space.max_params);
+            prop_assert_eq!(s.hidden_size % space.hidden_multiple, 0);
+            prop_assert!(space.head_dims.contains(&s.head_dim));
+            prop_assert_eq!(s.num_heads * s.head_dim, s.hidden_size);
+            prop_assert_eq!(s.vocab_size % (128 * space.tp), 0);
+            let aspect = s.hidden_size as f64 / s.num_layers as f64;
+            prop_assert!(aspect >= space.min_aspect_ratio && aspect <= space.max_aspect_ratio);
+            if let Some(mb) = space.fused_softmax_micro_batch {
+                prop_assert_eq!((s.num_heads / space.tp) * mb % 4, 0);
+            }
+            // The parallel layout of the space accepts the model.
+            let layout = ParallelLayout { tp: space.tp, pp: space.pp,
+                embedding_pipeline_slots: space.embedding_pipeline_slots, seq_len: space.seq_len,
+                ..ParallelLayout::default() };
+            prop_assert!(layout.validate(&m).is_ok(), "{:?}", layout.validate(&m));
+        }
+    }
+
+    #[test]
+    fn arbitrary_spaces_never_panic(target in 1u64..u64::MAX, tol in 0.0f64..0.99, tp in 0u64..300,
+        pp in 0u64..300, m in 0u64..5000, hd in proptest::collection::vec(0u64..5000, 0..4), max_layers in 0u64..200) {
+        if let Ok(mut s) = ShapeSpace::around(target, tol, Architecture::gpt2(), 50257) {
+            s.tp = tp;
+            s.pp = pp;
+            s.hidden_multiple = m;
+            s.head_dims = hd;
+            s.head_dims.sort();
+            s.head_dims.dedup();
+            s.max_layers = max_layers;
+            if let Ok(it) = s.iter() {
+                for _ in it.take(1000) {}
+            }
+        }
+    }
+}
+
+#[test]
+fn bloom_case_lists_bloom_shape() {
+    let space = ShapeSpace::bloom_reference().unwrap();
+    let shapes: Vec<_> = space.iter().unwrap().collect();
+    assert!(shapes.len() > 100, "{}", shapes.len());
+    let bloom = shapes
+        .iter()
+        .find(|s| (s.hidden_size, s.num_layers, s.num_heads) == (14336, 70, 112))
+        .expect("BLOOM's shape is valid in its own search space");
+    // BLOOM model card: 176,247,271,424 parameters.
+    assert_eq!(bloom.params, 176_247_271_424);
+    // The example's default table: one row per (layers, hidden), Levine distance first, head
+    // size nearest 128; BLOOM's row is within its first 40.
+    let mut scored: Vec<_> = shapes
+        .iter()
+        .map(|s| search::score(&space, s).unwrap())
+        .collect();
+    search::rank(&mut scored, &[SortKey::LevineDistance, SortKey::ParamError]);
+    let rows = search::one_per_width_depth(&scored, 128);
+    let pos = rows
+        .iter()
+        .position(|r| {
+            (r.shape.hidden_size, r.shape.num_layers, r.shape.num_heads) == (14336, 70, 112)
+        })
+        .expect("BLOOM's row is shown");
+    assert!(pos < 40, "{pos}");
+}
+
+#[test]
+fn levine_prefers_about_80_layers_for_175b() {
+    let l = heuristics::levine_depth_for_params(175e9).unwrap();
+    assert!((78.0..=82.0).contains(&l), "{l}");
+}
+
+#[test]
+fn contradictory_constraints_give_empty_or_error() {
+    let mut s = ShapeSpace::around(1_000_000_000, 0.0, Architecture::gpt2(), 50257).unwrap();
+    // Zero tolerance: only exact matches; at 1B exactly there are none.
+    assert_eq!(s.iter().unwrap().count(), 0);
+    s = ShapeSpace::around(1_000_000_000, 0.05, Architecture::gpt2(), 50257).unwrap();
+    s.head_dims = vec![64];
+    s.max_layers = 24;
+    s.tp = 1 << 20; // more tensor-parallel ranks than any shape has heads
+    assert_eq!(s.iter().unwrap().count(), 0);
+    s.tp = 0;
+    assert!(s.iter().is_err());
+    s.tp = 1;
+    s.head_dims = vec![];
+    assert!(s.iter().is_err());
+    s.head_dims = vec![64];
+    s.min_params = 10;
+    s.max_params = 5;
+    assert!(s.iter().is_err());
+    assert!(ShapeSpace::around(1_000, f64::NAN, Architecture::gpt2(), 1).is_err());
+    assert!(ShapeSpace::around(0, 0.1, Architecture::gpt2(), 1).is_err());
+}
