@@ -19,7 +19,7 @@
 //! "non-embedding params" leave out both `embed_in` and `embed_out`), so it is left out as well.
 
 use crate::error::{Error, Result};
-use crate::model::{MlpKind, NormKind, PositionKind, Transformer};
+use crate::model::{MlpKind, PositionKind, Transformer};
 use serde::{Deserialize, Serialize};
 
 /// Parameters of one transformer layer, by tensor group, as needed to shard it over tensor
@@ -139,11 +139,7 @@ fn layer_params_checked(m: &Transformer) -> Option<LayerParams> {
         MlpKind::Standard => 1,
         MlpKind::Gated => 2,
     };
-    let norm = match m.arch.norm {
-        NormKind::LayerNorm => d.checked_mul(2)?,
-        NormKind::LayerNormNoBias | NormKind::RmsNorm => d,
-        NormKind::NonParametric => 0,
-    };
+    let norm = m.arch.norm.checked_params(d)?;
     let layer = LayerParams {
         qkv_weight_params: d.checked_mul(qkv_out)?,
         qkv_bias_params: if b.qkv { qkv_out } else { 0 },
@@ -196,13 +192,7 @@ fn param_counts_checked(m: &Transformer) -> Option<ParamCounts> {
     let e = m.embed_dim();
     let layer = layer_params_checked(m)?;
     let layers = m.num_layers;
-    let norm = |x: u64| -> Option<u64> {
-        match m.arch.norm {
-            NormKind::LayerNorm => x.checked_mul(2),
-            NormKind::LayerNormNoBias | NormKind::RmsNorm => Some(x),
-            NormKind::NonParametric => Some(0),
-        }
-    };
+    let norm = |x: u64| m.arch.norm.checked_params(x);
     let token_embedding_params = m.vocab_size.checked_mul(e)?;
     let position_embedding_params = match m.arch.position {
         PositionKind::Learned { offset } => m.max_positions.checked_add(offset)?.checked_mul(d)?,

@@ -51,10 +51,17 @@ impl NormKind {
     /// # Ok::<(), lmshape::Error>(())
     /// ```
     pub fn params(self, d: u64) -> Result<u64> {
+        self.checked_params(d).ok_or(Error::Overflow {
+            what: "norm parameters",
+        })
+    }
+
+    /// [`NormKind::params`] as an `Option` (`None` on overflow).
+    pub(crate) fn checked_params(self, d: u64) -> Option<u64> {
         match self {
-            NormKind::LayerNorm => crate::error::mul(d, 2, "norm parameters"),
-            NormKind::LayerNormNoBias | NormKind::RmsNorm => Ok(d),
-            NormKind::NonParametric => Ok(0),
+            NormKind::LayerNorm => d.checked_mul(2),
+            NormKind::LayerNormNoBias | NormKind::RmsNorm => Some(d),
+            NormKind::NonParametric => Some(0),
         }
     }
 }
