@@ -1,9 +1,12 @@
-//! Criterion benches: accounting of one model, shape enumeration throughput.
+//! Criterion benches: accounting of one model, shape enumeration throughput, timing a full
+//! training step with the analytical model.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lmshape::flops::{self, FlopsConvention};
+use lmshape::hardware::AnalyticalTimer;
+use lmshape::hardware::step::{self, Cluster, StepOptions};
 use lmshape::search::ShapeSpace;
-use lmshape::{Architecture, Recompute, presets};
+use lmshape::{Architecture, ParallelLayout, Recompute, presets};
 use std::hint::black_box;
 
 fn accounting(c: &mut Criterion) {
@@ -55,5 +58,31 @@ fn enumeration(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, accounting, enumeration);
+/// One full 70-layer BLOOM-176B step (tp 4, pp 12, dp 8) with the analytical timer.
+fn step_timing(c: &mut Criterion) {
+    let m = presets::by_name("bloom-176b").unwrap();
+    let layout = ParallelLayout {
+        tp: 4,
+        pp: 12,
+        dp: 8,
+        micro_batch: 2,
+        global_batch: 2048,
+        recompute: Recompute::Full,
+        embedding_pipeline_slots: true,
+        ..ParallelLayout::default()
+    };
+    let cluster = Cluster::selene();
+    let timer = AnalyticalTimer::new(cluster.gpu.clone());
+    let opts = StepOptions::default();
+    let mut g = c.benchmark_group("step");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("bloom_176b_70_layers", |b| {
+        b.iter(|| {
+            black_box(step::step_time(black_box(&m), &layout, &cluster, &timer, &opts).unwrap())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, accounting, enumeration, step_timing);
 criterion_main!(benches);

@@ -1,5 +1,21 @@
-//! Hardware: GPU facts (and, with the timing modules, GEMM timers).
+//! Hardware: GPU facts, GEMM timers and the training-step model.
+//!
+//! * [`gpu`]: GPU presets;
+//! * [`gemm`]: the GEMM description and the object-safe [`GemmTimer`] trait (+ a cache);
+//! * [`analytical`]: the default tile/wave-quantization + roofline timer;
+//! * [`table`]: measured timings loaded from JSON;
+//! * [`step`]: a layer's GEMMs under tensor parallelism and a full training step on a cluster;
+//! * `cuda` (feature `cuda`): real cuBLAS timings.
 
+pub mod analytical;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod gemm;
 pub mod gpu;
+pub mod step;
+pub mod table;
 
+pub use analytical::AnalyticalTimer;
+pub use gemm::{CachedTimer, Gemm, GemmTimer};
 pub use gpu::{Dtype, GpuSpec};
+pub use table::{Missing, TableTimer};

@@ -1,0 +1,123 @@
+//! Time GEMMs on a real GPU with cuBLAS and compare with the analytical model (feature `cuda`).
+//!
+//! `cargo run --release --features cuda --example gemm_probe -- [--gpu h200] [--dtype bf16]
+//! [--out table.json] [--json]`: sweeps a set of transformer-like shapes (aligned and
+//! misaligned, wave-quantized pairs, attention batches), prints analytical vs measured side
+//! by side, and with `--out` writes the measurements in the `TableTimer` JSON format.
+
+mod common;
+
+use common::{Args, die, or_die};
+use lmshape::hardware::cuda::CudaTimer;
+use lmshape::hardware::table::{TableEntry, TimingTable};
+use lmshape::hardware::{AnalyticalTimer, Dtype, Gemm, GemmTimer, GpuSpec};
+use serde_json::json;
+
+const USAGE: &str =
+    "usage: gemm_probe [--gpu NAME] [--dtype bf16|fp16|fp32|tf32] [--out table.json] [--json]";
+
+fn shapes(dtype: Dtype) -> Vec<Gemm> {
+    let g = |m, n, k, batch| Gemm {
+        m,
+        n,
+        k,
+        batch,
+        dtype,
+    };
+    vec![
+        // Square, growing.
+        g(1024, 1024, 1024, 1),
+        g(2048, 2048, 2048, 1),
+        g(4096, 4096, 4096, 1),
+        g(8192, 8192, 8192, 1),
+        // BLOOM-like QKV at tp 8: 13824 (= 128·108) vs 14400 hidden.
+        g(2048, 3 * 13824 / 8, 13824, 1),
+        g(2048, 3 * 14400 / 8, 14400, 1),
+        // MLP in/out at tp 4 for BLOOM-176B (micro-batch 2).
+        g(4096, 4 * 14336 / 4, 14336, 1),
+        g(4096, 14336, 4 * 14336 / 4, 1),
+        // Wave quantization: 132 vs 133 tiles of 128×256 on an H100/H200.
+        g(128 * 132, 256, 8192, 1),
+        g(128 * 133, 256, 8192, 1),
+        // k alignment: multiple of 64, multiple of 8, not a multiple of 8.
+        g(4096, 4096, 4096 + 64, 1),
+        g(4096, 4096, 4096 + 8, 1),
+        g(4096, 4096, 4096 + 4, 1),
+        // Attention batches: head size 128, 150 (misaligned), 108 (misaligned).
+        g(2048, 2048, 128, 56),
+        g(2048, 2048, 150, 48),
+        g(2048, 2048, 108, 64),
+        g(2048, 128, 2048, 56),
+    ]
+}
+
+fn main() {
+    let args = Args::parse(&["gpu", "dtype", "out"], &["json"], USAGE);
+    let dtype = or_die(Dtype::parse(args.raw("dtype").unwrap_or("bf16")));
+    let timer = CudaTimer::new(0).unwrap_or_else(|e| die(&format!("no GPU to probe: {e}")));
+    let gpu_name = args.raw("gpu").unwrap_or("h200");
+    let model = AnalyticalTimer::new(or_die(GpuSpec::by_name(gpu_name)));
+    let mut rows = Vec::new();
+    for g in shapes(dtype) {
+        let measured = or_die(timer.gemm_seconds(&g));
+        let predicted = or_die(model.gemm_seconds(&g));
+        rows.push((g, measured, predicted));
+    }
+    if let Some(path) = args.raw("out") {
+        let table = TimingTable {
+            gpu: timer.device_name().to_string(),
+            entries: rows
+                .iter()
+                .map(|(g, s, _)| TableEntry {
+                    m: g.m,
+                    n: g.n,
+                    k: g.k,
+                    batch: g.batch,
+                    dtype: g.dtype,
+                    seconds: *s,
+                })
+                .collect(),
+        };
+        std::fs::write(path, serde_json::to_string_pretty(&table).unwrap())
+            .unwrap_or_else(|e| die(&format!("cannot write {path}: {e}")));
+    }
+    if args.flag("json") {
+        let out: Vec<_> = rows
+            .iter()
+            .map(|(g, s, p)| {
+                json!({"m": g.m, "n": g.n, "k": g.k, "batch": g.batch, "dtype": g.dtype,
+                    "measured_seconds": s, "analytical_seconds": p,
+                    "measured_tflops": g.flops() / s / 1e12, "analytical_tflops": g.flops() / p / 1e12})
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"device": timer.device_name(), "rows": out}))
+                .unwrap()
+        );
+        return;
+    }
+    println!(
+        "{} vs the analytical model of {}",
+        timer.describe(),
+        model.gpu.name
+    );
+    println!(
+        "{:>7} {:>7} {:>7} {:>5} {:>12} {:>12} {:>10} {:>10} {:>7}",
+        "m", "n", "k", "batch", "measured µs", "model µs", "meas TF/s", "model TF/s", "ratio"
+    );
+    for (g, s, p) in rows {
+        println!(
+            "{:>7} {:>7} {:>7} {:>5} {:>12.1} {:>12.1} {:>10.1} {:>10.1} {:>7.2}",
+            g.m,
+            g.n,
+            g.k,
+            g.batch,
+            s * 1e6,
+            p * 1e6,
+            g.flops() / s / 1e12,
+            g.flops() / p / 1e12,
+            p / s
+        );
+    }
+}
