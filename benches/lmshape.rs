@@ -84,5 +84,26 @@ fn step_timing(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, accounting, enumeration, step_timing);
+/// The whole reference plan (issue 5): every shape × layout evaluated.
+fn planning(c: &mut Criterion) {
+    let req = lmshape::PlanRequest::bloom_reference();
+    let timer = AnalyticalTimer::new(req.cluster.gpu.clone());
+    let evaluated = lmshape::plan::plan(&req, &timer).unwrap().evaluated;
+    let mut g = c.benchmark_group("plan");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(evaluated));
+    g.bench_function(format!("bloom_reference/{evaluated}_pairs"), |b| {
+        b.iter(|| {
+            black_box(
+                lmshape::plan::plan(black_box(&req), &timer)
+                    .unwrap()
+                    .candidates
+                    .len(),
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, accounting, enumeration, step_timing, planning);
 criterion_main!(benches);

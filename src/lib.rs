@@ -15,6 +15,8 @@
 //!   cache;
 //! * [`heuristics`]: Kaplan's aspect ratio, Levine's width–depth relation, published shapes;
 //! * [`search`]: lazy enumeration of every valid shape near a target size, and ranking;
+//! * [`plan`]: the planner — budget → scaling-law bounds → target → every valid shape × layout →
+//!   memory → speed → tokens → predicted loss → a ranked, explained recommendation;
 //! * [`hardware`]: GPU presets (SMs, peaks per dtype, memory and bandwidths);
 //! * [`scaling`]: compute budgets, published scaling laws (Kaplan, Chinchilla approaches 1–3,
 //!   Besiroglu et al.), fitting a law to your own runs, inference-aware sizing and constraints.
@@ -48,6 +50,7 @@ pub mod memory;
 pub mod model;
 pub mod parallel;
 pub mod params;
+pub mod plan;
 pub mod scaling;
 pub mod search;
 
@@ -59,6 +62,7 @@ pub use model::{
 };
 pub use parallel::{ParallelLayout, Schedule, ZeroStage};
 pub use params::{LayerParams, ParamCounts};
+pub use plan::{Plan, PlanRequest};
 pub use search::{Shape, ShapeSpace};
 
 /// The README's examples, compiled and run as doctests so it stays true.

@@ -1,0 +1,565 @@
+//! The planner: from a cluster and a time budget to a ranked, explained recommendation.
+//!
+//! Steps (each delegated to its module):
+//! 1. **Budget** ([`crate::scaling`]): GPU-hours × peak × an assumed MFU → training FLOPs, and
+//!    each published law's compute-optimal (parameters, tokens).
+//! 2. **Target**: the chosen law's optimum moved along the iso-FLOP curve by the token floor and
+//!    a size cap ([`crate::scaling::ParametricLaw::constrained`]; for Kaplan's law the frontier
+//!    of Kaplan et al. 2020 clamped the same way), widened to a search range (or a range you
+//!    give).
+//! 3. **Shapes** ([`crate::search`]): every shape in the range; shapes with heads larger than
+//!    the limit are rejected ("heads too large", as BigScience rejected a finalist).
+//! 4. **Layouts** ([`crate::parallel`]): every `tp ≤ GPUs per node` from the options, every
+//!    `pp` dividing the rest (with BigScience's embedding slots when only `(L + 2) % pp` holds),
+//!    `dp` filling the cluster, every micro-batch option; invalid ones are "indivisible".
+//! 5. **Memory** ([`crate::memory`]): the most loaded GPU must fit in a fraction of the card.
+//! 6. **Speed** ([`crate::hardware::step`]) with the timer you pass: tokens reachable in the
+//!    usable wall-clock; below the token floor is "too slow".
+//! 7. **Rank** by the law's predicted loss at those tokens (ties: more tokens first).
+
+use crate::error::{Error, Result, positive, positive_f64};
+use crate::hardware::GemmTimer;
+use crate::hardware::step::{self, Cluster, StepOptions};
+use crate::memory::{self, MemoryOptions};
+use crate::model::{Architecture, Transformer};
+use crate::parallel::{ParallelLayout, ZeroStage};
+use crate::scaling::{
+    self, Allocation, Binding, Constraints, KaplanLaw, ParametricLaw, PowerLawFrontier,
+};
+use crate::search::{Shape, ShapeSpace};
+use crate::{Recompute, hardware::Dtype};
+use serde::{Deserialize, Serialize};
+
+/// Which law sets the target and predicts loss.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "law")]
+pub enum LawChoice {
+    /// Kaplan et al. 2020: frontier of Table 6, loss by eq. 1.5 on non-embedding parameters.
+    Kaplan,
+    /// Hoffmann et al. 2022 approach 3.
+    Chinchilla,
+    /// Besiroglu et al. 2024 refit.
+    Besiroglu,
+    /// A law you fitted ([`crate::scaling::fit_parametric`]).
+    Fitted(ParametricLaw),
+}
+
+impl LawChoice {
+    /// Parse `kaplan`, `chinchilla`, `besiroglu`.
+    pub fn parse(s: &str) -> Result<LawChoice> {
+        match s {
+            "kaplan" => Ok(LawChoice::Kaplan),
+            "chinchilla" => Ok(LawChoice::Chinchilla),
+            "besiroglu" => Ok(LawChoice::Besiroglu),
+            _ => Err(Error::UnknownName {
+                kind: "scaling law",
+                name: s.into(),
+                known: "kaplan, chinchilla, besiroglu".into(),
+            }),
+        }
+    }
+
+    fn parametric(&self) -> Option<ParametricLaw> {
+        match self {
+            LawChoice::Kaplan => None,
+            LawChoice::Chinchilla => Some(ParametricLaw::CHINCHILLA),
+            LawChoice::Besiroglu => Some(ParametricLaw::BESIROGLU),
+            LawChoice::Fitted(l) => Some(*l),
+        }
+    }
+
+    /// Predicted loss of `model` trained on `tokens`.
+    pub fn loss(&self, model: &Transformer, tokens: f64) -> Result<f64> {
+        let c = model.param_counts()?;
+        match self.parametric() {
+            None => KaplanLaw::PUBLISHED.loss(c.non_embedding_params as f64, tokens),
+            Some(l) => l.loss(c.total_params as f64, tokens),
+        }
+    }
+
+    /// The compute-optimal size moved by the constraints, and which one binds.
+    fn target(&self, flops: f64, cons: &Constraints) -> Result<(f64, Binding)> {
+        match self.parametric() {
+            Some(l) => {
+                let c = l.constrained(flops, cons)?;
+                Ok((c.params, c.binding))
+            }
+            None => {
+                let opt = PowerLawFrontier::KAPLAN.optimal(flops)?;
+                let mut n = opt.params;
+                let mut binding = Binding::None;
+                if let Some(d) = cons.token_floor {
+                    let cap = flops / (6.0 * positive_f64(d, "token_floor")?);
+                    if cap < n {
+                        n = cap;
+                        binding = Binding::TokenFloor;
+                    }
+                }
+                if let Some(cap) = cons.param_cap {
+                    if cap < n {
+                        n = cap;
+                        binding = Binding::ParamCap;
+                    }
+                }
+                Ok((n, binding))
+            }
+        }
+    }
+}
+
+/// Everything the planner needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanRequest {
+    /// Cluster description (GPU, GPUs per node, interconnect, software efficiency).
+    pub cluster: Cluster,
+    /// GPUs to use.
+    pub gpus: u64,
+    /// Wall-clock hours available.
+    pub hours: f64,
+    /// Fraction of the wall-clock held back for failures, restarts and evaluation.
+    pub safety_margin: f64,
+    /// MFU assumed when turning the budget into FLOPs for the scaling laws (the candidates' real
+    /// speed comes from the timer).
+    pub assumed_mfu: f64,
+    /// Architecture family.
+    pub arch: Architecture,
+    /// Vocabulary (Megatron pads it per layout).
+    pub vocab_size: u64,
+    /// Sequence length.
+    pub seq_len: u64,
+    /// Sequences per optimizer step.
+    pub global_batch: u64,
+    /// Minimum training tokens.
+    pub token_floor: Option<f64>,
+    /// Maximum parameters (serving).
+    pub param_cap: Option<f64>,
+    /// Explicit parameter range; otherwise `[target·(1 − range_below), target·(1 + range_above)]`.
+    pub param_range: Option<(u64, u64)>,
+    /// Fraction below the target searched.
+    pub range_below: f64,
+    /// Fraction above the target searched.
+    pub range_above: f64,
+    /// Head dimensions enumerated.
+    pub head_dims: Vec<u64>,
+    /// Larger heads are rejected ("heads too large").
+    pub max_head_dim: u64,
+    /// Hidden size multiple.
+    pub hidden_multiple: u64,
+    /// Aspect ratio window `d / L` of the shapes searched.
+    pub aspect_ratio_range: (f64, f64),
+    /// Tensor-parallel degrees tried (those above GPUs per node are skipped).
+    pub tp_options: Vec<u64>,
+    /// Micro-batch sizes tried.
+    pub micro_batches: Vec<u64>,
+    /// Recomputation of every layout.
+    pub recompute: Recompute,
+    /// ZeRO stage of every layout.
+    pub zero: ZeroStage,
+    /// Sequence parallelism.
+    pub sequence_parallel: bool,
+    /// Fraction of GPU memory the estimate may use (the rest covers what it leaves out).
+    pub memory_fraction: f64,
+    /// Memory assumptions.
+    pub memory_options: MemoryOptions,
+    /// Step-model options.
+    pub step_options: StepOptions,
+    /// The law for the target and the loss.
+    pub law: LawChoice,
+}
+
+impl PlanRequest {
+    /// The reference case: 384 A100 80GB (8 per node, Selene-class) for 18 weeks, 10% held
+    /// back, BLOOM architecture, vocabulary 250880, sequence 2048, global batch 2048, token
+    /// floor 350B, Kaplan's law (as the BigScience planning of 2021–22 used), 40% assumed MFU,
+    /// aspect ratios inside the envelope of published ≥60B models ([`published_aspect_envelope`]),
+    /// head dims 64–256 in steps of 16 with heads above 128 rejected, tp ∈ {1, 2, 4, 8},
+    /// micro-batches {1, 2, 4}, full recomputation, ZeRO-1, 90% of GPU memory, search from 40%
+    /// below to 10% above the target.
+    pub fn bloom_reference() -> PlanRequest {
+        PlanRequest {
+            cluster: Cluster::selene(),
+            gpus: 384,
+            hours: 18.0 * 7.0 * 24.0,
+            safety_margin: 0.1,
+            assumed_mfu: 0.4,
+            arch: Architecture::bloom(),
+            vocab_size: 250_880,
+            seq_len: 2048,
+            global_batch: 2048,
+            token_floor: Some(350e9),
+            param_cap: None,
+            param_range: None,
+            range_below: 0.4,
+            range_above: 0.1,
+            head_dims: (4..=16).map(|k| 16 * k).collect(),
+            max_head_dim: 128,
+            hidden_multiple: 128,
+            aspect_ratio_range: published_aspect_envelope(60e9),
+            tp_options: vec![1, 2, 4, 8],
+            micro_batches: vec![1, 2, 4],
+            recompute: Recompute::Full,
+            zero: ZeroStage::OptimizerStates,
+            sequence_parallel: false,
+            memory_fraction: 0.9,
+            memory_options: MemoryOptions::default(),
+            step_options: StepOptions {
+                dtype: Dtype::Bf16,
+                ..StepOptions::default()
+            },
+            law: LawChoice::Kaplan,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        positive(self.gpus, "gpus")?;
+        positive_f64(self.hours, "hours")?;
+        positive_f64(self.assumed_mfu, "assumed_mfu")?;
+        positive(self.global_batch, "global_batch")?;
+        positive(self.seq_len, "seq_len")?;
+        for (f, v) in [
+            ("safety_margin", self.safety_margin),
+            ("range_below", self.range_below),
+        ] {
+            if !(v.is_finite() && (0.0..1.0).contains(&v)) {
+                return Err(Error::InvalidValue {
+                    field: f,
+                    value: v,
+                    expected: "in [0, 1)",
+                });
+            }
+        }
+        crate::error::non_negative_f64(self.range_above, "range_above")?;
+        if !(self.memory_fraction > 0.0 && self.memory_fraction <= 1.0) {
+            return Err(Error::InvalidValue {
+                field: "memory_fraction",
+                value: self.memory_fraction,
+                expected: "in (0, 1]",
+            });
+        }
+        if self.tp_options.is_empty() || self.micro_batches.is_empty() {
+            return Err(Error::Inconsistent {
+                rule: "tp and micro-batch options must not be empty",
+                detail: format!(
+                    "tp {:?}, micro-batch {:?}",
+                    self.tp_options, self.micro_batches
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The smallest and largest aspect ratio `d / L` among published models of at least
+/// `min_params` ([`crate::heuristics::PUBLISHED_SHAPES`]): "what other large models look like".
+///
+/// ```
+/// let (lo, hi) = lmshape::plan::published_aspect_envelope(60e9);
+/// // LLaMA-65B and Chinchilla (8192 / 80) to BLOOM and Gopher (14336 / 70 = 16384 / 80).
+/// assert_eq!((lo, hi), (8192.0 / 80.0, 14336.0 / 70.0));
+/// ```
+pub fn published_aspect_envelope(min_params: f64) -> (f64, f64) {
+    crate::heuristics::PUBLISHED_SHAPES
+        .iter()
+        .filter(|s| s.params_nominal >= min_params)
+        .map(|s| s.aspect_ratio())
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), a| {
+            (lo.min(a), hi.max(a))
+        })
+}
+
+/// Why a candidate was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// Head dimension above the limit.
+    HeadsTooLarge,
+    /// The layout breaks a divisibility rule for the shape.
+    Indivisible,
+    /// The most loaded GPU does not fit.
+    DoesNotFit,
+    /// The step is too slow to reach the token floor in the usable time.
+    TooSlowForTokenFloor,
+}
+
+impl RejectReason {
+    /// A short phrase.
+    pub fn describe(self) -> &'static str {
+        match self {
+            RejectReason::HeadsTooLarge => "heads too large",
+            RejectReason::Indivisible => "indivisible (layout rules)",
+            RejectReason::DoesNotFit => "does not fit in memory",
+            RejectReason::TooSlowForTokenFloor => "too slow to reach the token floor",
+        }
+    }
+}
+
+/// A shape with no feasible layout: the furthest stage any of its layouts reached, and that
+/// layout (for "too slow", the fastest one).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// The shape.
+    pub shape: Shape,
+    /// The layout, when the reason concerns one.
+    pub layout: Option<ParallelLayout>,
+    /// Why.
+    pub reason: RejectReason,
+}
+
+/// A feasible (shape, layout) with its figures.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// The shape (params: exact total with the unpadded vocabulary).
+    pub shape: Shape,
+    /// The layout.
+    pub layout: ParallelLayout,
+    /// Bytes on the most loaded GPU.
+    pub memory_bytes_per_gpu: u64,
+    /// The predicted step.
+    pub step: step::StepTime,
+    /// Days of the usable wall-clock spent training.
+    pub days: f64,
+    /// Days needed to reach the token floor (when one is set).
+    pub days_to_token_floor: Option<f64>,
+    /// Tokens reachable in the usable wall-clock.
+    pub tokens: f64,
+    /// Predicted loss at those tokens.
+    pub predicted_loss: f64,
+}
+
+/// The budget as the planner read it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PlanBudget {
+    /// GPUs × hours.
+    pub gpu_hours: f64,
+    /// Wall-clock hours after the safety margin.
+    pub usable_hours: f64,
+    /// Training FLOPs at the assumed MFU over the usable time.
+    pub compute_flops: f64,
+}
+
+/// Each law's compute-optimal allocation for the budget.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LawBounds {
+    /// Kaplan et al. 2020 (non-embedding parameters).
+    pub kaplan: Allocation,
+    /// Chinchilla approach 1.
+    pub chinchilla_approach1: Allocation,
+    /// Chinchilla approach 2.
+    pub chinchilla_approach2: Allocation,
+    /// Chinchilla approach 3.
+    pub chinchilla_approach3: Allocation,
+    /// Besiroglu et al. 2024.
+    pub besiroglu: Allocation,
+}
+
+/// The planner's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Budget.
+    pub budget: PlanBudget,
+    /// Each law's bound.
+    pub bounds: LawBounds,
+    /// Target size from the chosen law and constraints.
+    pub target_params: f64,
+    /// The constraint that set the target.
+    pub target_binding: Binding,
+    /// Parameter range searched.
+    pub param_range: (u64, u64),
+    /// Shapes enumerated.
+    pub shapes: u64,
+    /// (shape, layout) pairs evaluated.
+    pub evaluated: u64,
+    /// Feasible candidates, best first.
+    pub candidates: Vec<Candidate>,
+    /// Each shape without a feasible layout, with its reason.
+    pub rejected_shapes: Vec<Rejection>,
+    /// Rejections per reason over every (shape, layout) pair (shapes with heads too large
+    /// count once).
+    pub rejection_counts: Vec<(RejectReason, u64)>,
+}
+
+impl Plan {
+    /// The recommendation, if any candidate is feasible.
+    pub fn best(&self) -> Option<&Candidate> {
+        self.candidates.first()
+    }
+
+    /// The best layout of each shape, best first.
+    pub fn best_per_shape(&self) -> Vec<Candidate> {
+        let mut seen: Vec<Shape> = Vec::new();
+        let mut out = Vec::new();
+        for c in &self.candidates {
+            if !seen.contains(&c.shape) {
+                seen.push(c.shape);
+                out.push(*c);
+            }
+        }
+        out
+    }
+}
+
+/// Run the planner (see the module docs). An impossible request gives a plan with no
+/// candidates and every rejection's reason, not an error; only malformed requests are errors.
+pub fn plan(req: &PlanRequest, timer: &dyn GemmTimer) -> Result<Plan> {
+    req.validate()?;
+    let gpu = &req.cluster.gpu;
+    let peak = gpu.peak_flops_per_s(req.step_options.dtype)?;
+    let usable_hours = req.hours * (1.0 - req.safety_margin);
+    let gpu_hours = req.gpus as f64 * req.hours;
+    let compute_flops =
+        scaling::training_flops(req.gpus as f64 * usable_hours, peak, req.assumed_mfu)?;
+    let bounds = LawBounds {
+        kaplan: PowerLawFrontier::KAPLAN.optimal(compute_flops)?,
+        chinchilla_approach1: PowerLawFrontier::CHINCHILLA_APPROACH1.optimal(compute_flops)?,
+        chinchilla_approach2: PowerLawFrontier::CHINCHILLA_APPROACH2.optimal(compute_flops)?,
+        chinchilla_approach3: ParametricLaw::CHINCHILLA.compute_optimal(compute_flops)?,
+        besiroglu: ParametricLaw::BESIROGLU.compute_optimal(compute_flops)?,
+    };
+    let cons = Constraints {
+        token_floor: req.token_floor,
+        param_cap: req.param_cap,
+        param_floor: None,
+    };
+    let (target, binding) = req.law.target(compute_flops, &cons)?;
+    let (lo, hi) = match req.param_range {
+        Some(r) => r,
+        None => (
+            (target * (1.0 - req.range_below)).max(1.0) as u64,
+            (target * (1.0 + req.range_above)) as u64,
+        ),
+    };
+    let mut space = ShapeSpace::around(target.max(1.0) as u64, 0.0, req.arch, req.vocab_size)?;
+    space.min_params = lo;
+    space.max_params = hi;
+    space.target_params = (target as u64).clamp(lo.min(hi), hi.max(lo));
+    space.pad_vocab = false;
+    space.seq_len = req.seq_len;
+    space.head_dims = req.head_dims.clone();
+    space.head_dims.sort_unstable();
+    space.head_dims.dedup();
+    space.hidden_multiple = req.hidden_multiple;
+    space.min_aspect_ratio = req.aspect_ratio_range.0;
+    space.max_aspect_ratio = req.aspect_ratio_range.1;
+    let usable_seconds = usable_hours * 3600.0;
+    let memory_limit = (gpu.memory_bytes as f64 * req.memory_fraction) as u64;
+
+    let mut candidates = Vec::new();
+    let mut rejected_shapes = Vec::new();
+    let mut counts = [0u64; 4];
+    let mut shapes = 0u64;
+    let mut evaluated = 0u64;
+    for shape in space.iter()? {
+        shapes += 1;
+        if shape.head_dim > req.max_head_dim {
+            counts[RejectReason::HeadsTooLarge as usize] += 1;
+            rejected_shapes.push(Rejection {
+                shape,
+                layout: None,
+                reason: RejectReason::HeadsTooLarge,
+            });
+            continue;
+        }
+        let model = space.model_of(&shape)?;
+        let feasible_before = candidates.len();
+        // The furthest any layout of this shape got: (reason, layout, tokens).
+        let mut furthest: Option<(RejectReason, ParallelLayout, f64)> = None;
+        let mut note = |reason: RejectReason, layout: ParallelLayout, tokens: f64| {
+            counts[reason as usize] += 1;
+            let better = match &furthest {
+                None => true,
+                Some((r, _, t)) => reason > *r || (reason == *r && tokens > *t),
+            };
+            if better {
+                furthest = Some((reason, layout, tokens));
+            }
+        };
+        for &tp in &req.tp_options {
+            if tp == 0 || tp > req.cluster.gpus_per_node || req.gpus % tp != 0 {
+                continue;
+            }
+            let rest = req.gpus / tp;
+            for pp in (1..=rest).filter(|p| rest % p == 0) {
+                for &mb in &req.micro_batches {
+                    evaluated += 1;
+                    let layout = ParallelLayout {
+                        tp,
+                        pp,
+                        dp: rest / pp,
+                        sequence_parallel: req.sequence_parallel,
+                        zero: req.zero,
+                        micro_batch: mb,
+                        global_batch: req.global_batch,
+                        seq_len: req.seq_len,
+                        recompute: req.recompute,
+                        embedding_pipeline_slots: shape.num_layers % pp != 0,
+                        ..ParallelLayout::default()
+                    };
+                    if layout.validate(&model).is_err() {
+                        note(RejectReason::Indivisible, layout, 0.0);
+                        continue;
+                    }
+                    let mem = memory::training_memory(&model, &layout, &req.memory_options)?;
+                    if mem.peak.total_bytes > memory_limit {
+                        note(RejectReason::DoesNotFit, layout, 0.0);
+                        continue;
+                    }
+                    let st =
+                        step::step_time(&model, &layout, &req.cluster, timer, &req.step_options)?;
+                    let tokens = st.tokens_per_second * usable_seconds;
+                    if req.token_floor.is_some_and(|f| tokens < f) {
+                        note(RejectReason::TooSlowForTokenFloor, layout, tokens);
+                        continue;
+                    }
+                    candidates.push(Candidate {
+                        shape,
+                        layout,
+                        memory_bytes_per_gpu: mem.peak.total_bytes,
+                        step: st,
+                        days: usable_seconds / 86_400.0,
+                        days_to_token_floor: req.token_floor.map(|f| st.days_for_tokens(f)),
+                        tokens,
+                        predicted_loss: req.law.loss(&model, tokens)?,
+                    });
+                }
+            }
+        }
+        if candidates.len() == feasible_before {
+            if let Some((reason, layout, _)) = furthest {
+                rejected_shapes.push(Rejection {
+                    shape,
+                    layout: Some(layout),
+                    reason,
+                });
+            }
+        }
+    }
+    candidates.sort_by(|a, b| {
+        a.predicted_loss
+            .total_cmp(&b.predicted_loss)
+            .then(b.tokens.total_cmp(&a.tokens))
+    });
+    Ok(Plan {
+        budget: PlanBudget {
+            gpu_hours,
+            usable_hours,
+            compute_flops,
+        },
+        bounds,
+        target_params: target,
+        target_binding: binding,
+        param_range: (lo, hi),
+        shapes,
+        evaluated,
+        candidates,
+        rejected_shapes,
+        rejection_counts: [
+            RejectReason::HeadsTooLarge,
+            RejectReason::Indivisible,
+            RejectReason::DoesNotFit,
+            RejectReason::TooSlowForTokenFloor,
+        ]
+        .into_iter()
+        .map(|r| (r, counts[r as usize]))
+        .collect(),
+    })
+}

@@ -1,0 +1,139 @@
+//! The planner: the reference plan, impossible requests, and timer independence.
+
+use lmshape::hardware::{AnalyticalTimer, Gemm, GemmTimer, GpuSpec};
+use lmshape::memory;
+use lmshape::plan::{self, PlanRequest, RejectReason};
+use lmshape::search::ShapeSpace;
+
+/// The analytical timer, uniformly slower: changes only timing.
+struct Slower(AnalyticalTimer, f64);
+
+impl GemmTimer for Slower {
+    fn gemm_seconds(&self, g: &Gemm) -> lmshape::Result<f64> {
+        Ok(self.0.gemm_seconds(g)? * self.1)
+    }
+}
+
+fn reference() -> (PlanRequest, AnalyticalTimer) {
+    let req = PlanRequest::bloom_reference();
+    let timer = AnalyticalTimer::new(req.cluster.gpu.clone());
+    (req, timer)
+}
+
+#[test]
+fn reference_plan_recommendation_is_feasible() {
+    let (req, timer) = reference();
+    let p = plan::plan(&req, &timer).unwrap();
+    assert!(p.shapes > 100, "hundreds of shapes: {}", p.shapes);
+    let best = p.best().expect("a recommendation");
+    // Rebuild the model and check every rule independently of the planner.
+    let space = ShapeSpace {
+        pad_vocab: false,
+        seq_len: req.seq_len,
+        ..ShapeSpace::around(best.shape.params, 0.0, req.arch, req.vocab_size).unwrap()
+    };
+    let model = space.model_of(&best.shape).unwrap();
+    assert_eq!(model.total_params().unwrap(), best.shape.params);
+    best.layout.validate(&model).unwrap();
+    assert_eq!(best.layout.gpus().unwrap(), 384);
+    assert!(best.layout.tp <= 8);
+    let mem = memory::training_memory(&model, &best.layout, &req.memory_options).unwrap();
+    assert_eq!(mem.peak.total_bytes, best.memory_bytes_per_gpu);
+    assert!(best.memory_bytes_per_gpu <= 80 << 30);
+    assert!(best.tokens >= 350e9);
+    assert!(best.shape.head_dim <= req.max_head_dim);
+    assert!(best.days_to_token_floor.unwrap() <= best.days);
+    // Ranked by predicted loss.
+    assert!(
+        p.candidates
+            .windows(2)
+            .all(|w| w[0].predicted_loss <= w[1].predicted_loss)
+    );
+    // Every reason of the story shows up.
+    for reason in [
+        RejectReason::HeadsTooLarge,
+        RejectReason::Indivisible,
+        RejectReason::DoesNotFit,
+    ] {
+        assert!(
+            p.rejection_counts
+                .iter()
+                .any(|(r, n)| *r == reason && *n > 0),
+            "{reason:?}"
+        );
+    }
+}
+
+/// What BigScience launched (14336 hidden, 70 layers, 112 heads; tp 4, pp 12, dp 8,
+/// micro-batch 2) is a feasible candidate of the reference plan.
+#[test]
+fn bigscience_launch_is_a_feasible_candidate() {
+    let (req, timer) = reference();
+    let p = plan::plan(&req, &timer).unwrap();
+    let launched = p.candidates.iter().find(|c| {
+        (c.shape.hidden_size, c.shape.num_layers, c.shape.num_heads) == (14336, 70, 112)
+            && (c.layout.tp, c.layout.pp, c.layout.dp, c.layout.micro_batch) == (4, 12, 8, 2)
+    });
+    let c = launched.expect("BLOOM's launch configuration is feasible");
+    assert_eq!(c.shape.params, 176_247_271_424);
+    assert!(c.layout.embedding_pipeline_slots);
+}
+
+#[test]
+fn impossible_requests_give_empty_plans_with_reasons() {
+    let (mut req, timer) = reference();
+    req.hours = 24.0 * 7.0; // one week cannot reach 350B tokens at ~175B parameters
+    req.param_range = Some((170_000_000_000, 180_000_000_000));
+    let p = plan::plan(&req, &timer).unwrap();
+    assert!(p.candidates.is_empty());
+    assert!(
+        p.rejection_counts
+            .iter()
+            .any(|(r, n)| *r == RejectReason::TooSlowForTokenFloor && *n > 0)
+    );
+    assert!(!p.rejected_shapes.is_empty());
+
+    let (mut req, timer) = reference();
+    req.gpus = 8; // a ~175B model fits on no layout of one node
+    req.token_floor = None;
+    req.param_range = Some((170_000_000_000, 180_000_000_000));
+    let p = plan::plan(&req, &timer).unwrap();
+    assert!(p.candidates.is_empty());
+    assert!(p.rejected_shapes.iter().all(|r| matches!(
+        r.reason,
+        RejectReason::DoesNotFit | RejectReason::Indivisible | RejectReason::HeadsTooLarge
+    )));
+
+    let (mut req, timer) = reference();
+    req.hours = -1.0;
+    assert!(plan::plan(&req, &timer).is_err());
+}
+
+/// Swapping the timer changes step times, TFLOPs, tokens and loss, and nothing else.
+#[test]
+fn timer_changes_only_timing_figures() {
+    let (mut req, timer) = reference();
+    req.token_floor = None; // feasibility then does not depend on speed
+    req.param_range = Some((170_000_000_000, 180_000_000_000));
+    let a = plan::plan(&req, &timer).unwrap();
+    let slow = Slower(AnalyticalTimer::new(GpuSpec::a100_80gb()), 1.25);
+    let b = plan::plan(&req, &slow).unwrap();
+    assert_eq!(a.evaluated, b.evaluated);
+    assert_eq!(a.shapes, b.shapes);
+    assert_eq!(a.rejection_counts, b.rejection_counts);
+    assert_eq!(a.candidates.len(), b.candidates.len());
+    for x in &a.candidates {
+        let y = b
+            .candidates
+            .iter()
+            .find(|y| y.shape == x.shape && y.layout == x.layout)
+            .unwrap();
+        assert_eq!(x.memory_bytes_per_gpu, y.memory_bytes_per_gpu);
+        assert!(y.step.step_seconds > x.step.step_seconds);
+        assert!(y.step.tflops_per_gpu < x.step.tflops_per_gpu);
+        assert!(y.tokens < x.tokens);
+        assert!(y.predicted_loss > x.predicted_loss);
+    }
+    assert_eq!(a.budget, b.budget);
+    assert_eq!(a.bounds, b.bounds);
+}
