@@ -7,7 +7,10 @@
 //! --embedding-slots true|false --hidden-multiple M --head-dims 64,128 | --min-head-dim A
 //! --max-head-dim B --head-dim-multiple K --kv-group G | --kv-heads K --ffn 4d|llama|N
 //! --fused-softmax MICRO_BATCH --min-aspect A --max-aspect B --min-layers L --max-layers L
-//! --sort levine|params|aspect --limit N --all-heads --json`.
+//! --sort levine|params|aspect|speed --limit N --all-heads --json`. `--sort speed` times each
+//! shape's training step on a Selene-class A100 cluster (or `--gpu`) with the analytical timer,
+//! for the layout `--tp`, `--pp`, `--dp N` (default 8), `--micro-batch N` (default 2),
+//! `--global-batch N` (default 2048), full recomputation, and ranks by TFLOP/s per GPU.
 
 mod common;
 
@@ -17,7 +20,7 @@ use lmshape::heuristics;
 use lmshape::search::{self, FfnRule, KvHeads, ShapeSpace, SortKey};
 use serde_json::json;
 
-const USAGE: &str = "usage: enumerate_shapes [--target-params N] [--tolerance F] [--arch NAME] [--vocab V] [--seq-len S] [--tp N] [--pp N] [--embedding-slots true|false] [--hidden-multiple M] [--head-dims A,B,..] [--min-head-dim A] [--max-head-dim B] [--head-dim-multiple K] [--kv-group G | --kv-heads K] [--ffn 4d|llama|N] [--fused-softmax MB] [--min-aspect A] [--max-aspect B] [--min-layers L] [--max-layers L] [--sort levine|params|aspect] [--limit N] [--all-heads] [--json]";
+const USAGE: &str = "usage: enumerate_shapes [--target-params N] [--tolerance F] [--arch NAME] [--vocab V] [--seq-len S] [--tp N] [--pp N] [--embedding-slots true|false] [--hidden-multiple M] [--head-dims A,B,..] [--min-head-dim A] [--max-head-dim B] [--head-dim-multiple K] [--kv-group G | --kv-heads K] [--ffn 4d|llama|N] [--fused-softmax MB] [--min-aspect A] [--max-aspect B] [--min-layers L] [--max-layers L] [--sort levine|params|aspect|speed] [--dp N] [--micro-batch N] [--global-batch N] [--gpu NAME] [--limit N] [--all-heads] [--json]";
 
 fn main() {
     let args = Args::parse(
@@ -107,8 +110,9 @@ fn main() {
         .iter()
         .map(|s| or_die(search::score(&space, s)))
         .collect();
+    let by_speed = args.raw("sort") == Some("speed");
     let sort: Vec<SortKey> = match args.raw("sort").unwrap_or("levine") {
-        "levine" => vec![
+        "levine" | "speed" => vec![
             SortKey::LevineDistance,
             SortKey::HeadDimNear(128),
             SortKey::ParamError,
@@ -118,8 +122,53 @@ fn main() {
         other => die(&format!("unknown --sort {other:?}")),
     };
     search::rank(&mut scored, &sort);
+    // Predicted TFLOP/s per GPU of each shape on the given layout (speed ranking).
+    let mut speed: Vec<Option<f64>> = vec![None; scored.len()];
+    if by_speed {
+        let gpu = or_die(lmshape::hardware::GpuSpec::by_name(
+            args.raw("gpu").unwrap_or("a100-80gb"),
+        ));
+        let cluster = lmshape::hardware::step::Cluster::dgx(gpu.clone(), 200e9);
+        let timer = lmshape::hardware::AnalyticalTimer::new(gpu);
+        let layout = lmshape::ParallelLayout {
+            tp: space.tp,
+            pp: space.pp,
+            dp: args.get_u64("dp", 8),
+            micro_batch: args.get_u64("micro-batch", 2),
+            global_batch: args.get_u64("global-batch", 2048),
+            seq_len: space.seq_len,
+            recompute: lmshape::Recompute::Full,
+            embedding_pipeline_slots: space.embedding_pipeline_slots,
+            ..lmshape::ParallelLayout::default()
+        };
+        let opts = lmshape::hardware::step::StepOptions::default();
+        for (s, v) in scored.iter().zip(speed.iter_mut()) {
+            let model = or_die(space.model_of(&s.shape));
+            *v = lmshape::hardware::step::step_time(&model, &layout, &cluster, &timer, &opts)
+                .ok()
+                .map(|t| t.tflops_per_gpu);
+        }
+        let mut order: Vec<usize> = (0..scored.len()).collect();
+        order.sort_by(|&a, &b| speed[b].unwrap_or(0.0).total_cmp(&speed[a].unwrap_or(0.0)));
+        scored = order.iter().map(|&i| scored[i]).collect();
+        speed = order.iter().map(|&i| speed[i]).collect();
+    }
+    let speed_of = |s: &search::ScoredShape| -> Option<f64> {
+        scored
+            .iter()
+            .position(|x| x.shape == s.shape)
+            .and_then(|i| speed[i])
+    };
     let rows = if args.flag("all-heads") {
         scored.clone()
+    } else if by_speed {
+        // The fastest head configuration of each (layers, hidden).
+        let mut seen = std::collections::HashSet::new();
+        scored
+            .iter()
+            .filter(|s| seen.insert((s.shape.num_layers, s.shape.hidden_size)))
+            .copied()
+            .collect()
     } else {
         search::one_per_width_depth(&scored, 128)
     };
@@ -145,6 +194,7 @@ fn main() {
                     "levine_depth": h.levine_depth,
                     "levine_depth_delta": h.levine_depth_delta,
                     "levine_width_ratio": h.levine_width_ratio,
+                    "predicted_tflops_per_gpu": speed_of(s),
                 })
             })
             .collect();
@@ -218,7 +268,7 @@ fn main() {
     for (i, s) in rows.iter().take(limit).enumerate() {
         let h = &s.heuristics;
         println!(
-            "{:>4} {:>7} {:>6} {:>5} {:>6} {:>9} {:>8} {:>+7.2} {:>9.1} {:>8} {:>+7.1}",
+            "{:>4} {:>7} {:>6} {:>5} {:>6} {:>9} {:>8} {:>+7.2} {:>9.1} {:>8} {:>+7.1} {:>8}",
             i + 1,
             s.shape.num_layers,
             s.shape.hidden_size,
@@ -230,6 +280,7 @@ fn main() {
             h.aspect_ratio,
             format!("{:?}", h.aspect_verdict).to_lowercase(),
             h.levine_depth_delta,
+            speed_of(s).map_or("-".into(), |t| format!("{t:.1}")),
         );
     }
     if rows.len() > limit {
