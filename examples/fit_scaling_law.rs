@@ -1,7 +1,8 @@
 //! Fit `L = E + A/N^α + B/D^β` to your own runs (Hoffmann et al. 2022 §3.3: Huber δ = 1e-3 on
 //! log loss, L-BFGS from a grid of starts).
 //!
-//! `cargo run --release --example fit_scaling_law -- runs.csv [--exclude-highest-loss N] [--json]`
+//! `cargo run --release --example fit_scaling_law -- runs.csv [--exclude-highest-loss N]
+//! [--bootstrap N] [--json]` (`--bootstrap N`: standard errors from N resamples, default 100).
 //! The CSV has columns `params`, `loss` and `tokens` or `training_flops`. Without a path it fits
 //! the Chinchilla Figure 4 data bundled in `tests/data/`.
 
@@ -11,14 +12,15 @@ use common::{Args, die, or_die, si};
 use lmshape::scaling::{self, FitOptions};
 use serde_json::json;
 
-const USAGE: &str = "usage: fit_scaling_law [runs.csv] [--exclude-highest-loss N] [--json]";
+const USAGE: &str =
+    "usage: fit_scaling_law [runs.csv] [--exclude-highest-loss N] [--bootstrap N] [--json]";
 const DEFAULT_CSV: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/data/chinchilla_fig4_extracted.csv"
 );
 
 fn main() {
-    let args = Args::parse(&["exclude-highest-loss"], &["json"], USAGE);
+    let args = Args::parse(&["exclude-highest-loss", "bootstrap"], &["json"], USAGE);
     let path = args
         .positional
         .first()
@@ -32,6 +34,12 @@ fn main() {
     let t = std::time::Instant::now();
     let fit = or_die(scaling::fit_parametric(&runs, &FitOptions::default()));
     let seconds = t.elapsed().as_secs_f64();
+    let boot = args.get_u64("bootstrap", 100) as usize;
+    let se = if boot >= 2 {
+        scaling::bootstrap_standard_errors(&runs, &fit, &FitOptions::default(), boot, 2024).ok()
+    } else {
+        None
+    };
     let frontier = scaling::isoflop_frontier(&runs, 0.25).ok().and_then(|m| {
         let cs: Vec<f64> = m.iter().map(|x| x.flops).collect();
         let ns: Vec<f64> = m.iter().map(|x| x.optimal.params).collect();
@@ -53,6 +61,9 @@ fn main() {
             "tokens_exponent": l.alpha / (l.alpha + l.beta),
             "optimal_at_1e24_flops": {"params": opt.params, "tokens": opt.tokens},
         });
+        if let Some(se) = &se {
+            out["standard_errors"] = json!({"E": se.e, "A": se.a, "B": se.b, "alpha": se.alpha, "beta": se.beta, "resamples": se.resamples});
+        }
         if let Some((groups, f)) = &frontier {
             out["isoflop_frontier"] = json!({"groups": groups, "params_exponent": f.exponent, "coef": f.coef, "r_squared": f.r_squared});
         }
@@ -72,6 +83,12 @@ fn main() {
         "  E = {:.4}  A = {:.2}  B = {:.2}  alpha = {:.4}  beta = {:.4}",
         l.e, l.a, l.b, l.alpha, l.beta
     );
+    if let Some(se) = &se {
+        println!(
+            "  bootstrap SE ({} resamples): E {:.4}  A {:.2}  B {:.2}  alpha {:.4}  beta {:.4}",
+            se.resamples, se.e, se.a, se.b, se.alpha, se.beta
+        );
+    }
     println!(
         "  objective {:.6}, rms log residual {:.4}",
         fit.objective, fit.rms_residual

@@ -4,7 +4,9 @@
 //! `cargo run --release --example inspect_config -- PATH/config.json [--seq-len S]
 //! [--tp N --pp N --dp N --zero 0..3 --sequence-parallel --micro-batch N --global-batch N
 //! --recompute none|selective|full --embedding-slots --flash --no-dropout --bytes-per-param 16|18]
-//! [--batch N --context N] [--json]` (without PATH: the bundled `examples/configs/llama-2-7b.json`).
+//! --virtual-stages V] [--batch N --context N] [--json]` (without PATH: the bundled
+//! `examples/configs/llama-2-7b.json`; `--preset NAME` instead of a path: a published shape such
+//! as `gpt3-175b` or `bloom-176b`).
 
 mod common;
 
@@ -12,10 +14,10 @@ use common::{Args, die, gib, grouped, or_die, si};
 use lmshape::flops::{self, FlopsConvention, ParamBasis};
 use lmshape::memory::{self, AttentionKernel, MemoryOptions, Precision};
 use lmshape::model::hf::from_hf_config_str;
-use lmshape::{ParallelLayout, Recompute, Transformer, ZeroStage};
+use lmshape::{ParallelLayout, Recompute, Schedule, Transformer, ZeroStage};
 use serde_json::json;
 
-const USAGE: &str = "usage: inspect_config [PATH/config.json] [--seq-len S] [--tp N] [--pp N] [--dp N] [--zero 0..3] [--sequence-parallel] [--micro-batch N] [--global-batch N] [--recompute none|selective|full] [--embedding-slots] [--flash] [--no-dropout] [--bytes-per-param 16|18] [--batch N] [--context N] [--json]";
+const USAGE: &str = "usage: inspect_config [PATH/config.json | --preset NAME] [--seq-len S] [--virtual-stages V] [--tp N] [--pp N] [--dp N] [--zero 0..3] [--sequence-parallel] [--micro-batch N] [--global-batch N] [--recompute none|selective|full] [--embedding-slots] [--flash] [--no-dropout] [--bytes-per-param 16|18] [--batch N] [--context N] [--json]";
 const DEFAULT_CONFIG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/examples/configs/llama-2-7b.json"
@@ -35,6 +37,8 @@ fn main() {
             "batch",
             "context",
             "bytes-per-param",
+            "preset",
+            "virtual-stages",
         ],
         &[
             "json",
@@ -45,14 +49,23 @@ fn main() {
         ],
         USAGE,
     );
-    let path = args
-        .positional
-        .first()
-        .cloned()
-        .unwrap_or_else(|| DEFAULT_CONFIG.to_string());
-    let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| die(&format!("cannot read {path}: {e}")));
-    let model = or_die(from_hf_config_str(&text));
+    let (path, model) = match args.raw("preset") {
+        Some(name) => (
+            format!("preset {name}"),
+            or_die(lmshape::presets::by_name(name)),
+        ),
+        None => {
+            let path = args
+                .positional
+                .first()
+                .cloned()
+                .unwrap_or_else(|| DEFAULT_CONFIG.to_string());
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| die(&format!("cannot read {path}: {e}")));
+            let model = or_die(from_hf_config_str(&text));
+            (path, model)
+        }
+    };
     let seq = args.get_u64("seq-len", model.max_positions);
     let mut report = or_die(Report::new(&model, seq));
     let (tp, pp, dp) = (
@@ -72,7 +85,10 @@ fn main() {
         seq_len: seq,
         recompute: or_die(Recompute::parse(args.raw("recompute").unwrap_or("none"))),
         embedding_pipeline_slots: args.flag("embedding-slots"),
-        ..ParallelLayout::default()
+        schedule: match args.get_u64("virtual-stages", 1) {
+            1 => Schedule::OneFOneB,
+            v => Schedule::Interleaved { virtual_stages: v },
+        },
     };
     let opts = MemoryOptions {
         precision: match args.get_u64("bytes-per-param", 18) {

@@ -722,8 +722,8 @@ pub fn exclude_highest_loss(runs: &[Run], n: usize) -> Vec<Run> {
 
 mod fit;
 pub use fit::{
-    FitOptions, FitResult, IsoflopMinimum, PowerLawFit, fit_parametric, fit_power_law,
-    isoflop_frontier,
+    FitOptions, FitResult, IsoflopMinimum, PowerLawFit, StandardErrors, bootstrap_standard_errors,
+    fit_parametric, fit_power_law, isoflop_frontier,
 };
 
 #[cfg(test)]
