@@ -10,10 +10,9 @@
 
 mod common;
 
-use common::{Args, die, gib, grouped, or_die, si};
+use common::{Args, die, gib, grouped, load_config, or_die, si};
 use lmshape::flops::{self, FlopsConvention, ParamBasis};
 use lmshape::memory::{self, AttentionKernel, MemoryOptions, Precision};
-use lmshape::model::hf::from_hf_config_str;
 use lmshape::{ParallelLayout, Recompute, Schedule, Transformer, ZeroStage};
 use serde_json::json;
 
@@ -60,9 +59,7 @@ fn main() {
                 .first()
                 .cloned()
                 .unwrap_or_else(|| DEFAULT_CONFIG.to_string());
-            let text = std::fs::read_to_string(&path)
-                .unwrap_or_else(|e| die(&format!("cannot read {path}: {e}")));
-            let model = or_die(from_hf_config_str(&text));
+            let model = load_config(&path);
             (path, model)
         }
     };

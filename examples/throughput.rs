@@ -11,10 +11,9 @@
 
 mod common;
 
-use common::{Args, die, or_die, si};
+use common::{Args, die, load_config, or_die, si};
 use lmshape::hardware::step::{self, Cluster, StepOptions};
 use lmshape::hardware::{AnalyticalTimer, GpuSpec};
-use lmshape::model::hf::from_hf_config_str;
 use lmshape::{Architecture, ParallelLayout, Recompute, Transformer, ZeroStage};
 use serde_json::json;
 
@@ -54,11 +53,7 @@ fn main() {
         USAGE,
     );
     let model: Transformer = match args.raw("config") {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .unwrap_or_else(|e| die(&format!("cannot read {path}: {e}")));
-            or_die(from_hf_config_str(&text))
-        }
+        Some(path) => load_config(path),
         None => or_die(Transformer::standard(
             args.get_u64("vocab", 250880),
             args.get_u64("hidden", 14336),

@@ -48,6 +48,7 @@ pub mod hardware;
 pub mod heuristics;
 pub mod memory;
 pub mod model;
+mod numeric;
 pub mod parallel;
 pub mod params;
 pub mod plan;

@@ -584,31 +584,13 @@ impl ParametricLaw {
                 Err(_) => f64::INFINITY,
             }
         };
-        let mut lo = n_min.ln() + 1e-9;
-        let mut hi = n_min.ln() + 40.0;
-        let phi = (5f64.sqrt() - 1.0) / 2.0;
-        let mut x1 = hi - phi * (hi - lo);
-        let mut x2 = lo + phi * (hi - lo);
-        let (mut f1, mut f2) = (cost(x1), cost(x2));
-        for _ in 0..200 {
-            if f1 <= f2 {
-                hi = x2;
-                x2 = x1;
-                f2 = f1;
-                x1 = hi - phi * (hi - lo);
-                f1 = cost(x1);
-            } else {
-                lo = x1;
-                x1 = x2;
-                f1 = f2;
-                x2 = lo + phi * (hi - lo);
-                f2 = cost(x2);
-            }
-            if hi - lo < 1e-12 {
-                break;
-            }
-        }
-        let n = (0.5 * (lo + hi)).exp();
+        let log_n = crate::numeric::golden_section_min(
+            |x| Ok(cost(x)),
+            n_min.ln() + 1e-9,
+            n_min.ln() + 40.0,
+            200,
+        )?;
+        let n = log_n.exp();
         let d = self.tokens_for_loss(n, loss)?;
         Ok(InferenceChoice {
             params: n,

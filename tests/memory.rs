@@ -1,5 +1,7 @@
 //! Memory against published figures, and its invariants.
 
+mod common;
+
 use lmshape::memory::{self, AttentionKernel, MemoryOptions, Precision};
 use lmshape::{
     Architecture, ParallelLayout, Recompute, Transformer, ZeroStage, model::hf::from_hf_config_str,
@@ -304,12 +306,7 @@ fn peak(m: &Transformer, l: &ParallelLayout, o: &MemoryOptions) -> u64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct(
-            "proptest-regressions/memory.txt",
-        ))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::proptest_config("proptest-regressions/memory.txt", 256))]
 
     #[test]
     fn memory_never_grows_with_more_parallelism(m in model(), l in layout(), o in opts()) {

@@ -1,5 +1,7 @@
 //! Property tests of the model description, parameter counts, FLOPs and config reading.
 
+mod common;
+
 use lmshape::flops::{self, FlopsConvention};
 use lmshape::model::hf::{SUPPORTED_MODEL_TYPES, from_hf_config};
 use lmshape::{
@@ -71,12 +73,7 @@ fn model_strategy() -> impl Strategy<Value = Transformer> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct(
-            "proptest-regressions/model_properties.txt",
-        ))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::proptest_config("proptest-regressions/model_properties.txt", 256))]
 
     #[test]
     fn components_add_up(m in model_strategy()) {
@@ -214,12 +211,7 @@ const KEYS: &[&str] = &[
 ];
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct(
-            "proptest-regressions/model_properties.txt",
-        ))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::proptest_config("proptest-regressions/model_properties.txt", 256))]
 
     #[test]
     fn any_json_object_is_ok_or_typed_error(

@@ -1,5 +1,7 @@
 //! Scaling laws against published numbers, and their invariants.
 
+mod common;
+
 use lmshape::scaling::{
     self, Binding, Constraints, FitOptions, KaplanLaw, ParametricLaw, PowerLawFrontier,
 };
@@ -122,12 +124,7 @@ fn law() -> impl Strategy<Value = ParametricLaw> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct(
-            "proptest-regressions/scaling_laws.txt",
-        ))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::proptest_config("proptest-regressions/scaling_laws.txt", 256))]
 
     #[test]
     fn optimum_is_isoflop_minimum(l in law(), log_c in 17.0f64..27.0, step in -3.0f64..3.0) {

@@ -1,5 +1,7 @@
 //! Shape enumeration: completeness against brute force, validity, and the BLOOM case.
 
+mod common;
+
 use lmshape::heuristics;
 use lmshape::search::{self, FfnRule, KvHeads, ShapeSpace, SortKey};
 use lmshape::{Architecture, ParallelLayout};
@@ -83,13 +85,7 @@ fn brute_force(space: &ShapeSpace) -> BTreeSet<(u64, u64, u64)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 24,
-        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct(
-            "proptest-regressions/search.txt",
-        ))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::proptest_config("proptest-regressions/search.txt", 24))]
 
     #[test]
     fn enumeration_equals_brute_force(space in small_space()) {
@@ -103,12 +99,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct(
-            "proptest-regressions/search.txt",
-        ))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::proptest_config("proptest-regressions/search.txt", 256))]
 
     #[test]
     fn every_shape_is_valid_and_counted_exactly(space in small_space()) {

@@ -1,6 +1,8 @@
 //! Hardware timing: calibration on BigScience's measured runs, an untuned check against
 //! Narayanan et al. 2021, and the invariants of GEMM and step times.
 
+mod common;
+
 use lmshape::hardware::step::{self, Cluster, MeasuredRun, StepOptions};
 use lmshape::hardware::{
     AnalyticalTimer, CachedTimer, Dtype, Gemm, GemmTimer, GpuSpec, Missing, TableTimer,
@@ -183,12 +185,7 @@ fn aligned(max: u64) -> impl Strategy<Value = u64> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct(
-            "proptest-regressions/timing.txt",
-        ))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::proptest_config("proptest-regressions/timing.txt", 256))]
 
     #[test]
     fn gemm_time_positive_and_monotone(m in aligned(256), n in aligned(256), k in aligned(256),

@@ -152,3 +152,10 @@ pub fn gib(bytes: u64) -> String {
 pub fn or_die<T>(r: lmshape::Result<T>) -> T {
     r.unwrap_or_else(|e| die(&e.to_string()))
 }
+
+/// Read and parse a Hugging Face `config.json`, exiting with the error's message on failure.
+pub fn load_config(path: &str) -> lmshape::Transformer {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| die(&format!("cannot read {path}: {e}")));
+    or_die(lmshape::model::hf::from_hf_config_str(&text))
+}

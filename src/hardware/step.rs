@@ -606,27 +606,8 @@ pub fn calibrate_software_efficiency(
             .map(|e| (1.0 + e).ln().powi(2))
             .sum())
     };
-    let (mut lo, mut hi) = (0.05f64.ln(), 2.0f64.ln());
-    let phi = (5f64.sqrt() - 1.0) / 2.0;
-    let mut x1 = hi - phi * (hi - lo);
-    let mut x2 = lo + phi * (hi - lo);
-    let (mut f1, mut f2) = (loss(x1.exp())?, loss(x2.exp())?);
-    for _ in 0..80 {
-        if f1 <= f2 {
-            hi = x2;
-            x2 = x1;
-            f2 = f1;
-            x1 = hi - phi * (hi - lo);
-            f1 = loss(x1.exp())?;
-        } else {
-            lo = x1;
-            x1 = x2;
-            f1 = f2;
-            x2 = lo + phi * (hi - lo);
-            f2 = loss(x2.exp())?;
-        }
-    }
-    let eff = (0.5 * (lo + hi)).exp();
+    let eff =
+        crate::numeric::golden_section_min(|x| loss(x.exp()), 0.05f64.ln(), 2.0f64.ln(), 80)?.exp();
     let fitted = Cluster {
         software_efficiency: eff,
         ..cluster.clone()
