@@ -4,6 +4,9 @@ use lmshape::hardware::{AnalyticalTimer, Gemm, GemmTimer, GpuSpec};
 use lmshape::memory;
 use lmshape::plan::{self, PlanRequest, RejectReason};
 use lmshape::search::ShapeSpace;
+use proptest::prelude::*;
+
+mod common;
 
 /// The analytical timer, uniformly slower: changes only timing.
 struct Slower(AnalyticalTimer, f64);
@@ -136,4 +139,35 @@ fn timer_changes_only_timing_figures() {
     }
     assert_eq!(a.budget, b.budget);
     assert_eq!(a.bounds, b.bounds);
+}
+
+proptest! {
+    #![proptest_config(common::proptest_config("proptest-regressions/plan.txt", 16))]
+
+    /// Random small requests never panic, and whatever they recommend honours the memory
+    /// limit, the token floor and the layout rules, ranked by loss.
+    #[test]
+    fn small_requests_are_consistent(gpus in 1u64..33, hours in 0.1f64..500.0, floor in proptest::option::of(1e6f64..1e10),
+        lo in 10_000_000u64..60_000_000, width in 1_000_000u64..20_000_000, mb in 1u64..4, law in 0usize..3) {
+        let (mut req, _) = reference();
+        req.cluster.gpu = GpuSpec::a100_40gb();
+        req.gpus = gpus;
+        req.hours = hours;
+        req.token_floor = floor;
+        req.vocab_size = 32000;
+        req.global_batch = 64;
+        req.param_range = Some((lo, lo + width));
+        req.aspect_ratio_range = (10.0, 200.0);
+        req.micro_batches = vec![mb];
+        req.law = [plan::LawChoice::Kaplan, plan::LawChoice::Chinchilla, plan::LawChoice::Besiroglu][law];
+        let timer = AnalyticalTimer::new(req.cluster.gpu.clone());
+        let p = plan::plan(&req, &timer).unwrap();
+        for c in &p.candidates {
+            prop_assert!(c.memory_bytes_per_gpu as f64 <= req.cluster.gpu.memory_bytes as f64 * req.memory_fraction);
+            prop_assert!(floor.is_none_or(|f| c.tokens >= f));
+            prop_assert_eq!(c.layout.gpus().unwrap(), gpus);
+            prop_assert!(c.shape.params >= lo && c.shape.params <= lo + width);
+        }
+        prop_assert!(p.candidates.windows(2).all(|w| w[0].predicted_loss <= w[1].predicted_loss));
+    }
 }
