@@ -17,7 +17,9 @@
 //! * [`search`]: lazy enumeration of every valid shape near a target size, and ranking;
 //! * [`plan`]: the planner — budget → scaling-law bounds → target → every valid shape × layout →
 //!   memory → speed → tokens → predicted loss → a ranked, explained recommendation;
-//! * [`hardware`]: GPU presets (SMs, peaks per dtype, memory and bandwidths);
+//! * [`hardware`]: GPU presets, the pluggable [`hardware::GemmTimer`] (analytical
+//!   tile/wave-quantization model, measured tables, cuBLAS with the `cuda` feature) and a
+//!   training-step model with calibration;
 //! * [`scaling`]: compute budgets, published scaling laws (Kaplan, Chinchilla approaches 1–3,
 //!   Besiroglu et al.), fitting a law to your own runs, inference-aware sizing and constraints.
 //!
@@ -33,6 +35,24 @@
 //! assert!(f > 6.0 * counts.non_embedding_params as f64);
 //! # Ok::<(), lmshape::Error>(())
 //! ```
+//!
+//! The whole decision in one call — the planner on a small request:
+//!
+//! ```
+//! use lmshape::{hardware::AnalyticalTimer, plan, PlanRequest};
+//! let mut req = PlanRequest::bloom_reference();      // 384 A100 80GB, 18 weeks, BLOOM, ≥350B tokens
+//! req.param_range = Some((170_000_000_000, 180_000_000_000));
+//! let timer = AnalyticalTimer::new(req.cluster.gpu.clone());
+//! let p = plan::plan(&req, &timer)?;
+//! let best = p.best().expect("a feasible candidate");
+//! assert!(best.tokens >= 350e9 && best.memory_bytes_per_gpu <= 80 << 30);
+//! # Ok::<(), lmshape::Error>(())
+//! ```
+//!
+//! ## Features
+//! * `cuda`: `hardware::cuda::CudaTimer`, real cuBLAS GEMM timings through `cudarc` with
+//!   dynamic loading (builds without a CUDA toolkit; returns an error, never panics, without a
+//!   driver).
 //!
 //! ## Conventions
 //! * Units live in names: `_params`, `_flops`, `_bytes`, `_seconds`, `_tokens`.
