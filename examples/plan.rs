@@ -9,7 +9,9 @@
 //! --head-dims A,B,.. --min-aspect A --max-aspect B --tp-options 1,2,4,8
 //! --micro-batches 1,2,4 --recompute none|selective|full --zero 0..3 --sequence-parallel
 //! --memory-fraction F --law kaplan|chinchilla|besiroglu --cluster selene|jean-zay
-//! --software-efficiency F --table PATH (measured GEMM timings) --top N --json --svg PATH`.
+//! --software-efficiency F --inter-node-gbps G --table PATH (measured GEMM timings) --top N
+//! --json --report-json --svg PATH`. `--json` prints the ranked candidates as an array;
+//! `--report-json` the whole report (budget, bounds, target, counts, best per shape).
 
 mod common;
 
@@ -20,7 +22,7 @@ use lmshape::plan::{self, LawChoice, Plan, PlanRequest};
 use lmshape::{Architecture, Recompute, ZeroStage};
 use serde_json::json;
 
-const USAGE: &str = "usage: plan [--gpu NAME] [--gpus N] [--gpus-per-node N] [--weeks W | --hours H] [--safety-margin F] [--mfu F] [--arch NAME] [--vocab V] [--seq-len S] [--global-batch B] [--token-floor D] [--param-cap N] [--min-params N --max-params N] [--max-head-dim D] [--head-dims A,B] [--min-aspect A] [--max-aspect B] [--tp-options 1,2,4,8] [--micro-batches 1,2,4] [--recompute full] [--zero 1] [--sequence-parallel] [--memory-fraction F] [--law kaplan|chinchilla|besiroglu] [--cluster selene|jean-zay] [--software-efficiency F] [--table PATH] [--top N] [--json] [--svg PATH]";
+const USAGE: &str = "usage: plan [--gpu NAME] [--gpus N] [--gpus-per-node N] [--weeks W | --hours H] [--safety-margin F] [--mfu F] [--arch NAME] [--vocab V] [--seq-len S] [--global-batch B] [--token-floor D] [--param-cap N] [--min-params N --max-params N] [--max-head-dim D] [--head-dims A,B] [--min-aspect A] [--max-aspect B] [--tp-options 1,2,4,8] [--micro-batches 1,2,4] [--recompute full] [--zero 1] [--sequence-parallel] [--memory-fraction F] [--law kaplan|chinchilla|besiroglu] [--cluster selene|jean-zay] [--software-efficiency F] [--inter-node-gbps G] [--table PATH] [--top N] [--json] [--report-json] [--svg PATH]";
 
 fn main() {
     let args = Args::parse(
@@ -55,17 +57,28 @@ fn main() {
             "table",
             "top",
             "svg",
+            "inter-node-gbps",
         ],
-        &["json", "sequence-parallel"],
+        &["json", "report-json", "sequence-parallel"],
         USAGE,
     );
     let mut req = PlanRequest::bloom_reference();
     let gpu = or_die(GpuSpec::by_name(args.raw("gpu").unwrap_or("a100-80gb")));
+    // Network per node: DGX A100 (Selene) 8 × 200 Gb/s HDR; DGX H100/H200 8 × 400 Gb/s NDR;
+    // Jean Zay 4 × 100 Gb/s Omni-Path.
+    let default_net = if gpu.name.starts_with('h') {
+        400e9
+    } else {
+        200e9
+    };
     req.cluster = match args.raw("cluster").unwrap_or("selene") {
-        "selene" => Cluster::dgx(gpu, 200e9),
+        "selene" | "dgx" => Cluster::dgx(gpu, default_net),
         "jean-zay" | "jean_zay" => Cluster::dgx(gpu, 50e9),
         other => die(&format!("unknown --cluster {other:?}")),
     };
+    if let Some(g) = args.opt::<f64>("inter-node-gbps") {
+        req.cluster.inter_node_bytes_per_s = g * 1e9 / 8.0;
+    }
     req.cluster.gpus_per_node = args.get_u64("gpus-per-node", 8);
     req.cluster.software_efficiency = args.get("software-efficiency", 1.0);
     req.gpus = args.get_u64("gpus", req.gpus);
@@ -131,6 +144,24 @@ fn main() {
         }
     }
     let top = args.get_u64("top", 10) as usize;
+    if args.flag("report-json") {
+        let out = json!({
+            "request": req,
+            "budget": result.budget,
+            "bounds": result.bounds,
+            "target_params": result.target_params,
+            "target_binding": result.target_binding,
+            "param_range": result.param_range,
+            "shapes": result.shapes,
+            "evaluated": result.evaluated,
+            "seconds": seconds,
+            "rejection_counts": result.rejection_counts,
+            "rejected_shapes": result.rejected_shapes.len(),
+            "top": result.best_per_shape().into_iter().take(top).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap());
+        return;
+    }
     if args.flag("json") {
         let out: Vec<_> = result
             .candidates
