@@ -383,43 +383,16 @@ proptest! {
 /// than a third of it (measured: 9–30% above the estimate).
 #[test]
 fn estimate_brackets_measured_bigscience_peaks() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/bloom_throughput_tp8.json"
-    ))
-    .unwrap();
-    let d: serde_json::Value = serde_json::from_str(&text).unwrap();
     let mut n = 0;
-    for r in d["runs"].as_array().unwrap() {
-        let Some(gb) = r["max_gpu_memory_gb"].as_f64() else {
+    for row in common::bloom_rows() {
+        let Some(gb) = row.max_gpu_memory_gb else {
             continue;
         };
-        let h = r["hidden_size"].as_u64().unwrap();
-        // Head count only changes the (recomputed) attention working set; rows without one
-        // use the count recorded for the same hidden size.
-        let heads = r["num_heads"]
-            .as_u64()
-            .unwrap_or(if h == 14400 { 96 } else { 64 });
-        let m = Transformer::standard(
-            250880,
-            h,
-            r["num_layers"].as_u64().unwrap(),
-            heads,
-            2048,
-            Architecture::bloom(),
-        )
-        .unwrap();
         let layout = ParallelLayout {
-            tp: r["tp"].as_u64().unwrap(),
-            pp: r["pp"].as_u64().unwrap(),
-            dp: r["dp"].as_u64().unwrap(),
-            micro_batch: r["micro_batch"].as_u64().unwrap(),
-            global_batch: 2048,
-            recompute: Recompute::Full,
             zero: ZeroStage::OptimizerStates,
-            ..ParallelLayout::default()
+            ..row.layout
         };
-        let est = memory::training_memory(&m, &layout, &MemoryOptions::default())
+        let est = memory::training_memory(&row.model, &layout, &MemoryOptions::default())
             .unwrap()
             .peak
             .total_bytes as f64
@@ -427,7 +400,8 @@ fn estimate_brackets_measured_bigscience_peaks() {
         let ratio = gb / est;
         assert!(
             (1.0..1.35).contains(&ratio),
-            "{h}: measured {gb} GB, estimated {est:.1} GB"
+            "{}: measured {gb} GB, estimated {est:.1} GB",
+            row.model.hidden_size
         );
         n += 1;
     }

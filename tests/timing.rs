@@ -9,51 +9,17 @@ use lmshape::hardware::{
 };
 use lmshape::{Architecture, ParallelLayout, Recompute, Transformer};
 use proptest::prelude::*;
-use serde_json::Value;
 
-/// `tests/data/bloom_throughput_tp8.json` (BigScience `chronicles-prequel.md`). Rows whose head
-/// count was not recorded take the count recorded for the same hidden size and depth, else for
-/// the same hidden size (BigScience varied one thing at a time).
+/// The BigScience rows as measured runs (`common::bloom_rows`), with their head counts.
 fn bloom_runs() -> Vec<(MeasuredRun, u64)> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/bloom_throughput_tp8.json"
-    ))
-    .unwrap();
-    let d: Value = serde_json::from_str(&text).unwrap();
-    let runs = d["runs"].as_array().unwrap().clone();
-    runs.iter()
+    common::bloom_rows()
+        .into_iter()
         .map(|r| {
-            let h = r["hidden_size"].as_u64().unwrap();
-            let l = r["num_layers"].as_u64().unwrap();
-            let same = |o: &&Value, depth: bool| {
-                o["hidden_size"] == r["hidden_size"]
-                    && o["num_heads"].is_u64()
-                    && (!depth || o["num_layers"] == r["num_layers"])
-            };
-            let heads = r["num_heads"].as_u64().unwrap_or_else(|| {
-                runs.iter()
-                    .find(|o| same(o, true))
-                    .or_else(|| runs.iter().find(|o| same(o, false)))
-                    .and_then(|o| o["num_heads"].as_u64())
-                    .unwrap()
-            });
-            let model =
-                Transformer::standard(250880, h, l, heads, 2048, Architecture::bloom()).unwrap();
-            let layout = ParallelLayout {
-                tp: r["tp"].as_u64().unwrap(),
-                pp: r["pp"].as_u64().unwrap(),
-                dp: r["dp"].as_u64().unwrap(),
-                micro_batch: r["micro_batch"].as_u64().unwrap(),
-                global_batch: 2048,
-                seq_len: 2048,
-                recompute: Recompute::Full,
-                ..ParallelLayout::default()
-            };
+            let heads = r.model.num_heads;
             let run = MeasuredRun {
-                model,
-                layout,
-                tflops_per_gpu: r["tflops_per_gpu"].as_f64().unwrap(),
+                model: r.model,
+                layout: r.layout,
+                tflops_per_gpu: r.tflops_per_gpu,
             };
             (run, heads)
         })
