@@ -47,6 +47,11 @@ pub const DEFAULT_TILES: &[(u64, u64)] = &[
 /// Bytes of `k` consumed per main-loop step (64 elements of a 16-bit type).
 pub const K_SLICE_BYTES: u64 = 128;
 
+/// Fraction of HBM bandwidth that streaming kernels attain (STREAM-like copy kernels reach
+/// 85–90% of the datasheet bandwidth on A100/H100); used for GEMM rooflines and memory-bound
+/// kernels alike.
+pub const ATTAINABLE_HBM_FRACTION: f64 = 0.85;
+
 /// Bytes that every dimension must be a multiple of for Tensor Cores.
 pub const TENSOR_CORE_ALIGN_BYTES: u64 = 16;
 
@@ -66,15 +71,15 @@ pub struct AnalyticalTimer {
 }
 
 impl AnalyticalTimer {
-    /// Default constants for a GPU: its [`GpuSpec::gemm_efficiency`], 85% of HBM bandwidth
-    /// (STREAM-like copy kernels reach 85–90% on A100/H100), 5 µs per launch (typical CUDA
-    /// launch plus cuBLAS setup latency).
+    /// Default constants for a GPU: its [`GpuSpec::gemm_efficiency`],
+    /// [`ATTAINABLE_HBM_FRACTION`] of HBM bandwidth, 5 µs per launch (typical CUDA launch plus
+    /// cuBLAS setup latency).
     pub fn new(gpu: GpuSpec) -> AnalyticalTimer {
         AnalyticalTimer {
             efficiency: gpu.gemm_efficiency,
             gpu,
             tiles: DEFAULT_TILES.to_vec(),
-            memory_efficiency: 0.85,
+            memory_efficiency: ATTAINABLE_HBM_FRACTION,
             launch_seconds: 5e-6,
         }
     }

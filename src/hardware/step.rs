@@ -36,6 +36,7 @@
 //! Reported TFLOPs use the Megatron-LM eq. 3 accounting ([`crate::flops::megatron_step_flops`]),
 //! MFU the per-matmul model FLOPs without recomputation over the dense peak.
 
+use super::analytical::ATTAINABLE_HBM_FRACTION;
 use super::{Dtype, Gemm, GemmTimer, GpuSpec};
 use crate::error::{Error, Result, positive_f64};
 use crate::flops::{self, FlopsConvention, Recompute};
@@ -366,7 +367,7 @@ fn layer_times(
     };
     let dense_bytes =
         norms * 2.0 * e * sbh + 2.0 * (3.0 * e + mask) * sbh + (act_inputs + 1.0) * e * s * b * f;
-    let bw = cluster.gpu.memory_bytes_per_s * 0.85;
+    let bw = cluster.gpu.memory_bytes_per_s * ATTAINABLE_HBM_FRACTION;
     let mem_fwd = (dense_bytes + softmax) / bw;
     let mem_core = softmax / bw;
     let (re_gemm, re_mem, re_comm) = match layout.recompute {
@@ -418,7 +419,7 @@ pub fn step_time(
         layout.micro_batch as f64,
         model.hidden_size as f64,
     );
-    let bw = cluster.gpu.memory_bytes_per_s * 0.85;
+    let bw = cluster.gpu.memory_bytes_per_s * ATTAINABLE_HBM_FRACTION;
 
     // Logits on the last stage: forward GEMM, its two backward GEMMs, fp32 cross-entropy.
     let vocab = layout.padded_vocab(model)?;
