@@ -53,6 +53,18 @@ pub enum Error {
         /// The domain, in words (e.g. "finite and positive").
         expected: &'static str,
     },
+    /// A count is below the least a rule allows.
+    #[error("{rule}: {field} = {value} is below the minimum {min}")]
+    BelowMinimum {
+        /// The rule, in words.
+        rule: &'static str,
+        /// Name of the quantity.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// The least value allowed.
+        min: u64,
+    },
     /// A rule that ties several inputs together is broken.
     #[error("{rule}: {detail}")]
     Inconsistent {

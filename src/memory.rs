@@ -47,7 +47,7 @@
 use crate::error::{Error, Result, add, mul};
 use crate::flops::Recompute;
 use crate::model::{BlockKind, MlpKind, Transformer};
-use crate::parallel::{ParallelLayout, Schedule, ZeroStage};
+use crate::parallel::{ParallelLayout, Schedule, ZeroStage, kv_heads_per_rank};
 use serde::{Deserialize, Serialize};
 
 /// Bytes per parameter of each model state.
@@ -180,49 +180,6 @@ pub struct TrainingMemoryReport {
     pub last: TrainingMemory,
 }
 
-/// One layer's parameters on one tensor-parallel rank. K/V heads fewer than `tp` are
-/// replicated, one per rank.
-pub fn layer_params_per_rank(model: &Transformer, tp: u64) -> Result<u64> {
-    const W: &str = "layer parameters per rank";
-    crate::error::positive(tp, "tp")?;
-    let d = model.hidden_size;
-    let q = mul(model.num_heads / tp, model.head_dim, W)?;
-    let kv = mul(kv_heads_per_rank(model, tp), model.head_dim, W)?;
-    let qkv = add(q, mul(kv, 2, W)?, W)?;
-    let f = model.ffn_size / tp;
-    let mats = match model.arch.mlp {
-        MlpKind::Standard => 1,
-        MlpKind::Gated => 2,
-    };
-    let b = model.arch.biases;
-    let mut n = mul(d, qkv, W)?;
-    n = add(n, mul(q, d, W)?, W)?;
-    n = add(n, mul(mul(d, f, W)?, mats + 1, W)?, W)?;
-    if b.qkv {
-        n = add(n, qkv, W)?;
-    }
-    if b.attn_out {
-        n = add(n, d, W)?;
-    }
-    if b.mlp {
-        n = add(n, add(mul(f, mats, W)?, d, W)?, W)?;
-    }
-    let norms = mul(
-        model.arch.norm.params(d)?,
-        model.arch.block.norms_per_layer(),
-        W,
-    )?;
-    add(n, norms, W)
-}
-
-fn kv_heads_per_rank(model: &Transformer, tp: u64) -> u64 {
-    if model.num_kv_heads >= tp {
-        model.num_kv_heads / tp
-    } else {
-        1
-    }
-}
-
 /// Bytes of activations one layer stores for one micro-batch under `recompute`, before any
 /// working set (see the module docs). With Korthikanti et al.'s assumptions (multi-head
 /// attention with `a·hd = h`, `f = 4h`, standard MLP, dropout, sequential block) this is exactly
@@ -242,6 +199,7 @@ pub fn layer_activation_bytes(
     recompute: Recompute,
 ) -> Result<u64> {
     const W: &str = "layer activation bytes";
+    layout.validate(model)?;
     let parts = ActivationParts::new(model, layout, opts)?;
     let stored = add(parts.replicated, parts.split, W)?;
     Ok(match recompute {
@@ -276,7 +234,7 @@ impl ActivationParts {
         let t = layout.tp;
         let (s, b, h) = (layout.seq_len, layout.micro_batch, model.hidden_size);
         let q = prod(&[model.num_heads / t, model.head_dim])?;
-        let k = prod(&[kv_heads_per_rank(model, t), model.head_dim])?;
+        let k = prod(&[kv_heads_per_rank(model.num_kv_heads, t)?, model.head_dim])?;
         let f = model.ffn_size / t;
         let e = opts.precision.activation_bytes;
         // Replicated over tp (split over tp with sequence parallelism).
@@ -370,38 +328,14 @@ pub fn training_memory(
     let pp = layout.pp;
     let m = layout.num_micro_batches()?;
     let stages = layout.stage_layers(model)?;
-    let layer = layer_params_per_rank(model, layout.tp)?;
+    let layer = crate::params::layer_params_on_rank(model, layout.tp)?.total_params();
     let vocab = layout.padded_vocab(model)?;
-    let e = model.embed_dim();
     let d = model.hidden_size;
-    let embed_shard = mul(vocab, e, W)? / layout.tp;
-    let positions = match model.arch.position {
-        crate::model::PositionKind::Learned { offset } => {
-            mul(add(model.max_positions, offset, W)?, d, W)?
-        }
-        _ => 0,
-    };
-    let proj = match model.arch.embed_proj_dim {
-        Some(p) if p != d => mul(p, d, W)?,
-        _ => 0,
-    };
-    let embed_norm = if model.arch.embedding_norm {
-        model.arch.norm.params(e)?
-    } else {
-        0
-    };
-    let first_extra = crate::error::sum(&[embed_shard, positions, proj, embed_norm], W)?;
-    let head = if pp == 1 && model.arch.tied_embeddings {
-        0
-    } else {
-        embed_shard
-    };
-    let final_norm = if model.arch.final_norm {
-        model.arch.norm.params(d)?
-    } else {
-        0
-    };
-    let last_extra = crate::error::sum(&[head, proj, final_norm], W)?;
+    let first_extra = crate::params::input_end_params(model, vocab, layout.tp)?.total_params();
+    // A tied head is the embedding itself on a single stage, a copy on the last stage otherwise.
+    let separate_head = pp > 1 || !model.arch.tied_embeddings;
+    let last_extra =
+        crate::params::output_end_params(model, vocab, layout.tp, separate_head)?.total_params();
     let parts = ActivationParts::new(model, layout, opts)?;
     let logits = if opts.include_logits {
         // fp32 logits of one micro-batch, vocab-parallel.
@@ -559,7 +493,11 @@ pub fn kv_cache_bytes(
     let per_token = mul(
         mul(
             mul(2, model.num_layers, W)?,
-            mul(kv_heads_per_rank(model, tp), model.head_dim, W)?,
+            mul(
+                kv_heads_per_rank(model.num_kv_heads, tp)?,
+                model.head_dim,
+                W,
+            )?,
             W,
         )?,
         kv_bytes,

@@ -134,6 +134,11 @@ impl Default for ParallelLayout {
     }
 }
 
+/// Megatron-LM pads the vocabulary to a multiple of this per tensor-parallel rank
+/// (`--make-vocab-size-divisible-by`, default 128; `_vocab_size_with_padding` multiplies it by
+/// `tp`).
+pub const VOCAB_PAD_PER_RANK: u64 = 128;
+
 /// `vocab` rounded up to a multiple of `multiple` (Megatron-LM pads to `128 · tp`).
 ///
 /// ```
@@ -149,6 +154,173 @@ pub fn padded_vocab(vocab: u64, multiple: u64) -> Result<u64> {
         .ok_or(Error::Overflow {
             what: "padded vocabulary",
         })
+}
+
+/// Vocabulary rows after Megatron-LM's padding for `tp` ranks: a multiple of
+/// [`VOCAB_PAD_PER_RANK`]` · tp`.
+///
+/// ```
+/// assert_eq!(lmshape::parallel::megatron_padded_vocab(50257, 8)?, 51200);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn megatron_padded_vocab(vocab: u64, tp: u64) -> Result<u64> {
+    padded_vocab(
+        vocab,
+        crate::error::mul(VOCAB_PAD_PER_RANK, tp, "vocab padding")?,
+    )
+}
+
+/// Key/value heads held by one of `tp` tensor-parallel ranks: `kv / tp` when they split, one
+/// (replicated) when there are fewer kv heads than ranks (Megatron-LM `num_query_groups`;
+/// the rule itself is [`check_tensor_split`]).
+///
+/// ```
+/// use lmshape::parallel::kv_heads_per_rank;
+/// assert_eq!(kv_heads_per_rank(8, 4)?, 2);
+/// assert_eq!(kv_heads_per_rank(2, 8)?, 1);
+/// assert!(kv_heads_per_rank(8, 0).is_err());
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn kv_heads_per_rank(num_kv_heads: u64, tp: u64) -> Result<u64> {
+    positive(tp, "tp")?;
+    Ok(if num_kv_heads >= tp {
+        num_kv_heads / tp
+    } else {
+        1
+    })
+}
+
+/// The tensor-parallel rules (Shoeybi et al. 2019 §3; Megatron-LM argument checks): query
+/// heads, hidden size and FFN width split over `tp`; key/value heads split over `tp` or, when
+/// fewer, `tp` is a multiple of them (each rank keeps one replica).
+///
+/// ```
+/// use lmshape::parallel::check_tensor_split;
+/// check_tensor_split(112, 112, 14336, 57344, 4)?;
+/// assert!(check_tensor_split(96, 96, 12288, 49152, 5).is_err());
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn check_tensor_split(
+    num_heads: u64,
+    num_kv_heads: u64,
+    hidden_size: u64,
+    ffn_size: u64,
+    tp: u64,
+) -> Result<()> {
+    positive(tp, "tp")?;
+    divisible(
+        "attention heads must split over tensor parallelism",
+        "num_heads",
+        num_heads,
+        "tp",
+        tp,
+    )?;
+    if num_kv_heads >= tp {
+        divisible(
+            "kv heads must split over tensor parallelism",
+            "num_kv_heads",
+            num_kv_heads,
+            "tp",
+            tp,
+        )?;
+    } else {
+        divisible(
+            "kv heads fewer than tp are replicated, so tp must be a multiple of them",
+            "tp",
+            tp,
+            "num_kv_heads",
+            num_kv_heads,
+        )?;
+    }
+    divisible(
+        "hidden size must split over tensor parallelism",
+        "hidden_size",
+        hidden_size,
+        "tp",
+        tp,
+    )?;
+    divisible(
+        "ffn size must split over tensor parallelism",
+        "ffn_size",
+        ffn_size,
+        "tp",
+        tp,
+    )
+}
+
+/// The pipeline rules (Narayanan et al. 2021 §2.2): layers split evenly over `pp` stages, or,
+/// with BigScience's embedding slots (the input embedding and the output head each count as
+/// one layer, `(L + 2) % pp == 0`), every stage still holds at least one transformer layer; the
+/// interleaved schedule splits each stage into `virtual_stages` chunks (`L % (pp·v) == 0`,
+/// Megatron-LM's `num_layers_per_virtual_pipeline_stage` check).
+///
+/// ```
+/// use lmshape::parallel::check_pipeline_split;
+/// check_pipeline_split(70, 12, true, 1)?;   // BLOOM: 72 slots over 12 stages
+/// assert!(check_pipeline_split(70, 12, false, 1).is_err());
+/// assert!(check_pipeline_split(96, 8, false, 3).is_err());
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn check_pipeline_split(
+    num_layers: u64,
+    pp: u64,
+    embedding_pipeline_slots: bool,
+    virtual_stages: u64,
+) -> Result<()> {
+    positive(pp, "pp")?;
+    positive(num_layers, "num_layers")?;
+    positive(virtual_stages, "virtual_stages")?;
+    if embedding_pipeline_slots && pp > 1 {
+        let slots = crate::error::add(num_layers, 2, "pipeline slots")?;
+        divisible(
+            "layers plus the two embedding slots must split over pipeline stages",
+            "num_layers + 2",
+            slots,
+            "pp",
+            pp,
+        )?;
+        if slots / pp < 2 {
+            return Err(Error::BelowMinimum {
+                rule: "each pipeline stage must hold at least one layer besides an embedding slot",
+                field: "(num_layers + 2) / pp",
+                value: slots / pp,
+                min: 2,
+            });
+        }
+    } else {
+        divisible(
+            "layers must split over pipeline stages",
+            "num_layers",
+            num_layers,
+            "pp",
+            pp,
+        )?;
+    }
+    if virtual_stages > 1 {
+        divisible(
+            "interleaved schedule splits each stage's layers into virtual stages",
+            "num_layers",
+            num_layers,
+            "pp × virtual_stages",
+            crate::error::mul(pp, virtual_stages, "pp × virtual stages")?,
+        )?;
+    }
+    Ok(())
+}
+
+/// Megatron-LM's fused masked-softmax kernel condition, an optional rule for searches:
+/// `(heads / tp) · micro_batch % 4 == 0` (`megatron/fused_kernels`, `is_kernel_available`;
+/// BigScience's shape search applied it). False for `tp = 0` or on overflow.
+///
+/// ```
+/// assert!(lmshape::parallel::fused_softmax_ok(112, 4, 2)); // 28 heads per rank
+/// assert!(!lmshape::parallel::fused_softmax_ok(104, 8, 1)); // 13 heads per rank
+/// ```
+pub fn fused_softmax_ok(num_heads: u64, tp: u64, micro_batch: u64) -> bool {
+    tp > 0
+        && (num_heads / tp)
+            .checked_mul(micro_batch)
+            .is_some_and(|x| x % 4 == 0)
 }
 
 impl ParallelLayout {
@@ -170,16 +342,22 @@ impl ParallelLayout {
 
     /// Vocabulary rows after Megatron's padding to `128 · tp`.
     pub fn padded_vocab(&self, model: &Transformer) -> Result<u64> {
-        padded_vocab(
-            model.vocab_size,
-            crate::error::mul(128, self.tp, "vocab padding")?,
-        )
+        megatron_padded_vocab(model.vocab_size, self.tp)
+    }
+
+    /// Virtual stages per pipeline rank (1 without interleaving).
+    pub fn virtual_stages(&self) -> u64 {
+        match self.schedule {
+            Schedule::OneFOneB => 1,
+            Schedule::Interleaved { virtual_stages } => virtual_stages,
+        }
     }
 
     /// Layers held by each pipeline stage, first to last (before interleaving). With
     /// embedding slots the first and last stages hold one layer fewer than the others.
     pub fn stage_layers(&self, model: &Transformer) -> Result<StageLayers> {
         let l = model.num_layers;
+        check_pipeline_split(l, self.pp, self.embedding_pipeline_slots, 1)?;
         if self.embedding_pipeline_slots && self.pp > 1 {
             let slots = (l + 2) / self.pp;
             Ok(StageLayers {
@@ -206,42 +384,11 @@ impl ParallelLayout {
         positive(self.global_batch, "global_batch")?;
         positive(self.seq_len, "seq_len")?;
         self.gpus()?;
-        divisible(
-            "attention heads must split over tensor parallelism",
-            "num_heads",
+        check_tensor_split(
             model.num_heads,
-            "tp",
-            self.tp,
-        )?;
-        if model.num_kv_heads >= self.tp {
-            divisible(
-                "kv heads must split over tensor parallelism",
-                "num_kv_heads",
-                model.num_kv_heads,
-                "tp",
-                self.tp,
-            )?;
-        } else {
-            divisible(
-                "kv heads fewer than tp are replicated, so tp must be a multiple of them",
-                "tp",
-                self.tp,
-                "num_kv_heads",
-                model.num_kv_heads,
-            )?;
-        }
-        divisible(
-            "hidden size must split over tensor parallelism",
-            "hidden_size",
+            model.num_kv_heads,
             model.hidden_size,
-            "tp",
-            self.tp,
-        )?;
-        divisible(
-            "ffn size must split over tensor parallelism",
-            "ffn_size",
             model.ffn_size,
-            "tp",
             self.tp,
         )?;
         if self.sequence_parallel {
@@ -253,33 +400,12 @@ impl ParallelLayout {
                 self.tp,
             )?;
         }
-        if self.embedding_pipeline_slots && self.pp > 1 {
-            divisible(
-                "layers plus the two embedding slots must split over pipeline stages",
-                "num_layers + 2",
-                model.num_layers + 2,
-                "pp",
-                self.pp,
-            )?;
-            if (model.num_layers + 2) / self.pp < 2 {
-                return Err(Error::Inconsistent {
-                    rule: "each pipeline stage must hold at least one layer",
-                    detail: format!(
-                        "num_layers + 2 = {} over pp = {}",
-                        model.num_layers + 2,
-                        self.pp
-                    ),
-                });
-            }
-        } else {
-            divisible(
-                "layers must split over pipeline stages",
-                "num_layers",
-                model.num_layers,
-                "pp",
-                self.pp,
-            )?;
-        }
+        check_pipeline_split(
+            model.num_layers,
+            self.pp,
+            self.embedding_pipeline_slots,
+            self.virtual_stages(),
+        )?;
         let per_step = crate::error::mul(self.micro_batch, self.dp, "micro-batch × dp")?;
         divisible(
             "global batch must split into micro-batches over data parallelism",
@@ -288,15 +414,15 @@ impl ParallelLayout {
             "micro_batch × dp",
             per_step,
         )?;
-        if let Schedule::Interleaved { virtual_stages } = self.schedule {
-            positive(virtual_stages, "virtual_stages")?;
-            divisible(
-                "interleaved schedule splits each stage's layers into virtual stages",
-                "num_layers",
-                model.num_layers,
-                "pp × virtual_stages",
-                crate::error::mul(self.pp, virtual_stages, "pp × virtual stages")?,
-            )?;
+        if self.virtual_stages() > 1 {
+            if self.pp < 2 {
+                return Err(Error::BelowMinimum {
+                    rule: "the interleaved schedule needs a pipeline",
+                    field: "pp",
+                    value: self.pp,
+                    min: 2,
+                });
+            }
             divisible(
                 "interleaved schedule needs micro-batches in multiples of pp",
                 "num_micro_batches",
@@ -312,7 +438,7 @@ impl ParallelLayout {
     /// `(heads / tp) · micro_batch % 4 == 0` (`megatron/fused_kernels`, `is_kernel_available`;
     /// BigScience's shape search applied it).
     pub fn fused_softmax_ok(&self, model: &Transformer) -> bool {
-        self.tp > 0 && (model.num_heads / self.tp).saturating_mul(self.micro_batch) % 4 == 0
+        fused_softmax_ok(model.num_heads, self.tp, self.micro_batch)
     }
 }
 

@@ -11,7 +11,7 @@
 use crate::error::{Error, Result, positive};
 use crate::heuristics::{self, ShapeHeuristics};
 use crate::model::{Architecture, Transformer};
-use crate::parallel::padded_vocab;
+use crate::parallel;
 use serde::{Deserialize, Serialize};
 
 /// How many key/value heads a shape with `h` query heads has.
@@ -273,10 +273,7 @@ impl ShapeSpace {
     /// Vocabulary rows after padding.
     pub fn padded_vocab(&self) -> Result<u64> {
         if self.pad_vocab {
-            padded_vocab(
-                self.vocab_size,
-                crate::error::mul(128, self.tp, "vocab padding")?,
-            )
+            parallel::megatron_padded_vocab(self.vocab_size, self.tp)
         } else {
             Ok(self.vocab_size)
         }
@@ -290,15 +287,10 @@ impl ShapeSpace {
         }
     }
 
+    /// The depth window and the pipeline rule ([`parallel::check_pipeline_split`]).
     fn layers_ok(&self, l: u64) -> bool {
-        if l < self.min_layers || l > self.max_layers || l == 0 {
-            return false;
-        }
-        if self.embedding_pipeline_slots && self.pp > 1 {
-            (l + 2) % self.pp == 0 && (l + 2) / self.pp >= 2
-        } else {
-            l % self.pp == 0
-        }
+        (self.min_layers..=self.max_layers).contains(&l)
+            && parallel::check_pipeline_split(l, self.pp, self.embedding_pipeline_slots, 1).is_ok()
     }
 
     /// The model of a shape (not validated; counts are exact).
@@ -317,8 +309,12 @@ impl ShapeSpace {
     }
 
     /// The validity predicate: the shape with `layers`, `hidden` and `heads` if it satisfies
-    /// every constraint of the space, with its exact parameter count.
+    /// every constraint of the space, with its exact parameter count (`None` as well when the
+    /// space itself is invalid, see [`ShapeSpace::validate`]). The layout rules are
+    /// [`crate::parallel`]'s, called here, so a shape accepted here passes
+    /// [`crate::ParallelLayout::validate`] on the space's `tp` and `pp`.
     pub fn check(&self, layers: u64, hidden: u64, heads: u64) -> Option<Shape> {
+        self.validate().ok()?;
         let vocab = self.padded_vocab().ok()?;
         self.check_with_vocab(layers, hidden, heads, vocab)
     }
@@ -327,23 +323,18 @@ impl ShapeSpace {
         if !self.layers_ok(l) || d == 0 || heads == 0 {
             return None;
         }
-        if d % self.hidden_multiple != 0 || d % self.tp != 0 || d % heads != 0 {
+        if d % self.hidden_multiple != 0 || d % heads != 0 {
             return None;
         }
         let hd = d / heads;
-        if self.head_dims.binary_search(&hd).is_err() || heads % self.tp != 0 {
+        if self.head_dims.binary_search(&hd).is_err() {
             return None;
         }
         let kv = self.kv_for(heads)?;
-        if kv % self.tp != 0 && self.tp % kv != 0 {
-            return None;
-        }
-        let ffn = self.ffn.width(d)?;
-        if ffn == 0 || ffn % self.tp != 0 {
-            return None;
-        }
+        let ffn = self.ffn.width(d).filter(|&f| f > 0)?;
+        parallel::check_tensor_split(heads, kv, d, ffn, self.tp).ok()?;
         if let Some(mb) = self.fused_softmax_micro_batch {
-            if (heads / self.tp).checked_mul(mb)? % 4 != 0 {
+            if !parallel::fused_softmax_ok(heads, self.tp, mb) {
                 return None;
             }
         }

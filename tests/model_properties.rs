@@ -85,8 +85,30 @@ proptest! {
         prop_assert_eq!(c.embedding_params + c.non_embedding_params, c.total_params);
         prop_assert_eq!(c.layer.total_params() * m.num_layers,
             c.attention_params + c.mlp_params + c.layer_norm_params);
-        prop_assert_eq!(c.layer.tp_sharded_params() + c.layer.tp_replicated_params(),
-            c.layer.total_params());
+    }
+
+    /// Tensor-parallel shards put back together: every split tensor once, every replicated one
+    /// (row-parallel biases, norms) on each of the `tp` ranks.
+    #[test]
+    fn tensor_parallel_shards_add_up(m in model_strategy(), tp in prop::sample::select(vec![2u64, 4, 8])) {
+        // Heads, kv heads and FFN width made to split over tp.
+        let m = Transformer::new(m.vocab_size, m.hidden_size, m.num_layers, m.num_heads * tp,
+            m.num_kv_heads * tp, m.head_dim, m.ffn_size * tp, m.max_positions, m.arch).unwrap();
+        let whole = lmshape::params::layer_params(&m).unwrap().total_params();
+        let rank = lmshape::params::layer_params_on_rank(&m, tp).unwrap().total_params();
+        let d = m.hidden_size;
+        let norm = match m.arch.norm {
+            NormKind::LayerNorm => 2 * d,
+            NormKind::LayerNormNoBias | NormKind::RmsNorm => d,
+            NormKind::NonParametric => 0,
+        };
+        let norms = match m.arch.block {
+            BlockKind::Parallel { shared_norm: true } => 1,
+            _ => 2,
+        };
+        let replicated = u64::from(m.arch.biases.attn_out) * d + u64::from(m.arch.biases.mlp) * d
+            + norms * norm;
+        prop_assert_eq!(rank * tp, whole + (tp - 1) * replicated);
     }
 
     /// A brute-force recount: one tensor at a time, as the modules of the layer list them.

@@ -198,3 +198,82 @@ fn contradictory_constraints_give_empty_or_error() {
     assert!(ShapeSpace::around(1_000, f64::NAN, Architecture::gpt2(), 1).is_err());
     assert!(ShapeSpace::around(0, 0.1, Architecture::gpt2(), 1).is_err());
 }
+
+proptest! {
+    #![proptest_config(common::proptest_config("proptest-regressions/search.txt", 512))]
+
+    /// The search's fast predicate and the layout rules agree on random models × layouts: with
+    /// every non-layout constraint of the space opened up (any head size, any hidden multiple,
+    /// any size, any aspect ratio), `ShapeSpace::check` accepts exactly the shapes whose model
+    /// `ParallelLayout::validate` accepts on the space's tp, pp and embedding slots (and whose
+    /// heads divide the hidden size, as the space's head sizes are `hidden / heads`).
+    #[test]
+    fn search_check_agrees_with_layout_rules(
+        l in 1u64..40, d in 1u64..2048, heads in 1u64..64,
+        tp in 1u64..17, pp in 1u64..13, slots in any::<bool>(),
+        kv in prop_oneof![Just(KvHeads::MultiHead), (1u64..9).prop_map(KvHeads::GroupSize), (1u64..9).prop_map(KvHeads::Fixed)],
+        ffn in prop_oneof![Just(FfnRule::FOUR_D), Just(FfnRule::LLAMA), (1u64..5000).prop_map(FfnRule::Fixed)],
+        fused in proptest::option::of(1u64..5),
+        vocab in 1u64..60_000, pad in any::<bool>(),
+    ) {
+        let mut s = ShapeSpace::around(1, 0.0, Architecture::llama(), vocab).unwrap();
+        s.min_params = 0;
+        s.max_params = u64::MAX;
+        s.min_layers = 1;
+        s.max_layers = u64::MAX;
+        s.hidden_multiple = 1;
+        s.head_dims = (1..=2048).collect();
+        s.tp = tp;
+        s.pp = pp;
+        s.embedding_pipeline_slots = slots;
+        s.kv_heads = kv;
+        s.ffn = ffn;
+        s.fused_softmax_micro_batch = fused;
+        s.pad_vocab = pad;
+        s.seq_len = 64;
+        let got = s.check(l, d, heads);
+        // The model the space would build, by hand: kv heads from the rule, ffn from the rule.
+        let kv_heads = match kv {
+            KvHeads::MultiHead => Some(heads),
+            KvHeads::GroupSize(g) => (heads % g == 0).then(|| heads / g),
+            KvHeads::Fixed(k) => (k <= heads && heads % k == 0).then_some(k),
+        };
+        let ffn_size = ffn.width(d).filter(|&f| f > 0);
+        let expected = match (d % heads == 0, kv_heads, ffn_size) {
+            (true, Some(kv_heads), Some(ffn_size)) => {
+                let vocab_rows = if pad { vocab.div_ceil(128 * tp) * 128 * tp } else { vocab };
+                let m = lmshape::Transformer::new(vocab_rows, d, l, heads, kv_heads, d / heads,
+                    ffn_size, 64, Architecture::llama()).unwrap();
+                let layout = ParallelLayout { tp, pp, embedding_pipeline_slots: slots,
+                    seq_len: 64, ..ParallelLayout::default() };
+                let fused_ok = fused.is_none_or(|mb| (heads / tp) * mb % 4 == 0);
+                layout.validate(&m).is_ok() && fused_ok
+            }
+            _ => false,
+        };
+        prop_assert_eq!(got.is_some(), expected, "check {:?}", got);
+    }
+}
+
+/// Inputs that used to panic (division by zero) are rejected: a zero hidden multiple, and a
+/// zero pipeline degree without vocabulary padding.
+#[test]
+fn check_rejects_zero_settings_without_panicking() {
+    let mut s = ShapeSpace::around(1_000_000, 0.5, Architecture::gpt2(), 1000).unwrap();
+    s.hidden_multiple = 0;
+    assert_eq!(s.check(2, 128, 2), None);
+    assert!(matches!(
+        s.iter().unwrap_err(),
+        lmshape::Error::ZeroSize {
+            field: "hidden_multiple"
+        }
+    ));
+    s.hidden_multiple = 64;
+    s.pp = 0;
+    s.pad_vocab = false;
+    assert_eq!(s.check(2, 128, 2), None);
+    assert!(matches!(
+        s.iter().unwrap_err(),
+        lmshape::Error::ZeroSize { field: "pp" }
+    ));
+}

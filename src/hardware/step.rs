@@ -207,11 +207,7 @@ pub fn layer_gemms(
     crate::error::positive(t, "tp")?;
     let tokens = crate::error::mul(layout.seq_len, layout.micro_batch, "tokens per micro-batch")?;
     let heads = model.num_heads / t;
-    let kv = if model.num_kv_heads >= t {
-        model.num_kv_heads / t
-    } else {
-        1
-    };
+    let kv = crate::parallel::kv_heads_per_rank(model.num_kv_heads, t)?;
     let hd = model.head_dim;
     let q = heads * hd;
     let f = model.ffn_size / t;
