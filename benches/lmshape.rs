@@ -84,7 +84,7 @@ fn step_timing(c: &mut Criterion) {
     g.finish();
 }
 
-/// The whole reference plan (issue 5): every shape × layout evaluated.
+/// The whole reference plan: every shape × layout evaluated.
 fn planning(c: &mut Criterion) {
     let req = lmshape::PlanRequest::bloom_reference();
     let timer = AnalyticalTimer::new(req.cluster.gpu.clone());

@@ -126,6 +126,7 @@ fn main() {
         )
     };
     row("Kaplan 2020 (non-embedding N)", &kaplan, None);
+    println!("  (Kaplan's N and D are separate published fits: 6·N·D = 1.81 × the budget)");
     row("Chinchilla approach 1", &a1, None);
     row("Chinchilla approach 2", &a2, None);
     row(

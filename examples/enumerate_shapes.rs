@@ -128,7 +128,7 @@ fn main() {
         let gpu = or_die(lmshape::hardware::GpuSpec::by_name(
             args.raw("gpu").unwrap_or("a100-80gb"),
         ));
-        let cluster = lmshape::hardware::step::Cluster::dgx(gpu.clone(), 200e9);
+        let cluster = lmshape::hardware::step::Cluster::reference_node(gpu.clone());
         let timer = lmshape::hardware::AnalyticalTimer::new(gpu);
         let layout = lmshape::ParallelLayout {
             tp: space.tp,

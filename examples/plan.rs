@@ -64,15 +64,8 @@ fn main() {
     );
     let mut req = PlanRequest::bloom_reference();
     let gpu = or_die(GpuSpec::by_name(args.raw("gpu").unwrap_or("a100-80gb")));
-    // Network per node: DGX A100 (Selene) 8 × 200 Gb/s HDR; DGX H100/H200 8 × 400 Gb/s NDR;
-    // Jean Zay 4 × 100 Gb/s Omni-Path.
-    let default_net = if gpu.name.starts_with('h') {
-        400e9
-    } else {
-        200e9
-    };
     req.cluster = match args.raw("cluster").unwrap_or("selene") {
-        "selene" | "dgx" => Cluster::dgx(gpu, default_net),
+        "selene" | "dgx" => Cluster::reference_node(gpu),
         "jean-zay" | "jean_zay" => Cluster::dgx(gpu, 50e9),
         other => die(&format!("unknown --cluster {other:?}")),
     };
@@ -226,12 +219,19 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
     ] {
         println!("  {name:<36}{:>10} on {:>10}", si(a.params), si(a.tokens));
     }
+    println!(
+        "  (Kaplan's N_opt and D_opt are separate published fits: 6·N·D = 1.81 × the budget, not 1 ×;\n   its D comes from the critical-batch fit. Constraints move along C = 6ND.)"
+    );
     println!("\n== target");
     println!(
-        "law {:?}; token floor {}: target {} params (binding: {:?}); searching {} .. {}",
+        "law {:?}; token floor {}: target {} {} params (binding: {:?}); searching {} .. {}",
         req.law,
         req.token_floor.map_or("none".into(), si),
         si(p.target_params),
+        match req.law.size_basis() {
+            lmshape::flops::ParamBasis::NonEmbedding => "non-embedding",
+            lmshape::flops::ParamBasis::Total => "total",
+        },
         p.target_binding,
         si(p.param_range.0 as f64),
         si(p.param_range.1 as f64)

@@ -78,14 +78,8 @@ fn main() {
         ..ParallelLayout::default()
     };
     let gpu = or_die(GpuSpec::by_name(args.raw("gpu").unwrap_or("a100-80gb")));
-    // Network per node: DGX A100 8 × 200 Gb/s; DGX H100/H200 8 × 400 Gb/s; Jean Zay 4 × 100 Gb/s.
-    let default_net = if gpu.name.starts_with('h') {
-        400e9
-    } else {
-        200e9
-    };
     let mut cluster = match args.raw("cluster").unwrap_or("selene") {
-        "selene" | "dgx" => Cluster::dgx(gpu.clone(), default_net),
+        "selene" | "dgx" => Cluster::reference_node(gpu.clone()),
         "jean-zay" | "jean_zay" => Cluster::dgx(gpu.clone(), 50e9),
         other => die(&format!("unknown --cluster {other:?} (selene, jean-zay)")),
     };

@@ -18,6 +18,7 @@
 //! 7. **Rank** by the law's predicted loss at those tokens (ties: more tokens first).
 
 use crate::error::{Error, Result, positive, positive_f64};
+use crate::flops::ParamBasis;
 use crate::hardware::GemmTimer;
 use crate::hardware::step::{self, Cluster, StepOptions};
 use crate::memory::{self, MemoryOptions};
@@ -68,6 +69,15 @@ impl LawChoice {
         }
     }
 
+    /// The parameter count the law speaks of: Kaplan et al.'s non-embedding `N`, every
+    /// parameter for the Chinchilla-form laws (Hoffmann et al. 2022 count embeddings).
+    pub fn size_basis(&self) -> ParamBasis {
+        match self {
+            LawChoice::Kaplan => ParamBasis::NonEmbedding,
+            _ => ParamBasis::Total,
+        }
+    }
+
     /// Predicted loss of `model` trained on `tokens`.
     pub fn loss(&self, model: &Transformer, tokens: f64) -> Result<f64> {
         let c = model.param_counts()?;
@@ -79,31 +89,11 @@ impl LawChoice {
 
     /// The compute-optimal size moved by the constraints, and which one binds.
     fn target(&self, flops: f64, cons: &Constraints) -> Result<(f64, Binding)> {
-        match self.parametric() {
-            Some(l) => {
-                let c = l.constrained(flops, cons)?;
-                Ok((c.params, c.binding))
-            }
-            None => {
-                let opt = PowerLawFrontier::KAPLAN.optimal(flops)?;
-                let mut n = opt.params;
-                let mut binding = Binding::None;
-                if let Some(d) = cons.token_floor {
-                    let cap = flops / (6.0 * positive_f64(d, "token_floor")?);
-                    if cap < n {
-                        n = cap;
-                        binding = Binding::TokenFloor;
-                    }
-                }
-                if let Some(cap) = cons.param_cap {
-                    if cap < n {
-                        n = cap;
-                        binding = Binding::ParamCap;
-                    }
-                }
-                Ok((n, binding))
-            }
-        }
+        let optimal = match self.parametric() {
+            Some(l) => l.compute_optimal(flops)?.params,
+            None => PowerLawFrontier::KAPLAN.optimal(flops)?.params,
+        };
+        cons.clamp(flops, optimal)
     }
 }
 
@@ -432,6 +422,7 @@ pub fn plan(req: &PlanRequest, timer: &dyn GemmTimer) -> Result<Plan> {
     space.min_params = lo;
     space.max_params = hi;
     space.target_params = (target as u64).clamp(lo.min(hi), hi.max(lo));
+    space.size_basis = req.law.size_basis();
     space.pad_vocab = false;
     space.seq_len = req.seq_len;
     space.head_dims = req.head_dims.clone();

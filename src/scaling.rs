@@ -189,9 +189,14 @@ pub struct PowerLawFrontier {
 }
 
 impl PowerLawFrontier {
-    /// Kaplan et al. 2020 (§6.1, eq. 6.1 and Table 6 "compute-efficient" rows, as summarised in
-    /// `shared/DESIGN.md`): `N_opt = 1.3e9 · C^0.73`, `D_opt = 2e10 · C^0.27`, `C` in PF-days;
-    /// `N` is non-embedding.
+    /// Kaplan et al. 2020 (§6.1, eq. 6.1 and Table 6 "compute-efficient" rows):
+    /// `N_opt = 1.3e9 · C^0.73`, `D_opt = 2e10 · C^0.27`, `C` in PF-days; `N` is non-embedding.
+    ///
+    /// These two published fits do not satisfy `C = 6·N·D`: the exponents add to one, but
+    /// `6 · 1.3e9 · 2e10` FLOPs is 1.81 PF-days, so `6·N_opt·D_opt ≈ 1.81·C` at every budget.
+    /// Kaplan et al. derived `D_opt` from the critical batch size and the minimum number of
+    /// steps of compute-efficient training (§5–6), not from `C / 6N`. A constrained choice
+    /// ([`Constraints::clamp`]) moves along `C = 6ND` instead.
     pub const KAPLAN: PowerLawFrontier = PowerLawFrontier {
         params_coef: 1.3e9,
         params_exp: 0.73,
@@ -333,6 +338,67 @@ pub struct Constraints {
     pub param_cap: Option<f64>,
     /// Minimum parameters.
     pub param_floor: Option<f64>,
+}
+
+impl Constraints {
+    /// Move a law's optimum `optimal_params` for `flops` into the feasible interval
+    /// `[N_min, min(N_max, C / (6·D_min))]` along the iso-FLOP curve `C = 6ND` (Kaplan et al.
+    /// 2020 §2.1, Hoffmann et al. 2022 §3: training FLOPs ≈ 6ND). Every law's loss on an
+    /// iso-FLOP curve is unimodal in `log N`, so the constrained optimum is the clamped one.
+    /// Returns the size and the constraint that set it.
+    ///
+    /// ```
+    /// use lmshape::scaling::{Binding, Constraints};
+    /// let c = Constraints { token_floor: Some(1e12), ..Default::default() };
+    /// // 6e22 FLOPs on at least 1T tokens leaves at most 1e10 parameters.
+    /// assert_eq!(c.clamp(6e22, 5e10)?, (1e10, Binding::TokenFloor));
+    /// assert_eq!(c.clamp(6e22, 5e9)?, (5e9, Binding::None));
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    pub fn clamp(&self, flops: f64, optimal_params: f64) -> Result<(f64, Binding)> {
+        positive_f64(flops, "flops")?;
+        positive_f64(optimal_params, "optimal params")?;
+        let mut hi = f64::INFINITY;
+        let mut hi_binding = Binding::None;
+        if let Some(d_min) = self.token_floor {
+            positive_f64(d_min, "token_floor")?;
+            hi = flops / (6.0 * d_min);
+            hi_binding = Binding::TokenFloor;
+        }
+        if let Some(cap) = self.param_cap {
+            positive_f64(cap, "param_cap")?;
+            if cap < hi {
+                hi = cap;
+                hi_binding = Binding::ParamCap;
+            }
+        }
+        let lo = match self.param_floor {
+            Some(f) => positive_f64(f, "param_floor")?,
+            None => 0.0,
+        };
+        if lo > hi {
+            return Err(Error::Inconsistent {
+                rule: "constraints must leave a feasible model size",
+                detail: format!("param floor {lo:e} > largest allowed size {hi:e}"),
+            });
+        }
+        if hi.is_nan() || hi < 1.0 {
+            return Err(Error::Inconsistent {
+                rule: "the token floor must leave at least one parameter within the budget",
+                detail: format!(
+                    "{flops:e} FLOPs / (6 × {:e} tokens) = {hi:e} parameters",
+                    self.token_floor.unwrap_or(f64::NAN)
+                ),
+            });
+        }
+        Ok(if optimal_params > hi {
+            (hi, hi_binding)
+        } else if optimal_params < lo {
+            (lo, Binding::ParamFloor)
+        } else {
+            (optimal_params, Binding::None)
+        })
+    }
 }
 
 /// The allocation after constraints.
@@ -503,37 +569,7 @@ impl ParametricLaw {
     /// ```
     pub fn constrained(&self, flops: f64, cons: &Constraints) -> Result<ConstrainedChoice> {
         let opt = self.compute_optimal(flops)?;
-        let mut hi = f64::INFINITY;
-        let mut hi_binding = Binding::None;
-        if let Some(d_min) = cons.token_floor {
-            positive_f64(d_min, "token_floor")?;
-            hi = flops / (6.0 * d_min);
-            hi_binding = Binding::TokenFloor;
-        }
-        if let Some(cap) = cons.param_cap {
-            positive_f64(cap, "param_cap")?;
-            if cap < hi {
-                hi = cap;
-                hi_binding = Binding::ParamCap;
-            }
-        }
-        let lo = match cons.param_floor {
-            Some(f) => positive_f64(f, "param_floor")?,
-            None => 0.0,
-        };
-        if lo > hi {
-            return Err(Error::Inconsistent {
-                rule: "constraints must leave a feasible model size",
-                detail: format!("param floor {lo:e} > largest allowed size {hi:e}"),
-            });
-        }
-        let (params, binding) = if opt.params > hi {
-            (hi, hi_binding)
-        } else if opt.params < lo {
-            (lo, Binding::ParamFloor)
-        } else {
-            (opt.params, Binding::None)
-        };
+        let (params, binding) = cons.clamp(flops, opt.params)?;
         let tokens = if binding == Binding::None {
             opt.tokens
         } else {

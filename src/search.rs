@@ -9,6 +9,7 @@
 //! width, and yields every shape `check` accepts exactly once, with its exact parameter count.
 
 use crate::error::{Error, Result, positive};
+use crate::flops::ParamBasis;
 use crate::heuristics::{self, ShapeHeuristics};
 use crate::model::{Architecture, Transformer};
 use crate::parallel;
@@ -77,12 +78,16 @@ impl FfnRule {
 /// A region of shape space.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShapeSpace {
-    /// The size aimed at (for parameter error).
+    /// The size aimed at (for parameter error), counted in `size_basis`.
     pub target_params: u64,
-    /// Smallest total parameter count accepted.
+    /// Smallest parameter count accepted, counted in `size_basis`.
     pub min_params: u64,
-    /// Largest total parameter count accepted.
+    /// Largest parameter count accepted, counted in `size_basis`.
     pub max_params: u64,
+    /// Which count the size window applies to: every parameter, or Kaplan et al.'s
+    /// non-embedding `N` (the size Kaplan's laws speak of).
+    #[serde(default = "total_basis")]
+    pub size_basis: ParamBasis,
     /// Architecture knobs of every shape.
     pub arch: Architecture,
     /// Vocabulary before padding.
@@ -137,6 +142,22 @@ pub struct Shape {
     pub vocab_size: u64,
     /// Exact total parameters.
     pub params: u64,
+    /// Exact non-embedding parameters (Kaplan et al. 2020 §2.1).
+    pub non_embedding_params: u64,
+}
+
+impl Shape {
+    /// The parameter count in `basis`.
+    pub fn params_in(&self, basis: ParamBasis) -> u64 {
+        match basis {
+            ParamBasis::Total => self.params,
+            ParamBasis::NonEmbedding => self.non_embedding_params,
+        }
+    }
+}
+
+fn total_basis() -> ParamBasis {
+    ParamBasis::Total
 }
 
 /// Head dimensions `min..=max` in steps of `multiple`.
@@ -188,6 +209,7 @@ impl ShapeSpace {
             target_params,
             min_params: (t * (1.0 - tolerance)).ceil() as u64,
             max_params: (t * (1.0 + tolerance)).floor() as u64,
+            size_basis: ParamBasis::Total,
             arch,
             vocab_size,
             pad_vocab: true,
@@ -210,7 +232,7 @@ impl ShapeSpace {
         })
     }
 
-    /// The BLOOM case of issue 4: ≈175B ± 5%, BLOOM architecture, vocabulary 250880, sequence
+    /// The BLOOM case: ≈175B ± 5%, BLOOM architecture, vocabulary 250880, sequence
     /// 2048, tp 4, pp 12 with embedding slots, head dim ≥ 64, hidden a multiple of 128.
     ///
     /// ```
@@ -342,12 +364,16 @@ impl ShapeSpace {
         if aspect < self.min_aspect_ratio || aspect > self.max_aspect_ratio {
             return None;
         }
-        let params = self
+        let counts = self
             .model(l, d, heads, kv, ffn, vocab)
-            .total_params()
+            .param_counts()
             .ok()?;
+        let size = match self.size_basis {
+            ParamBasis::Total => counts.total_params,
+            ParamBasis::NonEmbedding => counts.non_embedding_params,
+        };
         (self.min_params..=self.max_params)
-            .contains(&params)
+            .contains(&size)
             .then_some(Shape {
                 num_layers: l,
                 hidden_size: d,
@@ -356,7 +382,8 @@ impl ShapeSpace {
                 head_dim: hd,
                 ffn_size: ffn,
                 vocab_size: vocab,
-                params,
+                params: counts.total_params,
+                non_embedding_params: counts.non_embedding_params,
             })
     }
 
@@ -374,7 +401,11 @@ impl ShapeSpace {
             head_dim: hd,
             ..self.model(l, d, heads, kv, ffn, vocab)
         };
-        m.total_params().ok()
+        let c = m.param_counts().ok()?;
+        Some(match self.size_basis {
+            ParamBasis::Total => c.total_params,
+            ParamBasis::NonEmbedding => c.non_embedding_params,
+        })
     }
 
     /// A lazy iterator over every valid shape, by depth, then head size, then width.
@@ -578,7 +609,7 @@ impl Iterator for ShapeIter<'_> {
 pub struct ScoredShape {
     /// The shape.
     pub shape: Shape,
-    /// `(params − target) / target`.
+    /// `(params − target) / target`, counted in the space's size basis.
     pub param_error: f64,
     /// Heuristics.
     pub heuristics: ShapeHeuristics,
@@ -603,7 +634,7 @@ pub fn score(space: &ShapeSpace, shape: &Shape) -> Result<ScoredShape> {
     let model = space.model_of(shape)?;
     Ok(ScoredShape {
         shape: *shape,
-        param_error: (shape.params as f64 - space.target_params as f64)
+        param_error: (shape.params_in(space.size_basis) as f64 - space.target_params as f64)
             / space.target_params as f64,
         heuristics: heuristics::evaluate(&model)?,
     })

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 
 const GIB: f64 = (1u64 << 30) as f64;
 
-/// Issue 3: GPT-3 175B on tp 8 × pp 8, ZeRO 0, 18 bytes per parameter: about 46.9 GiB of
+/// GPT-3 175B on tp 8 × pp 8, ZeRO 0, 18 bytes per parameter: about 46.9 GiB of
 /// weights + gradients + optimizer states per GPU. By hand: 12 layers per stage of
 /// (12h² + 7h)/8 + 6h parameters per rank, plus the padded vocabulary shard 51200·h/8 for
 /// the embedding (first stage) or the head copy (last stage); the first stage also keeps

@@ -166,7 +166,9 @@ proptest! {
             prop_assert!(c.memory_bytes_per_gpu as f64 <= req.cluster.gpu.memory_bytes as f64 * req.memory_fraction);
             prop_assert!(floor.is_none_or(|f| c.tokens >= f));
             prop_assert_eq!(c.layout.gpus().unwrap(), gpus);
-            prop_assert!(c.shape.params >= lo && c.shape.params <= lo + width);
+            // The range is in the law's own count: non-embedding for Kaplan, total otherwise.
+            let size = c.shape.params_in(req.law.size_basis());
+            prop_assert!(size >= lo && size <= lo + width);
         }
         prop_assert!(p.candidates.windows(2).all(|w| w[0].predicted_loss <= w[1].predicted_loss));
     }

@@ -1,6 +1,6 @@
 //! Exact parameter counts against published figures.
 //!
-//! `tests/data/models_reference.json` is a copy of `shared/data/models_reference.json`: six
+//! `tests/data/models_reference.json` holds six
 //! released configs with counts from model cards / KerasHub presets / the Pythia README. The
 //! other models below are released configs (keys as published on the Hugging Face hub) with
 //! their published exact counts from the sources named per row.
@@ -41,7 +41,7 @@ const OTHER_MODELS: &[(&str, &str, u64, &str)] = &[
         "Llama-2-70B",
         r#"{"model_type":"llama","hidden_size":8192,"intermediate_size":28672,"num_attention_heads":64,"num_hidden_layers":80,"num_key_value_heads":8,"vocab_size":32000,"max_position_embeddings":4096,"rms_norm_eps":1e-05,"tie_word_embeddings":false}"#,
         68_976_648_192,
-        "lmshape issue 2 (count of the released weights)",
+        "meta-llama/Llama-2-70b-hf safetensors index total_size / 2 bytes",
     ),
     (
         "Llama-2-13B",
@@ -206,7 +206,7 @@ fn gpt3_presets_round_to_table_2_1() {
 
 #[test]
 fn peers_pitfalls_are_avoided() {
-    // Ignoring SwiGLU's third matrix and GQA gives 6.57B / 55.3B (issue 2); exact is larger.
+    // Ignoring SwiGLU's third matrix and GQA gives 6.57B / 55.3B; exact is larger.
     let m = from_hf_config_str(OTHER_MODELS[0].1).unwrap();
     let c = m.param_counts().unwrap();
     assert_eq!(c.layer.mlp_in_weight_params, 2 * 8192 * 28672);

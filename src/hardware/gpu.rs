@@ -89,11 +89,18 @@ pub struct GpuSpec {
     pub memory_bytes_per_s: f64,
     /// NVLink bandwidth per GPU (both directions summed, as NVIDIA quotes it), bytes/s.
     pub nvlink_bytes_per_s: f64,
-    /// Fraction of the dense Tensor Core peak a large, aligned cuBLAS GEMM sustains. H100/H200:
-    /// 0.80 (≈790 of 989 TFLOP/s in bf16, measured on this workplace's H200 machines);
-    /// A100/V100: 0.85 (large-GEMM throughput in NVIDIA's "Matrix Multiplication Background"
-    /// figures, ≈265 of 312 TFLOP/s); an assumption to calibrate, not a datasheet fact.
+    /// Fraction of the dense Tensor Core peak a large, aligned cuBLAS GEMM sustains. An
+    /// assumption to calibrate, not a datasheet fact: A100/V100 0.85 (≈265 of 312 TFLOP/s, the
+    /// large-GEMM throughput in NVIDIA's "Matrix Multiplication Background" guide); H100/H200
+    /// 0.80 (assumed: Hopper's published large bf16 GEMM results sit near 750–800 of 989
+    /// TFLOP/s, lower than Ampere's fraction because its clocks throttle under dense load).
     pub gemm_efficiency: f64,
+    /// GPUs in the vendor's reference node for this GPU (DGX: 8).
+    pub node_gpus: u64,
+    /// Scale-out network of that reference node, all NICs together, bytes/s: DGX-1 V100
+    /// 4 × 100 Gb/s EDR InfiniBand; DGX A100 8 × 200 Gb/s HDR; DGX H100 and DGX H200 8 × 400
+    /// Gb/s NDR (NVIDIA DGX-1, DGX A100, DGX H100/H200 datasheets).
+    pub node_network_bytes_per_s: f64,
 }
 
 const GIB: u64 = 1 << 30;
@@ -113,6 +120,8 @@ impl GpuSpec {
             memory_bytes_per_s: 900e9,
             nvlink_bytes_per_s: 300e9,
             gemm_efficiency: 0.85,
+            node_gpus: 8,
+            node_network_bytes_per_s: 4.0 * 100e9 / 8.0,
         }
     }
 
@@ -130,6 +139,8 @@ impl GpuSpec {
             memory_bytes_per_s: 1555e9,
             nvlink_bytes_per_s: 600e9,
             gemm_efficiency: 0.85,
+            node_gpus: 8,
+            node_network_bytes_per_s: 8.0 * 200e9 / 8.0,
         }
     }
 
@@ -157,6 +168,8 @@ impl GpuSpec {
             memory_bytes_per_s: 3.35e12,
             nvlink_bytes_per_s: 900e9,
             gemm_efficiency: 0.80,
+            node_gpus: 8,
+            node_network_bytes_per_s: 8.0 * 400e9 / 8.0,
         }
     }
 

@@ -72,7 +72,26 @@ impl Cluster {
     /// Gb/s HDR InfiniBand per node). NCCL reaches ~77% of the NVLink rate in all-reduce
     /// (≈230 GB/s bus bandwidth on DGX A100 in nccl-tests); 10 µs per collective.
     pub fn selene() -> Cluster {
-        Cluster::dgx(GpuSpec::a100_80gb(), 8.0 * 200e9 / 8.0)
+        Cluster::reference_node(GpuSpec::a100_80gb())
+    }
+
+    /// The vendor's reference node of `gpu` ([`GpuSpec::node_gpus`] GPUs and
+    /// [`GpuSpec::node_network_bytes_per_s`] of network per node), other constants as
+    /// [`Cluster::dgx`].
+    ///
+    /// ```
+    /// use lmshape::hardware::{GpuSpec, step::Cluster};
+    /// let c = Cluster::reference_node(GpuSpec::h100_sxm());
+    /// assert_eq!(c.inter_node_bytes_per_s, 8.0 * 400e9 / 8.0); // DGX H100: 8 × 400 Gb/s
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    pub fn reference_node(gpu: GpuSpec) -> Cluster {
+        let network = gpu.node_network_bytes_per_s;
+        let gpus_per_node = gpu.node_gpus;
+        Cluster {
+            gpus_per_node,
+            ..Cluster::dgx(gpu, network)
+        }
     }
 
     /// A DGX-style node of `gpu` with `inter_node_bytes_per_s` of network per node, other
