@@ -102,6 +102,17 @@ fn planning(c: &mut Criterion) {
             )
         })
     });
+    let mut huge = lmshape::PlanRequest::bloom_reference();
+    huge.gpus = 1_000_000_000;
+    g.bench_function("a_billion_gpus", |b| {
+        b.iter(|| {
+            black_box(
+                lmshape::plan::plan(black_box(&huge), &timer)
+                    .unwrap()
+                    .shapes,
+            )
+        })
+    });
     g.finish();
 }
 

@@ -296,7 +296,18 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
     }
     println!("\n== rejected (shape, layout) pairs by reason");
     for (reason, n) in &p.rejection_counts {
-        println!("  {:<36}{n:>10}", reason.describe());
+        println!("  {:<36}{n:>10}", reason.to_string());
+    }
+    if !p.invalid_layouts.is_empty() {
+        println!(
+            "  layouts no shape can use: {} (e.g. tp {} × pp {} × dp {}, micro-batch {}: {})",
+            p.invalid_layouts.len(),
+            p.invalid_layouts[0].layout.tp,
+            p.invalid_layouts[0].layout.pp,
+            p.invalid_layouts[0].layout.dp,
+            p.invalid_layouts[0].layout.micro_batch,
+            p.invalid_layouts[0].reason
+        );
     }
     println!(
         "  shapes with no feasible layout: {}",

@@ -89,8 +89,15 @@ fn main() {
     }
     cluster.software_efficiency = args.get("software-efficiency", cluster.software_efficiency);
     let opts = StepOptions {
-        flash_attention: args.flag("flash"),
-        dropout: !args.flag("no-dropout"),
+        memory: lmshape::MemoryOptions {
+            attention: if args.flag("flash") {
+                lmshape::memory::AttentionKernel::Flash
+            } else {
+                lmshape::memory::AttentionKernel::Standard
+            },
+            dropout: !args.flag("no-dropout"),
+            ..lmshape::MemoryOptions::default()
+        },
         ..StepOptions::default()
     };
     let timer = AnalyticalTimer::new(gpu);

@@ -12,6 +12,7 @@
 use crate::error::{Error, Result, divisible, positive};
 use crate::flops::Recompute;
 use crate::model::Transformer;
+use itertools::Itertools;
 use serde::{Deserialize, Serialize};
 
 /// ZeRO stage (Rajbhandari et al. 2020): what is sharded across data-parallel replicas.
@@ -375,15 +376,11 @@ impl ParallelLayout {
         }
     }
 
-    /// Check every rule against `model`; the first rule broken is returned.
+    /// Check every rule against `model`: first the rules of the layout alone
+    /// ([`ParallelLayout::validate_batch`]), then how the model splits over it
+    /// ([`check_tensor_split`], [`check_pipeline_split`]). The first rule broken is returned.
     pub fn validate(&self, model: &Transformer) -> Result<()> {
-        positive(self.tp, "tp")?;
-        positive(self.pp, "pp")?;
-        positive(self.dp, "dp")?;
-        positive(self.micro_batch, "micro_batch")?;
-        positive(self.global_batch, "global_batch")?;
-        positive(self.seq_len, "seq_len")?;
-        self.gpus()?;
+        self.validate_batch()?;
         check_tensor_split(
             model.num_heads,
             model.num_kv_heads,
@@ -391,6 +388,35 @@ impl ParallelLayout {
             model.ffn_size,
             self.tp,
         )?;
+        check_pipeline_split(
+            model.num_layers,
+            self.pp,
+            self.embedding_pipeline_slots,
+            self.virtual_stages(),
+        )
+    }
+
+    /// The rules that do not depend on the model: positive degrees and batches, a GPU count
+    /// that fits `u64`, the sequence split of sequence parallelism (Korthikanti et al. 2022
+    /// §4.2.2), the global batch split into micro-batches over data-parallel replicas, and the
+    /// interleaved schedule's need for a pipeline and for micro-batches in multiples of `pp`
+    /// (Narayanan et al. 2021 §2.2.2; Megatron-LM's argument checks).
+    ///
+    /// ```
+    /// use lmshape::ParallelLayout;
+    /// let l = ParallelLayout { dp: 7, global_batch: 2048, ..ParallelLayout::default() };
+    /// let e = l.validate_batch().unwrap_err();
+    /// assert!(e.to_string().contains("global batch must split"));
+    /// ```
+    pub fn validate_batch(&self) -> Result<()> {
+        positive(self.tp, "tp")?;
+        positive(self.pp, "pp")?;
+        positive(self.dp, "dp")?;
+        positive(self.micro_batch, "micro_batch")?;
+        positive(self.global_batch, "global_batch")?;
+        positive(self.seq_len, "seq_len")?;
+        positive(self.virtual_stages(), "virtual_stages")?;
+        self.gpus()?;
         if self.sequence_parallel {
             divisible(
                 "sequence parallelism splits the sequence over tp",
@@ -400,12 +426,6 @@ impl ParallelLayout {
                 self.tp,
             )?;
         }
-        check_pipeline_split(
-            model.num_layers,
-            self.pp,
-            self.embedding_pipeline_slots,
-            self.virtual_stages(),
-        )?;
         let per_step = crate::error::mul(self.micro_batch, self.dp, "micro-batch × dp")?;
         divisible(
             "global batch must split into micro-batches over data parallelism",
@@ -451,4 +471,152 @@ pub struct StageLayers {
     pub middle: u64,
     /// Last stage (also holds the final norm and the output head).
     pub last: u64,
+}
+
+/// When a layout counts the input embedding and the output head as pipeline slots
+/// ([`ParallelLayout::embedding_pipeline_slots`], as BigScience did for BLOOM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbeddingSlots {
+    /// Never: layers split evenly over `pp` (Megatron-LM's default).
+    #[default]
+    Never,
+    /// Only when the layers do not split evenly over `pp` but `L + 2` does (BigScience's
+    /// `type:transformer|embedding` partition).
+    WhenLayersDoNotDivide,
+}
+
+impl EmbeddingSlots {
+    /// Whether a model of `num_layers` layers on `pp` stages uses the slots.
+    pub fn applies(self, num_layers: u64, pp: u64) -> bool {
+        match self {
+            EmbeddingSlots::Never => false,
+            EmbeddingSlots::WhenLayersDoNotDivide => pp > 1 && num_layers % pp != 0,
+        }
+    }
+}
+
+/// Every layout of a GPU count: each tensor-parallel degree of `tp_options` that fits a node
+/// and divides the GPUs, each pipeline degree dividing the rest, data parallelism filling
+/// the GPUs, each micro-batch of `micro_batches`; the other settings come from `template`.
+/// The divisors are found once (trial division up to `√n`), so a space over 10⁹ GPUs is
+/// enumerated in microseconds.
+///
+/// ```
+/// use lmshape::parallel::{LayoutSpace, ParallelLayout};
+/// let space = LayoutSpace {
+///     gpus: 384,
+///     max_tp: 8,
+///     tp_options: vec![1, 2, 4, 8],
+///     micro_batches: vec![1, 2, 4],
+///     template: ParallelLayout { global_batch: 2048, ..ParallelLayout::default() },
+///     embedding_slots: Default::default(),
+/// };
+/// let layouts = space.enumerate()?;
+/// assert!(layouts.valid.iter().any(|l| (l.tp, l.pp, l.dp, l.micro_batch) == (4, 12, 8, 2)));
+/// // dp = 3 cannot split a global batch of 2048.
+/// assert!(layouts.invalid.iter().any(|(l, _)| l.dp == 3));
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayoutSpace {
+    /// GPUs to fill (`tp · pp · dp`).
+    pub gpus: u64,
+    /// Largest tensor-parallel degree (GPUs per node, or per NVLink domain).
+    pub max_tp: u64,
+    /// Tensor-parallel degrees tried.
+    pub tp_options: Vec<u64>,
+    /// Micro-batch sizes tried.
+    pub micro_batches: Vec<u64>,
+    /// Everything else of each layout (batch, sequence, recomputation, ZeRO, schedule).
+    pub template: ParallelLayout,
+    /// When layouts count the embeddings as pipeline slots.
+    pub embedding_slots: EmbeddingSlots,
+}
+
+/// The layouts of a [`LayoutSpace`], split by the rules that do not depend on the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layouts {
+    /// Layouts that pass [`ParallelLayout::validate_batch`].
+    pub valid: Vec<ParallelLayout>,
+    /// Layouts that do not, with the rule each breaks.
+    pub invalid: Vec<(ParallelLayout, Error)>,
+}
+
+/// The divisors of `n` in increasing order (trial division up to `√n`).
+///
+/// ```
+/// assert_eq!(lmshape::parallel::divisors(12), vec![1, 2, 3, 4, 6, 12]);
+/// assert_eq!(lmshape::parallel::divisors(0), Vec::<u64>::new());
+/// ```
+pub fn divisors(n: u64) -> Vec<u64> {
+    let mut low = Vec::new();
+    let mut high = Vec::new();
+    let mut d = 1u64;
+    while d.checked_mul(d).is_some_and(|sq| sq <= n) {
+        if n % d == 0 {
+            low.push(d);
+            if d != n / d {
+                high.push(n / d);
+            }
+        }
+        d += 1;
+    }
+    low.extend(high.into_iter().rev());
+    low
+}
+
+impl LayoutSpace {
+    /// Every layout of the space, valid or not for any model (see [`Layouts`]).
+    pub fn enumerate(&self) -> Result<Layouts> {
+        positive(self.gpus, "gpus")?;
+        positive(self.max_tp, "max_tp")?;
+        let tps: Vec<u64> = self
+            .tp_options
+            .iter()
+            .copied()
+            .filter(|&tp| tp > 0 && tp <= self.max_tp && self.gpus % tp == 0)
+            .sorted()
+            .dedup()
+            .collect();
+        let mut layouts = Layouts {
+            valid: Vec::new(),
+            invalid: Vec::new(),
+        };
+        for tp in tps {
+            let rest = self.gpus / tp;
+            for (pp, &mb) in divisors(rest)
+                .into_iter()
+                .cartesian_product(&self.micro_batches)
+            {
+                let layout = ParallelLayout {
+                    tp,
+                    pp,
+                    dp: rest / pp,
+                    micro_batch: mb,
+                    ..self.template
+                };
+                match layout.validate_batch() {
+                    Ok(()) => layouts.valid.push(layout),
+                    Err(e) => layouts.invalid.push((layout, e)),
+                }
+            }
+        }
+        Ok(layouts)
+    }
+
+    /// `layout` (one of [`LayoutSpace::enumerate`]'s) as used for `model`: the embedding
+    /// slots set by the space's policy, then every rule checked.
+    pub fn for_model(
+        &self,
+        layout: &ParallelLayout,
+        model: &Transformer,
+    ) -> Result<ParallelLayout> {
+        let l = ParallelLayout {
+            embedding_pipeline_slots: self.embedding_slots.applies(model.num_layers, layout.pp),
+            ..*layout
+        };
+        l.validate(model)?;
+        Ok(l)
+    }
 }

@@ -9,9 +9,12 @@
 //!    give).
 //! 3. **Shapes** ([`crate::search`]): every shape in the range; shapes with heads larger than
 //!    the limit are rejected ("heads too large", as BigScience rejected a finalist).
-//! 4. **Layouts** ([`crate::parallel`]): every `tp ≤ GPUs per node` from the options, every
-//!    `pp` dividing the rest (with BigScience's embedding slots when only `(L + 2) % pp` holds),
-//!    `dp` filling the cluster, every micro-batch option; invalid ones are "indivisible".
+//! 4. **Layouts** ([`crate::parallel::LayoutSpace`]): every `tp ≤ GPUs per node` from the
+//!    options, every `pp` dividing the rest, `dp` filling the cluster, every micro-batch
+//!    option, found once; layouts that break a rule of their own (the global batch does not
+//!    split over `dp`) are listed in [`Plan::invalid_layouts`]; with BigScience's embedding
+//!    slots ([`PlanRequest::embedding_slots`]) when only `(L + 2) % pp` holds; a layout that
+//!    breaks a rule for the shape is "indivisible".
 //! 5. **Memory** ([`crate::memory`]): the most loaded GPU must fit in a fraction of the card.
 //! 6. **Speed** ([`crate::hardware::step`]) with the timer you pass: tokens reachable in the
 //!    usable wall-clock; below the token floor is "too slow".
@@ -21,14 +24,15 @@ use crate::error::{Error, Result, positive, positive_f64};
 use crate::flops::ParamBasis;
 use crate::hardware::GemmTimer;
 use crate::hardware::step::{self, Cluster, StepOptions};
-use crate::memory::{self, MemoryOptions};
+use crate::memory;
 use crate::model::{Architecture, Transformer};
-use crate::parallel::{ParallelLayout, ZeroStage};
+use crate::parallel::{EmbeddingSlots, LayoutSpace, ParallelLayout, ZeroStage};
 use crate::scaling::{
     self, Allocation, Binding, Constraints, KaplanLaw, ParametricLaw, PowerLawFrontier,
 };
 use crate::search::{Shape, ShapeSpace};
 use crate::{Recompute, hardware::Dtype};
+use itertools::Itertools;
 use serde::{Deserialize, Serialize};
 
 /// Which law sets the target and predicts loss.
@@ -149,12 +153,15 @@ pub struct PlanRequest {
     pub sequence_parallel: bool,
     /// Fraction of GPU memory the estimate may use (the rest covers what it leaves out).
     pub memory_fraction: f64,
-    /// Memory assumptions.
-    pub memory_options: MemoryOptions,
-    /// Step-model options.
+    /// Step-model options, with the memory assumptions the memory estimate uses too
+    /// (`step_options.memory`).
     pub step_options: StepOptions,
     /// The law for the target and the loss.
     pub law: LawChoice,
+    /// When a layout counts the embeddings as pipeline slots (BigScience's partition for
+    /// BLOOM); never by default.
+    #[serde(default)]
+    pub embedding_slots: EmbeddingSlots,
 }
 
 impl PlanRequest {
@@ -191,12 +198,116 @@ impl PlanRequest {
             zero: ZeroStage::OptimizerStates,
             sequence_parallel: false,
             memory_fraction: 0.9,
-            memory_options: MemoryOptions::default(),
             step_options: StepOptions {
                 dtype: Dtype::Bf16,
                 ..StepOptions::default()
             },
             law: LawChoice::Kaplan,
+            embedding_slots: EmbeddingSlots::WhenLayersDoNotDivide,
+        }
+    }
+
+    /// A request with generic defaults, not anyone's reference case: the cluster's
+    /// reference-node layout limits, 5% of the time held back, 40% assumed MFU, sequence
+    /// 4096, global batch 1024 sequences, no token floor or size cap, Chinchilla's law (Hoffmann
+    /// et al. 2022 approach 3), head dims 64–256 in steps of 16 (none rejected above 128 but
+    /// those above 256), hidden a multiple of 128, any aspect ratio of published ≥1B models,
+    /// tp ∈ {1, 2, 4, 8}, micro-batches {1, 2, 4}, selective recomputation, the distributed
+    /// optimizer (ZeRO-1), sequence parallelism, 90% of GPU memory, search from 40% below to
+    /// 10% above the target, no embedding slots. Adjust with the setters or the public fields.
+    ///
+    /// ```
+    /// use lmshape::{plan::{LawChoice, PlanRequest}, hardware::step::Cluster, Architecture};
+    /// let req = PlanRequest::new(Cluster::selene(), 64, 24.0 * 7.0, Architecture::llama(), 32000)
+    ///     .law(LawChoice::Besiroglu)
+    ///     .token_floor(Some(20e9));
+    /// assert_eq!(req.gpus, 64);
+    /// ```
+    pub fn new(
+        cluster: Cluster,
+        gpus: u64,
+        hours: f64,
+        arch: Architecture,
+        vocab_size: u64,
+    ) -> PlanRequest {
+        PlanRequest {
+            cluster,
+            gpus,
+            hours,
+            safety_margin: 0.05,
+            assumed_mfu: 0.4,
+            arch,
+            vocab_size,
+            seq_len: 4096,
+            global_batch: 1024,
+            token_floor: None,
+            param_cap: None,
+            param_range: None,
+            range_below: 0.4,
+            range_above: 0.1,
+            head_dims: (4..=16).map(|k| 16 * k).collect(),
+            max_head_dim: 256,
+            hidden_multiple: 128,
+            aspect_ratio_range: published_aspect_envelope(1e9),
+            tp_options: vec![1, 2, 4, 8],
+            micro_batches: vec![1, 2, 4],
+            recompute: Recompute::Selective,
+            zero: ZeroStage::OptimizerStates,
+            sequence_parallel: true,
+            memory_fraction: 0.9,
+            step_options: StepOptions::default(),
+            law: LawChoice::Chinchilla,
+            embedding_slots: EmbeddingSlots::Never,
+        }
+    }
+
+    /// Set the law.
+    pub fn law(mut self, law: LawChoice) -> PlanRequest {
+        self.law = law;
+        self
+    }
+
+    /// Set the token floor.
+    pub fn token_floor(mut self, tokens: Option<f64>) -> PlanRequest {
+        self.token_floor = tokens;
+        self
+    }
+
+    /// Set the size cap.
+    pub fn param_cap(mut self, params: Option<f64>) -> PlanRequest {
+        self.param_cap = params;
+        self
+    }
+
+    /// Search this parameter range (in the law's own count) instead of one around the target.
+    pub fn param_range(mut self, lo: u64, hi: u64) -> PlanRequest {
+        self.param_range = Some((lo, hi));
+        self
+    }
+
+    /// Set the sequence length and the global batch (sequences per step).
+    pub fn batch(mut self, seq_len: u64, global_batch: u64) -> PlanRequest {
+        self.seq_len = seq_len;
+        self.global_batch = global_batch;
+        self
+    }
+
+    /// The layouts the plan tries.
+    pub fn layout_space(&self) -> LayoutSpace {
+        LayoutSpace {
+            gpus: self.gpus,
+            max_tp: self.cluster.gpus_per_node,
+            tp_options: self.tp_options.clone(),
+            micro_batches: self.micro_batches.clone(),
+            template: ParallelLayout {
+                sequence_parallel: self.sequence_parallel,
+                zero: self.zero,
+                global_batch: self.global_batch,
+                seq_len: self.seq_len,
+                recompute: self.recompute,
+                ..ParallelLayout::default()
+            },
+            embedding_slots: self.embedding_slots,
         }
     }
 
@@ -267,25 +378,40 @@ pub enum RejectReason {
     Indivisible,
     /// The most loaded GPU does not fit.
     DoesNotFit,
+    /// The memory or time estimate failed for this pair (e.g. a timing table without one of
+    /// its GEMMs); the error is kept in the shape's [`Rejection::error`].
+    EstimateFailed,
     /// The step is too slow to reach the token floor in the usable time.
     TooSlowForTokenFloor,
 }
 
 impl RejectReason {
+    /// Every reason, in order of how far a candidate got.
+    pub const ALL: [RejectReason; 5] = [
+        RejectReason::HeadsTooLarge,
+        RejectReason::Indivisible,
+        RejectReason::DoesNotFit,
+        RejectReason::EstimateFailed,
+        RejectReason::TooSlowForTokenFloor,
+    ];
+}
+
+impl std::fmt::Display for RejectReason {
     /// A short phrase.
-    pub fn describe(self) -> &'static str {
-        match self {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
             RejectReason::HeadsTooLarge => "heads too large",
             RejectReason::Indivisible => "indivisible (layout rules)",
+            RejectReason::EstimateFailed => "estimate failed",
             RejectReason::DoesNotFit => "does not fit in memory",
             RejectReason::TooSlowForTokenFloor => "too slow to reach the token floor",
-        }
+        })
     }
 }
 
 /// A shape with no feasible layout: the furthest stage any of its layouts reached, and that
 /// layout (for "too slow", the fastest one).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rejection {
     /// The shape.
     pub shape: Shape,
@@ -293,6 +419,19 @@ pub struct Rejection {
     pub layout: Option<ParallelLayout>,
     /// Why.
     pub reason: RejectReason,
+    /// The error, when an estimate failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A layout no shape can use (it breaks a rule of the layout alone, such as the global batch
+/// not splitting over data parallelism).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvalidLayout {
+    /// The layout.
+    pub layout: ParallelLayout,
+    /// The rule it breaks.
+    pub reason: String,
 }
 
 /// A feasible (shape, layout) with its figures.
@@ -323,6 +462,8 @@ pub struct PlanBudget {
     pub gpu_hours: f64,
     /// Wall-clock hours after the safety margin.
     pub usable_hours: f64,
+    /// GPU-hours after the safety margin.
+    pub usable_gpu_hours: f64,
     /// Training FLOPs at the assumed MFU over the usable time.
     pub compute_flops: f64,
 }
@@ -330,7 +471,8 @@ pub struct PlanBudget {
 /// Each law's compute-optimal allocation for the budget.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LawBounds {
-    /// Kaplan et al. 2020 (non-embedding parameters).
+    /// Kaplan et al. 2020 (non-embedding parameters). Its published `N_opt` and `D_opt` are
+    /// separate fits and do not satisfy `C = 6ND` (see [`PowerLawFrontier::KAPLAN`]).
     pub kaplan: Allocation,
     /// Chinchilla approach 1.
     pub chinchilla_approach1: Allocation,
@@ -342,6 +484,19 @@ pub struct LawBounds {
     pub besiroglu: Allocation,
 }
 
+impl LawBounds {
+    /// Every law's optimum for `flops`.
+    pub fn for_flops(flops: f64) -> Result<LawBounds> {
+        Ok(LawBounds {
+            kaplan: PowerLawFrontier::KAPLAN.optimal(flops)?,
+            chinchilla_approach1: PowerLawFrontier::CHINCHILLA_APPROACH1.optimal(flops)?,
+            chinchilla_approach2: PowerLawFrontier::CHINCHILLA_APPROACH2.optimal(flops)?,
+            chinchilla_approach3: ParametricLaw::CHINCHILLA.compute_optimal(flops)?,
+            besiroglu: ParametricLaw::BESIROGLU.compute_optimal(flops)?,
+        })
+    }
+}
+
 /// The planner's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
@@ -349,11 +504,12 @@ pub struct Plan {
     pub budget: PlanBudget,
     /// Each law's bound.
     pub bounds: LawBounds,
-    /// Target size from the chosen law and constraints.
+    /// Target size from the chosen law and constraints (in the law's count, see
+    /// [`LawChoice::size_basis`]).
     pub target_params: f64,
     /// The constraint that set the target.
     pub target_binding: Binding,
-    /// Parameter range searched.
+    /// Parameter range searched (in the law's count).
     pub param_range: (u64, u64),
     /// Shapes enumerated.
     pub shapes: u64,
@@ -366,6 +522,9 @@ pub struct Plan {
     /// Rejections per reason over every (shape, layout) pair (shapes with heads too large
     /// count once).
     pub rejection_counts: Vec<(RejectReason, u64)>,
+    /// Layouts of the GPU count that no shape can use, with the rule each breaks.
+    #[serde(default)]
+    pub invalid_layouts: Vec<InvalidLayout>,
 }
 
 impl Plan {
@@ -376,41 +535,29 @@ impl Plan {
 
     /// The best layout of each shape, best first.
     pub fn best_per_shape(&self) -> Vec<Candidate> {
-        let mut seen: Vec<Shape> = Vec::new();
-        let mut out = Vec::new();
-        for c in &self.candidates {
-            if !seen.contains(&c.shape) {
-                seen.push(c.shape);
-                out.push(*c);
-            }
-        }
-        out
+        self.candidates
+            .iter()
+            .unique_by(|c| c.shape)
+            .copied()
+            .collect()
     }
 }
 
-/// Run the planner (see the module docs). An impossible request gives a plan with no
-/// candidates and every rejection's reason, not an error; only malformed requests are errors.
-pub fn plan(req: &PlanRequest, timer: &dyn GemmTimer) -> Result<Plan> {
-    req.validate()?;
-    let gpu = &req.cluster.gpu;
-    let peak = gpu.peak_flops_per_s(req.step_options.dtype)?;
+/// Step 1: the budget and the FLOPs it buys at the assumed MFU.
+fn read_budget(req: &PlanRequest) -> Result<PlanBudget> {
+    let peak = req.cluster.gpu.peak_flops_per_s(req.step_options.dtype)?;
     let usable_hours = req.hours * (1.0 - req.safety_margin);
-    let gpu_hours = req.gpus as f64 * req.hours;
-    let compute_flops =
-        scaling::training_flops(req.gpus as f64 * usable_hours, peak, req.assumed_mfu)?;
-    let bounds = LawBounds {
-        kaplan: PowerLawFrontier::KAPLAN.optimal(compute_flops)?,
-        chinchilla_approach1: PowerLawFrontier::CHINCHILLA_APPROACH1.optimal(compute_flops)?,
-        chinchilla_approach2: PowerLawFrontier::CHINCHILLA_APPROACH2.optimal(compute_flops)?,
-        chinchilla_approach3: ParametricLaw::CHINCHILLA.compute_optimal(compute_flops)?,
-        besiroglu: ParametricLaw::BESIROGLU.compute_optimal(compute_flops)?,
-    };
-    let cons = Constraints {
-        token_floor: req.token_floor,
-        param_cap: req.param_cap,
-        param_floor: None,
-    };
-    let (target, binding) = req.law.target(compute_flops, &cons)?;
+    let usable_gpu_hours = req.gpus as f64 * usable_hours;
+    Ok(PlanBudget {
+        gpu_hours: req.gpus as f64 * req.hours,
+        usable_hours,
+        usable_gpu_hours,
+        compute_flops: scaling::training_flops(usable_gpu_hours, peak, req.assumed_mfu)?,
+    })
+}
+
+/// Step 2–3: the shape space around the target (or over the given range).
+fn shape_space(req: &PlanRequest, target: f64) -> Result<ShapeSpace> {
     let (lo, hi) = match req.param_range {
         Some(r) => r,
         None => (
@@ -425,132 +572,196 @@ pub fn plan(req: &PlanRequest, timer: &dyn GemmTimer) -> Result<Plan> {
     space.size_basis = req.law.size_basis();
     space.pad_vocab = false;
     space.seq_len = req.seq_len;
-    space.head_dims = req.head_dims.clone();
-    space.head_dims.sort_unstable();
-    space.head_dims.dedup();
+    space.head_dims = req.head_dims.iter().copied().sorted().dedup().collect();
     space.hidden_multiple = req.hidden_multiple;
     space.min_aspect_ratio = req.aspect_ratio_range.0;
     space.max_aspect_ratio = req.aspect_ratio_range.1;
-    let usable_seconds = usable_hours * 3600.0;
-    let memory_limit = (gpu.memory_bytes as f64 * req.memory_fraction) as u64;
+    Ok(space)
+}
 
-    let mut candidates = Vec::new();
-    let mut rejected_shapes = Vec::new();
-    let mut counts = [0u64; 4];
-    let mut shapes = 0u64;
-    let mut evaluated = 0u64;
-    for shape in space.iter()? {
-        shapes += 1;
-        if shape.head_dim > req.max_head_dim {
-            counts[RejectReason::HeadsTooLarge as usize] += 1;
-            rejected_shapes.push(Rejection {
+/// What the planner keeps while it walks the shapes.
+struct Tally {
+    candidates: Vec<Candidate>,
+    rejected_shapes: Vec<Rejection>,
+    counts: [u64; RejectReason::ALL.len()],
+    shapes: u64,
+    evaluated: u64,
+}
+
+/// What every (shape, layout) is evaluated against.
+struct Walk<'a> {
+    req: &'a PlanRequest,
+    timer: &'a dyn GemmTimer,
+    space: &'a ShapeSpace,
+    layout_space: &'a LayoutSpace,
+    layouts: &'a [ParallelLayout],
+    usable_seconds: f64,
+    memory_bytes: u64,
+}
+
+/// The furthest a shape's layouts got: (reason, layout, tokens, error).
+type Furthest = Option<(RejectReason, ParallelLayout, f64, Option<String>)>;
+
+/// Steps 4–6 for one (shape, layout): memory, then speed, then tokens.
+fn evaluate_pair(
+    walk: &Walk<'_>,
+    shape: Shape,
+    model: &Transformer,
+    layout: ParallelLayout,
+) -> Result<std::result::Result<Candidate, (RejectReason, f64)>> {
+    let req = walk.req;
+    let mem = memory::training_memory(model, &layout, &req.step_options.memory)?;
+    if mem.peak.total_bytes > walk.memory_bytes {
+        return Ok(Err((RejectReason::DoesNotFit, 0.0)));
+    }
+    let st = step::step_time(model, &layout, &req.cluster, walk.timer, &req.step_options)?;
+    let tokens = st.tokens_per_second * walk.usable_seconds;
+    if req.token_floor.is_some_and(|f| tokens < f) {
+        return Ok(Err((RejectReason::TooSlowForTokenFloor, tokens)));
+    }
+    Ok(Ok(Candidate {
+        shape,
+        layout,
+        memory_bytes_per_gpu: mem.peak.total_bytes,
+        step: st,
+        days: walk.usable_seconds / 86_400.0,
+        days_to_token_floor: req.token_floor.map(|f| st.days_for_tokens(f)),
+        tokens,
+        predicted_loss: req.law.loss(model, tokens)?,
+    }))
+}
+
+/// Steps 3–6 for one shape over every layout; a per-pair failure is a rejection, not an
+/// error of the plan.
+fn evaluate_shape(walk: &Walk<'_>, shape: Shape, tally: &mut Tally) {
+    tally.shapes += 1;
+    let req = walk.req;
+    if shape.head_dim > req.max_head_dim {
+        tally.counts[RejectReason::HeadsTooLarge as usize] += 1;
+        tally.rejected_shapes.push(Rejection {
+            shape,
+            layout: None,
+            reason: RejectReason::HeadsTooLarge,
+            error: None,
+        });
+        return;
+    }
+    let model = match walk.space.model_of(&shape) {
+        Ok(m) => m,
+        Err(e) => {
+            tally.counts[RejectReason::EstimateFailed as usize] += 1;
+            tally.rejected_shapes.push(Rejection {
                 shape,
                 layout: None,
-                reason: RejectReason::HeadsTooLarge,
+                reason: RejectReason::EstimateFailed,
+                error: Some(e.to_string()),
             });
-            continue;
+            return;
         }
-        let model = space.model_of(&shape)?;
-        let feasible_before = candidates.len();
-        // The furthest any layout of this shape got: (reason, layout, tokens).
-        let mut furthest: Option<(RejectReason, ParallelLayout, f64)> = None;
-        let mut note = |reason: RejectReason, layout: ParallelLayout, tokens: f64| {
-            counts[reason as usize] += 1;
-            let better = match &furthest {
-                None => true,
-                Some((r, _, t)) => reason > *r || (reason == *r && tokens > *t),
-            };
-            if better {
-                furthest = Some((reason, layout, tokens));
-            }
+    };
+    let feasible_before = tally.candidates.len();
+    let mut furthest: Furthest = None;
+    for base in walk.layouts {
+        tally.evaluated += 1;
+        let outcome = match walk.layout_space.for_model(base, &model) {
+            Err(_) => Err((RejectReason::Indivisible, *base, 0.0, None)),
+            Ok(layout) => match evaluate_pair(walk, shape, &model, layout) {
+                Ok(Ok(c)) => Ok(c),
+                Ok(Err((reason, tokens))) => Err((reason, layout, tokens, None)),
+                Err(e) => Err((
+                    RejectReason::EstimateFailed,
+                    layout,
+                    0.0,
+                    Some(e.to_string()),
+                )),
+            },
         };
-        for &tp in &req.tp_options {
-            if tp == 0 || tp > req.cluster.gpus_per_node || req.gpus % tp != 0 {
-                continue;
-            }
-            let rest = req.gpus / tp;
-            for pp in (1..=rest).filter(|p| rest % p == 0) {
-                for &mb in &req.micro_batches {
-                    evaluated += 1;
-                    let layout = ParallelLayout {
-                        tp,
-                        pp,
-                        dp: rest / pp,
-                        sequence_parallel: req.sequence_parallel,
-                        zero: req.zero,
-                        micro_batch: mb,
-                        global_batch: req.global_batch,
-                        seq_len: req.seq_len,
-                        recompute: req.recompute,
-                        embedding_pipeline_slots: shape.num_layers % pp != 0,
-                        ..ParallelLayout::default()
-                    };
-                    if layout.validate(&model).is_err() {
-                        note(RejectReason::Indivisible, layout, 0.0);
-                        continue;
-                    }
-                    let mem = memory::training_memory(&model, &layout, &req.memory_options)?;
-                    if mem.peak.total_bytes > memory_limit {
-                        note(RejectReason::DoesNotFit, layout, 0.0);
-                        continue;
-                    }
-                    let st =
-                        step::step_time(&model, &layout, &req.cluster, timer, &req.step_options)?;
-                    let tokens = st.tokens_per_second * usable_seconds;
-                    if req.token_floor.is_some_and(|f| tokens < f) {
-                        note(RejectReason::TooSlowForTokenFloor, layout, tokens);
-                        continue;
-                    }
-                    candidates.push(Candidate {
-                        shape,
-                        layout,
-                        memory_bytes_per_gpu: mem.peak.total_bytes,
-                        step: st,
-                        days: usable_seconds / 86_400.0,
-                        days_to_token_floor: req.token_floor.map(|f| st.days_for_tokens(f)),
-                        tokens,
-                        predicted_loss: req.law.loss(&model, tokens)?,
-                    });
+        match outcome {
+            Ok(c) => tally.candidates.push(c),
+            Err(r) => {
+                tally.counts[r.0 as usize] += 1;
+                let further = furthest
+                    .as_ref()
+                    .is_none_or(|f| r.0 > f.0 || (r.0 == f.0 && r.2 > f.2));
+                if further {
+                    furthest = Some(r);
                 }
             }
         }
-        if candidates.len() == feasible_before {
-            if let Some((reason, layout, _)) = furthest {
-                rejected_shapes.push(Rejection {
-                    shape,
-                    layout: Some(layout),
-                    reason,
-                });
-            }
+    }
+    if tally.candidates.len() == feasible_before {
+        if let Some((reason, layout, _, error)) = furthest {
+            tally.rejected_shapes.push(Rejection {
+                shape,
+                layout: Some(layout),
+                reason,
+                error,
+            });
         }
     }
-    candidates.sort_by(|a, b| {
+}
+
+/// Run the planner (see the module docs). An impossible request gives a plan with no
+/// candidates and every rejection's reason, not an error; only malformed requests are errors.
+pub fn plan(req: &PlanRequest, timer: &dyn GemmTimer) -> Result<Plan> {
+    req.validate()?;
+    let budget = read_budget(req)?;
+    let bounds = LawBounds::for_flops(budget.compute_flops)?;
+    let cons = Constraints {
+        token_floor: req.token_floor,
+        param_cap: req.param_cap,
+        param_floor: None,
+    };
+    let (target, binding) = req.law.target(budget.compute_flops, &cons)?;
+    let space = shape_space(req, target)?;
+    let layout_space = req.layout_space();
+    let layouts = layout_space.enumerate()?;
+    let walk = Walk {
+        req,
+        timer,
+        space: &space,
+        layout_space: &layout_space,
+        layouts: &layouts.valid,
+        usable_seconds: budget.usable_hours * 3600.0,
+        memory_bytes: (req.cluster.gpu.memory_bytes as f64 * req.memory_fraction) as u64,
+    };
+    let mut tally = Tally {
+        candidates: Vec::new(),
+        rejected_shapes: Vec::new(),
+        counts: [0; RejectReason::ALL.len()],
+        shapes: 0,
+        evaluated: 0,
+    };
+    for shape in space.iter()? {
+        evaluate_shape(&walk, shape, &mut tally);
+    }
+    // Step 7: rank by predicted loss, more tokens first on ties.
+    tally.candidates.sort_by(|a, b| {
         a.predicted_loss
             .total_cmp(&b.predicted_loss)
             .then(b.tokens.total_cmp(&a.tokens))
     });
     Ok(Plan {
-        budget: PlanBudget {
-            gpu_hours,
-            usable_hours,
-            compute_flops,
-        },
+        budget,
         bounds,
         target_params: target,
         target_binding: binding,
-        param_range: (lo, hi),
-        shapes,
-        evaluated,
-        candidates,
-        rejected_shapes,
-        rejection_counts: [
-            RejectReason::HeadsTooLarge,
-            RejectReason::Indivisible,
-            RejectReason::DoesNotFit,
-            RejectReason::TooSlowForTokenFloor,
-        ]
-        .into_iter()
-        .map(|r| (r, counts[r as usize]))
-        .collect(),
+        param_range: (space.min_params, space.max_params),
+        shapes: tally.shapes,
+        evaluated: tally.evaluated,
+        candidates: tally.candidates,
+        rejected_shapes: tally.rejected_shapes,
+        rejection_counts: RejectReason::ALL
+            .into_iter()
+            .map(|r| (r, tally.counts[r as usize]))
+            .collect(),
+        invalid_layouts: layouts
+            .invalid
+            .into_iter()
+            .map(|(layout, e)| InvalidLayout {
+                layout,
+                reason: e.to_string(),
+            })
+            .collect(),
     })
 }

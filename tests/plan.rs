@@ -40,7 +40,7 @@ fn reference_plan_recommendation_is_feasible() {
     best.layout.validate(&model).unwrap();
     assert_eq!(best.layout.gpus().unwrap(), 384);
     assert!(best.layout.tp <= 8);
-    let mem = memory::training_memory(&model, &best.layout, &req.memory_options).unwrap();
+    let mem = memory::training_memory(&model, &best.layout, &req.step_options.memory).unwrap();
     assert_eq!(mem.peak.total_bytes, best.memory_bytes_per_gpu);
     assert!(best.memory_bytes_per_gpu <= 80 << 30);
     assert!(best.tokens >= 350e9);
@@ -172,4 +172,73 @@ proptest! {
         }
         prop_assert!(p.candidates.windows(2).all(|w| w[0].predicted_loss <= w[1].predicted_loss));
     }
+}
+
+/// A timer that knows no GEMM: every estimate fails, and the plan says so per candidate
+/// instead of failing as a whole.
+struct NoTimings;
+
+impl GemmTimer for NoTimings {
+    fn gemm_seconds(&self, g: &Gemm) -> lmshape::Result<f64> {
+        Err(lmshape::Error::MissingTiming {
+            m: g.m,
+            n: g.n,
+            k: g.k,
+            batch: g.batch,
+        })
+    }
+}
+
+#[test]
+fn a_failing_estimate_is_a_rejection_not_an_error() {
+    let (mut req, _) = reference();
+    req.param_range = Some((170_000_000_000, 180_000_000_000));
+    let p = plan::plan(&req, &NoTimings).unwrap();
+    assert!(p.candidates.is_empty());
+    let failed = p
+        .rejection_counts
+        .iter()
+        .find(|(r, _)| *r == RejectReason::EstimateFailed)
+        .unwrap()
+        .1;
+    assert!(failed > 0);
+    let r = p
+        .rejected_shapes
+        .iter()
+        .find(|r| r.reason == RejectReason::EstimateFailed)
+        .expect("a shape rejected for the failed estimate");
+    assert!(r.error.as_deref().unwrap().contains("no timing for gemm"));
+}
+
+/// Seven GPUs cannot split a global batch of 2048 over data parallelism 7: the plan names the
+/// rule for those layouts instead of counting every shape as indivisible.
+#[test]
+fn layouts_that_break_their_own_rules_are_named() {
+    let (mut req, timer) = reference();
+    req.gpus = 7;
+    req.token_floor = None;
+    req.param_range = Some((1_000_000_000, 1_100_000_000));
+    req.aspect_ratio_range = (10.0, 300.0);
+    let p = plan::plan(&req, &timer).unwrap();
+    assert!(p.candidates.iter().all(|c| c.layout.dp == 1));
+    assert!(!p.invalid_layouts.is_empty());
+    assert!(p.invalid_layouts.iter().all(|l| l.layout.dp == 7));
+    assert!(
+        p.invalid_layouts
+            .iter()
+            .all(|l| l.reason.contains("global batch must split")),
+        "{:?}",
+        p.invalid_layouts
+    );
+}
+
+/// A billion GPUs: the layouts are found from the divisors once, so the plan answers (the
+/// bench reports how fast); every layout is invalid for a global batch of 2048.
+#[test]
+fn a_billion_gpus_answers() {
+    let (mut req, timer) = reference();
+    req.gpus = 1_000_000_000;
+    let p = plan::plan(&req, &timer).unwrap();
+    assert!(p.candidates.is_empty());
+    assert!(!p.invalid_layouts.is_empty());
 }

@@ -40,6 +40,7 @@ use super::analytical::ATTAINABLE_HBM_FRACTION;
 use super::{Dtype, Gemm, GemmTimer, GpuSpec};
 use crate::error::{Error, Result, positive_f64};
 use crate::flops::{self, FlopsConvention, Recompute};
+use crate::memory::{AttentionKernel, MemoryOptions};
 use crate::model::{MlpKind, Transformer};
 use crate::parallel::{ParallelLayout, Schedule, ZeroStage};
 use serde::{Deserialize, Serialize};
@@ -151,28 +152,38 @@ impl Cluster {
     }
 }
 
-/// Knobs of the step model beyond the layout.
+/// Knobs of the step model beyond the layout. The training setup it shares with the memory
+/// estimate — dropout, the attention kernel, bytes per gradient element — lives once, in
+/// [`StepOptions::memory`], so a plan cannot time one setup and size another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepOptions {
     /// GEMM and activation dtype.
     pub dtype: Dtype,
-    /// Dropout kernels run (and masks are written).
-    pub dropout: bool,
-    /// FlashAttention: no materialised scores (the attention GEMMs are still timed).
-    pub flash_attention: bool,
-    /// Bytes per gradient element in the data-parallel reduction (4: fp32 main grads).
-    pub grad_bytes: u64,
+    /// The training setup: dropout kernels run (and masks are written) when
+    /// `memory.dropout`; FlashAttention (no materialised scores; the attention GEMMs are still
+    /// timed) when `memory.attention` is [`AttentionKernel::Flash`]; the data-parallel
+    /// reduction moves `memory.precision.grad_bytes` per gradient element.
+    pub memory: MemoryOptions,
 }
 
 impl Default for StepOptions {
-    /// bf16, dropout on, standard attention, fp32 gradient reduction (Megatron-LM 2021–22).
+    /// bf16 with [`MemoryOptions::default`]: dropout on, standard attention, fp32 gradients
+    /// (Megatron-LM 2021–22).
     fn default() -> StepOptions {
         StepOptions {
             dtype: Dtype::Bf16,
-            dropout: true,
-            flash_attention: false,
-            grad_bytes: 4,
+            memory: MemoryOptions::default(),
         }
+    }
+}
+
+impl StepOptions {
+    fn dropout(&self) -> bool {
+        self.memory.dropout
+    }
+
+    fn flash_attention(&self) -> bool {
+        self.memory.attention == AttentionKernel::Flash
     }
 }
 
@@ -361,7 +372,7 @@ fn layer_times(
         s * b * h
     };
     let norms = model.arch.block.norms_per_layer() as f64;
-    let mask = if opts.dropout { 1.0 } else { 0.0 };
+    let mask = if opts.dropout() { 1.0 } else { 0.0 };
     let f = (model.ffn_size / layout.tp) as f64;
     let act_inputs = if model.arch.mlp == MlpKind::Gated {
         2.0
@@ -370,11 +381,11 @@ fn layer_times(
     };
     let heads = (model.num_heads / layout.tp) as f64;
     let scores = heads * s * s * b;
-    let softmax = if opts.flash_attention {
+    let softmax = if opts.flash_attention() {
         0.0
     } else {
         2.0 * e * scores
-            + if opts.dropout {
+            + if opts.dropout() {
                 (2.0 * e + 1.0) * scores
             } else {
                 0.0
@@ -502,10 +513,9 @@ pub fn step_time(
     let pipeline_seconds = slots * stage_seconds;
 
     // Data-parallel gradient reduction of the most loaded rank's parameters.
-    let report =
-        crate::memory::training_memory(model, layout, &crate::memory::MemoryOptions::default())?;
+    let report = crate::memory::training_memory(model, layout, &opts.memory)?;
     let local_params = report.peak.params_on_rank as f64;
-    let grad_bytes = local_params * opts.grad_bytes as f64;
+    let grad_bytes = local_params * opts.memory.precision.grad_bytes as f64;
     let intra_dp = layout.gpus()? <= cluster.gpus_per_node;
     let zero3 = if layout.zero == ZeroStage::Weights {
         1.5
