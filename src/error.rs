@@ -191,6 +191,25 @@ pub(crate) fn non_negative_f64(value: f64, field: &'static str) -> Result<f64> {
     }
 }
 
+/// Require a finite float in `[lo, hi]`; `expected` states the range in words.
+pub(crate) fn in_range_f64(
+    value: f64,
+    lo: f64,
+    hi: f64,
+    field: &'static str,
+    expected: &'static str,
+) -> Result<f64> {
+    if value.is_finite() && (lo..=hi).contains(&value) {
+        Ok(value)
+    } else {
+        Err(Error::InvalidValue {
+            field,
+            value,
+            expected,
+        })
+    }
+}
+
 /// Require `numerator % denominator == 0` (denominator must be positive).
 pub(crate) fn divisible(
     rule: &'static str,

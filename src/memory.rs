@@ -47,7 +47,7 @@
 use crate::error::{Error, Result, add, mul};
 use crate::flops::Recompute;
 use crate::model::{BlockKind, MlpKind, Transformer};
-use crate::parallel::{ParallelLayout, Schedule, ZeroStage, kv_heads_per_rank};
+use crate::parallel::{ParallelLayout, ZeroStage, kv_heads_per_rank};
 use serde::{Deserialize, Serialize};
 
 /// Bytes per parameter of each model state.
@@ -324,124 +324,17 @@ pub fn training_memory(
     opts: &MemoryOptions,
 ) -> Result<TrainingMemoryReport> {
     layout.validate(model)?;
-    const W: &str = "training memory";
-    let pp = layout.pp;
-    let m = layout.num_micro_batches()?;
+    let inputs = StageInputs::new(model, layout, opts)?;
     let stages = layout.stage_layers(model)?;
-    let layer = crate::params::layer_params_on_rank(model, layout.tp)?.total_params();
-    let vocab = layout.padded_vocab(model)?;
-    let d = model.hidden_size;
-    let first_extra = crate::params::input_end_params(model, vocab, layout.tp)?.total_params();
-    // A tied head is the embedding itself on a single stage, a copy on the last stage otherwise.
-    let separate_head = pp > 1 || !model.arch.tied_embeddings;
-    let last_extra =
-        crate::params::output_end_params(model, vocab, layout.tp, separate_head)?.total_params();
-    let parts = ActivationParts::new(model, layout, opts)?;
-    let logits = if opts.include_logits {
-        // fp32 logits of one micro-batch, vocab-parallel.
-        mul(
-            mul(mul(4, layout.seq_len, W)?, layout.micro_batch, W)?,
-            vocab / layout.tp,
-            W,
-        )?
-    } else {
-        0
-    };
-    let embed_mask = if opts.dropout {
-        let x = mul(mul(layout.seq_len, layout.micro_batch, W)?, d, W)?;
-        if layout.sequence_parallel {
-            x / layout.tp
-        } else {
-            x
-        }
-    } else {
-        0
-    };
-
-    let stage = |kind: StageKind, index: u64, layers: u64| -> Result<TrainingMemory> {
-        let (has_first, has_last) = match kind {
-            StageKind::Only => (true, true),
-            StageKind::First => (true, false),
-            StageKind::Middle => (false, false),
-            StageKind::Last => (false, true),
-        };
-        let mut params = mul(layer, layers, W)?;
-        if has_first {
-            params = add(params, first_extra, W)?;
-        }
-        if has_last {
-            params = add(params, last_extra, W)?;
-        }
-        let in_flight = (pp - index).min(m).max(1);
-        let units = match layout.schedule {
-            Schedule::Interleaved { virtual_stages: v } if index == 0 && pp > 1 => {
-                // L_stage · (p·v + p − 1) / v, rounded up.
-                mul(layers, pp * v + pp - 1, W)?.div_ceil(v)
-            }
-            _ => mul(layers, in_flight, W)?,
-        };
-        let stored = add(parts.replicated, parts.split, W)?;
-        let per_layer = add(stored, parts.core, W)?;
-        let mut act = match layout.recompute {
-            Recompute::None => mul(units, per_layer, W)?,
-            Recompute::Selective => add(mul(units, stored, W)?, parts.core, W)?,
-            Recompute::Full => add(
-                mul(units.saturating_sub(1), parts.checkpoint, W)?,
-                per_layer,
-                W,
-            )?,
-        };
-        if has_first {
-            act = add(act, mul(embed_mask, in_flight, W)?, W)?;
-        }
-        let logits_bytes = if has_last { logits } else { 0 };
-        act = add(act, logits_bytes, W)?;
-        let dp = layout.dp;
-        let shard = |stage_min: ZeroStage| {
-            if layout.zero >= stage_min {
-                params.div_ceil(dp)
-            } else {
-                params
-            }
-        };
-        let p = &opts.precision;
-        let weights_bytes = mul(shard(ZeroStage::Weights), p.weight_bytes, W)?;
-        let gradients_bytes = mul(shard(ZeroStage::Gradients), p.grad_bytes, W)?;
-        let optimizer_bytes = mul(
-            shard(ZeroStage::OptimizerStates),
-            p.master_weight_bytes + p.optimizer_state_bytes,
-            W,
-        )?;
-        let total_bytes = crate::error::sum(
-            &[
-                weights_bytes,
-                gradients_bytes,
-                optimizer_bytes,
-                act,
-                opts.overhead_bytes,
-            ],
-            W,
-        )?;
-        Ok(TrainingMemory {
-            stage: kind,
-            params_on_rank: params,
-            weights_bytes,
-            gradients_bytes,
-            optimizer_bytes,
-            activations_bytes: act,
-            logits_bytes,
-            in_flight_micro_batches: in_flight,
-            total_bytes,
-        })
-    };
+    let pp = layout.pp;
     let (first, middle, last) = if pp == 1 {
-        let only = stage(StageKind::Only, 0, stages.first)?;
+        let only = inputs.stage(StageKind::Only, 0, stages.first)?;
         (only, only, only)
     } else {
-        let first = stage(StageKind::First, 0, stages.first)?;
-        let last = stage(StageKind::Last, pp - 1, stages.last)?;
+        let first = inputs.stage(StageKind::First, 0, stages.first)?;
+        let last = inputs.stage(StageKind::Last, pp - 1, stages.last)?;
         let middle = if pp >= 3 {
-            stage(StageKind::Middle, 1, stages.middle)?
+            inputs.stage(StageKind::Middle, 1, stages.middle)?
         } else {
             last
         };
@@ -456,6 +349,168 @@ pub fn training_memory(
         first,
         middle,
         last,
+    })
+}
+
+const W: &str = "training memory";
+
+/// What every stage's figure is built from: per-rank parameters of a layer and of each end,
+/// one layer's activations by part, the last stage's logits and the first stage's embedding
+/// dropout mask (per micro-batch).
+struct StageInputs<'a> {
+    layout: &'a ParallelLayout,
+    opts: &'a MemoryOptions,
+    micro_batches: u64,
+    layer_params: u64,
+    first_extra_params: u64,
+    last_extra_params: u64,
+    parts: ActivationParts,
+    logits_bytes: u64,
+    embedding_mask_bytes: u64,
+}
+
+impl<'a> StageInputs<'a> {
+    fn new(
+        model: &Transformer,
+        layout: &'a ParallelLayout,
+        opts: &'a MemoryOptions,
+    ) -> Result<StageInputs<'a>> {
+        let tp = layout.tp;
+        let vocab = layout.padded_vocab(model)?;
+        // A tied head is the embedding itself on a single stage, a copy on the last stage
+        // otherwise.
+        let separate_head = layout.pp > 1 || !model.arch.tied_embeddings;
+        let tokens = mul(layout.seq_len, layout.micro_batch, W)?;
+        Ok(StageInputs {
+            layout,
+            opts,
+            micro_batches: layout.num_micro_batches()?,
+            layer_params: crate::params::layer_params_on_rank(model, tp)?.total_params(),
+            first_extra_params: crate::params::input_end_params(model, vocab, tp)?.total_params(),
+            last_extra_params: crate::params::output_end_params(model, vocab, tp, separate_head)?
+                .total_params(),
+            parts: ActivationParts::new(model, layout, opts)?,
+            // fp32 logits of one micro-batch, vocab-parallel (Korthikanti et al. 2022 §4.3).
+            logits_bytes: if opts.include_logits {
+                mul(mul(4, tokens, W)?, vocab / tp, W)?
+            } else {
+                0
+            },
+            // The embedding's dropout mask, one byte per element (split with sequence
+            // parallelism).
+            embedding_mask_bytes: if opts.dropout {
+                let x = mul(tokens, model.hidden_size, W)?;
+                if layout.sequence_parallel { x / tp } else { x }
+            } else {
+                0
+            },
+        })
+    }
+
+    /// The figure of stage `index` (of kind `kind`) holding `layers` layers.
+    fn stage(&self, kind: StageKind, index: u64, layers: u64) -> Result<TrainingMemory> {
+        let (has_first, has_last) = match kind {
+            StageKind::Only => (true, true),
+            StageKind::First => (true, false),
+            StageKind::Middle => (false, false),
+            StageKind::Last => (false, true),
+        };
+        let mut params = mul(self.layer_params, layers, W)?;
+        if has_first {
+            params = add(params, self.first_extra_params, W)?;
+        }
+        if has_last {
+            params = add(params, self.last_extra_params, W)?;
+        }
+        let in_flight = (self.layout.pp - index).min(self.micro_batches).max(1);
+        let mut act = self.layer_activations(index, layers, in_flight)?;
+        if has_first {
+            act = add(act, mul(self.embedding_mask_bytes, in_flight, W)?, W)?;
+        }
+        let logits_bytes = if has_last { self.logits_bytes } else { 0 };
+        act = add(act, logits_bytes, W)?;
+        let states = model_state_bytes(params, self.layout, &self.opts.precision)?;
+        let total_bytes = crate::error::sum(
+            &[
+                states.weights_bytes,
+                states.gradients_bytes,
+                states.optimizer_bytes,
+                act,
+                self.opts.overhead_bytes,
+            ],
+            W,
+        )?;
+        Ok(TrainingMemory {
+            stage: kind,
+            params_on_rank: params,
+            weights_bytes: states.weights_bytes,
+            gradients_bytes: states.gradients_bytes,
+            optimizer_bytes: states.optimizer_bytes,
+            activations_bytes: act,
+            logits_bytes,
+            in_flight_micro_batches: in_flight,
+            total_bytes,
+        })
+    }
+
+    /// The layers' activations held at the stage's peak: `in_flight` micro-batches of each
+    /// layer under 1F1B, `L_stage · (p·v + p − 1) / v` layer-micro-batches on the first stage
+    /// of the interleaved schedule (Korthikanti et al. 2022 §4.2.3); under selective
+    /// recomputation one layer's attention core is rebuilt at a time, under full
+    /// recomputation one layer's full activations.
+    fn layer_activations(&self, index: u64, layers: u64, in_flight: u64) -> Result<u64> {
+        let pp = self.layout.pp;
+        let v = self.layout.virtual_stages();
+        let units = if v > 1 && index == 0 && pp > 1 {
+            mul(layers, add(mul(pp, v, W)?, pp - 1, W)?, W)?.div_ceil(v)
+        } else {
+            mul(layers, in_flight, W)?
+        };
+        let parts = &self.parts;
+        let stored = add(parts.replicated, parts.split, W)?;
+        let per_layer = add(stored, parts.core, W)?;
+        match self.layout.recompute {
+            Recompute::None => mul(units, per_layer, W),
+            Recompute::Selective => add(mul(units, stored, W)?, parts.core, W),
+            Recompute::Full => add(
+                mul(units.saturating_sub(1), parts.checkpoint, W)?,
+                per_layer,
+                W,
+            ),
+        }
+    }
+}
+
+/// Weights, gradients and optimizer states of `params` parameters on one rank.
+struct ModelStateBytes {
+    weights_bytes: u64,
+    gradients_bytes: u64,
+    optimizer_bytes: u64,
+}
+
+/// Mixed-precision Adam's model states of `params` parameters, sharded over data parallelism
+/// by the layout's ZeRO stage (Rajbhandari et al. 2020 §5: stage 1 optimizer states, 2 also
+/// gradients, 3 also weights).
+fn model_state_bytes(
+    params: u64,
+    layout: &ParallelLayout,
+    p: &Precision,
+) -> Result<ModelStateBytes> {
+    let shard = |stage_min: ZeroStage| {
+        if layout.zero >= stage_min {
+            params.div_ceil(layout.dp)
+        } else {
+            params
+        }
+    };
+    Ok(ModelStateBytes {
+        weights_bytes: mul(shard(ZeroStage::Weights), p.weight_bytes, W)?,
+        gradients_bytes: mul(shard(ZeroStage::Gradients), p.grad_bytes, W)?,
+        optimizer_bytes: mul(
+            shard(ZeroStage::OptimizerStates),
+            add(p.master_weight_bytes, p.optimizer_state_bytes, W)?,
+            W,
+        )?,
     })
 }
 

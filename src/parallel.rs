@@ -259,7 +259,7 @@ pub fn check_tensor_split(
 /// use lmshape::parallel::check_pipeline_split;
 /// check_pipeline_split(70, 12, true, 1)?;   // BLOOM: 72 slots over 12 stages
 /// assert!(check_pipeline_split(70, 12, false, 1).is_err());
-/// assert!(check_pipeline_split(96, 8, false, 3).is_err());
+/// assert!(check_pipeline_split(96, 8, false, 5).is_err()); // 96 layers in 40 chunks
 /// # Ok::<(), lmshape::Error>(())
 /// ```
 pub fn check_pipeline_split(

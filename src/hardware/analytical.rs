@@ -108,7 +108,7 @@ impl AnalyticalTimer {
         let b = gemm.dtype.bytes();
         [gemm.m, gemm.n, gemm.k]
             .iter()
-            .all(|d| (d * b) % TENSOR_CORE_ALIGN_BYTES == 0)
+            .all(|&d| (u128::from(d) * u128::from(b)) % u128::from(TENSOR_CORE_ALIGN_BYTES) == 0)
     }
 
     /// Compute-bound seconds with the best tile (no launch cost, no roofline).

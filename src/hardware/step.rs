@@ -42,7 +42,7 @@ use crate::error::{Error, Result, positive_f64};
 use crate::flops::{self, FlopsConvention, Recompute};
 use crate::memory::{AttentionKernel, MemoryOptions};
 use crate::model::{MlpKind, Transformer};
-use crate::parallel::{ParallelLayout, Schedule, ZeroStage};
+use crate::parallel::{ParallelLayout, ZeroStage};
 use serde::{Deserialize, Serialize};
 
 /// The cluster a step runs on.
@@ -117,16 +117,55 @@ impl Cluster {
         Cluster::dgx(GpuSpec::a100_80gb(), 4.0 * 100e9 / 8.0)
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Check that every figure is physical: bandwidths between 1 kB/s and 1 PB/s, collective
+    /// efficiency in `[0.01, 1]`, software efficiency in `[0.01, 10]`, latency between 0 and
+    /// 1 s, at least one GPU per node. Values outside give a step time of zero or infinity,
+    /// so they are errors.
+    pub fn validate(&self) -> Result<()> {
+        use crate::error::in_range_f64;
+        const BANDWIDTH: &str = "a bandwidth between 1e3 and 1e15 bytes/s";
         crate::error::positive(self.gpus_per_node, "gpus_per_node")?;
-        positive_f64(self.intra_node_bytes_per_s, "intra_node_bytes_per_s")?;
-        positive_f64(self.inter_node_bytes_per_s, "inter_node_bytes_per_s")?;
-        positive_f64(self.collective_efficiency, "collective_efficiency")?;
-        positive_f64(self.software_efficiency, "software_efficiency")?;
-        positive_f64(self.gpu.memory_bytes_per_s, "memory_bytes_per_s")?;
-        crate::error::non_negative_f64(
+        in_range_f64(
+            self.intra_node_bytes_per_s,
+            1e3,
+            1e15,
+            "intra_node_bytes_per_s",
+            BANDWIDTH,
+        )?;
+        in_range_f64(
+            self.inter_node_bytes_per_s,
+            1e3,
+            1e15,
+            "inter_node_bytes_per_s",
+            BANDWIDTH,
+        )?;
+        in_range_f64(
+            self.gpu.memory_bytes_per_s,
+            1e3,
+            1e15,
+            "memory_bytes_per_s",
+            BANDWIDTH,
+        )?;
+        in_range_f64(
+            self.collective_efficiency,
+            0.01,
+            1.0,
+            "collective_efficiency",
+            "in [0.01, 1]",
+        )?;
+        in_range_f64(
+            self.software_efficiency,
+            0.01,
+            10.0,
+            "software_efficiency",
+            "in [0.01, 10]",
+        )?;
+        in_range_f64(
             self.collective_latency_seconds,
+            0.0,
+            1.0,
             "collective_latency_seconds",
+            "between 0 and 1 second",
         )?;
         Ok(())
     }
@@ -432,111 +471,27 @@ pub fn step_time(
     timer: &dyn GemmTimer,
     opts: &StepOptions,
 ) -> Result<StepTime> {
-    layout.validate(model)?;
-    cluster.validate()?;
-    let sw = cluster.software_efficiency;
+    let tokens_per_step = validate_inputs(model, layout, cluster)?;
     let lt = layer_times(model, layout, cluster, timer, opts)?;
-    let stages = layout.stage_layers(model)?;
+    let ends = end_times(model, layout, cluster, timer, opts)?;
+    let slowest = slowest_stage(layout, &layout.stage_layers(model)?, &lt, &ends, cluster);
+    let p2p = p2p_seconds(model, layout, cluster, opts);
+    let stage_seconds = slowest.gemm + slowest.memory + slowest.tp_comm + p2p;
     let m = layout.num_micro_batches()?;
-    let p = layout.pp;
-    let e = opts.dtype.bytes() as f64;
-    let (s, b, h) = (
-        layout.seq_len as f64,
-        layout.micro_batch as f64,
-        model.hidden_size as f64,
-    );
-    let bw = cluster.gpu.memory_bytes_per_s * ATTAINABLE_HBM_FRACTION;
-
-    // Logits on the last stage: forward GEMM, its two backward GEMMs, fp32 cross-entropy.
-    let vocab = layout.padded_vocab(model)?;
-    let tokens = layout.seq_len * layout.micro_batch;
-    let logits = Gemm {
-        m: tokens,
-        n: vocab / layout.tp,
-        k: model.embed_dim(),
-        batch: 1,
-        dtype: opts.dtype,
-    };
-    let logits_gemm = timed(timer, &logits)?
-        + timed(timer, &logits.data_grad())?
-        + timed(timer, &logits.weight_grad())?;
-    let logits_mem = 3.0 * 4.0 * s * b * (vocab / layout.tp) as f64 * 2.0 / bw;
-    // Embedding gather forward and scatter-add backward on the first stage.
-    let embed_mem = 3.0 * e * s * b * h / bw;
-
-    let stage = |layers: u64, first: bool, last: bool| -> (f64, f64, f64) {
-        let l = layers as f64;
-        let mut gemm = l * lt.gemm;
-        let mut mem = l * lt.memory;
-        if last {
-            gemm += logits_gemm;
-            mem += logits_mem;
-        }
-        if first {
-            mem += embed_mem;
-        }
-        (gemm / sw, mem / sw, l * lt.tp_comm)
-    };
-    let candidates = if p == 1 {
-        [stage(stages.first, true, true); 3]
-    } else {
-        [
-            stage(stages.first, true, false),
-            stage(stages.middle, false, false),
-            stage(stages.last, false, true),
-        ]
-    };
-    let (gemm, mem, tp_comm) = candidates
-        .into_iter()
-        .max_by(|a, b| (a.0 + a.1 + a.2).total_cmp(&(b.0 + b.1 + b.2)))
-        .unwrap_or((0.0, 0.0, 0.0));
-    // Point-to-point sends per micro-batch (activation forward, gradient backward).
-    let p2p = if p > 1 {
-        let bytes = if layout.sequence_parallel || layout.tp > 1 {
-            s * b * h * e / layout.tp as f64
-        } else {
-            s * b * h * e
-        };
-        let intra = layout.tp * p <= cluster.gpus_per_node;
-        let link = cluster.link_bytes_per_s(intra);
-        2.0 * (bytes / link + cluster.collective_latency_seconds)
-    } else {
-        0.0
-    };
-    let stage_seconds = gemm + mem + tp_comm + p2p;
-    let slots = match layout.schedule {
-        Schedule::OneFOneB => m as f64 + (p - 1) as f64,
-        Schedule::Interleaved { virtual_stages } => {
-            m as f64 + (p - 1) as f64 / virtual_stages.max(1) as f64
-        }
-    };
-    let pipeline_seconds = slots * stage_seconds;
-
-    // Data-parallel gradient reduction of the most loaded rank's parameters.
-    let report = crate::memory::training_memory(model, layout, &opts.memory)?;
-    let local_params = report.peak.params_on_rank as f64;
-    let grad_bytes = local_params * opts.memory.precision.grad_bytes as f64;
-    let intra_dp = layout.gpus()? <= cluster.gpus_per_node;
-    let zero3 = if layout.zero == ZeroStage::Weights {
-        1.5
-    } else {
-        1.0
-    };
-    let dp_full = zero3 * cluster.all_reduce_seconds(grad_bytes, layout.dp, intra_dp);
-    let dp_comm = if cluster.overlap_dp_comm {
-        // Hidden behind the backward of the last micro-batch (two thirds of a stage-time).
-        (dp_full - stage_seconds * 2.0 / 3.0).max(0.0)
-    } else {
-        dp_full
-    };
-    let opt_params = if layout.zero >= ZeroStage::OptimizerStates {
-        local_params / layout.dp as f64
-    } else {
-        local_params
-    };
-    let optimizer = 30.0 * opt_params / bw;
-    let step_seconds = pipeline_seconds + dp_comm + optimizer;
-
+    let slots = pipeline_slots(layout, m);
+    let local_params = crate::memory::training_memory(model, layout, &opts.memory)?
+        .peak
+        .params_on_rank as f64;
+    let dp_comm = data_parallel_seconds(layout, cluster, opts, local_params, stage_seconds)?;
+    let optimizer = optimizer_seconds(layout, cluster, local_params);
+    let step_seconds = slots * stage_seconds + dp_comm + optimizer;
+    if !(step_seconds.is_finite() && step_seconds > 0.0) {
+        return Err(Error::InvalidValue {
+            field: "predicted step seconds",
+            value: step_seconds,
+            expected: "finite and positive (check the cluster and timer figures)",
+        });
+    }
     let gpus = layout.gpus()? as f64;
     let eq3 =
         flops::megatron_step_flops(model, layout.global_batch, layout.seq_len, layout.recompute)?;
@@ -545,26 +500,196 @@ pub fn step_time(
         &FlopsConvention::megatron(layout.seq_len, Recompute::None),
     )?
     .model_flops()
-        * (layout.global_batch * layout.seq_len) as f64;
+        * tokens_per_step;
     let peak = cluster.gpu.peak_flops_per_s(opts.dtype)?;
     let mf = m as f64;
     Ok(StepTime {
         step_seconds,
         tflops_per_gpu: eq3 / step_seconds / gpus / 1e12,
         mfu: model_flops / (step_seconds * gpus * peak),
-        tokens_per_second: (layout.global_batch * layout.seq_len) as f64 / step_seconds,
+        tokens_per_second: tokens_per_step / step_seconds,
         num_micro_batches: m,
         stage_seconds,
         breakdown: StepBreakdown {
-            gemm_seconds: mf * gemm,
-            memory_bound_seconds: mf * mem,
-            tp_comm_seconds: mf * tp_comm,
+            gemm_seconds: mf * slowest.gemm,
+            memory_bound_seconds: mf * slowest.memory,
+            tp_comm_seconds: mf * slowest.tp_comm,
             p2p_seconds: mf * p2p,
             pipeline_bubble_seconds: (slots - mf) * stage_seconds,
             dp_comm_seconds: dp_comm,
             optimizer_seconds: optimizer,
         },
     })
+}
+
+/// Step 0: the model, the layout and the cluster obey their rules, and the tokens of a step
+/// and of a micro-batch fit `u64`. Returns the tokens per step.
+fn validate_inputs(model: &Transformer, layout: &ParallelLayout, cluster: &Cluster) -> Result<f64> {
+    model.validate()?;
+    layout.validate(model)?;
+    cluster.validate()?;
+    crate::error::mul(layout.seq_len, layout.micro_batch, "tokens per micro-batch")?;
+    Ok(crate::error::mul(layout.global_batch, layout.seq_len, "tokens per step")? as f64)
+}
+
+/// Per-micro-batch times of the work outside the layers: the last stage's logits (forward
+/// GEMM, its two backward GEMMs and the fp32 cross-entropy's reads and writes) and the first
+/// stage's embedding gather and scatter-add.
+struct EndTimes {
+    logits_gemm: f64,
+    logits_memory: f64,
+    embedding_memory: f64,
+}
+
+fn end_times(
+    model: &Transformer,
+    layout: &ParallelLayout,
+    cluster: &Cluster,
+    timer: &dyn GemmTimer,
+    opts: &StepOptions,
+) -> Result<EndTimes> {
+    let e = opts.dtype.bytes() as f64;
+    let (s, b, h) = (
+        layout.seq_len as f64,
+        layout.micro_batch as f64,
+        model.hidden_size as f64,
+    );
+    let bw = cluster.gpu.memory_bytes_per_s * ATTAINABLE_HBM_FRACTION;
+    let vocab_per_rank = layout.padded_vocab(model)? / layout.tp;
+    let logits = Gemm {
+        m: layout.seq_len * layout.micro_batch,
+        n: vocab_per_rank,
+        k: model.embed_dim(),
+        batch: 1,
+        dtype: opts.dtype,
+    };
+    Ok(EndTimes {
+        logits_gemm: timed(timer, &logits)?
+            + timed(timer, &logits.data_grad())?
+            + timed(timer, &logits.weight_grad())?,
+        logits_memory: 3.0 * 4.0 * s * b * vocab_per_rank as f64 * 2.0 / bw,
+        embedding_memory: 3.0 * e * s * b * h / bw,
+    })
+}
+
+/// One micro-batch's forward and backward on the slowest pipeline stage, by kind of work
+/// (GEMM and memory-bound work after the software efficiency).
+struct StageTimes {
+    gemm: f64,
+    memory: f64,
+    tp_comm: f64,
+}
+
+fn slowest_stage(
+    layout: &ParallelLayout,
+    stages: &crate::parallel::StageLayers,
+    lt: &LayerTimes,
+    ends: &EndTimes,
+    cluster: &Cluster,
+) -> StageTimes {
+    let sw = cluster.software_efficiency;
+    let stage = |layers: u64, first: bool, last: bool| {
+        let l = layers as f64;
+        let mut gemm = l * lt.gemm;
+        let mut memory = l * lt.memory;
+        if last {
+            gemm += ends.logits_gemm;
+            memory += ends.logits_memory;
+        }
+        if first {
+            memory += ends.embedding_memory;
+        }
+        StageTimes {
+            gemm: gemm / sw,
+            memory: memory / sw,
+            tp_comm: l * lt.tp_comm,
+        }
+    };
+    let all = if layout.pp == 1 {
+        [
+            stage(stages.first, true, true),
+            stage(0, false, false),
+            stage(0, false, false),
+        ]
+    } else {
+        [
+            stage(stages.first, true, false),
+            stage(stages.middle, false, false),
+            stage(stages.last, false, true),
+        ]
+    };
+    let total = |t: &StageTimes| t.gemm + t.memory + t.tp_comm;
+    all.into_iter()
+        .max_by(|a, b| total(a).total_cmp(&total(b)))
+        .unwrap_or(StageTimes {
+            gemm: 0.0,
+            memory: 0.0,
+            tp_comm: 0.0,
+        })
+}
+
+/// Point-to-point sends per micro-batch between stages: the activation forward and its
+/// gradient backward, `sbh/t` bytes with Megatron-LM's scatter/gather (Narayanan et al. 2021
+/// §4.1), over NVLink when the whole pipeline sits in one node.
+fn p2p_seconds(
+    model: &Transformer,
+    layout: &ParallelLayout,
+    cluster: &Cluster,
+    opts: &StepOptions,
+) -> f64 {
+    if layout.pp == 1 {
+        return 0.0;
+    }
+    let sbh_bytes = layout.seq_len as f64
+        * layout.micro_batch as f64
+        * model.hidden_size as f64
+        * opts.dtype.bytes() as f64;
+    let bytes = sbh_bytes / layout.tp as f64;
+    let intra = layout.tp.saturating_mul(layout.pp) <= cluster.gpus_per_node;
+    2.0 * (bytes / cluster.link_bytes_per_s(intra) + cluster.collective_latency_seconds)
+}
+
+/// Stage-times of a step: `m + p − 1` under 1F1B, `m + (p − 1)/v` interleaved (Narayanan et
+/// al. 2021 §2.2).
+fn pipeline_slots(layout: &ParallelLayout, m: u64) -> f64 {
+    m as f64 + (layout.pp - 1) as f64 / layout.virtual_stages() as f64
+}
+
+/// The exposed data-parallel gradient reduction of the most loaded rank's parameters: a ring
+/// all-reduce over `dp` (×1.5 for ZeRO-3's extra weight gathers), hidden behind the last
+/// backward (two thirds of a stage-time) when the cluster overlaps it.
+fn data_parallel_seconds(
+    layout: &ParallelLayout,
+    cluster: &Cluster,
+    opts: &StepOptions,
+    local_params: f64,
+    stage_seconds: f64,
+) -> Result<f64> {
+    let grad_bytes = local_params * opts.memory.precision.grad_bytes as f64;
+    let intra = layout.gpus()? <= cluster.gpus_per_node;
+    let zero3 = if layout.zero == ZeroStage::Weights {
+        1.5
+    } else {
+        1.0
+    };
+    let full = zero3 * cluster.all_reduce_seconds(grad_bytes, layout.dp, intra);
+    Ok(if cluster.overlap_dp_comm {
+        (full - stage_seconds * 2.0 / 3.0).max(0.0)
+    } else {
+        full
+    })
+}
+
+/// Adam's step: 30 bytes per local parameter over HBM (read the fp32 gradient, read and write
+/// fp32 master weights and both moments, write the bf16 weights), on the rank's shard under
+/// ZeRO.
+fn optimizer_seconds(layout: &ParallelLayout, cluster: &Cluster, local_params: f64) -> f64 {
+    let params = if layout.zero >= ZeroStage::OptimizerStates {
+        local_params / layout.dp as f64
+    } else {
+        local_params
+    };
+    30.0 * params / (cluster.gpu.memory_bytes_per_s * ATTAINABLE_HBM_FRACTION)
 }
 
 /// A measured run to calibrate against.
