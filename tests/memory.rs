@@ -44,7 +44,6 @@ fn gpt3_175b_tp8_pp8_model_states() {
         states(&r.peak)
     );
     assert_eq!(r.peak.stage, memory::StageKind::First);
-    assert_eq!(states(&r.last) * GIB, (last_params * 18) as f64);
 }
 
 /// Rajbhandari et al. 2020 (ZeRO) Figure 1: Ψ = 7.5B parameters, K = 12, N_d = 64 data-parallel
@@ -193,28 +192,42 @@ fn kv_cache_and_fit() {
 #[test]
 fn invalid_layouts_are_typed_errors() {
     let m = presets::by_name("bloom-176b").unwrap();
-    let bad = [
-        ParallelLayout {
-            tp: 3,
-            ..ParallelLayout::default()
-        },
-        ParallelLayout {
-            pp: 12,
-            ..ParallelLayout::default()
-        },
-        ParallelLayout {
-            dp: 3,
-            global_batch: 4,
-            ..ParallelLayout::default()
-        },
-        ParallelLayout {
-            tp: 0,
-            ..ParallelLayout::default()
-        },
+    // Each layout breaks one rule; the error names it.
+    let bad: [(ParallelLayout, &str); 4] = [
+        (
+            ParallelLayout {
+                tp: 3,
+                ..ParallelLayout::default()
+            },
+            "attention heads must split over tensor parallelism",
+        ),
+        (
+            ParallelLayout {
+                pp: 12,
+                global_batch: 12,
+                ..ParallelLayout::default()
+            },
+            "layers must split over pipeline stages",
+        ),
+        (
+            ParallelLayout {
+                dp: 3,
+                global_batch: 4,
+                ..ParallelLayout::default()
+            },
+            "global batch must split into micro-batches over data parallelism",
+        ),
+        (
+            ParallelLayout {
+                tp: 0,
+                ..ParallelLayout::default()
+            },
+            "tp must be positive",
+        ),
     ];
-    for l in bad {
+    for (l, rule) in bad {
         let e = memory::training_memory(&m, &l, &MemoryOptions::default()).unwrap_err();
-        assert!(!e.to_string().is_empty());
+        assert!(e.to_string().contains(rule), "{e}");
     }
     // BigScience's embedding slots make pp = 12 valid for 70 layers.
     let ok = ParallelLayout {

@@ -109,7 +109,10 @@ fn impossible_requests_give_empty_plans_with_reasons() {
 
     let (mut req, timer) = reference();
     req.hours = -1.0;
-    assert!(plan::plan(&req, &timer).is_err());
+    assert!(matches!(
+        plan::plan(&req, &timer).unwrap_err(),
+        lmshape::Error::InvalidValue { field: "hours", .. }
+    ));
 }
 
 /// Swapping the timer changes step times, TFLOPs, tokens and loss, and nothing else.

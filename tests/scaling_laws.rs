@@ -146,10 +146,17 @@ fn approach2_frontier_from_isoflop_groups() {
 #[test]
 fn bad_fit_inputs_are_errors() {
     let runs = chinchilla_runs();
-    assert!(scaling::fit_parametric(&runs[..3], &FitOptions::default()).is_err());
-    assert!(scaling::runs_from_csv("params,loss\n1,2\n").is_err());
-    assert!(scaling::runs_from_csv("params,tokens,loss\n1,-5,2\n").is_err());
-    assert!(scaling::runs_from_csv("params,tokens,loss\n1,NaN,2\n").is_err());
+    let msg = |r: lmshape::Result<Vec<scaling::Run>>| r.unwrap_err().to_string();
+    assert!(matches!(
+        scaling::fit_parametric(&runs[..3], &FitOptions::default()).unwrap_err(),
+        lmshape::Error::Fit(_)
+    ));
+    let e = msg(scaling::runs_from_csv("params,loss\n1,2\n"));
+    assert!(e.contains("tokens") || e.contains("flops"), "{e}");
+    let e = msg(scaling::runs_from_csv("params,tokens,loss\n1,-5,2\n"));
+    assert!(e.contains("line 2") && e.contains("tokens"), "{e}");
+    let e = msg(scaling::runs_from_csv("params,tokens,loss\n1,NaN,2\n"));
+    assert!(e.contains("line 2") && e.contains("tokens"), "{e}");
 }
 
 fn law() -> impl Strategy<Value = ParametricLaw> {

@@ -187,16 +187,35 @@ fn contradictory_constraints_give_empty_or_error() {
     s.tp = 1 << 20; // more tensor-parallel ranks than any shape has heads
     assert_eq!(s.iter().unwrap().count(), 0);
     s.tp = 0;
-    assert!(s.iter().is_err());
+    assert_eq!(
+        s.iter().unwrap_err(),
+        lmshape::Error::ZeroSize { field: "tp" }
+    );
     s.tp = 1;
     s.head_dims = vec![];
-    assert!(s.iter().is_err());
+    let e = s.iter().unwrap_err().to_string();
+    assert!(
+        e.contains("allowed head dims must be positive and not empty"),
+        "{e}"
+    );
     s.head_dims = vec![64];
     s.min_params = 10;
     s.max_params = 5;
-    assert!(s.iter().is_err());
-    assert!(ShapeSpace::around(1_000, f64::NAN, Architecture::gpt2(), 1).is_err());
-    assert!(ShapeSpace::around(0, 0.1, Architecture::gpt2(), 1).is_err());
+    let e = s.iter().unwrap_err().to_string();
+    assert!(e.contains("parameter range must not be empty"), "{e}");
+    assert!(matches!(
+        ShapeSpace::around(1_000, f64::NAN, Architecture::gpt2(), 1).unwrap_err(),
+        lmshape::Error::InvalidValue {
+            field: "tolerance",
+            ..
+        }
+    ));
+    assert_eq!(
+        ShapeSpace::around(0, 0.1, Architecture::gpt2(), 1).unwrap_err(),
+        lmshape::Error::ZeroSize {
+            field: "target_params"
+        }
+    );
 }
 
 proptest! {

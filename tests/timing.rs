@@ -26,36 +26,47 @@ fn bloom_runs() -> Vec<(MeasuredRun, u64)> {
         .collect()
 }
 
+/// Calibration is graded out of sample: for each of BigScience's measured rows, the software
+/// efficiency is fitted on the other rows and the held-out row is predicted (leave-one-out).
+/// Both errors are printed; the held-out ones are what a user calibrating on their own runs
+/// can expect on a new layout.
 #[test]
-fn calibration_on_bigscience_runs() {
+fn calibration_on_bigscience_runs_out_of_sample() {
     let runs: Vec<MeasuredRun> = bloom_runs().into_iter().map(|r| r.0).collect();
     let base = Cluster::jean_zay();
     let timer = AnalyticalTimer::new(base.gpu.clone());
     let opts = StepOptions::default();
-    let before = step::prediction_errors(&base, &timer, &runs, &opts).unwrap();
-    let (cal, report) = step::calibrate_software_efficiency(&base, &timer, &runs, &opts).unwrap();
+    let (all, in_sample) =
+        step::calibrate_software_efficiency(&base, &timer, &runs, &opts).unwrap();
+    assert!(all.software_efficiency > 0.05 && all.software_efficiency < 2.0);
+    let held_out: Vec<f64> = (0..runs.len())
+        .map(|i| {
+            let rest: Vec<MeasuredRun> = runs
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, r)| *r)
+                .collect();
+            let (fitted, _) =
+                step::calibrate_software_efficiency(&base, &timer, &rest, &opts).unwrap();
+            step::prediction_errors(&fitted, &timer, &runs[i..=i], &opts).unwrap()[0]
+        })
+        .collect();
+    let mut abs: Vec<f64> = held_out.iter().map(|e| e.abs()).collect();
+    abs.sort_by(f64::total_cmp);
+    let median = abs[abs.len() / 2];
+    let worst = abs[abs.len() - 1];
     eprintln!(
-        "uncalibrated errors: {:?}\ncalibrated software efficiency {:.3}: median |error| {:.1}%, worst {:.1}%\n{:?}",
-        before
-            .iter()
-            .map(|e| (e * 1000.0).round() / 10.0)
-            .collect::<Vec<_>>(),
-        report.software_efficiency,
-        report.median_abs_error * 100.0,
-        report.max_abs_error * 100.0,
-        report
-            .relative_errors
-            .iter()
-            .map(|e| (e * 1000.0).round() / 10.0)
-            .collect::<Vec<_>>()
+        "software efficiency {:.3}; in-sample median |error| {:.1}%, worst {:.1}%; held-out (leave-one-out) median {:.1}%, worst {:.1}% over {} rows",
+        in_sample.software_efficiency,
+        in_sample.median_abs_error * 100.0,
+        in_sample.max_abs_error * 100.0,
+        median * 100.0,
+        worst * 100.0,
+        runs.len()
     );
-    assert!(
-        report.max_abs_error < 0.15,
-        "worst {}",
-        report.max_abs_error
-    );
-    assert!(report.median_abs_error < 0.10);
-    assert_eq!(cal.software_efficiency, report.software_efficiency);
+    assert!(median < 0.05, "held-out median {median}");
+    assert!(worst < 0.15, "held-out worst {worst}");
 }
 
 /// BigScience: hidden 14400 ran at 94.39 TFLOPs where 13824 ran at 120.05 (tp 8, pp 10, dp 4,
@@ -90,7 +101,8 @@ fn hidden_13824_beats_14400() {
 }
 
 /// Narayanan et al. 2021 Table 1 (Selene, A100, tp/pp as listed, sequence 2048, vocabulary
-/// 51200, recomputation): achieved TFLOP/s per GPU. The untuned Selene model lands within 20%.
+/// 51200, recomputation): achieved TFLOP/s per GPU. The untuned Selene model lands within 15%
+/// (the accuracy the README states).
 #[test]
 fn untuned_selene_vs_narayanan_table_1() {
     // (heads, hidden, layers, tp, pp, GPUs, global batch, published TFLOP/s)
@@ -122,7 +134,7 @@ fn untuned_selene_vs_narayanan_table_1() {
             s.tflops_per_gpu,
             err * 100.0
         );
-        assert!(err.abs() < 0.20, "{h}x{l}: {err}");
+        assert!(err.abs() < 0.15, "{h}x{l}: {err}");
     }
 }
 
@@ -143,7 +155,10 @@ fn table_and_cached_timers() {
     assert_eq!(cached.len(), 1);
     let as_dyn: &dyn GemmTimer = &cached;
     assert!(as_dyn.describe().contains("cached"));
-    assert!(TableTimer::from_json("{}", Missing::Error).is_err());
+    assert!(matches!(
+        TableTimer::from_json("{}", Missing::Error).unwrap_err(),
+        lmshape::Error::Json(_)
+    ));
 }
 
 fn aligned(max: u64) -> impl Strategy<Value = u64> {
@@ -209,4 +224,66 @@ proptest! {
         let b = step::step_time(&model(l + 4), &layout, &cluster, &timer, &StepOptions::default()).unwrap();
         prop_assert!(b.step_seconds > a.step_seconds);
     }
+}
+
+/// Inputs built through public fields that used to give an infinite or zero step time are
+/// typed errors naming the field.
+#[test]
+fn unphysical_inputs_are_errors() {
+    let m = lmshape::presets::by_name("gpt3-175b").unwrap();
+    let layout = ParallelLayout {
+        tp: 8,
+        pp: 8,
+        dp: 2,
+        global_batch: 16,
+        ..ParallelLayout::default()
+    };
+    let good = Cluster::selene();
+    let timer = AnalyticalTimer::new(good.gpu.clone());
+    let opts = StepOptions::default();
+    let field_of = |c: &Cluster| match step::step_time(&m, &layout, c, &timer, &opts) {
+        Err(lmshape::Error::InvalidValue { field, .. }) => field,
+        other => panic!("{other:?}"),
+    };
+    let zero_bw = Cluster {
+        inter_node_bytes_per_s: 0.0,
+        ..good.clone()
+    };
+    assert_eq!(field_of(&zero_bw), "inter_node_bytes_per_s");
+    let denormal = Cluster {
+        intra_node_bytes_per_s: 1e-310,
+        ..good.clone()
+    };
+    assert_eq!(field_of(&denormal), "intra_node_bytes_per_s");
+    let slow_link = Cluster {
+        collective_latency_seconds: 1e300,
+        ..good.clone()
+    };
+    assert_eq!(field_of(&slow_link), "collective_latency_seconds");
+    let hopeless = Cluster {
+        software_efficiency: 1e-300,
+        ..good.clone()
+    };
+    assert_eq!(field_of(&hopeless), "software_efficiency");
+    // A model with no layers, built through public fields.
+    let empty = Transformer { num_layers: 0, ..m };
+    assert_eq!(
+        step::step_time(&empty, &layout, &good, &timer, &opts).unwrap_err(),
+        lmshape::Error::ZeroSize {
+            field: "num_layers"
+        }
+    );
+    // Tokens per step that overflow u64.
+    let huge = ParallelLayout {
+        tp: 8,
+        pp: 8,
+        dp: 1,
+        global_batch: u64::MAX / 2,
+        seq_len: 1024,
+        ..ParallelLayout::default()
+    };
+    assert!(matches!(
+        step::step_time(&m, &huge, &good, &timer, &opts).unwrap_err(),
+        lmshape::Error::Overflow { .. }
+    ));
 }
