@@ -34,7 +34,7 @@ fn main() {
         USAGE,
     );
     let gpu = or_die(GpuSpec::by_name(args.raw("gpu").unwrap_or("a100-80gb")));
-    let dtype = or_die(Dtype::parse(args.raw("dtype").unwrap_or("bf16")));
+    let dtype = or_die(args.raw("dtype").unwrap_or("bf16").parse::<Dtype>());
     let mfu: f64 = args.get("mfu", 0.4);
     let peak = or_die(gpu.peak_flops_per_s(dtype));
     let gpu_hours = match (args.opt::<f64>("gpu-hours"), args.opt::<f64>("flops")) {

@@ -53,7 +53,7 @@ fn shapes(dtype: Dtype) -> Vec<Gemm> {
 
 fn main() {
     let args = Args::parse(&["gpu", "dtype", "out"], &["json"], USAGE);
-    let dtype = or_die(Dtype::parse(args.raw("dtype").unwrap_or("bf16")));
+    let dtype = or_die(args.raw("dtype").unwrap_or("bf16").parse::<Dtype>());
     let timer = CudaTimer::new(0).unwrap_or_else(|e| die(&format!("no GPU to probe: {e}")));
     let gpu_name = args.raw("gpu").unwrap_or("h200");
     let model = AnalyticalTimer::new(or_die(GpuSpec::by_name(gpu_name)));

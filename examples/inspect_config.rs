@@ -80,7 +80,7 @@ fn main() {
         micro_batch: micro,
         global_batch: args.get_u64("global-batch", micro * dp * pp),
         seq_len: seq,
-        recompute: or_die(Recompute::parse(args.raw("recompute").unwrap_or("none"))),
+        recompute: or_die(args.raw("recompute").unwrap_or("none").parse::<Recompute>()),
         embedding_pipeline_slots: args.flag("embedding-slots"),
         schedule: match args.get_u64("virtual-stages", 1) {
             1 => Schedule::OneFOneB,
@@ -105,11 +105,13 @@ fn main() {
     report.training = Some(or_die(memory::training_memory(&model, &layout, &opts)));
     report.inference = Some(or_die(memory::inference_memory(
         &model,
-        args.get_u64("batch", 1),
-        args.get_u64("context", seq),
-        2,
-        2,
-        tp,
+        &memory::InferenceQuery {
+            batch: args.get_u64("batch", 1),
+            context: args.get_u64("context", seq),
+            tp,
+            pp: layout.pp,
+            ..memory::InferenceQuery::default()
+        },
     )));
     if args.flag("json") {
         println!(

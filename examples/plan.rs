@@ -111,11 +111,11 @@ fn main() {
     if let Some(m) = args.opt_list("micro-batches") {
         req.micro_batches = m;
     }
-    req.recompute = or_die(Recompute::parse(args.raw("recompute").unwrap_or("full")));
+    req.recompute = or_die(args.raw("recompute").unwrap_or("full").parse::<Recompute>());
     req.zero = or_die(ZeroStage::from_number(args.get_u64("zero", 1)));
     req.sequence_parallel = args.flag("sequence-parallel");
     req.memory_fraction = args.get("memory-fraction", req.memory_fraction);
-    req.law = or_die(LawChoice::parse(args.raw("law").unwrap_or("kaplan")));
+    req.law = or_die(args.raw("law").unwrap_or("kaplan").parse::<LawChoice>());
 
     let analytical = AnalyticalTimer::new(req.cluster.gpu.clone());
     let table = args.raw("table").map(|path| {

@@ -71,7 +71,7 @@ fn main() {
         micro_batch: args.get_u64("micro-batch", 2),
         global_batch: args.get_u64("global-batch", 2048),
         seq_len: args.get_u64("seq-len", 2048),
-        recompute: or_die(Recompute::parse(args.raw("recompute").unwrap_or("full"))),
+        recompute: or_die(args.raw("recompute").unwrap_or("full").parse::<Recompute>()),
         sequence_parallel: args.flag("sequence-parallel"),
         zero: or_die(ZeroStage::from_number(args.get_u64("zero", 0))),
         embedding_pipeline_slots: args.flag("embedding-slots") || default_bloom,

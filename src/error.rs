@@ -141,14 +141,19 @@ pub enum Error {
 /// Shorthand for `std::result::Result<T, lmshape::Error>`.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Checked `a * b`, naming what overflowed.
-pub(crate) fn mul(a: u64, b: u64, what: &'static str) -> Result<u64> {
-    a.checked_mul(b).ok_or(Error::Overflow { what })
+/// Checked `a * b` for any integer type, naming what overflowed.
+pub(crate) fn mul<T: num_traits::CheckedMul>(a: T, b: T, what: &'static str) -> Result<T> {
+    a.checked_mul(&b).ok_or(Error::Overflow { what })
 }
 
-/// Checked `a + b`, naming what overflowed.
-pub(crate) fn add(a: u64, b: u64, what: &'static str) -> Result<u64> {
-    a.checked_add(b).ok_or(Error::Overflow { what })
+/// Checked `a + b` for any integer type, naming what overflowed.
+pub(crate) fn add<T: num_traits::CheckedAdd>(a: T, b: T, what: &'static str) -> Result<T> {
+    a.checked_add(&b).ok_or(Error::Overflow { what })
+}
+
+/// A wide intermediate narrowed to `u64`, naming what did not fit.
+pub(crate) fn to_u64<T: num_traits::ToPrimitive>(x: T, what: &'static str) -> Result<u64> {
+    x.to_u64().ok_or(Error::Overflow { what })
 }
 
 /// Checked sum of a slice.

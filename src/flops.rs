@@ -31,13 +31,27 @@ pub enum Recompute {
 }
 
 impl Recompute {
+    /// The names [`Recompute`] parses from and prints as.
+    pub const NAMES: [&'static str; 3] = ["none", "selective", "full"];
+}
+
+impl std::fmt::Display for Recompute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(Recompute::NAMES[*self as usize])
+    }
+}
+
+impl std::str::FromStr for Recompute {
+    type Err = crate::Error;
+
     /// Parse `none`, `selective` or `full`.
     ///
     /// ```
-    /// assert_eq!(lmshape::Recompute::parse("full")?, lmshape::Recompute::Full);
+    /// assert_eq!("full".parse::<lmshape::Recompute>()?, lmshape::Recompute::Full);
+    /// assert_eq!(lmshape::Recompute::Selective.to_string(), "selective");
     /// # Ok::<(), lmshape::Error>(())
     /// ```
-    pub fn parse(s: &str) -> Result<Recompute> {
+    fn from_str(s: &str) -> Result<Recompute> {
         match s {
             "none" => Ok(Recompute::None),
             "selective" => Ok(Recompute::Selective),

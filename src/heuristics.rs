@@ -131,13 +131,36 @@ pub struct PublishedShape {
     pub num_layers: u64,
     /// Hidden size.
     pub hidden_size: u64,
-    /// Attention heads (0: not published).
+    /// Attention heads.
     pub num_heads: u64,
     /// Where the shape is published.
     pub source: &'static str,
 }
 
 impl PublishedShape {
+    /// The published shape named `name` (as in [`PUBLISHED_SHAPES`]).
+    ///
+    /// ```
+    /// let s = lmshape::heuristics::PublishedShape::by_name("BLOOM 176B")?;
+    /// assert_eq!((s.num_layers, s.hidden_size, s.num_heads), (70, 14336, 112));
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    pub fn by_name(name: &str) -> Result<PublishedShape> {
+        PUBLISHED_SHAPES
+            .iter()
+            .find(|s| s.name == name)
+            .copied()
+            .ok_or_else(|| crate::Error::UnknownName {
+                kind: "published shape",
+                name: name.to_string(),
+                known: PUBLISHED_SHAPES
+                    .iter()
+                    .map(|s| s.name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
     /// `d / L`.
     pub fn aspect_ratio(&self) -> f64 {
         self.hidden_size as f64 / self.num_layers as f64
@@ -224,7 +247,7 @@ pub const PUBLISHED_SHAPES: &[PublishedShape] = &[
         params_nominal: 145e9,
         num_layers: 80,
         hidden_size: 12288,
-        num_heads: 0,
+        num_heads: 96,
         source: "Narayanan et al. 2021 Table 1 (BigScience reference list)",
     },
     PublishedShape {
@@ -232,7 +255,7 @@ pub const PUBLISHED_SHAPES: &[PublishedShape] = &[
         params_nominal: 310e9,
         num_layers: 96,
         hidden_size: 16384,
-        num_heads: 0,
+        num_heads: 128,
         source: "Narayanan et al. 2021 Table 1 (BigScience reference list)",
     },
 ];

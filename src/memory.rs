@@ -220,16 +220,11 @@ struct ActivationParts {
 
 impl ActivationParts {
     fn new(model: &Transformer, layout: &ParallelLayout, opts: &MemoryOptions) -> Result<Self> {
-        let ovf = Error::Overflow {
-            what: "activation bytes",
-        };
+        const A: &str = "activation bytes";
         // Checked product of u64 factors in u128.
         let prod = |xs: &[u64]| -> Result<u128> {
-            xs.iter().try_fold(1u128, |acc, &x| {
-                acc.checked_mul(x as u128).ok_or(Error::Overflow {
-                    what: "activation bytes",
-                })
-            })
+            xs.iter()
+                .try_fold(1u128, |acc, &x| mul(acc, u128::from(x), A))
         };
         let t = layout.tp;
         let (s, b, h) = (layout.seq_len, layout.micro_batch, model.hidden_size);
@@ -248,12 +243,8 @@ impl ActivationParts {
             MlpKind::Standard => 2,
             MlpKind::Gated => 3,
         };
-        let width = q
-            .checked_mul(2)
-            .and_then(|x| x.checked_add(k.checked_mul(2)?))
-            .and_then(|x| x.checked_add(prod(&[mlp, f]).ok()?))
-            .ok_or(ovf.clone())?;
-        let split = prod(&[e, s, b])?.checked_mul(width).ok_or(ovf.clone())?;
+        let width = add(add(mul(q, 2, A)?, mul(k, 2, A)?, A)?, prod(&[mlp, f])?, A)?;
+        let split = mul(prod(&[e, s, b])?, width, A)?;
         let heads = model.num_heads / t;
         let core = match opts.attention {
             AttentionKernel::Standard => {
@@ -267,12 +258,12 @@ impl ActivationParts {
             replicated /= t as u128;
             checkpoint /= t as u128;
         }
-        let to_u64 = |x: u128| u64::try_from(x).map_err(|_| ovf.clone());
+        use crate::error::to_u64;
         Ok(ActivationParts {
-            replicated: to_u64(replicated)?,
-            split: to_u64(split)?,
-            core: to_u64(core)?,
-            checkpoint: to_u64(checkpoint)?,
+            replicated: to_u64(replicated, A)?,
+            split: to_u64(split, A)?,
+            core: to_u64(core, A)?,
+            checkpoint: to_u64(checkpoint, A)?,
         })
     }
 }
@@ -525,107 +516,169 @@ pub struct InferenceMemory {
     pub total_bytes: u64,
 }
 
-/// KV cache bytes on one of `tp` GPUs: `2 · L · kv_heads_per_rank · head_dim · context · batch ·
-/// bytes` (keys and values of every layer; grouped-query aware, Ainslie et al. 2023 §2).
-///
-/// ```
-/// use lmshape::{memory, model::hf::from_hf_config_str};
-/// // Llama-2-70B (8 kv heads of 128, 80 layers): 2·80·8·128·2 bytes = 320 KiB per token in bf16.
-/// let m = from_hf_config_str(r#"{"model_type":"llama","hidden_size":8192,"intermediate_size":28672,
-///   "num_attention_heads":64,"num_hidden_layers":80,"num_key_value_heads":8,"vocab_size":32000}"#)?;
-/// assert_eq!(memory::kv_cache_bytes(&m, 1, 1, 2, 1)?, 327_680);
-/// # Ok::<(), lmshape::Error>(())
-/// ```
-pub fn kv_cache_bytes(
-    model: &Transformer,
-    batch: u64,
-    context: u64,
-    kv_bytes: u64,
-    tp: u64,
-) -> Result<u64> {
+/// What an inference-memory question is about: `batch` sequences of `context` tokens, bytes
+/// per weight and per cached key/value element, on `tp × pp` GPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InferenceQuery {
+    /// Sequences served at once.
+    pub batch: u64,
+    /// Tokens per sequence (prompt and generated).
+    pub context: u64,
+    /// Bytes per weight (bf16: 2).
+    pub weight_bytes: u64,
+    /// Bytes per cached key or value element (bf16: 2, fp8: 1).
+    pub kv_bytes: u64,
+    /// Tensor-parallel degree.
+    pub tp: u64,
+    /// Pipeline-parallel degree (each stage holds its layers' weights and cache).
+    pub pp: u64,
+}
+
+impl Default for InferenceQuery {
+    /// One sequence of 2048 tokens, bf16 weights and cache, one GPU.
+    fn default() -> InferenceQuery {
+        InferenceQuery {
+            batch: 1,
+            context: 2048,
+            weight_bytes: 2,
+            kv_bytes: 2,
+            tp: 1,
+            pp: 1,
+        }
+    }
+}
+
+/// KV cache bytes of `layers` layers on one of `tp` GPUs: `2 · layers · kv_heads_per_rank ·
+/// head_dim · context · batch · bytes` (keys and values of every layer; grouped-query aware,
+/// Ainslie et al. 2023 §2).
+fn kv_bytes_of_layers(model: &Transformer, layers: u64, q: &InferenceQuery) -> Result<u64> {
     const W: &str = "kv cache bytes";
-    crate::error::positive(tp, "tp")?;
     let per_token = mul(
         mul(
-            mul(2, model.num_layers, W)?,
+            mul(2, layers, W)?,
             mul(
-                kv_heads_per_rank(model.num_kv_heads, tp)?,
+                kv_heads_per_rank(model.num_kv_heads, q.tp)?,
                 model.head_dim,
                 W,
             )?,
             W,
         )?,
-        kv_bytes,
+        q.kv_bytes,
         W,
     )?;
-    mul(mul(per_token, context, W)?, batch, W)
+    mul(mul(per_token, q.context, W)?, q.batch, W)
 }
 
-/// Weights (on one of `tp` GPUs; exact total when `tp = 1`) plus the KV cache for `batch`
-/// sequences of `context` tokens.
-pub fn inference_memory(
-    model: &Transformer,
-    batch: u64,
-    context: u64,
-    weight_bytes: u64,
-    kv_bytes: u64,
-    tp: u64,
-) -> Result<InferenceMemory> {
+/// KV cache bytes on one GPU of the most loaded pipeline stage (every layer when `pp = 1`);
+/// see [`kv_bytes_of_layers`].
+///
+/// ```
+/// use lmshape::{memory::{self, InferenceQuery}, model::hf::from_hf_config_str};
+/// // Llama-2-70B (8 kv heads of 128, 80 layers): 2·80·8·128·2 bytes = 320 KiB per token in bf16.
+/// let m = from_hf_config_str(r#"{"model_type":"llama","hidden_size":8192,"intermediate_size":28672,
+///   "num_attention_heads":64,"num_hidden_layers":80,"num_key_value_heads":8,"vocab_size":32000}"#)?;
+/// let one_token = InferenceQuery { context: 1, ..InferenceQuery::default() };
+/// assert_eq!(memory::kv_cache_bytes(&m, &one_token)?, 327_680);
+/// // Over 4 pipeline stages each GPU caches 20 layers.
+/// assert_eq!(memory::kv_cache_bytes(&m, &InferenceQuery { pp: 4, ..one_token })?, 327_680 / 4);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn kv_cache_bytes(model: &Transformer, q: &InferenceQuery) -> Result<u64> {
+    Ok(inference_memory(model, q)?.kv_cache_bytes)
+}
+
+/// Weights plus the KV cache on the most loaded GPU: each of `pp` stages holds its layers'
+/// weights (per-rank counts as in training, [`training_memory`]'s `params_on_rank`) and their
+/// cache, split by `tp`.
+pub fn inference_memory(model: &Transformer, q: &InferenceQuery) -> Result<InferenceMemory> {
     const W: &str = "inference memory";
-    crate::error::positive(batch, "batch")?;
-    crate::error::positive(context, "context")?;
-    let params = if tp == 1 {
-        model.total_params()?
-    } else {
-        let layout = ParallelLayout {
-            tp,
-            ..ParallelLayout::default()
-        };
-        layout.validate(model)?;
-        training_memory(model, &layout, &MemoryOptions::default())?
-            .peak
-            .params_on_rank
+    crate::error::positive(q.batch, "batch")?;
+    crate::error::positive(q.context, "context")?;
+    let layout = ParallelLayout {
+        tp: q.tp,
+        pp: q.pp,
+        global_batch: q.pp,
+        ..ParallelLayout::default()
     };
-    let weights_bytes = mul(params, weight_bytes, W)?;
-    let kv_cache_bytes = kv_cache_bytes(model, batch, context, kv_bytes, tp)?;
-    Ok(InferenceMemory {
-        weights_bytes,
-        kv_cache_bytes,
-        total_bytes: add(weights_bytes, kv_cache_bytes, W)?,
-    })
+    let stages = layout.stage_layers(model)?;
+    let report = training_memory(model, &layout, &MemoryOptions::default())?;
+    let per_stage = [
+        (report.first.params_on_rank, stages.first),
+        (report.middle.params_on_rank, stages.middle),
+        (report.last.params_on_rank, stages.last),
+    ];
+    let mut best: Option<InferenceMemory> = None;
+    for (params, layers) in per_stage {
+        let weights_bytes = mul(params, q.weight_bytes, W)?;
+        let kv_cache_bytes = kv_bytes_of_layers(model, layers, q)?;
+        let total_bytes = add(weights_bytes, kv_cache_bytes, W)?;
+        if best.is_none_or(|b| total_bytes > b.total_bytes) {
+            best = Some(InferenceMemory {
+                weights_bytes,
+                kv_cache_bytes,
+                total_bytes,
+            });
+        }
+    }
+    best.ok_or(Error::ZeroSize { field: "pp" })
 }
 
-/// The largest batch of `context`-token sequences whose weights and KV cache fit in
-/// `memory_bytes` (0 when even the weights do not fit).
+/// The largest batch of `q.context`-token sequences whose weights and KV cache fit in
+/// `memory_bytes` on every GPU (0 when even the weights do not fit); `q.batch` is ignored.
 pub fn max_inference_batch(
     model: &Transformer,
-    context: u64,
+    q: &InferenceQuery,
     memory_bytes: u64,
-    weight_bytes: u64,
-    kv_bytes: u64,
-    tp: u64,
 ) -> Result<u64> {
-    let base = inference_memory(model, 1, context, weight_bytes, kv_bytes, tp)?;
-    let per_seq = base.kv_cache_bytes;
-    Ok(memory_bytes
-        .checked_sub(base.weights_bytes)
-        .map_or(0, |free| free / per_seq.max(1)))
+    largest_fitting(
+        |b| inference_memory(model, &InferenceQuery { batch: b, ..*q }),
+        memory_bytes,
+    )
 }
 
-/// The longest context for `batch` sequences that fits in `memory_bytes` (0 when even the
-/// weights do not fit).
+/// The longest context for `q.batch` sequences that fits in `memory_bytes` on every GPU (0 when
+/// even the weights do not fit); `q.context` is ignored.
 pub fn max_inference_context(
     model: &Transformer,
-    batch: u64,
+    q: &InferenceQuery,
     memory_bytes: u64,
-    weight_bytes: u64,
-    kv_bytes: u64,
-    tp: u64,
 ) -> Result<u64> {
-    let base = inference_memory(model, batch, 1, weight_bytes, kv_bytes, tp)?;
-    Ok(memory_bytes
-        .checked_sub(base.weights_bytes)
-        .map_or(0, |free| free / base.kv_cache_bytes.max(1)))
+    largest_fitting(
+        |c| inference_memory(model, &InferenceQuery { context: c, ..*q }),
+        memory_bytes,
+    )
+}
+
+/// The largest `x ≥ 1` whose memory fits (0 if `x = 1` does not): memory is weights plus a
+/// cache linear in `x` on each stage, so the bound is found by doubling then bisection.
+fn largest_fitting(at: impl Fn(u64) -> Result<InferenceMemory>, memory_bytes: u64) -> Result<u64> {
+    let fits = |x: u64| -> Result<bool> {
+        match at(x) {
+            Ok(m) => Ok(m.total_bytes <= memory_bytes),
+            Err(Error::Overflow { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    };
+    if !fits(1)? {
+        return Ok(0);
+    }
+    let (mut lo, mut hi) = (1u64, 2u64);
+    while fits(hi)? {
+        lo = hi;
+        match hi.checked_mul(2) {
+            Some(h) => hi = h,
+            None => return Ok(lo),
+        }
+    }
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid)? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
 }
 
 #[cfg(test)]

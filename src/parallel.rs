@@ -89,7 +89,11 @@ pub enum Schedule {
 /// assert_eq!(layout.num_micro_batches()?, 128);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// Deserializing checks the rules of the layout alone ([`ParallelLayout::validate_batch`]);
+/// the rules that involve a model are checked where a model meets it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "LayoutFields")]
 pub struct ParallelLayout {
     /// Tensor-parallel degree.
     pub tp: u64,
@@ -114,6 +118,44 @@ pub struct ParallelLayout {
     /// Count the input embedding and the output head as one pipeline slot each, as BigScience
     /// did for BLOOM: `(L + 2) % pp == 0`; the first and last stages then hold one layer fewer.
     pub embedding_pipeline_slots: bool,
+}
+
+/// The fields of a [`ParallelLayout`] as they arrive from serde, before validation.
+#[derive(Deserialize)]
+struct LayoutFields {
+    tp: u64,
+    pp: u64,
+    dp: u64,
+    sequence_parallel: bool,
+    zero: ZeroStage,
+    micro_batch: u64,
+    global_batch: u64,
+    seq_len: u64,
+    recompute: Recompute,
+    schedule: Schedule,
+    embedding_pipeline_slots: bool,
+}
+
+impl TryFrom<LayoutFields> for ParallelLayout {
+    type Error = Error;
+
+    fn try_from(f: LayoutFields) -> Result<ParallelLayout> {
+        let l = ParallelLayout {
+            tp: f.tp,
+            pp: f.pp,
+            dp: f.dp,
+            sequence_parallel: f.sequence_parallel,
+            zero: f.zero,
+            micro_batch: f.micro_batch,
+            global_batch: f.global_batch,
+            seq_len: f.seq_len,
+            recompute: f.recompute,
+            schedule: f.schedule,
+            embedding_pipeline_slots: f.embedding_pipeline_slots,
+        };
+        l.validate_batch()?;
+        Ok(l)
+    }
 }
 
 impl Default for ParallelLayout {

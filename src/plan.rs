@@ -49,9 +49,18 @@ pub enum LawChoice {
     Fitted(ParametricLaw),
 }
 
-impl LawChoice {
+impl std::str::FromStr for LawChoice {
+    type Err = Error;
+
     /// Parse `kaplan`, `chinchilla`, `besiroglu`.
-    pub fn parse(s: &str) -> Result<LawChoice> {
+    ///
+    /// ```
+    /// use lmshape::plan::LawChoice;
+    /// assert_eq!("kaplan".parse::<LawChoice>()?, LawChoice::Kaplan);
+    /// assert_eq!(LawChoice::Besiroglu.to_string(), "besiroglu");
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    fn from_str(s: &str) -> Result<LawChoice> {
         match s {
             "kaplan" => Ok(LawChoice::Kaplan),
             "chinchilla" => Ok(LawChoice::Chinchilla),
@@ -63,7 +72,20 @@ impl LawChoice {
             }),
         }
     }
+}
 
+impl std::fmt::Display for LawChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LawChoice::Kaplan => "kaplan",
+            LawChoice::Chinchilla => "chinchilla",
+            LawChoice::Besiroglu => "besiroglu",
+            LawChoice::Fitted(_) => "fitted",
+        })
+    }
+}
+
+impl LawChoice {
     fn parametric(&self) -> Option<ParametricLaw> {
         match self {
             LawChoice::Kaplan => None,

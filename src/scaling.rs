@@ -302,6 +302,7 @@ impl KaplanLaw {
 
 /// Hoffmann et al. 2022 eq. 2 / approach 3: `L(N, D) = E + A/N^α + B/D^β`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "LawFields")]
 pub struct ParametricLaw {
     /// Irreducible loss `E`.
     pub e: f64,
@@ -313,6 +314,24 @@ pub struct ParametricLaw {
     pub alpha: f64,
     /// `β`.
     pub beta: f64,
+}
+
+/// The constants of a [`ParametricLaw`] as they arrive from serde, before validation.
+#[derive(Deserialize)]
+struct LawFields {
+    e: f64,
+    a: f64,
+    b: f64,
+    alpha: f64,
+    beta: f64,
+}
+
+impl TryFrom<LawFields> for ParametricLaw {
+    type Error = Error;
+
+    fn try_from(f: LawFields) -> Result<ParametricLaw> {
+        ParametricLaw::new(f.e, f.a, f.b, f.alpha, f.beta)
+    }
 }
 
 /// Which constraint decided a constrained choice.

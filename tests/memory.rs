@@ -157,36 +157,38 @@ fn kv_cache_and_fit() {
     )
     .unwrap();
     // Llama-2-7B in bf16: 2·32·32·128·2 = 512 KiB of KV per token.
-    let inf = memory::inference_memory(&m, 4, 4096, 2, 2, 1).unwrap();
+    let q = |batch: u64, context: u64| memory::InferenceQuery {
+        batch,
+        context,
+        ..memory::InferenceQuery::default()
+    };
+    let inf = memory::inference_memory(&m, &q(4, 4096)).unwrap();
     assert_eq!(inf.kv_cache_bytes, 4 * 4096 * 524_288);
     assert_eq!(inf.weights_bytes, 2 * 6_738_415_616);
+    let total = |batch, context| {
+        memory::inference_memory(&m, &q(batch, context))
+            .unwrap()
+            .total_bytes
+    };
     let gpu = 80u64 << 30;
-    let b = memory::max_inference_batch(&m, 4096, gpu, 2, 2, 1).unwrap();
-    assert!(
-        memory::inference_memory(&m, b, 4096, 2, 2, 1)
-            .unwrap()
-            .total_bytes
-            <= gpu
-    );
-    assert!(
-        memory::inference_memory(&m, b + 1, 4096, 2, 2, 1)
-            .unwrap()
-            .total_bytes
-            > gpu
-    );
-    let c = memory::max_inference_context(&m, 8, gpu, 2, 2, 1).unwrap();
-    assert!(
-        memory::inference_memory(&m, 8, c, 2, 2, 1)
-            .unwrap()
-            .total_bytes
-            <= gpu
-    );
-    assert!(
-        memory::inference_memory(&m, 8, c + 1, 2, 2, 1)
-            .unwrap()
-            .total_bytes
-            > gpu
-    );
+    let b = memory::max_inference_batch(&m, &q(1, 4096), gpu).unwrap();
+    // (80 GiB − 13.48 GB of weights) / 2 GiB of cache per 4096-token sequence.
+    assert_eq!(b, (gpu - 2 * 6_738_415_616) / (4096 * 524_288));
+    assert!(total(b, 4096) <= gpu && total(b + 1, 4096) > gpu);
+    let c = memory::max_inference_context(&m, &q(8, 1), gpu).unwrap();
+    assert_eq!(c, (gpu - 2 * 6_738_415_616) / (8 * 524_288));
+    assert!(total(8, c) <= gpu && total(8, c + 1) > gpu);
+    // Two pipeline stages: each GPU holds half the layers' cache.
+    let half = memory::inference_memory(
+        &m,
+        &memory::InferenceQuery {
+            pp: 2,
+            ..q(4, 4096)
+        },
+    )
+    .unwrap();
+    assert_eq!(half.kv_cache_bytes, 4 * 4096 * 524_288 / 2);
+    assert!(half.weights_bytes < inf.weights_bytes);
 }
 
 #[test]
@@ -380,14 +382,16 @@ proptest! {
 
     #[test]
     fn kv_cache_is_linear_and_uses_kv_heads(m in model(), b in 1u64..64, c in 1u64..8192, k in 1u64..4) {
-        let one = memory::kv_cache_bytes(&m, b, c, 2, 1).unwrap();
-        prop_assert_eq!(memory::kv_cache_bytes(&m, b * k, c, 2, 1).unwrap(), k * one);
-        prop_assert_eq!(memory::kv_cache_bytes(&m, b, c * k, 2, 1).unwrap(), k * one);
+        let q = |m: &Transformer, batch: u64, context: u64| memory::kv_cache_bytes(m,
+            &memory::InferenceQuery { batch, context, ..memory::InferenceQuery::default() }).unwrap();
+        let one = q(&m, b, c);
+        prop_assert_eq!(q(&m, b * k, c), k * one);
+        prop_assert_eq!(q(&m, b, c * k), k * one);
         // More query heads with the same kv heads: same cache; more kv heads: proportionally more.
         let more_q = Transformer { num_heads: m.num_heads * 2, ..m };
-        prop_assert_eq!(memory::kv_cache_bytes(&more_q, b, c, 2, 1).unwrap(), one);
+        prop_assert_eq!(q(&more_q, b, c), one);
         let more_kv = Transformer { num_kv_heads: m.num_kv_heads * 2, num_heads: m.num_heads * 2, ..m };
-        prop_assert_eq!(memory::kv_cache_bytes(&more_kv, b, c, 2, 1).unwrap(), 2 * one);
+        prop_assert_eq!(q(&more_kv, b, c), 2 * one);
     }
 
     #[test]

@@ -79,7 +79,8 @@ impl Gemm {
     }
 }
 
-/// Something that can say how long a GEMM takes. Object-safe: pass `&dyn GemmTimer`.
+/// Something that can say how long a GEMM takes. Object-safe: pass `&dyn GemmTimer`; `Send +
+/// Sync`, so one timer can serve threads that plan or search in parallel.
 ///
 /// ```
 /// use lmshape::hardware::{AnalyticalTimer, Gemm, GemmTimer, GpuSpec};
@@ -88,7 +89,7 @@ impl Gemm {
 /// assert!(s > 0.0 && s.is_finite());
 /// # Ok::<(), lmshape::Error>(())
 /// ```
-pub trait GemmTimer {
+pub trait GemmTimer: Send + Sync {
     /// Seconds for one execution of `gemm`.
     fn gemm_seconds(&self, gemm: &Gemm) -> Result<f64>;
 

@@ -46,9 +46,33 @@ impl Dtype {
     pub fn alignment_elements(self) -> u64 {
         16 / self.bytes()
     }
+}
 
-    /// Parse `fp32`, `tf32`, `fp16`, `bf16`, `fp8`.
-    pub fn parse(s: &str) -> Result<Dtype> {
+impl std::fmt::Display for Dtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Dtype::Fp32 => "fp32",
+            Dtype::Tf32 => "tf32",
+            Dtype::Fp16 => "fp16",
+            Dtype::Bf16 => "bf16",
+            Dtype::Fp8 => "fp8",
+        })
+    }
+}
+
+impl std::str::FromStr for Dtype {
+    type Err = Error;
+
+    /// Parse `fp32`, `tf32`, `fp16`, `bf16`, `fp8` (and the long names `float32`, `float16`,
+    /// `half`, `bfloat16`).
+    ///
+    /// ```
+    /// use lmshape::hardware::Dtype;
+    /// assert_eq!("bfloat16".parse::<Dtype>()?, Dtype::Bf16);
+    /// assert_eq!(Dtype::Bf16.to_string(), "bf16");
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    fn from_str(s: &str) -> Result<Dtype> {
         Ok(match s.to_ascii_lowercase().as_str() {
             "fp32" | "float32" => Dtype::Fp32,
             "tf32" => Dtype::Tf32,

@@ -45,8 +45,9 @@ use crate::model::{MlpKind, Transformer};
 use crate::parallel::{ParallelLayout, ZeroStage};
 use serde::{Deserialize, Serialize};
 
-/// The cluster a step runs on.
+/// The cluster a step runs on. Deserializing validates ([`Cluster::validate`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ClusterFields")]
 pub struct Cluster {
     /// GPU model.
     pub gpu: GpuSpec,
@@ -65,6 +66,38 @@ pub struct Cluster {
     pub software_efficiency: f64,
     /// Overlap the data-parallel gradient reduction with the last backward pass.
     pub overlap_dp_comm: bool,
+}
+
+/// The fields of a [`Cluster`] as they arrive from serde, before validation.
+#[derive(Deserialize)]
+struct ClusterFields {
+    gpu: GpuSpec,
+    gpus_per_node: u64,
+    intra_node_bytes_per_s: f64,
+    inter_node_bytes_per_s: f64,
+    collective_efficiency: f64,
+    collective_latency_seconds: f64,
+    software_efficiency: f64,
+    overlap_dp_comm: bool,
+}
+
+impl TryFrom<ClusterFields> for Cluster {
+    type Error = Error;
+
+    fn try_from(f: ClusterFields) -> Result<Cluster> {
+        let c = Cluster {
+            gpu: f.gpu,
+            gpus_per_node: f.gpus_per_node,
+            intra_node_bytes_per_s: f.intra_node_bytes_per_s,
+            inter_node_bytes_per_s: f.inter_node_bytes_per_s,
+            collective_efficiency: f.collective_efficiency,
+            collective_latency_seconds: f.collective_latency_seconds,
+            software_efficiency: f.software_efficiency,
+            overlap_dp_comm: f.overlap_dp_comm,
+        };
+        c.validate()?;
+        Ok(c)
+    }
 }
 
 impl Cluster {

@@ -302,7 +302,19 @@ pub const ARCH_NAMES: &[&str] = &[
 /// assert_eq!(m.param_counts()?.total_params, 6_738_415_616);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+/// Deserializing validates: a value that breaks a rule is an error, never a `Transformer`.
+///
+/// ```
+/// let bad = r#"{"vocab_size":1,"hidden_size":8,"num_layers":0,"num_heads":1,"num_kv_heads":1,
+///   "head_dim":8,"ffn_size":8,"max_positions":8,"arch":{"mlp":"standard","norm":"layer_norm",
+///   "position":{"kind":"rotary"},"biases":{"qkv":false,"attn_out":false,"mlp":false},
+///   "tied_embeddings":true,"embedding_norm":false,"block":{"kind":"sequential"},
+///   "final_norm":true,"embed_proj_dim":null}}"#;
+/// let e = serde_json::from_str::<lmshape::Transformer>(bad).unwrap_err();
+/// assert!(e.to_string().contains("num_layers must be positive"));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "TransformerFields")]
 pub struct Transformer {
     /// Rows of the token embedding (often padded, e.g. BLOOM's 250880).
     pub vocab_size: u64,
@@ -322,6 +334,38 @@ pub struct Transformer {
     pub max_positions: u64,
     /// Architecture knobs.
     pub arch: Architecture,
+}
+
+/// The fields of a [`Transformer`] as they arrive from serde, before validation.
+#[derive(Deserialize)]
+struct TransformerFields {
+    vocab_size: u64,
+    hidden_size: u64,
+    num_layers: u64,
+    num_heads: u64,
+    num_kv_heads: u64,
+    head_dim: u64,
+    ffn_size: u64,
+    max_positions: u64,
+    arch: Architecture,
+}
+
+impl TryFrom<TransformerFields> for Transformer {
+    type Error = Error;
+
+    fn try_from(f: TransformerFields) -> Result<Transformer> {
+        Transformer::new(
+            f.vocab_size,
+            f.hidden_size,
+            f.num_layers,
+            f.num_heads,
+            f.num_kv_heads,
+            f.head_dim,
+            f.ffn_size,
+            f.max_positions,
+            f.arch,
+        )
+    }
 }
 
 impl Transformer {

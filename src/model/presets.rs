@@ -23,6 +23,28 @@ struct Preset {
     build: fn() -> Result<Transformer>,
 }
 
+/// The shape of a published large model ([`crate::heuristics::PUBLISHED_SHAPES`], one home
+/// for layers, width and heads) with the vocabulary, FFN width and architecture of its release.
+fn published(name: &str, vocab: u64, ffn: Option<u64>, arch: Architecture) -> Result<Transformer> {
+    let s = crate::heuristics::PublishedShape::by_name(name)?;
+    let ffn = match ffn {
+        Some(f) => f,
+        None => crate::error::mul(s.hidden_size, 4, "ffn_size")?,
+    };
+    crate::error::positive(s.num_heads, "num_heads")?;
+    Transformer::new(
+        vocab,
+        s.hidden_size,
+        s.num_layers,
+        s.num_heads,
+        s.num_heads,
+        s.hidden_size / s.num_heads,
+        ffn,
+        2048,
+        arch,
+    )
+}
+
 /// Brown et al. 2020 Table 2.1 row: layers, `d_model`, heads, `d_head` as printed.
 fn gpt3(l: u64, d: u64, h: u64, hd: u64) -> Result<Transformer> {
     let ffn = crate::error::mul(d, 4, "ffn_size")?;
@@ -60,31 +82,19 @@ const PRESETS: &[Preset] = &[
     },
     Preset {
         name: "gpt3-175b",
-        build: || gpt3(96, 12288, 96, 128),
+        build: || published("GPT-3 175B", 50257, None, Architecture::gpt2()),
     },
     Preset {
         name: "bloom-176b",
-        build: || Transformer::standard(250880, 14336, 70, 112, 2048, Architecture::bloom()),
+        build: || published("BLOOM 176B", 250880, None, Architecture::bloom()),
     },
     Preset {
         name: "opt-175b",
-        build: || Transformer::standard(50272, 12288, 96, 96, 2048, Architecture::opt()),
+        build: || published("OPT 175B", 50272, None, Architecture::opt()),
     },
     Preset {
         name: "llama-65b",
-        build: || {
-            Transformer::new(
-                32000,
-                8192,
-                80,
-                64,
-                64,
-                128,
-                22016,
-                2048,
-                Architecture::llama(),
-            )
-        },
+        build: || published("LLaMA 65B", 32000, Some(22016), Architecture::llama()),
     },
 ];
 
