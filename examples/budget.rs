@@ -5,6 +5,7 @@
 //! --gpu-hours H | --flops C] [--mfu 0.4] [--token-floor 350e9] [--param-cap N]
 //! [--law chinchilla|besiroglu] [--target-loss L --inference-tokens T] [--json]`
 
+#[macro_use]
 mod common;
 
 use common::{Args, die, or_die, si};
@@ -101,10 +102,10 @@ fn main() {
         if let Some(i) = inference {
             out["inference_aware"] = json!(i);
         }
-        println!("{}", serde_json::to_string_pretty(&out).unwrap());
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap());
         return;
     }
-    println!(
+    outln!(
         "budget: {} GPU-hours of {} at {:.0}% MFU of {:.0} TFLOP/s = {:.3e} FLOPs ({:.0} PF-days)",
         si(gpu_hours),
         gpu.name,
@@ -113,12 +114,15 @@ fn main() {
         flops,
         flops / scaling::PF_DAY_FLOPS
     );
-    println!(
+    outln!(
         "\n{:<34}{:>12}{:>12}{:>10}",
-        "law", "params", "tokens", "loss"
+        "law",
+        "params",
+        "tokens",
+        "loss"
     );
     let row = |name: &str, a: &Allocation, loss: Option<f64>| {
-        println!(
+        outln!(
             "{name:<34}{:>12}{:>12}{:>10}",
             si(a.params),
             si(a.tokens),
@@ -126,7 +130,7 @@ fn main() {
         )
     };
     row("Kaplan 2020 (non-embedding N)", &kaplan, None);
-    println!("  (Kaplan's N and D are separate published fits: 6·N·D = 1.81 × the budget)");
+    outln!("  (Kaplan's N and D are separate published fits: 6·N·D = 1.81 × the budget)");
     row("Chinchilla approach 1", &a1, None);
     row("Chinchilla approach 2", &a2, None);
     row(
@@ -139,7 +143,7 @@ fn main() {
         &be,
         ParametricLaw::BESIROGLU.loss(be.params, be.tokens).ok(),
     );
-    println!(
+    outln!(
         "\nconstrained ({}): {} params on {} tokens, binding: {:?}, predicted loss {:.4} (+{:.4} vs optimum)",
         args.raw("law").unwrap_or("chinchilla"),
         si(choice.params),
@@ -149,7 +153,7 @@ fn main() {
         choice.loss_cost
     );
     if let Some(i) = inference {
-        println!(
+        outln!(
             "inference-aware (Sardana et al. 2023): {} params on {} tokens; training {:.3e} + inference {:.3e} FLOPs",
             si(i.params),
             si(i.tokens),

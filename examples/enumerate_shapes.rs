@@ -12,6 +12,7 @@
 //! for the layout `--tp`, `--pp`, `--dp N` (default 8), `--micro-batch N` (default 2),
 //! `--global-batch N` (default 2048), full recomputation, and ranks by TFLOP/s per GPU.
 
+#[macro_use]
 mod common;
 
 use common::{Args, die, or_die, si};
@@ -198,11 +199,11 @@ fn main() {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&out).unwrap());
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap());
         return;
     }
     let limit = args.get_u64("limit", 40) as usize;
-    println!(
+    outln!(
         "shapes of {} ± {:.1}% ({:?} MLP, {:?} positions), vocab {} (padded {}), seq {}, tp {}, pp {}{}, hidden % {}, head dims {}..{}",
         si(target as f64),
         tolerance * 100.0,
@@ -222,14 +223,14 @@ fn main() {
         space.head_dims.first().unwrap_or(&0),
         space.head_dims.last().unwrap_or(&0),
     );
-    println!(
+    outln!(
         "{} valid shapes ({} distinct depth × width) from {} candidates examined",
         shapes.len(),
         search::one_per_width_depth(&scored, 128).len(),
         candidates
     );
     if let Ok(l) = heuristics::levine_depth_for_params(target as f64) {
-        println!(
+        outln!(
             "Levine et al. 2020 (BigScience reading): preferred depth for {} is {:.1} layers; Kaplan's flat aspect range {:.0}..{:.0}",
             si(target as f64),
             l,
@@ -250,8 +251,8 @@ fn main() {
             )
         })
         .collect();
-    println!("published neighbours: {}", near.join("; "));
-    println!(
+    outln!("published neighbours: {}", near.join("; "));
+    outln!(
         "\n{:>4} {:>7} {:>6} {:>5} {:>6} {:>9} {:>8} {:>7} {:>9} {:>8} {:>7}",
         "rank",
         "layers",
@@ -267,7 +268,7 @@ fn main() {
     );
     for (i, s) in rows.iter().take(limit).enumerate() {
         let h = &s.heuristics;
-        println!(
+        outln!(
             "{:>4} {:>7} {:>6} {:>5} {:>6} {:>9} {:>8} {:>+7.2} {:>9.1} {:>8} {:>+7.1} {:>8}",
             i + 1,
             s.shape.num_layers,
@@ -284,7 +285,7 @@ fn main() {
         );
     }
     if rows.len() > limit {
-        println!(
+        outln!(
             "... {} more (--limit N, --all-heads, --json)",
             rows.len() - limit
         );

@@ -6,6 +6,7 @@
 //! The CSV has columns `params`, `loss` and `tokens` or `training_flops`. Without a path it fits
 //! the Chinchilla Figure 4 data bundled in `tests/data/`.
 
+#[macro_use]
 mod common;
 
 use common::{Args, die, or_die, si};
@@ -67,33 +68,43 @@ fn main() {
         if let Some((groups, f)) = &frontier {
             out["isoflop_frontier"] = json!({"groups": groups, "params_exponent": f.exponent, "coef": f.coef, "r_squared": f.r_squared});
         }
-        println!("{}", serde_json::to_string_pretty(&out).unwrap());
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap());
         return;
     }
-    println!(
+    outln!(
         "{path}: {} runs, {} left out as highest-loss outliers",
         all.len(),
         all.len() - runs.len()
     );
-    println!(
+    outln!(
         "fit (Huber d=1e-3 on log loss, L-BFGS from {} starts, {seconds:.2}s):",
         fit.starts
     );
-    println!(
+    outln!(
         "  E = {:.4}  A = {:.2}  B = {:.2}  alpha = {:.4}  beta = {:.4}",
-        l.e, l.a, l.b, l.alpha, l.beta
+        l.e,
+        l.a,
+        l.b,
+        l.alpha,
+        l.beta
     );
     if let Some(se) = &se {
-        println!(
+        outln!(
             "  bootstrap SE ({} resamples): E {:.4}  A {:.2}  B {:.2}  alpha {:.4}  beta {:.4}",
-            se.resamples, se.e, se.a, se.b, se.alpha, se.beta
+            se.resamples,
+            se.e,
+            se.a,
+            se.b,
+            se.alpha,
+            se.beta
         );
     }
-    println!(
+    outln!(
         "  objective {:.6}, rms log residual {:.4}",
-        fit.objective, fit.rms_residual
+        fit.objective,
+        fit.rms_residual
     );
-    println!(
+    outln!(
         "  compute-optimal: N_opt ∝ C^{:.3}, D_opt ∝ C^{:.3}; at 1e24 FLOPs: {} params on {} tokens",
         l.beta / (l.alpha + l.beta),
         l.alpha / (l.alpha + l.beta),
@@ -101,9 +112,10 @@ fn main() {
         si(opt.tokens)
     );
     if let Some((groups, f)) = frontier {
-        println!(
+        outln!(
             "  IsoFLOP (approach 2) over {groups} groups: N_opt ∝ C^{:.3} (r² {:.3})",
-            f.exponent, f.r_squared
+            f.exponent,
+            f.r_squared
         );
     }
 }

@@ -5,6 +5,7 @@
 //! misaligned, wave-quantized pairs, attention batches), prints analytical vs measured side
 //! by side, and with `--out` writes the measurements in the `TableTimer` JSON format.
 
+#[macro_use]
 mod common;
 
 use common::{Args, die, or_die};
@@ -90,24 +91,32 @@ fn main() {
                     "measured_tflops": g.flops() / s / 1e12, "analytical_tflops": g.flops() / p / 1e12})
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json!({"device": timer.device_name(), "rows": out}))
                 .unwrap()
         );
         return;
     }
-    println!(
+    outln!(
         "{} vs the analytical model of {}",
         timer.describe(),
         model.gpu.name
     );
-    println!(
+    outln!(
         "{:>7} {:>7} {:>7} {:>5} {:>12} {:>12} {:>10} {:>10} {:>7}",
-        "m", "n", "k", "batch", "measured µs", "model µs", "meas TF/s", "model TF/s", "ratio"
+        "m",
+        "n",
+        "k",
+        "batch",
+        "measured µs",
+        "model µs",
+        "meas TF/s",
+        "model TF/s",
+        "ratio"
     );
     for (g, s, p) in rows {
-        println!(
+        outln!(
             "{:>7} {:>7} {:>7} {:>5} {:>12.1} {:>12.1} {:>10.1} {:>10.1} {:>7.2}",
             g.m,
             g.n,

@@ -8,6 +8,7 @@
 //! `examples/configs/llama-2-7b.json`; `--preset NAME` instead of a path: a published shape such
 //! as `gpt3-175b` or `bloom-176b`).
 
+#[macro_use]
 mod common;
 
 use common::{Args, die, gib, grouped, load_config, or_die, si};
@@ -114,7 +115,7 @@ fn main() {
         },
     )));
     if args.flag("json") {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report.to_json()).unwrap()
         );
@@ -220,8 +221,8 @@ impl Report {
     fn print(&self, path: &str) {
         let m = &self.model;
         let c = &self.counts;
-        println!("{path}");
-        println!(
+        outln!("{path}");
+        outln!(
             "  vocab {}  hidden {}  layers {}  heads {} (kv {}, dim {})  ffn {}  positions {}",
             m.vocab_size,
             m.hidden_size,
@@ -232,7 +233,7 @@ impl Report {
             m.ffn_size,
             m.max_positions
         );
-        println!(
+        outln!(
             "  mlp {:?}  norm {:?}  position {:?}  biases {:?}  tied {}  block {:?}",
             m.arch.mlp,
             m.arch.norm,
@@ -241,7 +242,7 @@ impl Report {
             m.arch.tied_embeddings,
             m.arch.block
         );
-        println!("\nparameters");
+        outln!("\nparameters");
         let rows = [
             ("token embedding", c.token_embedding_params),
             ("position embedding", c.position_embedding_params),
@@ -254,22 +255,22 @@ impl Report {
             ("output head (untied)", c.output_head_params),
         ];
         for (name, n) in rows {
-            println!("  {name:<24}{:>20}  {:>8}", grouped(n), si(n as f64));
+            outln!("  {name:<24}{:>20}  {:>8}", grouped(n), si(n as f64));
         }
-        println!(
+        outln!(
             "  {:<24}{:>20}  {:>8}",
             "total",
             grouped(c.total_params),
             si(c.total_params as f64)
         );
-        println!(
+        outln!(
             "  {:<24}{:>20}  {:>8}",
             "non-embedding (Kaplan N)",
             grouped(c.non_embedding_params),
             si(c.non_embedding_params as f64)
         );
         let s = &self.summary;
-        println!("\nFLOPs per token at context {}", self.seq);
+        outln!("\nFLOPs per token at context {}", self.seq);
         let rows = [
             ("matmul forward", self.matmul.forward_flops),
             ("matmul training (3x)", self.matmul.model_flops()),
@@ -281,11 +282,11 @@ impl Report {
             ("Chinchilla app. F", s.chinchilla.model_flops()),
         ];
         for (name, f) in rows {
-            println!("  {name:<28}{f:>14.4e}");
+            outln!("  {name:<28}{f:>14.4e}");
         }
         if let Some(t) = &self.training {
             let l = &self.layout;
-            println!(
+            outln!(
                 "\ntraining memory per GPU: tp {} pp {} dp {} zero {} sp {} micro {} global {} seq {} recompute {:?}",
                 l.tp,
                 l.pp,
@@ -297,9 +298,14 @@ impl Report {
                 l.seq_len,
                 l.recompute
             );
-            println!(
+            outln!(
                 "  {:<10}{:>14}{:>14}{:>14}{:>14}{:>14}",
-                "stage", "weights", "gradients", "optimizer", "activations", "total"
+                "stage",
+                "weights",
+                "gradients",
+                "optimizer",
+                "activations",
+                "total"
             );
             let mut shown = Vec::new();
             for s in [t.first, t.middle, t.last] {
@@ -307,7 +313,7 @@ impl Report {
                     continue;
                 }
                 shown.push(s.stage);
-                println!(
+                outln!(
                     "  {:<10}{:>14}{:>14}{:>14}{:>14}{:>14}",
                     format!("{:?}", s.stage),
                     gib(s.weights_bytes),
@@ -317,14 +323,14 @@ impl Report {
                     gib(s.total_bytes)
                 );
             }
-            println!(
+            outln!(
                 "  most loaded: {:?} stage, {}",
                 t.peak.stage,
                 gib(t.peak.total_bytes)
             );
         }
         if let Some(i) = &self.inference {
-            println!(
+            outln!(
                 "\ninference memory per GPU: weights {} + KV cache {} = {}",
                 gib(i.weights_bytes),
                 gib(i.kv_cache_bytes),

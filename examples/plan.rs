@@ -13,6 +13,7 @@
 //! --json --report-json --svg PATH`. `--json` prints the ranked candidates as an array;
 //! `--report-json` the whole report (budget, bounds, target, counts, best per shape).
 
+#[macro_use]
 mod common;
 
 use common::{Args, die, gib, or_die, si};
@@ -152,7 +153,7 @@ fn main() {
             "rejected_shapes": result.rejected_shapes.len(),
             "top": result.best_per_shape().into_iter().take(top).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap());
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap());
         return;
     }
     if args.flag("json") {
@@ -183,7 +184,7 @@ fn main() {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&out).unwrap());
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap());
         return;
     }
     report(&req, &result, timer, seconds, top);
@@ -191,8 +192,8 @@ fn main() {
 
 fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top: usize) {
     let b = &p.budget;
-    println!("== budget");
-    println!(
+    outln!("== budget");
+    outln!(
         "{} × {} for {:.0} h ({:.1} weeks), {:.0}% held back: {} GPU-hours, {:.0} usable hours",
         req.gpus,
         req.cluster.gpu.name,
@@ -202,13 +203,13 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
         si(b.gpu_hours),
         b.usable_hours
     );
-    println!(
+    outln!(
         "at an assumed {:.0}% MFU: {:.3e} training FLOPs ({:.0} PF-days)",
         req.assumed_mfu * 100.0,
         b.compute_flops,
         b.compute_flops / lmshape::scaling::PF_DAY_FLOPS
     );
-    println!("\n== scaling-law bounds (compute-optimal params on tokens)");
+    outln!("\n== scaling-law bounds (compute-optimal params on tokens)");
     let l = &p.bounds;
     for (name, a) in [
         ("Kaplan et al. 2020 (non-embedding)", l.kaplan),
@@ -217,13 +218,13 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
         ("Chinchilla approach 3", l.chinchilla_approach3),
         ("Besiroglu et al. 2024", l.besiroglu),
     ] {
-        println!("  {name:<36}{:>10} on {:>10}", si(a.params), si(a.tokens));
+        outln!("  {name:<36}{:>10} on {:>10}", si(a.params), si(a.tokens));
     }
-    println!(
+    outln!(
         "  (Kaplan's N_opt and D_opt are separate published fits: 6·N·D = 1.81 × the budget, not 1 ×;\n   its D comes from the critical-batch fit. Constraints move along C = 6ND.)"
     );
-    println!("\n== target");
-    println!(
+    outln!("\n== target");
+    outln!(
         "law {:?}; token floor {}: target {} {} params (binding: {:?}); searching {} .. {}",
         req.law,
         req.token_floor.map_or("none".into(), si),
@@ -236,7 +237,7 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
         si(p.param_range.0 as f64),
         si(p.param_range.1 as f64)
     );
-    println!(
+    outln!(
         "shapes: aspect ratio {:.0}..{:.0} (published large models), head dims ≤ {} accepted; layouts: tp {:?} (≤ {} per node), every pp, micro-batch {:?}, recompute {:?}, ZeRO {}",
         req.aspect_ratio_range.0,
         req.aspect_ratio_range.1,
@@ -247,7 +248,7 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
         req.recompute,
         req.zero.number()
     );
-    println!(
+    outln!(
         "evaluated {} (shape, layout) pairs over {} shapes in {:.3} s with {}; {} feasible",
         p.evaluated,
         p.shapes,
@@ -255,8 +256,8 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
         timer.describe(),
         p.candidates.len()
     );
-    println!("\n== top {top} (best layout per shape)");
-    println!(
+    outln!("\n== top {top} (best layout per shape)");
+    outln!(
         "{:>3} {:>6} {:>6} {:>5} {:>4} {:>3} {:>3} {:>3} {:>3} {:>8} {:>10} {:>7} {:>6} {:>9} {:>8}",
         "#",
         "layers",
@@ -275,7 +276,7 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
         "loss"
     );
     for (i, c) in p.best_per_shape().iter().take(top).enumerate() {
-        println!(
+        outln!(
             "{:>3} {:>6} {:>6} {:>5} {:>4} {:>3} {:>3} {:>3} {:>3} {:>8} {:>10} {:>7.1} {:>6.1} {:>9} {:>8.4}",
             i + 1,
             c.shape.num_layers,
@@ -294,12 +295,12 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
             c.predicted_loss
         );
     }
-    println!("\n== rejected (shape, layout) pairs by reason");
+    outln!("\n== rejected (shape, layout) pairs by reason");
     for (reason, n) in &p.rejection_counts {
-        println!("  {:<36}{n:>10}", reason.to_string());
+        outln!("  {:<36}{n:>10}", reason.to_string());
     }
     if !p.invalid_layouts.is_empty() {
-        println!(
+        outln!(
             "  layouts no shape can use: {} (e.g. tp {} × pp {} × dp {}, micro-batch {}: {})",
             p.invalid_layouts.len(),
             p.invalid_layouts[0].layout.tp,
@@ -309,12 +310,12 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
             p.invalid_layouts[0].reason
         );
     }
-    println!(
+    outln!(
         "  shapes with no feasible layout: {}",
         p.rejected_shapes.len()
     );
     match p.best() {
-        Some(c) => println!(
+        Some(c) => outln!(
             "\n== recommendation: {} layers × {} hidden, {} heads of {} ({} params) on tp {} × pp {} × dp {}, micro-batch {}{}: {:.1} TFLOP/s per GPU, {} tokens in {:.0} days (floor reached after {:.0} days), {} per GPU",
             c.shape.num_layers,
             c.shape.hidden_size,
@@ -336,7 +337,7 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
             c.days_to_token_floor.unwrap_or(c.days),
             gib(c.memory_bytes_per_gpu)
         ),
-        None => println!("\n== no feasible candidate: see the rejection reasons above"),
+        None => outln!("\n== no feasible candidate: see the rejection reasons above"),
     }
 }
 

@@ -9,6 +9,7 @@
 //! Defaults: BLOOM-176B as BigScience launched it (tp 4, pp 12, dp 8, micro-batch 2, global
 //! batch 2048, full recomputation) on a Selene-class A100 80GB cluster.
 
+#[macro_use]
 mod common;
 
 use common::{Args, die, load_config, or_die, si};
@@ -120,10 +121,10 @@ fn main() {
             "layout": layout,
             "timer": lmshape::hardware::GemmTimer::describe(&timer),
         });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap());
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap());
         return;
     }
-    println!(
+    outln!(
         "{} params: {} layers × {} hidden, {} heads; tp {} pp {} dp {} ({} GPUs), micro-batch {}, global batch {}, seq {}, recompute {:?}",
         si(or_die(model.total_params()) as f64),
         model.num_layers,
@@ -138,8 +139,8 @@ fn main() {
         layout.seq_len,
         layout.recompute
     );
-    println!("timer: {}", lmshape::hardware::GemmTimer::describe(&timer));
-    println!(
+    outln!("timer: {}", lmshape::hardware::GemmTimer::describe(&timer));
+    outln!(
         "step {:.2} s, {:.1} TFLOP/s per GPU (Megatron eq. 3), MFU {:.1}%, {:.0} tokens/s, {:.1} days for {} tokens",
         s.step_seconds,
         s.tflops_per_gpu,
@@ -158,7 +159,7 @@ fn main() {
         ("optimizer", b.optimizer_seconds),
     ];
     for (name, secs) in rows {
-        println!(
+        outln!(
             "  {name:<30}{secs:>9.2} s  {:>5.1}%",
             100.0 * secs / s.step_seconds
         );

@@ -2,6 +2,28 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+
+/// `println!` that ends the program quietly (status 0) when standard output is closed, as
+/// when the output is piped into `head`.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($t)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+/// `print!` with the same closed-pipe behaviour as `outln!`.
+#[allow(unused_macros)]
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if write!(std::io::stdout(), $($t)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
 use std::str::FromStr;
 
 /// Parsed command line: `--key value` pairs, bare `--flag`s and positionals.
@@ -30,7 +52,7 @@ impl Args {
         };
         while let Some(a) = it.next() {
             if a == "--help" || a == "-h" {
-                println!("{usage}");
+                outln!("{usage}");
                 std::process::exit(0);
             }
             if let Some(name) = a.strip_prefix("--") {
