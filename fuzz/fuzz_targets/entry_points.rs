@@ -1,0 +1,167 @@
+//! Every public entry point on arbitrary input: the Hugging Face config reader, parameter
+//! counts, FLOPs, training and inference memory, step time, shape enumeration and a small
+//! plan. Each must return `Ok` or a typed error; a panic, an overflow trap or a hang is a
+//! finding.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use lmshape::hardware::step::{self, Cluster, StepOptions};
+use lmshape::hardware::{AnalyticalTimer, GpuSpec};
+use lmshape::memory::{self, InferenceQuery, MemoryOptions};
+use lmshape::search::ShapeSpace;
+use lmshape::{Architecture, ParallelLayout, Recompute, Schedule, Transformer, ZeroStage, flops};
+
+/// Reads little numbers off the input, then zeros once it runs out.
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn u8(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+
+    /// A value of up to `bytes` bytes, often small, sometimes huge.
+    fn u64(&mut self, bytes: usize) -> u64 {
+        (0..bytes).fold(0u64, |acc, _| (acc << 8) | u64::from(self.u8()))
+    }
+
+    fn f64(&mut self) -> f64 {
+        f64::from_bits(self.u64(8))
+    }
+}
+
+fn layout(b: &mut Bytes) -> ParallelLayout {
+    ParallelLayout {
+        tp: b.u64(1),
+        pp: b.u64(1),
+        dp: b.u64(2),
+        sequence_parallel: b.u8() & 1 == 1,
+        zero: ZeroStage::from_number(u64::from(b.u8() % 4)).unwrap_or_default(),
+        micro_batch: b.u64(1),
+        global_batch: b.u64(3),
+        seq_len: b.u64(2),
+        recompute: [Recompute::None, Recompute::Selective, Recompute::Full][usize::from(b.u8() % 3)],
+        schedule: match b.u8() % 3 {
+            0 => Schedule::OneFOneB,
+            _ => Schedule::Interleaved {
+                virtual_stages: b.u64(1),
+            },
+        },
+        embedding_pipeline_slots: b.u8() & 1 == 1,
+    }
+}
+
+fn model(b: &mut Bytes) -> Option<Transformer> {
+    let arch = [
+        Architecture::gpt2(),
+        Architecture::llama(),
+        Architecture::bloom(),
+        Architecture::gpt_neox(),
+        Architecture::falcon(),
+    ][usize::from(b.u8() % 5)];
+    let heads = b.u64(1);
+    Transformer::new(
+        b.u64(3),
+        b.u64(2),
+        b.u64(1),
+        heads,
+        b.u64(1),
+        b.u64(2),
+        b.u64(3),
+        b.u64(2),
+        arch,
+    )
+    .ok()
+}
+
+fn exercise_model(m: &Transformer, b: &mut Bytes) {
+    let _ = m.param_counts();
+    let _ = flops::summary(m, b.u64(2));
+    let l = layout(b);
+    let _ = memory::training_memory(m, &l, &MemoryOptions::default());
+    let q = InferenceQuery {
+        batch: b.u64(2),
+        context: b.u64(3),
+        weight_bytes: b.u64(1),
+        kv_bytes: b.u64(1),
+        tp: b.u64(1),
+        pp: b.u64(1),
+    };
+    let _ = memory::inference_memory(m, &q);
+    let _ = memory::max_inference_batch(m, &q, b.u64(6));
+    // Step time only for modest models, so one input stays fast.
+    if m.num_layers <= 64 && l.global_batch <= 4096 {
+        let mut cluster = Cluster::selene();
+        if b.u8() & 1 == 1 {
+            cluster.inter_node_bytes_per_s = b.f64();
+            cluster.software_efficiency = b.f64();
+            cluster.collective_latency_seconds = b.f64();
+        }
+        let timer = AnalyticalTimer::new(GpuSpec::a100_80gb());
+        let _ = step::step_time(m, &l, &cluster, &timer, &StepOptions::default());
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut b = Bytes(data);
+    match b.u8() % 4 {
+        // A config text: the reader, then everything downstream of the model it gives.
+        0 => {
+            if let Ok(text) = std::str::from_utf8(b.0) {
+                if let Ok(m) = lmshape::model::hf::from_hf_config_str(text) {
+                    let mut rest = Bytes(text.as_bytes());
+                    exercise_model(&m, &mut rest);
+                }
+                let _ = serde_json::from_str::<Transformer>(text);
+                let _ = serde_json::from_str::<ParallelLayout>(text);
+            }
+        }
+        // A model built from numbers.
+        1 => {
+            if let Some(m) = model(&mut b) {
+                exercise_model(&m, &mut b);
+            }
+        }
+        // Shape enumeration on a small, arbitrary space.
+        2 => {
+            if let Ok(mut s) =
+                ShapeSpace::around(b.u64(4), f64::from(b.u8()) / 256.0, Architecture::llama(), b.u64(3))
+            {
+                s.tp = b.u64(1);
+                s.pp = b.u64(1);
+                s.hidden_multiple = b.u64(2);
+                s.embedding_pipeline_slots = b.u8() & 1 == 1;
+                s.max_layers = b.u64(1);
+                let _ = s.check(b.u64(1), b.u64(2), b.u64(1));
+                if let Ok(it) = s.iter() {
+                    for _ in it.take(200) {}
+                }
+            }
+        }
+        // A small plan.
+        _ => {
+            let mut req = lmshape::PlanRequest::new(
+                Cluster::selene(),
+                1 + b.u64(1) % 16,
+                b.f64(),
+                Architecture::llama(),
+                1 + b.u64(2),
+            );
+            let lo = 1_000_000 + b.u64(3);
+            req.param_range = Some((lo, lo + b.u64(2) * 16));
+            req.global_batch = b.u64(1);
+            req.seq_len = b.u64(2);
+            req.token_floor = match b.u8() % 2 {
+                0 => None,
+                _ => Some(b.f64()),
+            };
+            let timer = AnalyticalTimer::new(GpuSpec::a100_80gb());
+            let _ = lmshape::plan::plan(&req, &timer);
+        }
+    }
+});

@@ -1,0 +1,232 @@
+//! Reading a Hugging Face `config.json` into a [`Transformer`].
+//!
+//! Each family is one plain serde struct whose fields are named as the family's `config.json`
+//! keys (aliases as `#[serde(alias)]`, every key optional so that the class default applies
+//! when it is absent or `null`), converted into the model with `TryFrom`: a new family is one
+//! file with one struct and one conversion, and one line in [`from_hf_config`].
+//!
+//! Each family's key names, aliases and defaults follow the configuration classes of Hugging Face
+//! `transformers` (`GPT2Config`, `GPTNeoXConfig`, `BloomConfig`, `OPTConfig`, `LlamaConfig`,
+//! `MistralConfig`, `Qwen2Config`, `GemmaConfig`, `FalconConfig`), including their
+//! `attribute_map` aliases (e.g. GPT-2's `n_embd` ↔ `hidden_size`, BLOOM's `n_embed`, Falcon's
+//! `n_head_kv`) and the class default used when a key is absent. A key whose value is `null`
+//! counts as absent, as in `transformers`. Falcon's pre-`transformers` configs
+//! (`model_type` `RefinedWebModel` for 7B, `RefinedWeb` for 40B, which implies
+//! `new_decoder_architecture`) are read too.
+//!
+//! ```
+//! let cfg = r#"{"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008,
+//!     "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 32,
+//!     "vocab_size": 32000, "max_position_embeddings": 4096, "tie_word_embeddings": false}"#;
+//! let m = lmshape::model::hf::from_hf_config_str(cfg)?;
+//! assert_eq!(m.total_params()?, 6_738_415_616); // Llama-2-7B
+//! # Ok::<(), lmshape::Error>(())
+//! ```
+
+use super::Transformer;
+use crate::error::{Error, Result};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+mod bloom;
+mod falcon;
+mod gpt2;
+mod gpt_neox;
+mod llama;
+mod opt;
+
+pub use bloom::BloomConfig;
+pub use falcon::FalconConfig;
+pub use gpt_neox::GptNeoXConfig;
+pub use gpt2::Gpt2Config;
+pub use llama::LlamaConfig;
+pub use opt::OptConfig;
+
+/// `model_type` values this module reads.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
+    "gpt2",
+    "gpt_neox",
+    "bloom",
+    "opt",
+    "llama",
+    "mistral",
+    "qwen2",
+    "gemma",
+    "falcon",
+    "RefinedWeb",
+    "RefinedWebModel",
+];
+
+/// Parse config text. Invalid JSON, a non-object, an unknown `model_type`, a missing or
+/// ill-typed key, or a shape that breaks a model rule each give a typed error.
+pub fn from_hf_config_str(text: &str) -> Result<Transformer> {
+    let value: Value = serde_json::from_str(text).map_err(|e| Error::Json(e.to_string()))?;
+    from_hf_config(&value)
+}
+
+/// Read an already parsed config.
+pub fn from_hf_config(value: &Value) -> Result<Transformer> {
+    let obj = value.as_object().ok_or_else(|| Error::InvalidKey {
+        key: "<root>".into(),
+        expected: "a json object",
+        found: short(value),
+    })?;
+    let model_type = match obj.get("model_type") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(other) => {
+            return Err(Error::InvalidKey {
+                key: "model_type".into(),
+                expected: "a string",
+                found: short(other),
+            });
+        }
+        None => {
+            return Err(Error::MissingKey {
+                key: "model_type".into(),
+            });
+        }
+    };
+    match model_type {
+        "gpt2" => read::<Gpt2Config>(value)?.try_into(),
+        "gpt_neox" => read::<GptNeoXConfig>(value)?.try_into(),
+        "bloom" => read::<BloomConfig>(value)?.try_into(),
+        "opt" => read::<OptConfig>(value)?.try_into(),
+        "llama" | "mistral" | "qwen2" | "gemma" => read::<LlamaConfig>(value)?.try_into(),
+        "falcon" | "RefinedWebModel" | "RefinedWeb" => read::<FalconConfig>(value)?.try_into(),
+        other => Err(Error::UnsupportedModelType {
+            model_type: other.to_string(),
+            supported: SUPPORTED_MODEL_TYPES.join(", "),
+        }),
+    }
+}
+
+/// Deserialize a family's struct, naming the key of an ill-typed value.
+fn read<C: DeserializeOwned>(value: &Value) -> Result<C> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let key = e.path().to_string();
+        let found = value
+            .get(key.as_str())
+            .map_or_else(|| e.inner().to_string(), short);
+        Error::InvalidKey {
+            key,
+            expected: "a value of the type the family's config class declares",
+            found,
+        }
+    })
+}
+
+fn short(v: &Value) -> String {
+    let mut s = v.to_string();
+    if s.len() > 60 {
+        let mut cut = 57;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+/// A count as configs write it: a non-negative integer, or a float without a fraction (some
+/// exporters write `4096.0`). `null` is read as absent by the `Option` around it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count(pub u64);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Count, D::Error> {
+        let v = serde_json::Number::deserialize(d)?;
+        v.as_u64()
+            .or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 9.0e15)
+                    .map(|f| f as u64)
+            })
+            .map(Count)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!("expected a non-negative integer, found {v}"))
+            })
+    }
+}
+
+/// The value of an optional count, or the class default.
+fn or(c: Option<Count>, default: u64) -> u64 {
+    c.map_or(default, |c| c.0)
+}
+
+/// `hidden / heads` as `transformers` computes it, requiring an exact split where the family's
+/// code asserts one.
+fn head_dim_of(hidden: u64, heads: u64) -> Result<u64> {
+    crate::error::positive(heads, "num_heads")?;
+    crate::error::divisible(
+        "hidden size must split evenly into heads",
+        "hidden_size",
+        hidden,
+        "num_heads",
+        heads,
+    )?;
+    Ok(hidden / heads)
+}
+
+fn four_times(d: u64) -> Result<u64> {
+    crate::error::mul(d, 4, "ffn_size")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_model_type_lists_supported() {
+        let e = from_hf_config_str(r#"{"model_type": "mamba"}"#).unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("mamba") && s.contains("gpt_neox") && s.contains("falcon"));
+    }
+
+    #[test]
+    fn ill_typed_key_is_named() {
+        let e = from_hf_config_str(r#"{"model_type": "gpt2", "n_layer": "12"}"#).unwrap_err();
+        assert!(matches!(e, Error::InvalidKey { ref key, .. } if key == "n_layer"));
+    }
+
+    #[test]
+    fn missing_model_type() {
+        let e = from_hf_config_str(r#"{"n_layer": 12}"#).unwrap_err();
+        assert_eq!(
+            e,
+            Error::MissingKey {
+                key: "model_type".into()
+            }
+        );
+    }
+
+    #[test]
+    fn integral_floats_are_counts_and_fractions_are_not() {
+        let m = from_hf_config_str(r#"{"model_type": "gpt2", "n_layer": 12.0}"#).unwrap();
+        assert_eq!(m.num_layers, 12);
+        let e = from_hf_config_str(r#"{"model_type": "gpt2", "n_layer": 12.5}"#).unwrap_err();
+        assert!(matches!(e, Error::InvalidKey { ref key, .. } if key == "n_layer"), "{e}");
+    }
+
+    #[test]
+    fn aliases_name_the_key_as_written() {
+        let e = from_hf_config_str(r#"{"model_type": "bloom", "n_embed": true}"#).unwrap_err();
+        assert!(matches!(e, Error::InvalidKey { ref key, .. } if key == "n_embed"), "{e}");
+    }
+
+    #[test]
+    fn null_means_absent() {
+        let a = from_hf_config_str(r#"{"model_type": "llama", "head_dim": null}"#).unwrap();
+        assert_eq!(a.head_dim, 128);
+    }
+
+    #[test]
+    fn bad_json() {
+        assert!(matches!(from_hf_config_str("{"), Err(Error::Json(_))));
+        assert!(matches!(
+            from_hf_config_str("[1]"),
+            Err(Error::InvalidKey { .. })
+        ));
+    }
+}
