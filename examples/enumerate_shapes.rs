@@ -167,7 +167,7 @@ fn main() {
         let mut seen = std::collections::HashSet::new();
         scored
             .iter()
-            .filter(|s| seen.insert((s.shape.num_layers, s.shape.hidden_size)))
+            .filter(|s| seen.insert((s.shape.model.num_layers, s.shape.model.hidden_size)))
             .copied()
             .collect()
     } else {
@@ -181,13 +181,13 @@ fn main() {
             .map(|s| {
                 let h = &s.heuristics;
                 json!({
-                    "hidden_size": s.shape.hidden_size,
-                    "num_layers": s.shape.num_layers,
-                    "num_heads": s.shape.num_heads,
-                    "num_kv_heads": s.shape.num_kv_heads,
-                    "head_dim": s.shape.head_dim,
-                    "ffn_size": s.shape.ffn_size,
-                    "vocab_size": s.shape.vocab_size,
+                    "hidden_size": s.shape.model.hidden_size,
+                    "num_layers": s.shape.model.num_layers,
+                    "num_heads": s.shape.model.num_heads,
+                    "num_kv_heads": s.shape.model.num_kv_heads,
+                    "head_dim": s.shape.model.head_dim,
+                    "ffn_size": s.shape.model.ffn_size,
+                    "vocab_size": s.shape.model.vocab_size,
                     "params": s.shape.params,
                     "param_error": s.param_error,
                     "aspect_ratio": h.aspect_ratio,
@@ -271,11 +271,11 @@ fn main() {
         outln!(
             "{:>4} {:>7} {:>6} {:>5} {:>6} {:>9} {:>8} {:>+7.2} {:>9.1} {:>8} {:>+7.1} {:>8}",
             i + 1,
-            s.shape.num_layers,
-            s.shape.hidden_size,
-            s.shape.num_heads,
-            s.shape.head_dim,
-            s.shape.ffn_size,
+            s.shape.model.num_layers,
+            s.shape.model.hidden_size,
+            s.shape.model.num_heads,
+            s.shape.model.head_dim,
+            s.shape.model.ffn_size,
             si(s.shape.params as f64),
             s.param_error * 100.0,
             h.aspect_ratio,

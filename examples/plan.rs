@@ -162,11 +162,11 @@ fn main() {
             .iter()
             .map(|c| {
                 json!({
-                    "hidden_size": c.shape.hidden_size,
-                    "num_layers": c.shape.num_layers,
-                    "num_heads": c.shape.num_heads,
-                    "head_dim": c.shape.head_dim,
-                    "ffn_size": c.shape.ffn_size,
+                    "hidden_size": c.shape.model.hidden_size,
+                    "num_layers": c.shape.model.num_layers,
+                    "num_heads": c.shape.model.num_heads,
+                    "head_dim": c.shape.model.head_dim,
+                    "ffn_size": c.shape.model.ffn_size,
                     "tp": c.layout.tp,
                     "pp": c.layout.pp,
                     "dp": c.layout.dp,
@@ -279,10 +279,10 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
         outln!(
             "{:>3} {:>6} {:>6} {:>5} {:>4} {:>3} {:>3} {:>3} {:>3} {:>8} {:>10} {:>7.1} {:>6.1} {:>9} {:>8.4}",
             i + 1,
-            c.shape.num_layers,
-            c.shape.hidden_size,
-            c.shape.num_heads,
-            c.shape.head_dim,
+            c.shape.model.num_layers,
+            c.shape.model.hidden_size,
+            c.shape.model.num_heads,
+            c.shape.model.head_dim,
             c.layout.tp,
             c.layout.pp,
             c.layout.dp,
@@ -317,10 +317,10 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
     match p.best() {
         Some(c) => outln!(
             "\n== recommendation: {} layers × {} hidden, {} heads of {} ({} params) on tp {} × pp {} × dp {}, micro-batch {}{}: {:.1} TFLOP/s per GPU, {} tokens in {:.0} days (floor reached after {:.0} days), {} per GPU",
-            c.shape.num_layers,
-            c.shape.hidden_size,
-            c.shape.num_heads,
-            c.shape.head_dim,
+            c.shape.model.num_layers,
+            c.shape.model.hidden_size,
+            c.shape.model.num_heads,
+            c.shape.model.head_dim,
             si(c.shape.params as f64),
             c.layout.tp,
             c.layout.pp,
@@ -394,7 +394,7 @@ fn write_svg(path: &str, p: &Plan) -> Result<(), Box<dyn std::error::Error>> {
             .draw_series(std::iter::once(Circle::new(b, 8, RED.filled())))?
             .label(format!(
                 "recommended: {} layers × {} hidden",
-                best.shape.num_layers, best.shape.hidden_size
+                best.shape.model.num_layers, best.shape.model.hidden_size
             ))
             .legend(|(x, y)| Circle::new((x, y), 6, RED.filled()));
     }

@@ -658,7 +658,7 @@ fn evaluate_pair(
 fn evaluate_shape(walk: &Walk<'_>, shape: Shape, tally: &mut Tally) {
     tally.shapes += 1;
     let req = walk.req;
-    if shape.head_dim > req.max_head_dim {
+    if shape.model.head_dim > req.max_head_dim {
         tally.counts[RejectReason::HeadsTooLarge as usize] += 1;
         tally.rejected_shapes.push(Rejection {
             shape,

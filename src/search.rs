@@ -123,23 +123,23 @@ pub struct ShapeSpace {
     pub max_layers: u64,
 }
 
-/// One valid shape with its exact parameter count.
+/// One valid shape: the model the space builds (its vocabulary padded as the space pads it)
+/// and its exact parameter counts. The shape's layers, width, heads, head size and FFN width
+/// are the model's; JSON shows them at the top level, as before.
+///
+/// ```
+/// use lmshape::search::ShapeSpace;
+/// let space = ShapeSpace::bloom_reference()?;
+/// let s = space.check(70, 14336, 112).unwrap();
+/// assert_eq!((s.model.num_layers, s.model.head_dim), (70, 128));
+/// assert_eq!(s.model.total_params()?, s.params);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Shape {
-    /// Layers.
-    pub num_layers: u64,
-    /// Hidden size.
-    pub hidden_size: u64,
-    /// Query heads.
-    pub num_heads: u64,
-    /// Key/value heads.
-    pub num_kv_heads: u64,
-    /// Head dimension (`hidden / heads`).
-    pub head_dim: u64,
-    /// FFN width.
-    pub ffn_size: u64,
-    /// Vocabulary after padding.
-    pub vocab_size: u64,
+    /// The model.
+    #[serde(flatten)]
+    pub model: Transformer,
     /// Exact total parameters.
     pub params: u64,
     /// Exact non-embedding parameters (Kaplan et al. 2020 §2.1).
@@ -237,7 +237,7 @@ impl ShapeSpace {
     ///
     /// ```
     /// let space = lmshape::search::ShapeSpace::bloom_reference()?;
-    /// assert!(space.iter()?.any(|s| (s.hidden_size, s.num_layers, s.num_heads) == (14336, 70, 112)));
+    /// assert!(space.iter()?.any(|s| (s.model.hidden_size, s.model.num_layers, s.model.num_heads) == (14336, 70, 112)));
     /// # Ok::<(), lmshape::Error>(())
     /// ```
     pub fn bloom_reference() -> Result<ShapeSpace> {
@@ -364,10 +364,8 @@ impl ShapeSpace {
         if aspect < self.min_aspect_ratio || aspect > self.max_aspect_ratio {
             return None;
         }
-        let counts = self
-            .model(l, d, heads, kv, ffn, vocab)
-            .param_counts()
-            .ok()?;
+        let model = self.model(l, d, heads, kv, ffn, vocab);
+        let counts = model.param_counts().ok()?;
         let size = match self.size_basis {
             ParamBasis::Total => counts.total_params,
             ParamBasis::NonEmbedding => counts.non_embedding_params,
@@ -375,13 +373,7 @@ impl ShapeSpace {
         (self.min_params..=self.max_params)
             .contains(&size)
             .then_some(Shape {
-                num_layers: l,
-                hidden_size: d,
-                num_heads: heads,
-                num_kv_heads: kv,
-                head_dim: hd,
-                ffn_size: ffn,
-                vocab_size: vocab,
+                model,
                 params: counts.total_params,
                 non_embedding_params: counts.non_embedding_params,
             })
@@ -436,17 +428,8 @@ impl ShapeSpace {
     /// # Ok::<(), lmshape::Error>(())
     /// ```
     pub fn model_of(&self, s: &Shape) -> Result<Transformer> {
-        Transformer::new(
-            s.vocab_size,
-            s.hidden_size,
-            s.num_layers,
-            s.num_heads,
-            s.num_kv_heads,
-            s.head_dim,
-            s.ffn_size,
-            self.seq_len,
-            self.arch,
-        )
+        s.model.validate()?;
+        Ok(s.model)
     }
 }
 
@@ -656,7 +639,7 @@ pub fn rank(scored: &mut [ScoredShape], keys: &[SortKey]) {
             SortKey::ParamError => s.param_error.abs(),
             SortKey::LevineDistance => s.heuristics.levine_depth_delta.abs(),
             SortKey::AspectRatio => s.heuristics.aspect_ratio,
-            SortKey::HeadDimNear(h) => (s.shape.head_dim as f64 - *h as f64).abs(),
+            SortKey::HeadDimNear(h) => (s.shape.model.head_dim as f64 - *h as f64).abs(),
         }
     };
     scored.sort_by(|a, b| {
@@ -673,11 +656,12 @@ pub fn one_per_width_depth(scored: &[ScoredShape], preferred_head_dim: u64) -> V
     let mut out: Vec<ScoredShape> = Vec::new();
     for s in scored {
         let better = |o: &ScoredShape| {
-            let d = |x: &ScoredShape| x.shape.head_dim.abs_diff(preferred_head_dim);
-            (d(s), u64::MAX - s.shape.num_heads) < (d(o), u64::MAX - o.shape.num_heads)
+            let d = |x: &ScoredShape| x.shape.model.head_dim.abs_diff(preferred_head_dim);
+            (d(s), u64::MAX - s.shape.model.num_heads) < (d(o), u64::MAX - o.shape.model.num_heads)
         };
         match out.iter_mut().find(|o| {
-            (o.shape.num_layers, o.shape.hidden_size) == (s.shape.num_layers, s.shape.hidden_size)
+            (o.shape.model.num_layers, o.shape.model.hidden_size)
+                == (s.shape.model.num_layers, s.shape.model.hidden_size)
         }) {
             Some(o) => {
                 if better(o) {

@@ -44,7 +44,7 @@ fn reference_plan_recommendation_is_feasible() {
     assert_eq!(mem.peak.total_bytes, best.memory_bytes_per_gpu);
     assert!(best.memory_bytes_per_gpu <= 80 << 30);
     assert!(best.tokens >= 350e9);
-    assert!(best.shape.head_dim <= req.max_head_dim);
+    assert!(best.shape.model.head_dim <= req.max_head_dim);
     assert!(best.days_to_token_floor.unwrap() <= best.days);
     // Ranked by predicted loss.
     assert!(
@@ -74,7 +74,11 @@ fn bigscience_launch_is_a_feasible_candidate() {
     let (req, timer) = reference();
     let p = plan::plan(&req, &timer).unwrap();
     let launched = p.candidates.iter().find(|c| {
-        (c.shape.hidden_size, c.shape.num_layers, c.shape.num_heads) == (14336, 70, 112)
+        (
+            c.shape.model.hidden_size,
+            c.shape.model.num_layers,
+            c.shape.model.num_heads,
+        ) == (14336, 70, 112)
             && (c.layout.tp, c.layout.pp, c.layout.dp, c.layout.micro_batch) == (4, 12, 8, 2)
     });
     let c = launched.expect("BLOOM's launch configuration is feasible");

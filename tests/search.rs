@@ -90,10 +90,10 @@ proptest! {
     #[test]
     fn enumeration_equals_brute_force(space in small_space()) {
         let shapes: Vec<_> = space.iter().unwrap().collect();
-        let set: BTreeSet<_> = shapes.iter().map(|s| (s.num_layers, s.hidden_size, s.num_heads)).collect();
+        let set: BTreeSet<_> = shapes.iter().map(|s| (s.model.num_layers, s.model.hidden_size, s.model.num_heads)).collect();
         prop_assert_eq!(set.len(), shapes.len(), "a shape was yielded twice");
         // Nothing beyond the brute-force width bound can be valid at these sizes.
-        prop_assert!(shapes.iter().all(|s| s.hidden_size <= 1200));
+        prop_assert!(shapes.iter().all(|s| s.model.hidden_size <= 1200));
         prop_assert_eq!(set, brute_force(&space));
     }
 }
@@ -107,14 +107,14 @@ proptest! {
             let m = space.model_of(&s).unwrap();
             prop_assert_eq!(m.total_params().unwrap(), s.params);
             prop_assert!(s.params >= space.min_params && s.params <= space.max_params);
-            prop_assert_eq!(s.hidden_size % space.hidden_multiple, 0);
-            prop_assert!(space.head_dims.contains(&s.head_dim));
-            prop_assert_eq!(s.num_heads * s.head_dim, s.hidden_size);
-            prop_assert_eq!(s.vocab_size % (128 * space.tp), 0);
-            let aspect = s.hidden_size as f64 / s.num_layers as f64;
+            prop_assert_eq!(s.model.hidden_size % space.hidden_multiple, 0);
+            prop_assert!(space.head_dims.contains(&s.model.head_dim));
+            prop_assert_eq!(s.model.num_heads * s.model.head_dim, s.model.hidden_size);
+            prop_assert_eq!(s.model.vocab_size % (128 * space.tp), 0);
+            let aspect = s.model.hidden_size as f64 / s.model.num_layers as f64;
             prop_assert!(aspect >= space.min_aspect_ratio && aspect <= space.max_aspect_ratio);
             if let Some(mb) = space.fused_softmax_micro_batch {
-                prop_assert_eq!((s.num_heads / space.tp) * mb % 4, 0);
+                prop_assert_eq!((s.model.num_heads / space.tp) * mb % 4, 0);
             }
             // The parallel layout of the space accepts the model.
             let layout = ParallelLayout { tp: space.tp, pp: space.pp,
@@ -149,7 +149,7 @@ fn bloom_case_lists_bloom_shape() {
     assert!(shapes.len() > 100, "{}", shapes.len());
     let bloom = shapes
         .iter()
-        .find(|s| (s.hidden_size, s.num_layers, s.num_heads) == (14336, 70, 112))
+        .find(|s| (s.model.hidden_size, s.model.num_layers, s.model.num_heads) == (14336, 70, 112))
         .expect("BLOOM's shape is valid in its own search space");
     // BLOOM model card: 176,247,271,424 parameters.
     assert_eq!(bloom.params, 176_247_271_424);
@@ -164,7 +164,11 @@ fn bloom_case_lists_bloom_shape() {
     let pos = rows
         .iter()
         .position(|r| {
-            (r.shape.hidden_size, r.shape.num_layers, r.shape.num_heads) == (14336, 70, 112)
+            (
+                r.shape.model.hidden_size,
+                r.shape.model.num_layers,
+                r.shape.model.num_heads,
+            ) == (14336, 70, 112)
         })
         .expect("BLOOM's row is shown");
     assert!(pos < 40, "{pos}");

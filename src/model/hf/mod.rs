@@ -206,13 +206,19 @@ mod tests {
         let m = from_hf_config_str(r#"{"model_type": "gpt2", "n_layer": 12.0}"#).unwrap();
         assert_eq!(m.num_layers, 12);
         let e = from_hf_config_str(r#"{"model_type": "gpt2", "n_layer": 12.5}"#).unwrap_err();
-        assert!(matches!(e, Error::InvalidKey { ref key, .. } if key == "n_layer"), "{e}");
+        assert!(
+            matches!(e, Error::InvalidKey { ref key, .. } if key == "n_layer"),
+            "{e}"
+        );
     }
 
     #[test]
     fn aliases_name_the_key_as_written() {
         let e = from_hf_config_str(r#"{"model_type": "bloom", "n_embed": true}"#).unwrap_err();
-        assert!(matches!(e, Error::InvalidKey { ref key, .. } if key == "n_embed"), "{e}");
+        assert!(
+            matches!(e, Error::InvalidKey { ref key, .. } if key == "n_embed"),
+            "{e}"
+        );
     }
 
     #[test]
