@@ -65,6 +65,14 @@ pub enum Error {
         /// The least value allowed.
         min: u64,
     },
+    /// A feature of the model or the layout that this estimate does not model yet.
+    #[error("{what} is not modelled for {feature}")]
+    Unsupported {
+        /// The estimate.
+        what: &'static str,
+        /// The feature it does not cover.
+        feature: &'static str,
+    },
     /// A rule that ties several inputs together is broken.
     #[error("{rule}: {detail}")]
     Inconsistent {

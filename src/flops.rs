@@ -10,7 +10,7 @@
 //! | every matmul (+ softmax, embeddings), backward 2× | [`matmul_flops_per_token`], [`chinchilla_flops_per_token`] | Hoffmann et al. 2022, Appendix F |
 
 use crate::error::{Result, positive};
-use crate::model::{MlpKind, Transformer};
+use crate::model::{Attention, Transformer};
 use serde::{Deserialize, Serialize};
 
 /// Activation recomputation strategy.
@@ -157,9 +157,16 @@ impl TokenFlops {
 /// ```
 pub fn kaplan_forward_flops_per_token(m: &Transformer, n_ctx: u64, causal: bool) -> Result<f64> {
     positive(n_ctx, "n_ctx")?;
-    let n = m.param_counts()?.non_embedding_params as f64;
+    let n = active_non_embedding_params(&m.param_counts()?) as f64;
     let half = if causal { 0.5 } else { 1.0 };
     Ok(2.0 * n + half * 2.0 * m.num_layers as f64 * n_ctx as f64 * m.attn_dim() as f64)
+}
+
+/// Kaplan's non-embedding `N` of the parameters a token uses (equal to `N` for a dense model;
+/// for a mixture of experts the routed experts a token skips are left out, as Clark et al.
+/// 2022 and Krajewski et al. 2024 count the "active" size).
+pub fn active_non_embedding_params(c: &crate::params::ParamCounts) -> u64 {
+    c.non_embedding_params - (c.total_params - c.active_params)
 }
 
 /// Kaplan et al. 2020 §2.1: training ≈ 3 × forward (backward is twice the forward).
@@ -169,7 +176,8 @@ pub fn kaplan_training_flops_per_token(m: &Transformer, n_ctx: u64, causal: bool
 
 /// Chowdhery et al. 2022 (PaLM) Appendix B: model FLOPs per token `6N + 12·L·H·Q·T`, with `H`
 /// heads of size `Q` and context `T`; with `causal` the attention term is halved (PaLM counts
-/// it whole). Used for MFU.
+/// it whole). Used for MFU. For a mixture of experts `N` is the active count (the `6·N_active`
+/// rule of thumb); sliding windows are not applied (the published convention has none).
 ///
 /// ```
 /// use lmshape::{flops::{self, ParamBasis}, presets};
@@ -188,8 +196,8 @@ pub fn palm_flops_per_token(
     positive(seq_len, "seq_len")?;
     let c = m.param_counts()?;
     let n = match basis {
-        ParamBasis::NonEmbedding => c.non_embedding_params,
-        ParamBasis::Total => c.total_params,
+        ParamBasis::NonEmbedding => active_non_embedding_params(&c),
+        ParamBasis::Total => c.active_params,
     } as f64;
     let half = if causal { 0.5 } else { 1.0 };
     Ok(6.0 * n
@@ -244,13 +252,19 @@ pub fn megatron_step_flops(
 
 /// Every matmul of the model, per token, under `conv` — the Chinchilla Appendix F count,
 /// generalised to grouped-query attention (k, v projections of width `KV·hd`), gated MLPs
-/// (three matrices), `head_dim ≠ d/H` and OPT-350m's projections. Per layer and token:
-/// q/k/v `2·d·(H·hd + 2·KV·hd)`, scores `2·T·H·hd`, softmax `3·H·T`, attention×V `2·T·H·hd`,
-/// output `2·H·hd·d`, MLP `2·d·f·(2 or 3)`; logits `2·e·V`; one-hot embedding `2·V·e`.
-/// Norms, biases, activations and residual adds are left out, as in Appendix F.
-/// Backward = 2 × forward of everything counted; recomputation adds the layers' forward (full)
-/// or the attention core's (selective), never the logits (Narayanan et al. 2021 eq. 3 counts
-/// the logits 3 times even with recomputation).
+/// (three matrices), `head_dim ≠ d/H`, OPT-350m's projections, latent attention, mixtures of
+/// experts and sliding windows. Every linear costs `2 ×` its weights per token, so the
+/// projections are `2 ×` the layer's projection weights ([`crate::params::LayerParams`]: q/k/v
+/// `2·d·(H·hd + 2·KV·hd)`, output `2·H·hd·d`, MLP `2·d·f·(2 or 3)`; latent attention's four
+/// projections and output); a mixture-of-experts layer runs its router `2·d·E`, `k` of its `E`
+/// experts and its shared experts. The attention core per layer and token is scores
+/// `2·T'·H·d_qk`, attention×V `2·T'·H·d_v` and (optionally) softmax `3·H·T'`, with `T'` the
+/// context a token attends to: `T` for global layers, `min(T, w)` for sliding-window layers;
+/// with `causal` the average over positions, `T/2` or `w − w²/(2T)` when `w < T`. Logits
+/// `2·e·V`; one-hot embedding `2·V·e`. Norms, biases, activations and residual adds are left
+/// out, as in Appendix F. Backward = 2 × forward of everything counted; recomputation adds the
+/// layers' forward (full) or the attention core's (selective), never the logits (Narayanan et
+/// al. 2021 eq. 3 counts the logits 3 times even with recomputation).
 ///
 /// ```
 /// use lmshape::{flops::{self, FlopsConvention}, presets, Recompute};
@@ -262,30 +276,68 @@ pub fn megatron_step_flops(
 /// # Ok::<(), lmshape::Error>(())
 /// ```
 pub fn matmul_flops_per_token(m: &Transformer, conv: &FlopsConvention) -> Result<TokenFlops> {
+    use crate::params::{LayerKind, layer_kind_params_on_rank};
     positive(conv.seq_len, "seq_len")?;
     let d = m.hidden_size as f64;
     let t = conv.seq_len as f64;
-    let q = m.attn_dim() as f64;
-    let kv = m.kv_dim() as f64;
-    let f = m.ffn_size as f64;
     let v = m.vocab_size as f64;
     let e = m.embed_dim() as f64;
     let l = m.num_layers as f64;
     let heads = m.num_heads as f64;
-    let mats = match m.arch.mlp {
-        MlpKind::Standard => 2.0,
-        MlpKind::Gated => 3.0,
+    let (qk_dim, v_dim) = match &m.attention {
+        Attention::Standard => (m.head_dim as f64, m.head_dim as f64),
+        Attention::MultiLatent(mla) => (
+            (mla.qk_nope_head_dim + mla.qk_rope_head_dim) as f64,
+            mla.v_head_dim as f64,
+        ),
     };
-    let half = if conv.causal { 0.5 } else { 1.0 };
-    let attn_core = half
-        * (4.0 * t * q
+    // Context attended per token: global and local layers.
+    let attended = |window: f64| -> f64 {
+        let w = window.min(t);
+        if !conv.causal {
+            w
+        } else if w >= t {
+            0.5 * t
+        } else {
+            w - w * w / (2.0 * t)
+        }
+    };
+    let core_at = |ctx: f64| {
+        2.0 * ctx * heads * (qk_dim + v_dim)
             + if conv.include_softmax {
-                3.0 * heads * t
+                3.0 * heads * ctx
             } else {
                 0.0
-            });
-    let dense = 2.0 * d * (q + 2.0 * kv) + 2.0 * q * d + 2.0 * d * f * mats;
-    let layer = dense + attn_core;
+            }
+    };
+    let local_layers = m
+        .local_attention
+        .map_or(0, |w| w.local_layer_count(m.num_layers)) as f64;
+    let window = m.local_attention.map_or(t, |w| w.window as f64);
+    let cores =
+        (l - local_layers) * core_at(attended(t)) + local_layers * core_at(attended(window));
+    // Projections and MLPs: 2 × weights of every linear a token passes through.
+    let linear = |p: &crate::params::LayerParams, active_fraction: f64| -> f64 {
+        2.0 * (p.qkv_weight_params + p.attn_out_weight_params) as f64
+            + 2.0 * (p.mlp_in_weight_params + p.mlp_out_weight_params) as f64
+            + 2.0 * p.routed_expert_params as f64 * active_fraction
+            + 2.0 * p.shared_expert_params as f64
+    };
+    let dense = layer_kind_params_on_rank(m, 1, LayerKind::Dense)?;
+    let (moe_layers, moe_part) = match &m.moe {
+        Some(spec) => {
+            let p = layer_kind_params_on_rank(m, 1, LayerKind::Moe)?;
+            let frac = spec.top_k as f64 / spec.num_experts as f64;
+            let router = 2.0 * d * spec.num_experts as f64;
+            (
+                spec.moe_layers_in(0..m.num_layers) as f64,
+                linear(&p, frac) + router,
+            )
+        }
+        None => (0.0, 0.0),
+    };
+    let projections = (l - moe_layers) * linear(&dense, 1.0) + moe_layers * moe_part;
+    let layers = projections + cores;
     let proj = if m.embed_dim() != m.hidden_size {
         2.0 * 2.0 * e * d
     } else {
@@ -301,11 +353,11 @@ pub fn matmul_flops_per_token(m: &Transformer, conv: &FlopsConvention) -> Result
     } else {
         0.0
     };
-    let forward = embed + proj + l * layer + logits;
+    let forward = embed + proj + layers + logits;
     let recompute = match conv.recompute {
         Recompute::None => 0.0,
-        Recompute::Selective => l * attn_core,
-        Recompute::Full => l * layer,
+        Recompute::Selective => cores,
+        Recompute::Full => layers,
     };
     Ok(TokenFlops {
         forward_flops: forward,

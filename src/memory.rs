@@ -230,7 +230,16 @@ impl ActivationParts {
         let (s, b, h) = (layout.seq_len, layout.micro_batch, model.hidden_size);
         let q = prod(&[model.num_heads / t, model.head_dim])?;
         let k = prod(&[kv_heads_per_rank(model.num_kv_heads, t)?, model.head_dim])?;
-        let f = model.ffn_size / t;
+        // A mixture-of-experts layer keeps, per token, the inputs and outputs of its k routed
+        // experts and its shared experts: as wide as a dense MLP of k·f_e + f_s. The larger of
+        // that and the dense width stands for every layer (an upper bound for mixed models).
+        let f = model.moe.map_or(model.ffn_size, |moe| {
+            model.ffn_size.max(
+                moe.top_k
+                    .saturating_mul(moe.expert_ffn_size)
+                    .saturating_add(moe.shared_ffn_size),
+            )
+        }) / t;
         let e = opts.precision.activation_bytes;
         // Replicated over tp (split over tp with sequence parallelism).
         let norms = model.arch.block.norms_per_layer();
@@ -352,7 +361,8 @@ struct StageInputs<'a> {
     layout: &'a ParallelLayout,
     opts: &'a MemoryOptions,
     micro_batches: u64,
-    layer_params: u64,
+    model: &'a Transformer,
+    stages: crate::parallel::StageLayers,
     first_extra_params: u64,
     last_extra_params: u64,
     parts: ActivationParts,
@@ -362,7 +372,7 @@ struct StageInputs<'a> {
 
 impl<'a> StageInputs<'a> {
     fn new(
-        model: &Transformer,
+        model: &'a Transformer,
         layout: &'a ParallelLayout,
         opts: &'a MemoryOptions,
     ) -> Result<StageInputs<'a>> {
@@ -376,7 +386,8 @@ impl<'a> StageInputs<'a> {
             layout,
             opts,
             micro_batches: layout.num_micro_batches()?,
-            layer_params: crate::params::layer_params_on_rank(model, tp)?.total_params(),
+            model,
+            stages: layout.stage_layers(model)?,
             first_extra_params: crate::params::input_end_params(model, vocab, tp)?.total_params(),
             last_extra_params: crate::params::output_end_params(model, vocab, tp, separate_head)?
                 .total_params(),
@@ -406,7 +417,9 @@ impl<'a> StageInputs<'a> {
             StageKind::Middle => (false, false),
             StageKind::Last => (false, true),
         };
-        let mut params = mul(self.layer_params, layers, W)?;
+        let range = self.stages.range(index, self.layout.pp);
+        debug_assert_eq!(range.end - range.start, layers);
+        let mut params = crate::params::layers_params_on_rank(self.model, self.layout.tp, range)?;
         if has_first {
             params = add(params, self.first_extra_params, W)?;
         }
@@ -548,14 +561,20 @@ impl Default for InferenceQuery {
     }
 }
 
-/// KV cache bytes of `layers` layers on one of `tp` GPUs: `2 · layers · kv_heads_per_rank ·
-/// head_dim · context · batch · bytes` (keys and values of every layer; grouped-query aware,
-/// Ainslie et al. 2023 §2).
-fn kv_bytes_of_layers(model: &Transformer, layers: u64, q: &InferenceQuery) -> Result<u64> {
+/// KV cache bytes of layers `range` on one of `tp` GPUs: per token and layer, keys and
+/// values `2 · kv_heads_per_rank · head_dim` values (grouped-query aware, Ainslie et al. 2023
+/// §2), or, with latent attention, the compressed latent and the shared rope key
+/// `kv_lora_rank + qk_rope_head_dim` (DeepSeek-V2 §2.1.2; replicated over `tp`, as the
+/// down-projection is); sliding-window layers keep at most `window` tokens.
+fn kv_bytes_of_layers(
+    model: &Transformer,
+    range: std::ops::Range<u64>,
+    q: &InferenceQuery,
+) -> Result<u64> {
     const W: &str = "kv cache bytes";
-    let per_token = mul(
-        mul(
-            mul(2, layers, W)?,
+    let per_token_layer = match &model.attention {
+        crate::model::Attention::Standard => mul(
+            2,
             mul(
                 kv_heads_per_rank(model.num_kv_heads, q.tp)?,
                 model.head_dim,
@@ -563,10 +582,29 @@ fn kv_bytes_of_layers(model: &Transformer, layers: u64, q: &InferenceQuery) -> R
             )?,
             W,
         )?,
-        q.kv_bytes,
+        crate::model::Attention::MultiLatent(mla) => {
+            crate::error::positive(q.tp, "tp")?;
+            add(mla.kv_lora_rank, mla.qk_rope_head_dim, W)?
+        }
+    };
+    let layers = range.end.saturating_sub(range.start);
+    let (local, window) = match &model.local_attention {
+        Some(w) => (
+            w.local_layer_count(range.end) - w.local_layer_count(range.start),
+            w.window,
+        ),
+        None => (0, q.context),
+    };
+    let token_layers = add(
+        mul(layers - local, q.context, W)?,
+        mul(local, q.context.min(window), W)?,
         W,
     )?;
-    mul(mul(per_token, q.context, W)?, q.batch, W)
+    mul(
+        mul(mul(per_token_layer, token_layers, W)?, q.kv_bytes, W)?,
+        q.batch,
+        W,
+    )
 }
 
 /// KV cache bytes on one GPU of the most loaded pipeline stage (every layer when `pp = 1`);
@@ -603,14 +641,17 @@ pub fn inference_memory(model: &Transformer, q: &InferenceQuery) -> Result<Infer
     let stages = layout.stage_layers(model)?;
     let report = training_memory(model, &layout, &MemoryOptions::default())?;
     let per_stage = [
-        (report.first.params_on_rank, stages.first),
-        (report.middle.params_on_rank, stages.middle),
-        (report.last.params_on_rank, stages.last),
+        (report.first.params_on_rank, stages.range(0, q.pp)),
+        (
+            report.middle.params_on_rank,
+            stages.range(1.min(q.pp - 1), q.pp),
+        ),
+        (report.last.params_on_rank, stages.range(q.pp - 1, q.pp)),
     ];
     let mut best: Option<InferenceMemory> = None;
-    for (params, layers) in per_stage {
+    for (params, range) in per_stage {
         let weights_bytes = mul(params, q.weight_bytes, W)?;
-        let kv_cache_bytes = kv_bytes_of_layers(model, layers, q)?;
+        let kv_cache_bytes = kv_bytes_of_layers(model, range, q)?;
         let total_bytes = add(weights_bytes, kv_cache_bytes, W)?;
         if best.is_none_or(|b| total_bytes > b.total_bytes) {
             best = Some(InferenceMemory {

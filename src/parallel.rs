@@ -515,6 +515,30 @@ pub struct StageLayers {
     pub last: u64,
 }
 
+impl StageLayers {
+    /// The layers (from 0) held by stage `index` of `pp`: the first stage's, then the middle
+    /// stages' in turn, the last stage's at the end.
+    ///
+    /// ```
+    /// use lmshape::parallel::StageLayers;
+    /// let s = StageLayers { first: 5, middle: 6, last: 5 }; // 70 layers on 12 stages
+    /// assert_eq!(s.range(0, 12), 0..5);
+    /// assert_eq!(s.range(1, 12), 5..11);
+    /// assert_eq!(s.range(11, 12), 65..70);
+    /// ```
+    pub fn range(&self, index: u64, pp: u64) -> std::ops::Range<u64> {
+        if index == 0 {
+            return 0..self.first;
+        }
+        let total = self.first + self.middle * pp.saturating_sub(2) + self.last;
+        if index + 1 >= pp {
+            return total - self.last..total;
+        }
+        let start = self.first + (index - 1) * self.middle;
+        start..start + self.middle
+    }
+}
+
 /// When a layout counts the input embedding and the output head as pipeline slots
 /// ([`ParallelLayout::embedding_pipeline_slots`], as BigScience did for BLOOM).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]

@@ -12,22 +12,46 @@
 //!   `2f + d` (gated);
 //! * norms: LayerNorm `2d`, RMSNorm `d`, one or two per layer, an optional final norm and
 //!   BLOOM's embedding norm;
-//! * OPT-350m's bias-free `project_in` / `project_out`: `2 · e · d`.
+//! * OPT-350m's bias-free `project_in` / `project_out`: `2 · e · d`;
+//! * q/k norms (`modeling_qwen3.py`, `modeling_gemma3.py`: one norm of `hd` each for q and k;
+//!   `modeling_olmo2.py`: one over `H·hd`, one over `KV·hd`); gpt-oss attention sinks (`H`);
+//!   Gemma 2/3's four norms per layer;
+//! * multi-head latent attention (`modeling_deepseek.py`): see [`crate::model::LatentAttention`];
+//! * mixture-of-experts layers (`modeling_mixtral.py`, `modeling_qwen2_moe.py`,
+//!   `modeling_qwen3_moe.py`, `modeling_deepseek.py`, `modeling_gpt_oss.py`,
+//!   `modeling_olmoe.py`, `modeling_dbrx.py`): see [`crate::model::Moe`].
+//!
+//! **Active parameters per token** of a mixture-of-experts model: everything except the
+//! `E − k` routed experts a token does not use in each mixture-of-experts layer. Vendors differ
+//! on the input embedding (a table lookup, not a matmul): Mistral (Mixtral 12.9B), Qwen and
+//! DeepSeek count it; OpenAI's gpt-oss model card (5.1B active for gpt-oss-120b) does not.
+//! Both are given: [`ParamCounts::active_params`] and
+//! [`ParamCounts::active_non_embedding_input_params`].
 //!
 //! Kaplan et al. 2020 §2.1 define the non-embedding count `N` by leaving out token and position
 //! embeddings; an untied output head is an embedding matrix too (the Pythia model card's
 //! "non-embedding params" leave out both `embed_in` and `embed_out`), so it is left out as well.
 
 use crate::error::{Error, Result};
-use crate::model::{MlpKind, PositionKind, Transformer};
+use crate::model::{Attention, MlpKind, PositionKind, QkNorm, Transformer};
 use serde::{Deserialize, Serialize};
+
+/// Which feed-forward block a layer has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerKind {
+    /// The dense MLP of width `ffn_size`.
+    Dense,
+    /// The mixture-of-experts block ([`crate::model::Moe`]).
+    Moe,
+}
 
 /// Parameters of one transformer layer, by tensor group, as needed to shard it over tensor
 /// parallelism (Megatron-LM: column-parallel q/k/v and MLP-in split weights and biases;
 /// row-parallel out/MLP-out split weights but keep their bias whole; norms are replicated).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct LayerParams {
-    /// q, k, v weight matrices.
+    /// q, k, v weight matrices (with latent attention: `q_a`, `q_b` or `q`, `kv_a`, `kv_b`).
     pub qkv_weight_params: u64,
     /// q, k, v biases.
     pub qkv_bias_params: u64,
@@ -35,14 +59,26 @@ pub struct LayerParams {
     pub attn_out_weight_params: u64,
     /// Attention output bias.
     pub attn_out_bias_params: u64,
-    /// MLP input weights (up, plus gate when gated).
+    /// Inside attention: q/k norms, latent-attention norms, attention sinks.
+    #[serde(default)]
+    pub attn_extra_params: u64,
+    /// Dense MLP input weights (up, plus gate when gated).
     pub mlp_in_weight_params: u64,
-    /// MLP input biases.
+    /// Dense MLP input biases.
     pub mlp_in_bias_params: u64,
-    /// MLP output (down) weight.
+    /// Dense MLP output (down) weight.
     pub mlp_out_weight_params: u64,
-    /// MLP output bias.
+    /// Dense MLP output bias.
     pub mlp_out_bias_params: u64,
+    /// Router (gate) of a mixture-of-experts layer, with its bias and correction bias.
+    #[serde(default)]
+    pub router_params: u64,
+    /// All routed experts of a mixture-of-experts layer.
+    #[serde(default)]
+    pub routed_expert_params: u64,
+    /// Shared experts (and their gate) of a mixture-of-experts layer.
+    #[serde(default)]
+    pub shared_expert_params: u64,
     /// The layer's norms.
     pub norm_params: u64,
 }
@@ -54,9 +90,10 @@ impl LayerParams {
             + self.qkv_bias_params
             + self.attn_out_weight_params
             + self.attn_out_bias_params
+            + self.attn_extra_params
     }
 
-    /// MLP parameters of the layer.
+    /// Dense MLP parameters of the layer.
     pub fn mlp_params(&self) -> u64 {
         self.mlp_in_weight_params
             + self.mlp_in_bias_params
@@ -64,17 +101,22 @@ impl LayerParams {
             + self.mlp_out_bias_params
     }
 
+    /// Mixture-of-experts parameters of the layer (router, routed and shared experts).
+    pub fn moe_params(&self) -> u64 {
+        self.router_params + self.routed_expert_params + self.shared_expert_params
+    }
+
     /// All parameters of the layer.
     pub fn total_params(&self) -> u64 {
-        self.attention_params() + self.mlp_params() + self.norm_params
+        self.attention_params() + self.mlp_params() + self.moe_params() + self.norm_params
     }
 }
 
 /// A model's parameters by component. Every field is an exact count.
 ///
 /// Identity: `total = token_embedding + position_embedding + embedding_norm +
-/// embedding_projection + attention + mlp + layer_norm + final_norm + output_head`, and
-/// `total = embedding + non_embedding`.
+/// embedding_projection + attention + mlp + router + routed_experts + shared_experts +
+/// layer_norm + final_norm + output_head`, and `total = embedding + non_embedding`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ParamCounts {
     /// Token embedding `V · e`.
@@ -85,17 +127,26 @@ pub struct ParamCounts {
     pub embedding_norm_params: u64,
     /// OPT-350m's `project_in` + `project_out`.
     pub embedding_projection_params: u64,
-    /// Attention over all layers.
+    /// Attention over all layers (with q/k norms, latent norms and sinks).
     pub attention_params: u64,
-    /// MLP over all layers.
+    /// Dense MLPs over all layers.
     pub mlp_params: u64,
+    /// Routers of the mixture-of-experts layers.
+    #[serde(default)]
+    pub router_params: u64,
+    /// Routed experts of the mixture-of-experts layers.
+    #[serde(default)]
+    pub routed_expert_params: u64,
+    /// Shared experts of the mixture-of-experts layers.
+    #[serde(default)]
+    pub shared_expert_params: u64,
     /// Norms inside the layers.
     pub layer_norm_params: u64,
     /// Final norm.
     pub final_norm_params: u64,
     /// Untied output head (0 when tied).
     pub output_head_params: u64,
-    /// One layer's parameters.
+    /// One layer's parameters (the first layer's kind).
     pub layer: LayerParams,
     /// Everything.
     pub total_params: u64,
@@ -103,21 +154,36 @@ pub struct ParamCounts {
     pub embedding_params: u64,
     /// Kaplan's `N`: `total − embedding`.
     pub non_embedding_params: u64,
+    /// Parameters one token uses, the input embedding included (equal to `total` for a dense
+    /// model).
+    #[serde(default)]
+    pub active_params: u64,
+    /// Active parameters without the input embedding table.
+    #[serde(default)]
+    pub active_non_embedding_input_params: u64,
+    /// Multi-token-prediction modules shipped with the weights, not in `total` (each: its own
+    /// layer, `2d×d` projection, three norms, and the embedding and head copies the checkpoint
+    /// stores; DeepSeek-AI 2024, DeepSeek-V3 §2.2).
+    #[serde(default)]
+    pub mtp_params: u64,
 }
 
-/// One layer's parameters (see the module docs for the formulas). Overflow of any part, or of
-/// their sum, is an error.
+/// One layer's parameters (see the module docs for the formulas), of the first layer's kind.
+/// Overflow of any part, or of their sum, is an error.
 pub fn layer_params(m: &Transformer) -> Result<LayerParams> {
     layer_params_on_rank(m, 1)
 }
 
-/// One layer's parameters held by one of `tp` tensor-parallel ranks (Megatron-LM,
-/// Shoeybi et al. 2019 §3): column-parallel q/k/v and MLP-input weights and biases split,
-/// row-parallel output and MLP-output weights split with their biases kept whole, norms
-/// replicated; key/value heads per rank by [`crate::parallel::kv_heads_per_rank`] (fewer kv
-/// heads than ranks are replicated, one per rank). `tp = 1` is the whole layer. The layout
-/// rules ([`crate::parallel::check_tensor_split`]) are not checked here: a count that does
-/// not divide is floored.
+/// The kind of layer `i` (from 0).
+pub fn layer_kind(m: &Transformer, i: u64) -> LayerKind {
+    match &m.moe {
+        Some(moe) if moe.is_moe_layer(i) => LayerKind::Moe,
+        _ => LayerKind::Dense,
+    }
+}
+
+/// One layer's parameters (of the first layer's kind) held by one of `tp` tensor-parallel
+/// ranks; see [`layer_kind_params_on_rank`].
 ///
 /// ```
 /// use lmshape::{params, presets};
@@ -130,46 +196,149 @@ pub fn layer_params(m: &Transformer) -> Result<LayerParams> {
 /// # Ok::<(), lmshape::Error>(())
 /// ```
 pub fn layer_params_on_rank(m: &Transformer, tp: u64) -> Result<LayerParams> {
+    layer_kind_params_on_rank(m, tp, layer_kind(m, 0))
+}
+
+/// One layer of `kind` held by one of `tp` tensor-parallel ranks (Megatron-LM, Shoeybi et al.
+/// 2019 §3): column-parallel q/k/v and MLP-input weights and biases split, row-parallel output
+/// and MLP-output weights split with their biases kept whole, norms replicated; key/value heads
+/// per rank by [`crate::parallel::kv_heads_per_rank`] (fewer kv heads than ranks are
+/// replicated, one per rank). Latent attention keeps its down-projections (`q_a`, `kv_a`) and
+/// their norms whole and splits the per-head up-projections and the output. Experts are split
+/// like the dense MLP (expert tensor parallelism equal to `tp`, no expert parallelism); the
+/// router is replicated. `tp = 1` is the whole layer. The layout rules
+/// ([`crate::parallel::check_tensor_split`]) are not checked here: a count that does not
+/// divide is floored.
+pub fn layer_kind_params_on_rank(m: &Transformer, tp: u64, kind: LayerKind) -> Result<LayerParams> {
     let kv_heads = crate::parallel::kv_heads_per_rank(m.num_kv_heads, tp)?;
-    layer_params_checked(m, tp, kv_heads).ok_or(Error::Overflow {
+    layer_params_checked(m, tp, kv_heads, kind).ok_or(Error::Overflow {
         what: "layer parameters",
     })
 }
 
-/// [`layer_params_on_rank`] in `Option` arithmetic (cheap on the enumeration hot path).
-fn layer_params_checked(m: &Transformer, tp: u64, kv_heads: u64) -> Option<LayerParams> {
+/// Parameters of layers `range` on one of `tp` ranks, each by its kind (closed form over the
+/// kinds, no loop over layers).
+pub fn layers_params_on_rank(m: &Transformer, tp: u64, range: std::ops::Range<u64>) -> Result<u64> {
+    const W: &str = "stage parameters";
+    let n = range.end.saturating_sub(range.start);
+    let moe_layers = m.moe.map_or(0, |moe| moe.moe_layers_in(range));
+    let dense = layer_kind_params_on_rank(m, tp, LayerKind::Dense)?.total_params();
+    let mut total = crate::error::mul(dense, n - moe_layers, W)?;
+    if moe_layers > 0 {
+        let moe = layer_kind_params_on_rank(m, tp, LayerKind::Moe)?.total_params();
+        total = crate::error::add(total, crate::error::mul(moe, moe_layers, W)?, W)?;
+    }
+    Ok(total)
+}
+
+/// The weights of an MLP of width `f` in the model's form: `(in weights, in biases, out weight,
+/// out bias)`, biases only when `biases`.
+fn mlp_tensors(m: &Transformer, f: u64, biases: bool) -> Option<(u64, u64, u64, u64)> {
     let d = m.hidden_size;
-    let q = (m.num_heads / tp).checked_mul(m.head_dim)?;
-    let kv = kv_heads.checked_mul(m.head_dim)?;
-    let f = m.ffn_size / tp;
-    let qkv_out = q.checked_add(kv.checked_mul(2)?)?;
-    let b = m.arch.biases;
     let in_mats = match m.arch.mlp {
         MlpKind::Standard => 1,
         MlpKind::Gated => 2,
     };
-    let norm = m.arch.norm.checked_params(d)?;
-    let layer = LayerParams {
-        qkv_weight_params: d.checked_mul(qkv_out)?,
-        qkv_bias_params: if b.qkv { qkv_out } else { 0 },
-        attn_out_weight_params: q.checked_mul(d)?,
-        attn_out_bias_params: if b.attn_out { d } else { 0 },
-        mlp_in_weight_params: d.checked_mul(f)?.checked_mul(in_mats)?,
-        mlp_in_bias_params: if b.mlp { f.checked_mul(in_mats)? } else { 0 },
-        mlp_out_weight_params: f.checked_mul(d)?,
-        mlp_out_bias_params: if b.mlp { d } else { 0 },
-        norm_params: norm.checked_mul(m.arch.block.norms_per_layer())?,
-    };
+    Some((
+        d.checked_mul(f)?.checked_mul(in_mats)?,
+        if biases { f.checked_mul(in_mats)? } else { 0 },
+        f.checked_mul(d)?,
+        if biases { d } else { 0 },
+    ))
+}
+
+/// [`layer_kind_params_on_rank`] in `Option` arithmetic (cheap on the enumeration hot path).
+fn layer_params_checked(
+    m: &Transformer,
+    tp: u64,
+    kv_heads: u64,
+    kind: LayerKind,
+) -> Option<LayerParams> {
+    let d = m.hidden_size;
+    let heads = m.num_heads / tp;
+    let b = m.arch.biases;
+    let norm = |x: u64| m.arch.norm.checked_params(x);
+    let mut layer = LayerParams::default();
+    match &m.attention {
+        Attention::Standard => {
+            let q = heads.checked_mul(m.head_dim)?;
+            let kv = kv_heads.checked_mul(m.head_dim)?;
+            let qkv_out = q.checked_add(kv.checked_mul(2)?)?;
+            layer.qkv_weight_params = d.checked_mul(qkv_out)?;
+            layer.qkv_bias_params = if b.qkv { qkv_out } else { 0 };
+            layer.attn_out_weight_params = q.checked_mul(d)?;
+            layer.attn_extra_params = match m.arch.qk_norm {
+                QkNorm::None => 0,
+                QkNorm::PerHead => norm(m.head_dim)?.checked_mul(2)?,
+                QkNorm::Full => norm(q)?.checked_add(norm(kv)?)?,
+            };
+        }
+        Attention::MultiLatent(mla) => {
+            let qk_head = mla.qk_nope_head_dim.checked_add(mla.qk_rope_head_dim)?;
+            let q_up = heads.checked_mul(qk_head)?;
+            let q = match mla.q_lora_rank {
+                Some(r) => d.checked_mul(r)?.checked_add(r.checked_mul(q_up)?)?,
+                None => d.checked_mul(q_up)?,
+            };
+            let kv_down = d.checked_mul(mla.kv_lora_rank.checked_add(mla.qk_rope_head_dim)?)?;
+            let kv_up = mla.kv_lora_rank.checked_mul(
+                heads.checked_mul(mla.qk_nope_head_dim.checked_add(mla.v_head_dim)?)?,
+            )?;
+            layer.qkv_weight_params = q.checked_add(kv_down)?.checked_add(kv_up)?;
+            layer.attn_out_weight_params = heads.checked_mul(mla.v_head_dim)?.checked_mul(d)?;
+            layer.attn_extra_params =
+                norm(mla.kv_lora_rank)?.checked_add(mla.q_lora_rank.map_or(Some(0), norm)?)?;
+        }
+    }
+    layer.attn_out_bias_params = if b.attn_out { d } else { 0 };
+    if m.arch.attention_sinks {
+        layer.attn_extra_params = layer.attn_extra_params.checked_add(heads)?;
+    }
+    match (kind, &m.moe) {
+        (LayerKind::Moe, Some(moe)) => {
+            let e = moe.num_experts;
+            let router_bias = if moe.router_bias { e } else { 0 };
+            let correction = if moe.score_correction_bias { e } else { 0 };
+            layer.router_params = d
+                .checked_mul(e)?
+                .checked_add(router_bias)?
+                .checked_add(correction)?;
+            let (wi, bi, wo, bo) = mlp_tensors(m, moe.expert_ffn_size / tp, moe.expert_biases)?;
+            layer.routed_expert_params =
+                e.checked_mul(wi.checked_add(bi)?.checked_add(wo)?.checked_add(bo)?)?;
+            if moe.shared_ffn_size > 0 {
+                let (wi, bi, wo, bo) = mlp_tensors(m, moe.shared_ffn_size / tp, false)?;
+                let gate = if moe.shared_expert_gate { d } else { 0 };
+                layer.shared_expert_params = wi
+                    .checked_add(bi)?
+                    .checked_add(wo)?
+                    .checked_add(bo)?
+                    .checked_add(gate)?;
+            }
+        }
+        _ => {
+            let (wi, bi, wo, bo) = mlp_tensors(m, m.ffn_size / tp, b.mlp)?;
+            layer.mlp_in_weight_params = wi;
+            layer.mlp_in_bias_params = bi;
+            layer.mlp_out_weight_params = wo;
+            layer.mlp_out_bias_params = bo;
+        }
+    }
+    layer.norm_params = norm(d)?.checked_mul(m.arch.block.norms_per_layer())?;
     // The whole layer fits in u64, so every partial sum of the methods above does too.
     [
         layer.qkv_weight_params,
         layer.qkv_bias_params,
         layer.attn_out_weight_params,
         layer.attn_out_bias_params,
+        layer.attn_extra_params,
         layer.mlp_in_weight_params,
         layer.mlp_in_bias_params,
         layer.mlp_out_weight_params,
         layer.mlp_out_bias_params,
+        layer.router_params,
+        layer.routed_expert_params,
+        layer.shared_expert_params,
         layer.norm_params,
     ]
     .iter()
@@ -319,13 +488,28 @@ pub fn param_counts(m: &Transformer) -> Result<ParamCounts> {
 }
 
 fn param_counts_checked(m: &Transformer) -> Option<ParamCounts> {
-    let layer = layer_params_checked(m, 1, m.num_kv_heads)?;
+    let dense = layer_params_checked(m, 1, m.num_kv_heads, LayerKind::Dense)?;
+    let (moe_layers, moe) = match &m.moe {
+        Some(spec) => (
+            spec.moe_layers_in(0..m.num_layers),
+            layer_params_checked(m, 1, m.num_kv_heads, LayerKind::Moe)?,
+        ),
+        None => (0, LayerParams::default()),
+    };
+    let dense_layers = m.num_layers - moe_layers;
     let input = input_end_checked(m, m.vocab_size, 1)?;
     let output = output_end_checked(m, m.vocab_size, 1, !m.arch.tied_embeddings)?;
-    let layers = m.num_layers;
-    let attention_params = layer.attention_params().checked_mul(layers)?;
-    let mlp_params = layer.mlp_params().checked_mul(layers)?;
-    let layer_norm_params = layer.norm_params.checked_mul(layers)?;
+    let both = |f: fn(&LayerParams) -> u64| -> Option<u64> {
+        f(&dense)
+            .checked_mul(dense_layers)?
+            .checked_add(f(&moe).checked_mul(moe_layers)?)
+    };
+    let attention_params = both(LayerParams::attention_params)?;
+    let mlp_params = both(LayerParams::mlp_params)?;
+    let router_params = both(|l| l.router_params)?;
+    let routed_expert_params = both(|l| l.routed_expert_params)?;
+    let shared_expert_params = both(|l| l.shared_expert_params)?;
+    let layer_norm_params = both(|l| l.norm_params)?;
     let embedding_projection_params = input
         .projection_params
         .checked_add(output.projection_params)?;
@@ -334,12 +518,35 @@ fn param_counts_checked(m: &Transformer) -> Option<ParamCounts> {
         checked_total(&output)?,
         attention_params,
         mlp_params,
+        router_params,
+        routed_expert_params,
+        shared_expert_params,
         layer_norm_params,
     ]
     .iter()
     .try_fold(0u64, |acc, &x| acc.checked_add(x))?;
     let embedding_params =
         input.token_embedding_params + input.position_embedding_params + output.output_head_params;
+    // Routed experts a token does not use: (E − k)/E of them in every mixture-of-experts layer
+    // (each expert has the same size, so the unused part is exact).
+    let unused = match &m.moe {
+        Some(spec) => routed_expert_params / spec.num_experts * (spec.num_experts - spec.top_k),
+        None => 0,
+    };
+    let active_params = total_params - unused;
+    let mtp_params = match m.mtp_layers {
+        0 => 0,
+        n => {
+            let d = m.hidden_size;
+            let layer = if m.moe.is_some() { &moe } else { &dense };
+            let per = layer
+                .total_params()
+                .checked_add(d.checked_mul(d)?.checked_mul(2)?)?
+                .checked_add(m.arch.norm.checked_params(d)?.checked_mul(3)?)?
+                .checked_add(m.vocab_size.checked_mul(m.embed_dim())?.checked_mul(2)?)?;
+            per.checked_mul(n)?
+        }
+    };
     Some(ParamCounts {
         token_embedding_params: input.token_embedding_params,
         position_embedding_params: input.position_embedding_params,
@@ -347,13 +554,23 @@ fn param_counts_checked(m: &Transformer) -> Option<ParamCounts> {
         embedding_projection_params,
         attention_params,
         mlp_params,
+        router_params,
+        routed_expert_params,
+        shared_expert_params,
         layer_norm_params,
         final_norm_params: output.final_norm_params,
         output_head_params: output.output_head_params,
-        layer,
+        layer: if layer_kind(m, 0) == LayerKind::Moe {
+            moe
+        } else {
+            dense
+        },
         total_params,
         embedding_params,
         non_embedding_params: total_params - embedding_params,
+        active_params,
+        active_non_embedding_input_params: active_params - input.token_embedding_params,
+        mtp_params,
     })
 }
 

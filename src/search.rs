@@ -327,6 +327,10 @@ impl ShapeSpace {
             ffn_size: ffn,
             max_positions: self.seq_len,
             arch: self.arch,
+            attention: crate::model::Attention::Standard,
+            moe: None,
+            local_attention: None,
+            mtp_layers: 0,
         }
     }
 

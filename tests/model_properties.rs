@@ -6,6 +6,7 @@ use lmshape::flops::{self, FlopsConvention};
 use lmshape::model::hf::{SUPPORTED_MODEL_TYPES, from_hf_config};
 use lmshape::{
     Architecture, BlockKind, LinearBiases, MlpKind, NormKind, PositionKind, Recompute, Transformer,
+    model::{Attention, LatentAttention, LocalAttention, Moe, QkNorm},
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -29,12 +30,30 @@ fn arch_strategy() -> impl Strategy<Value = Architecture> {
         (any::<bool>(), any::<bool>(), any::<bool>()),
         prop_oneof![
             Just(BlockKind::Sequential),
+            Just(BlockKind::Sandwich),
             any::<bool>().prop_map(|shared_norm| BlockKind::Parallel { shared_norm })
         ],
         proptest::option::of(1u64..2048),
+        (
+            prop_oneof![
+                Just(QkNorm::None),
+                Just(QkNorm::PerHead),
+                Just(QkNorm::Full)
+            ],
+            any::<bool>(),
+        ),
     )
         .prop_map(
-            |(mlp, norm, position, (qkv, attn_out, mlp_b), (tied, en, fin), block, proj)| {
+            |(
+                mlp,
+                norm,
+                position,
+                (qkv, attn_out, mlp_b),
+                (tied, en, fin),
+                block,
+                proj,
+                (qk_norm, sinks),
+            )| {
                 Architecture {
                     mlp,
                     norm,
@@ -49,6 +68,8 @@ fn arch_strategy() -> impl Strategy<Value = Architecture> {
                     block,
                     final_norm: fin,
                     embed_proj_dim: proj,
+                    qk_norm,
+                    attention_sinks: sinks,
                 }
             },
         )
@@ -72,8 +93,242 @@ fn model_strategy() -> impl Strategy<Value = Transformer> {
         })
 }
 
+/// Models of every family: [`model_strategy`]'s, some with latent attention, a mixture of
+/// experts or sliding-window layers.
+fn family_strategy() -> impl Strategy<Value = Transformer> {
+    (
+        model_strategy(),
+        proptest::option::of((
+            proptest::option::of(1u64..512),
+            1u64..512,
+            1u64..128,
+            1u64..64,
+            1u64..128,
+        )),
+        proptest::option::of((
+            (1u64..64, 1u64..8, 1u64..4096),
+            (0u64..3, 0u64..4096, any::<bool>()),
+            (any::<bool>(), any::<bool>(), any::<bool>()),
+            (0u64..4, 1u64..4, 0u64..3),
+        )),
+        proptest::option::of((1u64..8192, 1u64..8, 0u64..8)),
+        0u64..3,
+    )
+        .prop_map(|(m, mla, moe, local, mtp)| {
+            let mut m = m;
+            if let Some((
+                q_lora_rank,
+                kv_lora_rank,
+                qk_nope_head_dim,
+                qk_rope_head_dim,
+                v_head_dim,
+            )) = mla
+            {
+                m = m
+                    .with_latent_attention(LatentAttention {
+                        q_lora_rank,
+                        kv_lora_rank,
+                        qk_nope_head_dim,
+                        qk_rope_head_dim,
+                        v_head_dim,
+                    })
+                    .unwrap();
+            }
+            if let Some((
+                (experts, k, f_e),
+                (shared, f_s, gate),
+                (rb, eb, cb),
+                (first, period, offset),
+            )) = moe
+            {
+                m = m
+                    .with_moe(Moe {
+                        num_experts: experts,
+                        top_k: k.min(experts),
+                        expert_ffn_size: f_e,
+                        num_shared_experts: shared,
+                        shared_ffn_size: if shared == 0 { 0 } else { f_s },
+                        shared_expert_gate: gate,
+                        router_bias: rb,
+                        expert_biases: eb,
+                        score_correction_bias: cb,
+                        first_dense_layers: first.min(m.num_layers),
+                        layer_period: period,
+                        layer_offset: offset,
+                    })
+                    .unwrap();
+            }
+            if let Some((window, period, local)) = local {
+                m = m
+                    .with_local_attention(LocalAttention {
+                        window,
+                        period,
+                        local_layers: local.min(period),
+                    })
+                    .unwrap();
+            }
+            m.with_mtp_layers(mtp).unwrap()
+        })
+}
+
+/// Parameters of a norm over `x` values, by hand.
+fn norm_of(m: &Transformer, x: u64) -> u64 {
+    match m.arch.norm {
+        NormKind::LayerNorm => 2 * x,
+        NormKind::RmsNorm | NormKind::LayerNormNoBias => x,
+        NormKind::NonParametric => 0,
+    }
+}
+
+/// One tensor at a time, layer by layer, as the Hugging Face modules list them: (total,
+/// active). Written from the modules, not from the crate's formulas.
+fn brute_force_count(m: &Transformer) -> (u64, u64) {
+    let d = m.hidden_size;
+    let (h, kvh, hd) = (m.num_heads, m.num_kv_heads, m.head_dim);
+    let gated = m.arch.mlp == MlpKind::Gated;
+    let mlp = |f: u64, bias: bool| -> u64 {
+        let mut t = vec![d * f, f * d];
+        if gated {
+            t.push(d * f);
+        }
+        if bias {
+            t.push(f);
+            t.push(d);
+            if gated {
+                t.push(f);
+            }
+        }
+        t.iter().sum()
+    };
+    let mut total = 0u64;
+    let mut unused = 0u64;
+    for i in 0..m.num_layers {
+        let mut tensors: Vec<u64> = Vec::new();
+        match m.attention {
+            Attention::Standard => {
+                tensors.extend([d * h * hd, d * kvh * hd, d * kvh * hd, h * hd * d]);
+                if m.arch.biases.qkv {
+                    tensors.extend([h * hd, kvh * hd, kvh * hd]);
+                }
+                match m.arch.qk_norm {
+                    QkNorm::None => {}
+                    QkNorm::PerHead => tensors.extend([norm_of(m, hd), norm_of(m, hd)]),
+                    QkNorm::Full => tensors.extend([norm_of(m, h * hd), norm_of(m, kvh * hd)]),
+                }
+            }
+            Attention::MultiLatent(a) => {
+                match a.q_lora_rank {
+                    Some(r) => tensors.extend([
+                        d * r,
+                        norm_of(m, r),
+                        r * h * (a.qk_nope_head_dim + a.qk_rope_head_dim),
+                    ]),
+                    None => tensors.push(d * h * (a.qk_nope_head_dim + a.qk_rope_head_dim)),
+                }
+                tensors.extend([
+                    d * (a.kv_lora_rank + a.qk_rope_head_dim),
+                    norm_of(m, a.kv_lora_rank),
+                    a.kv_lora_rank * h * (a.qk_nope_head_dim + a.v_head_dim),
+                    h * a.v_head_dim * d,
+                ]);
+            }
+        }
+        if m.arch.biases.attn_out {
+            tensors.push(d);
+        }
+        if m.arch.attention_sinks {
+            tensors.push(h);
+        }
+        for _ in 0..m.arch.block.norms_per_layer() {
+            tensors.push(norm_of(m, d));
+        }
+        let is_moe = m.moe.is_some_and(|e| {
+            i >= e.first_dense_layers && (i + e.layer_offset) % e.layer_period == 0
+        });
+        match m.moe {
+            Some(e) if is_moe => {
+                tensors.push(d * e.num_experts);
+                if e.router_bias {
+                    tensors.push(e.num_experts);
+                }
+                if e.score_correction_bias {
+                    tensors.push(e.num_experts);
+                }
+                for x in 0..e.num_experts {
+                    let one = mlp(e.expert_ffn_size, e.expert_biases);
+                    tensors.push(one);
+                    if x >= e.top_k {
+                        unused += one;
+                    }
+                }
+                if e.shared_ffn_size > 0 {
+                    tensors.push(mlp(e.shared_ffn_size, false));
+                }
+                if e.shared_ffn_size > 0 && e.shared_expert_gate {
+                    tensors.push(d);
+                }
+            }
+            _ => tensors.push(mlp(m.ffn_size, m.arch.biases.mlp)),
+        }
+        total += tensors.iter().sum::<u64>();
+    }
+    let e = m.arch.embed_proj_dim.unwrap_or(d);
+    total += m.vocab_size * e;
+    if !m.arch.tied_embeddings {
+        total += m.vocab_size * e;
+    }
+    if let PositionKind::Learned { offset } = m.arch.position {
+        total += (m.max_positions + offset) * d;
+    }
+    if m.arch.embedding_norm {
+        total += norm_of(m, e);
+    }
+    if e != d {
+        total += 2 * e * d;
+    }
+    if m.arch.final_norm {
+        total += norm_of(m, d);
+    }
+    (total, total - unused)
+}
+
 proptest! {
     #![proptest_config(common::proptest_config("proptest-regressions/model_properties.txt", 256))]
+
+    /// Every family: the exact counts equal a layer-by-layer recount, the components add up,
+    /// and active ≤ total.
+    #[test]
+    fn every_family_recounts_exactly(m in family_strategy()) {
+        let c = m.param_counts().unwrap();
+        let (total, active) = brute_force_count(&m);
+        prop_assert_eq!(c.total_params, total);
+        prop_assert_eq!(c.active_params, active);
+        prop_assert!(c.active_params <= c.total_params);
+        prop_assert_eq!(c.active_params - c.active_non_embedding_input_params, c.token_embedding_params);
+        let sum = c.token_embedding_params + c.position_embedding_params + c.embedding_norm_params
+            + c.embedding_projection_params + c.attention_params + c.mlp_params + c.router_params
+            + c.routed_expert_params + c.shared_expert_params + c.layer_norm_params
+            + c.final_norm_params + c.output_head_params;
+        prop_assert_eq!(sum, c.total_params);
+        // Serde keeps every knob and validates.
+        let back: Transformer = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        prop_assert_eq!(back, m);
+    }
+
+    /// More experts never mean fewer parameters; routing to every expert makes active = total.
+    #[test]
+    fn expert_properties(m in family_strategy(), extra in 1u64..8) {
+        if let Some(moe) = m.moe {
+            let base = m.param_counts().unwrap();
+            let more = m.with_moe(Moe { num_experts: moe.num_experts + extra, ..moe }).unwrap();
+            prop_assert!(more.param_counts().unwrap().total_params >= base.total_params);
+            let all = m.with_moe(Moe { top_k: moe.num_experts, ..moe }).unwrap().param_counts().unwrap();
+            prop_assert_eq!(all.active_params, all.total_params);
+        } else {
+            let c = m.param_counts().unwrap();
+            prop_assert_eq!(c.active_params, c.total_params);
+        }
+    }
 
     #[test]
     fn components_add_up(m in model_strategy()) {
@@ -104,43 +359,14 @@ proptest! {
         };
         let norms = match m.arch.block {
             BlockKind::Parallel { shared_norm: true } => 1,
+            BlockKind::Sandwich => 4,
             _ => 2,
         };
+        // Per-head q/k norms are shared by the heads, so every rank keeps them whole.
+        let qk = if m.arch.qk_norm == QkNorm::PerHead { 2 * norm_of(&m, m.head_dim) } else { 0 };
         let replicated = u64::from(m.arch.biases.attn_out) * d + u64::from(m.arch.biases.mlp) * d
-            + norms * norm;
+            + norms * norm + qk;
         prop_assert_eq!(rank * tp, whole + (tp - 1) * replicated);
-    }
-
-    /// A brute-force recount: one tensor at a time, as the modules of the layer list them.
-    #[test]
-    fn brute_force_layer_recount(m in model_strategy()) {
-        let d = m.hidden_size;
-        let mut tensors: Vec<u64> = vec![
-            d * m.num_heads * m.head_dim,       // q
-            d * m.num_kv_heads * m.head_dim,    // k
-            d * m.num_kv_heads * m.head_dim,    // v
-            m.num_heads * m.head_dim * d,       // o
-            m.ffn_size * d,                     // down
-            d * m.ffn_size,                     // up
-        ];
-        if m.arch.mlp == MlpKind::Gated { tensors.push(d * m.ffn_size); }
-        if m.arch.biases.qkv {
-            tensors.extend([m.num_heads * m.head_dim, m.num_kv_heads * m.head_dim, m.num_kv_heads * m.head_dim]);
-        }
-        if m.arch.biases.attn_out { tensors.push(d); }
-        if m.arch.biases.mlp {
-            tensors.push(d);
-            tensors.push(m.ffn_size);
-            if m.arch.mlp == MlpKind::Gated { tensors.push(m.ffn_size); }
-        }
-        for _ in 0..m.arch.block.norms_per_layer() {
-            match m.arch.norm {
-                NormKind::LayerNorm => { tensors.push(d); tensors.push(d); }
-                NormKind::RmsNorm | NormKind::LayerNormNoBias => tensors.push(d),
-                NormKind::NonParametric => {}
-            }
-        }
-        prop_assert_eq!(tensors.iter().sum::<u64>(), m.param_counts().unwrap().layer.total_params());
     }
 
     #[test]

@@ -559,6 +559,18 @@ pub fn step_time(
 /// and of a micro-batch fit `u64`. Returns the tokens per step.
 fn validate_inputs(model: &Transformer, layout: &ParallelLayout, cluster: &Cluster) -> Result<f64> {
     model.validate()?;
+    if model.moe.is_some() {
+        return Err(Error::Unsupported {
+            what: "step time",
+            feature: "mixture-of-experts layers (expert GEMMs and all-to-all)",
+        });
+    }
+    if model.attention != crate::model::Attention::Standard {
+        return Err(Error::Unsupported {
+            what: "step time",
+            feature: "latent attention",
+        });
+    }
     layout.validate(model)?;
     cluster.validate()?;
     crate::error::mul(layout.seq_len, layout.micro_batch, "tokens per micro-batch")?;

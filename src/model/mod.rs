@@ -131,6 +131,10 @@ pub enum BlockKind {
         /// One norm feeds both branches.
         shared_norm: bool,
     },
+    /// `x + norm(attn(norm(x)))`, then `x + norm(mlp(norm(x)))`: a norm before and after
+    /// each branch, four per layer (Gemma 2 and 3: `input_layernorm`,
+    /// `post_attention_layernorm`, `pre_feedforward_layernorm`, `post_feedforward_layernorm`).
+    Sandwich,
 }
 
 impl BlockKind {
@@ -138,9 +142,25 @@ impl BlockKind {
     pub fn norms_per_layer(self) -> u64 {
         match self {
             BlockKind::Parallel { shared_norm: true } => 1,
+            BlockKind::Sandwich => 4,
             _ => 2,
         }
     }
+}
+
+/// Norms on the queries and keys inside attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QkNorm {
+    /// None.
+    #[default]
+    None,
+    /// One norm over each head's `head_dim` values, shared by the heads (Qwen3, Gemma 3:
+    /// `q_norm`/`k_norm` of width `head_dim`).
+    PerHead,
+    /// One norm over all query (and all key) values (OLMo 2, OLMoE: `q_norm` of width
+    /// `H·hd`, `k_norm` of width `KV·hd`).
+    Full,
 }
 
 /// Architecture knobs that change the count but not the shape.
@@ -166,6 +186,12 @@ pub struct Architecture {
     /// `project_in` / `project_out` linears map between the two (OPT-350m:
     /// `word_embed_proj_dim = 512`).
     pub embed_proj_dim: Option<u64>,
+    /// Norms on queries and keys.
+    #[serde(default)]
+    pub qk_norm: QkNorm,
+    /// A learned attention sink (one logit) per head and layer (gpt-oss `sinks`).
+    #[serde(default)]
+    pub attention_sinks: bool,
 }
 
 impl Architecture {
@@ -182,6 +208,8 @@ impl Architecture {
             block: BlockKind::Sequential,
             final_norm: true,
             embed_proj_dim: None,
+            qk_norm: QkNorm::None,
+            attention_sinks: false,
         }
     }
 
@@ -224,6 +252,8 @@ impl Architecture {
             block: BlockKind::Sequential,
             final_norm: true,
             embed_proj_dim: None,
+            qk_norm: QkNorm::None,
+            attention_sinks: false,
         }
     }
 
@@ -289,6 +319,172 @@ pub const ARCH_NAMES: &[&str] = &[
     "falcon",
 ];
 
+/// How attention projects its inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Attention {
+    /// q, k and v projections of `H·hd`, `KV·hd`, `KV·hd` (multi-head, grouped-query or
+    /// multi-query attention by `num_kv_heads`).
+    #[default]
+    Standard,
+    /// Multi-head latent attention (DeepSeek-AI 2024, DeepSeek-V2 §2.1): see
+    /// [`LatentAttention`].
+    MultiLatent(LatentAttention),
+}
+
+/// DeepSeek-V2/V3 multi-head latent attention (`modeling_deepseek.py`, `DeepseekV3Attention`):
+/// queries through an optional low-rank `q_a_proj d×r_q` + norm + `q_b_proj r_q×H(n+r)` (or one
+/// `q_proj d×H(n+r)`); keys and values through `kv_a_proj_with_mqa d×(r_kv + r)` + norm on the
+/// `r_kv` latent + `kv_b_proj r_kv×H(n + v)`; output `o_proj H·v×d`. `n` = `qk_nope_head_dim`,
+/// `r` = `qk_rope_head_dim` (the rope key is shared by the heads), `v` = `v_head_dim`. The KV
+/// cache keeps the latent and the rope key: `r_kv + r` values per token and layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct LatentAttention {
+    /// Rank of the query compression (`None`: a full `q_proj`).
+    pub q_lora_rank: Option<u64>,
+    /// Rank of the key/value compression.
+    pub kv_lora_rank: u64,
+    /// Per-head query/key width without rotary embedding.
+    pub qk_nope_head_dim: u64,
+    /// Per-head query/key width with rotary embedding.
+    pub qk_rope_head_dim: u64,
+    /// Per-head value width.
+    pub v_head_dim: u64,
+}
+
+/// A mixture-of-experts feed-forward block (Shazeer et al. 2017; Fedus et al. 2022) and which
+/// layers have it. Router `d×E` (+ `E` bias when `router_bias`); `E` experts of width
+/// `expert_ffn_size` in the model's MLP form (+ biases when `expert_biases`); shared experts
+/// that every token uses, together `shared_ffn_size` wide (DeepSeek: `n_shared_experts ×
+/// moe_intermediate_size`; Qwen2-MoE: `shared_expert_intermediate_size`), with a `d×1` gate
+/// when `shared_expert_gate`; DeepSeek-V3's `e_score_correction_bias` (`E` values) when
+/// `score_correction_bias`.
+///
+/// Layer `i` is a mixture-of-experts layer when `i ≥ first_dense_layers` and
+/// `(i + layer_offset) % layer_period == 0` (DeepSeek: `first_k_dense_replace`,
+/// `moe_layer_freq`, offset 0; Qwen2-MoE: `decoder_sparse_step`, offset 1); the other layers
+/// have the dense MLP of width `ffn_size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Moe {
+    /// Routed experts `E`.
+    pub num_experts: u64,
+    /// Routed experts per token `k`.
+    pub top_k: u64,
+    /// Width of one routed expert.
+    pub expert_ffn_size: u64,
+    /// Shared experts (reported; their width is `shared_ffn_size`).
+    pub num_shared_experts: u64,
+    /// Width of the shared experts together (0: none).
+    pub shared_ffn_size: u64,
+    /// A sigmoid gate `d×1` on the shared expert (Qwen2-MoE).
+    pub shared_expert_gate: bool,
+    /// The router has a bias (gpt-oss).
+    pub router_bias: bool,
+    /// Each expert's linears have biases (gpt-oss).
+    pub expert_biases: bool,
+    /// DeepSeek-V3's per-expert routing correction bias.
+    pub score_correction_bias: bool,
+    /// Leading layers with the dense MLP.
+    pub first_dense_layers: u64,
+    /// Every `layer_period`-th layer after them is a mixture-of-experts layer.
+    pub layer_period: u64,
+    /// Offset of the period (see the type's docs).
+    pub layer_offset: u64,
+}
+
+impl Moe {
+    /// Whether layer `i` (from 0) has the mixture-of-experts block.
+    pub fn is_moe_layer(&self, i: u64) -> bool {
+        i >= self.first_dense_layers
+            && self.layer_period > 0
+            && (i % self.layer_period + self.layer_offset % self.layer_period) % self.layer_period
+                == 0
+    }
+
+    /// Mixture-of-experts layers among layers `range` (counted in closed form, no loop).
+    pub fn moe_layers_in(&self, range: std::ops::Range<u64>) -> u64 {
+        let start = range.start.max(self.first_dense_layers);
+        if start >= range.end || self.layer_period == 0 {
+            return 0;
+        }
+        // Layers i in [start, end) with (i + offset) % period == 0.
+        let p = self.layer_period;
+        let count_below = |n: u64| -> u64 {
+            // i in [0, n) with (i + offset) % p == 0.
+            let o = self.layer_offset % p;
+            let first = (p - o) % p;
+            if n <= first {
+                0
+            } else {
+                (n - first - 1) / p + 1
+            }
+        };
+        count_below(range.end) - count_below(start)
+    }
+
+    fn validate(&self, model_layers: u64) -> Result<()> {
+        positive(self.num_experts, "num_experts")?;
+        positive(self.top_k, "top_k")?;
+        positive(self.expert_ffn_size, "expert_ffn_size")?;
+        positive(self.layer_period, "moe layer_period")?;
+        if self.top_k > self.num_experts {
+            return Err(Error::Inconsistent {
+                rule: "a token cannot be routed to more experts than there are",
+                detail: format!(
+                    "top_k = {} > num_experts = {}",
+                    self.top_k, self.num_experts
+                ),
+            });
+        }
+        if self.first_dense_layers > model_layers {
+            return Err(Error::Inconsistent {
+                rule: "dense leading layers cannot exceed the layers",
+                detail: format!(
+                    "first_dense_layers = {} > num_layers = {model_layers}",
+                    self.first_dense_layers
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Sliding-window (local) attention layers (Beltagy et al. 2020; Mistral 7B; Gemma 2/3;
+/// gpt-oss): within every `period` layers the first `local_layers` attend to at most the last
+/// `window` tokens, the rest attend globally. Mistral 7B: window 4096, period 1, every layer
+/// local; Gemma 2 and gpt-oss: period 2, layer 0 local; Gemma 3: period 6, five local then one
+/// global. Parameters are unchanged; FLOPs and the KV cache see at most the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LocalAttention {
+    /// Tokens a local layer attends to.
+    pub window: u64,
+    /// Layers per period.
+    pub period: u64,
+    /// Local layers at the start of each period.
+    pub local_layers: u64,
+}
+
+impl LocalAttention {
+    /// Local (windowed) layers among `num_layers`.
+    pub fn local_layer_count(&self, num_layers: u64) -> u64 {
+        let p = self.period.max(1);
+        let local = self.local_layers.min(p);
+        num_layers / p * local + (num_layers % p).min(local)
+    }
+
+    fn validate(&self) -> Result<()> {
+        positive(self.window, "sliding window")?;
+        positive(self.period, "local attention period")?;
+        if self.local_layers > self.period {
+            return Err(Error::Inconsistent {
+                rule: "local layers per period cannot exceed the period",
+                detail: format!("{} local of {}", self.local_layers, self.period),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A decoder-only transformer language model, validated at construction.
 ///
 /// `head_dim` may differ from `hidden_size / num_heads` (Gemma-7B: 3072 hidden, 16 heads of 256).
@@ -334,6 +530,20 @@ pub struct Transformer {
     pub max_positions: u64,
     /// Architecture knobs.
     pub arch: Architecture,
+    /// Attention projections (standard or latent).
+    #[serde(default)]
+    pub attention: Attention,
+    /// Mixture-of-experts block and the layers that have it.
+    #[serde(default)]
+    pub moe: Option<Moe>,
+    /// Sliding-window layers.
+    #[serde(default)]
+    pub local_attention: Option<LocalAttention>,
+    /// Multi-token-prediction modules shipped with the weights but not part of the causal LM
+    /// (DeepSeek-V3 `num_nextn_predict_layers`); counted only on request
+    /// ([`crate::params::ParamCounts::mtp_params`]).
+    #[serde(default)]
+    pub mtp_layers: u64,
 }
 
 /// The fields of a [`Transformer`] as they arrive from serde, before validation.
@@ -348,23 +558,37 @@ struct TransformerFields {
     ffn_size: u64,
     max_positions: u64,
     arch: Architecture,
+    #[serde(default)]
+    attention: Attention,
+    #[serde(default)]
+    moe: Option<Moe>,
+    #[serde(default)]
+    local_attention: Option<LocalAttention>,
+    #[serde(default)]
+    mtp_layers: u64,
 }
 
 impl TryFrom<TransformerFields> for Transformer {
     type Error = Error;
 
     fn try_from(f: TransformerFields) -> Result<Transformer> {
-        Transformer::new(
-            f.vocab_size,
-            f.hidden_size,
-            f.num_layers,
-            f.num_heads,
-            f.num_kv_heads,
-            f.head_dim,
-            f.ffn_size,
-            f.max_positions,
-            f.arch,
-        )
+        let m = Transformer {
+            vocab_size: f.vocab_size,
+            hidden_size: f.hidden_size,
+            num_layers: f.num_layers,
+            num_heads: f.num_heads,
+            num_kv_heads: f.num_kv_heads,
+            head_dim: f.head_dim,
+            ffn_size: f.ffn_size,
+            max_positions: f.max_positions,
+            arch: f.arch,
+            attention: f.attention,
+            moe: f.moe,
+            local_attention: f.local_attention,
+            mtp_layers: f.mtp_layers,
+        };
+        m.validate()?;
+        Ok(m)
     }
 }
 
@@ -395,6 +619,54 @@ impl Transformer {
             ffn_size,
             max_positions,
             arch,
+            attention: Attention::Standard,
+            moe: None,
+            local_attention: None,
+            mtp_layers: 0,
+        };
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// The same model with a mixture-of-experts block, validated.
+    pub fn with_moe(self, moe: Moe) -> Result<Transformer> {
+        let m = Transformer {
+            moe: Some(moe),
+            ..self
+        };
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// The same model with multi-head latent attention, validated. `num_kv_heads` becomes
+    /// `num_heads` and `head_dim` the query/key width `qk_nope + qk_rope`.
+    pub fn with_latent_attention(self, mla: LatentAttention) -> Result<Transformer> {
+        let head_dim = crate::error::add(mla.qk_nope_head_dim, mla.qk_rope_head_dim, "head_dim")?;
+        let m = Transformer {
+            attention: Attention::MultiLatent(mla),
+            num_kv_heads: self.num_heads,
+            head_dim,
+            ..self
+        };
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// The same model with sliding-window layers, validated.
+    pub fn with_local_attention(self, local: LocalAttention) -> Result<Transformer> {
+        let m = Transformer {
+            local_attention: Some(local),
+            ..self
+        };
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// The same model shipping `layers` multi-token-prediction modules.
+    pub fn with_mtp_layers(self, layers: u64) -> Result<Transformer> {
+        let m = Transformer {
+            mtp_layers: layers,
+            ..self
         };
         m.validate()?;
         Ok(m)
@@ -450,6 +722,34 @@ impl Transformer {
         positive(self.max_positions, "max_positions")?;
         if let Some(p) = self.arch.embed_proj_dim {
             positive(p, "embed_proj_dim")?;
+        }
+        if let Some(moe) = &self.moe {
+            moe.validate(self.num_layers)?;
+        }
+        if let Some(local) = &self.local_attention {
+            local.validate()?;
+        }
+        if let Attention::MultiLatent(mla) = &self.attention {
+            positive(mla.kv_lora_rank, "kv_lora_rank")?;
+            positive(mla.v_head_dim, "v_head_dim")?;
+            if let Some(r) = mla.q_lora_rank {
+                positive(r, "q_lora_rank")?;
+            }
+            if self.num_kv_heads != self.num_heads
+                || Some(self.head_dim) != mla.qk_nope_head_dim.checked_add(mla.qk_rope_head_dim)
+            {
+                return Err(Error::Inconsistent {
+                    rule: "latent attention has as many kv heads as heads and head_dim = qk_nope + qk_rope",
+                    detail: format!(
+                        "num_kv_heads = {}, num_heads = {}, head_dim = {}, qk_nope + qk_rope = {} + {}",
+                        self.num_kv_heads,
+                        self.num_heads,
+                        self.head_dim,
+                        mla.qk_nope_head_dim,
+                        mla.qk_rope_head_dim
+                    ),
+                });
+            }
         }
         if self.num_kv_heads > self.num_heads {
             return Err(Error::Inconsistent {
