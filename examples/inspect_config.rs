@@ -1,12 +1,13 @@
 //! Inspect a Hugging Face `config.json`: exact parameters per component, FLOPs per token, and
 //! memory per GPU for training under a parallel layout and for inference with a KV cache.
 //!
-//! `cargo run --release --example inspect_config -- PATH/config.json [--seq-len S]
+//! `cargo run --release --example inspect_config -- PATH/config.json [--seq-len S] [--include-mtp]
 //! [--tp N --pp N --dp N --zero 0..3 --sequence-parallel --micro-batch N --global-batch N
 //! --recompute none|selective|full --embedding-slots --flash --no-dropout --bytes-per-param 16|18]
 //! --virtual-stages V] [--batch N --context N] [--json]` (without PATH: the bundled
 //! `examples/configs/llama-2-7b.json`; `--preset NAME` instead of a path: a published shape such
-//! as `gpt3-175b` or `bloom-176b`).
+//! as `gpt3-175b` or `bloom-176b`). The training context defaults to 4096 tokens (or the
+//! model's own limit when smaller), not the model's longest context.
 
 #[macro_use]
 mod common;
@@ -17,7 +18,9 @@ use lmshape::memory::{self, AttentionKernel, MemoryOptions, Precision};
 use lmshape::{ParallelLayout, Recompute, Schedule, Transformer, ZeroStage};
 use serde_json::json;
 
-const USAGE: &str = "usage: inspect_config [PATH/config.json | --preset NAME] [--seq-len S] [--virtual-stages V] [--tp N] [--pp N] [--dp N] [--zero 0..3] [--sequence-parallel] [--micro-batch N] [--global-batch N] [--recompute none|selective|full] [--embedding-slots] [--flash] [--no-dropout] [--bytes-per-param 16|18] [--batch N] [--context N] [--json]";
+const USAGE: &str = "usage: inspect_config [PATH/config.json | --preset NAME] [--seq-len S (default 4096)] [--include-mtp] [--virtual-stages V] [--tp N] [--pp N] [--dp N] [--zero 0..3] [--sequence-parallel] [--micro-batch N] [--global-batch N] [--recompute none|selective|full] [--embedding-slots] [--flash] [--no-dropout] [--bytes-per-param 16|18] [--batch N] [--context N] [--json]";
+/// The training context assumed when `--seq-len` is not given.
+const DEFAULT_SEQ_LEN: u64 = 4096;
 const DEFAULT_CONFIG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/examples/configs/llama-2-7b.json"
@@ -46,6 +49,7 @@ fn main() {
             "embedding-slots",
             "flash",
             "no-dropout",
+            "include-mtp",
         ],
         USAGE,
     );
@@ -64,8 +68,9 @@ fn main() {
             (path, model)
         }
     };
-    let seq = args.get_u64("seq-len", model.max_positions);
-    let mut report = or_die(Report::new(&model, seq));
+    let seq = args.get_u64("seq-len", DEFAULT_SEQ_LEN.min(model.max_positions));
+    let mut report = or_die(Report::new(&model, seq, args.flag("include-mtp")));
+    report.seq_is_default = args.raw("seq-len").is_none();
     let (tp, pp, dp) = (
         args.get_u64("tp", 1),
         args.get_u64("pp", 1),
@@ -127,7 +132,9 @@ fn main() {
 struct Report {
     model: Transformer,
     counts: lmshape::ParamCounts,
+    include_mtp: bool,
     seq: u64,
+    seq_is_default: bool,
     matmul: lmshape::TokenFlops,
     summary: flops::FlopsSummary,
     palm_non_embedding: f64,
@@ -138,12 +145,14 @@ struct Report {
 }
 
 impl Report {
-    fn new(model: &Transformer, seq: u64) -> lmshape::Result<Report> {
+    fn new(model: &Transformer, seq: u64, include_mtp: bool) -> lmshape::Result<Report> {
         let conv = FlopsConvention::megatron(seq, Recompute::None);
         Ok(Report {
             model: *model,
             counts: model.param_counts()?,
+            include_mtp,
             seq,
+            seq_is_default: false,
             matmul: flops::matmul_flops_per_token(model, &conv)?,
             summary: flops::summary(model, seq)?,
             palm_non_embedding: flops::palm_flops_per_token(
@@ -165,13 +174,52 @@ impl Report {
         })
     }
 
+    /// Total parameters, with the multi-token-prediction modules when asked for.
+    fn total(&self) -> u64 {
+        self.counts.total_params
+            + if self.include_mtp {
+                self.counts.mtp_params
+            } else {
+                0
+            }
+    }
+
+    /// `N_active` of the `6·N_active` rule of thumb: the parameters a token multiplies by (the
+    /// input embedding is a lookup, not a matmul).
+    fn matmul_active(&self) -> f64 {
+        self.counts.active_non_embedding_input_params as f64
+    }
+
     fn to_json(&self) -> serde_json::Value {
         let c = &self.counts;
         let s = &self.summary;
+        let mut model = serde_json::to_value(self.model).unwrap_or_default();
+        if let (Some(moe), Some(obj)) = (self.model.moe, model.get_mut("moe")) {
+            let dense = self.model.num_layers - moe.moe_layers_in(0..self.model.num_layers);
+            obj["dense_layers"] = json!(dense);
+        }
         json!({
-            "model": self.model,
+            "model": model,
             "params": {
-                "total": c.total_params,
+                "total": self.total(),
+                "active": c.active_params,
+                "active_non_embedding_input": c.active_non_embedding_input_params,
+                "mtp": c.mtp_params,
+                "mtp_included": self.include_mtp,
+                "by_component": {
+                    "token_embedding": c.token_embedding_params,
+                    "position_embedding": c.position_embedding_params,
+                    "embedding_norm": c.embedding_norm_params,
+                    "embedding_projection": c.embedding_projection_params,
+                    "attention": c.attention_params,
+                    "mlp": c.mlp_params,
+                    "router": c.router_params,
+                    "routed_experts": c.routed_expert_params,
+                    "shared_experts": c.shared_expert_params,
+                    "layer_norms": c.layer_norm_params,
+                    "final_norm": c.final_norm_params,
+                    "output_head": c.output_head_params,
+                },
                 "non_embedding": c.non_embedding_params,
                 "embedding": c.embedding_params,
                 "token_embedding": c.token_embedding_params,
@@ -190,6 +238,8 @@ impl Report {
                 "convention": "every matmul of the layers and the logits, full attention, backward = 2x forward (Narayanan et al. 2021 derivation of eq. 3)",
                 "forward": self.matmul.forward_flops,
                 "training": self.matmul.model_flops(),
+                "forward_active": 2.0 * self.matmul_active(),
+                "training_active": 6.0 * self.matmul_active(),
                 "training_causal": self.causal.model_flops(),
                 "kaplan_forward": s.kaplan_forward,
                 "kaplan_training": s.kaplan_training,
@@ -233,55 +283,162 @@ impl Report {
             m.ffn_size,
             m.max_positions
         );
-        outln!(
-            "  mlp {:?}  norm {:?}  position {:?}  biases {:?}  tied {}  block {:?}",
-            m.arch.mlp,
-            m.arch.norm,
-            m.arch.position,
-            m.arch.biases,
-            m.arch.tied_embeddings,
-            m.arch.block
-        );
-        outln!("\nparameters");
+        if let Some(e) = &m.moe {
+            outln!(
+                "  experts {} (top {}, width {}), shared {} (width {}), dense layers {}",
+                e.num_experts,
+                e.top_k,
+                e.expert_ffn_size,
+                e.num_shared_experts,
+                e.shared_ffn_size,
+                m.num_layers - e.moe_layers_in(0..m.num_layers)
+            );
+        }
+        if let lmshape::model::Attention::MultiLatent(a) = &m.attention {
+            outln!(
+                "  latent attention: q rank {}, kv rank {}, qk {} + rope {}, v {}",
+                a.q_lora_rank.map_or("none".to_string(), |r| r.to_string()),
+                a.kv_lora_rank,
+                a.qk_nope_head_dim,
+                a.qk_rope_head_dim,
+                a.v_head_dim
+            );
+        }
+        if let Some(w) = &m.local_attention {
+            outln!(
+                "  sliding window {} tokens on {} of every {} layers ({} of {})",
+                w.window,
+                w.local_layers,
+                w.period,
+                w.local_layer_count(m.num_layers),
+                m.num_layers
+            );
+        }
+        outln!("\nparameters {:>42}  {:>20}", "total", "active per token");
+        let used_share = m.moe.map_or(1.0, |e| e.top_k as f64 / e.num_experts as f64);
         let rows = [
-            ("token embedding", c.token_embedding_params),
-            ("position embedding", c.position_embedding_params),
-            ("embedding norm", c.embedding_norm_params),
-            ("embedding projections", c.embedding_projection_params),
-            ("attention", c.attention_params),
-            ("mlp", c.mlp_params),
-            ("layer norms", c.layer_norm_params),
-            ("final norm", c.final_norm_params),
-            ("output head (untied)", c.output_head_params),
+            (
+                "token embedding",
+                c.token_embedding_params,
+                c.token_embedding_params,
+            ),
+            (
+                "position embedding",
+                c.position_embedding_params,
+                c.position_embedding_params,
+            ),
+            (
+                "embedding norm",
+                c.embedding_norm_params,
+                c.embedding_norm_params,
+            ),
+            (
+                "embedding projections",
+                c.embedding_projection_params,
+                c.embedding_projection_params,
+            ),
+            ("attention", c.attention_params, c.attention_params),
+            ("dense mlp", c.mlp_params, c.mlp_params),
+            ("router", c.router_params, c.router_params),
+            (
+                "routed experts",
+                c.routed_expert_params,
+                (c.routed_expert_params as f64 * used_share).round() as u64,
+            ),
+            (
+                "shared experts",
+                c.shared_expert_params,
+                c.shared_expert_params,
+            ),
+            ("layer norms", c.layer_norm_params, c.layer_norm_params),
+            ("final norm", c.final_norm_params, c.final_norm_params),
+            (
+                "output head (untied)",
+                c.output_head_params,
+                c.output_head_params,
+            ),
         ];
-        for (name, n) in rows {
-            outln!("  {name:<24}{:>20}  {:>8}", grouped(n), si(n as f64));
+        for (name, n, a) in rows {
+            if n == 0 {
+                continue;
+            }
+            outln!(
+                "  {name:<24}{:>20} {:>8}  {:>20}",
+                grouped(n),
+                si(n as f64),
+                grouped(a)
+            );
         }
         outln!(
-            "  {:<24}{:>20}  {:>8}",
+            "  {:<24}{:>20} {:>8}  {:>20} {:>8}",
             "total",
             grouped(c.total_params),
-            si(c.total_params as f64)
+            si(c.total_params as f64),
+            grouped(c.active_params),
+            si(c.active_params as f64)
         );
         outln!(
-            "  {:<24}{:>20}  {:>8}",
+            "  {:<24}{:>20} {:>8}  {:>20} {:>8}",
+            "without input embedding",
+            "",
+            "",
+            grouped(c.active_non_embedding_input_params),
+            si(c.active_non_embedding_input_params as f64)
+        );
+        outln!(
+            "  {:<24}{:>20} {:>8}",
             "non-embedding (Kaplan N)",
             grouped(c.non_embedding_params),
             si(c.non_embedding_params as f64)
         );
+        if c.mtp_params > 0 {
+            outln!(
+                "  {:<24}{:>20} {:>8}  ({})",
+                "multi-token prediction",
+                grouped(c.mtp_params),
+                si(c.mtp_params as f64),
+                if self.include_mtp {
+                    "counted: --include-mtp"
+                } else {
+                    "not in the total; --include-mtp counts it"
+                }
+            );
+            if self.include_mtp {
+                outln!(
+                    "  {:<24}{:>20} {:>8}",
+                    "total with MTP",
+                    grouped(self.total()),
+                    si(self.total() as f64)
+                );
+            }
+        }
         let s = &self.summary;
-        outln!("\nFLOPs per token at context {}", self.seq);
+        outln!(
+            "\nFLOPs per token at context {}{}",
+            self.seq,
+            if self.seq_is_default {
+                " (the default training context; --seq-len to change)"
+            } else {
+                ""
+            }
+        );
         let rows = [
             ("matmul forward", self.matmul.forward_flops),
             ("matmul training (3x)", self.matmul.model_flops()),
             ("  same, causal attention", self.causal.model_flops()),
+            ("6·N_active (rule of thumb)", 6.0 * self.matmul_active()),
             ("Kaplan forward", s.kaplan_forward),
             ("Kaplan training", s.kaplan_training),
             ("PaLM model FLOPs", s.palm_model),
             ("Megatron eq.3 (recompute)", s.megatron_full_recompute),
             ("Chinchilla app. F", s.chinchilla.model_flops()),
         ];
+        // Eq. 3 is written for a dense GPT (ffn 4h, H·hd = h); it says nothing of experts.
+        let dense_gpt = m.moe.is_none() && m.attention == lmshape::model::Attention::Standard;
         for (name, f) in rows {
+            if name.starts_with("Megatron") && !dense_gpt {
+                continue;
+            }
             outln!("  {name:<28}{f:>14.4e}");
         }
         if let Some(t) = &self.training {

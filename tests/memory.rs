@@ -459,3 +459,59 @@ fn zero_degrees_are_errors_not_panics() {
         lmshape::Error::ZeroSize { field: "tp" }
     );
 }
+
+/// DeepSeek-V2 §2.1.2 and Table 1: multi-head latent attention caches `(d_c + d_h^R)·l`
+/// elements per token, which with `d_c = 4·d_h` and `d_h^R = d_h/2` is `(9/2)·d_h·l` — for
+/// DeepSeek-V3 (`d_h` = 128, 61 layers) 576 values per layer, not the `2·n_h·d_h = 32768` of
+/// full keys and values.
+#[test]
+fn latent_attention_caches_the_latent() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/configs/deepseek-v3.json"
+    ))
+    .unwrap();
+    let m = from_hf_config_str(&text).unwrap();
+    let q = memory::InferenceQuery {
+        context: 1,
+        ..memory::InferenceQuery::default()
+    };
+    let per_token = memory::kv_cache_bytes(&m, &q).unwrap();
+    assert_eq!(per_token, (9 * 128 / 2) * 61 * 2);
+    // The latent is replicated over tensor parallelism (its down-projection is).
+    let tp8 = memory::kv_cache_bytes(&m, &memory::InferenceQuery { tp: 8, ..q }).unwrap();
+    assert_eq!(tp8, per_token);
+}
+
+/// Sliding-window layers keep at most the window: a layer-by-layer recount.
+#[test]
+fn sliding_windows_bound_the_cache() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/configs/gemma-3-1b.json"
+    ))
+    .unwrap();
+    let m = from_hf_config_str(&text).unwrap();
+    for context in [100u64, 512, 513, 8192] {
+        let q = memory::InferenceQuery {
+            context,
+            ..memory::InferenceQuery::default()
+        };
+        // Gemma 3: layer i is global when (i + 1) % 6 == 0, else it sees 512 tokens.
+        let tokens: u64 = (0..26u64)
+            .map(|i| {
+                if (i + 1) % 6 == 0 {
+                    context
+                } else {
+                    context.min(512)
+                }
+            })
+            .sum();
+        let want = tokens * 2 * 256 * 2; // keys and values of one kv head of 256, bf16
+        assert_eq!(
+            memory::kv_cache_bytes(&m, &q).unwrap(),
+            want,
+            "context {context}"
+        );
+    }
+}

@@ -234,3 +234,205 @@ fn unsupported_and_malformed_configs_are_typed_errors() {
         Err(Error::Overflow { .. })
     ));
 }
+
+/// A released model of the 2024–26 families: its `config.json` keys as published on the
+/// Hugging Face hub (the keys that bear on the count), its published exact total, its
+/// published active count where the vendor gives one (rounded, with the digits the vendor
+/// prints), whether that active count includes the input embedding, and the sources.
+struct Released {
+    name: &'static str,
+    config: &'static str,
+    total: u64,
+    active: Option<(f64, bool)>,
+    source: &'static str,
+}
+
+const RELEASED: &[Released] = &[
+    Released {
+        name: "Mixtral-8x7B-v0.1",
+        config: r#"{"model_type":"mixtral","hidden_size":4096,"intermediate_size":14336,"num_attention_heads":32,"num_key_value_heads":8,"num_hidden_layers":32,"num_local_experts":8,"num_experts_per_tok":2,"vocab_size":32000,"max_position_embeddings":32768,"sliding_window":null,"tie_word_embeddings":false}"#,
+        total: 46_702_792_704,
+        active: Some((12.9e9, true)),
+        source: "mistralai/Mixtral-8x7B-v0.1 safetensors index total_size / 2; Mistral AI's announcement (46.7B total, 12.9B per token)",
+    },
+    Released {
+        name: "Qwen3-0.6B",
+        config: r#"{"model_type":"qwen3","hidden_size":1024,"intermediate_size":3072,"num_attention_heads":16,"num_key_value_heads":8,"head_dim":128,"num_hidden_layers":28,"vocab_size":151936,"max_position_embeddings":40960,"tie_word_embeddings":true,"attention_bias":false,"use_sliding_window":false}"#,
+        total: 596_049_920,
+        active: None,
+        source: "Qwen/Qwen3-0.6B safetensors metadata (0.6B; 0.44B non-embedding in the model card)",
+    },
+    Released {
+        name: "Qwen3-8B",
+        config: r#"{"model_type":"qwen3","hidden_size":4096,"intermediate_size":12288,"num_attention_heads":32,"num_key_value_heads":8,"head_dim":128,"num_hidden_layers":36,"vocab_size":151936,"max_position_embeddings":40960,"tie_word_embeddings":false,"attention_bias":false}"#,
+        total: 8_190_735_360,
+        active: None,
+        source: "Qwen/Qwen3-8B safetensors index total_size / 2 (8.2B; 6.95B non-embedding in the model card)",
+    },
+    Released {
+        name: "Qwen3-30B-A3B",
+        config: r#"{"model_type":"qwen3_moe","hidden_size":2048,"intermediate_size":6144,"moe_intermediate_size":768,"num_attention_heads":32,"num_key_value_heads":4,"head_dim":128,"num_hidden_layers":48,"num_experts":128,"num_experts_per_tok":8,"decoder_sparse_step":1,"mlp_only_layers":[],"vocab_size":151936,"max_position_embeddings":40960,"tie_word_embeddings":false}"#,
+        total: 30_532_122_624,
+        active: Some((3.3e9, true)),
+        source: "Qwen/Qwen3-30B-A3B safetensors index total_size / 2; model card (30.5B total, 3.3B activated)",
+    },
+    Released {
+        name: "Qwen3-235B-A22B",
+        config: r#"{"model_type":"qwen3_moe","hidden_size":4096,"intermediate_size":12288,"moe_intermediate_size":1536,"num_attention_heads":64,"num_key_value_heads":4,"head_dim":128,"num_hidden_layers":94,"num_experts":128,"num_experts_per_tok":8,"decoder_sparse_step":1,"mlp_only_layers":[],"vocab_size":151936,"max_position_embeddings":40960,"tie_word_embeddings":false}"#,
+        total: 235_093_634_560,
+        active: Some((22e9, true)),
+        source: "Qwen/Qwen3-235B-A22B safetensors index total_size / 2; model card (235B total, 22B activated)",
+    },
+    Released {
+        name: "Qwen1.5-MoE-A2.7B",
+        config: r#"{"model_type":"qwen2_moe","hidden_size":2048,"intermediate_size":5632,"moe_intermediate_size":1408,"shared_expert_intermediate_size":5632,"num_attention_heads":16,"num_key_value_heads":16,"num_hidden_layers":24,"num_experts":60,"num_experts_per_tok":4,"decoder_sparse_step":1,"vocab_size":151936,"max_position_embeddings":8192,"tie_word_embeddings":false}"#,
+        total: 14_315_784_192,
+        active: Some((2.7e9, true)),
+        source: "Qwen/Qwen1.5-MoE-A2.7B safetensors index total_size / 2; model card (14.3B total, 2.7B activated)",
+    },
+    Released {
+        name: "DeepSeek-V3",
+        config: r#"{"model_type":"deepseek_v3","hidden_size":7168,"intermediate_size":18432,"moe_intermediate_size":2048,"num_hidden_layers":61,"num_attention_heads":128,"num_key_value_heads":128,"n_shared_experts":1,"n_routed_experts":256,"num_experts_per_tok":8,"q_lora_rank":1536,"kv_lora_rank":512,"qk_nope_head_dim":128,"qk_rope_head_dim":64,"v_head_dim":128,"first_k_dense_replace":3,"moe_layer_freq":1,"topk_method":"noaux_tc","num_nextn_predict_layers":1,"vocab_size":129280,"max_position_embeddings":163840,"tie_word_embeddings":false}"#,
+        total: 671_026_419_200,
+        active: Some((37e9, true)),
+        source: "DeepSeek-V3 technical report (671B total, 37B activated); the count of the main model's tensors in deepseek-ai/DeepSeek-V3's index (the MTP module apart)",
+    },
+    Released {
+        name: "gpt-oss-120b",
+        config: r#"{"model_type":"gpt_oss","hidden_size":2880,"intermediate_size":2880,"num_hidden_layers":36,"num_attention_heads":64,"num_key_value_heads":8,"head_dim":64,"num_local_experts":128,"num_experts_per_tok":4,"experts_per_token":4,"sliding_window":128,"layer_types":["sliding_attention","full_attention","sliding_attention","full_attention"],"attention_bias":true,"vocab_size":201088,"max_position_embeddings":131072,"tie_word_embeddings":false}"#,
+        total: 116_829_156_672,
+        active: Some((5.13e9, false)),
+        source: "OpenAI gpt-oss model card, Table 1 (116.83B total, 5.13B active per token, the input embedding not counted)",
+    },
+    Released {
+        name: "gpt-oss-20b",
+        config: r#"{"model_type":"gpt_oss","hidden_size":2880,"intermediate_size":2880,"num_hidden_layers":24,"num_attention_heads":64,"num_key_value_heads":8,"head_dim":64,"num_local_experts":32,"experts_per_token":4,"sliding_window":128,"attention_bias":true,"vocab_size":201088,"tie_word_embeddings":false}"#,
+        total: 20_914_757_184,
+        active: Some((3.61e9, false)),
+        source: "OpenAI gpt-oss model card, Table 1 (20.91B total, 3.61B active per token)",
+    },
+    Released {
+        name: "gemma-2-2b",
+        config: r#"{"model_type":"gemma2","hidden_size":2304,"intermediate_size":9216,"num_attention_heads":8,"num_key_value_heads":4,"head_dim":256,"num_hidden_layers":26,"vocab_size":256000,"max_position_embeddings":8192,"sliding_window":4096,"final_logit_softcapping":30.0}"#,
+        total: 2_614_341_888,
+        active: None,
+        source: "google/gemma-2-2b safetensors metadata (2.61B)",
+    },
+    Released {
+        name: "gemma-2-9b",
+        config: r#"{"model_type":"gemma2","hidden_size":3584,"intermediate_size":14336,"num_attention_heads":16,"num_key_value_heads":8,"head_dim":256,"num_hidden_layers":42,"vocab_size":256000,"max_position_embeddings":8192,"sliding_window":4096}"#,
+        total: 9_241_705_984,
+        active: None,
+        source: "google/gemma-2-9b safetensors index total_size / 4 (float32 weights)",
+    },
+    Released {
+        name: "gemma-3-1b-pt",
+        config: r#"{"model_type":"gemma3_text","hidden_size":1152,"intermediate_size":6912,"num_attention_heads":4,"num_key_value_heads":1,"head_dim":256,"num_hidden_layers":26,"vocab_size":262144,"max_position_embeddings":32768,"sliding_window":512,"sliding_window_pattern":6}"#,
+        total: 999_885_952,
+        active: None,
+        source: "google/gemma-3-1b-pt safetensors metadata (1.00B)",
+    },
+    Released {
+        name: "Phi-3-mini-4k-instruct",
+        config: r#"{"model_type":"phi3","hidden_size":3072,"intermediate_size":8192,"num_attention_heads":32,"num_key_value_heads":32,"num_hidden_layers":32,"vocab_size":32064,"max_position_embeddings":4096,"sliding_window":2047,"tie_word_embeddings":false}"#,
+        total: 3_821_079_552,
+        active: None,
+        source: "microsoft/Phi-3-mini-4k-instruct safetensors index total_size / 2 (3.82B)",
+    },
+    Released {
+        name: "OLMo-2-1124-7B",
+        config: r#"{"model_type":"olmo2","hidden_size":4096,"intermediate_size":11008,"num_attention_heads":32,"num_key_value_heads":32,"num_hidden_layers":32,"vocab_size":100352,"max_position_embeddings":4096,"attention_bias":false,"tie_word_embeddings":false}"#,
+        total: 7_298_617_344,
+        active: None,
+        source: "allenai/OLMo-2-1124-7B safetensors index total_size / 4 (float32 weights)",
+    },
+    Released {
+        name: "OLMoE-1B-7B-0924",
+        config: r#"{"model_type":"olmoe","hidden_size":2048,"intermediate_size":1024,"num_attention_heads":16,"num_key_value_heads":16,"num_hidden_layers":16,"num_experts":64,"num_experts_per_tok":8,"vocab_size":50304,"max_position_embeddings":4096,"tie_word_embeddings":false}"#,
+        total: 6_919_161_856,
+        active: Some((1.3e9, true)),
+        source: "allenai/OLMoE-1B-7B-0924 safetensors index total_size / 4; Muennighoff et al. 2024 (6.9B total, 1.3B active)",
+    },
+    Released {
+        name: "Mistral-Nemo-Base-2407",
+        config: r#"{"model_type":"mistral","hidden_size":5120,"intermediate_size":14336,"num_attention_heads":32,"num_key_value_heads":8,"head_dim":128,"num_hidden_layers":40,"vocab_size":131072,"max_position_embeddings":128000,"tie_word_embeddings":false}"#,
+        total: 12_247_782_400,
+        active: None,
+        source: "mistralai/Mistral-Nemo-Base-2407 safetensors index total_size / 2 (12.2B)",
+    },
+    Released {
+        name: "Llama-3.2-1B",
+        config: r#"{"model_type":"llama","hidden_size":2048,"intermediate_size":8192,"num_attention_heads":32,"num_key_value_heads":8,"head_dim":64,"num_hidden_layers":16,"vocab_size":128256,"max_position_embeddings":131072,"rope_scaling":{"factor":32.0,"rope_type":"llama3"},"tie_word_embeddings":true}"#,
+        total: 1_235_814_400,
+        active: None,
+        source: "meta-llama/Llama-3.2-1B safetensors metadata (1.24B)",
+    },
+    Released {
+        name: "DBRX",
+        config: r#"{"model_type":"dbrx","d_model":6144,"n_heads":48,"n_layers":40,"max_seq_len":32768,"vocab_size":100352,"attn_config":{"kv_n_heads":8,"clip_qkv":8,"rope_theta":500000},"ffn_config":{"ffn_hidden_size":10752,"moe_num_experts":16,"moe_top_k":4},"tie_word_embeddings":false}"#,
+        total: 131_596_523_520,
+        active: Some((36e9, true)),
+        source: "databricks/dbrx-base safetensors index total_size / 2; Databricks' announcement (132B total, 36B active)",
+    },
+];
+
+#[test]
+fn released_2024_26_models_match_published_totals() {
+    for r in RELEASED {
+        let c = from_hf_config_str(r.config)
+            .unwrap_or_else(|e| panic!("{}: {e}", r.name))
+            .param_counts()
+            .unwrap();
+        assert_eq!(c.total_params, r.total, "{} (source: {})", r.name, r.source);
+        if let Some((active, with_input_embedding)) = r.active {
+            let ours = if with_input_embedding {
+                c.active_params
+            } else {
+                c.active_non_embedding_input_params
+            } as f64;
+            // The vendors print two or three significant digits.
+            assert!(
+                (ours / active - 1.0).abs() < 0.03,
+                "{} active {ours:e} vs {active:e} (source: {})",
+                r.name,
+                r.source
+            );
+        } else {
+            assert_eq!(c.active_params, c.total_params, "{}", r.name);
+        }
+    }
+}
+
+/// DeepSeek-V3's multi-token-prediction module is not part of `DeepseekV3ForCausalLM`: left
+/// out of the total, counted on request. With it the checkpoint holds the 685B DeepSeek-AI
+/// gives for the released weights ("671B of the main model and 14B of the MTP module").
+#[test]
+fn deepseek_v3_mtp_module_on_request() {
+    let m = from_hf_config_str(
+        RELEASED
+            .iter()
+            .find(|r| r.name == "DeepSeek-V3")
+            .unwrap()
+            .config,
+    )
+    .unwrap();
+    let c = m.param_counts().unwrap();
+    assert_eq!(m.mtp_layers, 1);
+    let with_mtp = (c.total_params + c.mtp_params) as f64;
+    assert!((with_mtp / 685e9 - 1.0).abs() < 0.002, "{with_mtp:e}");
+}
+
+/// A multimodal Gemma 3 config is read through its `text_config`.
+#[test]
+fn gemma3_reads_its_text_config() {
+    let cfg = r#"{"model_type":"gemma3","text_config":{"hidden_size":1152,"intermediate_size":6912,"num_attention_heads":4,"num_key_value_heads":1,"head_dim":256,"num_hidden_layers":26,"vocab_size":262144,"sliding_window":512}}"#;
+    assert_eq!(
+        from_hf_config_str(cfg).unwrap().total_params().unwrap(),
+        999_885_952
+    );
+    let e = from_hf_config_str(r#"{"model_type":"gemma3","text_config":[1]}"#).unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidKey { ref key, .. } if key == "text_config"),
+        "{e}"
+    );
+}

@@ -23,25 +23,47 @@
 //! # Ok::<(), lmshape::Error>(())
 //! ```
 
-use super::Transformer;
+use super::{LocalAttention, Transformer};
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 mod bloom;
+mod cohere;
+mod dbrx;
+mod deepseek;
 mod falcon;
+mod gemma2;
 mod gpt2;
+mod gpt_bigcode;
 mod gpt_neox;
+mod gpt_oss;
 mod llama;
+mod mixtral;
+mod olmo2;
 mod opt;
+mod phi3;
+mod qwen;
+mod starcoder2;
 
 pub use bloom::BloomConfig;
+pub use cohere::CohereConfig;
+pub use dbrx::{DbrxAttnConfig, DbrxConfig, DbrxFfnConfig};
+pub use deepseek::DeepseekConfig;
 pub use falcon::FalconConfig;
+pub use gemma2::GemmaNextConfig;
+pub use gpt_bigcode::GptBigCodeConfig;
 pub use gpt_neox::GptNeoXConfig;
+pub use gpt_oss::GptOssConfig;
 pub use gpt2::Gpt2Config;
 pub use llama::LlamaConfig;
+pub use mixtral::MixtralConfig;
+pub use olmo2::OlmoConfig;
 pub use opt::OptConfig;
+pub use phi3::Phi3Config;
+pub use qwen::QwenConfig;
+pub use starcoder2::Starcoder2Config;
 
 /// `model_type` values this module reads.
 pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
@@ -56,6 +78,23 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "falcon",
     "RefinedWeb",
     "RefinedWebModel",
+    "mixtral",
+    "qwen2_moe",
+    "qwen3",
+    "qwen3_moe",
+    "deepseek_v2",
+    "deepseek_v3",
+    "gpt_oss",
+    "gemma2",
+    "gemma3_text",
+    "gemma3",
+    "phi3",
+    "olmo2",
+    "olmoe",
+    "dbrx",
+    "starcoder2",
+    "gpt_bigcode",
+    "cohere",
 ];
 
 /// Parse config text. Invalid JSON, a non-object, an unknown `model_type`, a missing or
@@ -94,6 +133,33 @@ pub fn from_hf_config(value: &Value) -> Result<Transformer> {
         "opt" => read::<OptConfig>(value)?.try_into(),
         "llama" | "mistral" | "qwen2" | "gemma" => read::<LlamaConfig>(value)?.try_into(),
         "falcon" | "RefinedWebModel" | "RefinedWeb" => read::<FalconConfig>(value)?.try_into(),
+        "mixtral" => read::<MixtralConfig>(value)?.try_into(),
+        "qwen2_moe" | "qwen3" | "qwen3_moe" => read::<QwenConfig>(value)?.try_into(),
+        "deepseek_v2" | "deepseek_v3" => read::<DeepseekConfig>(value)?.try_into(),
+        "gpt_oss" => read::<GptOssConfig>(value)?.try_into(),
+        "gemma2" | "gemma3_text" => read::<GemmaNextConfig>(value)?.try_into(),
+        "gemma3" => {
+            // The multimodal config: the language model is its `text_config`.
+            let mut text = match value.get("text_config") {
+                Some(t @ Value::Object(_)) => t.clone(),
+                Some(Value::Null) | None => Value::Object(Default::default()),
+                Some(other) => {
+                    return Err(Error::InvalidKey {
+                        key: "text_config".into(),
+                        expected: "a json object",
+                        found: short(other),
+                    });
+                }
+            };
+            text["model_type"] = Value::from("gemma3_text");
+            read::<GemmaNextConfig>(&text)?.try_into()
+        }
+        "phi3" => read::<Phi3Config>(value)?.try_into(),
+        "olmo2" | "olmoe" => read::<OlmoConfig>(value)?.try_into(),
+        "dbrx" => read::<DbrxConfig>(value)?.try_into(),
+        "starcoder2" => read::<Starcoder2Config>(value)?.try_into(),
+        "gpt_bigcode" => read::<GptBigCodeConfig>(value)?.try_into(),
+        "cohere" => read::<CohereConfig>(value)?.try_into(),
         other => Err(Error::UnsupportedModelType {
             model_type: other.to_string(),
             supported: SUPPORTED_MODEL_TYPES.join(", "),
@@ -171,6 +237,49 @@ fn head_dim_of(hidden: u64, heads: u64) -> Result<u64> {
 
 fn four_times(d: u64) -> Result<u64> {
     crate::error::mul(d, 4, "ffn_size")
+}
+
+/// The sliding-window pattern of a `layer_types` list (`"sliding_attention"` /
+/// `"full_attention"`, as `transformers` writes it for Gemma 3, gpt-oss and Qwen3): a period of
+/// `local` sliding layers then `global` full layers, repeated (the last period may be cut).
+/// `None` when no layer slides; an error naming the key when the list is not periodic.
+fn pattern_from_layer_types(types: &[String], window: u64) -> Result<Option<LocalAttention>> {
+    let sliding = |t: &String| t == "sliding_attention";
+    let local = types.iter().take_while(|t| sliding(t)).count() as u64;
+    if local == 0 {
+        return if types.iter().any(sliding) {
+            Err(Error::InvalidKey {
+                key: "layer_types".into(),
+                expected: "a repeating pattern of sliding then full attention layers",
+                found: short(&Value::from(types.to_vec())),
+            })
+        } else {
+            Ok(None)
+        };
+    }
+    let global = types
+        .iter()
+        .skip(local as usize)
+        .take_while(|t| !sliding(t))
+        .count() as u64;
+    let period = local + global;
+    let pattern = LocalAttention {
+        window,
+        period,
+        local_layers: local,
+    };
+    let periodic = types
+        .iter()
+        .enumerate()
+        .all(|(i, t)| sliding(t) == ((i as u64) % period < local));
+    if !periodic {
+        return Err(Error::InvalidKey {
+            key: "layer_types".into(),
+            expected: "a repeating pattern of sliding then full attention layers",
+            found: short(&Value::from(types.to_vec())),
+        });
+    }
+    Ok(Some(pattern))
 }
 
 #[cfg(test)]

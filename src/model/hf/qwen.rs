@@ -1,0 +1,144 @@
+//! `Qwen2MoeConfig`, `Qwen3Config`, `Qwen3MoeConfig` (`transformers`): LLaMA-style layers.
+//! Qwen3 adds per-head q/k RMSNorms (`q_norm`, `k_norm` of `head_dim`) and takes `head_dim`
+//! from the config (default 128); Qwen2-MoE keeps q/k/v biases and adds a shared expert of
+//! `shared_expert_intermediate_size` with a `d×1` sigmoid gate. In the MoE classes layer `i` is
+//! sparse when it is not in `mlp_only_layers` and `(i + 1) % decoder_sparse_step == 0`.
+
+use super::{Count, or, pattern_from_layer_types};
+use crate::error::{Error, Result};
+use crate::model::{Architecture, LinearBiases, Moe, QkNorm, Transformer};
+use serde::Deserialize;
+
+/// The keys of a Qwen2-MoE, Qwen3 or Qwen3-MoE `config.json`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct QwenConfig {
+    /// `qwen2_moe`, `qwen3` or `qwen3_moe`.
+    pub model_type: String,
+    /// Width.
+    pub hidden_size: Option<Count>,
+    /// Dense MLP width.
+    pub intermediate_size: Option<Count>,
+    /// Query heads.
+    pub num_attention_heads: Option<Count>,
+    /// Key/value heads.
+    pub num_key_value_heads: Option<Count>,
+    /// Head width (Qwen3: default 128).
+    pub head_dim: Option<Count>,
+    /// Layers.
+    pub num_hidden_layers: Option<Count>,
+    /// Vocabulary (default 151936).
+    pub vocab_size: Option<Count>,
+    /// Context (default 32768).
+    pub max_position_embeddings: Option<Count>,
+    /// Tied head (default false).
+    pub tie_word_embeddings: Option<bool>,
+    /// Qwen3: biases on q, k, v and o (default false).
+    pub attention_bias: Option<bool>,
+    /// Routed experts.
+    pub num_experts: Option<Count>,
+    /// Experts per token.
+    pub num_experts_per_tok: Option<Count>,
+    /// Routed expert width.
+    pub moe_intermediate_size: Option<Count>,
+    /// Qwen2-MoE: shared expert width.
+    pub shared_expert_intermediate_size: Option<Count>,
+    /// Every this many layers is sparse (default 1).
+    pub decoder_sparse_step: Option<Count>,
+    /// Layers kept dense.
+    pub mlp_only_layers: Option<Vec<Count>>,
+    /// Sliding-window layers, when the config lists them.
+    pub layer_types: Option<Vec<String>>,
+    /// Sliding window.
+    pub sliding_window: Option<Count>,
+    /// Whether any layer slides (default false).
+    pub use_sliding_window: Option<bool>,
+}
+
+impl TryFrom<QwenConfig> for Transformer {
+    type Error = Error;
+
+    fn try_from(c: QwenConfig) -> Result<Transformer> {
+        // Class defaults: (hidden, ffn, layers, heads, kv heads, head_dim, experts, top-k,
+        // expert width, shared width).
+        let (d0, f0, l0, h0, kv0, hd0, e0, k0, fe0, fs0) = match c.model_type.as_str() {
+            "qwen2_moe" => (2048, 5632, 24, 16, 16, None, 60, 4, 1408, 5632),
+            "qwen3_moe" => (2048, 6144, 24, 32, 4, Some(128), 128, 8, 768, 0),
+            _ => (4096, 22016, 32, 32, 32, Some(128), 0, 0, 0, 0),
+        };
+        let d = or(c.hidden_size, d0);
+        let heads = or(c.num_attention_heads, h0);
+        crate::error::positive(heads, "num_attention_heads")?;
+        let qwen3 = c.model_type != "qwen2_moe";
+        let bias = c.attention_bias.unwrap_or(false);
+        let arch = Architecture {
+            tied_embeddings: c.tie_word_embeddings.unwrap_or(false),
+            biases: if qwen3 {
+                LinearBiases {
+                    qkv: bias,
+                    attn_out: bias,
+                    mlp: false,
+                }
+            } else {
+                LinearBiases::QKV_ONLY
+            },
+            qk_norm: if qwen3 { QkNorm::PerHead } else { QkNorm::None },
+            ..Architecture::llama()
+        };
+        let layers = or(c.num_hidden_layers, l0);
+        let mut m = Transformer::new(
+            or(c.vocab_size, 151936),
+            d,
+            layers,
+            heads,
+            or(c.num_key_value_heads, kv0),
+            or(c.head_dim, hd0.unwrap_or(d / heads)),
+            or(c.intermediate_size, f0),
+            or(c.max_position_embeddings, 32768),
+            arch,
+        )?;
+        let experts = or(c.num_experts, e0);
+        if c.model_type != "qwen3" && experts > 0 {
+            // Dense layers must be a leading run for the periodic rule of `Moe`.
+            let dense: Vec<u64> = c
+                .mlp_only_layers
+                .unwrap_or_default()
+                .into_iter()
+                .map(|x| x.0)
+                .collect();
+            if dense.iter().enumerate().any(|(i, &x)| x != i as u64) {
+                return Err(Error::Unsupported {
+                    what: "reading mlp_only_layers",
+                    feature: "dense layers other than a leading run",
+                });
+            }
+            let shared = or(c.shared_expert_intermediate_size, fs0);
+            m = m.with_moe(Moe {
+                num_experts: experts,
+                top_k: or(c.num_experts_per_tok, k0),
+                expert_ffn_size: or(c.moe_intermediate_size, fe0),
+                num_shared_experts: u64::from(shared > 0),
+                shared_ffn_size: shared,
+                shared_expert_gate: shared > 0,
+                router_bias: false,
+                expert_biases: false,
+                score_correction_bias: false,
+                first_dense_layers: dense.len() as u64,
+                layer_period: or(c.decoder_sparse_step, 1),
+                layer_offset: 1,
+            })?;
+        }
+        let window = or(c.sliding_window, 4096);
+        if let Some(types) = &c.layer_types {
+            if let Some(p) = pattern_from_layer_types(types, window)? {
+                m = m.with_local_attention(p)?;
+            }
+        } else if c.use_sliding_window.unwrap_or(false) {
+            return Err(Error::Unsupported {
+                what: "reading use_sliding_window",
+                feature: "sliding windows on the layers from max_window_layers on",
+            });
+        }
+        Ok(m)
+    }
+}

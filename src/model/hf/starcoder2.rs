@@ -1,0 +1,74 @@
+//! `Starcoder2Config` (`modeling_starcoder2.py`): grouped-query attention and a two-matrix
+//! GELU MLP (`c_fc`, `c_proj`), biases on every linear when `use_bias`, LayerNorms with bias,
+//! rotary, a sliding window on every layer when set, tied head by default.
+
+use super::{Count, or};
+use crate::error::{Error, Result};
+use crate::model::{Architecture, LinearBiases, LocalAttention, MlpKind, NormKind, Transformer};
+use serde::Deserialize;
+
+/// The keys of a StarCoder2 `config.json`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Starcoder2Config {
+    /// Width (default 3072).
+    pub hidden_size: Option<Count>,
+    /// MLP width (default 12288).
+    pub intermediate_size: Option<Count>,
+    /// Layers (default 30).
+    pub num_hidden_layers: Option<Count>,
+    /// Query heads (default 24).
+    pub num_attention_heads: Option<Count>,
+    /// Key/value heads (default 2).
+    pub num_key_value_heads: Option<Count>,
+    /// Vocabulary (default 49152).
+    pub vocab_size: Option<Count>,
+    /// Context (default 4096).
+    pub max_position_embeddings: Option<Count>,
+    /// Biases on every linear (default true).
+    pub use_bias: Option<bool>,
+    /// Sliding window of every layer.
+    pub sliding_window: Option<Count>,
+    /// Tied head (default true).
+    pub tie_word_embeddings: Option<bool>,
+}
+
+impl TryFrom<Starcoder2Config> for Transformer {
+    type Error = Error;
+
+    fn try_from(c: Starcoder2Config) -> Result<Transformer> {
+        let d = or(c.hidden_size, 3072);
+        let heads = or(c.num_attention_heads, 24);
+        crate::error::positive(heads, "num_attention_heads")?;
+        let arch = Architecture {
+            mlp: MlpKind::Standard,
+            norm: NormKind::LayerNorm,
+            biases: if c.use_bias.unwrap_or(true) {
+                LinearBiases::ALL
+            } else {
+                LinearBiases::NONE
+            },
+            tied_embeddings: c.tie_word_embeddings.unwrap_or(true),
+            ..Architecture::llama()
+        };
+        let m = Transformer::new(
+            or(c.vocab_size, 49152),
+            d,
+            or(c.num_hidden_layers, 30),
+            heads,
+            or(c.num_key_value_heads, 2),
+            d / heads,
+            or(c.intermediate_size, 12288),
+            or(c.max_position_embeddings, 4096),
+            arch,
+        )?;
+        match c.sliding_window {
+            Some(w) => m.with_local_attention(LocalAttention {
+                window: w.0,
+                period: 1,
+                local_layers: 1,
+            }),
+            None => Ok(m),
+        }
+    }
+}
