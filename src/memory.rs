@@ -607,8 +607,12 @@ fn kv_bytes_of_layers(
     )
 }
 
-/// KV cache bytes on one GPU of the most loaded pipeline stage (every layer when `pp = 1`);
-/// see [`kv_bytes_of_layers`].
+/// KV cache bytes on one GPU of the most loaded pipeline stage (every layer when `pp = 1`).
+/// Per token and layer: keys and values, `2 · kv_heads_per_rank · head_dim` values
+/// (grouped-query aware, Ainslie et al. 2023 §2), or, with latent attention, the compressed
+/// latent and the shared rope key, `kv_lora_rank + qk_rope_head_dim` values (DeepSeek-V2
+/// §2.1.2; replicated over `tp`, as the down-projection is); sliding-window layers keep at
+/// most `window` tokens.
 ///
 /// ```
 /// use lmshape::{memory::{self, InferenceQuery}, model::hf::from_hf_config_str};
