@@ -582,8 +582,57 @@ impl Transformer {
 
     /// Total parameters; see [`param_counts`].
     pub fn total_params(&self) -> Result<u64> {
-        Ok(param_counts(self)?.total_params)
+        Ok(sizes(self)?.total_params)
     }
+}
+
+/// A model's total and non-embedding parameter counts, without the per-component breakdown
+/// (the search's hot path); equal to [`param_counts`]'s, from the same per-layer and end terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizes {
+    /// Every parameter.
+    pub total_params: u64,
+    /// Kaplan's `N`.
+    pub non_embedding_params: u64,
+}
+
+/// [`Sizes`] of a model (overflow is an error).
+///
+/// ```
+/// let m = lmshape::presets::by_name("bloom-176b")?;
+/// let s = lmshape::params::sizes(&m)?;
+/// assert_eq!(s.total_params, m.param_counts()?.total_params);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn sizes(m: &Transformer) -> Result<Sizes> {
+    sizes_checked(m).ok_or(Error::Overflow {
+        what: "parameter count",
+    })
+}
+
+fn sizes_checked(m: &Transformer) -> Option<Sizes> {
+    let dense = layer_params_checked(m, 1, m.num_kv_heads, LayerKind::Dense)?.total_params();
+    let layers = match &m.moe {
+        None => dense.checked_mul(m.num_layers)?,
+        Some(spec) => {
+            let moe_layers = spec.moe_layers_in(0..m.num_layers);
+            let moe = layer_params_checked(m, 1, m.num_kv_heads, LayerKind::Moe)?.total_params();
+            dense
+                .checked_mul(m.num_layers - moe_layers)?
+                .checked_add(moe.checked_mul(moe_layers)?)?
+        }
+    };
+    let input = input_end_checked(m, m.vocab_size, 1)?;
+    let output = output_end_checked(m, m.vocab_size, 1, !m.arch.tied_embeddings)?;
+    let total_params = layers
+        .checked_add(checked_total(&input)?)?
+        .checked_add(checked_total(&output)?)?;
+    let embedding =
+        input.token_embedding_params + input.position_embedding_params + output.output_head_params;
+    Some(Sizes {
+        total_params,
+        non_embedding_params: total_params - embedding,
+    })
 }
 
 /// Kaplan et al. 2020 §2.1 approximation `N ≈ 12 · L · d²` (non-embedding, `d_attn = d`,

@@ -369,7 +369,7 @@ impl ShapeSpace {
             return None;
         }
         let model = self.model(l, d, heads, kv, ffn, vocab);
-        let counts = model.param_counts().ok()?;
+        let counts = crate::params::sizes(&model).ok()?;
         let size = match self.size_basis {
             ParamBasis::Total => counts.total_params,
             ParamBasis::NonEmbedding => counts.non_embedding_params,
@@ -397,7 +397,7 @@ impl ShapeSpace {
             head_dim: hd,
             ..self.model(l, d, heads, kv, ffn, vocab)
         };
-        let c = m.param_counts().ok()?;
+        let c = crate::params::sizes(&m).ok()?;
         Some(match self.size_basis {
             ParamBasis::Total => c.total_params,
             ParamBasis::NonEmbedding => c.non_embedding_params,

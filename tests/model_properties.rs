@@ -303,6 +303,9 @@ proptest! {
         let (total, active) = brute_force_count(&m);
         prop_assert_eq!(c.total_params, total);
         prop_assert_eq!(c.active_params, active);
+        let sizes = lmshape::params::sizes(&m).unwrap();
+        prop_assert_eq!(sizes.total_params, c.total_params);
+        prop_assert_eq!(sizes.non_embedding_params, c.non_embedding_params);
         prop_assert!(c.active_params <= c.total_params);
         prop_assert_eq!(c.active_params - c.active_non_embedding_input_params, c.token_embedding_params);
         let sum = c.token_embedding_params + c.position_embedding_params + c.embedding_norm_params
