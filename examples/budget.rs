@@ -3,58 +3,97 @@
 //!
 //! `cargo run --release --example budget -- [--gpu a100-80gb --gpus 384 --hours 3024 |
 //! --gpu-hours H | --flops C] [--mfu 0.4] [--token-floor 350e9] [--param-cap N]
-//! [--law chinchilla|besiroglu] [--target-loss L --inference-tokens T] [--json]`
+//! [--law chinchilla|besiroglu|kaplan] [--target-loss L --inference-tokens T] [--json]`
 
 #[macro_use]
 mod common;
 
-use common::{Args, die, or_die, si};
+use clap::{Parser, ValueEnum};
+use common::cli::{GpuParser, count, non_negative, positive, positive_count, share};
+use common::{or_die, si};
 use lmshape::hardware::{Dtype, GpuSpec};
+use lmshape::plan::LawChoice;
 use lmshape::scaling::{self, Allocation, Constraints, ParametricLaw, PowerLawFrontier};
 use serde_json::json;
 
-const USAGE: &str = "usage: budget [--gpu NAME --gpus N --hours H | --gpu-hours H | --flops C] [--dtype bf16] [--mfu U] [--token-floor D] [--param-cap N] [--law chinchilla|besiroglu] [--target-loss L --inference-tokens T] [--json]";
+/// The law of the constrained choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Law {
+    /// Hoffmann et al. 2022 approach 3.
+    #[value(alias = "chinchilla3", alias = "hoffmann")]
+    Chinchilla,
+    /// Besiroglu et al. 2024's refit of Chinchilla.
+    Besiroglu,
+    /// Kaplan et al. 2020 (non-embedding parameters).
+    Kaplan,
+}
+
+/// Each scaling law's compute-optimal size for a budget, and the choice under constraints.
+#[derive(Parser, Debug)]
+#[command(version, long_about = None, allow_negative_numbers = true)]
+struct Cli {
+    /// GPU model (its dense peak turns GPU-hours into FLOPs).
+    #[arg(long, value_name = "NAME", default_value = "a100-80gb", value_parser = GpuParser)]
+    gpu: GpuSpec,
+    /// GPUs.
+    #[arg(long, value_name = "N", default_value_t = 384, value_parser = positive_count)]
+    gpus: u64,
+    /// Wall-clock hours.
+    #[arg(long, value_name = "H", default_value_t = 3024.0, value_parser = positive)]
+    hours: f64,
+    /// GPU-hours instead of GPUs × hours.
+    #[arg(long, value_name = "H", value_parser = positive, conflicts_with = "flops")]
+    gpu_hours: Option<f64>,
+    /// Training FLOPs instead of GPU-hours.
+    #[arg(long, value_name = "C", value_parser = positive)]
+    flops: Option<f64>,
+    /// Precision of the peak: fp32, tf32, fp16, bf16 or fp8.
+    #[arg(long, value_name = "DTYPE", default_value = "bf16", value_parser = |s: &str| s.parse::<Dtype>().map_err(|e| e.to_string()))]
+    dtype: Dtype,
+    /// Model FLOPs utilisation assumed.
+    #[arg(long, value_name = "U", default_value_t = 0.4, value_parser = share)]
+    mfu: f64,
+    /// Train on at least this many tokens.
+    #[arg(long, value_name = "D", value_parser = positive)]
+    token_floor: Option<f64>,
+    /// At most this many parameters.
+    #[arg(long, value_name = "N", value_parser = count)]
+    param_cap: Option<u64>,
+    /// Law of the constrained choice.
+    #[arg(long, value_enum, default_value_t = Law::Chinchilla)]
+    law: Law,
+    /// Inference-aware sizing (Sardana et al. 2023): the loss to reach.
+    #[arg(long, value_name = "L", value_parser = positive)]
+    target_loss: Option<f64>,
+    /// Inference-aware sizing: tokens to serve over the model's life.
+    #[arg(long, value_name = "T", requires = "target_loss", value_parser = non_negative)]
+    inference_tokens: Option<f64>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
 
 fn main() {
-    let args = Args::parse(
-        &[
-            "gpu",
-            "gpus",
-            "hours",
-            "gpu-hours",
-            "flops",
-            "mfu",
-            "dtype",
-            "token-floor",
-            "param-cap",
-            "law",
-            "target-loss",
-            "inference-tokens",
-        ],
-        &["json"],
-        USAGE,
-    );
-    let gpu = or_die(GpuSpec::by_name(args.raw("gpu").unwrap_or("a100-80gb")));
-    let dtype = or_die(args.raw("dtype").unwrap_or("bf16").parse::<Dtype>());
-    let mfu: f64 = args.get("mfu", 0.4);
-    let peak = or_die(gpu.peak_flops_per_s(dtype));
-    let gpu_hours = match (args.opt::<f64>("gpu-hours"), args.opt::<f64>("flops")) {
+    let args = Cli::parse();
+    let gpu = &args.gpu;
+    let peak = or_die(gpu.peak_flops_per_s(args.dtype));
+    let gpu_hours = match (args.gpu_hours, args.flops) {
         (Some(h), _) => h,
-        (None, Some(c)) => or_die(scaling::gpu_hours_for(c, peak, mfu)),
-        (None, None) => args.get_u64("gpus", 384) as f64 * args.get("hours", 3024.0),
+        (None, Some(c)) => or_die(scaling::gpu_hours_for(c, peak, args.mfu)),
+        (None, None) => args.gpus as f64 * args.hours,
     };
-    let flops = match args.opt::<f64>("flops") {
+    let flops = match args.flops {
         Some(c) => c,
-        None => or_die(scaling::training_flops(gpu_hours, peak, mfu)),
+        None => or_die(scaling::training_flops(gpu_hours, peak, args.mfu)),
     };
-    let law = match args.raw("law").unwrap_or("chinchilla") {
-        "chinchilla" | "chinchilla3" | "hoffmann" => ParametricLaw::CHINCHILLA,
-        "besiroglu" => ParametricLaw::BESIROGLU,
-        other => die(&format!("unknown --law {other:?} (chinchilla, besiroglu)")),
+    let law = match args.law {
+        Law::Chinchilla => LawChoice::Chinchilla,
+        Law::Besiroglu => LawChoice::Besiroglu,
+        Law::Kaplan => LawChoice::Kaplan,
     };
     let cons = Constraints {
-        token_floor: args.opt("token-floor"),
-        param_cap: args.opt("param-cap"),
+        token_floor: args.token_floor,
+        param_cap: args.param_cap.map(|n| n as f64),
         param_floor: None,
     };
     let kaplan = or_die(PowerLawFrontier::KAPLAN.optimal(flops));
@@ -63,12 +102,17 @@ fn main() {
     let a3 = or_die(ParametricLaw::CHINCHILLA.compute_optimal(flops));
     let be = or_die(ParametricLaw::BESIROGLU.compute_optimal(flops));
     let choice = or_die(law.constrained(flops, &cons));
-    let inference = match (
-        args.opt::<f64>("target-loss"),
-        args.opt::<f64>("inference-tokens"),
-    ) {
-        (Some(l), t) => Some(or_die(law.inference_optimal(l, t.unwrap_or(0.0)))),
-        _ => None,
+    let inference = match args.target_loss {
+        Some(l) => {
+            let parametric = match args.law {
+                Law::Besiroglu => ParametricLaw::BESIROGLU,
+                _ => ParametricLaw::CHINCHILLA,
+            };
+            Some(or_die(
+                parametric.inference_optimal(l, args.inference_tokens.unwrap_or(0.0)),
+            ))
+        }
+        None => None,
     };
     let alloc = |a: &Allocation, loss: Option<f64>| {
         let mut v = json!({"params": a.params, "tokens": a.tokens});
@@ -77,13 +121,13 @@ fn main() {
         }
         v
     };
-    if args.flag("json") {
+    if args.json {
         let mut out = json!({
             "compute_flops": flops,
             "gpu_hours": gpu_hours,
             "pf_days": flops / scaling::PF_DAY_FLOPS,
             "gpu": gpu.name,
-            "mfu": mfu,
+            "mfu": args.mfu,
             "kaplan": alloc(&kaplan, None),
             "chinchilla_approach1": alloc(&a1, None),
             "chinchilla_approach2": alloc(&a2, None),
@@ -96,7 +140,7 @@ fn main() {
                 "predicted_loss": choice.predicted_loss,
                 "optimal_loss": choice.optimal_loss,
                 "loss_cost": choice.loss_cost,
-                "law": args.raw("law").unwrap_or("chinchilla"),
+                "law": law.to_string(),
             },
         });
         if let Some(i) = inference {
@@ -106,17 +150,17 @@ fn main() {
         return;
     }
     outln!(
-        "budget: {} GPU-hours of {} at {:.0}% MFU of {:.0} TFLOP/s = {:.3e} FLOPs ({:.0} PF-days)",
+        "budget: {} GPU-hours of {} at {:.0}% MFU of {:.0} TFLOP/s = {:.3e} FLOPs ({} PF-days)",
         si(gpu_hours),
         gpu.name,
-        mfu * 100.0,
+        args.mfu * 100.0,
         peak / 1e12,
         flops,
-        flops / scaling::PF_DAY_FLOPS
+        si(flops / scaling::PF_DAY_FLOPS)
     );
     outln!(
         "\n{:<34}{:>12}{:>12}{:>10}",
-        "law",
+        "law (compute-optimal)",
         "params",
         "tokens",
         "loss"
@@ -144,8 +188,7 @@ fn main() {
         ParametricLaw::BESIROGLU.loss(be.params, be.tokens).ok(),
     );
     outln!(
-        "\nconstrained ({}): {} params on {} tokens, binding: {:?}, predicted loss {:.4} (+{:.4} vs optimum)",
-        args.raw("law").unwrap_or("chinchilla"),
+        "\nconstrained ({law}): {} params on {} tokens ({}), predicted loss {:.4} (+{:.4} vs the optimum on the same budget)",
         si(choice.params),
         si(choice.tokens),
         choice.binding,

@@ -1,43 +1,95 @@
 //! Fit `L = E + A/N^α + B/D^β` to your own runs (Hoffmann et al. 2022 §3.3: Huber δ = 1e-3 on
-//! log loss, L-BFGS from a grid of starts).
+//! log loss, L-BFGS from a grid of starts, pruned after a coarse pass when the runs are many).
 //!
 //! `cargo run --release --example fit_scaling_law -- runs.csv [--exclude-highest-loss N]
-//! [--bootstrap N] [--json]` (`--bootstrap N`: standard errors from N resamples, default 100).
-//! The CSV has columns `params`, `loss` and `tokens` or `training_flops`. Without a path it fits
-//! the Chinchilla Figure 4 data bundled in `tests/data/`.
+//! [--bootstrap N] [--threads N] [--json]`. The CSV has columns `params`, `loss` and `tokens`
+//! or `training_flops`. Without a path it fits the Chinchilla Figure 4 data bundled in
+//! `tests/data/`. A progress bar shows on standard error while it works (not with `--json`, nor
+//! when standard error is not a terminal).
 
 #[macro_use]
 mod common;
 
-use common::{Args, die, or_die, si};
+use clap::Parser;
+use common::cli::count;
+use common::{die, or_die, si};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lmshape::scaling::{self, FitOptions};
 use serde_json::json;
+use std::io::IsTerminal;
 
-const USAGE: &str =
-    "usage: fit_scaling_law [runs.csv] [--exclude-highest-loss N] [--bootstrap N] [--json]";
 const DEFAULT_CSV: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/data/chinchilla_fig4_extracted.csv"
 );
 
+/// Fit a Chinchilla-form scaling law to training runs.
+#[derive(Parser, Debug)]
+#[command(version, long_about = None)]
+struct Cli {
+    /// CSV of runs: columns `params`, `loss`, and `tokens` or `training_flops`
+    /// [default: the Chinchilla Figure 4 runs in tests/data/].
+    csv: Option<String>,
+    /// Leave out the N runs with the highest loss (Besiroglu et al. left out 5).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = count)]
+    exclude_highest_loss: u64,
+    /// Bootstrap resamples for standard errors (0 or 1: none).
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = count)]
+    bootstrap: u64,
+    /// Threads for the starts (0: every core).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = count)]
+    threads: u64,
+    /// Print the fit as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() {
-    let args = Args::parse(&["exclude-highest-loss", "bootstrap"], &["json"], USAGE);
-    let path = args
-        .positional
-        .first()
-        .cloned()
-        .unwrap_or_else(|| DEFAULT_CSV.into());
+    let args = Cli::parse();
+    let path = args.csv.clone().unwrap_or_else(|| DEFAULT_CSV.into());
     let text =
         std::fs::read_to_string(&path).unwrap_or_else(|e| die(&format!("cannot read {path}: {e}")));
     let all = or_die(scaling::runs_from_csv(&text));
-    let excluded = args.get_u64("exclude-highest-loss", 0) as usize;
+    let excluded = usize::try_from(args.exclude_highest_loss).unwrap_or(usize::MAX);
+    if all.len().saturating_sub(excluded) < scaling::MIN_RUNS {
+        die(&format!(
+            "--exclude-highest-loss {excluded} leaves {} of {} runs; a five-parameter fit needs at least {}",
+            all.len().saturating_sub(excluded),
+            all.len(),
+            scaling::MIN_RUNS
+        ));
+    }
     let runs = scaling::exclude_highest_loss(&all, excluded);
+    let opts = FitOptions {
+        threads: usize::try_from(args.threads).unwrap_or(0),
+        ..FitOptions::default()
+    };
+    let bar = if args.json || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        b.set_style(
+            ProgressStyle::with_template(
+                "fitting {bar:40} {pos}/{len} starts, {elapsed} elapsed, ~{eta} left",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    };
     let t = std::time::Instant::now();
-    let fit = or_die(scaling::fit_parametric(&runs, &FitOptions::default()));
+    let fit = or_die(scaling::fit_parametric_with_progress(
+        &runs,
+        &opts,
+        &|done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    ));
+    bar.finish_and_clear();
     let seconds = t.elapsed().as_secs_f64();
-    let boot = args.get_u64("bootstrap", 100) as usize;
+    let boot = usize::try_from(args.bootstrap).unwrap_or(usize::MAX);
     let se = if boot >= 2 {
-        scaling::bootstrap_standard_errors(&runs, &fit, &FitOptions::default(), boot, 2024).ok()
+        scaling::bootstrap_standard_errors(&runs, &fit, &opts, boot, 2024).ok()
     } else {
         None
     };
@@ -48,7 +100,7 @@ fn main() {
     });
     let l = fit.law;
     let opt = or_die(l.compute_optimal(1e24));
-    if args.flag("json") {
+    if args.json {
         let mut out = json!({
             "E": l.e, "A": l.a, "B": l.b, "alpha": l.alpha, "beta": l.beta,
             "objective": fit.objective,
@@ -77,7 +129,7 @@ fn main() {
         all.len() - runs.len()
     );
     outln!(
-        "fit (Huber d=1e-3 on log loss, L-BFGS from {} starts, {seconds:.2}s):",
+        "fit (Huber d=1e-3 on log loss, L-BFGS from {} starts, {seconds:.2} s):",
         fit.starts
     );
     outln!(

@@ -12,13 +12,14 @@
 #[macro_use]
 mod common;
 
-use common::{Args, die, gib, grouped, load_config, or_die, si};
+use clap::Parser;
+use common::cli::{LayoutArgs, SetupArgs, positive_count};
+use common::{gib, grouped, load_config, or_die, si};
 use lmshape::flops::{self, FlopsConvention, ParamBasis};
-use lmshape::memory::{self, AttentionKernel, MemoryOptions, Precision};
-use lmshape::{ParallelLayout, Recompute, Schedule, Transformer, ZeroStage};
+use lmshape::memory::{self, MemoryOptions, Precision};
+use lmshape::{ParallelLayout, Recompute, Transformer};
 use serde_json::json;
 
-const USAGE: &str = "usage: inspect_config [PATH/config.json | --preset NAME] [--seq-len S (default 4096)] [--include-mtp] [--virtual-stages V] [--tp N] [--pp N] [--dp N] [--zero 0..3] [--sequence-parallel] [--micro-batch N] [--global-batch N] [--recompute none|selective|full] [--embedding-slots] [--flash] [--no-dropout] [--bytes-per-param 16|18] [--batch N] [--context N] [--json]";
 /// The training context assumed when `--seq-len` is not given.
 const DEFAULT_SEQ_LEN: u64 = 4096;
 const DEFAULT_CONFIG: &str = concat!(
@@ -26,100 +27,92 @@ const DEFAULT_CONFIG: &str = concat!(
     "/examples/configs/llama-2-7b.json"
 );
 
+/// Exact parameters, FLOPs per token, training and inference memory of a model.
+#[derive(Parser, Debug)]
+#[command(version, long_about = None, allow_negative_numbers = true)]
+struct Cli {
+    /// A Hugging Face config.json [default: examples/configs/llama-2-7b.json].
+    #[arg(conflicts_with = "preset")]
+    config: Option<String>,
+    /// A named preset instead of a config (e.g. gpt3-175b, bloom-176b).
+    #[arg(long, value_name = "NAME")]
+    preset: Option<String>,
+    /// Training context in tokens [default: 4096, or the model's limit when smaller].
+    #[arg(long, value_name = "S", value_parser = positive_count)]
+    seq_len: Option<u64>,
+    /// Count DeepSeek's multi-token-prediction modules in the total.
+    #[arg(long)]
+    include_mtp: bool,
+    #[command(flatten)]
+    layout: LayoutArgs,
+    #[command(flatten)]
+    setup: SetupArgs,
+    /// Bytes per parameter of the model states: 16 (2+2+4+8) or 18 (fp32 gradients).
+    #[arg(long, value_name = "B", default_value_t = 18, value_parser = bytes_per_param)]
+    bytes_per_param: u64,
+    /// Inference: sequences served at once.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive_count)]
+    batch: u64,
+    /// Inference: tokens per sequence [default: the training context].
+    #[arg(long, value_name = "N", value_parser = positive_count)]
+    context: Option<u64>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// 16 or 18 bytes per parameter.
+fn bytes_per_param(s: &str) -> Result<u64, String> {
+    match s {
+        "16" => Ok(16),
+        "18" => Ok(18),
+        other => Err(format!("must be 16 or 18, got {other}")),
+    }
+}
+
 fn main() {
-    let args = Args::parse(
-        &[
-            "seq-len",
-            "tp",
-            "pp",
-            "dp",
-            "zero",
-            "micro-batch",
-            "global-batch",
-            "recompute",
-            "batch",
-            "context",
-            "bytes-per-param",
-            "preset",
-            "virtual-stages",
-        ],
-        &[
-            "json",
-            "sequence-parallel",
-            "embedding-slots",
-            "flash",
-            "no-dropout",
-            "include-mtp",
-        ],
-        USAGE,
-    );
-    let (path, model) = match args.raw("preset") {
+    let args = Cli::parse();
+    let (path, model) = match &args.preset {
         Some(name) => (
             format!("preset {name}"),
             or_die(lmshape::presets::by_name(name)),
         ),
         None => {
             let path = args
-                .positional
-                .first()
-                .cloned()
+                .config
+                .clone()
                 .unwrap_or_else(|| DEFAULT_CONFIG.to_string());
             let model = load_config(&path);
             (path, model)
         }
     };
-    let seq = args.get_u64("seq-len", DEFAULT_SEQ_LEN.min(model.max_positions));
-    let mut report = or_die(Report::new(&model, seq, args.flag("include-mtp")));
-    report.seq_is_default = args.raw("seq-len").is_none();
-    let (tp, pp, dp) = (
-        args.get_u64("tp", 1),
-        args.get_u64("pp", 1),
-        args.get_u64("dp", 1),
-    );
-    let micro = args.get_u64("micro-batch", 1);
-    let layout = ParallelLayout {
-        tp,
-        pp,
-        dp,
-        sequence_parallel: args.flag("sequence-parallel"),
-        zero: or_die(ZeroStage::from_number(args.get_u64("zero", 0))),
-        micro_batch: micro,
-        global_batch: args.get_u64("global-batch", micro * dp * pp),
-        seq_len: seq,
-        recompute: or_die(args.raw("recompute").unwrap_or("none").parse::<Recompute>()),
-        embedding_pipeline_slots: args.flag("embedding-slots"),
-        schedule: match args.get_u64("virtual-stages", 1) {
-            1 => Schedule::OneFOneB,
-            v => Schedule::Interleaved { virtual_stages: v },
-        },
-    };
-    let opts = MemoryOptions {
-        precision: match args.get_u64("bytes-per-param", 18) {
-            16 => Precision::MIXED_16,
-            18 => Precision::MIXED_18,
-            other => die(&format!("--bytes-per-param must be 16 or 18, got {other}")),
-        },
-        attention: if args.flag("flash") {
-            AttentionKernel::Flash
+    let seq = args
+        .seq_len
+        .unwrap_or_else(|| DEFAULT_SEQ_LEN.min(model.max_positions));
+    let mut report = or_die(Report::new(&model, seq, args.include_mtp));
+    report.seq_is_default = args.seq_len.is_none();
+    let layout = args.layout.layout(seq);
+    let opts = args.setup.memory_options(MemoryOptions {
+        precision: if args.bytes_per_param == 16 {
+            Precision::MIXED_16
         } else {
-            AttentionKernel::Standard
+            Precision::MIXED_18
         },
-        dropout: !args.flag("no-dropout"),
         ..MemoryOptions::default()
-    };
+    });
     report.layout = layout;
     report.training = Some(or_die(memory::training_memory(&model, &layout, &opts)));
     report.inference = Some(or_die(memory::inference_memory(
         &model,
         &memory::InferenceQuery {
-            batch: args.get_u64("batch", 1),
-            context: args.get_u64("context", seq),
-            tp,
+            batch: args.batch,
+            context: args.context.unwrap_or(seq),
+            tp: layout.tp,
             pp: layout.pp,
             ..memory::InferenceQuery::default()
         },
     )));
-    if args.flag("json") {
+    if args.json {
         outln!(
             "{}",
             serde_json::to_string_pretty(&report.to_json()).unwrap()
@@ -444,7 +437,7 @@ impl Report {
         if let Some(t) = &self.training {
             let l = &self.layout;
             outln!(
-                "\ntraining memory per GPU: tp {} pp {} dp {} zero {} sp {} micro {} global {} seq {} recompute {:?}",
+                "\ntraining memory per GPU: tp {} pp {} dp {} zero {} sp {} micro {} global {} seq {} recompute {}",
                 l.tp,
                 l.pp,
                 l.dp,
@@ -472,7 +465,7 @@ impl Report {
                 shown.push(s.stage);
                 outln!(
                     "  {:<10}{:>14}{:>14}{:>14}{:>14}{:>14}",
-                    format!("{:?}", s.stage),
+                    s.stage.to_string(),
                     gib(s.weights_bytes),
                     gib(s.gradients_bytes),
                     gib(s.optimizer_bytes),
@@ -481,7 +474,7 @@ impl Report {
                 );
             }
             outln!(
-                "  most loaded: {:?} stage, {}",
+                "  most loaded: {} stage, {}",
                 t.peak.stage,
                 gib(t.peak.total_bytes)
             );

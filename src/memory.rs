@@ -144,6 +144,17 @@ pub enum StageKind {
     Last,
 }
 
+impl std::fmt::Display for StageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StageKind::Only => "only",
+            StageKind::First => "first",
+            StageKind::Middle => "middle",
+            StageKind::Last => "last",
+        })
+    }
+}
+
 /// Memory of one GPU of one pipeline stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrainingMemory {

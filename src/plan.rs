@@ -28,7 +28,8 @@ use crate::memory;
 use crate::model::{Architecture, Transformer};
 use crate::parallel::{EmbeddingSlots, LayoutSpace, ParallelLayout, ZeroStage};
 use crate::scaling::{
-    self, Allocation, Binding, Constraints, KaplanLaw, ParametricLaw, PowerLawFrontier,
+    self, Allocation, Binding, ConstrainedChoice, Constraints, KaplanLaw, ParametricLaw,
+    PowerLawFrontier,
 };
 use crate::search::{Shape, ShapeSpace};
 use crate::{Recompute, hardware::Dtype};
@@ -115,11 +116,50 @@ impl LawChoice {
 
     /// The compute-optimal size moved by the constraints, and which one binds.
     fn target(&self, flops: f64, cons: &Constraints) -> Result<(f64, Binding)> {
-        let optimal = match self.parametric() {
-            Some(l) => l.compute_optimal(flops)?.params,
-            None => PowerLawFrontier::KAPLAN.optimal(flops)?.params,
-        };
-        cons.clamp(flops, optimal)
+        let c = self.constrained(flops, cons)?;
+        Ok((c.params, c.binding))
+    }
+
+    /// The law's compute-optimal size for `flops`, moved along `C = 6ND` by the constraints
+    /// ([`Constraints::clamp`]), with the tokens `C / 6N` and the law's loss there. For Kaplan's
+    /// law the optimum is the frontier's `N_opt` (non-embedding) and the loss eq. 1.5; its
+    /// `optimal` keeps the frontier's published `D_opt`, which is not `C / 6N_opt` (see
+    /// [`PowerLawFrontier::KAPLAN`]).
+    ///
+    /// ```
+    /// use lmshape::plan::LawChoice;
+    /// use lmshape::scaling::{Binding, Constraints};
+    /// let floor = Constraints { token_floor: Some(350e9), ..Default::default() };
+    /// let c = LawChoice::Kaplan.constrained(4.7e23, &floor)?;
+    /// assert_eq!(c.binding, Binding::TokenFloor);
+    /// assert!((c.tokens / 350e9 - 1.0).abs() < 1e-9);
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    pub fn constrained(&self, flops: f64, cons: &Constraints) -> Result<ConstrainedChoice> {
+        match self.parametric() {
+            Some(l) => l.constrained(flops, cons),
+            None => {
+                let optimal = PowerLawFrontier::KAPLAN.optimal(flops)?;
+                let (params, binding) = cons.clamp(flops, optimal.params)?;
+                let tokens = scaling::tokens_for_flops(flops, params)?;
+                let law = KaplanLaw::PUBLISHED;
+                let predicted_loss = law.loss(params, tokens)?;
+                // Compared on the same iso-FLOP curve.
+                let optimal_loss = law.loss(
+                    optimal.params,
+                    scaling::tokens_for_flops(flops, optimal.params)?,
+                )?;
+                Ok(ConstrainedChoice {
+                    params,
+                    tokens,
+                    binding,
+                    predicted_loss,
+                    optimal,
+                    optimal_loss,
+                    loss_cost: (predicted_loss - optimal_loss).max(0.0),
+                })
+            }
+        }
     }
 }
 

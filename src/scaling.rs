@@ -348,6 +348,17 @@ pub enum Binding {
     ParamFloor,
 }
 
+impl std::fmt::Display for Binding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Binding::None => "no constraint binds",
+            Binding::TokenFloor => "the token floor binds",
+            Binding::ParamCap => "the size cap binds",
+            Binding::ParamFloor => "the size floor binds",
+        })
+    }
+}
+
 /// User constraints on the allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Constraints {
@@ -759,8 +770,9 @@ pub fn exclude_highest_loss(runs: &[Run], n: usize) -> Vec<Run> {
 
 mod fit;
 pub use fit::{
-    FitOptions, FitResult, IsoflopMinimum, PowerLawFit, StandardErrors, bootstrap_standard_errors,
-    fit_parametric, fit_power_law, isoflop_frontier,
+    FitOptions, FitResult, IsoflopMinimum, MIN_RUNS, PowerLawFit, StandardErrors,
+    bootstrap_standard_errors, fit_parametric, fit_parametric_with_progress, fit_power_law,
+    isoflop_frontier,
 };
 
 #[cfg(test)]

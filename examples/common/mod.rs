@@ -1,6 +1,8 @@
 //! Small helpers shared by the examples: flag parsing and number formatting.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::collections::BTreeMap;
 
 /// `println!` that ends the program quietly (status 0) when standard output is closed, as
@@ -135,9 +137,12 @@ impl Args {
     }
 }
 
-/// `1.23B`-style short form of a count.
+/// `1.23B`-style short form of a count; scientific notation beyond the trillions.
 pub fn si(x: f64) -> String {
     let a = x.abs();
+    if !x.is_finite() || a >= 1e15 {
+        return format!("{x:.2e}");
+    }
     let (v, s) = if a >= 1e12 {
         (x / 1e12, "T")
     } else if a >= 1e9 {

@@ -4,6 +4,12 @@
 //! `Σ Huber_δ(LSE(a − α·log N, b − β·log D, e) − log L)` over `(a, b, e, α, β)` with
 //! `A = exp(a)`, `B = exp(b)`, `E = exp(e)`, `δ = 1e-3`, by L-BFGS from a grid of initial values,
 //! keeping the best result. The optimiser is `argmin`'s L-BFGS with a More–Thuente line search.
+//!
+//! With many runs the grid is pruned after a coarse pass: every start is optimised on an even
+//! subsample of at most [`FitOptions::coarse_runs`] runs, and only the best
+//! [`FitOptions::refine_starts`] optima are refined on all runs (with few runs the coarse pass
+//! is the whole fit). The starts run on [`FitOptions::threads`] threads; the result does not
+//! depend on their number.
 
 use super::{Allocation, ParametricLaw, Run};
 use crate::error::{Error, Result};
@@ -29,7 +35,27 @@ pub struct FitOptions {
     pub b_grid: Vec<f64>,
     /// L-BFGS iterations per start.
     pub max_iters: u64,
+    /// Runs of the coarse pass (an even subsample when there are more).
+    #[serde(default = "default_coarse_runs")]
+    pub coarse_runs: usize,
+    /// Optima of the coarse pass refined on all runs.
+    #[serde(default = "default_refine_starts")]
+    pub refine_starts: usize,
+    /// Threads for the starts (0: as many as the machine offers).
+    #[serde(default)]
+    pub threads: usize,
 }
+
+fn default_coarse_runs() -> usize {
+    512
+}
+
+fn default_refine_starts() -> usize {
+    8
+}
+
+/// Fewest runs a five-parameter fit accepts (twice the parameters, so that residuals remain).
+pub const MIN_RUNS: usize = 10;
 
 impl Default for FitOptions {
     /// Hoffmann et al. 2022 Appendix D.2 grid: `α, β ∈ {0, 0.5, …, 2}`, `e ∈ {−1, −0.5, …, 1}`,
@@ -44,6 +70,9 @@ impl Default for FitOptions {
             a_grid: range(0.0, 5.0, 6),
             b_grid: range(0.0, 5.0, 6),
             max_iters: 500,
+            coarse_runs: default_coarse_runs(),
+            refine_starts: default_refine_starts(),
+            threads: 0,
         }
     }
 }
@@ -124,18 +153,27 @@ impl Gradient for Objective<'_> {
 fn check_runs(runs: &[Run], min: usize) -> Result<()> {
     if runs.len() < min {
         return Err(Error::Fit(format!(
-            "need at least {min} runs, got {}",
+            "need at least {min} runs for a five-parameter fit, got {}",
             runs.len()
         )));
     }
     for r in runs {
         Run::new(r.params, r.tokens, r.loss).map_err(|e| Error::Fit(e.to_string()))?;
     }
+    // α needs runs of different sizes and β runs of different token counts.
+    let varies = |f: fn(&Run) -> f64| runs.iter().any(|r| f(r) != f(&runs[0]));
+    if !varies(|r| r.params) || !varies(|r| r.tokens) {
+        return Err(Error::Fit(
+            "the runs do not constrain the fit: they need more than one model size and more than one token count".into(),
+        ));
+    }
     Ok(())
 }
 
 /// Fit `L = E + A/N^α + B/D^β` to runs (Hoffmann et al. 2022 §3.3): Huber loss on log loss,
-/// L-BFGS from every point of the grid, best kept. Needs at least 5 runs (5 parameters).
+/// L-BFGS from every point of the grid (pruned after a coarse pass with many runs; see the
+/// module docs), best kept. Needs at least [`MIN_RUNS`] runs with more than one size and more
+/// than one token count.
 ///
 /// ```
 /// use lmshape::scaling::{fit_parametric, FitOptions, ParametricLaw, Run};
@@ -153,37 +191,66 @@ fn check_runs(runs: &[Run], min: usize) -> Result<()> {
 /// # Ok::<(), lmshape::Error>(())
 /// ```
 pub fn fit_parametric(runs: &[Run], opts: &FitOptions) -> Result<FitResult> {
-    check_runs(runs, 5)?;
+    fit_parametric_with_progress(runs, opts, &|_, _| {})
+}
+
+/// [`fit_parametric`], calling `progress(done, total)` as starts finish (from the worker
+/// threads; `total` counts the coarse and the refining starts).
+pub fn fit_parametric_with_progress(
+    runs: &[Run],
+    opts: &FitOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<FitResult> {
+    check_runs(runs, MIN_RUNS)?;
     crate::error::positive_f64(opts.delta, "delta")?;
     let x: Vec<(f64, f64, f64)> = runs
         .iter()
         .map(|r| (r.params.ln(), r.tokens.ln(), r.loss.ln()))
         .collect();
-    let mut best: Option<(f64, Vec<f64>)> = None;
-    let mut starts = 0;
-    let mut completed = 0;
-    for &al in &opts.alpha_grid {
-        for &be in &opts.beta_grid {
-            for &e in &opts.e_grid {
-                for &a in &opts.a_grid {
-                    for &b in &opts.b_grid {
-                        starts += 1;
-                        let init = vec![a, b, e, al, be];
-                        let Some((cost, p)) = run_lbfgs(&x, opts, init) else {
-                            continue;
-                        };
-                        completed += 1;
-                        if cost.is_finite() && best.as_ref().is_none_or(|(c, _)| cost < *c) {
-                            best = Some((cost, p));
-                        }
-                    }
-                }
-            }
-        }
+    let grid: Vec<Vec<f64>> = itertools::iproduct!(
+        &opts.alpha_grid,
+        &opts.beta_grid,
+        &opts.e_grid,
+        &opts.a_grid,
+        &opts.b_grid
+    )
+    .map(|(&al, &be, &e, &a, &b)| vec![a, b, e, al, be])
+    .collect();
+    let coarse_n = opts.coarse_runs.max(MIN_RUNS);
+    let pruned = x.len() > coarse_n;
+    let refine = if pruned { opts.refine_starts.max(1) } else { 0 };
+    let total = grid.len() + refine;
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let tick = || {
+        progress(
+            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+            total,
+        )
+    };
+    // Coarse pass (the whole fit when the runs are few).
+    let sample: Vec<(f64, f64, f64)> = if pruned {
+        (0..coarse_n).map(|i| x[i * x.len() / coarse_n]).collect()
+    } else {
+        x.clone()
+    };
+    let coarse = run_starts(&sample, opts, &grid, &tick);
+    let mut best = pick_best(&coarse, if pruned { refine } else { 1 });
+    let mut completed = coarse.iter().filter(|r| r.is_some()).count();
+    if pruned {
+        let starts: Vec<Vec<f64>> = best.iter().map(|(_, p)| p.clone()).collect();
+        let fine = run_starts(&x, opts, &starts, &tick);
+        completed += fine.iter().filter(|r| r.is_some()).count();
+        best = pick_best(&fine, 1);
     }
-    let (objective, p) = best.ok_or_else(|| Error::Fit("no start converged".into()))?;
-    let law = ParametricLaw::new(p[2].exp(), p[0].exp(), p[1].exp(), p[3], p[4])
-        .map_err(|e| Error::Fit(format!("fitted law is invalid: {e}")))?;
+    let (objective, p) = best
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Fit("no start converged".into()))?;
+    let law = ParametricLaw::new(p[2].exp(), p[0].exp(), p[1].exp(), p[3], p[4]).map_err(|e| {
+        Error::Fit(format!(
+            "the fitted law is invalid ({e}); the runs do not constrain it"
+        ))
+    })?;
     let residuals: Vec<f64> = runs
         .iter()
         .map(|r| law.loss(r.params, r.tokens).map(|l| l.ln() - r.loss.ln()))
@@ -195,9 +262,73 @@ pub fn fit_parametric(runs: &[Run], opts: &FitOptions) -> Result<FitResult> {
         objective,
         residuals,
         rms_residual,
-        starts,
+        starts: total,
         completed,
     })
+}
+
+/// L-BFGS from every start, on [`FitOptions::threads`] workers; results in start order, so the
+/// outcome does not depend on the number of threads.
+fn run_starts(
+    x: &[(f64, f64, f64)],
+    opts: &FitOptions,
+    starts: &[Vec<f64>],
+    tick: &(dyn Fn() + Sync),
+) -> Vec<Option<(f64, Vec<f64>)>> {
+    parallel_map(starts.len(), opts.threads, |i| {
+        let r = run_lbfgs(x, opts, starts[i].clone());
+        tick();
+        r
+    })
+}
+
+/// `f(0..len)` on `threads` workers (0: as many as the machine offers) that take indices in
+/// turn; the results in index order.
+fn parallel_map<T: Send>(len: usize, threads: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+    .clamp(1, len.max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut out: Vec<(usize, T)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= len {
+                            break;
+                        }
+                        mine.push((i, f(i)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, t)| t).collect()
+}
+
+/// The `k` lowest finite costs (ties: the earlier start), best first.
+fn pick_best(results: &[Option<(f64, Vec<f64>)>], k: usize) -> Vec<(f64, Vec<f64>)> {
+    let mut ok: Vec<(usize, f64, &Vec<f64>)> = results
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.as_ref().map(|(c, p)| (i, *c, p)))
+        .filter(|(_, c, _)| c.is_finite())
+        .collect();
+    ok.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    ok.into_iter()
+        .take(k)
+        .map(|(_, c, p)| (c, p.clone()))
+        .collect()
 }
 
 fn run_lbfgs(x: &[(f64, f64, f64)], opts: &FitOptions, init: Vec<f64>) -> Option<(f64, Vec<f64>)> {
@@ -453,7 +584,7 @@ pub fn bootstrap_standard_errors(
     resamples: usize,
     seed: u64,
 ) -> Result<StandardErrors> {
-    check_runs(runs, 5)?;
+    check_runs(runs, MIN_RUNS)?;
     if resamples < 2 {
         return Err(Error::Fit(format!(
             "need at least 2 resamples, got {resamples}"
@@ -461,19 +592,27 @@ pub fn bootstrap_standard_errors(
     }
     let l = fit.law;
     let start = vec![l.a.ln(), l.b.ln(), l.e.ln(), l.alpha, l.beta];
+    // Each resample's draws come from one seeded sequence, in resample order, so the result
+    // does not depend on the number of threads.
     let mut rng = SplitMix64(seed);
-    let mut draws: Vec<[f64; 5]> = Vec::with_capacity(resamples);
-    let mut x = Vec::with_capacity(runs.len());
-    for _ in 0..resamples {
-        x.clear();
-        for _ in 0..runs.len() {
-            let r = &runs[(rng.next() % runs.len() as u64) as usize];
-            x.push((r.params.ln(), r.tokens.ln(), r.loss.ln()));
-        }
-        if let Some((_, p)) = run_lbfgs(&x, opts, start.clone()) {
-            draws.push([p[2].exp(), p[0].exp(), p[1].exp(), p[3], p[4]]);
-        }
-    }
+    let picks: Vec<Vec<usize>> = (0..resamples)
+        .map(|_| {
+            (0..runs.len())
+                .map(|_| (rng.next() % runs.len() as u64) as usize)
+                .collect()
+        })
+        .collect();
+    let draws: Vec<[f64; 5]> = parallel_map(resamples, opts.threads, |i| {
+        let x: Vec<(f64, f64, f64)> = picks[i]
+            .iter()
+            .map(|&j| (runs[j].params.ln(), runs[j].tokens.ln(), runs[j].loss.ln()))
+            .collect();
+        run_lbfgs(&x, opts, start.clone())
+            .map(|(_, p)| [p[2].exp(), p[0].exp(), p[1].exp(), p[3], p[4]])
+    })
+    .into_iter()
+    .flatten()
+    .collect();
     if draws.len() < 2 {
         return Err(Error::Fit("fewer than 2 bootstrap refits completed".into()));
     }

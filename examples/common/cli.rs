@@ -1,0 +1,339 @@
+//! Command-line pieces shared by the examples: value parsers that name the rule a value breaks,
+//! and the flags several examples take, each defined once.
+
+use clap::builder::{PossibleValue, TypedValueParser};
+use clap::{Args, ValueEnum};
+use lmshape::hardware::GpuSpec;
+use lmshape::hardware::step::Cluster;
+
+/// A whole number, written plainly or in scientific notation (`350e9`, `1.8e19`).
+pub fn count(s: &str) -> Result<u64, String> {
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    match s.parse::<f64>() {
+        // u64::MAX is 1.8446744e19; f64 can hold every whole number up to 2^64.
+        Ok(f)
+            if f.is_finite()
+                && f >= 0.0
+                && f.fract() == 0.0
+                && f < 18_446_744_073_709_551_616.0 =>
+        {
+            Ok(f as u64)
+        }
+        Ok(f) if f.is_finite() && f.fract() != 0.0 => Err(format!(
+            "expected a whole number, got {s} (it has a fraction)"
+        )),
+        Ok(_) => Err(format!(
+            "expected a whole number from 0 to 18446744073709551615, got {s}"
+        )),
+        Err(_) => Err(format!(
+            "expected a whole number such as 2048 or 350e9, got {s:?}"
+        )),
+    }
+}
+
+/// A whole number above zero.
+pub fn positive_count(s: &str) -> Result<u64, String> {
+    match count(s)? {
+        0 => Err("must be at least 1, got 0".into()),
+        n => Ok(n),
+    }
+}
+
+/// A finite number above zero.
+pub fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        Ok(x) => Err(format!("must be a finite number above 0, got {x}")),
+        Err(_) => Err(format!("expected a number, got {s:?}")),
+    }
+}
+
+/// A finite number at or above zero.
+pub fn non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        Ok(x) => Err(format!("must be a finite number of at least 0, got {x}")),
+        Err(_) => Err(format!("expected a number, got {s:?}")),
+    }
+}
+
+/// A fraction in `[0, 1)`.
+pub fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..1.0).contains(&x) => Ok(x),
+        Ok(x) => Err(format!("must be at least 0 and below 1, got {x}")),
+        Err(_) => Err(format!("expected a number, got {s:?}")),
+    }
+}
+
+/// A fraction in `(0, 1]`.
+pub fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x <= 1.0 => Ok(x),
+        Ok(x) => Err(format!("must be above 0 and at most 1, got {x}")),
+        Err(_) => Err(format!("expected a number, got {s:?}")),
+    }
+}
+
+/// The edit distance between two names (Levenshtein 1966), for "did you mean".
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// The known name closest to `name`: one of the same model first (`h100-80gb` → `h100-sxm`),
+/// else the nearest by edit distance.
+pub fn nearest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    let lower = name.to_ascii_lowercase();
+    let family = lower.split(['-', '_']).next().unwrap_or("");
+    known
+        .iter()
+        .copied()
+        .filter(|k| !family.is_empty() && k.split('-').next() == Some(family))
+        .min_by_key(|k| distance(&lower, k))
+        .or_else(|| {
+            known
+                .iter()
+                .copied()
+                .min_by_key(|k| distance(&lower, k))
+                .filter(|k| distance(&lower, k) <= 3)
+        })
+}
+
+/// A GPU preset by name; an unknown name lists the presets and suggests the nearest.
+#[derive(Clone)]
+pub struct GpuParser;
+
+impl TypedValueParser for GpuParser {
+    type Value = GpuSpec;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<GpuSpec, clap::Error> {
+        let name = value.to_string_lossy();
+        GpuSpec::by_name(&name).map_err(|_| {
+            let names: Vec<String> = GpuSpec::presets().into_iter().map(|g| g.name).collect();
+            let known: Vec<&str> = names.iter().map(String::as_str).collect();
+            let hint = nearest(&name, &known)
+                .map(|n| format!("; did you mean {n}?"))
+                .unwrap_or_default();
+            let flag = arg.map_or("--gpu".to_string(), |a| a.to_string());
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!(
+                    "unknown gpu {name:?} for {flag}{hint} (known: {})\n",
+                    known.join(", ")
+                ),
+            )
+            .with_cmd(cmd)
+        })
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(
+            GpuSpec::presets()
+                .into_iter()
+                .map(|g| PossibleValue::new(g.name)),
+        ))
+    }
+}
+
+/// The clusters the examples know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClusterKind {
+    /// The GPU's vendor reference node (DGX: 8 GPUs, its datasheet network), Selene-class
+    /// software.
+    #[value(alias = "dgx")]
+    Selene,
+    /// Jean Zay's A100 partition as BigScience used it (4 × 100 Gb/s Omni-Path per node).
+    #[value(alias = "jean_zay")]
+    JeanZay,
+}
+
+/// The cluster flags (plan, throughput, enumerate_shapes with `--sort speed`).
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// GPU model.
+    #[arg(long, value_name = "NAME", default_value = "a100-80gb", value_parser = GpuParser)]
+    pub gpu: GpuSpec,
+    /// Cluster: the GPU's reference node, or BigScience's Jean Zay.
+    #[arg(long, value_enum, default_value_t = ClusterKind::Selene)]
+    pub cluster: ClusterKind,
+    /// GPUs per node (default: the cluster's).
+    #[arg(long, value_name = "N", value_parser = positive_count)]
+    pub gpus_per_node: Option<u64>,
+    /// Network per node in Gb/s (default: the cluster's).
+    #[arg(long, value_name = "GBPS", value_parser = positive)]
+    pub inter_node_gbps: Option<f64>,
+    /// Multiplier on compute throughput for the software stack (default: the cluster's, 1.0;
+    /// BigScience's own A100 runs fit 0.745).
+    #[arg(long, value_name = "F", value_parser = positive)]
+    pub software_efficiency: Option<f64>,
+}
+
+impl ClusterArgs {
+    /// The cluster the flags describe.
+    pub fn cluster(&self) -> Cluster {
+        let mut c = match self.cluster {
+            ClusterKind::Selene => Cluster::reference_node(self.gpu.clone()),
+            ClusterKind::JeanZay => Cluster::dgx(self.gpu.clone(), 4.0 * 100e9 / 8.0),
+        };
+        if let Some(n) = self.gpus_per_node {
+            c.gpus_per_node = n;
+        }
+        if let Some(g) = self.inter_node_gbps {
+            c.inter_node_bytes_per_s = g * 1e9 / 8.0;
+        }
+        if let Some(f) = self.software_efficiency {
+            c.software_efficiency = f;
+        }
+        c
+    }
+}
+
+/// Activation recomputation, as the flags spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RecomputeArg {
+    /// Keep every activation.
+    None,
+    /// Recompute the attention core (Korthikanti et al. 2022).
+    Selective,
+    /// Recompute each layer from its input.
+    Full,
+}
+
+impl From<RecomputeArg> for lmshape::Recompute {
+    fn from(r: RecomputeArg) -> lmshape::Recompute {
+        match r {
+            RecomputeArg::None => lmshape::Recompute::None,
+            RecomputeArg::Selective => lmshape::Recompute::Selective,
+            RecomputeArg::Full => lmshape::Recompute::Full,
+        }
+    }
+}
+
+/// A ZeRO stage 0–3.
+pub fn zero_stage(s: &str) -> Result<lmshape::ZeroStage, String> {
+    lmshape::ZeroStage::from_number(count(s)?).map_err(|e| e.to_string())
+}
+
+/// The training-setup flags that decide activation memory and the memory-bound kernels.
+#[derive(Debug, Clone, Args)]
+pub struct SetupArgs {
+    /// FlashAttention (no materialised attention scores).
+    #[arg(long)]
+    pub flash: bool,
+    /// Train without dropout (no masks stored).
+    #[arg(long)]
+    pub no_dropout: bool,
+}
+
+impl SetupArgs {
+    /// The memory options these flags choose, with `base` for the rest.
+    pub fn memory_options(&self, base: lmshape::MemoryOptions) -> lmshape::MemoryOptions {
+        lmshape::MemoryOptions {
+            attention: if self.flash {
+                lmshape::memory::AttentionKernel::Flash
+            } else {
+                lmshape::memory::AttentionKernel::Standard
+            },
+            dropout: !self.no_dropout,
+            ..base
+        }
+    }
+}
+
+/// The layout flags (inspect_config, throughput). Defaults are one GPU; an example may set its
+/// own with [`parse_with_defaults`].
+#[derive(Debug, Clone, Args)]
+pub struct LayoutArgs {
+    /// Tensor-parallel degree.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive_count)]
+    pub tp: u64,
+    /// Pipeline-parallel degree.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive_count)]
+    pub pp: u64,
+    /// Data-parallel degree.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive_count)]
+    pub dp: u64,
+    /// Sequences per micro-batch.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive_count)]
+    pub micro_batch: u64,
+    /// Sequences per step [default: micro-batch × dp × pp].
+    #[arg(long, value_name = "N", value_parser = positive_count)]
+    pub global_batch: Option<u64>,
+    /// Activation recomputation.
+    #[arg(long, value_enum, default_value_t = RecomputeArg::None)]
+    pub recompute: RecomputeArg,
+    /// ZeRO stage over data parallelism (0–3).
+    #[arg(long, value_name = "STAGE", default_value = "0", value_parser = zero_stage)]
+    pub zero: lmshape::ZeroStage,
+    /// Sequence parallelism over the tensor-parallel group.
+    #[arg(long)]
+    pub sequence_parallel: bool,
+    /// Count the embedding and the head as pipeline slots, as BigScience did for BLOOM.
+    #[arg(long)]
+    pub embedding_slots: bool,
+    /// Virtual stages per pipeline rank (interleaved 1F1B when above 1; needs pp ≥ 2).
+    #[arg(long, value_name = "V", default_value_t = 1, value_parser = positive_count)]
+    pub virtual_stages: u64,
+}
+
+impl LayoutArgs {
+    /// The layout for sequences of `seq_len` tokens.
+    pub fn layout(&self, seq_len: u64) -> lmshape::ParallelLayout {
+        lmshape::ParallelLayout {
+            tp: self.tp,
+            pp: self.pp,
+            dp: self.dp,
+            sequence_parallel: self.sequence_parallel,
+            zero: self.zero,
+            micro_batch: self.micro_batch,
+            global_batch: self.global_batch.unwrap_or_else(|| {
+                self.micro_batch
+                    .saturating_mul(self.dp)
+                    .saturating_mul(self.pp)
+            }),
+            seq_len,
+            recompute: self.recompute.into(),
+            schedule: match self.virtual_stages {
+                1 => lmshape::Schedule::OneFOneB,
+                v => lmshape::Schedule::Interleaved { virtual_stages: v },
+            },
+            embedding_pipeline_slots: self.embedding_slots,
+        }
+    }
+}
+
+/// Parse the command line of `T` with some flags' defaults replaced (each `(flag id, value)`;
+/// the help shows the replaced defaults).
+pub fn parse_with_defaults<T: clap::Parser>(defaults: &[(&'static str, &'static str)]) -> T {
+    let mut cmd = T::command();
+    for &(id, value) in defaults {
+        cmd = cmd.mut_arg(id, |a| a.default_value(value));
+    }
+    let matches = cmd.get_matches();
+    T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// End with a usage error of `T`'s command (status 2), as clap reports its own.
+pub fn usage_error<T: clap::CommandFactory>(msg: String) -> ! {
+    T::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, msg)
+        .exit()
+}
