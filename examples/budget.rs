@@ -30,7 +30,7 @@ enum Law {
 
 /// Each scaling law's compute-optimal size for a budget, and the choice under constraints.
 #[derive(Parser, Debug)]
-#[command(version, long_about = None, allow_negative_numbers = true)]
+#[command(name = "budget", version, long_about = None, allow_negative_numbers = true)]
 struct Cli {
     /// GPU model (its dense peak turns GPU-hours into FLOPs).
     #[arg(long, value_name = "NAME", default_value = "a100-80gb", value_parser = GpuParser)]

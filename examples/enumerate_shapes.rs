@@ -15,94 +15,168 @@
 #[macro_use]
 mod common;
 
-use common::{Args, die, or_die, si};
+use clap::{Parser, ValueEnum};
+use common::cli::{ClusterArgs, count, non_negative, positive_count};
+use common::{or_die, si};
 use lmshape::Architecture;
 use lmshape::heuristics;
 use lmshape::search::{self, FfnRule, KvHeads, ShapeSpace, SortKey};
 use serde_json::json;
 
-const USAGE: &str = "usage: enumerate_shapes [--target-params N] [--tolerance F] [--arch NAME] [--vocab V] [--seq-len S] [--tp N] [--pp N] [--embedding-slots true|false] [--hidden-multiple M] [--head-dims A,B,..] [--min-head-dim A] [--max-head-dim B] [--head-dim-multiple K] [--kv-group G | --kv-heads K] [--ffn 4d|llama|N] [--fused-softmax MB] [--min-aspect A] [--max-aspect B] [--min-layers L] [--max-layers L] [--sort levine|params|aspect|speed] [--dp N] [--micro-batch N] [--global-batch N] [--gpu NAME] [--limit N] [--all-heads] [--json]";
+/// How to order the shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Sort {
+    /// Closest to Levine's preferred depth, then head size near 128, then size.
+    Levine,
+    /// Closest to the target size.
+    Params,
+    /// Smallest aspect ratio first.
+    Aspect,
+    /// Fastest predicted TFLOP/s per GPU on the layout.
+    Speed,
+}
+
+/// FFN width rule: `4d`, `llama` (8/3·d rounded up to 256) or a fixed width.
+fn ffn_rule(s: &str) -> Result<FfnRule, String> {
+    match s {
+        "4d" => Ok(FfnRule::FOUR_D),
+        "llama" => Ok(FfnRule::LLAMA),
+        n => count(n)
+            .map(FfnRule::Fixed)
+            .map_err(|_| format!("expected 4d, llama or a width, got {n:?}")),
+    }
+}
+
+/// Every valid shape near a target size, ranked by Kaplan's aspect ratio and Levine's
+/// width–depth relation (defaults: the BLOOM case, ≈175B ± 5% on tp 4 × pp 12).
+#[derive(Parser, Debug)]
+#[command(name = "enumerate_shapes", version, long_about = None, allow_negative_numbers = true)]
+struct Cli {
+    /// Size aimed at (total parameters).
+    #[arg(long, value_name = "N", default_value = "175e9", value_parser = positive_count)]
+    target_params: u64,
+    /// Relative tolerance around the target.
+    #[arg(long, value_name = "F", default_value_t = 0.05, value_parser = common::cli::fraction)]
+    tolerance: f64,
+    /// Architecture family (gpt2, bloom, llama, ...).
+    #[arg(long, value_name = "NAME", default_value = "bloom")]
+    arch: String,
+    /// Vocabulary before padding.
+    #[arg(long, value_name = "V", default_value_t = 250880, value_parser = positive_count)]
+    vocab: u64,
+    /// Sequence length.
+    #[arg(long, value_name = "S", default_value_t = 2048, value_parser = positive_count)]
+    seq_len: u64,
+    /// Tensor-parallel degree the shapes must split over.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = positive_count)]
+    tp: u64,
+    /// Pipeline-parallel degree the layers must split over.
+    #[arg(long, value_name = "N", default_value_t = 12, value_parser = positive_count)]
+    pp: u64,
+    /// Count the embeddings as pipeline slots ((L + 2) % pp = 0).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    embedding_slots: bool,
+    /// Hidden size a multiple of this.
+    #[arg(long, value_name = "M", default_value_t = 128, value_parser = positive_count)]
+    hidden_multiple: u64,
+    /// Allowed head sizes, comma-separated (instead of the range below).
+    #[arg(long, value_name = "A,B,..", value_delimiter = ',', value_parser = positive_count)]
+    head_dims: Option<Vec<u64>>,
+    /// Smallest head size of the range.
+    #[arg(long, value_name = "A", default_value_t = 64, value_parser = positive_count)]
+    min_head_dim: u64,
+    /// Largest head size of the range.
+    #[arg(long, value_name = "B", default_value_t = 256, value_parser = positive_count)]
+    max_head_dim: u64,
+    /// Step of the head-size range.
+    #[arg(long, value_name = "K", default_value_t = 8, value_parser = positive_count)]
+    head_dim_multiple: u64,
+    /// Grouped-query attention with this many query heads per kv head.
+    #[arg(long, value_name = "G", conflicts_with = "kv_heads", value_parser = positive_count)]
+    kv_group: Option<u64>,
+    /// A fixed number of kv heads (1: multi-query).
+    #[arg(long, value_name = "K", value_parser = positive_count)]
+    kv_heads: Option<u64>,
+    /// FFN width: 4d, llama or a width [default: 4d, llama for gated MLPs].
+    #[arg(long, value_name = "RULE", value_parser = ffn_rule)]
+    ffn: Option<FfnRule>,
+    /// Require Megatron's fused-softmax rule at this micro-batch.
+    #[arg(long, value_name = "MICRO_BATCH", value_parser = positive_count)]
+    fused_softmax: Option<u64>,
+    /// Smallest aspect ratio hidden / layers.
+    #[arg(long, value_name = "A", default_value_t = 0.0, value_parser = non_negative)]
+    min_aspect: f64,
+    /// Largest aspect ratio hidden / layers [default: none].
+    #[arg(long, value_name = "B", value_parser = non_negative)]
+    max_aspect: Option<f64>,
+    /// Fewest layers.
+    #[arg(long, value_name = "L", default_value_t = 1, value_parser = positive_count)]
+    min_layers: u64,
+    /// Most layers.
+    #[arg(long, value_name = "L", default_value_t = 1000, value_parser = positive_count)]
+    max_layers: u64,
+    /// Order of the table.
+    #[arg(long, value_enum, default_value_t = Sort::Levine)]
+    sort: Sort,
+    /// Data-parallel degree of the layout timed by --sort speed.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = positive_count)]
+    dp: u64,
+    /// Micro-batch of the layout timed by --sort speed.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = positive_count)]
+    micro_batch: u64,
+    /// Global batch of the layout timed by --sort speed.
+    #[arg(long, value_name = "N", default_value_t = 2048, value_parser = positive_count)]
+    global_batch: u64,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Rows shown (the table; JSON: shapes printed) [default: 40 rows, every shape in JSON].
+    #[arg(long, value_name = "N", value_parser = count)]
+    limit: Option<u64>,
+    /// Show every head configuration of each depth × width.
+    #[arg(long)]
+    all_heads: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
 
 fn main() {
-    let args = Args::parse(
-        &[
-            "target-params",
-            "tolerance",
-            "arch",
-            "vocab",
-            "seq-len",
-            "tp",
-            "pp",
-            "embedding-slots",
-            "hidden-multiple",
-            "head-dims",
-            "min-head-dim",
-            "max-head-dim",
-            "head-dim-multiple",
-            "kv-group",
-            "kv-heads",
-            "ffn",
-            "fused-softmax",
-            "min-aspect",
-            "max-aspect",
-            "min-layers",
-            "max-layers",
-            "sort",
-            "limit",
-        ],
-        &["json", "all-heads"],
-        USAGE,
-    );
-    let base = or_die(ShapeSpace::bloom_reference());
-    let arch = match args.raw("arch") {
-        Some(a) => or_die(Architecture::by_name(a)),
-        None => base.arch,
-    };
-    let target = args.get_u64("target-params", base.target_params);
-    let tolerance: f64 = args.get("tolerance", 0.05);
-    let mut space = or_die(ShapeSpace::around(
-        target,
-        tolerance,
-        arch,
-        args.get_u64("vocab", base.vocab_size),
-    ));
-    space.seq_len = args.get_u64("seq-len", base.seq_len);
-    space.tp = args.get_u64("tp", base.tp);
-    space.pp = args.get_u64("pp", base.pp);
-    space.embedding_pipeline_slots = args.get("embedding-slots", base.embedding_pipeline_slots);
-    space.hidden_multiple = args.get_u64("hidden-multiple", base.hidden_multiple);
-    space.head_dims = match args.opt_list("head-dims") {
-        Some(mut v) => {
+    let args = Cli::parse();
+    let arch = or_die(Architecture::by_name(&args.arch));
+    let target = args.target_params;
+    let tolerance = args.tolerance;
+    let mut space = or_die(ShapeSpace::around(target, tolerance, arch, args.vocab));
+    space.seq_len = args.seq_len;
+    space.tp = args.tp;
+    space.pp = args.pp;
+    space.embedding_pipeline_slots = args.embedding_slots;
+    space.hidden_multiple = args.hidden_multiple;
+    space.head_dims = match &args.head_dims {
+        Some(v) => {
+            let mut v = v.clone();
             v.sort_unstable();
             v.dedup();
             v
         }
         None => or_die(search::head_dim_range(
-            args.get_u64("min-head-dim", 64),
-            args.get_u64("max-head-dim", 256),
-            args.get_u64("head-dim-multiple", 8),
+            args.min_head_dim,
+            args.max_head_dim,
+            args.head_dim_multiple,
         )),
     };
-    space.kv_heads = match (args.opt_u64("kv-group"), args.opt_u64("kv-heads")) {
+    space.kv_heads = match (args.kv_group, args.kv_heads) {
         (Some(g), _) => KvHeads::GroupSize(g),
         (None, Some(k)) => KvHeads::Fixed(k),
         (None, None) => KvHeads::MultiHead,
     };
-    if let Some(f) = args.raw("ffn") {
-        space.ffn = match f {
-            "4d" => FfnRule::FOUR_D,
-            "llama" => FfnRule::LLAMA,
-            n => FfnRule::Fixed(
-                n.parse()
-                    .unwrap_or_else(|_| die("--ffn: 4d, llama or a width")),
-            ),
-        };
+    if let Some(f) = args.ffn {
+        space.ffn = f;
     }
-    space.fused_softmax_micro_batch = args.opt_u64("fused-softmax");
-    space.min_aspect_ratio = args.get("min-aspect", 0.0);
-    space.max_aspect_ratio = args.get("max-aspect", f64::INFINITY);
-    space.min_layers = args.get_u64("min-layers", 1);
-    space.max_layers = args.get_u64("max-layers", 1000);
+    space.fused_softmax_micro_batch = args.fused_softmax;
+    space.min_aspect_ratio = args.min_aspect;
+    space.max_aspect_ratio = args.max_aspect.unwrap_or(f64::INFINITY);
+    space.min_layers = args.min_layers;
+    space.max_layers = args.max_layers;
 
     let mut iter = or_die(space.iter());
     let shapes: Vec<_> = iter.by_ref().collect();
@@ -111,32 +185,28 @@ fn main() {
         .iter()
         .map(|s| or_die(search::score(&space, s)))
         .collect();
-    let by_speed = args.raw("sort") == Some("speed");
-    let sort: Vec<SortKey> = match args.raw("sort").unwrap_or("levine") {
-        "levine" | "speed" => vec![
+    let by_speed = args.sort == Sort::Speed;
+    let sort: Vec<SortKey> = match args.sort {
+        Sort::Levine | Sort::Speed => vec![
             SortKey::LevineDistance,
             SortKey::HeadDimNear(128),
             SortKey::ParamError,
         ],
-        "params" => vec![SortKey::ParamError, SortKey::LevineDistance],
-        "aspect" => vec![SortKey::AspectRatio, SortKey::ParamError],
-        other => die(&format!("unknown --sort {other:?}")),
+        Sort::Params => vec![SortKey::ParamError, SortKey::LevineDistance],
+        Sort::Aspect => vec![SortKey::AspectRatio, SortKey::ParamError],
     };
     search::rank(&mut scored, &sort);
     // Predicted TFLOP/s per GPU of each shape on the given layout (speed ranking).
     let mut speed: Vec<Option<f64>> = vec![None; scored.len()];
     if by_speed {
-        let gpu = or_die(lmshape::hardware::GpuSpec::by_name(
-            args.raw("gpu").unwrap_or("a100-80gb"),
-        ));
-        let cluster = lmshape::hardware::step::Cluster::reference_node(gpu.clone());
-        let timer = lmshape::hardware::AnalyticalTimer::new(gpu);
+        let cluster = args.cluster.cluster();
+        let timer = lmshape::hardware::AnalyticalTimer::new(cluster.gpu.clone());
         let layout = lmshape::ParallelLayout {
             tp: space.tp,
             pp: space.pp,
-            dp: args.get_u64("dp", 8),
-            micro_batch: args.get_u64("micro-batch", 2),
-            global_batch: args.get_u64("global-batch", 2048),
+            dp: args.dp,
+            micro_batch: args.micro_batch,
+            global_batch: args.global_batch,
             seq_len: space.seq_len,
             recompute: lmshape::Recompute::Full,
             embedding_pipeline_slots: space.embedding_pipeline_slots,
@@ -160,7 +230,7 @@ fn main() {
             .position(|x| x.shape == s.shape)
             .and_then(|i| speed[i])
     };
-    let rows = if args.flag("all-heads") {
+    let rows = if args.all_heads {
         scored.clone()
     } else if by_speed {
         // The fastest head configuration of each (layers, hidden).
@@ -173,8 +243,8 @@ fn main() {
     } else {
         search::one_per_width_depth(&scored, 128)
     };
-    if args.flag("json") {
-        let limit = args.opt_u64("limit").map_or(usize::MAX, |n| n as usize);
+    if args.json {
+        let limit = args.limit.map_or(usize::MAX, |n| n as usize);
         let out: Vec<_> = scored
             .iter()
             .take(limit)
@@ -202,13 +272,12 @@ fn main() {
         outln!("{}", serde_json::to_string_pretty(&out).unwrap());
         return;
     }
-    let limit = args.get_u64("limit", 40) as usize;
+    let limit = args.limit.map_or(40, |n| n as usize);
     outln!(
-        "shapes of {} ± {:.1}% ({:?} MLP, {:?} positions), vocab {} (padded {}), seq {}, tp {}, pp {}{}, hidden % {}, head dims {}..{}",
+        "shapes of {} ± {:.1}% ({} architecture), vocab {} (padded {}), seq {}, tp {}, pp {}{}, hidden a multiple of {}, head dims {}..{}",
         si(target as f64),
         tolerance * 100.0,
-        space.arch.mlp,
-        space.arch.position,
+        args.arch,
         space.vocab_size,
         or_die(space.padded_vocab()),
         space.seq_len,
@@ -252,8 +321,24 @@ fn main() {
         })
         .collect();
     outln!("published neighbours: {}", near.join("; "));
+    if rows.is_empty() {
+        outln!(
+            "\nno shape satisfies every constraint: widen the size tolerance, the head sizes or the layer range"
+        );
+        return;
+    }
     outln!(
-        "\n{:>4} {:>7} {:>6} {:>5} {:>6} {:>9} {:>8} {:>7} {:>9} {:>8} {:>7}",
+        "\ncolumns: size error vs the target; aspect = hidden / layers and Kaplan et al.'s verdict on it (flat: within the range they found ~3% apart, {:.0}..{:.0}); Δ layers from Levine's preferred depth{}",
+        heuristics::KAPLAN_FLAT_ASPECT_RANGE.0,
+        heuristics::KAPLAN_FLAT_ASPECT_RANGE.1,
+        if by_speed {
+            "; predicted TFLOP/s per GPU on the layout"
+        } else {
+            ""
+        }
+    );
+    outln!(
+        "{:>4} {:>7} {:>6} {:>5} {:>6} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>11}",
         "rank",
         "layers",
         "hidden",
@@ -261,15 +346,16 @@ fn main() {
         "hdim",
         "ffn",
         "params",
-        "err%",
+        "error %",
         "aspect",
         "kaplan",
-        "levineΔ"
+        "Δ layers",
+        "TFLOP/s/GPU"
     );
     for (i, s) in rows.iter().take(limit).enumerate() {
         let h = &s.heuristics;
         outln!(
-            "{:>4} {:>7} {:>6} {:>5} {:>6} {:>9} {:>8} {:>+7.2} {:>9.1} {:>8} {:>+7.1} {:>8}",
+            "{:>4} {:>7} {:>6} {:>5} {:>6} {:>9} {:>9} {:>+8.2} {:>8.1} {:>8} {:>+9.1} {:>11}",
             i + 1,
             s.shape.model.num_layers,
             s.shape.model.hidden_size,

@@ -25,7 +25,7 @@ const DEFAULT_CSV: &str = concat!(
 
 /// Fit a Chinchilla-form scaling law to training runs.
 #[derive(Parser, Debug)]
-#[command(version, long_about = None)]
+#[command(name = "fit_scaling_law", version, long_about = None)]
 struct Cli {
     /// CSV of runs: columns `params`, `loss`, and `tokens` or `training_flops`
     /// [default: the Chinchilla Figure 4 runs in tests/data/].

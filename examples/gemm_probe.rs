@@ -8,14 +8,31 @@
 #[macro_use]
 mod common;
 
-use common::{Args, die, or_die};
+use clap::Parser;
+use common::cli::GpuParser;
+use common::{die, or_die};
 use lmshape::hardware::cuda::CudaTimer;
 use lmshape::hardware::table::{TableEntry, TimingTable};
 use lmshape::hardware::{AnalyticalTimer, Dtype, Gemm, GemmTimer, GpuSpec};
 use serde_json::json;
 
-const USAGE: &str =
-    "usage: gemm_probe [--gpu NAME] [--dtype bf16|fp16|fp32|tf32] [--out table.json] [--json]";
+/// Time GEMMs with cuBLAS next to the analytical model.
+#[derive(Parser, Debug)]
+#[command(name = "gemm_probe", version, long_about = None)]
+struct Cli {
+    /// The GPU preset the analytical model describes.
+    #[arg(long, value_name = "NAME", default_value = "h200", value_parser = GpuParser)]
+    gpu: GpuSpec,
+    /// Element type: fp32, tf32, fp16, bf16 or fp8.
+    #[arg(long, value_name = "DTYPE", default_value = "bf16", value_parser = |s: &str| s.parse::<Dtype>().map_err(|e| e.to_string()))]
+    dtype: Dtype,
+    /// Write the measurements as a timing table (JSON) for the table timer.
+    #[arg(long, value_name = "PATH")]
+    out: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
 
 fn shapes(dtype: Dtype) -> Vec<Gemm> {
     let g = |m, n, k, batch| Gemm {
@@ -53,18 +70,17 @@ fn shapes(dtype: Dtype) -> Vec<Gemm> {
 }
 
 fn main() {
-    let args = Args::parse(&["gpu", "dtype", "out"], &["json"], USAGE);
-    let dtype = or_die(args.raw("dtype").unwrap_or("bf16").parse::<Dtype>());
+    let args = Cli::parse();
+    let dtype = args.dtype;
     let timer = CudaTimer::new(0).unwrap_or_else(|e| die(&format!("no GPU to probe: {e}")));
-    let gpu_name = args.raw("gpu").unwrap_or("h200");
-    let model = AnalyticalTimer::new(or_die(GpuSpec::by_name(gpu_name)));
+    let model = AnalyticalTimer::new(args.gpu.clone());
     let mut rows = Vec::new();
     for g in shapes(dtype) {
         let measured = or_die(timer.gemm_seconds(&g));
         let predicted = or_die(model.gemm_seconds(&g));
         rows.push((g, measured, predicted));
     }
-    if let Some(path) = args.raw("out") {
+    if let Some(path) = &args.out {
         let table = TimingTable {
             gpu: timer.device_name().to_string(),
             entries: rows
@@ -82,7 +98,7 @@ fn main() {
         std::fs::write(path, serde_json::to_string_pretty(&table).unwrap())
             .unwrap_or_else(|e| die(&format!("cannot write {path}: {e}")));
     }
-    if args.flag("json") {
+    if args.json {
         let out: Vec<_> = rows
             .iter()
             .map(|(g, s, p)| {

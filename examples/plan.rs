@@ -10,116 +10,222 @@
 //! --micro-batches 1,2,4 --recompute none|selective|full --zero 0..3 --sequence-parallel
 //! --memory-fraction F --law kaplan|chinchilla|besiroglu --cluster selene|jean-zay
 //! --software-efficiency F --inter-node-gbps G --table PATH (measured GEMM timings) --top N
-//! --json --report-json --svg PATH`. `--json` prints the ranked candidates as an array;
-//! `--report-json` the whole report (budget, bounds, target, counts, best per shape).
+//! --embedding-slots never|when-needed --json --report-json --svg PATH --mark H,L,A`
+//! (`--help` lists each with its default). `--json` prints the best layout of the top shapes as
+//! an array; `--report-json` the whole report (budget, bounds, target, counts, best per shape);
+//! `--svg` the decision chart, with `--mark` a shape to compare.
 
 #[macro_use]
 mod common;
 
-use common::{Args, die, gib, or_die, si};
-use lmshape::hardware::step::Cluster;
-use lmshape::hardware::{AnalyticalTimer, GemmTimer, GpuSpec, Missing, TableTimer};
+use clap::{Parser, ValueEnum};
+use common::cli::{
+    ClusterArgs, RecomputeArg, count, fraction, non_negative, parse_with_defaults, positive,
+    positive_count, share, usage_error, zero_stage,
+};
+use common::{die, gib, or_die, si};
+use lmshape::hardware::{AnalyticalTimer, GemmTimer, Missing, TableTimer};
+use lmshape::parallel::EmbeddingSlots;
 use lmshape::plan::{self, LawChoice, Plan, PlanRequest};
-use lmshape::{Architecture, Recompute, ZeroStage};
+use lmshape::{Architecture, ZeroStage};
 use serde_json::json;
 
-const USAGE: &str = "usage: plan [--gpu NAME] [--gpus N] [--gpus-per-node N] [--weeks W | --hours H] [--safety-margin F] [--mfu F] [--arch NAME] [--vocab V] [--seq-len S] [--global-batch B] [--token-floor D] [--param-cap N] [--min-params N --max-params N] [--max-head-dim D] [--head-dims A,B] [--min-aspect A] [--max-aspect B] [--tp-options 1,2,4,8] [--micro-batches 1,2,4] [--recompute full] [--zero 1] [--sequence-parallel] [--memory-fraction F] [--law kaplan|chinchilla|besiroglu] [--cluster selene|jean-zay] [--software-efficiency F] [--inter-node-gbps G] [--table PATH] [--top N] [--json] [--report-json] [--svg PATH]";
+/// The law that sets the target and predicts the loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Law {
+    /// Kaplan et al. 2020, as BigScience's 2021–22 planning used it.
+    Kaplan,
+    /// Hoffmann et al. 2022 approach 3.
+    Chinchilla,
+    /// Besiroglu et al. 2024's refit.
+    Besiroglu,
+}
+
+/// When layouts count the embeddings as pipeline slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Slots {
+    /// Layers split evenly over the pipeline.
+    Never,
+    /// BigScience's partition when the layers do not split evenly but L + 2 does.
+    WhenNeeded,
+}
+
+/// A shape to mark on the chart: `HIDDEN,LAYERS,HEADS`.
+fn mark(s: &str) -> Result<(u64, u64, u64), String> {
+    let parts: Vec<&str> = s.split(',').collect();
+    match parts.as_slice() {
+        [h, l, a] => Ok((count(h)?, count(l)?, count(a)?)),
+        _ => Err(format!(
+            "expected HIDDEN,LAYERS,HEADS such as 14336,70,112, got {s:?}"
+        )),
+    }
+}
+
+/// Plan a training run: budget → scaling-law bounds → target → every valid shape × layout →
+/// memory → speed → tokens → predicted loss → ranking (defaults: BigScience's BLOOM case).
+#[derive(Parser, Debug)]
+#[command(name = "plan", version, long_about = None, allow_negative_numbers = true)]
+struct Cli {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// GPUs to use.
+    #[arg(long, value_name = "N", default_value_t = 384, value_parser = positive_count)]
+    gpus: u64,
+    /// Weeks of wall-clock.
+    #[arg(long, value_name = "W", default_value_t = 18.0, value_parser = positive, conflicts_with = "hours")]
+    weeks: f64,
+    /// Hours of wall-clock instead of weeks.
+    #[arg(long, value_name = "H", value_parser = positive)]
+    hours: Option<f64>,
+    /// Share of the wall-clock held back for failures and restarts.
+    #[arg(long, value_name = "F", default_value_t = 0.1, value_parser = fraction)]
+    safety_margin: f64,
+    /// MFU assumed to turn the budget into FLOPs for the laws.
+    #[arg(long, value_name = "U", default_value_t = 0.4, value_parser = share)]
+    mfu: f64,
+    /// Architecture family (bloom, gpt2, llama, ...).
+    #[arg(long, value_name = "NAME", default_value = "bloom")]
+    arch: String,
+    /// Vocabulary.
+    #[arg(long, value_name = "V", default_value_t = 250880, value_parser = positive_count)]
+    vocab: u64,
+    /// Sequence length.
+    #[arg(long, value_name = "S", default_value_t = 2048, value_parser = positive_count)]
+    seq_len: u64,
+    /// Sequences per step.
+    #[arg(long, value_name = "B", default_value_t = 2048, value_parser = positive_count)]
+    global_batch: u64,
+    /// Train on at least this many tokens (`none` for no floor).
+    #[arg(long, value_name = "D", default_value = "350e9", value_parser = token_floor)]
+    token_floor: TokenFloor,
+    /// At most this many parameters.
+    #[arg(long, value_name = "N", value_parser = positive)]
+    param_cap: Option<f64>,
+    /// Search from this many parameters (with --max-params; in the law's count).
+    #[arg(long, value_name = "N", requires = "max_params", value_parser = count)]
+    min_params: Option<u64>,
+    /// Search up to this many parameters (with --min-params).
+    #[arg(long, value_name = "N", requires = "min_params", value_parser = count)]
+    max_params: Option<u64>,
+    /// Reject shapes with heads larger than this ("heads too large").
+    #[arg(long, value_name = "D", default_value_t = 128, value_parser = positive_count)]
+    max_head_dim: u64,
+    /// Head sizes enumerated [default: 64..256 in steps of 16].
+    #[arg(long, value_name = "A,B,..", value_delimiter = ',', value_parser = positive_count)]
+    head_dims: Option<Vec<u64>>,
+    /// Smallest aspect ratio hidden / layers [default: that of published ≥60B models].
+    #[arg(long, value_name = "A", value_parser = non_negative)]
+    min_aspect: Option<f64>,
+    /// Largest aspect ratio [default: that of published ≥60B models].
+    #[arg(long, value_name = "B", value_parser = non_negative)]
+    max_aspect: Option<f64>,
+    /// Tensor-parallel degrees tried.
+    #[arg(long, value_name = "1,2,..", value_delimiter = ',', default_value = "1,2,4,8", value_parser = positive_count)]
+    tp_options: Vec<u64>,
+    /// Micro-batches tried.
+    #[arg(long, value_name = "1,2,..", value_delimiter = ',', default_value = "1,2,4", value_parser = positive_count)]
+    micro_batches: Vec<u64>,
+    /// Activation recomputation of every layout.
+    #[arg(long, value_enum, default_value_t = RecomputeArg::Full)]
+    recompute: RecomputeArg,
+    /// ZeRO stage of every layout (0–3).
+    #[arg(long, value_name = "STAGE", default_value = "1", value_parser = zero_stage)]
+    zero: ZeroStage,
+    /// Sequence parallelism.
+    #[arg(long)]
+    sequence_parallel: bool,
+    /// Embedding pipeline slots.
+    #[arg(long, value_enum, default_value_t = Slots::WhenNeeded)]
+    embedding_slots: Slots,
+    /// Share of GPU memory the estimate may use.
+    #[arg(long, value_name = "F", default_value_t = 0.9, value_parser = share)]
+    memory_fraction: f64,
+    /// The law that sets the target and predicts the loss.
+    #[arg(long, value_enum, default_value_t = Law::Kaplan)]
+    law: Law,
+    /// Measured GEMM timings (JSON, as gemm_probe writes) instead of the analytical model.
+    #[arg(long, value_name = "PATH")]
+    table: Option<String>,
+    /// Shapes shown (and printed by --json).
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = count)]
+    top: u64,
+    /// Print the ranked candidates as JSON.
+    #[arg(long, conflicts_with = "report_json")]
+    json: bool,
+    /// Print the whole report as JSON.
+    #[arg(long)]
+    report_json: bool,
+    /// Draw the decision chart to this SVG file.
+    #[arg(long, value_name = "PATH")]
+    svg: Option<String>,
+    /// A shape to compare on the chart: HIDDEN,LAYERS,HEADS (e.g. BigScience's 14336,70,112).
+    #[arg(long, value_name = "H,L,A", value_parser = mark)]
+    mark: Option<(u64, u64, u64)>,
+}
+
+/// A token floor, or none.
+#[derive(Debug, Clone, Copy)]
+struct TokenFloor(Option<f64>);
+
+fn token_floor(s: &str) -> Result<TokenFloor, String> {
+    match s {
+        "none" => Ok(TokenFloor(None)),
+        other => positive(other).map(|x| TokenFloor(Some(x))),
+    }
+}
 
 fn main() {
-    let args = Args::parse(
-        &[
-            "gpu",
-            "gpus",
-            "gpus-per-node",
-            "weeks",
-            "hours",
-            "safety-margin",
-            "mfu",
-            "arch",
-            "vocab",
-            "seq-len",
-            "global-batch",
-            "token-floor",
-            "param-cap",
-            "min-params",
-            "max-params",
-            "max-head-dim",
-            "head-dims",
-            "min-aspect",
-            "max-aspect",
-            "tp-options",
-            "micro-batches",
-            "recompute",
-            "zero",
-            "memory-fraction",
-            "law",
-            "cluster",
-            "software-efficiency",
-            "table",
-            "top",
-            "svg",
-            "inter-node-gbps",
-        ],
-        &["json", "report-json", "sequence-parallel"],
-        USAGE,
-    );
+    let args: Cli = parse_with_defaults(&[]);
     let mut req = PlanRequest::bloom_reference();
-    let gpu = or_die(GpuSpec::by_name(args.raw("gpu").unwrap_or("a100-80gb")));
-    req.cluster = match args.raw("cluster").unwrap_or("selene") {
-        "selene" | "dgx" => Cluster::reference_node(gpu),
-        "jean-zay" | "jean_zay" => Cluster::dgx(gpu, 50e9),
-        other => die(&format!("unknown --cluster {other:?}")),
-    };
-    if let Some(g) = args.opt::<f64>("inter-node-gbps") {
-        req.cluster.inter_node_bytes_per_s = g * 1e9 / 8.0;
-    }
-    req.cluster.gpus_per_node = args.get_u64("gpus-per-node", 8);
-    req.cluster.software_efficiency = args.get("software-efficiency", 1.0);
-    req.gpus = args.get_u64("gpus", req.gpus);
-    req.hours = match (args.opt::<f64>("hours"), args.opt::<f64>("weeks")) {
-        (Some(h), _) => h,
-        (None, Some(w)) => w * 7.0 * 24.0,
-        (None, None) => req.hours,
-    };
-    req.safety_margin = args.get("safety-margin", req.safety_margin);
-    req.assumed_mfu = args.get("mfu", req.assumed_mfu);
-    if let Some(a) = args.raw("arch") {
-        req.arch = or_die(Architecture::by_name(a));
-    }
-    req.vocab_size = args.get_u64("vocab", req.vocab_size);
-    req.seq_len = args.get_u64("seq-len", req.seq_len);
-    req.global_batch = args.get_u64("global-batch", req.global_batch);
-    req.token_floor = match args.raw("token-floor") {
-        Some("none") => None,
-        Some(_) => args.opt("token-floor"),
-        None => req.token_floor,
-    };
-    req.param_cap = args.opt("param-cap");
-    if let (Some(lo), Some(hi)) = (args.opt_u64("min-params"), args.opt_u64("max-params")) {
+    req.cluster = args.cluster.cluster();
+    req.gpus = args.gpus;
+    req.hours = args.hours.unwrap_or(args.weeks * 7.0 * 24.0);
+    req.safety_margin = args.safety_margin;
+    req.assumed_mfu = args.mfu;
+    req.arch = or_die(Architecture::by_name(&args.arch));
+    req.vocab_size = args.vocab;
+    req.seq_len = args.seq_len;
+    req.global_batch = args.global_batch;
+    req.token_floor = args.token_floor.0;
+    req.param_cap = args.param_cap;
+    if let (Some(lo), Some(hi)) = (args.min_params, args.max_params) {
+        if lo > hi {
+            usage_error::<Cli>(format!("--min-params {lo} is above --max-params {hi}"));
+        }
         req.param_range = Some((lo, hi));
     }
-    req.max_head_dim = args.get_u64("max-head-dim", req.max_head_dim);
-    if let Some(h) = args.opt_list("head-dims") {
-        req.head_dims = h;
+    req.max_head_dim = args.max_head_dim;
+    if let Some(h) = &args.head_dims {
+        req.head_dims = h.clone();
     }
     req.aspect_ratio_range = (
-        args.get("min-aspect", req.aspect_ratio_range.0),
-        args.get("max-aspect", req.aspect_ratio_range.1),
+        args.min_aspect.unwrap_or(req.aspect_ratio_range.0),
+        args.max_aspect.unwrap_or(req.aspect_ratio_range.1),
     );
-    if let Some(t) = args.opt_list("tp-options") {
-        req.tp_options = t;
+    if req.aspect_ratio_range.0 > req.aspect_ratio_range.1 {
+        usage_error::<Cli>(format!(
+            "the aspect window is empty: --min-aspect {} is above --max-aspect {}",
+            req.aspect_ratio_range.0, req.aspect_ratio_range.1
+        ));
     }
-    if let Some(m) = args.opt_list("micro-batches") {
-        req.micro_batches = m;
-    }
-    req.recompute = or_die(args.raw("recompute").unwrap_or("full").parse::<Recompute>());
-    req.zero = or_die(ZeroStage::from_number(args.get_u64("zero", 1)));
-    req.sequence_parallel = args.flag("sequence-parallel");
-    req.memory_fraction = args.get("memory-fraction", req.memory_fraction);
-    req.law = or_die(args.raw("law").unwrap_or("kaplan").parse::<LawChoice>());
+    req.tp_options = args.tp_options.clone();
+    req.micro_batches = args.micro_batches.clone();
+    req.recompute = args.recompute.into();
+    req.zero = args.zero;
+    req.sequence_parallel = args.sequence_parallel;
+    req.embedding_slots = match args.embedding_slots {
+        Slots::Never => EmbeddingSlots::Never,
+        Slots::WhenNeeded => EmbeddingSlots::WhenLayersDoNotDivide,
+    };
+    req.memory_fraction = args.memory_fraction;
+    req.law = match args.law {
+        Law::Kaplan => LawChoice::Kaplan,
+        Law::Chinchilla => LawChoice::Chinchilla,
+        Law::Besiroglu => LawChoice::Besiroglu,
+    };
 
     let analytical = AnalyticalTimer::new(req.cluster.gpu.clone());
-    let table = args.raw("table").map(|path| {
+    let table = args.table.as_deref().map(|path| {
         let text = std::fs::read_to_string(path)
             .unwrap_or_else(|e| die(&format!("cannot read {path}: {e}")));
         or_die(TableTimer::from_json(&text, Missing::ScaleNearest))
@@ -132,13 +238,13 @@ fn main() {
     let result = or_die(plan::plan(&req, timer));
     let seconds = started.elapsed().as_secs_f64();
 
-    if let Some(path) = args.raw("svg") {
-        if let Err(e) = write_svg(path, &result) {
+    if let Some(path) = &args.svg {
+        if let Err(e) = write_svg(path, &result, args.mark) {
             die(&format!("cannot write {path}: {e}"));
         }
     }
-    let top = args.get_u64("top", 10) as usize;
-    if args.flag("report-json") {
+    let top = usize::try_from(args.top).unwrap_or(usize::MAX);
+    if args.report_json {
         let out = json!({
             "request": req,
             "budget": result.budget,
@@ -156,10 +262,12 @@ fn main() {
         outln!("{}", serde_json::to_string_pretty(&out).unwrap());
         return;
     }
-    if args.flag("json") {
+    if args.json {
+        // The best layout of each of the top shapes, as the table shows them.
         let out: Vec<_> = result
-            .candidates
+            .best_per_shape()
             .iter()
+            .take(top)
             .map(|c| {
                 json!({
                     "hidden_size": c.shape.model.hidden_size,
@@ -194,13 +302,14 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
     let b = &p.budget;
     outln!("== budget");
     outln!(
-        "{} × {} for {:.0} h ({:.1} weeks), {:.0}% held back: {} GPU-hours, {:.0} usable hours",
+        "{} × {} for {:.0} h ({:.1} weeks) = {} GPU-hours; {:.0}% held back: {} GPU-hours ({:.0} h) to train",
         req.gpus,
         req.cluster.gpu.name,
         req.hours,
         req.hours / 168.0,
-        req.safety_margin * 100.0,
         si(b.gpu_hours),
+        req.safety_margin * 100.0,
+        si(b.usable_gpu_hours),
         b.usable_hours
     );
     outln!(
@@ -224,21 +333,39 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
         "  (Kaplan's N_opt and D_opt are separate published fits: 6·N·D = 1.81 × the budget, not 1 ×;\n   its D comes from the critical-batch fit. Constraints move along C = 6ND.)"
     );
     outln!("\n== target");
+    let basis = match req.law.size_basis() {
+        lmshape::flops::ParamBasis::NonEmbedding => "non-embedding",
+        lmshape::flops::ParamBasis::Total => "total",
+    };
+    let on_curve = |n: f64| b.compute_flops / (6.0 * n);
     outln!(
-        "law {:?}; token floor {}: target {} {} params (binding: {:?}); searching {} .. {}",
+        "{} law, token floor {}: target {} {basis} params, trained on C/6N = {} tokens ({})",
         req.law,
         req.token_floor.map_or("none".into(), si),
         si(p.target_params),
-        match req.law.size_basis() {
-            lmshape::flops::ParamBasis::NonEmbedding => "non-embedding",
-            lmshape::flops::ParamBasis::Total => "total",
-        },
-        p.target_binding,
+        si(on_curve(p.target_params)),
+        p.target_binding
+    );
+    if p.target_binding != lmshape::scaling::Binding::None {
+        let optimal = match req.law {
+            LawChoice::Kaplan => p.bounds.kaplan.params,
+            LawChoice::Chinchilla => p.bounds.chinchilla_approach3.params,
+            LawChoice::Besiroglu => p.bounds.besiroglu.params,
+            LawChoice::Fitted(_) => p.target_params,
+        };
+        outln!(
+            "  (the law's optimum, {} params, would train on C/6N = {} tokens)",
+            si(optimal),
+            si(on_curve(optimal))
+        );
+    }
+    outln!(
+        "searching {} .. {} {basis} params",
         si(p.param_range.0 as f64),
         si(p.param_range.1 as f64)
     );
     outln!(
-        "shapes: aspect ratio {:.0}..{:.0} (published large models), head dims ≤ {} accepted; layouts: tp {:?} (≤ {} per node), every pp, micro-batch {:?}, recompute {:?}, ZeRO {}",
+        "shapes: aspect ratio {:.0}..{:.0} (published large models), head dims ≤ {} accepted; layouts: tp {:?} (≤ {} per node), every pp, micro-batch {:?}, recompute {}, ZeRO {}",
         req.aspect_ratio_range.0,
         req.aspect_ratio_range.1,
         req.max_head_dim,
@@ -256,28 +383,37 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
         timer.describe(),
         p.candidates.len()
     );
-    outln!("\n== top {top} (best layout per shape)");
-    outln!(
-        "{:>3} {:>6} {:>6} {:>5} {:>4} {:>3} {:>3} {:>3} {:>3} {:>8} {:>10} {:>7} {:>6} {:>9} {:>8}",
-        "#",
-        "layers",
-        "hidden",
-        "heads",
-        "hdim",
-        "tp",
-        "pp",
-        "dp",
-        "mb",
-        "params",
-        "mem/GPU",
-        "TFLOPs",
-        "MFU%",
-        "tokens",
-        "loss"
-    );
-    for (i, c) in p.best_per_shape().iter().take(top).enumerate() {
+    let best = p.best_per_shape();
+    if best.is_empty() {
+        outln!("\n== no feasible shape: the rejection reasons follow");
+    } else {
         outln!(
-            "{:>3} {:>6} {:>6} {:>5} {:>4} {:>3} {:>3} {:>3} {:>3} {:>8} {:>10} {:>7.1} {:>6.1} {:>9} {:>8.4}",
+            "\n== top {} of {} shapes (best layout of each)",
+            top.min(best.len()),
+            best.len()
+        );
+        outln!(
+            "{:>3} {:>6} {:>6} {:>5} {:>4} {:>3} {:>4} {:>5} {:>3} {:>9} {:>13} {:>11} {:>6} {:>9} {:>8}",
+            "#",
+            "layers",
+            "hidden",
+            "heads",
+            "hdim",
+            "tp",
+            "pp",
+            "dp",
+            "mb",
+            "params",
+            "memory/GPU",
+            "TFLOP/s/GPU",
+            "MFU %",
+            "tokens",
+            "loss"
+        );
+    }
+    for (i, c) in best.iter().take(top).enumerate() {
+        outln!(
+            "{:>3} {:>6} {:>6} {:>5} {:>4} {:>3} {:>4} {:>5} {:>3} {:>9} {:>13} {:>11.1} {:>6.1} {:>9} {:>8.4}",
             i + 1,
             c.shape.model.num_layers,
             c.shape.model.hidden_size,
@@ -343,36 +479,60 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
 
 /// Predicted loss against size, feasible candidates (best layout per shape), the
 /// recommendation marked.
-fn write_svg(path: &str, p: &Plan) -> Result<(), Box<dyn std::error::Error>> {
+/// The decision chart: left, predicted loss against size for the best layout of each shape,
+/// coloured by predicted TFLOP/s per GPU, with the recommendation, the best shape of each
+/// hidden size and an optional marked shape; right, predicted TFLOP/s per GPU against hidden
+/// size, where the steps of tile and wave quantization show.
+fn write_svg(
+    path: &str,
+    p: &Plan,
+    mark: Option<(u64, u64, u64)>,
+) -> Result<(), Box<dyn std::error::Error>> {
     use plotters::prelude::*;
-    let pts: Vec<(f64, f64)> = p
-        .best_per_shape()
-        .iter()
-        .map(|c| (c.shape.params as f64 / 1e9, c.predicted_loss))
-        .collect();
-    let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
+    let shapes = p.best_per_shape();
+    let root = SVGBackend::new(path, (1400, 620)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (x0, x1) = pts
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-            (a.min(p.0), b.max(p.0))
-        });
-    let (y0, y1) = pts
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-            (a.min(p.1), b.max(p.1))
-        });
-    let (x0, x1, y0, y1) = if pts.is_empty() {
-        (0.0, 1.0, 0.0, 1.0)
-    } else {
-        (x0 * 0.98, x1 * 1.02, y0 - 0.001, y1 + 0.001)
+    let (left, right) = root.split_horizontally(800);
+    let span = |xs: &mut dyn Iterator<Item = f64>| {
+        xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+            (a.min(x), b.max(x))
+        })
     };
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "lmshape plan: predicted loss of feasible shapes (best layout each)",
+    let (x0, x1) = span(&mut shapes.iter().map(|c| c.shape.params as f64 / 1e9));
+    let (y0, y1) = span(&mut shapes.iter().map(|c| c.predicted_loss));
+    let (t0, t1) = span(&mut shapes.iter().map(|c| c.step.tflops_per_gpu));
+    let (h0, h1) = span(&mut shapes.iter().map(|c| c.shape.model.hidden_size as f64));
+    if shapes.is_empty() {
+        root.draw(&Text::new(
+            "no feasible candidate: see the rejection reasons in the report",
+            (40, 40),
             ("sans-serif", 20),
+        ))?;
+        root.present()?;
+        return Ok(());
+    }
+    // Slow (blue) to fast (red).
+    let colour = |t: f64| {
+        let f = if t1 > t0 { (t - t0) / (t1 - t0) } else { 1.0 };
+        HSLColor(0.66 * (1.0 - f), 0.8, 0.45)
+    };
+    let pad = |a: f64, b: f64| {
+        let d = (b - a).abs().max(1e-9) * 0.05;
+        (a - d, b + d)
+    };
+    let (x0, x1) = pad(x0, x1);
+    let (y0, y1) = pad(y0, y1);
+    let mut chart = ChartBuilder::on(&left)
+        .caption(
+            format!(
+                "predicted loss of {} feasible shapes (best layout each), colour: TFLOP/s per GPU {:.0}..{:.0}",
+                shapes.len(),
+                t0,
+                t1
+            ),
+            ("sans-serif", 16),
         )
-        .margin(20)
+        .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(70)
         .build_cartesian_2d(x0..x1, y0..y1)?;
@@ -381,29 +541,111 @@ fn write_svg(path: &str, p: &Plan) -> Result<(), Box<dyn std::error::Error>> {
         .x_desc("parameters (billions)")
         .y_desc("predicted loss")
         .draw()?;
+    chart.draw_series(shapes.iter().map(|c| {
+        Circle::new(
+            (c.shape.params as f64 / 1e9, c.predicted_loss),
+            3,
+            colour(c.step.tflops_per_gpu).filled(),
+        )
+    }))?;
+    // The best shape of each hidden size (the first, as candidates are ranked).
+    let mut seen = std::collections::HashSet::new();
+    let per_width: Vec<_> = shapes
+        .iter()
+        .filter(|c| seen.insert(c.shape.model.hidden_size))
+        .collect();
     chart
-        .draw_series(
-            pts.iter()
-                .map(|&(x, y)| Circle::new((x, y), 3, BLUE.mix(0.5).filled())),
-        )?
-        .label("feasible shape")
-        .legend(|(x, y)| Circle::new((x, y), 3, BLUE.filled()));
+        .draw_series(per_width.iter().map(|c| {
+            Circle::new(
+                (c.shape.params as f64 / 1e9, c.predicted_loss),
+                6,
+                BLACK.stroke_width(1),
+            )
+        }))?
+        .label("best shape of its hidden size")
+        .legend(|(x, y)| Circle::new((x, y), 5, BLACK.stroke_width(1)));
     if let Some(best) = p.best() {
         let b = (best.shape.params as f64 / 1e9, best.predicted_loss);
         chart
-            .draw_series(std::iter::once(Circle::new(b, 8, RED.filled())))?
+            .draw_series(std::iter::once(TriangleMarker::new(b, 10, RED.filled())))?
             .label(format!(
-                "recommended: {} layers × {} hidden",
-                best.shape.model.num_layers, best.shape.model.hidden_size
+                "recommended: {} layers × {} hidden, {} heads ({:.0} TFLOP/s)",
+                best.shape.model.num_layers,
+                best.shape.model.hidden_size,
+                best.shape.model.num_heads,
+                best.step.tflops_per_gpu
             ))
-            .legend(|(x, y)| Circle::new((x, y), 6, RED.filled()));
+            .legend(|(x, y)| TriangleMarker::new((x, y), 8, RED.filled()));
+    }
+    let marked = mark.and_then(|(h, l, a)| {
+        shapes.iter().find(|c| {
+            (
+                c.shape.model.hidden_size,
+                c.shape.model.num_layers,
+                c.shape.model.num_heads,
+            ) == (h, l, a)
+        })
+    });
+    if let Some(m) = marked {
+        let pt = (m.shape.params as f64 / 1e9, m.predicted_loss);
+        chart
+            .draw_series(std::iter::once(Cross::new(pt, 9, BLACK.stroke_width(3))))?
+            .label(format!(
+                "marked: {} layers × {} hidden, {} heads ({:.0} TFLOP/s)",
+                m.shape.model.num_layers,
+                m.shape.model.hidden_size,
+                m.shape.model.num_heads,
+                m.step.tflops_per_gpu
+            ))
+            .legend(|(x, y)| Cross::new((x, y), 6, BLACK.stroke_width(2)));
     }
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8))
+        .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()?;
+    // Right panel: speed against width.
+    let (h0, h1) = pad(h0, h1);
+    let (t0p, t1p) = pad(t0, t1);
+    let mut speed = ChartBuilder::on(&right)
+        .caption(
+            "predicted TFLOP/s per GPU by hidden size (tile and wave quantization)",
+            ("sans-serif", 16),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(h0..h1, t0p..t1p)?;
+    speed
+        .configure_mesh()
+        .x_desc("hidden size")
+        .y_desc("TFLOP/s per GPU")
+        .draw()?;
+    speed.draw_series(shapes.iter().map(|c| {
+        Circle::new(
+            (c.shape.model.hidden_size as f64, c.step.tflops_per_gpu),
+            3,
+            colour(c.step.tflops_per_gpu).filled(),
+        )
+    }))?;
+    if let Some(best) = p.best() {
+        speed.draw_series(std::iter::once(TriangleMarker::new(
+            (
+                best.shape.model.hidden_size as f64,
+                best.step.tflops_per_gpu,
+            ),
+            10,
+            RED.filled(),
+        )))?;
+    }
+    if let Some(m) = marked {
+        speed.draw_series(std::iter::once(Cross::new(
+            (m.shape.model.hidden_size as f64, m.step.tflops_per_gpu),
+            9,
+            BLACK.stroke_width(3),
+        )))?;
+    }
     root.present()?;
     Ok(())
 }

@@ -1,111 +1,167 @@
-//! Predict a training step: seconds, TFLOP/s per GPU (Megatron eq. 3), MFU, tokens per second
-//! and days for a token budget, with a breakdown.
+//! Predict a training step: seconds, TFLOP/s per GPU (Megatron eq. 3 accounting), MFU, tokens
+//! per second and days for a token budget, with a breakdown, and whether the layout fits in
+//! the GPU's memory.
 //!
-//! `cargo run --release --example throughput -- [--config PATH | --arch bloom --hidden H
-//! --layers L --heads A --vocab V] --seq-len S --tp N --pp N --dp N --micro-batch N
-//! --global-batch N --recompute full --gpu a100-80gb [--cluster selene|jean-zay]
-//! [--gpus-per-node 8] [--inter-node-gbps G] [--software-efficiency F] [--sequence-parallel]
-//! [--zero 0..3] [--embedding-slots] [--flash] [--no-dropout] [--tokens T] [--json]`.
-//! Defaults: BLOOM-176B as BigScience launched it (tp 4, pp 12, dp 8, micro-batch 2, global
-//! batch 2048, full recomputation) on a Selene-class A100 80GB cluster.
+//! `cargo run --release --example throughput -- [--config PATH | --preset NAME | --arch NAME
+//! --hidden H --layers L --heads A --vocab V --ffn F [--kv-heads K --head-dim D]] [--seq-len S]
+//! [--tp N --pp N --dp N --micro-batch N --global-batch N --recompute full ...] [--gpu NAME]
+//! [--cluster selene|jean-zay] [--tokens T] [--json]`. Without a model: BLOOM-176B as
+//! BigScience launched it (tp 4, pp 12 with embedding slots, dp 8, micro-batch 2, global batch
+//! 2048, full recomputation, ZeRO-1) on a Selene-class A100 80GB cluster.
 
 #[macro_use]
 mod common;
 
-use common::{Args, die, load_config, or_die, si};
-use lmshape::hardware::step::{self, Cluster, StepOptions};
-use lmshape::hardware::{AnalyticalTimer, GpuSpec};
-use lmshape::{Architecture, ParallelLayout, Recompute, Transformer, ZeroStage};
+use clap::Parser;
+use common::cli::{
+    ClusterArgs, LayoutArgs, SetupArgs, parse_with_defaults, positive, positive_count, usage_error,
+};
+use common::{gib, load_config, or_die, si};
+use lmshape::hardware::AnalyticalTimer;
+use lmshape::hardware::step::{self, StepOptions};
+use lmshape::{Architecture, Transformer};
 use serde_json::json;
 
-const USAGE: &str = "usage: throughput [--config PATH | --arch NAME --hidden H --layers L --heads A --vocab V] [--seq-len S] [--tp N] [--pp N] [--dp N] [--micro-batch N] [--global-batch N] [--recompute none|selective|full] [--gpu NAME] [--cluster selene|jean-zay] [--gpus-per-node N] [--inter-node-gbps G] [--software-efficiency F] [--sequence-parallel] [--zero 0..3] [--embedding-slots] [--flash] [--no-dropout] [--tokens T] [--json]";
+/// The share of the card the memory estimate may fill, as the planner holds it (the rest
+/// covers what the estimate leaves out: CUDA context, allocator, communication buffers).
+const MEMORY_FRACTION: f64 = 0.9;
+
+/// Predicted step time, TFLOP/s per GPU, MFU and days of a model on a layout.
+#[derive(Parser, Debug)]
+#[command(name = "throughput", version, long_about = None, allow_negative_numbers = true)]
+struct Cli {
+    /// A Hugging Face config.json.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["preset", "arch"])]
+    config: Option<String>,
+    /// A named preset (e.g. bloom-176b, gpt3-175b).
+    #[arg(long, value_name = "NAME", conflicts_with = "arch")]
+    preset: Option<String>,
+    /// Architecture family of a shape given by flags (gpt2, bloom, llama, ...); needs --hidden,
+    /// --layers, --heads, --vocab and --ffn.
+    #[arg(long, value_name = "NAME")]
+    arch: Option<String>,
+    /// Hidden size (with --arch).
+    #[arg(long, value_name = "H", value_parser = positive_count)]
+    hidden: Option<u64>,
+    /// Layers (with --arch).
+    #[arg(long, value_name = "L", value_parser = positive_count)]
+    layers: Option<u64>,
+    /// Attention heads (with --arch).
+    #[arg(long, value_name = "A", value_parser = positive_count)]
+    heads: Option<u64>,
+    /// Vocabulary (with --arch).
+    #[arg(long, value_name = "V", value_parser = positive_count)]
+    vocab: Option<u64>,
+    /// FFN width (with --arch; a gated MLP has three matrices of it).
+    #[arg(long, value_name = "F", value_parser = positive_count)]
+    ffn: Option<u64>,
+    /// Key/value heads (with --arch) [default: --heads].
+    #[arg(long, value_name = "K", value_parser = positive_count)]
+    kv_heads: Option<u64>,
+    /// Head width (with --arch) [default: hidden / heads].
+    #[arg(long, value_name = "D", value_parser = positive_count)]
+    head_dim: Option<u64>,
+    /// Tokens per sequence.
+    #[arg(long, value_name = "S", default_value_t = 2048, value_parser = positive_count)]
+    seq_len: u64,
+    #[command(flatten)]
+    layout: LayoutArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    setup: SetupArgs,
+    /// Tokens to train on, for the days.
+    #[arg(long, value_name = "T", default_value_t = 350e9, value_parser = positive)]
+    tokens: f64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The model the flags describe: a config, a preset, a full set of shape flags, or BLOOM-176B.
+fn model_of(args: &Cli) -> Transformer {
+    if let Some(path) = &args.config {
+        return load_config(path);
+    }
+    if let Some(name) = &args.preset {
+        return or_die(lmshape::presets::by_name(name));
+    }
+    let shape = [
+        ("--hidden", args.hidden),
+        ("--layers", args.layers),
+        ("--heads", args.heads),
+        ("--vocab", args.vocab),
+        ("--ffn", args.ffn),
+    ];
+    let any_shape = args.arch.is_some()
+        || shape.iter().any(|(_, v)| v.is_some())
+        || args.kv_heads.is_some()
+        || args.head_dim.is_some();
+    if !any_shape {
+        return or_die(lmshape::presets::by_name("bloom-176b"));
+    }
+    let mut missing: Vec<&str> = shape
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(n, _)| *n)
+        .collect();
+    if args.arch.is_none() {
+        missing.insert(0, "--arch");
+    }
+    if !missing.is_empty() {
+        usage_error::<Cli>(format!(
+            "a shape given by flags needs every one of --arch, --hidden, --layers, --heads, --vocab and --ffn; missing {}",
+            missing.join(", ")
+        ));
+    }
+    let (d, heads) = (args.hidden.unwrap_or(0), args.heads.unwrap_or(0));
+    let arch = or_die(Architecture::by_name(args.arch.as_deref().unwrap_or("")));
+    or_die(Transformer::new(
+        args.vocab.unwrap_or(0),
+        d,
+        args.layers.unwrap_or(0),
+        heads,
+        args.kv_heads.unwrap_or(heads),
+        args.head_dim.unwrap_or(d / heads.max(1)),
+        args.ffn.unwrap_or(0),
+        args.seq_len,
+        arch,
+    ))
+}
 
 fn main() {
-    let args = Args::parse(
-        &[
-            "config",
-            "arch",
-            "hidden",
-            "layers",
-            "heads",
-            "vocab",
-            "seq-len",
-            "tp",
-            "pp",
-            "dp",
-            "micro-batch",
-            "global-batch",
-            "recompute",
-            "gpu",
-            "cluster",
-            "gpus-per-node",
-            "inter-node-gbps",
-            "software-efficiency",
-            "zero",
-            "tokens",
-        ],
-        &[
-            "json",
-            "sequence-parallel",
-            "embedding-slots",
-            "flash",
-            "no-dropout",
-        ],
-        USAGE,
-    );
-    let model: Transformer = match args.raw("config") {
-        Some(path) => load_config(path),
-        None => or_die(Transformer::standard(
-            args.get_u64("vocab", 250880),
-            args.get_u64("hidden", 14336),
-            args.get_u64("layers", 70),
-            args.get_u64("heads", 112),
-            args.get_u64("seq-len", 2048),
-            or_die(Architecture::by_name(args.raw("arch").unwrap_or("bloom"))),
-        )),
-    };
-    let default_bloom = args.raw("config").is_none() && args.raw("layers").is_none();
-    let layout = ParallelLayout {
-        tp: args.get_u64("tp", 4),
-        pp: args.get_u64("pp", 12),
-        dp: args.get_u64("dp", 8),
-        micro_batch: args.get_u64("micro-batch", 2),
-        global_batch: args.get_u64("global-batch", 2048),
-        seq_len: args.get_u64("seq-len", 2048),
-        recompute: or_die(args.raw("recompute").unwrap_or("full").parse::<Recompute>()),
-        sequence_parallel: args.flag("sequence-parallel"),
-        zero: or_die(ZeroStage::from_number(args.get_u64("zero", 0))),
-        embedding_pipeline_slots: args.flag("embedding-slots") || default_bloom,
-        ..ParallelLayout::default()
-    };
-    let gpu = or_die(GpuSpec::by_name(args.raw("gpu").unwrap_or("a100-80gb")));
-    let mut cluster = match args.raw("cluster").unwrap_or("selene") {
-        "selene" | "dgx" => Cluster::reference_node(gpu.clone()),
-        "jean-zay" | "jean_zay" => Cluster::dgx(gpu.clone(), 50e9),
-        other => die(&format!("unknown --cluster {other:?} (selene, jean-zay)")),
-    };
-    cluster.gpus_per_node = args.get_u64("gpus-per-node", cluster.gpus_per_node);
-    if let Some(g) = args.opt::<f64>("inter-node-gbps") {
-        cluster.inter_node_bytes_per_s = g * 1e9 / 8.0;
-    }
-    cluster.software_efficiency = args.get("software-efficiency", cluster.software_efficiency);
+    // BigScience's launch layout unless the flags say otherwise.
+    let args: Cli = parse_with_defaults(&[
+        ("tp", "4"),
+        ("pp", "12"),
+        ("dp", "8"),
+        ("micro_batch", "2"),
+        ("global_batch", "2048"),
+        ("recompute", "full"),
+        ("zero", "1"),
+    ]);
+    let model = model_of(&args);
+    let bloom_default = args.config.is_none() && args.preset.is_none() && args.arch.is_none();
+    let mut layout = args.layout.layout(args.seq_len);
+    layout.embedding_pipeline_slots |= bloom_default;
+    let cluster = args.cluster.cluster();
     let opts = StepOptions {
-        memory: lmshape::MemoryOptions {
-            attention: if args.flag("flash") {
-                lmshape::memory::AttentionKernel::Flash
-            } else {
-                lmshape::memory::AttentionKernel::Standard
-            },
-            dropout: !args.flag("no-dropout"),
-            ..lmshape::MemoryOptions::default()
-        },
+        memory: args.setup.memory_options(lmshape::MemoryOptions::default()),
         ..StepOptions::default()
     };
-    let timer = AnalyticalTimer::new(gpu);
+    let timer = AnalyticalTimer::new(cluster.gpu.clone());
+    let memory = or_die(lmshape::memory::training_memory(
+        &model,
+        &layout,
+        &opts.memory,
+    ));
+    let memory_bytes = memory.peak.total_bytes;
+    let capacity = cluster.gpu.memory_bytes;
+    let fits = memory_bytes as f64 <= capacity as f64 * MEMORY_FRACTION;
     let s = or_die(step::step_time(&model, &layout, &cluster, &timer, &opts));
-    let tokens: f64 = args.get("tokens", 350e9);
+    let tokens = args.tokens;
     let b = &s.breakdown;
-    if args.flag("json") {
+    if args.json {
         let out = json!({
             "step_seconds": s.step_seconds,
             "tflops_per_gpu": s.tflops_per_gpu,
@@ -120,12 +176,16 @@ fn main() {
             "model": model,
             "layout": layout,
             "timer": lmshape::hardware::GemmTimer::describe(&timer),
+            "memory_bytes_per_gpu": memory_bytes,
+            "memory_capacity_bytes": capacity,
+            "memory_fits": fits,
+            "recompute": layout.recompute,
         });
         outln!("{}", serde_json::to_string_pretty(&out).unwrap());
         return;
     }
     outln!(
-        "{} params: {} layers × {} hidden, {} heads; tp {} pp {} dp {} ({} GPUs), micro-batch {}, global batch {}, seq {}, recompute {:?}",
+        "{} params: {} layers × {} hidden, {} heads; tp {} × pp {} × dp {} ({} GPUs), micro-batch {}, global batch {}, sequence {}, recompute {}",
         si(or_die(model.total_params()) as f64),
         model.num_layers,
         model.hidden_size,
@@ -141,13 +201,28 @@ fn main() {
     );
     outln!("timer: {}", lmshape::hardware::GemmTimer::describe(&timer));
     outln!(
-        "step {:.2} s, {:.1} TFLOP/s per GPU (Megatron eq. 3), MFU {:.1}%, {:.0} tokens/s, {:.1} days for {} tokens",
+        "memory: {} on the most loaded GPU ({} stage) of {} — {}",
+        gib(memory_bytes),
+        memory.peak.stage,
+        gib(capacity),
+        if fits {
+            format!("fits within {:.0}% of the card", MEMORY_FRACTION * 100.0)
+        } else {
+            format!(
+                "does not fit in {:.0}% of the card: this layout cannot run (try more tp/pp, ZeRO or recomputation)",
+                MEMORY_FRACTION * 100.0
+            )
+        }
+    );
+    outln!(
+        "step {:.2} s, {:.1} TFLOP/s per GPU (Megatron eq. 3), MFU {:.1}%, {:.0} tokens/s, {:.1} days for {} tokens{}",
         s.step_seconds,
         s.tflops_per_gpu,
         s.mfu * 100.0,
         s.tokens_per_second,
         s.days_for_tokens(tokens),
-        si(tokens)
+        si(tokens),
+        if fits { "" } else { " (if it fit)" }
     );
     let rows = [
         ("GEMMs", b.gemm_seconds),

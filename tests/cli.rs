@@ -79,3 +79,214 @@ fn inspect_config_json_has_the_moe_keys() {
     assert!(v["memory"]["training"]["total_bytes"].as_u64().is_some());
     assert!(f["forward"].as_f64().is_some() && f["training"].as_f64().is_some());
 }
+
+/// Runs an example with `args`: (exit code, stdout, stderr).
+fn run(name: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(example(name)).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Malformed command lines are errors that name the flag, with status 2.
+#[test]
+fn malformed_command_lines_are_errors() {
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("budget", &["--json=false"], "--json"),
+        (
+            "budget",
+            &["--gpus", "4", "--gpus", "8"],
+            "cannot be used multiple times",
+        ),
+        ("budget", &["-tp", "4"], "unexpected argument"),
+        ("budget", &["extra"], "unexpected argument"),
+        ("budget", &["--hours", "-5"], "--hours"),
+        ("budget", &["--gpu", "h100-80gb"], "did you mean h100-sxm"),
+        ("budget", &["--token-floor", "1e30"], "token floor"),
+        (
+            "throughput",
+            &["--arch", "llama", "--hidden", "4096", "--heads", "32"],
+            "missing --layers, --vocab, --ffn",
+        ),
+        (
+            "inspect_config",
+            &["--virtual-stages", "2", "--pp", "1"],
+            "needs a pipeline",
+        ),
+        (
+            "plan",
+            &["--min-aspect", "300", "--max-aspect", "100"],
+            "aspect window is empty",
+        ),
+        (
+            "fit_scaling_law",
+            &["--exclude-highest-loss", "240"],
+            "needs at least 10",
+        ),
+    ];
+    for (name, args, message) in cases {
+        let (code, _, err) = run(name, args);
+        assert_eq!(code, 2, "{name} {args:?}: {err}");
+        assert!(err.contains(message), "{name} {args:?}: {err}");
+        assert!(!err.contains("panicked"), "{name} {args:?}: {err}");
+    }
+}
+
+/// Flags that used to be listed but rejected, or rejected in one example and accepted in
+/// another, are accepted; whole numbers up to u64::MAX in scientific notation are read.
+#[test]
+fn documented_flags_are_accepted() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "enumerate_shapes",
+            &[
+                "--dp",
+                "4",
+                "--micro-batch",
+                "1",
+                "--global-batch",
+                "64",
+                "--gpu",
+                "h100-sxm",
+                "--limit",
+                "2",
+            ],
+        ),
+        ("budget", &["--law", "kaplan"]),
+        ("budget", &["--param-cap", "1.8e19"]),
+    ];
+    for (name, args) in cases {
+        let (code, _, err) = run(name, args);
+        assert_eq!(code, 0, "{name} {args:?}: {err}");
+    }
+}
+
+/// `--help` lists the GPU presets and each flag's default.
+#[test]
+fn help_lists_presets_and_defaults() {
+    let (code, out, _) = run("plan", &["--help"]);
+    assert_eq!(code, 0);
+    for text in [
+        "h100-sxm",
+        "a100-80gb",
+        "[default: 384]",
+        "--token-floor",
+        "--mark",
+    ] {
+        assert!(out.contains(text), "{text}: {out}");
+    }
+}
+
+/// A shape given by flags counts what it says: Llama-2-7B's shape is 6.74B parameters.
+#[test]
+fn throughput_counts_the_shape_it_is_given() {
+    let (code, out, err) = run(
+        "throughput",
+        &[
+            "--arch",
+            "llama",
+            "--hidden",
+            "4096",
+            "--layers",
+            "32",
+            "--heads",
+            "32",
+            "--vocab",
+            "32000",
+            "--ffn",
+            "11008",
+            "--tp",
+            "4",
+            "--pp",
+            "1",
+            "--dp",
+            "2",
+            "--global-batch",
+            "64",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let m: lmshape::Transformer = serde_json::from_value(v["model"].clone()).unwrap();
+    assert_eq!(m.total_params().unwrap(), 6_738_415_616);
+    // The memory verdict rides along.
+    assert!(v["memory_fits"].is_boolean() && v["memory_bytes_per_gpu"].as_u64().is_some());
+}
+
+/// The training context is a stated default, not the model's longest context.
+#[test]
+fn inspect_config_states_its_training_context() {
+    let dir = std::env::temp_dir().join(format!("lmshape-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("llama-3.1-8b.json");
+    std::fs::write(
+        &path,
+        r#"{"model_type":"llama","hidden_size":4096,"intermediate_size":14336,"num_attention_heads":32,"num_key_value_heads":8,"num_hidden_layers":32,"vocab_size":128256,"max_position_embeddings":131072,"tie_word_embeddings":false}"#,
+    )
+    .unwrap();
+    let (code, out, err) = run("inspect_config", &[path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("context 4096 (the default training context"),
+        "{out}"
+    );
+    let (_, json, _) = run("inspect_config", &[path.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["flops_per_token"]["seq_len"], 4096);
+    // At 4096 tokens one GPU holds about 8B × 18 bytes plus activations, far from 82,694 GiB.
+    let gib = v["memory"]["training"]["total_bytes"].as_u64().unwrap() >> 30;
+    assert!(gib < 400, "{gib} GiB");
+}
+
+/// Output that tells the truth: `--top` bounds the JSON, huge budgets print in scientific
+/// notation, no debug names leak, and a GPU count that cannot split the batch says so.
+#[test]
+fn output_tells_the_truth() {
+    let (code, out, err) = run("plan", &["--json", "--top", "3"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 3);
+
+    let (code, out, _) = run("budget", &["--flops", "1e300"]);
+    assert_eq!(code, 0);
+    assert!(out.lines().all(|l| l.len() < 200), "{out}");
+
+    let (_, out, _) = run("plan", &[]);
+    for leak in ["TokenFloor", "recompute Full", "Only stage", "{ "] {
+        assert!(!out.contains(leak), "{leak}: {out}");
+    }
+    let (_, out, _) = run("inspect_config", &[]);
+    for leak in ["LinearBiases", "Learned {", "Only", "{:?}"] {
+        assert!(!out.contains(leak), "{leak}: {out}");
+    }
+
+    let (code, out, _) = run("plan", &["--gpus", "7"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("global batch must split"), "{out}");
+
+    let (code, out, _) = run(
+        "enumerate_shapes",
+        &["--target-params", "1e6", "--tolerance", "0"],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("no shape satisfies"), "{out}");
+}
+
+/// A CSV of identical runs does not constrain the fit: the error says so.
+#[test]
+fn identical_runs_do_not_constrain_a_fit() {
+    let dir = std::env::temp_dir().join(format!("lmshape-cli-fit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("same.csv");
+    let mut text = String::from("params,tokens,loss\n");
+    for _ in 0..20 {
+        text.push_str("1e9,2e10,2.5\n");
+    }
+    std::fs::write(&path, text).unwrap();
+    let (code, _, err) = run("fit_scaling_law", &[path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("do not constrain the fit"), "{err}");
+}
