@@ -449,7 +449,7 @@ impl Report {
                 l.recompute
             );
             outln!(
-                "  {:<10}{:>14}{:>14}{:>14}{:>14}{:>14}",
+                "  {:<10}{:>18}{:>18}{:>18}{:>18}{:>18}",
                 "stage",
                 "weights",
                 "gradients",
@@ -464,7 +464,7 @@ impl Report {
                 }
                 shown.push(s.stage);
                 outln!(
-                    "  {:<10}{:>14}{:>14}{:>14}{:>14}{:>14}",
+                    "  {:<10}{:>18}{:>18}{:>18}{:>18}{:>18}",
                     s.stage.to_string(),
                     gib(s.weights_bytes),
                     gib(s.gradients_bytes),

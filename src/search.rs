@@ -289,6 +289,15 @@ impl ShapeSpace {
                 expected: "a number",
             });
         }
+        if self.min_aspect_ratio > self.max_aspect_ratio {
+            return Err(Error::Inconsistent {
+                rule: "the aspect-ratio window must not be empty",
+                detail: format!(
+                    "min {} > max {}",
+                    self.min_aspect_ratio, self.max_aspect_ratio
+                ),
+            });
+        }
         Ok(())
     }
 
