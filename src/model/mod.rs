@@ -393,6 +393,31 @@ pub struct Moe {
 }
 
 impl Moe {
+    /// `num_experts` routed experts of `expert_ffn_size`, `top_k` per token, in every layer; no
+    /// shared experts, no biases, no correction bias (Mixtral's form; set the other fields with
+    /// struct update).
+    ///
+    /// ```
+    /// let moe = lmshape::model::Moe::routed(8, 2, 14336);
+    /// assert!(moe.is_moe_layer(0) && moe.shared_ffn_size == 0);
+    /// ```
+    pub fn routed(num_experts: u64, top_k: u64, expert_ffn_size: u64) -> Moe {
+        Moe {
+            num_experts,
+            top_k,
+            expert_ffn_size,
+            num_shared_experts: 0,
+            shared_ffn_size: 0,
+            shared_expert_gate: false,
+            router_bias: false,
+            expert_biases: false,
+            score_correction_bias: false,
+            first_dense_layers: 0,
+            layer_period: 1,
+            layer_offset: 0,
+        }
+    }
+
     /// Whether layer `i` (from 0) has the mixture-of-experts block.
     pub fn is_moe_layer(&self, i: u64) -> bool {
         i >= self.first_dense_layers

@@ -75,19 +75,10 @@ impl TryFrom<DbrxConfig> for Transformer {
             or(c.max_seq_len, 2048),
             arch,
         )?
-        .with_moe(Moe {
-            num_experts: or(c.ffn_config.moe_num_experts, 4),
-            top_k: or(c.ffn_config.moe_top_k, 1),
-            expert_ffn_size: f,
-            num_shared_experts: 0,
-            shared_ffn_size: 0,
-            shared_expert_gate: false,
-            router_bias: false,
-            expert_biases: false,
-            score_correction_bias: false,
-            first_dense_layers: 0,
-            layer_period: 1,
-            layer_offset: 0,
-        })
+        .with_moe(Moe::routed(
+            or(c.ffn_config.moe_num_experts, 4),
+            or(c.ffn_config.moe_top_k, 1),
+            f,
+        ))
     }
 }

@@ -105,18 +105,12 @@ impl TryFrom<DeepseekConfig> for Transformer {
             let expert = or(c.moe_intermediate_size, fe0);
             let shared = or(c.n_shared_experts, s0);
             m = m.with_moe(Moe {
-                num_experts: routed,
-                top_k: or(c.num_experts_per_tok, k0),
-                expert_ffn_size: expert,
                 num_shared_experts: shared,
                 shared_ffn_size: crate::error::mul(shared, expert, "shared expert width")?,
-                shared_expert_gate: false,
-                router_bias: false,
-                expert_biases: false,
                 score_correction_bias: c.topk_method.as_deref().map_or(v3, |t| t == "noaux_tc"),
                 first_dense_layers: or(c.first_k_dense_replace, k_dense0).min(m.num_layers),
                 layer_period: or(c.moe_layer_freq, 1),
-                layer_offset: 0,
+                ..Moe::routed(routed, or(c.num_experts_per_tok, k0), expert)
             })?;
         }
         m.with_mtp_layers(or(c.num_nextn_predict_layers, 0))

@@ -73,18 +73,13 @@ impl TryFrom<GptOssConfig> for Transformer {
             arch,
         )?
         .with_moe(Moe {
-            num_experts: or(c.num_local_experts, 128),
-            top_k: or(c.num_experts_per_tok.or(c.experts_per_token), 4),
-            expert_ffn_size: f,
-            num_shared_experts: 0,
-            shared_ffn_size: 0,
-            shared_expert_gate: false,
             router_bias: true,
             expert_biases: true,
-            score_correction_bias: false,
-            first_dense_layers: 0,
-            layer_period: 1,
-            layer_offset: 0,
+            ..Moe::routed(
+                or(c.num_local_experts, 128),
+                or(c.num_experts_per_tok.or(c.experts_per_token), 4),
+                f,
+            )
         })?;
         let window = or(c.sliding_window, 128);
         let pattern = match &c.layer_types {

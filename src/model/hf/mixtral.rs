@@ -60,20 +60,11 @@ impl TryFrom<MixtralConfig> for Transformer {
             or(c.max_position_embeddings, 131072),
             arch,
         )?
-        .with_moe(Moe {
-            num_experts: or(c.num_local_experts, 8),
-            top_k: or(c.num_experts_per_tok, 2),
-            expert_ffn_size: f,
-            num_shared_experts: 0,
-            shared_ffn_size: 0,
-            shared_expert_gate: false,
-            router_bias: false,
-            expert_biases: false,
-            score_correction_bias: false,
-            first_dense_layers: 0,
-            layer_period: 1,
-            layer_offset: 0,
-        })?;
+        .with_moe(Moe::routed(
+            or(c.num_local_experts, 8),
+            or(c.num_experts_per_tok, 2),
+            f,
+        ))?;
         match c.sliding_window {
             Some(w) => m.with_local_attention(LocalAttention {
                 window: w.0,

@@ -78,19 +78,10 @@ impl TryFrom<OlmoConfig> for Transformer {
         if !moe {
             return Ok(m);
         }
-        m.with_moe(Moe {
-            num_experts: or(c.num_experts, 64),
-            top_k: or(c.num_experts_per_tok, 8),
-            expert_ffn_size: f,
-            num_shared_experts: 0,
-            shared_ffn_size: 0,
-            shared_expert_gate: false,
-            router_bias: false,
-            expert_biases: false,
-            score_correction_bias: false,
-            first_dense_layers: 0,
-            layer_period: 1,
-            layer_offset: 0,
-        })
+        m.with_moe(Moe::routed(
+            or(c.num_experts, 64),
+            or(c.num_experts_per_tok, 8),
+            f,
+        ))
     }
 }

@@ -114,18 +114,17 @@ impl TryFrom<QwenConfig> for Transformer {
             }
             let shared = or(c.shared_expert_intermediate_size, fs0);
             m = m.with_moe(Moe {
-                num_experts: experts,
-                top_k: or(c.num_experts_per_tok, k0),
-                expert_ffn_size: or(c.moe_intermediate_size, fe0),
                 num_shared_experts: u64::from(shared > 0),
                 shared_ffn_size: shared,
                 shared_expert_gate: shared > 0,
-                router_bias: false,
-                expert_biases: false,
-                score_correction_bias: false,
                 first_dense_layers: dense.len() as u64,
                 layer_period: or(c.decoder_sparse_step, 1),
                 layer_offset: 1,
+                ..Moe::routed(
+                    experts,
+                    or(c.num_experts_per_tok, k0),
+                    or(c.moe_intermediate_size, fe0),
+                )
             })?;
         }
         let window = or(c.sliding_window, 4096);
