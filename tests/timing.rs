@@ -287,3 +287,47 @@ fn unphysical_inputs_are_errors() {
         lmshape::Error::Overflow { .. }
     ));
 }
+
+/// The per-GPU presets add up to the systems their datasheets describe: DGX B200 (8 GPUs:
+/// 1,440 GB, 64 TB/s, 72 PFLOPS FP8 with 2:4 sparsity), GB200 NVL72 (72 GPUs: 13.4 TB,
+/// 576 TB/s, 360 PFLOPS FP16/BF16 and 720 PFLOPS FP8 with sparsity), and the AMD Instinct
+/// platform (8 × MI300X: 1.5 TB HBM3, 10.4 PFLOPS dense BF16).
+#[test]
+fn presets_add_up_to_their_systems() {
+    let close = |a: f64, b: f64| (a / b - 1.0).abs() < 0.01;
+    let b200 = GpuSpec::by_name("b200").unwrap();
+    assert!(close(8.0 * b200.memory_bytes as f64, 1440e9));
+    assert!(close(8.0 * b200.memory_bytes_per_s, 64e12));
+    assert!(close(8.0 * 2.0 * b200.fp8_flops_per_s, 72e15));
+    let gb = GpuSpec::by_name("gb200").unwrap();
+    assert!(close(72.0 * gb.memory_bytes as f64, 13.4e12));
+    assert!(close(72.0 * gb.memory_bytes_per_s, 576e12));
+    assert!(close(72.0 * 2.0 * gb.bf16_flops_per_s, 360e15));
+    assert!(close(72.0 * 2.0 * gb.fp8_flops_per_s, 720e15));
+    assert_eq!(gb.node_gpus, 72);
+    let mi = GpuSpec::by_name("mi300x").unwrap();
+    assert!(close(8.0 * mi.memory_bytes as f64, 1.536e12));
+    assert!(close(8.0 * mi.bf16_flops_per_s, 10.4e15));
+    // Every preset is usable by the step model.
+    for gpu in GpuSpec::presets() {
+        let cluster = Cluster::reference_node(gpu.clone());
+        let timer = AnalyticalTimer::new(gpu.clone());
+        let m = Transformer::standard(50257, 4096, 32, 32, 2048, Architecture::gpt2()).unwrap();
+        let layout = ParallelLayout {
+            tp: 8,
+            global_batch: 8,
+            ..ParallelLayout::default()
+        };
+        let dtype = if gpu.bf16_flops_per_s > 0.0 {
+            Dtype::Bf16
+        } else {
+            Dtype::Fp16
+        };
+        let opts = StepOptions {
+            dtype,
+            ..StepOptions::default()
+        };
+        let s = step::step_time(&m, &layout, &cluster, &timer, &opts).unwrap();
+        assert!(s.tflops_per_gpu > 0.0 && s.mfu < 1.0, "{}", gpu.name);
+    }
+}

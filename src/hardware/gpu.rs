@@ -3,9 +3,18 @@
 //! Sources: NVIDIA V100 datasheet (2020), NVIDIA A100 Tensor Core GPU Architecture whitepaper
 //! (2020) and A100 datasheet (80GB: 2,039 GB/s), NVIDIA H100 Tensor Core GPU Architecture
 //! whitepaper (2022; SXM5: 132 SMs, 989.4 dense BF16 TFLOP/s, 3.35 TB/s), NVIDIA H200 datasheet
-//! (2024; 141 GB HBM3e, 4.8 TB/s, same GH100 compute as H100 SXM). Dense (no sparsity) peaks.
-//! Memory capacities in bytes as the boards expose them in binary units (80 GB boards carry
-//! 80 GiB); the H200's 141 GB is decimal as NVIDIA states it.
+//! (2024; 141 GB HBM3e, 4.8 TB/s, same GH100 compute as H100 SXM), NVIDIA H100 PCIe datasheet
+//! (114 SMs, 756 dense BF16 TFLOP/s, 2.0 TB/s HBM2e), NVIDIA DGX B200 datasheet (8 B200: 72
+//! PFLOPS FP8 training with sparsity, 1,440 GB HBM3e, 64 TB/s, NVLink 5 at 1.8 TB/s per GPU,
+//! 8 × 400 Gb/s ConnectX-7 for the compute fabric), NVIDIA GB200 NVL72 datasheet (72 Blackwell
+//! GPUs in one NVLink domain: 720 PFLOPS FP8 and 360 PFLOPS FP16/BF16 with sparsity, 13.4 TB HBM3e,
+//! 576 TB/s), AMD Instinct MI300X and MI325X datasheets (304 CUs, 1,307.4 dense BF16 and
+//! 2,614.9 dense FP8 TFLOP/s; 192 GB HBM3 at 5.3 TB/s and 256 GB HBM3E at 6 TB/s; seven
+//! Infinity Fabric links of 128 GB/s). Dense (no sparsity) peaks: NVIDIA's Blackwell figures
+//! are quoted with 2:4 sparsity and halved here. Memory capacities in bytes as the boards expose
+//! them in binary units (80 GB boards carry 80 GiB); capacities that vendors state in decimal
+//! gigabytes (H200 141 GB, B200 180 GB, GB200 186 GB, MI300X 192 GB, MI325X 256 GB) are
+//! decimal.
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -207,6 +216,100 @@ impl GpuSpec {
         }
     }
 
+    /// NVIDIA H100 PCIe 80GB (HBM2e; NVLink bridges pair GPUs at 600 GB/s). Its reference
+    /// node is an 8-GPU PCIe server; its network, 4 × 200 Gb/s, is an assumption (no DGX
+    /// exists for it).
+    pub fn h100_pcie() -> GpuSpec {
+        GpuSpec {
+            name: "h100-pcie".into(),
+            sm_count: 114,
+            fp32_flops_per_s: 51.2e12,
+            tf32_flops_per_s: 378e12,
+            fp16_flops_per_s: 756e12,
+            bf16_flops_per_s: 756e12,
+            fp8_flops_per_s: 1513e12,
+            memory_bytes: 80 * GIB,
+            memory_bytes_per_s: 2.0e12,
+            nvlink_bytes_per_s: 600e9,
+            gemm_efficiency: 0.80,
+            node_gpus: 8,
+            node_network_bytes_per_s: 4.0 * 200e9 / 8.0,
+        }
+    }
+
+    /// NVIDIA B200 (HGX/DGX B200): 148 SMs, 2.25 dense BF16 and 4.5 dense FP8 PFLOP/s, 180 GB
+    /// HBM3e at 8 TB/s, NVLink 5 at 1.8 TB/s. The large-GEMM efficiency (0.80, as Hopper's) is
+    /// an assumption to calibrate.
+    pub fn b200() -> GpuSpec {
+        GpuSpec {
+            name: "b200".into(),
+            sm_count: 148,
+            fp32_flops_per_s: 80e12,
+            tf32_flops_per_s: 1.1e15,
+            fp16_flops_per_s: 2.25e15,
+            bf16_flops_per_s: 2.25e15,
+            fp8_flops_per_s: 4.5e15,
+            memory_bytes: 180_000_000_000,
+            memory_bytes_per_s: 8e12,
+            nvlink_bytes_per_s: 1.8e12,
+            gemm_efficiency: 0.80,
+            node_gpus: 8,
+            node_network_bytes_per_s: 8.0 * 400e9 / 8.0,
+        }
+    }
+
+    /// One Blackwell GPU of a GB200 NVL72 rack: 2.5 dense BF16 and 5 dense FP8 PFLOP/s, 186 GB
+    /// HBM3e at 8 TB/s, NVLink 5 at 1.8 TB/s across one 72-GPU NVLink domain (so tensor and
+    /// expert parallelism can span the rack: the "node" here is the domain), one 400 Gb/s
+    /// ConnectX-7 NIC per GPU for the scale-out fabric. Large-GEMM efficiency as for B200 (an
+    /// assumption).
+    pub fn gb200() -> GpuSpec {
+        GpuSpec {
+            name: "gb200".into(),
+            bf16_flops_per_s: 2.5e15,
+            fp16_flops_per_s: 2.5e15,
+            tf32_flops_per_s: 1.25e15,
+            fp8_flops_per_s: 5e15,
+            memory_bytes: 186_000_000_000,
+            node_gpus: 72,
+            node_network_bytes_per_s: 72.0 * 400e9 / 8.0,
+            ..GpuSpec::b200()
+        }
+    }
+
+    /// AMD Instinct MI300X: 304 compute units, 1,307.4 dense BF16 and 2,614.9 dense FP8
+    /// TFLOP/s, 192 GB HBM3 at 5.3 TB/s; eight GPUs per node fully connected by Infinity
+    /// Fabric (seven 128 GB/s links each, no switch); 8 × 400 Gb/s per node. The tile model
+    /// treats a compute unit like an SM; the large-GEMM efficiency, 0.65, is an assumption
+    /// (public hipBLASLt results sit well below peak).
+    pub fn mi300x() -> GpuSpec {
+        GpuSpec {
+            name: "mi300x".into(),
+            sm_count: 304,
+            fp32_flops_per_s: 163.4e12,
+            tf32_flops_per_s: 653.7e12,
+            fp16_flops_per_s: 1307.4e12,
+            bf16_flops_per_s: 1307.4e12,
+            fp8_flops_per_s: 2614.9e12,
+            memory_bytes: 192_000_000_000,
+            memory_bytes_per_s: 5.3e12,
+            nvlink_bytes_per_s: 7.0 * 128e9,
+            gemm_efficiency: 0.65,
+            node_gpus: 8,
+            node_network_bytes_per_s: 8.0 * 400e9 / 8.0,
+        }
+    }
+
+    /// AMD Instinct MI325X: MI300X's compute with 256 GB HBM3E at 6 TB/s.
+    pub fn mi325x() -> GpuSpec {
+        GpuSpec {
+            name: "mi325x".into(),
+            memory_bytes: 256_000_000_000,
+            memory_bytes_per_s: 6e12,
+            ..GpuSpec::mi300x()
+        }
+    }
+
     /// Every preset.
     pub fn presets() -> Vec<GpuSpec> {
         vec![
@@ -214,12 +317,17 @@ impl GpuSpec {
             GpuSpec::a100_40gb(),
             GpuSpec::a100_80gb(),
             GpuSpec::h100_sxm(),
+            GpuSpec::h100_pcie(),
             GpuSpec::h200(),
+            GpuSpec::b200(),
+            GpuSpec::gb200(),
+            GpuSpec::mi300x(),
+            GpuSpec::mi325x(),
         ]
     }
 
     /// Look a preset up by name (`v100`, `a100-40gb`, `a100-80gb`/`a100`, `h100-sxm`/`h100`,
-    /// `h200`).
+    /// `h100-pcie`, `h200`, `b200`, `gb200`, `mi300x`, `mi325x`).
     ///
     /// ```
     /// let g = lmshape::hardware::GpuSpec::by_name("a100-80gb")?;
