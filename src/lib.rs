@@ -3,13 +3,15 @@
 //! Which transformer language model should a compute budget train — how big, what shape, how
 //! long? lmshape answers with exact accounting and cited formulas:
 //!
-//! * [`model`]: a model's shape and architecture knobs, read from a Hugging Face `config.json`
-//!   ([`model::hf`]) or built in code ([`Transformer`], [`presets`]);
-//! * [`params`]: exact parameter counts per component;
+//! * [`model`]: a model's shape and architecture knobs — grouped-query or latent attention,
+//!   dense and mixture-of-experts layers, sliding-window layers — read from a Hugging Face
+//!   `config.json` (28 `model_type`s, [`model::hf::SUPPORTED_MODEL_TYPES`]; one serde struct per family) or
+//!   built in code ([`Transformer`], [`presets`]);
+//! * [`params`]: exact parameter counts per component, total and active per token;
 //! * [`flops`]: FLOPs per token under named conventions (Kaplan, PaLM, Megatron-LM eq. 3,
 //!   Chinchilla app. F);
-//! * [`parallel`]: parallel layouts (tp, pp, dp, sequence parallelism, ZeRO, batches) and their
-//!   validity rules;
+//! * [`parallel`]: parallel layouts (tp, pp, dp, sequence parallelism, ZeRO, batches), the one
+//!   set of validity rules, and [`parallel::LayoutSpace`], every layout of a GPU count;
 //! * [`memory`]: training memory of the most loaded GPU (model states, activations by
 //!   Korthikanti et al. 2022, pipeline in-flight micro-batches) and inference memory with a KV
 //!   cache;
