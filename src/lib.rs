@@ -5,8 +5,8 @@
 //!
 //! * [`model`]: a model's shape and architecture knobs — grouped-query or latent attention,
 //!   dense and mixture-of-experts layers, sliding-window layers — read from a Hugging Face
-//!   `config.json` (28 `model_type`s, [`model::hf::SUPPORTED_MODEL_TYPES`]; one serde struct per family) or
-//!   built in code ([`Transformer`], [`presets`]);
+//!   `config.json` (28 `model_type`s, [`model::hf::SUPPORTED_MODEL_TYPES`]; one serde struct
+//!   per family) or built in code ([`Transformer`], [`presets`]);
 //! * [`params`]: exact parameter counts per component, total and active per token;
 //! * [`flops`]: FLOPs per token under named conventions (Kaplan, PaLM, Megatron-LM eq. 3,
 //!   Chinchilla app. F);
