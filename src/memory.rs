@@ -339,13 +339,14 @@ pub fn training_memory(
     let stages = layout.stage_layers(model)?;
     let pp = layout.pp;
     let (first, middle, last) = if pp == 1 {
-        let only = inputs.stage(StageKind::Only, 0, stages.first)?;
+        let only = inputs.stage(StageKind::Only, 0, stages.layers(0, pp))?;
         (only, only, only)
     } else {
-        let first = inputs.stage(StageKind::First, 0, stages.first)?;
-        let last = inputs.stage(StageKind::Last, pp - 1, stages.last)?;
+        let first = inputs.stage(StageKind::First, 0, stages.layers(0, pp))?;
+        let last = inputs.stage(StageKind::Last, pp - 1, stages.layers(pp - 1, pp))?;
         let middle = if pp >= 3 {
-            inputs.stage(StageKind::Middle, 1, stages.middle)?
+            // Stage 1 holds the most middle layers and the most micro-batches in flight.
+            inputs.stage(StageKind::Middle, 1, stages.layers(1, pp))?
         } else {
             last
         };

@@ -118,6 +118,15 @@ pub struct ParallelLayout {
     /// Count the input embedding and the output head as one pipeline slot each, as BigScience
     /// did for BLOOM: `(L + 2) % pp == 0`; the first and last stages then hold one layer fewer.
     pub embedding_pipeline_slots: bool,
+    /// Balance layers that do not split evenly over the stages ([`PipelineSplit::balanced`]).
+    #[serde(default)]
+    pub balanced_pipeline: bool,
+    /// Layers of the first stage (Megatron-Core's uneven first stage).
+    #[serde(default)]
+    pub first_stage_layers: Option<u64>,
+    /// Layers of the last stage (Megatron-Core's uneven last stage).
+    #[serde(default)]
+    pub last_stage_layers: Option<u64>,
 }
 
 /// The fields of a [`ParallelLayout`] as they arrive from serde, before validation.
@@ -134,6 +143,12 @@ struct LayoutFields {
     recompute: Recompute,
     schedule: Schedule,
     embedding_pipeline_slots: bool,
+    #[serde(default)]
+    balanced_pipeline: bool,
+    #[serde(default)]
+    first_stage_layers: Option<u64>,
+    #[serde(default)]
+    last_stage_layers: Option<u64>,
 }
 
 impl TryFrom<LayoutFields> for ParallelLayout {
@@ -152,6 +167,9 @@ impl TryFrom<LayoutFields> for ParallelLayout {
             recompute: f.recompute,
             schedule: f.schedule,
             embedding_pipeline_slots: f.embedding_pipeline_slots,
+            balanced_pipeline: f.balanced_pipeline,
+            first_stage_layers: f.first_stage_layers,
+            last_stage_layers: f.last_stage_layers,
         };
         l.validate_batch()?;
         Ok(l)
@@ -173,6 +191,9 @@ impl Default for ParallelLayout {
             recompute: Recompute::None,
             schedule: Schedule::OneFOneB,
             embedding_pipeline_slots: false,
+            balanced_pipeline: false,
+            first_stage_layers: None,
+            last_stage_layers: None,
         }
     }
 }
@@ -291,11 +312,207 @@ pub fn check_tensor_split(
     )
 }
 
-/// The pipeline rules (Narayanan et al. 2021 §2.2): layers split evenly over `pp` stages, or,
-/// with BigScience's embedding slots (the input embedding and the output head each count as
-/// one layer, `(L + 2) % pp == 0`), every stage still holds at least one transformer layer; the
-/// interleaved schedule splits each stage into `virtual_stages` chunks (`L % (pp·v) == 0`,
-/// Megatron-LM's `num_layers_per_virtual_pipeline_stage` check).
+/// How a layout splits the layers over its pipeline stages, beyond an even split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct PipelineSplit {
+    /// The input embedding and the output head count as one layer each (BigScience's
+    /// `type:transformer|embedding` partition).
+    pub embedding_slots: bool,
+    /// When the layers (or slots) do not split evenly, stages hold ⌊n/pp⌋ or ⌈n/pp⌉ of them
+    /// (DeepSpeed's balanced partition), the extra ones on the earliest stages — the stages
+    /// that keep the most micro-batches in flight, so the memory bound is conservative.
+    pub balanced: bool,
+    /// Layers of the first stage (Megatron-Core `--decoder-first-pipeline-num-layers`).
+    pub first_stage_layers: Option<u64>,
+    /// Layers of the last stage (Megatron-Core `--decoder-last-pipeline-num-layers`).
+    pub last_stage_layers: Option<u64>,
+}
+
+/// The one home of the pipeline rules (Narayanan et al. 2021 §2.2; Megatron-LM and DeepSpeed
+/// argument checks): which layers each of `pp` stages holds under `split`, or the rule it
+/// breaks. An even split needs `L % pp == 0`; with embedding slots `(L + 2) % pp == 0`;
+/// explicit first and last stages leave the other stages an even share of the rest; a
+/// balanced split accepts any count. Every stage holds at least one layer. The interleaved
+/// schedule needs an even split into `pp · v` chunks (`L % (pp·v) == 0`, Megatron-LM's
+/// `num_layers_per_virtual_pipeline_stage` check).
+///
+/// ```
+/// use lmshape::parallel::{stage_partition, PipelineSplit};
+/// // Llama 3 405B: 126 layers on 16 stages, one layer fewer on the first and the last.
+/// let split = PipelineSplit { first_stage_layers: Some(7), last_stage_layers: Some(7), ..Default::default() };
+/// let s = stage_partition(126, 16, &split, 1)?;
+/// assert_eq!((s.first, s.middle, s.last), (7, 8, 7));
+/// // BigScience's 78 layers + 2 embedding slots on 12 stages, balanced: 80 = 8 × 7 + 4 × 6.
+/// let bloom = PipelineSplit { embedding_slots: true, balanced: true, ..Default::default() };
+/// let s = stage_partition(78, 12, &bloom, 1)?;
+/// assert_eq!((0..12).map(|i| s.layers(i, 12)).sum::<u64>(), 78);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn stage_partition(
+    num_layers: u64,
+    pp: u64,
+    split: &PipelineSplit,
+    virtual_stages: u64,
+) -> Result<StageLayers> {
+    positive(pp, "pp")?;
+    positive(num_layers, "num_layers")?;
+    positive(virtual_stages, "virtual_stages")?;
+    let explicit = split.first_stage_layers.is_some() || split.last_stage_layers.is_some();
+    if explicit && split.embedding_slots {
+        return Err(Error::Inconsistent {
+            rule: "explicit first and last stage layers replace the embedding slots",
+            detail: "give one or the other".into(),
+        });
+    }
+    let stages = if pp == 1 {
+        if explicit
+            && (split.first_stage_layers.is_some_and(|f| f != num_layers)
+                || split.last_stage_layers.is_some_and(|l| l != num_layers))
+        {
+            return Err(Error::Inconsistent {
+                rule: "a single pipeline stage holds every layer",
+                detail: format!(
+                    "first/last stage layers {:?}/{:?} with {num_layers} layers",
+                    split.first_stage_layers, split.last_stage_layers
+                ),
+            });
+        }
+        StageLayers::even(num_layers)
+    } else if explicit {
+        explicit_partition(num_layers, pp, split)?
+    } else {
+        slot_partition(num_layers, pp, split)?
+    };
+    for (field, value) in [
+        ("first stage layers", stages.first),
+        ("last stage layers", stages.last),
+        (
+            "middle stage layers",
+            if pp > 2 { stages.middle } else { 1 },
+        ),
+    ] {
+        if value < 1 {
+            return Err(Error::BelowMinimum {
+                rule: "each pipeline stage must hold at least one layer",
+                field,
+                value,
+                min: 1,
+            });
+        }
+    }
+    if virtual_stages > 1 {
+        divisible(
+            "interleaved schedule splits each stage's layers into virtual stages",
+            "num_layers",
+            num_layers,
+            "pp × virtual_stages",
+            crate::error::mul(pp, virtual_stages, "pp × virtual stages")?,
+        )?;
+        if !stages.is_even() {
+            return Err(Error::Inconsistent {
+                rule: "the interleaved schedule needs the same layers on every stage",
+                detail: format!(
+                    "first {}, middle {}, last {}",
+                    stages.first, stages.middle, stages.last
+                ),
+            });
+        }
+    }
+    Ok(stages)
+}
+
+/// Even or balanced split of the layers (and embedding slots) over `pp ≥ 2` stages.
+fn slot_partition(num_layers: u64, pp: u64, split: &PipelineSplit) -> Result<StageLayers> {
+    let embed = u64::from(split.embedding_slots);
+    let slots = crate::error::add(num_layers, 2 * embed, "pipeline slots")?;
+    if !split.balanced {
+        if split.embedding_slots {
+            divisible(
+                "layers plus the two embedding slots must split over pipeline stages",
+                "num_layers + 2",
+                slots,
+                "pp",
+                pp,
+            )?;
+        } else {
+            divisible(
+                "layers must split over pipeline stages",
+                "num_layers",
+                num_layers,
+                "pp",
+                pp,
+            )?;
+        }
+    }
+    let (base, extra) = (slots / pp, slots % pp);
+    // Stage i holds base + 1 slots for i < extra.
+    let first_slots = base + u64::from(extra > 0);
+    Ok(StageLayers {
+        first: first_slots.saturating_sub(embed),
+        middle: base,
+        middle_extra: extra.saturating_sub(1).min(pp - 2),
+        last: base.saturating_sub(embed),
+    })
+}
+
+/// Megatron-Core's explicit first and last stages over `pp ≥ 2` stages: the other stages share
+/// the rest evenly (or balanced).
+fn explicit_partition(num_layers: u64, pp: u64, split: &PipelineSplit) -> Result<StageLayers> {
+    let given = split.first_stage_layers.unwrap_or(0) + split.last_stage_layers.unwrap_or(0);
+    let open = pp
+        - u64::from(split.first_stage_layers.is_some())
+        - u64::from(split.last_stage_layers.is_some());
+    let rest = num_layers
+        .checked_sub(given)
+        .ok_or_else(|| Error::Inconsistent {
+            rule: "first and last stage layers cannot exceed the layers",
+            detail: format!("{given} of {num_layers}"),
+        })?;
+    let (base, extra) = if open == 0 {
+        if rest != 0 {
+            return Err(Error::Inconsistent {
+                rule: "first and last stage layers must add up to the layers of a two-stage pipeline",
+                detail: format!("{given} of {num_layers}"),
+            });
+        }
+        (0, 0)
+    } else {
+        if !split.balanced {
+            divisible(
+                "the layers left by the first and last stages must split over the other stages",
+                "remaining layers",
+                rest,
+                "remaining stages",
+                open,
+            )?;
+        }
+        (rest / open, rest % open)
+    };
+    // The open stages in order; the earliest take the extra layers.
+    let open_first = split.first_stage_layers.is_none();
+    let first = split
+        .first_stage_layers
+        .unwrap_or(base + u64::from(extra > 0));
+    let extra_after_first = if open_first {
+        extra.saturating_sub(1)
+    } else {
+        extra
+    };
+    let middle_stages = pp - 2;
+    let middle_extra = extra_after_first.min(middle_stages);
+    let last = split
+        .last_stage_layers
+        .unwrap_or_else(|| base + u64::from(extra_after_first > middle_stages));
+    Ok(StageLayers {
+        first,
+        middle: base,
+        middle_extra,
+        last,
+    })
+}
+
+/// The pipeline rules for an even split or BigScience's embedding slots
+/// ([`stage_partition`] with no balancing and no explicit stages).
 ///
 /// ```
 /// use lmshape::parallel::check_pipeline_split;
@@ -310,45 +527,11 @@ pub fn check_pipeline_split(
     embedding_pipeline_slots: bool,
     virtual_stages: u64,
 ) -> Result<()> {
-    positive(pp, "pp")?;
-    positive(num_layers, "num_layers")?;
-    positive(virtual_stages, "virtual_stages")?;
-    if embedding_pipeline_slots && pp > 1 {
-        let slots = crate::error::add(num_layers, 2, "pipeline slots")?;
-        divisible(
-            "layers plus the two embedding slots must split over pipeline stages",
-            "num_layers + 2",
-            slots,
-            "pp",
-            pp,
-        )?;
-        if slots / pp < 2 {
-            return Err(Error::BelowMinimum {
-                rule: "each pipeline stage must hold at least one layer besides an embedding slot",
-                field: "(num_layers + 2) / pp",
-                value: slots / pp,
-                min: 2,
-            });
-        }
-    } else {
-        divisible(
-            "layers must split over pipeline stages",
-            "num_layers",
-            num_layers,
-            "pp",
-            pp,
-        )?;
-    }
-    if virtual_stages > 1 {
-        divisible(
-            "interleaved schedule splits each stage's layers into virtual stages",
-            "num_layers",
-            num_layers,
-            "pp × virtual_stages",
-            crate::error::mul(pp, virtual_stages, "pp × virtual stages")?,
-        )?;
-    }
-    Ok(())
+    let split = PipelineSplit {
+        embedding_slots: embedding_pipeline_slots,
+        ..PipelineSplit::default()
+    };
+    stage_partition(num_layers, pp, &split, virtual_stages).map(|_| ())
 }
 
 /// Megatron-LM's fused masked-softmax kernel condition, an optional rule for searches:
@@ -396,26 +579,19 @@ impl ParallelLayout {
         }
     }
 
-    /// Layers held by each pipeline stage, first to last (before interleaving). With
-    /// embedding slots the first and last stages hold one layer fewer than the others.
-    pub fn stage_layers(&self, model: &Transformer) -> Result<StageLayers> {
-        let l = model.num_layers;
-        check_pipeline_split(l, self.pp, self.embedding_pipeline_slots, 1)?;
-        if self.embedding_pipeline_slots && self.pp > 1 {
-            let slots = (l + 2) / self.pp;
-            Ok(StageLayers {
-                first: slots.saturating_sub(1),
-                middle: slots,
-                last: slots.saturating_sub(1),
-            })
-        } else {
-            let per = l / self.pp;
-            Ok(StageLayers {
-                first: per,
-                middle: per,
-                last: per,
-            })
+    /// How this layout splits the layers over its stages.
+    pub fn pipeline_split(&self) -> PipelineSplit {
+        PipelineSplit {
+            embedding_slots: self.embedding_pipeline_slots,
+            balanced: self.balanced_pipeline,
+            first_stage_layers: self.first_stage_layers,
+            last_stage_layers: self.last_stage_layers,
         }
+    }
+
+    /// Layers held by each pipeline stage ([`stage_partition`]).
+    pub fn stage_layers(&self, model: &Transformer) -> Result<StageLayers> {
+        stage_partition(model.num_layers, self.pp, &self.pipeline_split(), 1)
     }
 
     /// Check every rule against `model`: first the rules of the layout alone
@@ -430,12 +606,13 @@ impl ParallelLayout {
             model.ffn_size,
             self.tp,
         )?;
-        check_pipeline_split(
+        stage_partition(
             model.num_layers,
             self.pp,
-            self.embedding_pipeline_slots,
+            &self.pipeline_split(),
             self.virtual_stages(),
         )
+        .map(|_| ())
     }
 
     /// The rules that do not depend on the model: positive degrees and batches, a GPU count
@@ -504,38 +681,70 @@ impl ParallelLayout {
     }
 }
 
-/// Layers held by the first, middle and last pipeline stages.
+/// Layers held by the pipeline stages: the first, the last, and the middle ones — of which the
+/// earliest `middle_extra` hold one layer more than `middle` (a balanced uneven split).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageLayers {
     /// First stage (also holds the input embedding).
     pub first: u64,
-    /// Any middle stage.
+    /// A middle stage (the earliest `middle_extra` of them hold one more).
     pub middle: u64,
+    /// Middle stages, from the second stage on, that hold `middle + 1` layers.
+    #[serde(default)]
+    pub middle_extra: u64,
     /// Last stage (also holds the final norm and the output head).
     pub last: u64,
 }
 
 impl StageLayers {
+    /// Every layer on one stage.
+    pub fn even(layers: u64) -> StageLayers {
+        StageLayers {
+            first: layers,
+            middle: layers,
+            middle_extra: 0,
+            last: layers,
+        }
+    }
+
+    /// Whether every stage holds the same number of layers.
+    pub fn is_even(&self) -> bool {
+        self.middle_extra == 0 && self.first == self.middle && self.last == self.middle
+    }
+
+    /// The most layers a middle stage holds (that of stage 1, the earliest middle stage).
+    pub fn heaviest_middle(&self) -> u64 {
+        self.middle + u64::from(self.middle_extra > 0)
+    }
+
+    /// Layers of stage `index` of `pp`.
+    pub fn layers(&self, index: u64, pp: u64) -> u64 {
+        let r = self.range(index, pp);
+        r.end - r.start
+    }
+
     /// The layers (from 0) held by stage `index` of `pp`: the first stage's, then the middle
     /// stages' in turn, the last stage's at the end.
     ///
     /// ```
     /// use lmshape::parallel::StageLayers;
-    /// let s = StageLayers { first: 5, middle: 6, last: 5 }; // 70 layers on 12 stages
+    /// let s = StageLayers { first: 5, middle: 6, middle_extra: 0, last: 5 }; // 70 layers, 12 stages
     /// assert_eq!(s.range(0, 12), 0..5);
     /// assert_eq!(s.range(1, 12), 5..11);
     /// assert_eq!(s.range(11, 12), 65..70);
     /// ```
     pub fn range(&self, index: u64, pp: u64) -> std::ops::Range<u64> {
-        if index == 0 {
+        if index == 0 || pp <= 1 {
             return 0..self.first;
         }
-        let total = self.first + self.middle * pp.saturating_sub(2) + self.last;
+        let middles = pp.saturating_sub(2);
+        let total = self.first + self.middle * middles + self.middle_extra.min(middles) + self.last;
         if index + 1 >= pp {
             return total - self.last..total;
         }
-        let start = self.first + (index - 1) * self.middle;
-        start..start + self.middle
+        let k = index - 1; // middle stages before this one
+        let start = self.first + self.middle * k + self.middle_extra.min(k);
+        start..start + self.middle + u64::from(k < self.middle_extra)
     }
 }
 

@@ -515,3 +515,80 @@ fn sliding_windows_bound_the_cache() {
         );
     }
 }
+
+proptest! {
+    #![proptest_config(common::proptest_config("proptest-regressions/memory.txt", 512))]
+
+    /// Every accepted partition holds each layer once, no stage is lighter than one layer, and
+    /// the most loaded stage holds at least the balanced bound ⌈L/pp⌉ (exactly it, and the
+    /// lightest ⌊L/pp⌋, when the split is balanced without embedding slots or fixed ends).
+    #[test]
+    fn pipeline_partitions_hold_every_layer_once(l in 1u64..200, pp in 1u64..20,
+        slots in any::<bool>(), balanced in any::<bool>(),
+        first in proptest::option::of(1u64..20), last in proptest::option::of(1u64..20)) {
+        use lmshape::parallel::{stage_partition, PipelineSplit};
+        let split = PipelineSplit { embedding_slots: slots, balanced, first_stage_layers: first,
+            last_stage_layers: last };
+        if let Ok(s) = stage_partition(l, pp, &split, 1) {
+            let counts: Vec<u64> = (0..pp).map(|i| s.layers(i, pp)).collect();
+            prop_assert_eq!(counts.iter().sum::<u64>(), l, "{:?}", counts);
+            prop_assert!(counts.iter().all(|&c| c >= 1), "{:?}", counts);
+            // Stage ranges tile 0..L in order.
+            for i in 1..pp {
+                prop_assert_eq!(s.range(i, pp).start, s.range(i - 1, pp).end);
+            }
+            let max = *counts.iter().max().unwrap();
+            prop_assert!(max >= l.div_ceil(pp), "{:?}", counts);
+            if balanced && !slots && first.is_none() && last.is_none() {
+                prop_assert_eq!(max, l.div_ceil(pp));
+                prop_assert_eq!(*counts.iter().min().unwrap(), l / pp);
+            }
+            // The memory figures follow the heaviest stages.
+            prop_assert_eq!(s.heaviest_middle(), if pp > 2 { counts[1] } else { s.middle + u64::from(s.middle_extra > 0) });
+        }
+    }
+}
+
+/// Llama 3 405B's layout (Dubey et al. 2024 §3.3.2: 126 layers on 16 pipeline stages, one
+/// layer fewer on the first and the last) is accepted, and the stages' parameters add up to
+/// the model's per tensor-parallel rank.
+#[test]
+fn llama3_405b_uneven_pipeline() {
+    let m = from_hf_config_str(
+        r#"{"model_type":"llama","hidden_size":16384,"intermediate_size":53248,"num_attention_heads":128,"num_key_value_heads":8,"num_hidden_layers":126,"vocab_size":128256,"tie_word_embeddings":false}"#,
+    )
+    .unwrap();
+    let layout = ParallelLayout {
+        tp: 8,
+        pp: 16,
+        dp: 1,
+        global_batch: 16,
+        seq_len: 8192,
+        first_stage_layers: Some(7),
+        last_stage_layers: Some(7),
+        recompute: Recompute::Full,
+        ..ParallelLayout::default()
+    };
+    let s = layout.stage_layers(&m).unwrap();
+    assert_eq!((s.first, s.heaviest_middle(), s.last), (7, 8, 7));
+    let r = memory::training_memory(&m, &layout, &MemoryOptions::default()).unwrap();
+    // The first stage holds 7 layers and the embedding shard (the vocabulary padded to a
+    // multiple of 128 · 8 = 1024: 129,024 rows), a middle stage 8 layers.
+    let layer = lmshape::params::layer_params_on_rank(&m, 8)
+        .unwrap()
+        .total_params();
+    assert_eq!(r.middle.params_on_rank, 8 * layer);
+    assert_eq!(r.first.params_on_rank, 7 * layer + 129_024 * 16384 / 8);
+    // Without the uneven ends the layers do not split over 16 stages.
+    let even = ParallelLayout {
+        first_stage_layers: None,
+        last_stage_layers: None,
+        ..layout
+    };
+    assert!(
+        even.validate(&m)
+            .unwrap_err()
+            .to_string()
+            .contains("layers must split")
+    );
+}

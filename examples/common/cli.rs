@@ -289,6 +289,16 @@ pub struct LayoutArgs {
     /// Count the embedding and the head as pipeline slots, as BigScience did for BLOOM.
     #[arg(long)]
     pub embedding_slots: bool,
+    /// Balance layers that do not split evenly over the pipeline (⌊L/pp⌋ or ⌈L/pp⌉ per stage;
+    /// on by default with --embedding-slots, as DeepSpeed does).
+    #[arg(long)]
+    pub balanced_pipeline: bool,
+    /// Layers of the first pipeline stage (Megatron-Core's uneven first stage).
+    #[arg(long, value_name = "N", value_parser = positive_count)]
+    pub first_stage_layers: Option<u64>,
+    /// Layers of the last pipeline stage (Megatron-Core's uneven last stage).
+    #[arg(long, value_name = "N", value_parser = positive_count)]
+    pub last_stage_layers: Option<u64>,
     /// Virtual stages per pipeline rank (interleaved 1F1B when above 1; needs pp ≥ 2).
     #[arg(long, value_name = "V", default_value_t = 1, value_parser = positive_count)]
     pub virtual_stages: u64,
@@ -316,6 +326,10 @@ impl LayoutArgs {
                 v => lmshape::Schedule::Interleaved { virtual_stages: v },
             },
             embedding_pipeline_slots: self.embedding_slots,
+            // DeepSpeed balances the slots when they do not split evenly.
+            balanced_pipeline: self.balanced_pipeline || self.embedding_slots,
+            first_stage_layers: self.first_stage_layers,
+            last_stage_layers: self.last_stage_layers,
         }
     }
 }

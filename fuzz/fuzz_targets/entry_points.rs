@@ -53,6 +53,15 @@ fn layout(b: &mut Bytes) -> ParallelLayout {
             },
         },
         embedding_pipeline_slots: b.u8() & 1 == 1,
+        balanced_pipeline: b.u8() & 1 == 1,
+        first_stage_layers: match b.u8() % 3 {
+            0 => None,
+            _ => Some(b.u64(1)),
+        },
+        last_stage_layers: match b.u8() % 3 {
+            0 => None,
+            _ => Some(b.u64(1)),
+        },
     }
 }
 

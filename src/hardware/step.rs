@@ -659,7 +659,7 @@ fn slowest_stage(
     } else {
         [
             stage(stages.first, true, false),
-            stage(stages.middle, false, false),
+            stage(stages.heaviest_middle(), false, false),
             stage(stages.last, false, true),
         ]
     };
