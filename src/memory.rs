@@ -648,10 +648,13 @@ pub fn inference_memory(model: &Transformer, q: &InferenceQuery) -> Result<Infer
     const W: &str = "inference memory";
     crate::error::positive(q.batch, "batch")?;
     crate::error::positive(q.context, "context")?;
+    // Serving splits the layers over the stages as evenly as they go (vLLM's
+    // `get_pp_indices`), so any layer count is accepted.
     let layout = ParallelLayout {
         tp: q.tp,
         pp: q.pp,
         global_batch: q.pp,
+        balanced_pipeline: true,
         ..ParallelLayout::default()
     };
     let stages = layout.stage_layers(model)?;
