@@ -530,6 +530,221 @@ fn model_state_bytes(
     })
 }
 
+/// The training framework whose byte counts, buffers and allocator a device figure assumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Framework {
+    /// Megatron-Core with Transformer Engine (2024–26): bf16 weights, a contiguous fp32
+    /// gradient buffer, the distributed optimizer (fp32 master weights and Adam moments sharded
+    /// over data parallelism), fused cross-entropy.
+    MegatronCore,
+    /// Megatron-DeepSpeed as BigScience ran it in 2022: DeepSpeed's BF16 optimizer, which
+    /// accumulates gradients in fp32, under ZeRO stage 1, with DeepSpeed's communication
+    /// buckets.
+    MegatronDeepspeed,
+    /// DeepSpeed ZeRO-3: every model state sharded; each layer's weights gathered before use
+    /// and the next one prefetched.
+    Deepspeed,
+    /// PyTorch FSDP2: parameters sharded per layer and all-gathered before use (one layer
+    /// prefetched), gradients reduce-scattered per layer.
+    Fsdp,
+}
+
+impl Framework {
+    /// Every framework, in the order of [`Framework::NAMES`].
+    pub const ALL: [Framework; 4] = [
+        Framework::MegatronCore,
+        Framework::MegatronDeepspeed,
+        Framework::Deepspeed,
+        Framework::Fsdp,
+    ];
+    /// The names it parses from and prints as.
+    pub const NAMES: [&'static str; 4] =
+        ["megatron-core", "megatron-deepspeed", "deepspeed", "fsdp"];
+}
+
+impl std::fmt::Display for Framework {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(Framework::NAMES[*self as usize])
+    }
+}
+
+impl std::str::FromStr for Framework {
+    type Err = Error;
+
+    /// Parse `megatron-core`, `megatron-deepspeed`, `deepspeed` or `fsdp`.
+    ///
+    /// ```
+    /// use lmshape::memory::Framework;
+    /// assert_eq!("fsdp".parse::<Framework>()?, Framework::Fsdp);
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    fn from_str(s: &str) -> Result<Framework> {
+        Framework::NAMES
+            .iter()
+            .position(|n| *n == s)
+            .map(|i| Framework::ALL[i])
+            .ok_or_else(|| Error::UnknownName {
+                kind: "framework",
+                name: s.into(),
+                known: Framework::NAMES.join(", "),
+            })
+    }
+}
+
+/// What a framework adds to the allocated estimate, and how much the allocator and the runtime
+/// add on top.
+///
+/// * `reserved_factor`: `torch.cuda.max_memory_reserved / max_memory_allocated` — the caching
+///   allocator's rounding and fragmentation;
+/// * `runtime_bytes`: what `nvidia-smi` shows beyond the reserved pool — the CUDA context,
+///   cuBLAS/cuDNN/Transformer Engine workspaces, NCCL buffers;
+/// * `bucket_bytes`: communication buffers alive at the peak (DeepSpeed's gradient reduce and
+///   all-gather buckets);
+/// * `gathered_layers`: unsharded layers alive at once under ZeRO-3/FSDP (the one in use and
+///   the one prefetched), in 16-bit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FrameworkProfile {
+    /// The framework.
+    pub framework: Framework,
+    /// Reserved over allocated.
+    pub reserved_factor: f64,
+    /// Device memory beyond the reserved pool, bytes.
+    pub runtime_bytes: u64,
+    /// Communication buckets alive at the peak, bytes.
+    pub bucket_bytes: u64,
+    /// Unsharded layers gathered at once (ZeRO-3, FSDP).
+    pub gathered_layers: u64,
+}
+
+impl FrameworkProfile {
+    /// The profile of `framework`. Constants and where they come from:
+    ///
+    /// * Megatron-Core: reserved factor 1.03, the median reserved/allocated ratio of the four
+    ///   measured B200 runs in `tests/data/megatron_core_b200_llama3_70b_l12.json` (1.030,
+    ///   1.029, 1.028, 1.065); no buckets beyond its contiguous gradient buffer (already in
+    ///   the 18 bytes per parameter).
+    /// * Megatron-DeepSpeed: reserved factor 1.13, fitted to BigScience's nine measured A100
+    ///   peaks (`bloom_throughput_tp8.json`, graded leave-one-out in `tests/memory.rs`);
+    ///   DeepSpeed's default `reduce_bucket_size` and `allgather_bucket_size` of 5·10⁸
+    ///   elements are not all alive at the peak and are inside that fit.
+    /// * DeepSpeed ZeRO-3 and FSDP2: reserved factor 1.10 and two gathered layers — assumptions
+    ///   not yet calibrated (no measured runs in the repository).
+    /// * Every framework: 1.5 GiB of runtime per GPU — an assumption (a CUDA context of about
+    ///   0.5 GiB, cuBLAS and Transformer Engine workspaces, NCCL buffers).
+    pub fn of(framework: Framework) -> FrameworkProfile {
+        let runtime_bytes = 3 << 29;
+        match framework {
+            Framework::MegatronCore => FrameworkProfile {
+                framework,
+                reserved_factor: 1.03,
+                runtime_bytes,
+                bucket_bytes: 0,
+                gathered_layers: 0,
+            },
+            Framework::MegatronDeepspeed => FrameworkProfile {
+                framework,
+                reserved_factor: 1.13,
+                runtime_bytes,
+                bucket_bytes: 0,
+                gathered_layers: 0,
+            },
+            Framework::Deepspeed | Framework::Fsdp => FrameworkProfile {
+                framework,
+                reserved_factor: 1.10,
+                runtime_bytes,
+                bucket_bytes: 0,
+                gathered_layers: 2,
+            },
+        }
+    }
+
+    /// The three figures of one GPU whose estimate is `memory` (for `layer_params` parameters
+    /// per layer on the rank, before data-parallel sharding).
+    pub fn device(&self, memory: &TrainingMemory, layer_params: u64) -> Result<DeviceMemory> {
+        const W: &str = "device memory";
+        let gathered = mul(mul(self.gathered_layers, layer_params, W)?, 2, W)?;
+        let allocated_bytes =
+            crate::error::sum(&[memory.total_bytes, self.bucket_bytes, gathered], W)?;
+        crate::error::in_range_f64(
+            self.reserved_factor,
+            1.0,
+            4.0,
+            "reserved_factor",
+            "between 1 and 4",
+        )?;
+        let reserved = (allocated_bytes as f64 * self.reserved_factor).ceil();
+        let reserved_bytes = crate::error::to_u64(reserved, W)?;
+        Ok(DeviceMemory {
+            allocated_bytes,
+            reserved_bytes,
+            device_bytes: add(reserved_bytes, self.runtime_bytes, W)?,
+        })
+    }
+}
+
+/// One GPU's memory as the tools report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceMemory {
+    /// `torch.cuda.max_memory_allocated`: model states, activations and the buffers alive at
+    /// the peak.
+    pub allocated_bytes: u64,
+    /// `torch.cuda.max_memory_reserved`: the caching allocator's pool.
+    pub reserved_bytes: u64,
+    /// What `nvidia-smi` shows: the pool plus the runtime.
+    pub device_bytes: u64,
+}
+
+/// Whether a GPU's memory fits its card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The device figure is within [`TIGHT_FRACTION`] of the card.
+    Fits,
+    /// Above that share but within the card: it may run, with no room for surprises.
+    Tight,
+    /// Above the card: out of memory.
+    Oom,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Fits => "fits",
+            Verdict::Tight => "tight",
+            Verdict::Oom => "out of memory",
+        })
+    }
+}
+
+/// The share of the card above which a layout is only "tight": 95%, leaving room for what the
+/// estimate cannot see (memory spikes of rare kernels, a larger NCCL communicator).
+pub const TIGHT_FRACTION: f64 = 0.95;
+
+impl DeviceMemory {
+    /// The verdict against a card of `capacity_bytes`, and the margin (capacity − device;
+    /// negative when it does not fit).
+    ///
+    /// ```
+    /// use lmshape::memory::{DeviceMemory, Verdict};
+    /// let m = DeviceMemory { allocated_bytes: 60 << 30, reserved_bytes: 70 << 30, device_bytes: 78 << 30 };
+    /// assert_eq!(m.verdict(80 << 30).0, Verdict::Tight);
+    /// assert_eq!(m.verdict(80 << 30).1, 2 << 30);
+    /// ```
+    pub fn verdict(&self, capacity_bytes: u64) -> (Verdict, i64) {
+        let margin = i128::from(capacity_bytes) - i128::from(self.device_bytes);
+        let margin = margin.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        let v = if self.device_bytes as f64 <= capacity_bytes as f64 * TIGHT_FRACTION {
+            Verdict::Fits
+        } else if self.device_bytes <= capacity_bytes {
+            Verdict::Tight
+        } else {
+            Verdict::Oom
+        };
+        (v, margin)
+    }
+}
+
 /// Inference memory of one GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InferenceMemory {

@@ -592,3 +592,133 @@ fn llama3_405b_uneven_pipeline() {
             .contains("layers must split")
     );
 }
+
+/// BigScience's nine measured peaks (A100 80GB, Megatron-DeepSpeed with ZeRO-1): the device
+/// figure `reserved_factor · allocated + runtime` with the factor fitted leave-one-out. Each
+/// held-out row lands within ±11% (seven within ±10%; the two rows at dp 1–2 of the 14400
+/// hidden model sit at −10.3% and −10.5%: one factor does not capture how their gap shrinks
+/// with data parallelism); the profile's constant is the all-rows fit.
+#[test]
+fn megatron_deepspeed_device_figure_out_of_sample() {
+    use lmshape::memory::{Framework, FrameworkProfile};
+    let profile = FrameworkProfile::of(Framework::MegatronDeepspeed);
+    let runtime = profile.runtime_bytes as f64;
+    let rows: Vec<(f64, f64)> = common::bloom_rows()
+        .into_iter()
+        .filter_map(|row| {
+            let gb = row.max_gpu_memory_gb?;
+            let layout = ParallelLayout {
+                zero: ZeroStage::OptimizerStates,
+                ..row.layout
+            };
+            let est = memory::training_memory(&row.model, &layout, &MemoryOptions::default())
+                .unwrap()
+                .peak
+                .total_bytes as f64;
+            Some((gb * 1e9, est))
+        })
+        .collect();
+    assert_eq!(rows.len(), 9);
+    // The factor that makes a row exact, and the geometric-mean fit over a set of rows.
+    let factor = |(measured, allocated): (f64, f64)| (measured - runtime) / allocated;
+    let fit = |rows: &[(f64, f64)]| {
+        (rows.iter().map(|&r| factor(r).ln()).sum::<f64>() / rows.len() as f64).exp()
+    };
+    let all = fit(&rows);
+    assert!((all - profile.reserved_factor).abs() < 0.01, "fitted {all}");
+    let error =
+        |f: f64, (measured, allocated): (f64, f64)| (f * allocated + runtime) / measured - 1.0;
+    let in_sample: Vec<f64> = rows.iter().map(|&r| error(all, r)).collect();
+    let held_out: Vec<f64> = (0..rows.len())
+        .map(|i| {
+            let rest: Vec<(f64, f64)> = rows
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, &r)| r)
+                .collect();
+            error(fit(&rest), rows[i])
+        })
+        .collect();
+    let pct = |v: &[f64]| {
+        v.iter()
+            .map(|e| (e * 1000.0).round() / 10.0)
+            .collect::<Vec<_>>()
+    };
+    eprintln!(
+        "factor {all:.3}; in-sample errors % {:?}; held-out errors % {:?}",
+        pct(&in_sample),
+        pct(&held_out)
+    );
+    assert!(
+        held_out.iter().all(|e| e.abs() < 0.11),
+        "{:?}",
+        pct(&held_out)
+    );
+    assert!(
+        held_out.iter().filter(|e| e.abs() < 0.10).count() >= 7,
+        "{:?}",
+        pct(&held_out)
+    );
+}
+
+/// The four measured B200 runs (Megatron-Core, distributed optimizer, flash attention, no
+/// dropout, fp32 gradients, no recomputation): the allocated estimate of the most loaded rank
+/// against `max_memory_allocated`, and the reserved figure against `max_memory_reserved`.
+#[test]
+fn megatron_core_b200_allocated_and_reserved() {
+    use lmshape::memory::{AttentionKernel, Framework, FrameworkProfile};
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/megatron_core_b200_llama3_70b_l12.json"
+    ))
+    .unwrap();
+    let data: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let model = lmshape::model::hf::from_hf_config(&data["model"]).unwrap();
+    let opts = MemoryOptions {
+        attention: AttentionKernel::Flash,
+        dropout: false,
+        ..MemoryOptions::default()
+    };
+    let profile = FrameworkProfile::of(Framework::MegatronCore);
+    for run in data["runs"].as_array().unwrap() {
+        let n = |k: &str| run[k].as_u64().unwrap();
+        let layout = ParallelLayout {
+            tp: n("tp"),
+            pp: n("pp"),
+            dp: n("dp"),
+            micro_batch: n("micro_batch"),
+            global_batch: n("global_batch"),
+            seq_len: n("seq_len"),
+            sequence_parallel: run["sequence_parallel"].as_bool().unwrap(),
+            zero: ZeroStage::OptimizerStates,
+            ..ParallelLayout::default()
+        };
+        let r = memory::training_memory(&model, &layout, &opts).unwrap();
+        let layer = lmshape::params::layer_params_on_rank(&model, layout.tp)
+            .unwrap()
+            .total_params();
+        let d = profile.device(&r.peak, layer).unwrap();
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        let alloc = run["real_peak_allocated_gib"].as_f64().unwrap();
+        let reserved = run["real_peak_reserved_gib"].as_f64().unwrap();
+        let (ea, er) = (
+            gib(d.allocated_bytes) / alloc - 1.0,
+            gib(d.reserved_bytes) / reserved - 1.0,
+        );
+        eprintln!(
+            "tp {} pp {} dp {}: allocated {:.2} vs {alloc} GiB ({:+.1}%), reserved {:.2} vs {reserved} GiB ({:+.1}%)",
+            layout.tp,
+            layout.pp,
+            layout.dp,
+            gib(d.allocated_bytes),
+            ea * 100.0,
+            gib(d.reserved_bytes),
+            er * 100.0
+        );
+        assert!(ea.abs() < 0.035, "allocated {ea}");
+        // The reserved factor is the runs' median (1.03); the pipelined run reserved 1.065×.
+        assert!(er.abs() < 0.07, "reserved {er}");
+        assert!(d.reserved_bytes >= d.allocated_bytes && d.device_bytes >= d.reserved_bytes);
+    }
+}
