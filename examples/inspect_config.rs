@@ -50,6 +50,9 @@ struct Cli {
     /// Bytes per parameter of the model states: 16 (2+2+4+8) or 18 (fp32 gradients).
     #[arg(long, value_name = "B", default_value_t = 18, value_parser = bytes_per_param)]
     bytes_per_param: u64,
+    /// GPU to check the device figure against (fits / tight / out of memory).
+    #[arg(long, value_name = "NAME", value_parser = common::cli::GpuParser)]
+    gpu: Option<lmshape::hardware::GpuSpec>,
     /// Inference: sequences served at once.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive_count)]
     batch: u64,
@@ -101,7 +104,18 @@ fn main() {
         ..MemoryOptions::default()
     });
     report.layout = layout;
-    report.training = Some(or_die(memory::training_memory(&model, &layout, &opts)));
+    let training = or_die(memory::training_memory(&model, &layout, &opts));
+    let profile = memory::FrameworkProfile::of(args.setup.framework);
+    let layer = or_die(lmshape::params::layer_params_on_rank(&model, layout.tp)).total_params();
+    let device = |t: &lmshape::TrainingMemory| or_die(profile.device(t, layer));
+    report.device = Some(DeviceReport {
+        framework: args.setup.framework,
+        first: device(&training.first),
+        middle: device(&training.middle),
+        last: device(&training.last),
+        gpu: args.gpu.clone(),
+    });
+    report.training = Some(training);
     report.inference = Some(or_die(memory::inference_memory(
         &model,
         &memory::InferenceQuery {
@@ -122,6 +136,41 @@ fn main() {
     }
 }
 
+/// The reserved and device figures of each stage under a framework, and the card to check.
+struct DeviceReport {
+    framework: memory::Framework,
+    first: memory::DeviceMemory,
+    middle: memory::DeviceMemory,
+    last: memory::DeviceMemory,
+    gpu: Option<lmshape::hardware::GpuSpec>,
+}
+
+impl DeviceReport {
+    /// The stage with the largest device figure.
+    fn peak(&self) -> memory::DeviceMemory {
+        [self.first, self.middle, self.last]
+            .into_iter()
+            .max_by_key(|d| d.device_bytes)
+            .unwrap_or(self.first)
+    }
+
+    /// A stage's figures (and verdict when a GPU is given) as JSON keys.
+    fn stage_json(&self, d: &memory::DeviceMemory) -> serde_json::Value {
+        let mut v = json!({
+            "allocated_bytes": d.allocated_bytes,
+            "reserved_bytes": d.reserved_bytes,
+            "device_bytes": d.device_bytes,
+        });
+        if let Some(g) = &self.gpu {
+            let (verdict, margin) = d.verdict(g.memory_bytes);
+            v["fits"] = json!(verdict == memory::Verdict::Fits);
+            v["verdict"] = json!(verdict);
+            v["margin_bytes"] = json!(margin);
+        }
+        v
+    }
+}
+
 struct Report {
     model: Transformer,
     counts: lmshape::ParamCounts,
@@ -134,6 +183,7 @@ struct Report {
     causal: lmshape::TokenFlops,
     layout: ParallelLayout,
     training: Option<memory::TrainingMemoryReport>,
+    device: Option<DeviceReport>,
     inference: Option<memory::InferenceMemory>,
 }
 
@@ -163,6 +213,7 @@ impl Report {
             )?,
             layout: ParallelLayout::default(),
             training: None,
+            device: None,
             inference: None,
         })
     }
@@ -242,7 +293,8 @@ impl Report {
                 "chinchilla_forward": s.chinchilla.forward_flops,
                 "chinchilla_training": s.chinchilla.model_flops(),
             },
-            "memory": self.training.map(|t| json!({
+            "memory": self.training.map(|t| {
+                let mut v = json!({
                 "layout": self.layout,
                 "training": {
                     "weights_bytes": t.peak.weights_bytes,
@@ -257,7 +309,30 @@ impl Report {
                     "stages": {"first": t.first, "middle": t.middle, "last": t.last},
                 },
                 "inference": self.inference,
-            })),
+                });
+                if let Some(d) = &self.device {
+                    let training = &mut v["training"];
+                    training["framework"] = json!(d.framework.to_string());
+                    let peak = d.peak();
+                    for (key, value) in d.stage_json(&peak).as_object().into_iter().flatten() {
+                        if key != "allocated_bytes" {
+                            training[key.as_str()] = value.clone();
+                        }
+                    }
+                    // The allocated peak: the estimate plus the framework's buffers.
+                    training["buffers_bytes"] = json!(peak.allocated_bytes.saturating_sub(t.peak.total_bytes));
+                    training["total_bytes"] = json!(peak.allocated_bytes);
+                    for (name, stage) in [("first", &d.first), ("middle", &d.middle), ("last", &d.last)] {
+                        if let (Some(obj), Some(extra)) = (
+                            training["stages"][name].as_object_mut(),
+                            d.stage_json(stage).as_object().cloned(),
+                        ) {
+                            obj.extend(extra);
+                        }
+                    }
+                }
+                v
+            }),
         })
     }
 
@@ -478,6 +553,26 @@ impl Report {
                 t.peak.stage,
                 gib(t.peak.total_bytes)
             );
+            if let Some(d) = &self.device {
+                let p = d.peak();
+                outln!(
+                    "  under {}: allocated {}, reserved {} (allocator), device {} (with CUDA context, workspaces, NCCL)",
+                    d.framework,
+                    gib(p.allocated_bytes),
+                    gib(p.reserved_bytes),
+                    gib(p.device_bytes)
+                );
+                if let Some(g) = &d.gpu {
+                    let (verdict, margin) = p.verdict(g.memory_bytes);
+                    outln!(
+                        "  on {} ({}): {verdict}, margin {}{}",
+                        g.name,
+                        gib(g.memory_bytes),
+                        if margin < 0 { "-" } else { "" },
+                        gib(margin.unsigned_abs())
+                    );
+                }
+            }
         }
         if let Some(i) = &self.inference {
             outln!(

@@ -20,8 +20,8 @@ mod common;
 
 use clap::{Parser, ValueEnum};
 use common::cli::{
-    ClusterArgs, RecomputeArg, count, fraction, non_negative, parse_with_defaults, positive,
-    positive_count, share, usage_error, zero_stage,
+    ClusterArgs, RecomputeArg, SetupArgs, count, fraction, non_negative, parse_with_defaults,
+    positive, positive_count, share, usage_error, zero_stage,
 };
 use common::{die, gib, or_die, si};
 use lmshape::hardware::{AnalyticalTimer, GemmTimer, Missing, TableTimer};
@@ -137,9 +137,11 @@ struct Cli {
     /// Embedding pipeline slots.
     #[arg(long, value_enum, default_value_t = Slots::WhenNeeded)]
     embedding_slots: Slots,
-    /// Share of GPU memory the estimate may use.
+    /// Share of the card the device figure may fill (the rest is the margin kept).
     #[arg(long, value_name = "F", default_value_t = 0.9, value_parser = share)]
     memory_fraction: f64,
+    #[command(flatten)]
+    setup: SetupArgs,
     /// The law that sets the target and predicts the loss.
     #[arg(long, value_enum, default_value_t = Law::Kaplan)]
     law: Law,
@@ -175,7 +177,8 @@ fn token_floor(s: &str) -> Result<TokenFloor, String> {
 }
 
 fn main() {
-    let args: Cli = parse_with_defaults(&[]);
+    // BigScience trained BLOOM with Megatron-DeepSpeed.
+    let args: Cli = parse_with_defaults(&[("framework", "megatron-deepspeed")]);
     let mut req = PlanRequest::bloom_reference();
     req.cluster = args.cluster.cluster();
     req.gpus = args.gpus;
@@ -218,6 +221,8 @@ fn main() {
         Slots::WhenNeeded => EmbeddingSlots::WhenLayersDoNotDivide,
     };
     req.memory_fraction = args.memory_fraction;
+    req.framework = args.setup.framework;
+    req.step_options.memory = args.setup.memory_options(req.step_options.memory);
     req.law = match args.law {
         Law::Kaplan => LawChoice::Kaplan,
         Law::Chinchilla => LawChoice::Chinchilla,
@@ -285,6 +290,9 @@ fn main() {
                     "mfu": c.step.mfu,
                     "step_seconds": c.step.step_seconds,
                     "memory_bytes_per_gpu": c.memory_bytes_per_gpu,
+                    "memory_device_bytes_per_gpu": c.memory_device_bytes_per_gpu,
+                    "verdict": c.verdict,
+                    "memory_margin_bytes": c.memory_margin_bytes,
                     "tokens": c.tokens,
                     "days": c.days,
                     "days_to_token_floor": c.days_to_token_floor,
@@ -404,7 +412,7 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
             "dp",
             "mb",
             "params",
-            "memory/GPU",
+            "device/GPU",
             "TFLOP/s/GPU",
             "MFU %",
             "tokens",
@@ -424,7 +432,7 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
             c.layout.dp,
             c.layout.micro_batch,
             si(c.shape.params as f64),
-            gib(c.memory_bytes_per_gpu),
+            gib(c.memory_device_bytes_per_gpu),
             c.step.tflops_per_gpu,
             c.step.mfu * 100.0,
             si(c.tokens),
@@ -452,7 +460,7 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
     );
     match p.best() {
         Some(c) => outln!(
-            "\n== recommendation: {} layers × {} hidden, {} heads of {} ({} params) on tp {} × pp {} × dp {}, micro-batch {}{}: {:.1} TFLOP/s per GPU, {} tokens in {:.0} days (floor reached after {:.0} days), {} per GPU",
+            "\n== recommendation: {} layers × {} hidden, {} heads of {} ({} params) on tp {} × pp {} × dp {}, micro-batch {}{}: {:.1} TFLOP/s per GPU, {} tokens in {:.0} days (floor reached after {:.0} days); memory per GPU {} allocated, {} on the device under {}: {} on the {} GiB card, margin {}",
             c.shape.model.num_layers,
             c.shape.model.hidden_size,
             c.shape.model.num_heads,
@@ -471,7 +479,12 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
             si(c.tokens),
             c.days,
             c.days_to_token_floor.unwrap_or(c.days),
-            gib(c.memory_bytes_per_gpu)
+            gib(c.memory_bytes_per_gpu),
+            gib(c.memory_device_bytes_per_gpu),
+            req.framework,
+            c.verdict,
+            req.cluster.gpu.memory_bytes >> 30,
+            gib(c.memory_margin_bytes.unsigned_abs())
         ),
         None => outln!("\n== no feasible candidate: see the rejection reasons above"),
     }

@@ -22,10 +22,6 @@ use lmshape::hardware::step::{self, StepOptions};
 use lmshape::{Architecture, Transformer};
 use serde_json::json;
 
-/// The share of the card the memory estimate may fill, as the planner holds it (the rest
-/// covers what the estimate leaves out: CUDA context, allocator, communication buffers).
-const MEMORY_FRACTION: f64 = 0.9;
-
 /// Predicted step time, TFLOP/s per GPU, MFU and days of a model on a layout.
 #[derive(Parser, Debug)]
 #[command(name = "throughput", version, long_about = None, allow_negative_numbers = true)]
@@ -155,9 +151,17 @@ fn main() {
         &layout,
         &opts.memory,
     ));
-    let memory_bytes = memory.peak.total_bytes;
+    let profile = lmshape::memory::FrameworkProfile::of(args.setup.framework);
+    let layer = or_die(lmshape::params::layer_params_on_rank(&model, layout.tp)).total_params();
+    let device = [memory.first, memory.middle, memory.last]
+        .iter()
+        .map(|t| or_die(profile.device(t, layer)))
+        .max_by_key(|d| d.device_bytes)
+        .unwrap_or_else(|| or_die(profile.device(&memory.peak, layer)));
+    let memory_bytes = device.allocated_bytes;
     let capacity = cluster.gpu.memory_bytes;
-    let fits = memory_bytes as f64 <= capacity as f64 * MEMORY_FRACTION;
+    let (verdict, margin) = device.verdict(capacity);
+    let fits = verdict == lmshape::memory::Verdict::Fits;
     let s = or_die(step::step_time(&model, &layout, &cluster, &timer, &opts));
     let tokens = args.tokens;
     let b = &s.breakdown;
@@ -177,8 +181,13 @@ fn main() {
             "layout": layout,
             "timer": lmshape::hardware::GemmTimer::describe(&timer),
             "memory_bytes_per_gpu": memory_bytes,
+            "memory_reserved_bytes": device.reserved_bytes,
+            "memory_device_bytes": device.device_bytes,
             "memory_capacity_bytes": capacity,
             "memory_fits": fits,
+            "verdict": verdict,
+            "margin_bytes": margin,
+            "framework": args.setup.framework.to_string(),
             "recompute": layout.recompute,
         });
         outln!("{}", serde_json::to_string_pretty(&out).unwrap());
@@ -201,17 +210,18 @@ fn main() {
     );
     outln!("timer: {}", lmshape::hardware::GemmTimer::describe(&timer));
     outln!(
-        "memory: {} on the most loaded GPU ({} stage) of {} — {}",
+        "memory under {}: {} allocated, {} on the device, of {} — {verdict}{}",
+        args.setup.framework,
         gib(memory_bytes),
-        memory.peak.stage,
+        gib(device.device_bytes),
         gib(capacity),
-        if fits {
-            format!("fits within {:.0}% of the card", MEMORY_FRACTION * 100.0)
-        } else {
-            format!(
-                "does not fit in {:.0}% of the card: this layout cannot run (try more tp/pp, ZeRO or recomputation)",
-                MEMORY_FRACTION * 100.0
-            )
+        match verdict {
+            lmshape::memory::Verdict::Fits => String::new(),
+            lmshape::memory::Verdict::Tight => " (little room for surprises)".to_string(),
+            lmshape::memory::Verdict::Oom => format!(
+                ": {} short, this layout cannot run (try more tp/pp, ZeRO or recomputation)",
+                gib(margin.unsigned_abs())
+            ),
         }
     );
     outln!(
@@ -222,7 +232,11 @@ fn main() {
         s.tokens_per_second,
         s.days_for_tokens(tokens),
         si(tokens),
-        if fits { "" } else { " (if it fit)" }
+        if verdict == lmshape::memory::Verdict::Oom {
+            " (if it fit)"
+        } else {
+            ""
+        }
     );
     let rows = [
         ("GEMMs", b.gemm_seconds),

@@ -15,7 +15,9 @@
 //!    split over `dp`) are listed in [`Plan::invalid_layouts`]; with BigScience's embedding
 //!    slots ([`PlanRequest::embedding_slots`]) when only `(L + 2) % pp` holds; a layout that
 //!    breaks a rule for the shape is "indivisible".
-//! 5. **Memory** ([`crate::memory`]): the most loaded GPU must fit in a fraction of the card.
+//! 5. **Memory** ([`crate::memory`]): the device figure of the most loaded GPU under the
+//!    request's framework (allocated estimate, allocator, runtime) must fit a share of the
+//!    card.
 //! 6. **Speed** ([`crate::hardware::step`]) with the timer you pass: tokens reachable in the
 //!    usable wall-clock; below the token floor is "too slow".
 //! 7. **Rank** by the law's predicted loss at those tokens (ties: more tokens first).
@@ -24,7 +26,7 @@ use crate::error::{Error, Result, positive, positive_f64};
 use crate::flops::ParamBasis;
 use crate::hardware::GemmTimer;
 use crate::hardware::step::{self, Cluster, StepOptions};
-use crate::memory;
+use crate::memory::{self, Framework, FrameworkProfile, Verdict};
 use crate::model::{Architecture, Transformer};
 use crate::parallel::{EmbeddingSlots, LayoutSpace, ParallelLayout, ZeroStage};
 use crate::scaling::{
@@ -213,7 +215,7 @@ pub struct PlanRequest {
     pub zero: ZeroStage,
     /// Sequence parallelism.
     pub sequence_parallel: bool,
-    /// Fraction of GPU memory the estimate may use (the rest covers what it leaves out).
+    /// Share of the card the device figure may fill (the rest is the stated margin).
     pub memory_fraction: f64,
     /// Step-model options, with the memory assumptions the memory estimate uses too
     /// (`step_options.memory`).
@@ -224,6 +226,14 @@ pub struct PlanRequest {
     /// BLOOM); never by default.
     #[serde(default)]
     pub embedding_slots: EmbeddingSlots,
+    /// The training framework whose buffers and allocator turn the estimate into the device
+    /// figure that must fit `memory_fraction` of the card.
+    #[serde(default = "default_framework")]
+    pub framework: Framework,
+}
+
+fn default_framework() -> Framework {
+    Framework::MegatronCore
 }
 
 impl PlanRequest {
@@ -266,6 +276,7 @@ impl PlanRequest {
             },
             law: LawChoice::Kaplan,
             embedding_slots: EmbeddingSlots::WhenLayersDoNotDivide,
+            framework: Framework::MegatronDeepspeed,
         }
     }
 
@@ -320,6 +331,7 @@ impl PlanRequest {
             step_options: StepOptions::default(),
             law: LawChoice::Chinchilla,
             embedding_slots: EmbeddingSlots::Never,
+            framework: Framework::MegatronCore,
         }
     }
 
@@ -503,8 +515,15 @@ pub struct Candidate {
     pub shape: Shape,
     /// The layout.
     pub layout: ParallelLayout,
-    /// Bytes on the most loaded GPU.
+    /// Allocated bytes on the most loaded GPU.
     pub memory_bytes_per_gpu: u64,
+    /// What `nvidia-smi` would show on the GPU with the largest device figure, under the
+    /// request's framework.
+    pub memory_device_bytes_per_gpu: u64,
+    /// That figure against the whole card.
+    pub verdict: Verdict,
+    /// Card capacity minus the device figure.
+    pub memory_margin_bytes: i64,
     /// The predicted step.
     pub step: step::StepTime,
     /// Days of the usable wall-clock spent training.
@@ -673,9 +692,19 @@ fn evaluate_pair(
 ) -> Result<std::result::Result<Candidate, (RejectReason, f64)>> {
     let req = walk.req;
     let mem = memory::training_memory(model, &layout, &req.step_options.memory)?;
-    if mem.peak.total_bytes > walk.memory_bytes {
+    let profile = FrameworkProfile::of(req.framework);
+    let layer = crate::params::layer_params_on_rank(model, layout.tp)?.total_params();
+    let mut device = profile.device(&mem.first, layer)?;
+    for stage in [&mem.middle, &mem.last] {
+        let d = profile.device(stage, layer)?;
+        if d.device_bytes > device.device_bytes {
+            device = d;
+        }
+    }
+    if device.device_bytes > walk.memory_bytes {
         return Ok(Err((RejectReason::DoesNotFit, 0.0)));
     }
+    let (verdict, memory_margin_bytes) = device.verdict(req.cluster.gpu.memory_bytes);
     let st = step::step_time(model, &layout, &req.cluster, walk.timer, &req.step_options)?;
     let tokens = st.tokens_per_second * walk.usable_seconds;
     if req.token_floor.is_some_and(|f| tokens < f) {
@@ -684,7 +713,10 @@ fn evaluate_pair(
     Ok(Ok(Candidate {
         shape,
         layout,
-        memory_bytes_per_gpu: mem.peak.total_bytes,
+        memory_bytes_per_gpu: device.allocated_bytes.max(mem.peak.total_bytes),
+        memory_device_bytes_per_gpu: device.device_bytes,
+        verdict,
+        memory_margin_bytes,
         step: st,
         days: walk.usable_seconds / 86_400.0,
         days_to_token_floor: req.token_floor.map(|f| st.days_for_tokens(f)),

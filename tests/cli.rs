@@ -290,3 +290,61 @@ fn identical_runs_do_not_constrain_a_fit() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("do not constrain the fit"), "{err}");
 }
+
+/// The memory verdict: `inspect_config --framework --gpu` adds the reserved and device figures,
+/// the verdict and the margin, overall and per stage; `plan --json` candidates carry theirs.
+#[test]
+fn memory_verdict_keys() {
+    let (code, out, err) = run(
+        "inspect_config",
+        &[
+            "--preset",
+            "gpt3-175b",
+            "--tp",
+            "8",
+            "--pp",
+            "8",
+            "--dp",
+            "1",
+            "--global-batch",
+            "8",
+            "--framework",
+            "megatron-deepspeed",
+            "--gpu",
+            "a100-80gb",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let t = &v["memory"]["training"];
+    let (total, reserved, device) = (
+        t["total_bytes"].as_u64().unwrap(),
+        t["reserved_bytes"].as_u64().unwrap(),
+        t["device_bytes"].as_u64().unwrap(),
+    );
+    assert!(total <= reserved && reserved <= device);
+    assert!(["fits", "tight", "oom"].contains(&t["verdict"].as_str().unwrap()));
+    assert_eq!(t["fits"].as_bool().unwrap(), t["verdict"] == "fits");
+    assert_eq!(
+        t["margin_bytes"].as_i64().unwrap(),
+        (80i64 << 30) - device as i64
+    );
+    for stage in ["first", "middle", "last"] {
+        assert!(
+            t["stages"][stage]["device_bytes"].as_u64().is_some(),
+            "{stage}"
+        );
+        assert!(t["stages"][stage]["verdict"].is_string(), "{stage}");
+    }
+    let (code, out, err) = run("plan", &["--json", "--top", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for c in v.as_array().unwrap() {
+        assert!(
+            c["memory_device_bytes_per_gpu"].as_u64().unwrap()
+                >= c["memory_bytes_per_gpu"].as_u64().unwrap()
+        );
+        assert_eq!(c["verdict"], "fits");
+    }
+}

@@ -722,3 +722,32 @@ fn megatron_core_b200_allocated_and_reserved() {
         assert!(d.reserved_bytes >= d.allocated_bytes && d.device_bytes >= d.reserved_bytes);
     }
 }
+
+proptest! {
+    #![proptest_config(common::proptest_config("proptest-regressions/memory.txt", 256))]
+
+    /// Under every framework: device ≥ reserved ≥ allocated ≥ the estimate, and more tensor
+    /// parallelism or recomputation never raises the device figure.
+    #[test]
+    fn device_figures_are_ordered_and_shrink(m in model(), l in layout(), o in opts(), f in 0usize..4) {
+        use lmshape::memory::{Framework, FrameworkProfile};
+        let profile = FrameworkProfile::of(Framework::ALL[f]);
+        let device = |layout: &ParallelLayout| {
+            let r = memory::training_memory(&m, layout, &o).unwrap();
+            let layer = lmshape::params::layer_params_on_rank(&m, layout.tp).unwrap().total_params();
+            let d = profile.device(&r.peak, layer).unwrap();
+            (r.peak.total_bytes, d)
+        };
+        let (est, d) = device(&l);
+        prop_assert!(est <= d.allocated_bytes && d.allocated_bytes <= d.reserved_bytes
+            && d.reserved_bytes <= d.device_bytes);
+        if l.tp < 8 {
+            let more = ParallelLayout { tp: l.tp * 2, ..l };
+            prop_assert!(device(&more).1.device_bytes <= d.device_bytes);
+        }
+        if l.recompute != Recompute::Full {
+            let more = ParallelLayout { recompute: Recompute::Full, ..l };
+            prop_assert!(device(&more).1.device_bytes <= d.device_bytes);
+        }
+    }
+}

@@ -241,6 +241,15 @@ pub struct SetupArgs {
     /// Train without dropout (no masks stored).
     #[arg(long)]
     pub no_dropout: bool,
+    /// Training framework: megatron-core, megatron-deepspeed, deepspeed or fsdp (its byte
+    /// counts, buffers and allocator set the reserved and device figures).
+    #[arg(long, value_name = "NAME", default_value = "megatron-core", value_parser = framework)]
+    pub framework: lmshape::memory::Framework,
+}
+
+/// A framework name.
+pub fn framework(s: &str) -> Result<lmshape::memory::Framework, String> {
+    s.parse().map_err(|e: lmshape::Error| e.to_string())
 }
 
 impl SetupArgs {
