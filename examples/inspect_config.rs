@@ -59,6 +59,9 @@ struct Cli {
     /// Inference: tokens per sequence [default: the training context].
     #[arg(long, value_name = "N", value_parser = positive_count)]
     context: Option<u64>,
+    /// Draw the training memory of each stage as stacked bars against the card (SVG).
+    #[arg(long, value_name = "PATH")]
+    svg: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -126,6 +129,11 @@ fn main() {
             ..memory::InferenceQuery::default()
         },
     )));
+    if let Some(path) = &args.svg {
+        if let Err(e) = report.write_svg(path) {
+            common::die(&format!("cannot write {path}: {e}"));
+        }
+    }
     if args.json {
         outln!(
             "{}",
@@ -143,6 +151,114 @@ struct DeviceReport {
     middle: memory::DeviceMemory,
     last: memory::DeviceMemory,
     gpu: Option<lmshape::hardware::GpuSpec>,
+}
+
+impl Report {
+    /// Per-stage stacked bars — weights, gradients, optimizer states, activations, framework
+    /// buffers, allocator, runtime — with the card's capacity as a line when a GPU is given.
+    fn write_svg(&self, path: &str) -> Result<(), Box<dyn std::error::Error>> {
+        use plotters::prelude::*;
+        let (Some(t), Some(d)) = (&self.training, &self.device) else {
+            return Ok(());
+        };
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        let stages: Vec<(String, &lmshape::TrainingMemory, &memory::DeviceMemory)> =
+            if self.layout.pp == 1 {
+                vec![("only".into(), &t.first, &d.first)]
+            } else {
+                vec![
+                    ("first".into(), &t.first, &d.first),
+                    ("middle".into(), &t.middle, &d.middle),
+                    ("last".into(), &t.last, &d.last),
+                ]
+            };
+        let parts = |m: &lmshape::TrainingMemory, dev: &memory::DeviceMemory| {
+            [
+                ("weights", gib(m.weights_bytes), BLUE),
+                ("gradients", gib(m.gradients_bytes), CYAN),
+                ("optimizer states", gib(m.optimizer_bytes), GREEN),
+                ("activations", gib(m.activations_bytes), YELLOW),
+                (
+                    "framework buffers",
+                    gib(dev.allocated_bytes.saturating_sub(m.total_bytes)),
+                    MAGENTA,
+                ),
+                (
+                    "allocator (reserved - allocated)",
+                    gib(dev.reserved_bytes - dev.allocated_bytes),
+                    RGBColor(150, 150, 150),
+                ),
+                (
+                    "runtime (context, workspaces, NCCL)",
+                    gib(dev.device_bytes - dev.reserved_bytes),
+                    BLACK,
+                ),
+            ]
+        };
+        let capacity = d.gpu.as_ref().map(|g| gib(g.memory_bytes));
+        let top = stages
+            .iter()
+            .map(|(_, _, dev)| gib(dev.device_bytes))
+            .fold(capacity.unwrap_or(0.0), f64::max)
+            * 1.1;
+        let root = SVGBackend::new(path, (800, 520)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!(
+                    "training memory per GPU under {} (tp {} pp {} dp {})",
+                    d.framework, self.layout.tp, self.layout.pp, self.layout.dp
+                ),
+                ("sans-serif", 18),
+            )
+            .margin(15)
+            .x_label_area_size(35)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..stages.len() as f64, 0.0..top.max(1.0))?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(0)
+            .y_desc("GiB")
+            .draw()?;
+        for (i, (_, m, dev)) in stages.iter().enumerate() {
+            let mut base = 0.0;
+            for (name, value, colour) in parts(m, dev) {
+                let x = i as f64;
+                let bar =
+                    Rectangle::new([(x + 0.2, base), (x + 0.8, base + value)], colour.filled());
+                let series = chart.draw_series(std::iter::once(bar))?;
+                if i == 0 {
+                    series.label(name).legend(move |(x, y)| {
+                        Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled())
+                    });
+                }
+                base += value;
+            }
+            chart.draw_series(std::iter::once(Text::new(
+                format!("{} stage: {:.1} GiB", stages[i].0, base),
+                (i as f64 + 0.2, base + top * 0.06),
+                ("sans-serif", 14),
+            )))?;
+        }
+        if let (Some(cap), Some(g)) = (capacity, &d.gpu) {
+            chart
+                .draw_series(LineSeries::new(
+                    vec![(0.0, cap), (stages.len() as f64, cap)],
+                    RED.stroke_width(2),
+                ))?
+                .label(format!("{} capacity", g.name))
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], RED.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    }
 }
 
 impl DeviceReport {

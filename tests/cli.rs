@@ -348,3 +348,44 @@ fn memory_verdict_keys() {
         assert_eq!(c["verdict"], "fits");
     }
 }
+
+/// `inspect_config --svg` draws the memory picture; `plan --svg --mark` the decision chart.
+#[test]
+fn pictures_are_drawn() {
+    let dir = std::env::temp_dir().join(format!("lmshape-cli-svg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let memory = dir.join("memory.svg");
+    let (code, _, err) = run(
+        "inspect_config",
+        &[
+            "--preset",
+            "bloom-176b",
+            "--tp",
+            "4",
+            "--pp",
+            "12",
+            "--dp",
+            "8",
+            "--embedding-slots",
+            "--global-batch",
+            "96",
+            "--gpu",
+            "a100-80gb",
+            "--svg",
+            memory.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let svg = std::fs::read_to_string(&memory).unwrap();
+    assert!(
+        svg.contains("<svg") && svg.contains("a100-80gb capacity") && svg.contains("middle stage")
+    );
+    let chart = dir.join("plan.svg");
+    let (code, _, err) = run(
+        "plan",
+        &["--svg", chart.to_str().unwrap(), "--mark", "14336,70,112"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(svg.contains("recommended") && svg.contains("marked: 70 layers × 14336 hidden"));
+}
