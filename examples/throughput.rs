@@ -153,11 +153,7 @@ fn main() {
     ));
     let profile = lmshape::memory::FrameworkProfile::of(args.setup.framework);
     let layer = or_die(lmshape::params::layer_params_on_rank(&model, layout.tp)).total_params();
-    let device = [memory.first, memory.middle, memory.last]
-        .iter()
-        .map(|t| or_die(profile.device(t, layer)))
-        .max_by_key(|d| d.device_bytes)
-        .unwrap_or_else(|| or_die(profile.device(&memory.peak, layer)));
+    let device = or_die(profile.most_loaded(&memory, layer));
     let memory_bytes = device.allocated_bytes;
     let capacity = cluster.gpu.memory_bytes;
     let (verdict, margin) = device.verdict(capacity);

@@ -681,6 +681,23 @@ impl FrameworkProfile {
             device_bytes: add(reserved_bytes, self.runtime_bytes, W)?,
         })
     }
+
+    /// The figures of the stage with the largest device figure in `report` (for a model of
+    /// `layer_params` parameters per layer on the rank).
+    pub fn most_loaded(
+        &self,
+        report: &TrainingMemoryReport,
+        layer_params: u64,
+    ) -> Result<DeviceMemory> {
+        let mut most = self.device(&report.first, layer_params)?;
+        for stage in [&report.middle, &report.last] {
+            let d = self.device(stage, layer_params)?;
+            if d.device_bytes > most.device_bytes {
+                most = d;
+            }
+        }
+        Ok(most)
+    }
 }
 
 /// One GPU's memory as the tools report it.

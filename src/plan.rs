@@ -694,13 +694,7 @@ fn evaluate_pair(
     let mem = memory::training_memory(model, &layout, &req.step_options.memory)?;
     let profile = FrameworkProfile::of(req.framework);
     let layer = crate::params::layer_params_on_rank(model, layout.tp)?.total_params();
-    let mut device = profile.device(&mem.first, layer)?;
-    for stage in [&mem.middle, &mem.last] {
-        let d = profile.device(stage, layer)?;
-        if d.device_bytes > device.device_bytes {
-            device = d;
-        }
-    }
+    let device = profile.most_loaded(&mem, layer)?;
     if device.device_bytes > walk.memory_bytes {
         return Ok(Err((RejectReason::DoesNotFit, 0.0)));
     }
