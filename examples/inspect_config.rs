@@ -423,6 +423,13 @@ impl Report {
                     "params_on_rank": t.peak.params_on_rank,
                     "in_flight_micro_batches": t.peak.in_flight_micro_batches,
                     "stages": {"first": t.first, "middle": t.middle, "last": t.last},
+                    "by_part": {
+                        "weights_bytes": t.peak.weights_bytes,
+                        "gradients_bytes": t.peak.gradients_bytes,
+                        "optimizer_bytes": t.peak.optimizer_bytes,
+                        "activations_bytes": t.peak.activations_bytes,
+                        "experts_bytes": t.peak.experts_bytes,
+                    },
                 },
                 "inference": self.inference,
                 });

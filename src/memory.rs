@@ -176,6 +176,12 @@ pub struct TrainingMemory {
     pub in_flight_micro_batches: u64,
     /// Everything, plus [`MemoryOptions::overhead_bytes`].
     pub total_bytes: u64,
+    /// Of the parameters, routed experts (sharded over the expert-data-parallel degree).
+    #[serde(default)]
+    pub expert_params_on_rank: u64,
+    /// Of the model-state bytes, the routed experts' (weights, gradients, optimizer states).
+    #[serde(default)]
+    pub experts_bytes: u64,
 }
 
 /// Per-stage figures and the most loaded one.
@@ -431,7 +437,14 @@ impl<'a> StageInputs<'a> {
         };
         let range = self.stages.range(index, self.layout.pp);
         debug_assert_eq!(range.end - range.start, layers);
-        let mut params = crate::params::layers_params_on_rank(self.model, self.layout.tp, range)?;
+        let layout = self.layout;
+        let (mut params, experts) = crate::params::layers_params_on_rank_by_part(
+            self.model,
+            layout.tp,
+            layout.ep,
+            layout.expert_tp(),
+            range,
+        )?;
         if has_first {
             params = add(params, self.first_extra_params, W)?;
         }
@@ -445,12 +458,17 @@ impl<'a> StageInputs<'a> {
         }
         let logits_bytes = if has_last { self.logits_bytes } else { 0 };
         act = add(act, logits_bytes, W)?;
-        let states = model_state_bytes(params, self.layout, &self.opts.precision)?;
+        let precision = &self.opts.precision;
+        let dense = model_state_bytes(params, layout.dp, layout.zero, precision)?;
+        let expert = model_state_bytes(experts, layout.expert_dp()?, layout.zero, precision)?;
+        let weights_bytes = add(dense.weights_bytes, expert.weights_bytes, W)?;
+        let gradients_bytes = add(dense.gradients_bytes, expert.gradients_bytes, W)?;
+        let optimizer_bytes = add(dense.optimizer_bytes, expert.optimizer_bytes, W)?;
         let total_bytes = crate::error::sum(
             &[
-                states.weights_bytes,
-                states.gradients_bytes,
-                states.optimizer_bytes,
+                weights_bytes,
+                gradients_bytes,
+                optimizer_bytes,
                 act,
                 self.opts.overhead_bytes,
             ],
@@ -458,14 +476,23 @@ impl<'a> StageInputs<'a> {
         )?;
         Ok(TrainingMemory {
             stage: kind,
-            params_on_rank: params,
-            weights_bytes: states.weights_bytes,
-            gradients_bytes: states.gradients_bytes,
-            optimizer_bytes: states.optimizer_bytes,
+            params_on_rank: add(params, experts, W)?,
+            weights_bytes,
+            gradients_bytes,
+            optimizer_bytes,
             activations_bytes: act,
             logits_bytes,
             in_flight_micro_batches: in_flight,
             total_bytes,
+            expert_params_on_rank: experts,
+            experts_bytes: crate::error::sum(
+                &[
+                    expert.weights_bytes,
+                    expert.gradients_bytes,
+                    expert.optimizer_bytes,
+                ],
+                W,
+            )?,
         })
     }
 
@@ -504,17 +531,18 @@ struct ModelStateBytes {
     optimizer_bytes: u64,
 }
 
-/// Mixed-precision Adam's model states of `params` parameters, sharded over data parallelism
-/// by the layout's ZeRO stage (Rajbhandari et al. 2020 §5: stage 1 optimizer states, 2 also
+/// Mixed-precision Adam's model states of `params` parameters, sharded over `dp` data-parallel
+/// ranks (the expert-data-parallel degree for routed experts) by the ZeRO stage (Rajbhandari et al. 2020 §5: stage 1 optimizer states, 2 also
 /// gradients, 3 also weights).
 fn model_state_bytes(
     params: u64,
-    layout: &ParallelLayout,
+    dp: u64,
+    zero: ZeroStage,
     p: &Precision,
 ) -> Result<ModelStateBytes> {
     let shard = |stage_min: ZeroStage| {
-        if layout.zero >= stage_min {
-            params.div_ceil(layout.dp)
+        if zero >= stage_min {
+            params.div_ceil(dp)
         } else {
             params
         }

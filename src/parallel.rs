@@ -127,6 +127,18 @@ pub struct ParallelLayout {
     /// Layers of the last stage (Megatron-Core's uneven last stage).
     #[serde(default)]
     pub last_stage_layers: Option<u64>,
+    /// Expert-parallel degree: routed experts spread over `ep` ranks of the `tp × dp` grid
+    /// (Megatron-Core `--expert-model-parallel-size`).
+    #[serde(default = "one")]
+    pub ep: u64,
+    /// Expert-tensor-parallel degree (Megatron-Core `--expert-tensor-parallel-size`; `None`:
+    /// equal to `tp`).
+    #[serde(default)]
+    pub etp: Option<u64>,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// The fields of a [`ParallelLayout`] as they arrive from serde, before validation.
@@ -149,6 +161,10 @@ struct LayoutFields {
     first_stage_layers: Option<u64>,
     #[serde(default)]
     last_stage_layers: Option<u64>,
+    #[serde(default = "one")]
+    ep: u64,
+    #[serde(default)]
+    etp: Option<u64>,
 }
 
 impl TryFrom<LayoutFields> for ParallelLayout {
@@ -170,6 +186,8 @@ impl TryFrom<LayoutFields> for ParallelLayout {
             balanced_pipeline: f.balanced_pipeline,
             first_stage_layers: f.first_stage_layers,
             last_stage_layers: f.last_stage_layers,
+            ep: f.ep,
+            etp: f.etp,
         };
         l.validate_batch()?;
         Ok(l)
@@ -194,6 +212,8 @@ impl Default for ParallelLayout {
             balanced_pipeline: false,
             first_stage_layers: None,
             last_stage_layers: None,
+            ep: 1,
+            etp: None,
         }
     }
 }
@@ -579,6 +599,61 @@ impl ParallelLayout {
         }
     }
 
+    /// The expert-tensor-parallel degree (`etp`, or `tp` when unset).
+    pub fn expert_tp(&self) -> u64 {
+        self.etp.unwrap_or(self.tp)
+    }
+
+    /// The expert-data-parallel degree: the ranks of the `tp × dp` grid that hold the same
+    /// experts, `tp · dp / (ep · etp)` (Megatron-Core folds the expert grid into the dense
+    /// one); the routed experts' gradients and optimizer states are sharded over it.
+    pub fn expert_dp(&self) -> Result<u64> {
+        let grid = crate::error::mul(self.tp, self.dp, "tp × dp")?;
+        let experts = crate::error::mul(self.ep, self.expert_tp(), "ep × etp")?;
+        divisible(
+            "expert parallelism times expert tensor parallelism must divide tp × dp",
+            "tp × dp",
+            grid,
+            "ep × etp",
+            experts,
+        )?;
+        Ok(grid / experts)
+    }
+
+    /// Megatron-Core's expert rules: a model without experts has `ep = 1` and `etp = tp`; with
+    /// experts, `E % ep == 0`, the expert width splits over `etp`, and `ep · etp` divides
+    /// `tp · dp` ([`ParallelLayout::expert_dp`]).
+    fn check_experts(&self, model: &Transformer) -> Result<()> {
+        match &model.moe {
+            None => {
+                if self.ep != 1 || self.expert_tp() != self.tp {
+                    return Err(Error::Inconsistent {
+                        rule: "expert parallelism needs a model with experts",
+                        detail: format!("ep = {}, etp = {}", self.ep, self.expert_tp()),
+                    });
+                }
+                Ok(())
+            }
+            Some(moe) => {
+                divisible(
+                    "routed experts must split over expert parallelism",
+                    "num_experts",
+                    moe.num_experts,
+                    "ep",
+                    self.ep,
+                )?;
+                divisible(
+                    "expert width must split over expert tensor parallelism",
+                    "expert_ffn_size",
+                    moe.expert_ffn_size,
+                    "etp",
+                    self.expert_tp(),
+                )?;
+                self.expert_dp().map(|_| ())
+            }
+        }
+    }
+
     /// How this layout splits the layers over its stages.
     pub fn pipeline_split(&self) -> PipelineSplit {
         PipelineSplit {
@@ -599,6 +674,7 @@ impl ParallelLayout {
     /// ([`check_tensor_split`], [`check_pipeline_split`]). The first rule broken is returned.
     pub fn validate(&self, model: &Transformer) -> Result<()> {
         self.validate_batch()?;
+        self.check_experts(model)?;
         check_tensor_split(
             model.num_heads,
             model.num_kv_heads,
@@ -629,6 +705,8 @@ impl ParallelLayout {
     /// ```
     pub fn validate_batch(&self) -> Result<()> {
         positive(self.tp, "tp")?;
+        positive(self.ep, "ep")?;
+        positive(self.expert_tp(), "etp")?;
         positive(self.pp, "pp")?;
         positive(self.dp, "dp")?;
         positive(self.micro_batch, "micro_batch")?;

@@ -217,18 +217,51 @@ pub fn layer_kind_params_on_rank(m: &Transformer, tp: u64, kind: LayerKind) -> R
 }
 
 /// Parameters of layers `range` on one of `tp` ranks, each by its kind (closed form over the
-/// kinds, no loop over layers).
+/// kinds, no loop over layers), with the experts split like the dense MLP
+/// ([`layers_params_on_rank_by_part`] with `ep = 1`, `etp = tp`).
 pub fn layers_params_on_rank(m: &Transformer, tp: u64, range: std::ops::Range<u64>) -> Result<u64> {
+    let (rest, experts) = layers_params_on_rank_by_part(m, tp, 1, tp.max(1), range)?;
+    crate::error::add(rest, experts, "stage parameters")
+}
+
+/// Parameters of layers `range` on one rank of a layout with `tp` tensor-parallel ranks and
+/// experts over `ep × etp` ranks (Megatron-Core's expert parallelism and expert tensor
+/// parallelism): `(everything but the routed experts, the routed experts)`. The routed experts
+/// are sharded over the expert-data-parallel group, the rest over data parallelism, so a memory
+/// estimate keeps them apart.
+///
+/// ```
+/// use lmshape::{model::hf::from_hf_config_str, params};
+/// let m = from_hf_config_str(r#"{"model_type":"mixtral"}"#)?; // 8 experts
+/// let (_, one) = params::layers_params_on_rank_by_part(&m, 1, 1, 1, 0..32)?;
+/// let (_, eight) = params::layers_params_on_rank_by_part(&m, 1, 8, 1, 0..32)?;
+/// assert_eq!(eight * 8, one);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn layers_params_on_rank_by_part(
+    m: &Transformer,
+    tp: u64,
+    ep: u64,
+    etp: u64,
+    range: std::ops::Range<u64>,
+) -> Result<(u64, u64)> {
     const W: &str = "stage parameters";
+    crate::error::positive(ep, "ep")?;
+    crate::error::positive(etp, "etp")?;
+    let kv = crate::parallel::kv_heads_per_rank(m.num_kv_heads, tp)?;
     let n = range.end.saturating_sub(range.start);
     let moe_layers = m.moe.map_or(0, |moe| moe.moe_layers_in(range));
     let dense = layer_kind_params_on_rank(m, tp, LayerKind::Dense)?.total_params();
-    let mut total = crate::error::mul(dense, n - moe_layers, W)?;
+    let mut rest = crate::error::mul(dense, n - moe_layers, W)?;
+    let mut experts = 0;
     if moe_layers > 0 {
-        let moe = layer_kind_params_on_rank(m, tp, LayerKind::Moe)?.total_params();
-        total = crate::error::add(total, crate::error::mul(moe, moe_layers, W)?, W)?;
+        let l = layer_params_sharded(m, tp, kv, LayerKind::Moe, ep, etp)
+            .ok_or(Error::Overflow { what: W })?;
+        let others = l.total_params() - l.routed_expert_params;
+        rest = crate::error::add(rest, crate::error::mul(others, moe_layers, W)?, W)?;
+        experts = crate::error::mul(l.routed_expert_params, moe_layers, W)?;
     }
-    Ok(total)
+    Ok((rest, experts))
 }
 
 /// The weights of an MLP of width `f` in the model's form: `(in weights, in biases, out weight,
@@ -253,6 +286,19 @@ fn layer_params_checked(
     tp: u64,
     kv_heads: u64,
     kind: LayerKind,
+) -> Option<LayerParams> {
+    layer_params_sharded(m, tp, kv_heads, kind, 1, tp)
+}
+
+/// [`layer_params_checked`] with the routed experts spread over `ep` expert-parallel ranks
+/// (each holding `E/ep` experts) and each expert split over `etp` expert-tensor-parallel ranks.
+fn layer_params_sharded(
+    m: &Transformer,
+    tp: u64,
+    kv_heads: u64,
+    kind: LayerKind,
+    ep: u64,
+    etp: u64,
 ) -> Option<LayerParams> {
     let d = m.hidden_size;
     let heads = m.num_heads / tp;
@@ -303,9 +349,10 @@ fn layer_params_checked(
                 .checked_mul(e)?
                 .checked_add(router_bias)?
                 .checked_add(correction)?;
-            let (wi, bi, wo, bo) = mlp_tensors(m, moe.expert_ffn_size / tp, moe.expert_biases)?;
-            layer.routed_expert_params =
-                e.checked_mul(wi.checked_add(bi)?.checked_add(wo)?.checked_add(bo)?)?;
+            let (wi, bi, wo, bo) =
+                mlp_tensors(m, moe.expert_ffn_size / etp.max(1), moe.expert_biases)?;
+            layer.routed_expert_params = (e / ep.max(1))
+                .checked_mul(wi.checked_add(bi)?.checked_add(wo)?.checked_add(bo)?)?;
             if moe.shared_ffn_size > 0 {
                 let (wi, bi, wo, bo) = mlp_tensors(m, moe.shared_ffn_size / tp, false)?;
                 let gate = if moe.shared_expert_gate { d } else { 0 };

@@ -751,3 +751,121 @@ proptest! {
         }
     }
 }
+
+/// Megatron-Core's expert rules, each a typed error naming it; expert parallelism needs experts.
+#[test]
+fn expert_parallel_rules() {
+    let mixtral = from_hf_config_str(r#"{"model_type":"mixtral"}"#).unwrap(); // 8 experts of 14336
+    let base = ParallelLayout {
+        tp: 2,
+        dp: 8,
+        global_batch: 8,
+        ..ParallelLayout::default()
+    };
+    let ok = ParallelLayout {
+        ep: 8,
+        etp: Some(2),
+        ..base
+    };
+    ok.validate(&mixtral).unwrap();
+    assert_eq!(ok.expert_dp().unwrap(), 1);
+    let cases: [(ParallelLayout, &str); 3] = [
+        (
+            ParallelLayout { ep: 3, ..base },
+            "routed experts must split over expert parallelism",
+        ),
+        (
+            ParallelLayout {
+                ep: 8,
+                etp: Some(4),
+                ..base
+            },
+            "must divide tp × dp",
+        ),
+        (
+            ParallelLayout {
+                etp: Some(5),
+                ..base
+            },
+            "expert width must split",
+        ),
+    ];
+    for (layout, rule) in cases {
+        let e = layout.validate(&mixtral).unwrap_err().to_string();
+        assert!(e.contains(rule), "{e}");
+    }
+    let dense = presets::by_name("gpt3-175b").unwrap();
+    let e = ParallelLayout { ep: 2, ..base }
+        .validate(&dense)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("expert parallelism needs a model with experts"),
+        "{e}"
+    );
+}
+
+/// Expert parallelism shards the routed experts: with ep = 8 each rank of Mixtral keeps one of
+/// its eight experts per layer, and their model states are sharded over the expert-data-parallel
+/// degree; the rest of the model is untouched.
+#[test]
+fn expert_parallelism_shards_the_experts() {
+    let mixtral = from_hf_config_str(r#"{"model_type":"mixtral"}"#).unwrap();
+    let base = ParallelLayout {
+        tp: 1,
+        dp: 8,
+        global_batch: 8,
+        seq_len: 4096,
+        zero: ZeroStage::OptimizerStates,
+        ..ParallelLayout::default()
+    };
+    let at = |ep: u64| {
+        memory::training_memory(
+            &mixtral,
+            &ParallelLayout { ep, ..base },
+            &MemoryOptions::default(),
+        )
+        .unwrap()
+        .peak
+    };
+    let (one, eight) = (at(1), at(8));
+    // Mixtral: 8 experts × 3 × 4096 × 14336 per layer, 32 layers.
+    let all_experts = 32 * 8 * 3 * 4096 * 14336u64;
+    assert_eq!(one.expert_params_on_rank, all_experts);
+    assert_eq!(eight.expert_params_on_rank, all_experts / 8);
+    assert_eq!(
+        one.params_on_rank - one.expert_params_on_rank,
+        eight.params_on_rank - eight.expert_params_on_rank
+    );
+    // ep = 8 on dp = 8 leaves one expert-data-parallel rank: the experts' optimizer states are
+    // not sharded any more, the rest still over 8.
+    assert_eq!(eight.experts_bytes, all_experts / 8 * 18);
+    assert!(eight.total_bytes < one.total_bytes);
+}
+
+proptest! {
+    #![proptest_config(common::proptest_config("proptest-regressions/memory.txt", 128))]
+
+    /// More expert parallelism never raises a GPU's expert memory or its total.
+    #[test]
+    fn more_expert_parallelism_never_more_memory(experts_log in 0u32..4, tp in prop_oneof![Just(1u64), Just(2)],
+        dp_log in 0u32..4, zero in 0u64..4, layers in 1u64..6) {
+        let experts = 1u64 << experts_log;
+        let m = lmshape::Transformer::new(32000, 1024, layers, 8, 8, 128, 2048, 2048, lmshape::Architecture::llama())
+            .unwrap()
+            .with_moe(lmshape::model::Moe::routed(experts, 1, 2048))
+            .unwrap();
+        let dp = 1u64 << dp_log;
+        let layout = |ep: u64| ParallelLayout { tp, dp, ep, global_batch: dp, seq_len: 512,
+            zero: ZeroStage::from_number(zero).unwrap(), ..ParallelLayout::default() };
+        let mut ep = 1;
+        let mut last = memory::training_memory(&m, &layout(1), &MemoryOptions::default()).unwrap().peak;
+        while ep * 2 <= experts && (tp * dp) % (ep * 2 * tp) == 0 {
+            ep *= 2;
+            let now = memory::training_memory(&m, &layout(ep), &MemoryOptions::default()).unwrap().peak;
+            prop_assert!(now.experts_bytes <= last.experts_bytes, "ep {ep}");
+            prop_assert!(now.expert_params_on_rank <= last.expert_params_on_rank);
+            last = now;
+        }
+    }
+}

@@ -308,6 +308,12 @@ pub struct LayoutArgs {
     /// Layers of the last pipeline stage (Megatron-Core's uneven last stage).
     #[arg(long, value_name = "N", value_parser = positive_count)]
     pub last_stage_layers: Option<u64>,
+    /// Expert-parallel degree (routed experts spread over this many ranks of tp × dp).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive_count)]
+    pub ep: u64,
+    /// Expert-tensor-parallel degree [default: --tp].
+    #[arg(long, value_name = "N", value_parser = positive_count)]
+    pub etp: Option<u64>,
     /// Virtual stages per pipeline rank (interleaved 1F1B when above 1; needs pp ≥ 2).
     #[arg(long, value_name = "V", default_value_t = 1, value_parser = positive_count)]
     pub virtual_stages: u64,
@@ -339,6 +345,8 @@ impl LayoutArgs {
             balanced_pipeline: self.balanced_pipeline || self.embedding_slots,
             first_stage_layers: self.first_stage_layers,
             last_stage_layers: self.last_stage_layers,
+            ep: self.ep,
+            etp: self.etp,
         }
     }
 }

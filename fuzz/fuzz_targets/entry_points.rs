@@ -62,6 +62,11 @@ fn layout(b: &mut Bytes) -> ParallelLayout {
             0 => None,
             _ => Some(b.u64(1)),
         },
+        ep: b.u64(1),
+        etp: match b.u8() % 2 {
+            0 => None,
+            _ => Some(b.u64(1)),
+        },
     }
 }
 
