@@ -97,7 +97,19 @@ fn main() {
         .unwrap_or_else(|| DEFAULT_SEQ_LEN.min(model.max_positions));
     let mut report = or_die(Report::new(&model, seq, args.include_mtp));
     report.seq_is_default = args.seq_len.is_none();
-    let layout = args.layout.layout(seq);
+    let mut layout = args.layout.layout(seq);
+    if args.layout.recompute == common::cli::RecomputeArg::Auto {
+        let capacity = args.gpu.as_ref().map_or(u64::MAX, |g| g.memory_bytes);
+        layout.recompute = or_die(memory::least_recompute(
+            &model,
+            &layout,
+            &args.setup.memory_options(MemoryOptions::default()),
+            &memory::FrameworkProfile::of(args.setup.framework),
+            capacity,
+            0.9,
+        ))
+        .map_or(Recompute::Full, |(rc, _)| rc);
+    }
     let opts = args.setup.memory_options(MemoryOptions {
         precision: if args.bytes_per_param == 16 {
             Precision::MIXED_16

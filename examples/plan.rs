@@ -214,6 +214,7 @@ fn main() {
     req.tp_options = args.tp_options.clone();
     req.micro_batches = args.micro_batches.clone();
     req.recompute = args.recompute.into();
+    req.recompute_auto = args.recompute == RecomputeArg::Auto;
     req.zero = args.zero;
     req.sequence_parallel = args.sequence_parallel;
     req.embedding_slots = match args.embedding_slots {
@@ -293,6 +294,7 @@ fn main() {
                     "memory_device_bytes_per_gpu": c.memory_device_bytes_per_gpu,
                     "verdict": c.verdict,
                     "memory_margin_bytes": c.memory_margin_bytes,
+                    "recompute": c.layout.recompute,
                     "tokens": c.tokens,
                     "days": c.days,
                     "days_to_token_floor": c.days_to_token_floor,
@@ -380,7 +382,11 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
         req.tp_options,
         req.cluster.gpus_per_node,
         req.micro_batches,
-        req.recompute,
+        if req.recompute_auto {
+            "auto (the least that fits)".to_string()
+        } else {
+            req.recompute.to_string()
+        },
         req.zero.number()
     );
     outln!(

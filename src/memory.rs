@@ -728,6 +728,45 @@ impl FrameworkProfile {
     }
 }
 
+/// The least recomputation — none, then selective, then full (Korthikanti et al. 2022 §5:
+/// selective costs the least extra compute, full the most) — whose device figure under
+/// `profile` fits `fraction` of a card of `capacity_bytes`; `None` when even full
+/// recomputation does not fit. Returns the choice and its figures.
+///
+/// ```
+/// use lmshape::{memory::{self, Framework, FrameworkProfile, MemoryOptions}, presets, ParallelLayout, Recompute};
+/// let m = presets::by_name("gpt3-175b")?;
+/// let layout = ParallelLayout { tp: 8, pp: 8, dp: 2, micro_batch: 1, global_batch: 64, ..ParallelLayout::default() };
+/// let profile = FrameworkProfile::of(Framework::MegatronCore);
+/// let (rc, _) = memory::least_recompute(&m, &layout, &MemoryOptions::default(), &profile, 80 << 30, 0.9)?
+///     .expect("some recomputation fits");
+/// assert_ne!(rc, Recompute::None); // 175B on 64 GPUs needs some recomputation
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn least_recompute(
+    model: &Transformer,
+    layout: &ParallelLayout,
+    opts: &MemoryOptions,
+    profile: &FrameworkProfile,
+    capacity_bytes: u64,
+    fraction: f64,
+) -> Result<Option<(Recompute, DeviceMemory)>> {
+    crate::error::in_range_f64(fraction, 0.0, 1.0, "fraction", "in [0, 1]")?;
+    let layer = crate::params::layer_params_on_rank(model, layout.tp)?.total_params();
+    for recompute in [Recompute::None, Recompute::Selective, Recompute::Full] {
+        let l = ParallelLayout {
+            recompute,
+            ..*layout
+        };
+        let report = training_memory(model, &l, opts)?;
+        let device = profile.most_loaded(&report, layer)?;
+        if device.device_bytes as f64 <= capacity_bytes as f64 * fraction {
+            return Ok(Some((recompute, device)));
+        }
+    }
+    Ok(None)
+}
+
 /// One GPU's memory as the tools report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceMemory {

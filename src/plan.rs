@@ -226,6 +226,10 @@ pub struct PlanRequest {
     /// BLOOM); never by default.
     #[serde(default)]
     pub embedding_slots: EmbeddingSlots,
+    /// Instead of `recompute`, each layout takes the least recomputation that fits
+    /// ([`memory::least_recompute`]).
+    #[serde(default)]
+    pub recompute_auto: bool,
     /// The training framework whose buffers and allocator turn the estimate into the device
     /// figure that must fit `memory_fraction` of the card.
     #[serde(default = "default_framework")]
@@ -277,6 +281,7 @@ impl PlanRequest {
             law: LawChoice::Kaplan,
             embedding_slots: EmbeddingSlots::WhenLayersDoNotDivide,
             framework: Framework::MegatronDeepspeed,
+            recompute_auto: false,
         }
     }
 
@@ -332,6 +337,7 @@ impl PlanRequest {
             law: LawChoice::Chinchilla,
             embedding_slots: EmbeddingSlots::Never,
             framework: Framework::MegatronCore,
+            recompute_auto: false,
         }
     }
 
@@ -691,8 +697,22 @@ fn evaluate_pair(
     layout: ParallelLayout,
 ) -> Result<std::result::Result<Candidate, (RejectReason, f64)>> {
     let req = walk.req;
-    let mem = memory::training_memory(model, &layout, &req.step_options.memory)?;
     let profile = FrameworkProfile::of(req.framework);
+    let mut layout = layout;
+    if req.recompute_auto {
+        match memory::least_recompute(
+            model,
+            &layout,
+            &req.step_options.memory,
+            &profile,
+            req.cluster.gpu.memory_bytes,
+            req.memory_fraction,
+        )? {
+            Some((rc, _)) => layout.recompute = rc,
+            None => return Ok(Err((RejectReason::DoesNotFit, 0.0))),
+        }
+    }
+    let mem = memory::training_memory(model, &layout, &req.step_options.memory)?;
     let layer = crate::params::layer_params_on_rank(model, layout.tp)?.total_params();
     let device = profile.most_loaded(&mem, layer)?;
     if device.device_bytes > walk.memory_bytes {

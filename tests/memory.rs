@@ -869,3 +869,31 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(common::proptest_config("proptest-regressions/memory.txt", 128))]
+
+    /// `least_recompute` picks a recomputation that fits and no lesser one that would.
+    #[test]
+    fn least_recompute_is_least(m in model(), l in layout(), o in opts(), f in 0usize..4, cap_gib in 1u64..200) {
+        use lmshape::memory::{Framework, FrameworkProfile};
+        let profile = FrameworkProfile::of(Framework::ALL[f]);
+        let capacity = cap_gib << 30;
+        let layer = lmshape::params::layer_params_on_rank(&m, l.tp).unwrap().total_params();
+        let device = |rc: Recompute| {
+            let r = memory::training_memory(&m, &ParallelLayout { recompute: rc, ..l }, &o).unwrap();
+            profile.most_loaded(&r, layer).unwrap().device_bytes as f64
+        };
+        let order = [Recompute::None, Recompute::Selective, Recompute::Full];
+        let limit = capacity as f64 * 0.9;
+        match memory::least_recompute(&m, &l, &o, &profile, capacity, 0.9).unwrap() {
+            Some((rc, d)) => {
+                prop_assert!(d.device_bytes as f64 <= limit);
+                for lesser in order.iter().take_while(|x| **x != rc) {
+                    prop_assert!(device(*lesser) > limit);
+                }
+            }
+            None => prop_assert!(order.iter().all(|rc| device(*rc) > limit)),
+        }
+    }
+}

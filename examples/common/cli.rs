@@ -215,12 +215,15 @@ pub enum RecomputeArg {
     Selective,
     /// Recompute each layer from its input.
     Full,
+    /// The least recomputation whose device figure fits the card.
+    Auto,
 }
 
 impl From<RecomputeArg> for lmshape::Recompute {
+    /// `auto` starts from none; the caller picks with `memory::least_recompute`.
     fn from(r: RecomputeArg) -> lmshape::Recompute {
         match r {
-            RecomputeArg::None => lmshape::Recompute::None,
+            RecomputeArg::None | RecomputeArg::Auto => lmshape::Recompute::None,
             RecomputeArg::Selective => lmshape::Recompute::Selective,
             RecomputeArg::Full => lmshape::Recompute::Full,
         }
