@@ -101,6 +101,41 @@ pub enum AttentionKernel {
     Flash,
 }
 
+/// The precision the linear layers' GEMMs run in (Micikevicius et al. 2022, "FP8 Formats for
+/// Deep Learning"; NVIDIA Transformer Engine). In FP8 each GEMM input is cast (E4M3 forward,
+/// E5M2 gradients) with a per-tensor scale; with MXFP8 (OCP Microscaling, Blackwell) each block
+/// of 32 values carries its own 8-bit scale. Activations, communication and the output layer
+/// stay in 16 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GemmPrecision {
+    /// bf16/fp16 GEMMs.
+    #[default]
+    Bf16,
+    /// FP8 GEMMs with per-tensor scaling (Transformer Engine current or delayed scaling).
+    Fp8,
+    /// FP8 GEMMs with MX block scaling (one E8M0 scale per 32 values).
+    Mxfp8,
+}
+
+impl GemmPrecision {
+    /// Bytes written per cast element: the 8-bit value, plus MXFP8's scale byte per 32 values.
+    pub fn cast_bytes(self) -> f64 {
+        match self {
+            GemmPrecision::Bf16 => 0.0,
+            GemmPrecision::Fp8 => 1.0,
+            GemmPrecision::Mxfp8 => 1.0 + 1.0 / 32.0,
+        }
+    }
+
+    /// Extra bytes per parameter of the low-precision weight copies Transformer Engine keeps
+    /// between micro-batches: the cast weight and its transpose (the backward GEMMs need the
+    /// other layout), each [`GemmPrecision::cast_bytes`].
+    pub fn weight_copy_bytes(self) -> f64 {
+        2.0 * self.cast_bytes()
+    }
+}
+
 /// What the memory estimate assumes beyond the layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MemoryOptions {
@@ -115,6 +150,9 @@ pub struct MemoryOptions {
     pub include_logits: bool,
     /// Fixed bytes per GPU added to the total (CUDA context, framework reserve).
     pub overhead_bytes: u64,
+    /// GEMM precision (FP8 keeps low-precision weight copies).
+    #[serde(default)]
+    pub gemm_precision: GemmPrecision,
 }
 
 impl Default for MemoryOptions {
@@ -126,6 +164,7 @@ impl Default for MemoryOptions {
             dropout: true,
             include_logits: true,
             overhead_bytes: 0,
+            gemm_precision: GemmPrecision::Bf16,
         }
     }
 }
@@ -162,7 +201,7 @@ pub struct TrainingMemory {
     pub stage: StageKind,
     /// Parameters held by the rank (before ZeRO sharding).
     pub params_on_rank: u64,
-    /// Working weights.
+    /// Working weights (with the low-precision copies when the GEMMs run in FP8).
     pub weights_bytes: u64,
     /// Gradients.
     pub gradients_bytes: u64,
@@ -461,7 +500,24 @@ impl<'a> StageInputs<'a> {
         let precision = &self.opts.precision;
         let dense = model_state_bytes(params, layout.dp, layout.zero, precision)?;
         let expert = model_state_bytes(experts, layout.expert_dp()?, layout.zero, precision)?;
-        let weights_bytes = add(dense.weights_bytes, expert.weights_bytes, W)?;
+        // FP8 weight copies of the weights the rank holds (after ZeRO-3 sharding).
+        let held = |params: u64, dp: u64| {
+            if layout.zero >= ZeroStage::Weights {
+                params.div_ceil(dp)
+            } else {
+                params
+            }
+        };
+        let copies = (held(params, layout.dp) + held(experts, layout.expert_dp()?)) as f64
+            * self.opts.gemm_precision.weight_copy_bytes();
+        let weights_bytes = crate::error::sum(
+            &[
+                dense.weights_bytes,
+                expert.weights_bytes,
+                crate::error::to_u64(copies.ceil(), W)?,
+            ],
+            W,
+        )?;
         let gradients_bytes = add(dense.gradients_bytes, expert.gradients_bytes, W)?;
         let optimizer_bytes = add(dense.optimizer_bytes, expert.optimizer_bytes, W)?;
         let total_bytes = crate::error::sum(

@@ -235,6 +235,17 @@ pub fn zero_stage(s: &str) -> Result<lmshape::ZeroStage, String> {
     lmshape::ZeroStage::from_number(count(s)?).map_err(|e| e.to_string())
 }
 
+/// The GEMM precision, as the flags spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    /// bf16 GEMMs.
+    Bf16,
+    /// FP8 GEMMs with per-tensor scaling (Transformer Engine); needs an FP8 GPU.
+    Fp8,
+    /// FP8 GEMMs with MX block scaling (Blackwell).
+    Mxfp8,
+}
+
 /// The training-setup flags that decide activation memory and the memory-bound kernels.
 #[derive(Debug, Clone, Args)]
 pub struct SetupArgs {
@@ -248,6 +259,9 @@ pub struct SetupArgs {
     /// counts, buffers and allocator set the reserved and device figures).
     #[arg(long, value_name = "NAME", default_value = "megatron-core", value_parser = framework)]
     pub framework: lmshape::memory::Framework,
+    /// Precision of the linear layers' GEMMs (FP8 adds casts and weight copies).
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Bf16)]
+    pub precision: PrecisionArg,
 }
 
 /// A framework name.
@@ -265,6 +279,11 @@ impl SetupArgs {
                 lmshape::memory::AttentionKernel::Standard
             },
             dropout: !self.no_dropout,
+            gemm_precision: match self.precision {
+                PrecisionArg::Bf16 => lmshape::memory::GemmPrecision::Bf16,
+                PrecisionArg::Fp8 => lmshape::memory::GemmPrecision::Fp8,
+                PrecisionArg::Mxfp8 => lmshape::memory::GemmPrecision::Mxfp8,
+            },
             ..base
         }
     }

@@ -372,7 +372,7 @@ impl GpuSpec {
         } else {
             Err(Error::Inconsistent {
                 rule: "the gpu must support the dtype",
-                detail: format!("{} has no {:?} peak", self.name, dtype),
+                detail: format!("{} has no {} peak", self.name, dtype),
             })
         }
     }

@@ -250,6 +250,15 @@ impl Default for StepOptions {
 }
 
 impl StepOptions {
+    /// The dtype the linear layers' GEMMs run in: FP8 when the memory options say so, else
+    /// [`StepOptions::dtype`].
+    pub fn gemm_dtype(&self) -> Dtype {
+        match self.memory.gemm_precision {
+            crate::memory::GemmPrecision::Bf16 => self.dtype,
+            _ => Dtype::Fp8,
+        }
+    }
+
     fn dropout(&self) -> bool {
         self.memory.dropout
     }
@@ -357,7 +366,7 @@ pub struct StepBreakdown {
     pub pipeline_bubble_seconds: f64,
     /// Exposed data-parallel gradient reduction.
     pub dp_comm_seconds: f64,
-    /// Optimizer step.
+    /// Optimizer step (and, in FP8, the once-per-step weight casts).
     pub optimizer_seconds: f64,
 }
 
@@ -418,7 +427,20 @@ fn layer_times(
     timer: &dyn GemmTimer,
     opts: &StepOptions,
 ) -> Result<LayerTimes> {
-    let g = layer_gemms(model, layout, opts.dtype)?;
+    let g = layer_gemms(model, layout, opts.gemm_dtype())?;
+    // Attention's score and value GEMMs stay in 16 bits (Transformer Engine casts only the
+    // linear layers).
+    let g = LayerGemms {
+        scores: Gemm {
+            dtype: opts.dtype,
+            ..g.scores
+        },
+        attn_v: Gemm {
+            dtype: opts.dtype,
+            ..g.attn_v
+        },
+        ..g
+    };
     let fwd_of = |x: &Gemm| timed(timer, x);
     let bwd_of = |x: &Gemm| -> Result<f64> {
         Ok(timed(timer, &x.data_grad())? + timed(timer, &x.weight_grad())?)
@@ -465,8 +487,20 @@ fn layer_times(
     };
     let dense_bytes =
         norms * 2.0 * e * sbh + 2.0 * (3.0 * e + mask) * sbh + (act_inputs + 1.0) * e * s * b * f;
+    // FP8: each linear GEMM's input is cast (read 16 bits, write 8 bits and its scale): the
+    // QKV and MLP inputs (s·b·h, gathered under sequence parallelism), the attention-output
+    // input (s·b·q/t) and the MLP-output input (s·b·f/t). The backward casts the four output
+    // gradients and transposes the inputs for the weight gradients: twice as many bytes
+    // again (an assumption; Transformer Engine fuses some casts into norms and activations).
+    let cast = opts.memory.gemm_precision.cast_bytes();
+    let q = (model.num_heads / layout.tp * model.head_dim) as f64;
+    let cast_fwd = if cast > 0.0 {
+        (e + cast) * (2.0 * s * b * h + s * b * q + s * b * f)
+    } else {
+        0.0
+    };
     let bw = cluster.gpu.memory_bytes_per_s * ATTAINABLE_HBM_FRACTION;
-    let mem_fwd = (dense_bytes + softmax) / bw;
+    let mem_fwd = (dense_bytes + softmax + cast_fwd) / bw;
     let mem_core = softmax / bw;
     let (re_gemm, re_mem, re_comm) = match layout.recompute {
         Recompute::None => (0.0, 0.0, 0.0),
@@ -516,7 +550,8 @@ pub fn step_time(
         .peak
         .params_on_rank as f64;
     let dp_comm = data_parallel_seconds(layout, cluster, opts, local_params, stage_seconds)?;
-    let optimizer = optimizer_seconds(layout, cluster, local_params);
+    let optimizer = optimizer_seconds(layout, cluster, local_params)
+        + weight_cast_seconds(layout, cluster, opts, local_params);
     let step_seconds = slots * stage_seconds + dp_comm + optimizer;
     if !(step_seconds.is_finite() && step_seconds > 0.0) {
         return Err(Error::InvalidValue {
@@ -735,6 +770,28 @@ fn optimizer_seconds(layout: &ParallelLayout, cluster: &Cluster, local_params: f
         local_params
     };
     30.0 * params / (cluster.gpu.memory_bytes_per_s * ATTAINABLE_HBM_FRACTION)
+}
+
+/// FP8 weight casts: once per step (Transformer Engine caches the cast weights over the
+/// micro-batches of a step), each local weight read in 16 bits and written twice in 8 bits
+/// (the weight and its transpose, with MXFP8's scales).
+fn weight_cast_seconds(
+    layout: &ParallelLayout,
+    cluster: &Cluster,
+    opts: &StepOptions,
+    local_params: f64,
+) -> f64 {
+    let cast = opts.memory.gemm_precision.cast_bytes();
+    if cast == 0.0 {
+        return 0.0;
+    }
+    let held = if layout.zero >= ZeroStage::Weights {
+        local_params / layout.dp as f64
+    } else {
+        local_params
+    };
+    (opts.dtype.bytes() as f64 + 2.0 * cast) * held
+        / (cluster.gpu.memory_bytes_per_s * ATTAINABLE_HBM_FRACTION)
 }
 
 /// A measured run to calibrate against.
