@@ -16,9 +16,8 @@
 mod common;
 
 use clap::{Parser, ValueEnum};
-use common::cli::{ClusterArgs, count, non_negative, positive_count};
+use common::cli::{ClusterArgs, FamilyArgs, count, non_negative, positive_count};
 use common::{or_die, si};
-use lmshape::Architecture;
 use lmshape::heuristics;
 use lmshape::search::{self, FfnRule, KvHeads, ShapeSpace, SortKey};
 use serde_json::json;
@@ -58,15 +57,8 @@ struct Cli {
     /// Relative tolerance around the target.
     #[arg(long, value_name = "F", default_value_t = 0.05, value_parser = common::cli::fraction)]
     tolerance: f64,
-    /// Architecture family (gpt2, bloom, llama, ...).
-    #[arg(long, value_name = "NAME", default_value = "bloom")]
-    arch: String,
-    /// Vocabulary before padding.
-    #[arg(long, value_name = "V", default_value_t = 250880, value_parser = positive_count)]
-    vocab: u64,
-    /// Sequence length.
-    #[arg(long, value_name = "S", default_value_t = 2048, value_parser = positive_count)]
-    seq_len: u64,
+    #[command(flatten)]
+    family: FamilyArgs,
     /// Tensor-parallel degree the shapes must split over.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = positive_count)]
     tp: u64,
@@ -142,11 +134,16 @@ struct Cli {
 
 fn main() {
     let args = Cli::parse();
-    let arch = or_die(Architecture::by_name(&args.arch));
+    let arch = or_die(args.family.architecture());
     let target = args.target_params;
     let tolerance = args.tolerance;
-    let mut space = or_die(ShapeSpace::around(target, tolerance, arch, args.vocab));
-    space.seq_len = args.seq_len;
+    let mut space = or_die(ShapeSpace::around(
+        target,
+        tolerance,
+        arch,
+        args.family.vocab,
+    ));
+    space.seq_len = args.family.seq_len;
     space.tp = args.tp;
     space.pp = args.pp;
     space.embedding_pipeline_slots = args.embedding_slots;
@@ -277,7 +274,7 @@ fn main() {
         "shapes of {} ± {:.1}% ({} architecture), vocab {} (padded {}), seq {}, tp {}, pp {}{}, hidden a multiple of {}, head dims {}..{}",
         si(target as f64),
         tolerance * 100.0,
-        args.arch,
+        args.family.arch,
         space.vocab_size,
         or_die(space.padded_vocab()),
         space.seq_len,

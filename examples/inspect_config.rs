@@ -370,41 +370,38 @@ impl Report {
             let dense = self.model.num_layers - moe.moe_layers_in(0..self.model.num_layers);
             obj["dense_layers"] = json!(dense);
         }
+        let by_component = json!({
+            "token_embedding": c.token_embedding_params,
+            "position_embedding": c.position_embedding_params,
+            "embedding_norm": c.embedding_norm_params,
+            "embedding_projection": c.embedding_projection_params,
+            "attention": c.attention_params,
+            "mlp": c.mlp_params,
+            "router": c.router_params,
+            "routed_experts": c.routed_expert_params,
+            "shared_experts": c.shared_expert_params,
+            "layer_norms": c.layer_norm_params,
+            "final_norm": c.final_norm_params,
+            "output_head": c.output_head_params,
+        });
+        let mut params = json!({
+            "total": self.total(),
+            "active": c.active_params,
+            "active_non_embedding_input": c.active_non_embedding_input_params,
+            "mtp": c.mtp_params,
+            "mtp_included": self.include_mtp,
+            "non_embedding": c.non_embedding_params,
+            "embedding": c.embedding_params,
+            "per_layer": c.layer.total_params(),
+        });
+        // Each component also sits at the top level, where scripts have read it.
+        for (key, value) in by_component.as_object().into_iter().flatten() {
+            params[key.as_str()] = value.clone();
+        }
+        params["by_component"] = by_component;
         json!({
             "model": model,
-            "params": {
-                "total": self.total(),
-                "active": c.active_params,
-                "active_non_embedding_input": c.active_non_embedding_input_params,
-                "mtp": c.mtp_params,
-                "mtp_included": self.include_mtp,
-                "by_component": {
-                    "token_embedding": c.token_embedding_params,
-                    "position_embedding": c.position_embedding_params,
-                    "embedding_norm": c.embedding_norm_params,
-                    "embedding_projection": c.embedding_projection_params,
-                    "attention": c.attention_params,
-                    "mlp": c.mlp_params,
-                    "router": c.router_params,
-                    "routed_experts": c.routed_expert_params,
-                    "shared_experts": c.shared_expert_params,
-                    "layer_norms": c.layer_norm_params,
-                    "final_norm": c.final_norm_params,
-                    "output_head": c.output_head_params,
-                },
-                "non_embedding": c.non_embedding_params,
-                "embedding": c.embedding_params,
-                "token_embedding": c.token_embedding_params,
-                "position_embedding": c.position_embedding_params,
-                "embedding_norm": c.embedding_norm_params,
-                "embedding_projection": c.embedding_projection_params,
-                "attention": c.attention_params,
-                "mlp": c.mlp_params,
-                "layer_norms": c.layer_norm_params,
-                "final_norm": c.final_norm_params,
-                "output_head": c.output_head_params,
-                "per_layer": c.layer.total_params(),
-            },
+            "params": params,
             "flops_per_token": {
                 "seq_len": self.seq,
                 "convention": "every matmul of the layers and the logits, full attention, backward = 2x forward (Narayanan et al. 2021 derivation of eq. 3)",

@@ -20,14 +20,14 @@ mod common;
 
 use clap::{Parser, ValueEnum};
 use common::cli::{
-    ClusterArgs, RecomputeArg, SetupArgs, count, fraction, non_negative, parse_with_defaults,
-    positive, positive_count, share, usage_error, zero_stage,
+    ClusterArgs, FamilyArgs, RecomputeArg, SetupArgs, count, fraction, non_negative,
+    parse_with_defaults, positive, positive_count, share, usage_error, zero_stage,
 };
 use common::{die, gib, or_die, si};
+use lmshape::ZeroStage;
 use lmshape::hardware::{AnalyticalTimer, GemmTimer, Missing, TableTimer};
 use lmshape::parallel::EmbeddingSlots;
 use lmshape::plan::{self, LawChoice, Plan, PlanRequest};
-use lmshape::{Architecture, ZeroStage};
 use serde_json::json;
 
 /// The law that sets the target and predicts the loss.
@@ -83,15 +83,8 @@ struct Cli {
     /// MFU assumed to turn the budget into FLOPs for the laws.
     #[arg(long, value_name = "U", default_value_t = 0.4, value_parser = share)]
     mfu: f64,
-    /// Architecture family (bloom, gpt2, llama, ...).
-    #[arg(long, value_name = "NAME", default_value = "bloom")]
-    arch: String,
-    /// Vocabulary.
-    #[arg(long, value_name = "V", default_value_t = 250880, value_parser = positive_count)]
-    vocab: u64,
-    /// Sequence length.
-    #[arg(long, value_name = "S", default_value_t = 2048, value_parser = positive_count)]
-    seq_len: u64,
+    #[command(flatten)]
+    family: FamilyArgs,
     /// Sequences per step.
     #[arg(long, value_name = "B", default_value_t = 2048, value_parser = positive_count)]
     global_batch: u64,
@@ -185,9 +178,9 @@ fn main() {
     req.hours = args.hours.unwrap_or(args.weeks * 7.0 * 24.0);
     req.safety_margin = args.safety_margin;
     req.assumed_mfu = args.mfu;
-    req.arch = or_die(Architecture::by_name(&args.arch));
-    req.vocab_size = args.vocab;
-    req.seq_len = args.seq_len;
+    req.arch = or_die(args.family.architecture());
+    req.vocab_size = args.family.vocab;
+    req.seq_len = args.family.seq_len;
     req.global_batch = args.global_batch;
     req.token_floor = args.token_floor.0;
     req.param_cap = args.param_cap;

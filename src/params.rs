@@ -216,14 +216,6 @@ pub fn layer_kind_params_on_rank(m: &Transformer, tp: u64, kind: LayerKind) -> R
     })
 }
 
-/// Parameters of layers `range` on one of `tp` ranks, each by its kind (closed form over the
-/// kinds, no loop over layers), with the experts split like the dense MLP
-/// ([`layers_params_on_rank_by_part`] with `ep = 1`, `etp = tp`).
-pub fn layers_params_on_rank(m: &Transformer, tp: u64, range: std::ops::Range<u64>) -> Result<u64> {
-    let (rest, experts) = layers_params_on_rank_by_part(m, tp, 1, tp.max(1), range)?;
-    crate::error::add(rest, experts, "stage parameters")
-}
-
 /// Parameters of layers `range` on one rank of a layout with `tp` tensor-parallel ranks and
 /// experts over `ep × etp` ranks (Megatron-Core's expert parallelism and expert tensor
 /// parallelism): `(everything but the routed experts, the routed experts)`. The routed experts

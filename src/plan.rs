@@ -22,6 +22,7 @@
 //!    usable wall-clock; below the token floor is "too slow".
 //! 7. **Rank** by the law's predicted loss at those tokens (ties: more tokens first).
 
+use crate::Recompute;
 use crate::error::{Error, Result, positive, positive_f64};
 use crate::flops::ParamBasis;
 use crate::hardware::GemmTimer;
@@ -34,7 +35,6 @@ use crate::scaling::{
     PowerLawFrontier,
 };
 use crate::search::{Shape, ShapeSpace};
-use crate::{Recompute, hardware::Dtype};
 use itertools::Itertools;
 use serde::{Deserialize, Serialize};
 
@@ -246,42 +246,30 @@ impl PlanRequest {
     /// floor 350B, Kaplan's law (as the BigScience planning of 2021–22 used), 40% assumed MFU,
     /// aspect ratios inside the envelope of published ≥60B models ([`published_aspect_envelope`]),
     /// head dims 64–256 in steps of 16 with heads above 128 rejected, tp ∈ {1, 2, 4, 8},
-    /// micro-batches {1, 2, 4}, full recomputation, ZeRO-1, 90% of GPU memory, search from 40%
-    /// below to 10% above the target.
+    /// micro-batches {1, 2, 4}, full recomputation, ZeRO-1, BLOOM's embedding slots where
+    /// needed, the device figure under Megatron-DeepSpeed (as BigScience trained) within 90% of
+    /// the card, search from 40% below to 10% above the target; the rest as
+    /// [`PlanRequest::new`].
     pub fn bloom_reference() -> PlanRequest {
         PlanRequest {
-            cluster: Cluster::selene(),
-            gpus: 384,
-            hours: 18.0 * 7.0 * 24.0,
             safety_margin: 0.1,
-            assumed_mfu: 0.4,
-            arch: Architecture::bloom(),
-            vocab_size: 250_880,
             seq_len: 2048,
             global_batch: 2048,
             token_floor: Some(350e9),
-            param_cap: None,
-            param_range: None,
-            range_below: 0.4,
-            range_above: 0.1,
-            head_dims: (4..=16).map(|k| 16 * k).collect(),
             max_head_dim: 128,
-            hidden_multiple: 128,
             aspect_ratio_range: published_aspect_envelope(60e9),
-            tp_options: vec![1, 2, 4, 8],
-            micro_batches: vec![1, 2, 4],
             recompute: Recompute::Full,
-            zero: ZeroStage::OptimizerStates,
             sequence_parallel: false,
-            memory_fraction: 0.9,
-            step_options: StepOptions {
-                dtype: Dtype::Bf16,
-                ..StepOptions::default()
-            },
             law: LawChoice::Kaplan,
             embedding_slots: EmbeddingSlots::WhenLayersDoNotDivide,
             framework: Framework::MegatronDeepspeed,
-            recompute_auto: false,
+            ..PlanRequest::new(
+                Cluster::selene(),
+                384,
+                18.0 * 7.0 * 24.0,
+                Architecture::bloom(),
+                250_880,
+            )
         }
     }
 

@@ -165,6 +165,27 @@ pub enum ClusterKind {
     JeanZay,
 }
 
+/// The family flags of a shape search (plan, enumerate_shapes); defaults: BLOOM's.
+#[derive(Debug, Clone, Args)]
+pub struct FamilyArgs {
+    /// Architecture family (bloom, gpt2, llama, ...).
+    #[arg(long, value_name = "NAME", default_value = "bloom")]
+    pub arch: String,
+    /// Vocabulary before padding.
+    #[arg(long, value_name = "V", default_value_t = 250880, value_parser = positive_count)]
+    pub vocab: u64,
+    /// Sequence length.
+    #[arg(long, value_name = "S", default_value_t = 2048, value_parser = positive_count)]
+    pub seq_len: u64,
+}
+
+impl FamilyArgs {
+    /// The architecture `--arch` names.
+    pub fn architecture(&self) -> lmshape::Result<lmshape::model::Architecture> {
+        lmshape::model::Architecture::by_name(&self.arch)
+    }
+}
+
 /// The cluster flags (plan, throughput, enumerate_shapes with `--sort speed`).
 #[derive(Debug, Clone, Args)]
 pub struct ClusterArgs {

@@ -15,17 +15,6 @@ macro_rules! outln {
     }};
 }
 
-/// `print!` with the same closed-pipe behaviour as `outln!`.
-#[allow(unused_macros)]
-macro_rules! out {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        if write!(std::io::stdout(), $($t)*).is_err() {
-            std::process::exit(0);
-        }
-    }};
-}
-
 /// Print an error and exit with status 2.
 pub fn die(msg: &str) -> ! {
     eprintln!("error: {msg}");

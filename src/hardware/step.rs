@@ -34,7 +34,8 @@
 //!   write fp32 master weights and both moments, write the bf16 weights).
 //!
 //! Reported TFLOPs use the Megatron-LM eq. 3 accounting ([`crate::flops::megatron_step_flops`]),
-//! MFU the per-matmul model FLOPs without recomputation over the dense peak.
+//! MFU the per-matmul model FLOPs without recomputation over the dense peak of
+//! [`StepOptions::dtype`] (the 16-bit peak, also when the GEMMs run in FP8).
 
 use super::analytical::ATTAINABLE_HBM_FRACTION;
 use super::{Dtype, Gemm, GemmTimer, GpuSpec};

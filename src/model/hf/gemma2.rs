@@ -4,7 +4,7 @@
 //! of every six (`sliding_window_pattern`, or `layer_types`) and adds per-head q/k norms.
 //! Soft-capping and the query scale change no count.
 
-use super::{Count, or, pattern_from_layer_types};
+use super::{Count, or, pattern_from_layer_types, with_pattern};
 use crate::error::{Error, Result};
 use crate::model::{Architecture, BlockKind, LocalAttention, QkNorm, Transformer};
 use serde::Deserialize;
@@ -89,9 +89,6 @@ impl TryFrom<GemmaNextConfig> for Transformer {
                 local_layers: 1,
             }),
         };
-        match pattern {
-            Some(p) => m.with_local_attention(p),
-            None => Ok(m),
-        }
+        with_pattern(m, pattern)
     }
 }

@@ -4,7 +4,7 @@
 //! `intermediate_size` (fused gate/up `d×2f` and down `f×d`, each with a bias) behind a router
 //! with a bias; RMSNorm; untied head.
 
-use super::{Count, or, pattern_from_layer_types};
+use super::{Count, or, pattern_from_layer_types, with_pattern};
 use crate::error::{Error, Result};
 use crate::model::{Architecture, LinearBiases, LocalAttention, Moe, Transformer};
 use serde::Deserialize;
@@ -91,9 +91,6 @@ impl TryFrom<GptOssConfig> for Transformer {
                 local_layers: 1,
             }),
         };
-        match pattern {
-            Some(p) => m.with_local_attention(p),
-            None => Ok(m),
-        }
+        with_pattern(m, pattern)
     }
 }

@@ -2,9 +2,9 @@
 //! is `num_local_experts` SwiGLU experts of width `intermediate_size`, `num_experts_per_tok`
 //! per token, router `d×E` without bias; every layer sparse.
 
-use super::{Count, or};
+use super::{Count, or, with_window_on_every_layer};
 use crate::error::{Error, Result};
-use crate::model::{Architecture, LocalAttention, Moe, Transformer};
+use crate::model::{Architecture, Moe, Transformer};
 use serde::Deserialize;
 
 /// The keys of a Mixtral `config.json`.
@@ -65,13 +65,6 @@ impl TryFrom<MixtralConfig> for Transformer {
             or(c.num_experts_per_tok, 2),
             f,
         ))?;
-        match c.sliding_window {
-            Some(w) => m.with_local_attention(LocalAttention {
-                window: w.0,
-                period: 1,
-                local_layers: 1,
-            }),
-            None => Ok(m),
-        }
+        with_window_on_every_layer(m, c.sliding_window)
     }
 }

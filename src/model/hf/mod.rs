@@ -239,6 +239,26 @@ fn four_times(d: u64) -> Result<u64> {
     crate::error::mul(d, 4, "ffn_size")
 }
 
+/// The model with a sliding window of `window` tokens on every layer (`period` 1), as the
+/// attention classes of `transformers` apply a config's `sliding_window` for Mistral-style
+/// families (Mixtral, Phi-3, StarCoder2); unchanged when the config sets none.
+fn with_window_on_every_layer(m: Transformer, window: Option<Count>) -> Result<Transformer> {
+    let every_layer = |w: Count| LocalAttention {
+        window: w.0,
+        period: 1,
+        local_layers: 1,
+    };
+    with_pattern(m, window.map(every_layer))
+}
+
+/// The model with its sliding-window pattern, if the config gives one.
+fn with_pattern(m: Transformer, pattern: Option<LocalAttention>) -> Result<Transformer> {
+    match pattern {
+        Some(p) => m.with_local_attention(p),
+        None => Ok(m),
+    }
+}
+
 /// The sliding-window pattern of a `layer_types` list (`"sliding_attention"` /
 /// `"full_attention"`, as `transformers` writes it for Gemma 3, gpt-oss and Qwen3): a period of
 /// `local` sliding layers then `global` full layers, repeated (the last period may be cut).

@@ -2,9 +2,9 @@
 //! 2·KV·hd)`) and a fused `gate_up_proj` (`d×2f`) — the same counts as separate projections —
 //! no biases, RMSNorm, untied head; a sliding window on every layer when the config sets one.
 
-use super::{Count, or};
+use super::{Count, or, with_window_on_every_layer};
 use crate::error::{Error, Result};
-use crate::model::{Architecture, LocalAttention, Transformer};
+use crate::model::{Architecture, Transformer};
 use serde::Deserialize;
 
 /// The keys of a Phi-3 `config.json`.
@@ -53,13 +53,6 @@ impl TryFrom<Phi3Config> for Transformer {
             or(c.max_position_embeddings, 4096),
             arch,
         )?;
-        match c.sliding_window {
-            Some(w) => m.with_local_attention(LocalAttention {
-                window: w.0,
-                period: 1,
-                local_layers: 1,
-            }),
-            None => Ok(m),
-        }
+        with_window_on_every_layer(m, c.sliding_window)
     }
 }

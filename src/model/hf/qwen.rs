@@ -4,7 +4,7 @@
 //! `shared_expert_intermediate_size` with a `d×1` sigmoid gate. In the MoE classes layer `i` is
 //! sparse when it is not in `mlp_only_layers` and `(i + 1) % decoder_sparse_step == 0`.
 
-use super::{Count, or, pattern_from_layer_types};
+use super::{Count, or, pattern_from_layer_types, with_pattern};
 use crate::error::{Error, Result};
 use crate::model::{Architecture, LinearBiases, Moe, QkNorm, Transformer};
 use serde::Deserialize;
@@ -129,9 +129,7 @@ impl TryFrom<QwenConfig> for Transformer {
         }
         let window = or(c.sliding_window, 4096);
         if let Some(types) = &c.layer_types {
-            if let Some(p) = pattern_from_layer_types(types, window)? {
-                m = m.with_local_attention(p)?;
-            }
+            m = with_pattern(m, pattern_from_layer_types(types, window)?)?;
         } else if c.use_sliding_window.unwrap_or(false) {
             return Err(Error::Unsupported {
                 what: "reading use_sliding_window",

@@ -2,9 +2,9 @@
 //! GELU MLP (`c_fc`, `c_proj`), biases on every linear when `use_bias`, LayerNorms with bias,
 //! rotary, a sliding window on every layer when set, tied head by default.
 
-use super::{Count, or};
+use super::{Count, or, with_window_on_every_layer};
 use crate::error::{Error, Result};
-use crate::model::{Architecture, LinearBiases, LocalAttention, MlpKind, NormKind, Transformer};
+use crate::model::{Architecture, LinearBiases, MlpKind, NormKind, Transformer};
 use serde::Deserialize;
 
 /// The keys of a StarCoder2 `config.json`.
@@ -62,13 +62,6 @@ impl TryFrom<Starcoder2Config> for Transformer {
             or(c.max_position_embeddings, 4096),
             arch,
         )?;
-        match c.sliding_window {
-            Some(w) => m.with_local_attention(LocalAttention {
-                window: w.0,
-                period: 1,
-                local_layers: 1,
-            }),
-            None => Ok(m),
-        }
+        with_window_on_every_layer(m, c.sliding_window)
     }
 }
