@@ -5,7 +5,8 @@
 //! `cargo run --release --example throughput -- [--config PATH | --preset NAME | --arch NAME
 //! --hidden H --layers L --heads A --vocab V --ffn F [--kv-heads K --head-dim D]] [--seq-len S]
 //! [--tp N --pp N --dp N --micro-batch N --global-batch N --recompute full ...] [--gpu NAME]
-//! [--cluster selene|jean-zay] [--tokens T] [--json]`. Without a model: BLOOM-176B as
+//! [--cluster selene|jean-zay] [--ep N --etp N --capacity-factor F] [--overlap-grad-reduce]
+//! [--overlap-param-gather] [--tokens T] [--json]`. Without a model: BLOOM-176B as
 //! BigScience launched it (tp 4, pp 12 with embedding slots, dp 8, micro-batch 2, global batch
 //! 2048, full recomputation, ZeRO-1) on a Selene-class A100 80GB cluster.
 
@@ -251,6 +252,7 @@ fn main() {
         ("GEMMs", b.gemm_seconds),
         ("memory-bound kernels", b.memory_bound_seconds),
         ("tensor-parallel collectives", b.tp_comm_seconds),
+        ("expert all-to-all", b.all_to_all_seconds),
         ("pipeline sends", b.p2p_seconds),
         ("pipeline bubble", b.pipeline_bubble_seconds),
         ("data-parallel reduction", b.dp_comm_seconds),

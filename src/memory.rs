@@ -49,7 +49,8 @@
 use crate::error::{Error, Result, add, mul};
 use crate::flops::Recompute;
 use crate::model::{BlockKind, MlpKind, Transformer};
-use crate::parallel::{ParallelLayout, ZeroStage, kv_heads_per_rank};
+use crate::parallel::{ParallelLayout, Routing, ZeroStage, kv_heads_per_rank};
+use crate::params::LayerKind;
 use serde::{Deserialize, Serialize};
 
 /// Bytes per parameter of each model state.
@@ -155,6 +156,9 @@ pub struct MemoryOptions {
     /// GEMM precision (FP8 keeps low-precision weight copies).
     #[serde(default)]
     pub gemm_precision: GemmPrecision,
+    /// Mixture-of-experts routing (the size of each expert's batch).
+    #[serde(default)]
+    pub routing: Routing,
 }
 
 impl Default for MemoryOptions {
@@ -167,6 +171,7 @@ impl Default for MemoryOptions {
             include_logits: true,
             overhead_bytes: 0,
             gemm_precision: GemmPrecision::Bf16,
+            routing: Routing::Dropless,
         }
     }
 }
@@ -258,13 +263,29 @@ pub fn layer_activation_bytes(
 ) -> Result<u64> {
     const W: &str = "layer activation bytes";
     layout.validate(model)?;
-    let parts = ActivationParts::new(model, layout, opts)?;
-    let stored = add(parts.replicated, parts.split, W)?;
-    Ok(match recompute {
-        Recompute::None => add(stored, parts.core, W)?,
-        Recompute::Selective => stored,
-        Recompute::Full => parts.checkpoint,
-    })
+    let of = |kind| -> Result<u64> {
+        let parts = ActivationParts::new(model, layout, opts, kind)?;
+        let stored = add(parts.replicated, parts.split, W)?;
+        Ok(match recompute {
+            Recompute::None => add(stored, parts.core, W)?,
+            Recompute::Selective => stored,
+            Recompute::Full => parts.checkpoint,
+        })
+    };
+    let moe_layers = model
+        .moe
+        .map_or(0, |m| m.moe_layers_in(0..model.num_layers));
+    let dense = if moe_layers < model.num_layers {
+        of(LayerKind::Dense)?
+    } else {
+        0
+    };
+    let moe = if moe_layers > 0 {
+        of(LayerKind::Moe)?
+    } else {
+        0
+    };
+    Ok(dense.max(moe))
 }
 
 /// One layer's stored activations for one micro-batch, by part (already divided by `tp`
@@ -277,7 +298,12 @@ struct ActivationParts {
 }
 
 impl ActivationParts {
-    fn new(model: &Transformer, layout: &ParallelLayout, opts: &MemoryOptions) -> Result<Self> {
+    fn new(
+        model: &Transformer,
+        layout: &ParallelLayout,
+        opts: &MemoryOptions,
+        kind: LayerKind,
+    ) -> Result<Self> {
         const A: &str = "activation bytes";
         // Checked product of u64 factors in u128.
         let prod = |xs: &[u64]| -> Result<u128> {
@@ -288,16 +314,12 @@ impl ActivationParts {
         let (s, b, h) = (layout.seq_len, layout.micro_batch, model.hidden_size);
         let q = prod(&[model.num_heads / t, model.head_dim])?;
         let k = prod(&[kv_heads_per_rank(model.num_kv_heads, t)?, model.head_dim])?;
-        // A mixture-of-experts layer keeps, per token, the inputs and outputs of its k routed
-        // experts and its shared experts: as wide as a dense MLP of k·f_e + f_s. The larger of
-        // that and the dense width stands for every layer (an upper bound for mixed models).
-        let f = model.moe.map_or(model.ffn_size, |moe| {
-            model.ffn_size.max(
-                moe.top_k
-                    .saturating_mul(moe.expert_ffn_size)
-                    .saturating_add(moe.shared_ffn_size),
-            )
-        }) / t;
+        // The dense MLP, or a mixture-of-experts layer's shared experts (split over tp like
+        // the dense MLP); its routed experts are counted below.
+        let f = match (kind, &model.moe) {
+            (LayerKind::Moe, Some(moe)) => moe.shared_ffn_size,
+            _ => model.ffn_size,
+        } / t;
         let e = opts.precision.activation_bytes;
         // Replicated over tp (split over tp with sequence parallelism).
         let norms = model.arch.block.norms_per_layer();
@@ -311,7 +333,24 @@ impl ActivationParts {
             MlpKind::Gated => 3,
         };
         let width = add(add(mul(q, 2, A)?, mul(k, 2, A)?, A)?, prod(&[mlp, f])?, A)?;
-        let split = mul(prod(&[e, s, b])?, width, A)?;
+        let mut split = mul(prod(&[e, s, b])?, width, A)?;
+        if let (LayerKind::Moe, Some(moe)) = (kind, &model.moe) {
+            // Routed experts on this rank (Megatron-Core's all-to-all dispatcher,
+            // [`crate::parallel::ExpertBatch`]): the permuted inputs, the expert intermediates
+            // (`2` or `3` per element of width `f_e/etp`, as the dense MLP) and the expert outputs
+            // kept for the combine's backward, per routed token; the router's fp32 probabilities
+            // `4·T_r·E` and the top-k weights and indices `12·T_r·k`.
+            let tokens = mul(s, b, A)?;
+            let x = crate::parallel::expert_batch(moe, layout, opts.routing, tokens)?;
+            let held = prod(&[x.local_experts, x.tokens_per_expert])?;
+            let per_held = add(mul(2, u128::from(h), A)?, prod(&[mlp, x.width])?, A)?;
+            let experts = mul(mul(held, per_held, A)?, u128::from(e), A)?;
+            let router = prod(&[
+                x.routed_tokens,
+                add(mul(4, moe.num_experts, A)?, mul(12, moe.top_k, A)?, A)?,
+            ])?;
+            split = add(split, add(experts, router, A)?, A)?;
+        }
         let heads = model.num_heads / t;
         let core = match opts.attention {
             AttentionKernel::Standard => {
@@ -425,6 +464,7 @@ struct StageInputs<'a> {
     first_extra_params: u64,
     last_extra_params: u64,
     parts: ActivationParts,
+    moe_parts: Option<ActivationParts>,
     logits_bytes: u64,
     embedding_mask_bytes: u64,
 }
@@ -450,7 +490,11 @@ impl<'a> StageInputs<'a> {
             first_extra_params: crate::params::input_end_params(model, vocab, tp)?.total_params(),
             last_extra_params: crate::params::output_end_params(model, vocab, tp, separate_head)?
                 .total_params(),
-            parts: ActivationParts::new(model, layout, opts)?,
+            parts: ActivationParts::new(model, layout, opts, LayerKind::Dense)?,
+            moe_parts: match model.moe {
+                Some(_) => Some(ActivationParts::new(model, layout, opts, LayerKind::Moe)?),
+                None => None,
+            },
             // fp32 logits of one micro-batch, vocab-parallel (Korthikanti et al. 2022 §4.3).
             logits_bytes: if opts.include_logits {
                 mul(mul(4, tokens, W)?, vocab / tp, W)?
@@ -484,7 +528,7 @@ impl<'a> StageInputs<'a> {
             layout.tp,
             layout.ep,
             layout.expert_tp(),
-            range,
+            range.clone(),
         )?;
         if has_first {
             params = add(params, self.first_extra_params, W)?;
@@ -493,7 +537,7 @@ impl<'a> StageInputs<'a> {
             params = add(params, self.last_extra_params, W)?;
         }
         let in_flight = (self.layout.pp - index).min(self.micro_batches).max(1);
-        let mut act = self.layer_activations(index, layers, in_flight)?;
+        let mut act = self.layer_activations(index, range, in_flight)?;
         if has_first {
             act = add(act, mul(self.embedding_mask_bytes, in_flight, W)?, W)?;
         }
@@ -558,26 +602,61 @@ impl<'a> StageInputs<'a> {
     /// layer under 1F1B, `L_stage · (p·v + p − 1) / v` layer-micro-batches on the first stage
     /// of the interleaved schedule (Korthikanti et al. 2022 §4.2.3); under selective
     /// recomputation one layer's attention core is rebuilt at a time, under full
-    /// recomputation one layer's full activations.
-    fn layer_activations(&self, index: u64, layers: u64, in_flight: u64) -> Result<u64> {
+    /// recomputation one layer's full activations (the largest kind's). Dense and
+    /// mixture-of-experts layers of the stage (`range`) are counted by kind.
+    fn layer_activations(
+        &self,
+        index: u64,
+        range: std::ops::Range<u64>,
+        in_flight: u64,
+    ) -> Result<u64> {
         let pp = self.layout.pp;
         let v = self.layout.virtual_stages();
-        let units = if v > 1 && index == 0 && pp > 1 {
-            mul(layers, add(mul(pp, v, W)?, pp - 1, W)?, W)?.div_ceil(v)
-        } else {
-            mul(layers, in_flight, W)?
+        let units = |layers: u64| -> Result<u64> {
+            if v > 1 && index == 0 && pp > 1 {
+                Ok(mul(layers, add(mul(pp, v, W)?, pp - 1, W)?, W)?.div_ceil(v))
+            } else {
+                mul(layers, in_flight, W)
+            }
         };
-        let parts = &self.parts;
-        let stored = add(parts.replicated, parts.split, W)?;
-        let per_layer = add(stored, parts.core, W)?;
-        match self.layout.recompute {
-            Recompute::None => mul(units, per_layer, W),
-            Recompute::Selective => add(mul(units, stored, W)?, parts.core, W),
-            Recompute::Full => add(
-                mul(units.saturating_sub(1), parts.checkpoint, W)?,
-                per_layer,
+        let layers = range.end.saturating_sub(range.start);
+        let moe_layers = self.model.moe.map_or(0, |m| m.moe_layers_in(range));
+        let mut total = 0;
+        let mut largest = 0;
+        let mut checkpoint = 0;
+        let kinds = [
+            (&self.parts, layers - moe_layers),
+            (self.moe_parts.as_ref().unwrap_or(&self.parts), moe_layers),
+        ];
+        for (parts, n) in kinds {
+            if n == 0 {
+                continue;
+            }
+            let stored = add(parts.replicated, parts.split, W)?;
+            let per_layer = add(stored, parts.core, W)?;
+            let u = units(n)?;
+            checkpoint = checkpoint.max(parts.checkpoint);
+            total = add(
+                total,
+                match self.layout.recompute {
+                    Recompute::None => mul(u, per_layer, W)?,
+                    Recompute::Selective => {
+                        largest = largest.max(parts.core);
+                        mul(u, stored, W)?
+                    }
+                    Recompute::Full => {
+                        largest = largest.max(per_layer);
+                        mul(u, parts.checkpoint, W)?
+                    }
+                },
                 W,
-            ),
+            )?;
+        }
+        match self.layout.recompute {
+            Recompute::None => Ok(total),
+            Recompute::Selective => add(total, largest, W),
+            // One layer's checkpoint is its full activations while it is rebuilt.
+            Recompute::Full => add(total.saturating_sub(checkpoint), largest, W),
         }
     }
 }

@@ -218,6 +218,161 @@ impl Default for ParallelLayout {
     }
 }
 
+/// A mixture-of-experts capacity factor: each expert takes at most `factor × tokens · k / E`
+/// tokens per micro-batch and pads to that many (GShard, Lepikhin et al. 2021 §2.2; Switch
+/// Transformer, Fedus et al. 2022 §2.2; Megatron-Core `--moe-expert-capacity-factor` with
+/// `--moe-pad-expert-input-to-capacity`). Built only finite and in `(0, 64]`, serde included.
+///
+/// ```
+/// use lmshape::parallel::CapacityFactor;
+/// assert_eq!(CapacityFactor::new(1.25)?.get(), 1.25);
+/// assert!(CapacityFactor::new(0.0).is_err());
+/// assert!(serde_json::from_str::<CapacityFactor>("-1").is_err());
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct CapacityFactor(f64);
+
+impl CapacityFactor {
+    /// A factor in `(0, 64]`; anything else is [`Error::InvalidValue`].
+    pub fn new(factor: f64) -> Result<CapacityFactor> {
+        if factor.is_finite() && factor > 0.0 && factor <= 64.0 {
+            Ok(CapacityFactor(factor))
+        } else {
+            Err(Error::InvalidValue {
+                field: "capacity factor",
+                value: factor,
+                expected: "in (0, 64]",
+            })
+        }
+    }
+
+    /// The factor.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl TryFrom<f64> for CapacityFactor {
+    type Error = Error;
+
+    fn try_from(f: f64) -> Result<CapacityFactor> {
+        CapacityFactor::new(f)
+    }
+}
+
+impl From<CapacityFactor> for f64 {
+    fn from(c: CapacityFactor) -> f64 {
+        c.0
+    }
+}
+
+impl Eq for CapacityFactor {}
+
+impl std::hash::Hash for CapacityFactor {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state);
+    }
+}
+
+/// How a mixture-of-experts layer routes tokens, for the size of each expert's batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Routing {
+    /// Dropless with balanced routing: every expert gets `tokens · k / E` (Gale et al. 2023,
+    /// MegaBlocks; Megatron-Core's default; the rate NVIDIA's benchmarks force).
+    #[default]
+    Dropless,
+    /// Each expert padded to its capacity ([`CapacityFactor`]).
+    Capacity {
+        /// The capacity factor.
+        factor: CapacityFactor,
+    },
+}
+
+impl Routing {
+    /// Tokens one expert processes when `assignments` token–expert pairs are spread over
+    /// `experts`: `⌈assignments / experts⌉` balanced and dropless, `⌈factor · assignments /
+    /// experts⌉` padded to capacity. A capacity factor of 1 gives the dropless count.
+    ///
+    /// ```
+    /// use lmshape::parallel::{CapacityFactor, Routing};
+    /// assert_eq!(Routing::Dropless.tokens_per_expert(4096 * 8, 64)?, 512);
+    /// let padded = Routing::Capacity { factor: CapacityFactor::new(1.25)? };
+    /// assert_eq!(padded.tokens_per_expert(4096 * 8, 64)?, 640);
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    pub fn tokens_per_expert(self, assignments: u64, experts: u64) -> Result<u64> {
+        crate::error::positive(experts, "experts")?;
+        let balanced = assignments.div_ceil(experts);
+        match self {
+            Routing::Dropless => Ok(balanced),
+            Routing::Capacity { factor } => {
+                if factor.get() == 1.0 {
+                    return Ok(balanced);
+                }
+                let x = (factor.get() * assignments as f64 / experts as f64).ceil();
+                crate::error::to_u64(x, "tokens per expert")
+            }
+        }
+    }
+}
+
+/// The mixture-of-experts block of one micro-batch on one rank (Megatron-Core's all-to-all
+/// token dispatcher): the expert grid `etp × ep × edp` is folded into `tp × dp`, so a rank
+/// dispatches `T_r = T · etp / tp` tokens (`T = s·b`) and each of its `E/ep` local experts
+/// takes [`crate::memory::Routing::tokens_per_expert`] of the `ep · T_r · k` assignments of its
+/// expert-parallel group, at width `f_e / etp`. Per rank this is `T·k·f_e/tp` of expert work,
+/// the dense MLP's share under tensor parallelism.
+///
+/// ```
+/// use lmshape::{model::Moe, parallel::{self, Routing}, ParallelLayout};
+/// // 128 experts, top-8, over ep 8 with tp 2 and etp 1: a rank dispatches half of 4096 tokens.
+/// let layout = ParallelLayout { tp: 2, dp: 8, ep: 8, etp: Some(1), ..ParallelLayout::default() };
+/// let x = parallel::expert_batch(&Moe::routed(128, 8, 768), &layout, Routing::Dropless, 4096)?;
+/// assert_eq!((x.routed_tokens, x.local_experts, x.tokens_per_expert, x.width), (2048, 16, 1024, 768));
+/// // Per rank: 16 experts × 1024 tokens = 2048 tokens × 8 experts each, half the micro-batch.
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpertBatch {
+    /// Tokens the rank routes and dispatches (`T_r`).
+    pub routed_tokens: u64,
+    /// Experts the rank holds (`E/ep`).
+    pub local_experts: u64,
+    /// Tokens each local expert processes.
+    pub tokens_per_expert: u64,
+    /// Width of each local expert's slice (`f_e/etp`).
+    pub width: u64,
+}
+
+/// The expert batch of one micro-batch of `tokens` tokens on one rank ([`ExpertBatch`]).
+pub fn expert_batch(
+    moe: &crate::model::Moe,
+    layout: &ParallelLayout,
+    routing: Routing,
+    tokens: u64,
+) -> Result<ExpertBatch> {
+    positive(layout.tp, "tp")?;
+    positive(layout.ep, "ep")?;
+    let etp = layout.expert_tp();
+    let routed_tokens = crate::error::mul(tokens, etp, "routed tokens")?
+        .div_ceil(layout.tp)
+        .max(1);
+    let assignments = crate::error::mul(
+        crate::error::mul(routed_tokens, layout.ep, "routed tokens")?,
+        moe.top_k,
+        "routed tokens",
+    )?;
+    Ok(ExpertBatch {
+        routed_tokens,
+        local_experts: moe.num_experts / layout.ep,
+        tokens_per_expert: routing.tokens_per_expert(assignments, moe.num_experts)?,
+        width: moe.expert_ffn_size / etp,
+    })
+}
+
 /// Megatron-LM pads the vocabulary to a multiple of this per tensor-parallel rank
 /// (`--make-vocab-size-divisible-by`, default 128; `_vocab_size_with_padding` multiplies it by
 /// `tp`).
@@ -341,6 +496,9 @@ pub struct PipelineSplit {
     /// When the layers (or slots) do not split evenly, stages hold ⌊n/pp⌋ or ⌈n/pp⌉ of them
     /// (DeepSpeed's balanced partition), the extra ones on the earliest stages — the stages
     /// that keep the most micro-batches in flight, so the memory bound is conservative.
+    /// With the interleaved schedule the model chunks then differ by a layer too
+    /// (Megatron-Core's `--pipeline-model-parallel-layout`), each stage holding at least one
+    /// layer per chunk.
     pub balanced: bool,
     /// Layers of the first stage (Megatron-Core `--decoder-first-pipeline-num-layers`).
     pub first_stage_layers: Option<u64>,
@@ -420,7 +578,23 @@ pub fn stage_partition(
             });
         }
     }
-    if virtual_stages > 1 {
+    if virtual_stages > 1 && split.balanced && !explicit {
+        // Megatron-Core's pipeline layouts let model chunks differ by a layer; each stage
+        // still needs a layer per chunk.
+        let lightest = if pp > 2 {
+            stages.first.min(stages.last).min(stages.middle)
+        } else {
+            stages.first.min(stages.last)
+        };
+        if lightest < virtual_stages {
+            return Err(Error::BelowMinimum {
+                rule: "the interleaved schedule needs a layer per model chunk on every stage",
+                field: "layers of the lightest stage",
+                value: lightest,
+                min: virtual_stages,
+            });
+        }
+    } else if virtual_stages > 1 {
         divisible(
             "interleaved schedule splits each stage's layers into virtual stages",
             "num_layers",
@@ -793,6 +967,11 @@ impl StageLayers {
     /// The most layers a middle stage holds (that of stage 1, the earliest middle stage).
     pub fn heaviest_middle(&self) -> u64 {
         self.middle + u64::from(self.middle_extra > 0)
+    }
+
+    /// The most layers any stage holds.
+    pub fn heaviest(&self) -> u64 {
+        self.first.max(self.last).max(self.heaviest_middle())
     }
 
     /// Layers of stage `index` of `pp`.

@@ -483,3 +483,23 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(common::proptest_config("proptest-regressions/model_properties.txt", 256))]
+
+    /// The closed-form layer counts agree with a layer-by-layer recount over any range.
+    #[test]
+    fn closed_form_layer_counts_match_a_recount(
+        window in 1u64..5000, period in 1u64..8, local in 0u64..8,
+        first_dense in 0u64..4, moe_period in 1u64..4, offset in 0u64..4, start in 0u64..40, len in 0u64..90,
+    ) {
+        let w = lmshape::model::LocalAttention { window, period, local_layers: local.min(period) };
+        let end = start + len;
+        let brute = (start..end).filter(|&i| w.is_local_layer(i)).count() as u64;
+        prop_assert_eq!(w.local_layer_count(end) - w.local_layer_count(start), brute);
+        let moe = lmshape::model::Moe { first_dense_layers: first_dense, layer_period: moe_period,
+            layer_offset: offset, ..lmshape::model::Moe::routed(8, 2, 64) };
+        let brute = (start..end).filter(|&i| moe.is_moe_layer(i)).count() as u64;
+        prop_assert_eq!(moe.moe_layers_in(start..end), brute);
+    }
+}

@@ -379,3 +379,97 @@ fn fp8_is_faster_and_keeps_weight_copies() {
     .to_string();
     assert!(e.contains("has no fp8 peak"), "{e}");
 }
+
+/// A mixture-of-experts layer with one expert of the dense width, routed to every token, runs
+/// exactly the dense MLP's GEMMs plus its router (an identity: one expert takes every token).
+#[test]
+fn one_expert_runs_the_dense_gemms_plus_a_router() {
+    use lmshape::hardware::step::GemmRole;
+    use lmshape::model::Moe;
+    let dense = Transformer::new(
+        32000,
+        4096,
+        8,
+        32,
+        8,
+        128,
+        14336,
+        4096,
+        Architecture::llama(),
+    )
+    .unwrap();
+    let moe = dense.with_moe(Moe::routed(1, 1, 14336)).unwrap();
+    let layout = ParallelLayout {
+        tp: 2,
+        dp: 4,
+        micro_batch: 2,
+        global_batch: 16,
+        seq_len: 4096,
+        ..ParallelLayout::default()
+    };
+    let opts = StepOptions::default();
+    let a = step::layer_gemms(&dense, &layout, &opts, 0).unwrap();
+    let b = step::layer_gemms(&moe, &layout, &opts, 0).unwrap();
+    let shapes = |l: &step::LayerGemms, skip: GemmRole| -> Vec<(u64, u64, u64, u64)> {
+        l.as_slice()
+            .iter()
+            .filter(|(_, r)| *r != skip)
+            .map(|(g, _)| (g.m, g.n, g.k, g.batch))
+            .collect()
+    };
+    assert_eq!(shapes(&a, GemmRole::Router), shapes(&b, GemmRole::Router));
+    let router: Vec<_> = b
+        .as_slice()
+        .iter()
+        .filter(|(_, r)| *r == GemmRole::Router)
+        .map(|(g, _)| (g.m, g.n, g.k))
+        .collect();
+    assert_eq!(router, vec![(2 * 4096, 1, 4096)]);
+    let cluster = Cluster::selene();
+    let timer = AnalyticalTimer::new(cluster.gpu.clone());
+    let t = |m: &Transformer| step::step_time(m, &layout, &cluster, &timer, &opts).unwrap();
+    assert!(t(&moe).step_seconds > t(&dense).step_seconds);
+    assert_eq!(t(&moe).breakdown.all_to_all_seconds, 0.0);
+}
+
+proptest! {
+    #![proptest_config(common::proptest_config("proptest-regressions/timing.txt", 64))]
+
+    /// Mixture-of-experts steps: a capacity factor of 1 equals dropless balanced routing exactly;
+    /// a larger factor never makes a step faster; more expert parallelism never raises a GPU's
+    /// expert memory; the all-to-all is zero without expert parallelism.
+    #[test]
+    fn moe_step_invariants(
+        experts_log in 2u32..6, k_sel in 0usize..3, ep_log in 0u32..4, tp in prop_oneof![Just(1u64), Just(2)],
+        micro in 1u64..3, factor in 1.0f64..3.0,
+    ) {
+        use lmshape::memory::MemoryOptions;
+        use lmshape::model::Moe;
+        use lmshape::parallel::{CapacityFactor, Routing};
+        let e = 1u64 << experts_log;
+        let k = [1u64, 2, 4][k_sel].min(e);
+        let ep = (1u64 << ep_log).min(e);
+        let dense = Transformer::new(32000, 1024, 4, 16, 4, 64, 2816, 2048, Architecture::llama()).unwrap();
+        let model = dense.with_moe(Moe::routed(e, k, 1408)).unwrap();
+        let layout = ParallelLayout { tp, dp: 8, ep, etp: Some(1), micro_batch: micro,
+            global_batch: micro * 8 * 2, seq_len: 1024, ..ParallelLayout::default() };
+        let cluster = Cluster::reference_node(GpuSpec::h100_sxm());
+        let timer = AnalyticalTimer::new(cluster.gpu.clone());
+        let with = |routing: Routing| StepOptions {
+            memory: MemoryOptions { routing, ..MemoryOptions::default() },
+            ..StepOptions::default()
+        };
+        let run = |routing| step::step_time(&model, &layout, &cluster, &timer, &with(routing)).unwrap();
+        let dropless = run(Routing::Dropless);
+        let one = run(Routing::Capacity { factor: CapacityFactor::new(1.0).unwrap() });
+        prop_assert_eq!(dropless, one);
+        let padded = run(Routing::Capacity { factor: CapacityFactor::new(factor).unwrap() });
+        prop_assert!(padded.step_seconds >= dropless.step_seconds);
+        prop_assert_eq!(dropless.breakdown.all_to_all_seconds == 0.0, ep == 1);
+        if ep < e && (8 * tp) % (2 * ep) == 0 {
+            let mem = |ep: u64| lmshape::memory::training_memory(&model,
+                &ParallelLayout { ep, ..layout }, &MemoryOptions::default()).unwrap().peak.experts_bytes;
+            prop_assert!(mem(2 * ep) <= mem(ep));
+        }
+    }
+}

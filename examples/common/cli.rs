@@ -205,6 +205,12 @@ pub struct ClusterArgs {
     /// BigScience's own A100 runs fit 0.745).
     #[arg(long, value_name = "F", value_parser = positive)]
     pub software_efficiency: Option<f64>,
+    /// Overlap the data-parallel gradient reduction with the last backward pass.
+    #[arg(long)]
+    pub overlap_grad_reduce: bool,
+    /// Overlap the distributed optimizer's weight all-gather with the next forward pass.
+    #[arg(long)]
+    pub overlap_param_gather: bool,
 }
 
 impl ClusterArgs {
@@ -223,6 +229,8 @@ impl ClusterArgs {
         if let Some(f) = self.software_efficiency {
             c.software_efficiency = f;
         }
+        c.overlap_dp_comm |= self.overlap_grad_reduce;
+        c.overlap_param_gather |= self.overlap_param_gather;
         c
     }
 }
@@ -283,6 +291,19 @@ pub struct SetupArgs {
     /// Precision of the linear layers' GEMMs (FP8 adds casts and weight copies).
     #[arg(long, value_enum, default_value_t = PrecisionArg::Bf16)]
     pub precision: PrecisionArg,
+    /// Mixture-of-experts capacity factor: each expert padded to F × its balanced share of
+    /// tokens [default: dropless, balanced routing].
+    #[arg(long, value_name = "F", value_parser = capacity_factor)]
+    pub capacity_factor: Option<lmshape::parallel::CapacityFactor>,
+}
+
+/// A capacity factor in (0, 64].
+pub fn capacity_factor(s: &str) -> Result<lmshape::parallel::CapacityFactor, String> {
+    let x: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
+    lmshape::parallel::CapacityFactor::new(x).map_err(|e| e.to_string())
 }
 
 /// A framework name.
@@ -305,6 +326,11 @@ impl SetupArgs {
                 PrecisionArg::Fp8 => lmshape::memory::GemmPrecision::Fp8,
                 PrecisionArg::Mxfp8 => lmshape::memory::GemmPrecision::Mxfp8,
             },
+            routing: self
+                .capacity_factor
+                .map_or(lmshape::parallel::Routing::Dropless, |factor| {
+                    lmshape::parallel::Routing::Capacity { factor }
+                }),
             ..base
         }
     }

@@ -27,13 +27,19 @@
 //!   `(p − 1)/m`; Narayanan et al. 2021 §2.2.1), interleaved `(m + (p − 1)/v)`; each micro-batch
 //!   sends its activation forward and its gradient backward between stages (`sbh/t` bytes with
 //!   Megatron's scatter/gather optimisation, §4.1).
-//! * **Data parallelism**: ring all-reduce of the rank's gradients over `dp` replicas
-//!   (reduce-scatter + all-gather for ZeRO 1/2, the same volume; ×1.5 for ZeRO-3's extra weight
-//!   gathers, Rajbhandari et al. 2020 §7); optionally overlapped with the last backward.
+//! * **Data parallelism**: ring collectives over the data-parallel group on the fabric its
+//!   ranks share ([`Cluster::ring_seconds`]): an all-reduce of the gradients, the distributed
+//!   optimizer's reduce-scatter and all-gather (ZeRO 1–2), or ZeRO-3's per-micro-batch gathers
+//!   hidden behind compute; routed experts over the expert-data-parallel group; optionally
+//!   overlapped with the last backward and the first forward.
+//! * **Mixture of experts**: router, grouped expert GEMMs and the all-to-all dispatch and
+//!   combine over expert parallelism ([`layer_gemms`], [`crate::parallel::ExpertBatch`]).
 //! * **Optimizer**: Adam touches 30 bytes per local parameter (read the fp32 gradient, read and
 //!   write fp32 master weights and both moments, write the bf16 weights).
 //!
-//! Reported TFLOPs use the Megatron-LM eq. 3 accounting ([`crate::flops::megatron_step_flops`]),
+//! Reported TFLOPs count every matmul with the layout's recomputation
+//! ([`crate::flops::matmul_flops_per_token`] under [`FlopsConvention::megatron`], which equals
+//! Megatron-LM eq. 3, [`crate::flops::megatron_step_flops`], for GPT-style models),
 //! MFU the per-matmul model FLOPs without recomputation over the dense peak of
 //! [`StepOptions::dtype`] (the 16-bit peak, also when the GEMMs run in FP8).
 
@@ -65,8 +71,13 @@ pub struct Cluster {
     /// Multiplier on compute throughput for the software stack (1.0 = as fast as the timer and
     /// HBM model say; calibrate with [`calibrate_software_efficiency`]).
     pub software_efficiency: f64,
-    /// Overlap the data-parallel gradient reduction with the last backward pass.
+    /// Overlap the data-parallel gradient reduction with the last backward pass
+    /// (Megatron-Core `--overlap-grad-reduce`).
     pub overlap_dp_comm: bool,
+    /// Overlap the distributed optimizer's weight all-gather with the next forward pass
+    /// (Megatron-Core `--overlap-param-gather`).
+    #[serde(default)]
+    pub overlap_param_gather: bool,
 }
 
 /// The fields of a [`Cluster`] as they arrive from serde, before validation.
@@ -80,6 +91,8 @@ struct ClusterFields {
     collective_latency_seconds: f64,
     software_efficiency: f64,
     overlap_dp_comm: bool,
+    #[serde(default)]
+    overlap_param_gather: bool,
 }
 
 impl TryFrom<ClusterFields> for Cluster {
@@ -95,6 +108,7 @@ impl TryFrom<ClusterFields> for Cluster {
             collective_latency_seconds: f.collective_latency_seconds,
             software_efficiency: f.software_efficiency,
             overlap_dp_comm: f.overlap_dp_comm,
+            overlap_param_gather: f.overlap_param_gather,
         };
         c.validate()?;
         Ok(c)
@@ -141,6 +155,7 @@ impl Cluster {
             collective_latency_seconds: 10e-6,
             software_efficiency: 1.0,
             overlap_dp_comm: false,
+            overlap_param_gather: false,
         }
     }
 
@@ -215,13 +230,44 @@ impl Cluster {
         raw * self.collective_efficiency
     }
 
-    /// Seconds of a ring all-reduce of `bytes` over `ranks` GPUs.
-    fn all_reduce_seconds(&self, bytes: f64, ranks: u64, intra: bool) -> f64 {
+    /// Seconds of a ring collective over `ranks` GPUs whose ranks are `stride` apart in the
+    /// global rank order (tensor parallelism innermost, then data parallelism: Megatron-Core's
+    /// `tp-cp-ep-dp-pp`), each GPU holding `bytes`: `passes = 2` for an all-reduce
+    /// (reduce-scatter then all-gather, `2(n−1)/n` of the buffer; Patarasuk & Yuan 2009), `1`
+    /// for a reduce-scatter or an all-gather. `g = min(n, node/stride)` of the ranks share a
+    /// node (an NVLink domain). Within a node the buffer moves over NVLink; across nodes NCCL
+    /// runs one ring per NIC, so the group's `g` GPUs on a node share `g` NICs' worth of the
+    /// node's network (the other groups on the node use the rest), and the slower of the two
+    /// links bounds the pipelined ring: `passes · max((g−1)/g · B / nvlink, (n−1)/n · B /
+    /// (g · nic))`, at the collective efficiency, plus the latency.
+    ///
+    /// ```
+    /// use lmshape::hardware::{GpuSpec, step::Cluster};
+    /// let c = Cluster::reference_node(GpuSpec::h100_sxm()); // 8 GPUs, 8 × 400 Gb/s
+    /// // 16 ranks, one per node (tp 8 inside): each moves 15/16 of 1 GB over its 50 GB/s NIC.
+    /// let one = c.ring_seconds(2.0, 1e9, 16, 8) - c.collective_latency_seconds;
+    /// assert!((one - 2.0 * 15.0 / 16.0 * 1e9 / (50e9 * c.collective_efficiency)).abs() < 1e-12);
+    /// // 128 ranks, eight per node: the eight share the node's eight NICs.
+    /// let eight = c.ring_seconds(2.0, 1e9, 128, 1) - c.collective_latency_seconds;
+    /// assert!(eight < one / 7.0);
+    /// ```
+    pub fn ring_seconds(&self, passes: f64, bytes: f64, ranks: u64, stride: u64) -> f64 {
         if ranks <= 1 {
             return 0.0;
         }
-        let r = ranks as f64;
-        2.0 * (r - 1.0) / r * bytes / self.link_bytes_per_s(intra) + self.collective_latency_seconds
+        let n = ranks as f64;
+        let g = (self.gpus_per_node / stride.max(1)).clamp(1, ranks);
+        let intra = if g > 1 {
+            (g - 1) as f64 / g as f64 * bytes / self.link_bytes_per_s(true)
+        } else {
+            0.0
+        };
+        let inter = if g < ranks {
+            (n - 1.0) / n * bytes / (g as f64 * self.link_bytes_per_s(false))
+        } else {
+            0.0
+        };
+        passes * intra.max(inter) + self.collective_latency_seconds
     }
 }
 
@@ -269,89 +315,6 @@ impl StepOptions {
     }
 }
 
-/// The GEMMs of one layer's forward pass for one micro-batch on one tensor-parallel rank.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LayerGemms {
-    /// Fused q, k, v projection.
-    pub qkv: Gemm,
-    /// Attention scores `QKᵀ`, batched over sequences and local heads.
-    pub scores: Gemm,
-    /// Attention over values, batched.
-    pub attn_v: Gemm,
-    /// Attention output projection.
-    pub out: Gemm,
-    /// MLP input (up, and gate when gated).
-    pub mlp_in: Gemm,
-    /// MLP output (down).
-    pub mlp_out: Gemm,
-}
-
-impl LayerGemms {
-    /// The six GEMMs in forward order.
-    pub fn all(&self) -> [Gemm; 6] {
-        [
-            self.qkv,
-            self.scores,
-            self.attn_v,
-            self.out,
-            self.mlp_in,
-            self.mlp_out,
-        ]
-    }
-}
-
-/// The forward GEMMs of one layer under `layout` (see the module docs).
-///
-/// ```
-/// use lmshape::{hardware::step, presets, ParallelLayout};
-/// let m = presets::by_name("bloom-176b")?;
-/// let g = step::layer_gemms(&m, &ParallelLayout { tp: 4, micro_batch: 2, global_batch: 2, ..ParallelLayout::default() }, lmshape::hardware::Dtype::Bf16)?;
-/// assert_eq!((g.qkv.m, g.qkv.n, g.qkv.k), (4096, 3 * 14336 / 4, 14336));
-/// assert_eq!((g.scores.batch, g.scores.k), (2 * 112 / 4, 128));
-/// # Ok::<(), lmshape::Error>(())
-/// ```
-pub fn layer_gemms(
-    model: &Transformer,
-    layout: &ParallelLayout,
-    dtype: Dtype,
-) -> Result<LayerGemms> {
-    let t = layout.tp;
-    crate::error::positive(t, "tp")?;
-    let tokens = crate::error::mul(layout.seq_len, layout.micro_batch, "tokens per micro-batch")?;
-    let heads = model.num_heads / t;
-    let kv = crate::parallel::kv_heads_per_rank(model.num_kv_heads, t)?;
-    let hd = model.head_dim;
-    let q = heads * hd;
-    let f = model.ffn_size / t;
-    let d = model.hidden_size;
-    let gated = if model.arch.mlp == MlpKind::Gated {
-        2
-    } else {
-        1
-    };
-    let g = |m: u64, n: u64, k: u64, batch: u64| Gemm {
-        m,
-        n,
-        k,
-        batch,
-        dtype,
-    };
-    let attn_batch = layout.micro_batch * heads;
-    let s = layout.seq_len;
-    let gemms = LayerGemms {
-        qkv: g(tokens, q + 2 * kv * hd, d, 1),
-        scores: g(s, s, hd, attn_batch),
-        attn_v: g(s, hd, s, attn_batch),
-        out: g(tokens, d, q, 1),
-        mlp_in: g(tokens, gated * f, d, 1),
-        mlp_out: g(tokens, d, f, 1),
-    };
-    for x in gemms.all() {
-        x.validate()?;
-    }
-    Ok(gemms)
-}
-
 /// Where the step's time goes (seconds per step, summed over the whole step).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct StepBreakdown {
@@ -369,6 +332,9 @@ pub struct StepBreakdown {
     pub dp_comm_seconds: f64,
     /// Optimizer step (and, in FP8, the once-per-step weight casts).
     pub optimizer_seconds: f64,
+    /// Mixture-of-experts all-to-all dispatch and combine of the slowest stage (exposed).
+    #[serde(default)]
+    pub all_to_all_seconds: f64,
 }
 
 /// The predicted step.
@@ -376,7 +342,8 @@ pub struct StepBreakdown {
 pub struct StepTime {
     /// Seconds per optimizer step.
     pub step_seconds: f64,
-    /// Megatron-LM eq. 3 TFLOP/s per GPU (with the layout's recomputation).
+    /// TFLOP/s per GPU of every matmul with the layout's recomputation (Megatron-LM eq. 3 for
+    /// GPT-style models).
     pub tflops_per_gpu: f64,
     /// Model FLOPs utilisation (matmul model FLOPs without recomputation / peak).
     pub mfu: f64,
@@ -404,12 +371,13 @@ impl StepTime {
     }
 }
 
-/// Per-micro-batch times of one layer on one rank.
-#[derive(Debug, Clone, Copy)]
+/// Per-micro-batch times of one layer on one rank (forward, backward and recomputation).
+#[derive(Debug, Clone, Copy, Default)]
 struct LayerTimes {
     gemm: f64,
     memory: f64,
     tp_comm: f64,
+    all_to_all: f64,
 }
 
 fn timed(timer: &dyn GemmTimer, g: &Gemm) -> Result<f64> {
@@ -421,61 +389,271 @@ fn timed(timer: &dyn GemmTimer, g: &Gemm) -> Result<f64> {
     }
 }
 
-fn layer_times(
+/// What differs between the layers of one model for timing: the feed-forward block (dense or
+/// mixture of experts) and the attention span (global or sliding window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LayerVariant {
+    moe: bool,
+    local: bool,
+}
+
+impl LayerVariant {
+    fn of(model: &Transformer, i: u64) -> LayerVariant {
+        LayerVariant {
+            moe: model.moe.is_some_and(|m| m.is_moe_layer(i)),
+            local: model.local_attention.is_some_and(|w| w.is_local_layer(i)),
+        }
+    }
+
+    fn index(self) -> usize {
+        usize::from(self.moe) * 2 + usize::from(self.local)
+    }
+}
+
+/// What a GEMM of a layer computes, for how it is timed and cast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GemmRole {
+    /// A linear layer of attention or a dense MLP (in FP8 when the GEMMs run in FP8).
+    Linear,
+    /// The attention core: scores or attention×V (16 bits; rerun by selective recomputation).
+    AttentionCore,
+    /// The mixture-of-experts router (16 bits).
+    Router,
+    /// Routed experts, batched over the rank's local experts (grouped GEMM), or shared experts.
+    Expert,
+}
+
+/// The forward GEMMs of one layer for one micro-batch on one rank, in order (at most twelve:
+/// latent attention's five projections and two core GEMMs, a router, two expert and two
+/// shared-expert GEMMs). Fixed-size, so timing a layer allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerGemms {
+    items: [(Gemm, GemmRole); 12],
+    len: usize,
+}
+
+impl LayerGemms {
+    fn new() -> LayerGemms {
+        LayerGemms {
+            items: [(Gemm::bf16(1, 1, 1), GemmRole::Linear); 12],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, gemm: Gemm, role: GemmRole) -> Result<()> {
+        gemm.validate()?;
+        let slot = self.items.get_mut(self.len).ok_or(Error::Overflow {
+            what: "GEMMs of a layer",
+        })?;
+        *slot = (gemm, role);
+        self.len += 1;
+        Ok(())
+    }
+
+    /// The GEMMs with their roles, in forward order.
+    pub fn as_slice(&self) -> &[(Gemm, GemmRole)] {
+        &self.items[..self.len]
+    }
+}
+
+/// The forward GEMMs of layer `layer` (from 0) of `model` under `layout`, for one micro-batch
+/// on one rank (see the module docs and [`GemmRole`]).
+///
+/// ```
+/// use lmshape::hardware::step::{self, GemmRole, StepOptions};
+/// use lmshape::{presets, ParallelLayout};
+/// let m = presets::by_name("bloom-176b")?;
+/// let layout = ParallelLayout { tp: 4, micro_batch: 2, global_batch: 2, ..ParallelLayout::default() };
+/// let g = step::layer_gemms(&m, &layout, &StepOptions::default(), 0)?;
+/// let (qkv, _) = g.as_slice()[0];
+/// assert_eq!((qkv.m, qkv.n, qkv.k), (4096, 3 * 14336 / 4, 14336));
+/// let (scores, role) = g.as_slice()[1];
+/// assert_eq!((scores.batch, scores.k, role), (2 * 112 / 4, 128, GemmRole::AttentionCore));
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn layer_gemms(
+    model: &Transformer,
+    layout: &ParallelLayout,
+    opts: &StepOptions,
+    layer: u64,
+) -> Result<LayerGemms> {
+    Ok(variant_gemms(model, layout, opts, LayerVariant::of(model, layer))?.0)
+}
+
+/// The GEMMs of a layer of `variant` and, for a mixture-of-experts layer, its expert batch.
+fn variant_gemms(
+    model: &Transformer,
+    layout: &ParallelLayout,
+    opts: &StepOptions,
+    variant: LayerVariant,
+) -> Result<(LayerGemms, Option<crate::parallel::ExpertBatch>)> {
+    let t = layout.tp;
+    crate::error::positive(t, "tp")?;
+    let tokens = crate::error::mul(layout.seq_len, layout.micro_batch, "tokens per micro-batch")?;
+    let (s, b) = (layout.seq_len, layout.micro_batch);
+    let d = model.hidden_size;
+    let heads = model.num_heads / t;
+    let linear = opts.gemm_dtype();
+    let g = |m: u64, n: u64, k: u64, batch: u64, dtype: Dtype| Gemm {
+        m,
+        n,
+        k,
+        batch,
+        dtype,
+    };
+    let ctx = match model.local_attention {
+        Some(w) if variant.local => w.window.min(s),
+        _ => s,
+    };
+    let mut list = LayerGemms::new();
+    use GemmRole::{AttentionCore, Expert, Linear, Router};
+    // Attention: projections, core, output.
+    let (q_width, qk_dim, v_dim) = match &model.attention {
+        crate::model::Attention::Standard => {
+            let kv = crate::parallel::kv_heads_per_rank(model.num_kv_heads, t)?;
+            let hd = model.head_dim;
+            let q = heads * hd;
+            list.push(g(tokens, q + 2 * kv * hd, d, 1, linear), Linear)?;
+            (q, hd, hd)
+        }
+        crate::model::Attention::MultiLatent(mla) => {
+            let qk = mla.qk_nope_head_dim + mla.qk_rope_head_dim;
+            match mla.q_lora_rank {
+                Some(r) => {
+                    list.push(g(tokens, r, d, 1, linear), Linear)?;
+                    list.push(g(tokens, heads * qk, r, 1, linear), Linear)?;
+                }
+                None => list.push(g(tokens, heads * qk, d, 1, linear), Linear)?,
+            }
+            let latent = mla.kv_lora_rank;
+            list.push(
+                g(tokens, latent + mla.qk_rope_head_dim, d, 1, linear),
+                Linear,
+            )?;
+            let kv_up = heads * (mla.qk_nope_head_dim + mla.v_head_dim);
+            list.push(g(tokens, kv_up, latent, 1, linear), Linear)?;
+            (heads * mla.v_head_dim, qk, mla.v_head_dim)
+        }
+    };
+    // Attention's score and value GEMMs stay in 16 bits (Transformer Engine casts only the
+    // linear layers).
+    let attn_batch = b * heads;
+    list.push(g(s, ctx, qk_dim, attn_batch, opts.dtype), AttentionCore)?;
+    list.push(g(s, v_dim, ctx, attn_batch, opts.dtype), AttentionCore)?;
+    list.push(g(tokens, d, q_width, 1, linear), Linear)?;
+    // Feed-forward.
+    let gated = if model.arch.mlp == MlpKind::Gated {
+        2
+    } else {
+        1
+    };
+    match model.moe {
+        Some(moe) if variant.moe => {
+            let x = crate::parallel::expert_batch(&moe, layout, opts.memory.routing, tokens)?;
+            list.push(
+                g(x.routed_tokens, moe.num_experts, d, 1, opts.dtype),
+                Router,
+            )?;
+            let (batch, te) = (x.local_experts, x.tokens_per_expert);
+            list.push(g(te, gated * x.width, d, batch, linear), Expert)?;
+            list.push(g(te, d, x.width, batch, linear), Expert)?;
+            let fs = moe.shared_ffn_size / t;
+            if fs > 0 {
+                list.push(g(tokens, gated * fs, d, 1, linear), Expert)?;
+                list.push(g(tokens, d, fs, 1, linear), Expert)?;
+            }
+            Ok((list, Some(x)))
+        }
+        _ => {
+            let f = model.ffn_size / t;
+            list.push(g(tokens, gated * f, d, 1, linear), Linear)?;
+            list.push(g(tokens, d, f, 1, linear), Linear)?;
+            Ok((list, None))
+        }
+    }
+}
+
+/// One layer of `variant` for one micro-batch on one rank (see the module docs for the dense
+/// terms). Beyond them:
+///
+/// * **Latent attention** (DeepSeek-V2 §2.1; Megatron-Core's `MLASelfAttention`): the
+///   down-projections `q_a` (or a full `q`), `kv_a` are replicated over `tp`, the
+///   up-projections `q_b`, `kv_b` and the output split by heads; scores at width
+///   `qk_nope + qk_rope`, attention×V at `v_head_dim`.
+/// * **Sliding windows**: a local layer's scores and attention×V cover `min(w, s)` keys per
+///   query (FlashAttention-2's windowed kernel skips the blocks outside the band).
+/// * **Mixture of experts** ([`crate::parallel::ExpertBatch`]): the router `[T_r × h]·[h × E]`, the grouped
+///   expert GEMMs batched over the local experts, the shared experts as a dense MLP split over
+///   `tp`; memory-bound permutation and un-permutation (`T_r·h` read and `T_r·k·h` written, and
+///   back), the router's fp32 softmax, the experts' activation; the expert block's
+///   tensor-parallel collective over `etp` in place of the MLP's over `tp`; four all-to-alls
+///   (dispatch and combine, forward and backward; two more under full recomputation) of
+///   `T_r·k·h` elements, of which `(ep − 1)/ep` leave the GPU.
+fn variant_times(
     model: &Transformer,
     layout: &ParallelLayout,
     cluster: &Cluster,
     timer: &dyn GemmTimer,
     opts: &StepOptions,
+    variant: LayerVariant,
 ) -> Result<LayerTimes> {
-    let g = layer_gemms(model, layout, opts.gemm_dtype())?;
-    // Attention's score and value GEMMs stay in 16 bits (Transformer Engine casts only the
-    // linear layers).
-    let g = LayerGemms {
-        scores: Gemm {
-            dtype: opts.dtype,
-            ..g.scores
-        },
-        attn_v: Gemm {
-            dtype: opts.dtype,
-            ..g.attn_v
-        },
-        ..g
-    };
-    let fwd_of = |x: &Gemm| timed(timer, x);
-    let bwd_of = |x: &Gemm| -> Result<f64> {
-        Ok(timed(timer, &x.data_grad())? + timed(timer, &x.weight_grad())?)
-    };
-    let mut fwd = 0.0;
-    let mut bwd = 0.0;
-    for x in g.all() {
-        fwd += fwd_of(&x)?;
-        bwd += bwd_of(&x)?;
+    let (list, experts) = variant_gemms(model, layout, opts, variant)?;
+    let (mut fwd, mut bwd, mut core_fwd, mut linear_inputs) = (0.0, 0.0, 0.0, 0.0);
+    for (gemm, role) in list.as_slice() {
+        let f = timed(timer, gemm)?;
+        fwd += f;
+        bwd += timed(timer, &gemm.data_grad())? + timed(timer, &gemm.weight_grad())?;
+        match role {
+            GemmRole::AttentionCore => core_fwd += f,
+            GemmRole::Linear | GemmRole::Expert => {
+                linear_inputs += gemm.m as f64 * gemm.k as f64 * gemm.batch as f64
+            }
+            GemmRole::Router => {}
+        }
     }
-    let core = fwd_of(&g.scores)? + fwd_of(&g.attn_v)?;
-    // Memory-bound bytes of the forward pass.
-    let e = opts.dtype.bytes() as f64;
-    let t = layout.tp as f64;
-    let (s, b, h) = (
-        layout.seq_len as f64,
-        layout.micro_batch as f64,
-        model.hidden_size as f64,
-    );
-    let sbh = if layout.sequence_parallel {
-        s * b * h / t
-    } else {
-        s * b * h
+    let t = layout.tp;
+    let (s, b) = (layout.seq_len, layout.micro_batch);
+    let d = model.hidden_size;
+    let heads = model.num_heads / t;
+    let ctx = match model.local_attention {
+        Some(w) if variant.local => w.window.min(s),
+        _ => s,
     };
-    let norms = model.arch.block.norms_per_layer() as f64;
-    let mask = if opts.dropout() { 1.0 } else { 0.0 };
-    let f = (model.ffn_size / layout.tp) as f64;
+    let tokens = (s * b) as f64;
+    let e = opts.dtype.bytes() as f64;
     let act_inputs = if model.arch.mlp == MlpKind::Gated {
         2.0
     } else {
         1.0
     };
-    let heads = (model.num_heads / layout.tp) as f64;
-    let scores = heads * s * s * b;
+    let (mlp_act_bytes, moe_bytes, a2a_elements, ff_tp) = match (model.moe, experts) {
+        (Some(moe), Some(x)) => {
+            let fs = (moe.shared_ffn_size / t) as f64;
+            let held = (x.local_experts * x.tokens_per_expert) as f64;
+            let routed = x.routed_tokens as f64;
+            let (h, k) = (d as f64, moe.top_k as f64);
+            let act = (act_inputs + 1.0) * e * (held * x.width as f64 + tokens * fs);
+            let permute = 2.0 * e * (routed * h + held * h);
+            let router = 2.0 * 4.0 * routed * moe.num_experts as f64;
+            (act, permute + router, routed * k * h, layout.expert_tp())
+        }
+        _ => {
+            let f = (model.ffn_size / t) as f64;
+            ((act_inputs + 1.0) * e * tokens * f, 0.0, 0.0, t)
+        }
+    };
+    // Memory-bound bytes of the forward pass.
+    let tf = t as f64;
+    let (sf, bf, h) = (s as f64, b as f64, d as f64);
+    let sbh = if layout.sequence_parallel {
+        sf * bf * h / tf
+    } else {
+        sf * bf * h
+    };
+    let norms = model.arch.block.norms_per_layer() as f64;
+    let mask = if opts.dropout() { 1.0 } else { 0.0 };
+    let scores = heads as f64 * sf * ctx as f64 * bf;
     let softmax = if opts.flash_attention() {
         0.0
     } else {
@@ -487,34 +665,55 @@ fn layer_times(
             }
     };
     let dense_bytes =
-        norms * 2.0 * e * sbh + 2.0 * (3.0 * e + mask) * sbh + (act_inputs + 1.0) * e * s * b * f;
-    // FP8: each linear GEMM's input is cast (read 16 bits, write 8 bits and its scale): the
-    // QKV and MLP inputs (s·b·h, gathered under sequence parallelism), the attention-output
-    // input (s·b·q/t) and the MLP-output input (s·b·f/t). The backward casts the four output
-    // gradients and transposes the inputs for the weight gradients: twice as many bytes
-    // again (an assumption; Transformer Engine fuses some casts into norms and activations).
+        norms * 2.0 * e * sbh + 2.0 * (3.0 * e + mask) * sbh + mlp_act_bytes + moe_bytes;
+    // FP8: each linear GEMM's input is cast (read 16 bits, write 8 bits and its scale). The
+    // backward casts the output gradients and transposes the inputs for the weight gradients:
+    // twice as many bytes again (an assumption; Transformer Engine fuses some casts into norms
+    // and activations).
     let cast = opts.memory.gemm_precision.cast_bytes();
-    let q = (model.num_heads / layout.tp * model.head_dim) as f64;
     let cast_fwd = if cast > 0.0 {
-        (e + cast) * (2.0 * s * b * h + s * b * q + s * b * f)
+        (e + cast) * linear_inputs
     } else {
         0.0
     };
     let bw = cluster.gpu.memory_bytes_per_s * ATTAINABLE_HBM_FRACTION;
     let mem_fwd = (dense_bytes + softmax + cast_fwd) / bw;
     let mem_core = softmax / bw;
-    let (re_gemm, re_mem, re_comm) = match layout.recompute {
-        Recompute::None => (0.0, 0.0, 0.0),
-        Recompute::Selective => (core, mem_core, 0.0),
-        Recompute::Full => (fwd, mem_fwd, 2.0),
+    let (re_gemm, re_mem, full) = match layout.recompute {
+        Recompute::None => (0.0, 0.0, false),
+        Recompute::Selective => (core_fwd, mem_core, false),
+        Recompute::Full => (fwd, mem_fwd, true),
     };
-    let intra = layout.tp <= cluster.gpus_per_node;
-    let ar = cluster.all_reduce_seconds(s * b * h * e, layout.tp, intra);
+    let passes = if full { 3.0 } else { 2.0 };
+    let ar = |ranks: u64| cluster.ring_seconds(2.0, sf * bf * h * e, ranks, 1);
+    let a2a = if a2a_elements > 0.0 {
+        passes * 2.0 * all_to_all_seconds(cluster, layout, a2a_elements * e)
+    } else {
+        0.0
+    };
     Ok(LayerTimes {
         gemm: fwd + bwd + re_gemm,
         memory: 3.0 * mem_fwd + re_mem,
-        tp_comm: (4.0 + re_comm) * ar,
+        tp_comm: passes * (ar(t) + ar(ff_tp)),
+        all_to_all: a2a,
     })
+}
+
+/// Seconds of one all-to-all in which each GPU of the expert-parallel group sends `bytes` split
+/// evenly over the `ep` ranks (its own share stays). The group's ranks are `etp` apart
+/// (Megatron-Core orders expert tensor parallelism innermost), so `min(ep, node/etp)` of them
+/// share a node (an NVLink domain): the shares to those move over NVLink, the rest over the
+/// node's network, both at the collective efficiency, whichever takes longer.
+fn all_to_all_seconds(cluster: &Cluster, layout: &ParallelLayout, bytes: f64) -> f64 {
+    let ep = layout.ep;
+    if ep <= 1 {
+        return 0.0;
+    }
+    let in_node = (cluster.gpus_per_node / layout.expert_tp()).clamp(1, ep);
+    let share = bytes / ep as f64;
+    let nvlink = share * (in_node - 1) as f64 / cluster.link_bytes_per_s(true);
+    let network = share * (ep - in_node) as f64 / cluster.link_bytes_per_s(false);
+    nvlink.max(network) + cluster.collective_latency_seconds
 }
 
 /// Predict one training step of `model` under `layout` on `cluster`, timing GEMMs with
@@ -540,19 +739,22 @@ pub fn step_time(
     opts: &StepOptions,
 ) -> Result<StepTime> {
     let tokens_per_step = validate_inputs(model, layout, cluster)?;
-    let lt = layer_times(model, layout, cluster, timer, opts)?;
     let ends = end_times(model, layout, cluster, timer, opts)?;
-    let slowest = slowest_stage(layout, &layout.stage_layers(model)?, &lt, &ends, cluster);
+    let slowest = slowest_stage(model, layout, cluster, timer, opts, &ends)?;
     let p2p = p2p_seconds(model, layout, cluster, opts);
-    let stage_seconds = slowest.gemm + slowest.memory + slowest.tp_comm + p2p;
+    let stage_seconds = slowest.total() + p2p;
     let m = layout.num_micro_batches()?;
     let slots = pipeline_slots(layout, m);
-    let local_params = crate::memory::training_memory(model, layout, &opts.memory)?
-        .peak
-        .params_on_rank as f64;
-    let dp_comm = data_parallel_seconds(layout, cluster, opts, local_params, stage_seconds)?;
-    let optimizer = optimizer_seconds(layout, cluster, local_params)
-        + weight_cast_seconds(layout, cluster, opts, local_params);
+    let peak = crate::memory::training_memory(model, layout, &opts.memory)?.peak;
+    let held = HeldParams {
+        dense: (peak.params_on_rank - peak.expert_params_on_rank) as f64,
+        experts: peak.expert_params_on_rank as f64,
+        expert_dp: layout.expert_dp()?,
+    };
+    let stage_layers = layout.stage_layers(model)?.heaviest();
+    let dp_comm = data_parallel_seconds(layout, cluster, opts, &held, stage_seconds, stage_layers)?;
+    let optimizer = optimizer_seconds(layout, cluster, &held)
+        + weight_cast_seconds(layout, cluster, opts, &held);
     let step_seconds = slots * stage_seconds + dp_comm + optimizer;
     if !(step_seconds.is_finite() && step_seconds > 0.0) {
         return Err(Error::InvalidValue {
@@ -562,8 +764,12 @@ pub fn step_time(
         });
     }
     let gpus = layout.gpus()? as f64;
-    let eq3 =
-        flops::megatron_step_flops(model, layout.global_batch, layout.seq_len, layout.recompute)?;
+    let eq3 = flops::matmul_flops_per_token(
+        model,
+        &FlopsConvention::megatron(layout.seq_len, layout.recompute),
+    )?
+    .training_flops()
+        * tokens_per_step;
     let model_flops = flops::matmul_flops_per_token(
         model,
         &FlopsConvention::megatron(layout.seq_len, Recompute::None),
@@ -584,6 +790,7 @@ pub fn step_time(
             memory_bound_seconds: mf * slowest.memory,
             tp_comm_seconds: mf * slowest.tp_comm,
             p2p_seconds: mf * p2p,
+            all_to_all_seconds: mf * slowest.all_to_all,
             pipeline_bubble_seconds: (slots - mf) * stage_seconds,
             dp_comm_seconds: dp_comm,
             optimizer_seconds: optimizer,
@@ -595,18 +802,6 @@ pub fn step_time(
 /// and of a micro-batch fit `u64`. Returns the tokens per step.
 fn validate_inputs(model: &Transformer, layout: &ParallelLayout, cluster: &Cluster) -> Result<f64> {
     model.validate()?;
-    if model.moe.is_some() {
-        return Err(Error::Unsupported {
-            what: "step time",
-            feature: "mixture-of-experts layers (expert GEMMs and all-to-all)",
-        });
-    }
-    if model.attention != crate::model::Attention::Standard {
-        return Err(Error::Unsupported {
-            what: "step time",
-            feature: "latent attention",
-        });
-    }
     layout.validate(model)?;
     cluster.validate()?;
     crate::error::mul(layout.seq_len, layout.micro_batch, "tokens per micro-batch")?;
@@ -655,58 +850,100 @@ fn end_times(
 
 /// One micro-batch's forward and backward on the slowest pipeline stage, by kind of work
 /// (GEMM and memory-bound work after the software efficiency).
+#[derive(Debug, Clone, Copy, Default)]
 struct StageTimes {
     gemm: f64,
     memory: f64,
     tp_comm: f64,
+    all_to_all: f64,
 }
 
+impl StageTimes {
+    fn total(&self) -> f64 {
+        self.gemm + self.memory + self.tp_comm + self.all_to_all
+    }
+}
+
+/// The slowest pipeline stage: every stage's layers summed by [`LayerVariant`] (each variant
+/// timed once, when a stage first holds it), the first stage's embedding and the last stage's
+/// logits added.
 fn slowest_stage(
+    model: &Transformer,
     layout: &ParallelLayout,
-    stages: &crate::parallel::StageLayers,
-    lt: &LayerTimes,
-    ends: &EndTimes,
     cluster: &Cluster,
-) -> StageTimes {
+    timer: &dyn GemmTimer,
+    opts: &StepOptions,
+    ends: &EndTimes,
+) -> Result<StageTimes> {
+    let stages = layout.stage_layers(model)?;
+    let uniform = model.moe.is_none() && model.local_attention.is_none();
+    let mut times: [Option<LayerTimes>; 4] = [None; 4];
     let sw = cluster.software_efficiency;
-    let stage = |layers: u64, first: bool, last: bool| {
-        let l = layers as f64;
-        let mut gemm = l * lt.gemm;
-        let mut memory = l * lt.memory;
-        if last {
-            gemm += ends.logits_gemm;
-            memory += ends.logits_memory;
+    let pp = layout.pp;
+    let mut slowest = StageTimes::default();
+    for index in 0..pp {
+        let range = stages.range(index, pp);
+        let mut sum = LayerTimes::default();
+        let mut add = |variant: LayerVariant, layers: u64| -> Result<()> {
+            if layers == 0 {
+                return Ok(());
+            }
+            let lt = match times[variant.index()] {
+                Some(lt) => lt,
+                None => {
+                    let lt = variant_times(model, layout, cluster, timer, opts, variant)?;
+                    times[variant.index()] = Some(lt);
+                    lt
+                }
+            };
+            let l = layers as f64;
+            sum.gemm += l * lt.gemm;
+            sum.memory += l * lt.memory;
+            sum.tp_comm += l * lt.tp_comm;
+            sum.all_to_all += l * lt.all_to_all;
+            Ok(())
+        };
+        if uniform {
+            add(
+                LayerVariant {
+                    moe: false,
+                    local: false,
+                },
+                range.end - range.start,
+            )?;
+        } else {
+            let mut counts = [0u64; 4];
+            for i in range {
+                counts[LayerVariant::of(model, i).index()] += 1;
+            }
+            for (idx, &n) in counts.iter().enumerate() {
+                add(
+                    LayerVariant {
+                        moe: idx >= 2,
+                        local: idx % 2 == 1,
+                    },
+                    n,
+                )?;
+            }
         }
-        if first {
-            memory += ends.embedding_memory;
+        if index + 1 == pp {
+            sum.gemm += ends.logits_gemm;
+            sum.memory += ends.logits_memory;
         }
-        StageTimes {
-            gemm: gemm / sw,
-            memory: memory / sw,
-            tp_comm: l * lt.tp_comm,
+        if index == 0 {
+            sum.memory += ends.embedding_memory;
         }
-    };
-    let all = if layout.pp == 1 {
-        [
-            stage(stages.first, true, true),
-            stage(0, false, false),
-            stage(0, false, false),
-        ]
-    } else {
-        [
-            stage(stages.first, true, false),
-            stage(stages.heaviest_middle(), false, false),
-            stage(stages.last, false, true),
-        ]
-    };
-    let total = |t: &StageTimes| t.gemm + t.memory + t.tp_comm;
-    all.into_iter()
-        .max_by(|a, b| total(a).total_cmp(&total(b)))
-        .unwrap_or(StageTimes {
-            gemm: 0.0,
-            memory: 0.0,
-            tp_comm: 0.0,
-        })
+        let stage = StageTimes {
+            gemm: sum.gemm / sw,
+            memory: sum.memory / sw,
+            tp_comm: sum.tp_comm,
+            all_to_all: sum.all_to_all,
+        };
+        if stage.total() > slowest.total() {
+            slowest = stage;
+        }
+    }
+    Ok(slowest)
 }
 
 /// Point-to-point sends per micro-batch between stages: the activation forward and its
@@ -736,41 +973,89 @@ fn pipeline_slots(layout: &ParallelLayout, m: u64) -> f64 {
     m as f64 + (layout.pp - 1) as f64 / layout.virtual_stages() as f64
 }
 
-/// The exposed data-parallel gradient reduction of the most loaded rank's parameters: a ring
-/// all-reduce over `dp` (×1.5 for ZeRO-3's extra weight gathers), hidden behind the last
-/// backward (two thirds of a stage-time) when the cluster overlaps it.
+/// Parameters the most loaded rank holds: the dense part (reduced and sharded over `dp`) and
+/// the routed experts (over the expert-data-parallel degree).
+struct HeldParams {
+    dense: f64,
+    experts: f64,
+    expert_dp: u64,
+}
+
+impl HeldParams {
+    /// Parameters of this rank's optimizer shard (ZeRO ≥ `stage` shards over the data-parallel
+    /// degrees).
+    fn sharded(&self, layout: &ParallelLayout, stage: ZeroStage) -> f64 {
+        if layout.zero >= stage {
+            self.dense / layout.dp as f64 + self.experts / self.expert_dp as f64
+        } else {
+            self.dense + self.experts
+        }
+    }
+}
+
+/// The exposed data-parallel communication of the most loaded rank: its dense parameters over
+/// `dp` (ranks `tp` apart) and its routed experts over the expert-data-parallel degree (ranks
+/// `ep · etp` apart), each by [`Cluster::ring_seconds`]:
+///
+/// * **ZeRO 0**: an all-reduce of the gradients (`grad_bytes` each).
+/// * **ZeRO 1–2** (Megatron-Core's distributed optimizer, Rajbhandari et al. 2020 §5): a
+///   reduce-scatter of the gradients and an all-gather of the updated weights
+///   (`weight_bytes`). With [`Cluster::overlap_dp_comm`] the reduce-scatter hides behind the
+///   last micro-batch's backward (two thirds of a stage-time); with
+///   [`Cluster::overlap_param_gather`] the all-gather behind the first forward (one third).
+/// * **ZeRO 3 / FSDP** (§5.3; Zhao et al. 2023 §3): per micro-batch the weights are gathered
+///   for the forward and again for the backward and the gradients reduce-scattered, layer by
+///   layer with prefetch, so the traffic hides behind the compute of the micro-batches; what
+///   exceeds it is exposed, and never less than one layer's share (the first gather).
 fn data_parallel_seconds(
     layout: &ParallelLayout,
     cluster: &Cluster,
     opts: &StepOptions,
-    local_params: f64,
+    held: &HeldParams,
     stage_seconds: f64,
+    stage_layers: u64,
 ) -> Result<f64> {
-    let grad_bytes = local_params * opts.memory.precision.grad_bytes as f64;
-    let intra = layout.gpus()? <= cluster.gpus_per_node;
-    let zero3 = if layout.zero == ZeroStage::Weights {
-        1.5
-    } else {
-        1.0
-    };
-    let full = zero3 * cluster.all_reduce_seconds(grad_bytes, layout.dp, intra);
-    Ok(if cluster.overlap_dp_comm {
-        (full - stage_seconds * 2.0 / 3.0).max(0.0)
-    } else {
-        full
-    })
+    let grad = opts.memory.precision.grad_bytes as f64;
+    let weight = opts.memory.precision.weight_bytes as f64;
+    let groups = [
+        (held.dense, layout.dp, layout.tp),
+        (
+            held.experts,
+            held.expert_dp,
+            layout.ep.saturating_mul(layout.expert_tp()),
+        ),
+    ];
+    let (mut grads, mut weights) = (0.0, 0.0);
+    for (params, ranks, stride) in groups {
+        if params <= 0.0 {
+            continue;
+        }
+        if layout.zero == ZeroStage::None {
+            grads += cluster.ring_seconds(2.0, params * grad, ranks, stride);
+        } else {
+            grads += cluster.ring_seconds(1.0, params * grad, ranks, stride);
+            weights += cluster.ring_seconds(1.0, params * weight, ranks, stride);
+        }
+    }
+    if layout.zero == ZeroStage::Weights {
+        let m = layout.num_micro_batches()? as f64;
+        let traffic = m * (grads + 2.0 * weights);
+        let first_gather = traffic / (m * 3.0 * stage_layers.max(1) as f64);
+        return Ok((traffic - m * stage_seconds).max(first_gather));
+    }
+    let hidden = |on: bool, fraction: f64| if on { stage_seconds * fraction } else { 0.0 };
+    Ok(
+        (grads - hidden(cluster.overlap_dp_comm, 2.0 / 3.0)).max(0.0)
+            + (weights - hidden(cluster.overlap_param_gather, 1.0 / 3.0)).max(0.0),
+    )
 }
 
 /// Adam's step: 30 bytes per local parameter over HBM (read the fp32 gradient, read and write
 /// fp32 master weights and both moments, write the bf16 weights), on the rank's shard under
 /// ZeRO.
-fn optimizer_seconds(layout: &ParallelLayout, cluster: &Cluster, local_params: f64) -> f64 {
-    let params = if layout.zero >= ZeroStage::OptimizerStates {
-        local_params / layout.dp as f64
-    } else {
-        local_params
-    };
-    30.0 * params / (cluster.gpu.memory_bytes_per_s * ATTAINABLE_HBM_FRACTION)
+fn optimizer_seconds(layout: &ParallelLayout, cluster: &Cluster, held: &HeldParams) -> f64 {
+    30.0 * held.sharded(layout, ZeroStage::OptimizerStates)
+        / (cluster.gpu.memory_bytes_per_s * ATTAINABLE_HBM_FRACTION)
 }
 
 /// FP8 weight casts: once per step (Transformer Engine caches the cast weights over the
@@ -780,18 +1065,13 @@ fn weight_cast_seconds(
     layout: &ParallelLayout,
     cluster: &Cluster,
     opts: &StepOptions,
-    local_params: f64,
+    held: &HeldParams,
 ) -> f64 {
     let cast = opts.memory.gemm_precision.cast_bytes();
     if cast == 0.0 {
         return 0.0;
     }
-    let held = if layout.zero >= ZeroStage::Weights {
-        local_params / layout.dp as f64
-    } else {
-        local_params
-    };
-    (opts.dtype.bytes() as f64 + 2.0 * cast) * held
+    (opts.dtype.bytes() as f64 + 2.0 * cast) * held.sharded(layout, ZeroStage::Weights)
         / (cluster.gpu.memory_bytes_per_s * ATTAINABLE_HBM_FRACTION)
 }
 

@@ -490,7 +490,19 @@ pub struct LocalAttention {
 }
 
 impl LocalAttention {
-    /// Local (windowed) layers among `num_layers`.
+    /// Whether layer `i` (from 0) is local: `i mod period < local_layers`.
+    ///
+    /// ```
+    /// // Gemma 3: five local layers, then one global.
+    /// let w = lmshape::model::LocalAttention { window: 1024, period: 6, local_layers: 5 };
+    /// assert!(w.is_local_layer(4) && !w.is_local_layer(5) && w.is_local_layer(6));
+    /// ```
+    pub fn is_local_layer(&self, i: u64) -> bool {
+        i % self.period.max(1) < self.local_layers
+    }
+
+    /// Local (windowed) layers among the first `num_layers`: the layers `i` with
+    /// [`LocalAttention::is_local_layer`], counted in closed form.
     pub fn local_layer_count(&self, num_layers: u64) -> u64 {
         let p = self.period.max(1);
         let local = self.local_layers.min(p);
