@@ -5,7 +5,7 @@
 //! `cargo run --release --example throughput -- [--config PATH | --preset NAME | --arch NAME
 //! --hidden H --layers L --heads A --vocab V --ffn F [--kv-heads K --head-dim D]] [--seq-len S]
 //! [--tp N --pp N --dp N --micro-batch N --global-batch N --recompute full ...] [--gpu NAME]
-//! [--cluster selene|jean-zay] [--ep N --etp N --capacity-factor F] [--overlap-grad-reduce]
+//! [--cluster selene|jean-zay] [--cp N --cp-comm p2p|a2a] [--ep N --etp N --capacity-factor F] [--overlap-grad-reduce]
 //! [--overlap-param-gather] [--tokens T] [--json]`. Without a model: BLOOM-176B as
 //! BigScience launched it (tp 4, pp 12 with embedding slots, dp 8, micro-batch 2, global batch
 //! 2048, full recomputation, ZeRO-1) on a Selene-class A100 80GB cluster.
@@ -204,12 +204,17 @@ fn main() {
         return;
     }
     outln!(
-        "{} params: {} layers × {} hidden, {} heads; tp {} × pp {} × dp {} ({} GPUs), micro-batch {}, global batch {}, sequence {}, recompute {}",
+        "{} params: {} layers × {} hidden, {} heads; tp {}{} × pp {} × dp {} ({} GPUs), micro-batch {}, global batch {}, sequence {}, recompute {}",
         si(or_die(model.total_params()) as f64),
         model.num_layers,
         model.hidden_size,
         model.num_heads,
         layout.tp,
+        if layout.cp > 1 {
+            format!(" × cp {}", layout.cp)
+        } else {
+            String::new()
+        },
         layout.pp,
         layout.dp,
         or_die(layout.gpus()),
@@ -253,6 +258,7 @@ fn main() {
         ("memory-bound kernels", b.memory_bound_seconds),
         ("tensor-parallel collectives", b.tp_comm_seconds),
         ("expert all-to-all", b.all_to_all_seconds),
+        ("context-parallel exchange", b.cp_comm_seconds),
         ("pipeline sends", b.p2p_seconds),
         ("pipeline bubble", b.pipeline_bubble_seconds),
         ("data-parallel reduction", b.dp_comm_seconds),

@@ -311,7 +311,14 @@ impl ActivationParts {
                 .try_fold(1u128, |acc, &x| mul(acc, u128::from(x), A))
         };
         let t = layout.tp;
-        let (s, b, h) = (layout.seq_len, layout.micro_batch, model.hidden_size);
+        // Context parallelism keeps `s/cp` tokens per rank; the attention core of those
+        // queries spans the whole sequence's keys.
+        let (s, b, h) = (
+            layout.local_seq_len(),
+            layout.micro_batch,
+            model.hidden_size,
+        );
+        let keys = layout.seq_len;
         let q = prod(&[model.num_heads / t, model.head_dim])?;
         let k = prod(&[kv_heads_per_rank(model.num_kv_heads, t)?, model.head_dim])?;
         // The dense MLP, or a mixture-of-experts layer's shared experts (split over tp like
@@ -355,7 +362,7 @@ impl ActivationParts {
         let core = match opts.attention {
             AttentionKernel::Standard => {
                 let per = if opts.dropout { 2 * e + 1 } else { e };
-                prod(&[per, heads, s, s, b])?
+                prod(&[per, heads, s, keys, b])?
             }
             AttentionKernel::Flash => prod(&[4, heads, s, b])?,
         };
@@ -480,7 +487,7 @@ impl<'a> StageInputs<'a> {
         // A tied head is the embedding itself on a single stage, a copy on the last stage
         // otherwise.
         let separate_head = layout.pp > 1 || !model.arch.tied_embeddings;
-        let tokens = mul(layout.seq_len, layout.micro_batch, W)?;
+        let tokens = mul(layout.local_seq_len(), layout.micro_batch, W)?;
         Ok(StageInputs {
             layout,
             opts,
@@ -544,7 +551,7 @@ impl<'a> StageInputs<'a> {
         let logits_bytes = if has_last { self.logits_bytes } else { 0 };
         act = add(act, logits_bytes, W)?;
         let precision = &self.opts.precision;
-        let dense = model_state_bytes(params, layout.dp, layout.zero, precision)?;
+        let dense = model_state_bytes(params, layout.weight_dp(), layout.zero, precision)?;
         let expert = model_state_bytes(experts, layout.expert_dp()?, layout.zero, precision)?;
         // FP8 weight copies of the weights the rank holds (after ZeRO-3 sharding).
         let held = |params: u64, dp: u64| {
@@ -554,7 +561,7 @@ impl<'a> StageInputs<'a> {
                 params
             }
         };
-        let copies = (held(params, layout.dp) + held(experts, layout.expert_dp()?)) as f64
+        let copies = (held(params, layout.weight_dp()) + held(experts, layout.expert_dp()?)) as f64
             * self.opts.gemm_precision.weight_copy_bytes();
         let weights_bytes = crate::error::sum(
             &[

@@ -77,6 +77,37 @@ pub enum Schedule {
     },
 }
 
+/// How the ranks of a context-parallel group exchange what attention needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CpComm {
+    /// Ring attention: each rank passes its key/value chunk around the ring, `cp − 1` sends
+    /// overlapped with the attention of the chunk in hand (Liu et al. 2023; Megatron-Core's
+    /// default `p2p`).
+    #[default]
+    P2p,
+    /// All-to-all (DeepSpeed-Ulysses, Jacobs et al. 2023): queries, keys and values
+    /// redistributed from sequence chunks to head groups and the output back; needs the heads
+    /// of a tensor-parallel rank to split over `cp`.
+    A2a,
+}
+
+impl std::str::FromStr for CpComm {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<CpComm> {
+        match s {
+            "p2p" => Ok(CpComm::P2p),
+            "a2a" => Ok(CpComm::A2a),
+            _ => Err(Error::UnknownName {
+                kind: "context-parallel communication",
+                name: s.to_string(),
+                known: "p2p, a2a".to_string(),
+            }),
+        }
+    }
+}
+
 /// A parallel layout and batch configuration for training.
 ///
 /// ```
@@ -127,6 +158,14 @@ pub struct ParallelLayout {
     /// Layers of the last stage (Megatron-Core's uneven last stage).
     #[serde(default)]
     pub last_stage_layers: Option<u64>,
+    /// Context-parallel degree: each sequence split over `cp` ranks (Megatron-Core
+    /// `--context-parallel-size`; Liu et al. 2023, ring attention), into `2·cp` chunks for
+    /// causal load balancing.
+    #[serde(default = "one")]
+    pub cp: u64,
+    /// How context-parallel ranks exchange keys and values.
+    #[serde(default)]
+    pub cp_comm: CpComm,
     /// Expert-parallel degree: routed experts spread over `ep` ranks of the `tp × dp` grid
     /// (Megatron-Core `--expert-model-parallel-size`).
     #[serde(default = "one")]
@@ -162,6 +201,10 @@ struct LayoutFields {
     #[serde(default)]
     last_stage_layers: Option<u64>,
     #[serde(default = "one")]
+    cp: u64,
+    #[serde(default)]
+    cp_comm: CpComm,
+    #[serde(default = "one")]
     ep: u64,
     #[serde(default)]
     etp: Option<u64>,
@@ -186,6 +229,8 @@ impl TryFrom<LayoutFields> for ParallelLayout {
             balanced_pipeline: f.balanced_pipeline,
             first_stage_layers: f.first_stage_layers,
             last_stage_layers: f.last_stage_layers,
+            cp: f.cp,
+            cp_comm: f.cp_comm,
             ep: f.ep,
             etp: f.etp,
         };
@@ -212,6 +257,8 @@ impl Default for ParallelLayout {
             balanced_pipeline: false,
             first_stage_layers: None,
             last_stage_layers: None,
+            cp: 1,
+            cp_comm: CpComm::P2p,
             ep: 1,
             etp: None,
         }
@@ -322,7 +369,7 @@ impl Routing {
 /// The mixture-of-experts block of one micro-batch on one rank (Megatron-Core's all-to-all
 /// token dispatcher): the expert grid `etp × ep × edp` is folded into `tp × dp`, so a rank
 /// dispatches `T_r = T · etp / tp` tokens (`T = s·b`) and each of its `E/ep` local experts
-/// takes [`crate::memory::Routing::tokens_per_expert`] of the `ep · T_r · k` assignments of its
+/// takes [`Routing::tokens_per_expert`] of the `ep · T_r · k` assignments of its
 /// expert-parallel group, at width `f_e / etp`. Per rank this is `T·k·f_e/tp` of expert work,
 /// the dense MLP's share under tensor parallelism.
 ///
@@ -497,8 +544,8 @@ pub struct PipelineSplit {
     /// (DeepSpeed's balanced partition), the extra ones on the earliest stages — the stages
     /// that keep the most micro-batches in flight, so the memory bound is conservative.
     /// With the interleaved schedule the model chunks then differ by a layer too
-    /// (Megatron-Core's `--pipeline-model-parallel-layout`), each stage holding at least one
-    /// layer per chunk.
+    /// (Megatron-Core's `--pipeline-model-parallel-layout`; explicit first and last stages
+    /// likewise), each stage holding at least one layer per chunk.
     pub balanced: bool,
     /// Layers of the first stage (Megatron-Core `--decoder-first-pipeline-num-layers`).
     pub first_stage_layers: Option<u64>,
@@ -578,9 +625,9 @@ pub fn stage_partition(
             });
         }
     }
-    if virtual_stages > 1 && split.balanced && !explicit {
-        // Megatron-Core's pipeline layouts let model chunks differ by a layer; each stage
-        // still needs a layer per chunk.
+    if virtual_stages > 1 && (split.balanced || explicit) {
+        // Megatron-Core's pipeline layouts let model chunks differ by a layer (and the first
+        // and last stages hold fewer); each stage still needs a layer per chunk.
         let lightest = if pp > 2 {
             stages.first.min(stages.last).min(stages.middle)
         } else {
@@ -744,13 +791,28 @@ pub fn fused_softmax_ok(num_heads: u64, tp: u64, micro_batch: u64) -> bool {
 }
 
 impl ParallelLayout {
-    /// GPUs used: `tp · pp · dp`.
+    /// GPUs used: `tp · cp · pp · dp`.
     pub fn gpus(&self) -> Result<u64> {
         crate::error::mul(
-            crate::error::mul(self.tp, self.pp, "gpu count")?,
+            crate::error::mul(
+                crate::error::mul(self.tp, self.cp, "gpu count")?,
+                self.pp,
+                "gpu count",
+            )?,
             self.dp,
             "gpu count",
         )
+    }
+
+    /// Tokens of one sequence on one rank: `seq_len / cp`.
+    pub fn local_seq_len(&self) -> u64 {
+        self.seq_len / self.cp.max(1)
+    }
+
+    /// Ranks that hold the same dense weights and share their gradients and optimizer states:
+    /// `dp · cp` (Megatron-Core reduces gradients over the data-and-context-parallel group).
+    pub fn weight_dp(&self) -> u64 {
+        self.dp.saturating_mul(self.cp)
     }
 
     /// Micro-batches per step per pipeline: `global / (micro · dp)`.
@@ -778,15 +840,19 @@ impl ParallelLayout {
         self.etp.unwrap_or(self.tp)
     }
 
-    /// The expert-data-parallel degree: the ranks of the `tp × dp` grid that hold the same
-    /// experts, `tp · dp / (ep · etp)` (Megatron-Core folds the expert grid into the dense
-    /// one); the routed experts' gradients and optimizer states are sharded over it.
+    /// The expert-data-parallel degree: the ranks of the `tp × cp × dp` grid that hold the
+    /// same experts, `tp · cp · dp / (ep · etp)` (Megatron-Core folds the expert grid into the
+    /// dense one); the routed experts' gradients and optimizer states are sharded over it.
     pub fn expert_dp(&self) -> Result<u64> {
-        let grid = crate::error::mul(self.tp, self.dp, "tp × dp")?;
+        let grid = crate::error::mul(
+            crate::error::mul(self.tp, self.cp, "tp × cp × dp")?,
+            self.dp,
+            "tp × cp × dp",
+        )?;
         let experts = crate::error::mul(self.ep, self.expert_tp(), "ep × etp")?;
         divisible(
-            "expert parallelism times expert tensor parallelism must divide tp × dp",
-            "tp × dp",
+            "expert parallelism times expert tensor parallelism must divide tp × cp × dp",
+            "tp × cp × dp",
             grid,
             "ep × etp",
             experts,
@@ -849,6 +915,15 @@ impl ParallelLayout {
     pub fn validate(&self, model: &Transformer) -> Result<()> {
         self.validate_batch()?;
         self.check_experts(model)?;
+        if self.cp > 1 && self.cp_comm == CpComm::A2a {
+            divisible(
+                "all-to-all context parallelism splits each tensor-parallel rank's heads over cp",
+                "num_heads / tp",
+                model.num_heads / self.tp,
+                "cp",
+                self.cp,
+            )?;
+        }
         check_tensor_split(
             model.num_heads,
             model.num_kv_heads,
@@ -887,14 +962,24 @@ impl ParallelLayout {
         positive(self.global_batch, "global_batch")?;
         positive(self.seq_len, "seq_len")?;
         positive(self.virtual_stages(), "virtual_stages")?;
+        positive(self.cp, "cp")?;
         self.gpus()?;
-        if self.sequence_parallel {
+        if self.cp > 1 {
             divisible(
-                "sequence parallelism splits the sequence over tp",
+                "context parallelism splits each sequence into 2 × cp chunks (causal load balancing)",
                 "seq_len",
                 self.seq_len,
-                "tp",
-                self.tp,
+                "2 × cp",
+                crate::error::mul(2, self.cp, "2 × cp")?,
+            )?;
+        }
+        if self.sequence_parallel {
+            divisible(
+                "sequence parallelism splits the sequence over tp (and cp)",
+                "seq_len",
+                self.seq_len,
+                "tp × cp",
+                crate::error::mul(self.tp, self.cp, "tp × cp")?,
             )?;
         }
         let per_step = crate::error::mul(self.micro_batch, self.dp, "micro-batch × dp")?;
@@ -1115,8 +1200,12 @@ impl LayoutSpace {
             valid: Vec::new(),
             invalid: Vec::new(),
         };
+        let cp = self.template.cp.max(1);
         for tp in tps {
-            let rest = self.gpus / tp;
+            if self.gpus % tp.saturating_mul(cp) != 0 {
+                continue;
+            }
+            let rest = self.gpus / tp.saturating_mul(cp);
             for (pp, &mb) in divisors(rest)
                 .into_iter()
                 .cartesian_product(&self.micro_batches)

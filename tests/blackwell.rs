@@ -85,8 +85,7 @@ impl Run {
     }
 }
 
-/// The B200 runs (step time over 8 GPUs) and the GB200 runs the model can express (context
-/// parallelism is not modelled, so the run with cp 2 is left out).
+/// The B200 runs (step time over 8 GPUs) and the GB200 runs.
 fn runs() -> Vec<Run> {
     let mut out = Vec::new();
     let b200 = data("megatron_core_b200_llama3_70b_l12.json");
@@ -117,18 +116,16 @@ fn runs() -> Vec<Run> {
     let gb200 = data("megatron_bridge_gb200.json");
     for r in gb200["runs"].as_array().unwrap() {
         let n = |k: &str| r[k].as_u64().unwrap();
-        if n("cp") != 1 {
-            continue;
-        }
         let name = r["model"].as_str().unwrap();
         let Some(model) = model(name) else { continue };
-        let (tp, pp) = (n("tp"), n("pp"));
-        let dp = n("gpus") / (tp * pp);
+        let (tp, pp, cp) = (n("tp"), n("pp"), n("cp"));
+        let dp = n("gpus") / (tp * pp * cp);
         let v = r["vp"].as_u64().unwrap_or(1);
         let layout = ParallelLayout {
             tp,
             pp,
             dp,
+            cp,
             micro_batch: n("mbs"),
             global_batch: n("gbs"),
             seq_len: n("seq_len"),
@@ -235,7 +232,7 @@ fn grade(label: &str, runs: &[&Run]) -> (f64, Vec<f64>) {
 #[test]
 fn blackwell_runs_in_and_out_of_sample() {
     let all = runs();
-    assert_eq!(all.len(), 4 + 8);
+    assert_eq!(all.len(), 4 + 9);
     for r in &all {
         let _ = r.measured();
     }

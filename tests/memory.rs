@@ -780,7 +780,7 @@ fn expert_parallel_rules() {
                 etp: Some(4),
                 ..base
             },
-            "must divide tp × dp",
+            "must divide tp × cp × dp",
         ),
         (
             ParallelLayout {
@@ -896,4 +896,63 @@ proptest! {
             None => prop_assert!(order.iter().all(|rc| device(*rc) > limit)),
         }
     }
+}
+
+/// Context parallelism keeps `s/cp` tokens per rank: with FlashAttention every activation term
+/// is per token, so cp 2 halves them exactly; the dense model states shard over `dp · cp`
+/// (Megatron-Core's data-and-context-parallel group), as over a data-parallel group that large.
+#[test]
+fn context_parallelism_splits_tokens_and_shards_over_dp_times_cp() {
+    let m = from_hf_config_str(
+        r#"{"model_type":"llama","hidden_size":4096,"intermediate_size":14336,"num_attention_heads":32,"num_key_value_heads":8,"num_hidden_layers":32,"vocab_size":128256,"tie_word_embeddings":false}"#,
+    )
+    .unwrap();
+    let opts = MemoryOptions {
+        attention: AttentionKernel::Flash,
+        dropout: false,
+        ..MemoryOptions::default()
+    };
+    let base = ParallelLayout {
+        tp: 2,
+        dp: 4,
+        micro_batch: 1,
+        global_batch: 8,
+        seq_len: 32768,
+        sequence_parallel: true,
+        zero: ZeroStage::OptimizerStates,
+        ..ParallelLayout::default()
+    };
+    let one = memory::training_memory(&m, &base, &opts).unwrap().peak;
+    let two = memory::training_memory(&m, &ParallelLayout { cp: 2, ..base }, &opts)
+        .unwrap()
+        .peak;
+    assert_eq!(2 * two.activations_bytes, one.activations_bytes);
+    let wide = memory::training_memory(
+        &m,
+        &ParallelLayout {
+            dp: 8,
+            global_batch: 16,
+            ..base
+        },
+        &opts,
+    )
+    .unwrap()
+    .peak;
+    assert_eq!(two.optimizer_bytes, wide.optimizer_bytes);
+    assert_eq!(two.weights_bytes, one.weights_bytes);
+    // The rules: 2·cp chunks per sequence; all-to-all needs the heads to split.
+    let odd = ParallelLayout { cp: 3, ..base };
+    assert!(odd.validate(&m).unwrap_err().to_string().contains("2 × cp"));
+    let a2a = ParallelLayout {
+        cp: 32,
+        seq_len: 65536,
+        cp_comm: lmshape::parallel::CpComm::A2a,
+        ..base
+    };
+    assert!(
+        a2a.validate(&m)
+            .unwrap_err()
+            .to_string()
+            .contains("heads over cp")
+    );
 }

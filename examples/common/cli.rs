@@ -386,6 +386,21 @@ pub struct LayoutArgs {
     /// Virtual stages per pipeline rank (interleaved 1F1B when above 1; needs pp ≥ 2).
     #[arg(long, value_name = "V", default_value_t = 1, value_parser = positive_count)]
     pub virtual_stages: u64,
+    /// Context-parallel degree (each sequence split over this many ranks).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive_count)]
+    pub cp: u64,
+    /// How context-parallel ranks exchange keys and values: p2p (ring attention) or a2a.
+    #[arg(long, value_enum, default_value_t = CpCommArg::P2p)]
+    pub cp_comm: CpCommArg,
+}
+
+/// Context-parallel communication, as the flags spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CpCommArg {
+    /// Ring attention: key/value chunks passed around, overlapped with attention.
+    P2p,
+    /// All-to-all between sequence chunks and head groups (Ulysses).
+    A2a,
 }
 
 impl LayoutArgs {
@@ -414,6 +429,11 @@ impl LayoutArgs {
             balanced_pipeline: self.balanced_pipeline || self.embedding_slots,
             first_stage_layers: self.first_stage_layers,
             last_stage_layers: self.last_stage_layers,
+            cp: self.cp,
+            cp_comm: match self.cp_comm {
+                CpCommArg::P2p => lmshape::parallel::CpComm::P2p,
+                CpCommArg::A2a => lmshape::parallel::CpComm::A2a,
+            },
             ep: self.ep,
             etp: self.etp,
         }

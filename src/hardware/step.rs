@@ -335,6 +335,9 @@ pub struct StepBreakdown {
     /// Mixture-of-experts all-to-all dispatch and combine of the slowest stage (exposed).
     #[serde(default)]
     pub all_to_all_seconds: f64,
+    /// Context-parallel key/value exchange of the slowest stage (exposed).
+    #[serde(default)]
+    pub cp_comm_seconds: f64,
 }
 
 /// The predicted step.
@@ -378,6 +381,7 @@ struct LayerTimes {
     memory: f64,
     tp_comm: f64,
     all_to_all: f64,
+    cp_comm: f64,
 }
 
 fn timed(timer: &dyn GemmTimer, g: &Gemm) -> Result<f64> {
@@ -457,6 +461,30 @@ impl LayerGemms {
     }
 }
 
+/// Keys each query's attention GEMMs cover: the sequence, or the window of a sliding-window
+/// layer; with FlashAttention the causal mask's skipped blocks leave half the sequence
+/// (FlashAttention-2, Dao 2023 §3.1: blocks above the diagonal are not computed), and
+/// `w − w²/(2s)` of a window `w < s` (the band's average, as
+/// [`crate::flops::matmul_flops_per_token`] counts it). Standard attention computes every score
+/// and masks them.
+fn attended_keys(
+    model: &Transformer,
+    layout: &ParallelLayout,
+    opts: &StepOptions,
+    variant: LayerVariant,
+) -> u64 {
+    let s = layout.seq_len;
+    let window = match model.local_attention {
+        Some(w) if variant.local => w.window.min(s),
+        _ => s,
+    };
+    if !opts.flash_attention() {
+        return window;
+    }
+    let (w, sf) = (window as f64, s as f64);
+    ((w - w * w / (2.0 * sf)).ceil() as u64).max(1)
+}
+
 /// The forward GEMMs of layer `layer` (from 0) of `model` under `layout`, for one micro-batch
 /// on one rank (see the module docs and [`GemmRole`]).
 ///
@@ -490,11 +518,18 @@ fn variant_gemms(
 ) -> Result<(LayerGemms, Option<crate::parallel::ExpertBatch>)> {
     let t = layout.tp;
     crate::error::positive(t, "tp")?;
-    let tokens = crate::error::mul(layout.seq_len, layout.micro_batch, "tokens per micro-batch")?;
+    let local = layout.local_seq_len();
+    let tokens = crate::error::mul(local, layout.micro_batch, "tokens per micro-batch")?;
     let (s, b) = (layout.seq_len, layout.micro_batch);
     let d = model.hidden_size;
     let heads = model.num_heads / t;
     let linear = opts.gemm_dtype();
+    // Context parallelism: ring attention computes the rank's `s/cp` queries against every
+    // key; all-to-all attention the whole sequence's queries for `1/cp` of the heads.
+    let (queries, core_heads) = match layout.cp_comm {
+        crate::parallel::CpComm::A2a if layout.cp > 1 => (s, heads / layout.cp),
+        _ => (local, heads),
+    };
     let g = |m: u64, n: u64, k: u64, batch: u64, dtype: Dtype| Gemm {
         m,
         n,
@@ -502,10 +537,7 @@ fn variant_gemms(
         batch,
         dtype,
     };
-    let ctx = match model.local_attention {
-        Some(w) if variant.local => w.window.min(s),
-        _ => s,
-    };
+    let ctx = attended_keys(model, layout, opts, variant);
     let mut list = LayerGemms::new();
     use GemmRole::{AttentionCore, Expert, Linear, Router};
     // Attention: projections, core, output.
@@ -538,9 +570,15 @@ fn variant_gemms(
     };
     // Attention's score and value GEMMs stay in 16 bits (Transformer Engine casts only the
     // linear layers).
-    let attn_batch = b * heads;
-    list.push(g(s, ctx, qk_dim, attn_batch, opts.dtype), AttentionCore)?;
-    list.push(g(s, v_dim, ctx, attn_batch, opts.dtype), AttentionCore)?;
+    let attn_batch = b * core_heads;
+    list.push(
+        g(queries, ctx, qk_dim, attn_batch, opts.dtype),
+        AttentionCore,
+    )?;
+    list.push(
+        g(queries, v_dim, ctx, attn_batch, opts.dtype),
+        AttentionCore,
+    )?;
     list.push(g(tokens, d, q_width, 1, linear), Linear)?;
     // Feed-forward.
     let gated = if model.arch.mlp == MlpKind::Gated {
@@ -613,13 +651,10 @@ fn variant_times(
         }
     }
     let t = layout.tp;
-    let (s, b) = (layout.seq_len, layout.micro_batch);
+    let (s, b) = (layout.local_seq_len(), layout.micro_batch);
     let d = model.hidden_size;
     let heads = model.num_heads / t;
-    let ctx = match model.local_attention {
-        Some(w) if variant.local => w.window.min(s),
-        _ => s,
-    };
+    let ctx = attended_keys(model, layout, opts, variant);
     let tokens = (s * b) as f64;
     let e = opts.dtype.bytes() as f64;
     let act_inputs = if model.arch.mlp == MlpKind::Gated {
@@ -691,11 +726,69 @@ fn variant_times(
     } else {
         0.0
     };
+    let cp_comm = context_parallel_seconds(model, layout, cluster, opts, core_fwd, passes)?;
     Ok(LayerTimes {
         gemm: fwd + bwd + re_gemm,
         memory: 3.0 * mem_fwd + re_mem,
         tp_comm: passes * (ar(t) + ar(ff_tp)),
         all_to_all: a2a,
+        cp_comm,
+    })
+}
+
+/// Exposed context-parallel communication of one layer for one micro-batch (`passes` = 2
+/// forward-equivalents, 3 with full recomputation). The group's ranks are `tp` apart, on
+/// NVLink when `tp · cp` fits a node.
+///
+/// * **Ring** ([`crate::parallel::CpComm::P2p`]; Liu et al. 2023): `cp − 1` sends of the
+///   rank's key/value chunk (`s/cp · b` tokens of `2·kv·hd/tp`, or with latent attention the
+///   up-projected `H/tp·(d_qk + d_v)`) per forward, hidden behind the attention of the chunk in
+///   hand; the backward moves keys, values and their gradients, twice the bytes behind twice
+///   the work. Only what exceeds the attention core is exposed.
+/// * **All-to-all** ([`crate::parallel::CpComm::A2a`]; Jacobs et al. 2023 §3): q, k, v in and
+///   the output back, `(cp − 1)/cp` of `s/cp · b · (2q + 2k)` elements, per forward and twice
+///   per backward, not hidden.
+fn context_parallel_seconds(
+    model: &Transformer,
+    layout: &ParallelLayout,
+    cluster: &Cluster,
+    opts: &StepOptions,
+    core_fwd: f64,
+    passes: f64,
+) -> Result<f64> {
+    let cp = layout.cp;
+    if cp <= 1 {
+        return Ok(0.0);
+    }
+    let t = layout.tp;
+    let e = opts.dtype.bytes() as f64;
+    let tokens = (layout.local_seq_len() * layout.micro_batch) as f64;
+    let heads = (model.num_heads / t) as f64;
+    let (q_width, kv_width) = match &model.attention {
+        crate::model::Attention::Standard => {
+            let kv = crate::parallel::kv_heads_per_rank(model.num_kv_heads, t)? as f64;
+            let hd = model.head_dim as f64;
+            (heads * hd, 2.0 * kv * hd)
+        }
+        crate::model::Attention::MultiLatent(mla) => (
+            heads * (mla.qk_nope_head_dim + mla.qk_rope_head_dim) as f64,
+            heads * (mla.qk_nope_head_dim + mla.qk_rope_head_dim + mla.v_head_dim) as f64,
+        ),
+    };
+    let intra = t.saturating_mul(cp) <= cluster.gpus_per_node;
+    let link = cluster.link_bytes_per_s(intra);
+    let lat = cluster.collective_latency_seconds;
+    let c = cp as f64;
+    Ok(match layout.cp_comm {
+        crate::parallel::CpComm::P2p => {
+            let fwd = (c - 1.0) * (tokens * kv_width * e / link + lat);
+            // Forward passes hide behind the forward core, the backward behind twice it.
+            (passes - 1.0) * (fwd - core_fwd).max(0.0) + 2.0 * (fwd - core_fwd).max(0.0)
+        }
+        crate::parallel::CpComm::A2a => {
+            let fwd = (c - 1.0) / c * tokens * (2.0 * q_width + kv_width) * e / link + 4.0 * lat;
+            (passes - 1.0) * fwd + 2.0 * fwd
+        }
     })
 }
 
@@ -791,6 +884,7 @@ pub fn step_time(
             tp_comm_seconds: mf * slowest.tp_comm,
             p2p_seconds: mf * p2p,
             all_to_all_seconds: mf * slowest.all_to_all,
+            cp_comm_seconds: mf * slowest.cp_comm,
             pipeline_bubble_seconds: (slots - mf) * stage_seconds,
             dp_comm_seconds: dp_comm,
             optimizer_seconds: optimizer,
@@ -826,14 +920,14 @@ fn end_times(
 ) -> Result<EndTimes> {
     let e = opts.dtype.bytes() as f64;
     let (s, b, h) = (
-        layout.seq_len as f64,
+        layout.local_seq_len() as f64,
         layout.micro_batch as f64,
         model.hidden_size as f64,
     );
     let bw = cluster.gpu.memory_bytes_per_s * ATTAINABLE_HBM_FRACTION;
     let vocab_per_rank = layout.padded_vocab(model)? / layout.tp;
     let logits = Gemm {
-        m: layout.seq_len * layout.micro_batch,
+        m: layout.local_seq_len() * layout.micro_batch,
         n: vocab_per_rank,
         k: model.embed_dim(),
         batch: 1,
@@ -856,11 +950,12 @@ struct StageTimes {
     memory: f64,
     tp_comm: f64,
     all_to_all: f64,
+    cp_comm: f64,
 }
 
 impl StageTimes {
     fn total(&self) -> f64 {
-        self.gemm + self.memory + self.tp_comm + self.all_to_all
+        self.gemm + self.memory + self.tp_comm + self.all_to_all + self.cp_comm
     }
 }
 
@@ -901,6 +996,7 @@ fn slowest_stage(
             sum.memory += l * lt.memory;
             sum.tp_comm += l * lt.tp_comm;
             sum.all_to_all += l * lt.all_to_all;
+            sum.cp_comm += l * lt.cp_comm;
             Ok(())
         };
         if uniform {
@@ -938,6 +1034,7 @@ fn slowest_stage(
             memory: sum.memory / sw,
             tp_comm: sum.tp_comm,
             all_to_all: sum.all_to_all,
+            cp_comm: sum.cp_comm,
         };
         if stage.total() > slowest.total() {
             slowest = stage;
@@ -948,7 +1045,10 @@ fn slowest_stage(
 
 /// Point-to-point sends per micro-batch between stages: the activation forward and its
 /// gradient backward, `sbh/t` bytes with Megatron-LM's scatter/gather (Narayanan et al. 2021
-/// §4.1), over NVLink when the whole pipeline sits in one node.
+/// §4.1; `s/cp` tokens under context parallelism), over NVLink when the whole job sits in one
+/// node; the interleaved schedule sends
+/// at every model chunk's boundary, `v` times as often (§2.2.2: "the amount of communication
+/// also increases by v").
 fn p2p_seconds(
     model: &Transformer,
     layout: &ParallelLayout,
@@ -958,13 +1058,15 @@ fn p2p_seconds(
     if layout.pp == 1 {
         return 0.0;
     }
-    let sbh_bytes = layout.seq_len as f64
+    let sbh_bytes = layout.local_seq_len() as f64
         * layout.micro_batch as f64
         * model.hidden_size as f64
         * opts.dtype.bytes() as f64;
     let bytes = sbh_bytes / layout.tp as f64;
-    let intra = layout.tp.saturating_mul(layout.pp) <= cluster.gpus_per_node;
-    2.0 * (bytes / cluster.link_bytes_per_s(intra) + cluster.collective_latency_seconds)
+    // Neighbouring stages are `tp · cp · dp` ranks apart (pipeline outermost).
+    let intra = layout.gpus().is_ok_and(|g| g <= cluster.gpus_per_node);
+    let v = layout.virtual_stages() as f64;
+    2.0 * v * (bytes / cluster.link_bytes_per_s(intra) + cluster.collective_latency_seconds)
 }
 
 /// Stage-times of a step: `m + p − 1` under 1F1B, `m + (p − 1)/v` interleaved (Narayanan et
@@ -986,7 +1088,7 @@ impl HeldParams {
     /// degrees).
     fn sharded(&self, layout: &ParallelLayout, stage: ZeroStage) -> f64 {
         if layout.zero >= stage {
-            self.dense / layout.dp as f64 + self.experts / self.expert_dp as f64
+            self.dense / layout.weight_dp() as f64 + self.experts / self.expert_dp as f64
         } else {
             self.dense + self.experts
         }
@@ -1018,7 +1120,7 @@ fn data_parallel_seconds(
     let grad = opts.memory.precision.grad_bytes as f64;
     let weight = opts.memory.precision.weight_bytes as f64;
     let groups = [
-        (held.dense, layout.dp, layout.tp),
+        (held.dense, layout.weight_dp(), layout.tp),
         (
             held.experts,
             held.expert_dp,
