@@ -62,6 +62,12 @@ fn layout(b: &mut Bytes) -> ParallelLayout {
             0 => None,
             _ => Some(b.u64(1)),
         },
+        cp: b.u64(1),
+        cp_comm: if b.u8() & 1 == 1 {
+            lmshape::parallel::CpComm::A2a
+        } else {
+            lmshape::parallel::CpComm::P2p
+        },
         ep: b.u64(1),
         etp: match b.u8() % 2 {
             0 => None,

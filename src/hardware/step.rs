@@ -545,32 +545,33 @@ fn variant_gemms(
         crate::model::Attention::Standard => {
             let kv = crate::parallel::kv_heads_per_rank(model.num_kv_heads, t)?;
             let hd = model.head_dim;
-            let q = heads * hd;
-            list.push(g(tokens, q + 2 * kv * hd, d, 1, linear), Linear)?;
+            let q = heads.saturating_mul(hd);
+            let n = q.saturating_add(kv.saturating_mul(hd).saturating_mul(2));
+            list.push(g(tokens, n, d, 1, linear), Linear)?;
             (q, hd, hd)
         }
         crate::model::Attention::MultiLatent(mla) => {
-            let qk = mla.qk_nope_head_dim + mla.qk_rope_head_dim;
+            let qk = mla.qk_nope_head_dim.saturating_add(mla.qk_rope_head_dim);
             match mla.q_lora_rank {
                 Some(r) => {
                     list.push(g(tokens, r, d, 1, linear), Linear)?;
-                    list.push(g(tokens, heads * qk, r, 1, linear), Linear)?;
+                    list.push(g(tokens, heads.saturating_mul(qk), r, 1, linear), Linear)?;
                 }
-                None => list.push(g(tokens, heads * qk, d, 1, linear), Linear)?,
+                None => list.push(g(tokens, heads.saturating_mul(qk), d, 1, linear), Linear)?,
             }
             let latent = mla.kv_lora_rank;
             list.push(
                 g(tokens, latent + mla.qk_rope_head_dim, d, 1, linear),
                 Linear,
             )?;
-            let kv_up = heads * (mla.qk_nope_head_dim + mla.v_head_dim);
+            let kv_up = heads.saturating_mul(mla.qk_nope_head_dim.saturating_add(mla.v_head_dim));
             list.push(g(tokens, kv_up, latent, 1, linear), Linear)?;
-            (heads * mla.v_head_dim, qk, mla.v_head_dim)
+            (heads.saturating_mul(mla.v_head_dim), qk, mla.v_head_dim)
         }
     };
     // Attention's score and value GEMMs stay in 16 bits (Transformer Engine casts only the
     // linear layers).
-    let attn_batch = b * core_heads;
+    let attn_batch = b.saturating_mul(core_heads);
     list.push(
         g(queries, ctx, qk_dim, attn_batch, opts.dtype),
         AttentionCore,
@@ -655,7 +656,7 @@ fn variant_times(
     let d = model.hidden_size;
     let heads = model.num_heads / t;
     let ctx = attended_keys(model, layout, opts, variant);
-    let tokens = (s * b) as f64;
+    let tokens = s as f64 * b as f64;
     let e = opts.dtype.bytes() as f64;
     let act_inputs = if model.arch.mlp == MlpKind::Gated {
         2.0
@@ -665,7 +666,7 @@ fn variant_times(
     let (mlp_act_bytes, moe_bytes, a2a_elements, ff_tp) = match (model.moe, experts) {
         (Some(moe), Some(x)) => {
             let fs = (moe.shared_ffn_size / t) as f64;
-            let held = (x.local_experts * x.tokens_per_expert) as f64;
+            let held = x.local_experts as f64 * x.tokens_per_expert as f64;
             let routed = x.routed_tokens as f64;
             let (h, k) = (d as f64, moe.top_k as f64);
             let act = (act_inputs + 1.0) * e * (held * x.width as f64 + tokens * fs);
