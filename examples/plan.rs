@@ -20,7 +20,7 @@ mod common;
 
 use clap::{Parser, ValueEnum};
 use common::cli::{
-    ClusterArgs, FamilyArgs, RecomputeArg, SetupArgs, count, fraction, non_negative,
+    ClusterArgs, FamilyArgs, PrecisionArg, RecomputeArg, SetupArgs, count, fraction, non_negative,
     parse_with_defaults, positive, positive_count, share, usage_error, zero_stage,
 };
 use common::{die, gib, or_die, si};
@@ -118,6 +118,16 @@ struct Cli {
     /// Micro-batches tried.
     #[arg(long, value_name = "1,2,..", value_delimiter = ',', default_value = "1,2,4", value_parser = positive_count)]
     micro_batches: Vec<u64>,
+    /// Context-parallel degrees tried [default: 1].
+    #[arg(long, value_name = "1,2,..", value_delimiter = ',', value_parser = positive_count)]
+    cp_options: Vec<u64>,
+    /// Virtual stages per pipeline rank tried (above 1: the interleaved schedule) [default: 1].
+    #[arg(long, value_name = "1,2,..", value_delimiter = ',', value_parser = positive_count)]
+    virtual_stage_options: Vec<u64>,
+    /// GEMM precisions tried per layout, the fastest that fits kept (bf16, fp8, mxfp8)
+    /// [default: --precision].
+    #[arg(long, value_name = "P,..", value_delimiter = ',', value_enum)]
+    precisions: Vec<PrecisionArg>,
     /// Activation recomputation of every layout.
     #[arg(long, value_enum, default_value_t = RecomputeArg::Full)]
     recompute: RecomputeArg,
@@ -169,6 +179,25 @@ fn token_floor(s: &str) -> Result<TokenFloor, String> {
     }
 }
 
+/// What the recommendation line adds to tp × pp × dp: embedding slots, context parallelism,
+/// the interleaved schedule and the GEMM precision, when not the defaults.
+fn layout_extras(c: &lmshape::plan::Candidate) -> String {
+    let mut out = String::new();
+    if c.layout.embedding_pipeline_slots {
+        out.push_str(" (embedding slots)");
+    }
+    if c.layout.cp > 1 {
+        out.push_str(&format!(", cp {}", c.layout.cp));
+    }
+    if c.layout.virtual_stages() > 1 {
+        out.push_str(&format!(", {} virtual stages", c.layout.virtual_stages()));
+    }
+    if c.precision != lmshape::memory::GemmPrecision::Bf16 {
+        out.push_str(&format!(", {:?} GEMMs", c.precision).to_lowercase());
+    }
+    out
+}
+
 fn main() {
     // BigScience trained BLOOM with Megatron-DeepSpeed.
     let args: Cli = parse_with_defaults(&[("framework", "megatron-deepspeed")]);
@@ -206,6 +235,9 @@ fn main() {
     }
     req.tp_options = args.tp_options.clone();
     req.micro_batches = args.micro_batches.clone();
+    req.cp_options = args.cp_options.clone();
+    req.virtual_stage_options = args.virtual_stage_options.clone();
+    req.precisions = args.precisions.iter().map(|&p| p.into()).collect();
     req.recompute = args.recompute.into();
     req.recompute_auto = args.recompute == RecomputeArg::Auto;
     req.zero = args.zero;
@@ -288,6 +320,9 @@ fn main() {
                     "verdict": c.verdict,
                     "memory_margin_bytes": c.memory_margin_bytes,
                     "recompute": c.layout.recompute,
+                    "cp": c.layout.cp,
+                    "virtual_stages": c.layout.virtual_stages(),
+                    "precision": c.precision,
                     "tokens": c.tokens,
                     "days": c.days,
                     "days_to_token_floor": c.days_to_token_floor,
@@ -469,11 +504,7 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
             c.layout.pp,
             c.layout.dp,
             c.layout.micro_batch,
-            if c.layout.embedding_pipeline_slots {
-                " (embedding slots)"
-            } else {
-                ""
-            },
+            layout_extras(c),
             c.step.tflops_per_gpu,
             si(c.tokens),
             c.days,

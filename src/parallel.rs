@@ -1128,6 +1128,8 @@ impl EmbeddingSlots {
 ///     micro_batches: vec![1, 2, 4],
 ///     template: ParallelLayout { global_batch: 2048, ..ParallelLayout::default() },
 ///     embedding_slots: Default::default(),
+///     cp_options: vec![],
+///     virtual_stage_options: vec![],
 /// };
 /// let layouts = space.enumerate()?;
 /// assert!(layouts.valid.iter().any(|l| (l.tp, l.pp, l.dp, l.micro_batch) == (4, 12, 8, 2)));
@@ -1149,6 +1151,13 @@ pub struct LayoutSpace {
     pub template: ParallelLayout,
     /// When layouts count the embeddings as pipeline slots.
     pub embedding_slots: EmbeddingSlots,
+    /// Context-parallel degrees tried (none: the template's).
+    #[serde(default)]
+    pub cp_options: Vec<u64>,
+    /// Virtual stages per pipeline rank tried (none: the template's schedule); `v > 1` is the
+    /// interleaved schedule, tried only with a pipeline.
+    #[serde(default)]
+    pub virtual_stage_options: Vec<u64>,
 }
 
 /// The layouts of a [`LayoutSpace`], split by the rules that do not depend on the model.
@@ -1196,30 +1205,47 @@ impl LayoutSpace {
             .sorted()
             .dedup()
             .collect();
+        let options = |given: &[u64], default: u64| -> Vec<u64> {
+            if given.is_empty() {
+                vec![default]
+            } else {
+                given.iter().copied().sorted().dedup().collect()
+            }
+        };
+        let cps = options(&self.cp_options, self.template.cp);
+        let vs = options(&self.virtual_stage_options, self.template.virtual_stages());
         let mut layouts = Layouts {
             valid: Vec::new(),
             invalid: Vec::new(),
         };
-        let cp = self.template.cp.max(1);
-        for tp in tps {
-            if self.gpus % tp.saturating_mul(cp) != 0 {
+        for (&cp, &tp) in cps.iter().cartesian_product(&tps) {
+            let group = tp.saturating_mul(cp);
+            if cp == 0 || self.gpus % group != 0 {
                 continue;
             }
-            let rest = self.gpus / tp.saturating_mul(cp);
-            for (pp, &mb) in divisors(rest)
-                .into_iter()
-                .cartesian_product(&self.micro_batches)
-            {
-                let layout = ParallelLayout {
-                    tp,
-                    pp,
-                    dp: rest / pp,
-                    micro_batch: mb,
-                    ..self.template
-                };
-                match layout.validate_batch() {
-                    Ok(()) => layouts.valid.push(layout),
-                    Err(e) => layouts.invalid.push((layout, e)),
+            let rest = self.gpus / group;
+            for pp in divisors(rest) {
+                for (&v, &mb) in vs.iter().cartesian_product(&self.micro_batches) {
+                    if v > 1 && pp < 2 {
+                        continue;
+                    }
+                    let layout = ParallelLayout {
+                        tp,
+                        cp,
+                        pp,
+                        dp: rest / pp,
+                        micro_batch: mb,
+                        schedule: if v > 1 {
+                            Schedule::Interleaved { virtual_stages: v }
+                        } else {
+                            Schedule::OneFOneB
+                        },
+                        ..self.template
+                    };
+                    match layout.validate_batch() {
+                        Ok(()) => layouts.valid.push(layout),
+                        Err(e) => layouts.invalid.push((layout, e)),
+                    }
                 }
             }
         }

@@ -27,7 +27,7 @@ use crate::error::{Error, Result, positive, positive_f64};
 use crate::flops::ParamBasis;
 use crate::hardware::GemmTimer;
 use crate::hardware::step::{self, Cluster, StepOptions};
-use crate::memory::{self, Framework, FrameworkProfile, Verdict};
+use crate::memory::{self, Framework, FrameworkProfile, GemmPrecision, Verdict};
 use crate::model::{Architecture, Transformer};
 use crate::parallel::{EmbeddingSlots, LayoutSpace, ParallelLayout, ZeroStage};
 use crate::scaling::{
@@ -234,6 +234,16 @@ pub struct PlanRequest {
     /// figure that must fit `memory_fraction` of the card.
     #[serde(default = "default_framework")]
     pub framework: Framework,
+    /// Context-parallel degrees tried (none: 1).
+    #[serde(default)]
+    pub cp_options: Vec<u64>,
+    /// Virtual stages per pipeline rank tried (none: 1F1B only).
+    #[serde(default)]
+    pub virtual_stage_options: Vec<u64>,
+    /// GEMM precisions tried per layout, the fastest that fits kept (none: that of
+    /// `step_options.memory`).
+    #[serde(default)]
+    pub precisions: Vec<GemmPrecision>,
 }
 
 fn default_framework() -> Framework {
@@ -326,6 +336,9 @@ impl PlanRequest {
             embedding_slots: EmbeddingSlots::Never,
             framework: Framework::MegatronCore,
             recompute_auto: false,
+            cp_options: Vec::new(),
+            virtual_stage_options: Vec::new(),
+            precisions: Vec::new(),
         }
     }
 
@@ -376,6 +389,8 @@ impl PlanRequest {
                 ..ParallelLayout::default()
             },
             embedding_slots: self.embedding_slots,
+            cp_options: self.cp_options.clone(),
+            virtual_stage_options: self.virtual_stage_options.clone(),
         }
     }
 
@@ -528,6 +543,9 @@ pub struct Candidate {
     pub tokens: f64,
     /// Predicted loss at those tokens.
     pub predicted_loss: f64,
+    /// The GEMM precision of the step (the fastest of the request's precisions that fits).
+    #[serde(default)]
+    pub precision: GemmPrecision,
 }
 
 /// The budget as the planner read it.
@@ -677,7 +695,9 @@ struct Walk<'a> {
 /// The furthest a shape's layouts got: (reason, layout, tokens, error).
 type Furthest = Option<(RejectReason, ParallelLayout, f64, Option<String>)>;
 
-/// Steps 4–6 for one (shape, layout): memory, then speed, then tokens.
+/// Steps 4–6 for one (shape, layout): memory, then speed, then tokens — under each of the
+/// request's GEMM precisions, keeping the one that reaches the most tokens (the first
+/// rejection when none passes).
 fn evaluate_pair(
     walk: &Walk<'_>,
     shape: Shape,
@@ -685,13 +705,60 @@ fn evaluate_pair(
     layout: ParallelLayout,
 ) -> Result<std::result::Result<Candidate, (RejectReason, f64)>> {
     let req = walk.req;
+    let base = req.step_options.memory.gemm_precision;
+    let precisions = if req.precisions.is_empty() {
+        std::slice::from_ref(&base)
+    } else {
+        req.precisions.as_slice()
+    };
+    let mut best: Option<std::result::Result<Candidate, (RejectReason, f64)>> = None;
+    let mut first_error = None;
+    for &precision in precisions {
+        // A precision the GPU lacks fails alone; the others are still tried.
+        let outcome = match evaluate_precision(walk, shape, model, layout, precision) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                first_error.get_or_insert(e);
+                continue;
+            }
+        };
+        best = match (best, outcome) {
+            (Some(Ok(a)), Ok(b)) => Some(Ok(if b.tokens > a.tokens { b } else { a })),
+            (Some(Ok(a)), Err(_)) => Some(Ok(a)),
+            (Some(Err(a)), Err(_)) => Some(Err(a)),
+            (_, outcome) => Some(outcome),
+        };
+    }
+    match (best, first_error) {
+        (Some(outcome), _) => Ok(outcome),
+        (None, Some(e)) => Err(e),
+        (None, None) => Ok(Err((RejectReason::DoesNotFit, 0.0))),
+    }
+}
+
+/// [`evaluate_pair`] under one GEMM precision.
+fn evaluate_precision(
+    walk: &Walk<'_>,
+    shape: Shape,
+    model: &Transformer,
+    layout: ParallelLayout,
+    precision: GemmPrecision,
+) -> Result<std::result::Result<Candidate, (RejectReason, f64)>> {
+    let req = walk.req;
+    let opts = StepOptions {
+        memory: memory::MemoryOptions {
+            gemm_precision: precision,
+            ..req.step_options.memory
+        },
+        ..req.step_options
+    };
     let profile = FrameworkProfile::of(req.framework);
     let mut layout = layout;
     if req.recompute_auto {
         match memory::least_recompute(
             model,
             &layout,
-            &req.step_options.memory,
+            &opts.memory,
             &profile,
             req.cluster.gpu.memory_bytes,
             req.memory_fraction,
@@ -700,14 +767,14 @@ fn evaluate_pair(
             None => return Ok(Err((RejectReason::DoesNotFit, 0.0))),
         }
     }
-    let mem = memory::training_memory(model, &layout, &req.step_options.memory)?;
+    let mem = memory::training_memory(model, &layout, &opts.memory)?;
     let layer = crate::params::layer_params_on_rank(model, layout.tp)?.total_params();
     let device = profile.most_loaded(&mem, layer)?;
     if device.device_bytes > walk.memory_bytes {
         return Ok(Err((RejectReason::DoesNotFit, 0.0)));
     }
     let (verdict, memory_margin_bytes) = device.verdict(req.cluster.gpu.memory_bytes);
-    let st = step::step_time(model, &layout, &req.cluster, walk.timer, &req.step_options)?;
+    let st = step::step_time(model, &layout, &req.cluster, walk.timer, &opts)?;
     let tokens = st.tokens_per_second * walk.usable_seconds;
     if req.token_floor.is_some_and(|f| tokens < f) {
         return Ok(Err((RejectReason::TooSlowForTokenFloor, tokens)));
@@ -724,6 +791,7 @@ fn evaluate_pair(
         days_to_token_floor: req.token_floor.map(|f| st.days_for_tokens(f)),
         tokens,
         predicted_loss: req.law.loss(model, tokens)?,
+        precision,
     }))
 }
 

@@ -249,3 +249,46 @@ fn a_billion_gpus_answers() {
     assert!(p.candidates.is_empty());
     assert!(!p.invalid_layouts.is_empty());
 }
+
+/// Widening the search (context parallelism, the interleaved schedule, FP8) never makes the
+/// best candidate worse, keeps every candidate valid for its model, and an FP8 precision the
+/// GPU lacks is skipped rather than failing the pairs.
+#[test]
+fn widened_search_never_loses() {
+    use lmshape::hardware::step::Cluster;
+    use lmshape::memory::GemmPrecision;
+    let cluster = Cluster::reference_node(GpuSpec::h100_sxm());
+    let narrow = PlanRequest::new(
+        cluster.clone(),
+        64,
+        24.0 * 14.0,
+        lmshape::Architecture::llama(),
+        32000,
+    )
+    .batch(4096, 256);
+    let wide = PlanRequest {
+        cp_options: vec![1, 2],
+        virtual_stage_options: vec![1, 2],
+        precisions: vec![GemmPrecision::Bf16, GemmPrecision::Fp8],
+        ..narrow.clone()
+    };
+    let timer = AnalyticalTimer::new(cluster.gpu.clone());
+    let a = plan::plan(&narrow, &timer).unwrap();
+    let b = plan::plan(&wide, &timer).unwrap();
+    let (x, y) = (a.best().unwrap(), b.best().unwrap());
+    assert!(y.predicted_loss <= x.predicted_loss);
+    assert!(b.evaluated > a.evaluated);
+    assert!(b.candidates.iter().any(|c| c.precision == GemmPrecision::Fp8));
+    for c in b.candidates.iter().take(50) {
+        assert_eq!(c.layout.gpus().unwrap(), 64);
+        assert!(c.layout.cp <= 2 && c.layout.virtual_stages() <= 2);
+    }
+    // A100 has no FP8: the bf16 pairs survive.
+    let a100 = Cluster::selene();
+    let on_a100 = PlanRequest {
+        cluster: a100.clone(),
+        ..wide
+    };
+    let p = plan::plan(&on_a100, &AnalyticalTimer::new(a100.gpu.clone())).unwrap();
+    assert!(p.best().is_some_and(|c| c.precision == GemmPrecision::Bf16));
+}

@@ -275,6 +275,16 @@ pub enum PrecisionArg {
     Mxfp8,
 }
 
+impl From<PrecisionArg> for lmshape::memory::GemmPrecision {
+    fn from(p: PrecisionArg) -> lmshape::memory::GemmPrecision {
+        match p {
+            PrecisionArg::Bf16 => lmshape::memory::GemmPrecision::Bf16,
+            PrecisionArg::Fp8 => lmshape::memory::GemmPrecision::Fp8,
+            PrecisionArg::Mxfp8 => lmshape::memory::GemmPrecision::Mxfp8,
+        }
+    }
+}
+
 /// The training-setup flags that decide activation memory and the memory-bound kernels.
 #[derive(Debug, Clone, Args)]
 pub struct SetupArgs {
@@ -321,11 +331,7 @@ impl SetupArgs {
                 lmshape::memory::AttentionKernel::Standard
             },
             dropout: !self.no_dropout,
-            gemm_precision: match self.precision {
-                PrecisionArg::Bf16 => lmshape::memory::GemmPrecision::Bf16,
-                PrecisionArg::Fp8 => lmshape::memory::GemmPrecision::Fp8,
-                PrecisionArg::Mxfp8 => lmshape::memory::GemmPrecision::Mxfp8,
-            },
+            gemm_precision: self.precision.into(),
             routing: self
                 .capacity_factor
                 .map_or(lmshape::parallel::Routing::Dropless, |factor| {
