@@ -278,7 +278,11 @@ fn widened_search_never_loses() {
     let (x, y) = (a.best().unwrap(), b.best().unwrap());
     assert!(y.predicted_loss <= x.predicted_loss);
     assert!(b.evaluated > a.evaluated);
-    assert!(b.candidates.iter().any(|c| c.precision == GemmPrecision::Fp8));
+    assert!(
+        b.candidates
+            .iter()
+            .any(|c| c.precision == GemmPrecision::Fp8)
+    );
     for c in b.candidates.iter().take(50) {
         assert_eq!(c.layout.gpus().unwrap(), 64);
         assert!(c.layout.cp <= 2 && c.layout.virtual_stages() <= 2);
