@@ -55,6 +55,25 @@ fn enumeration(c: &mut Criterion) {
             },
         );
     }
+    // Mixture-of-experts variants of every Llama-style shape of 6.3–7.7B active parameters.
+    let backbone = ShapeSpace {
+        seq_len: 4096,
+        ..ShapeSpace::around(7_000_000_000, 0.1, Architecture::llama(), 32000).unwrap()
+    };
+    let moe = lmshape::search::MoeSpace::new(backbone);
+    let shapes = moe.iter().unwrap().count() as u64;
+    g.throughput(Throughput::Elements(shapes));
+    g.bench_function(format!("moe_7b_active/{shapes}_moe_shapes"), |b| {
+        b.iter(|| {
+            black_box(
+                black_box(&moe)
+                    .iter()
+                    .unwrap()
+                    .map(|m| m.active_params)
+                    .fold(0u64, u64::wrapping_add),
+            )
+        })
+    });
     g.finish();
 }
 
@@ -102,6 +121,27 @@ fn planning(c: &mut Criterion) {
             )
         })
     });
+    let moe = lmshape::PlanRequest {
+        moe: Some(lmshape::plan::MoeSearch::default()),
+        ..lmshape::PlanRequest::bloom_reference()
+    };
+    let moe_pairs = lmshape::plan::plan(&moe, &timer)
+        .unwrap()
+        .moe
+        .map_or(0, |m| m.evaluated);
+    g.bench_function(
+        format!("bloom_reference_with_moe/{moe_pairs}_moe_pairs"),
+        |b| {
+            b.iter(|| {
+                black_box(
+                    lmshape::plan::plan(black_box(&moe), &timer)
+                        .unwrap()
+                        .moe
+                        .map(|m| m.candidates.len()),
+                )
+            })
+        },
+    );
     let mut huge = lmshape::PlanRequest::bloom_reference();
     huge.gpus = 1_000_000_000;
     g.bench_function("a_billion_gpus", |b| {

@@ -128,6 +128,20 @@ struct Cli {
     /// [default: --precision].
     #[arg(long, value_name = "P,..", value_delimiter = ',', value_enum)]
     precisions: Vec<PrecisionArg>,
+    /// Also search mixture-of-experts shapes (fine-grained experts on the dense backbones,
+    /// ranked by Krajewski et al. 2024's law).
+    #[arg(long)]
+    moe: bool,
+    /// Routed experts tried with --moe [default: 8,16,32,64,128].
+    #[arg(long, value_name = "E,..", value_delimiter = ',', value_parser = positive_count, requires = "moe")]
+    moe_experts: Vec<u64>,
+    /// Granularities tried with --moe (expert width = FFN width / G, G experts per token)
+    /// [default: 1,2,4,8].
+    #[arg(long, value_name = "G,..", value_delimiter = ',', value_parser = positive_count, requires = "moe")]
+    moe_granularities: Vec<u64>,
+    /// Expert-parallel degrees tried with --moe [default: 1,8].
+    #[arg(long, value_name = "N,..", value_delimiter = ',', value_parser = positive_count, requires = "moe")]
+    ep_options: Vec<u64>,
     /// Activation recomputation of every layout.
     #[arg(long, value_enum, default_value_t = RecomputeArg::Full)]
     recompute: RecomputeArg,
@@ -177,6 +191,54 @@ fn token_floor(s: &str) -> Result<TokenFloor, String> {
         "none" => Ok(TokenFloor(None)),
         other => positive(other).map(|x| TokenFloor(Some(x))),
     }
+}
+
+/// One candidate as `plan --json` prints it: the shape, the layout, memory, speed, tokens and
+/// loss, and the mixture-of-experts keys (null for a dense shape).
+fn candidate_json(c: &lmshape::plan::Candidate) -> serde_json::Value {
+    let moe = c.shape.model.moe;
+    json!({
+        "hidden_size": c.shape.model.hidden_size,
+        "num_layers": c.shape.model.num_layers,
+        "num_heads": c.shape.model.num_heads,
+        "head_dim": c.shape.model.head_dim,
+        "ffn_size": c.shape.model.ffn_size,
+        "tp": c.layout.tp,
+        "pp": c.layout.pp,
+        "dp": c.layout.dp,
+        "micro_batch": c.layout.micro_batch,
+        "embedding_pipeline_slots": c.layout.embedding_pipeline_slots,
+        "params": c.shape.params,
+        "tflops_per_gpu": c.step.tflops_per_gpu,
+        "mfu": c.step.mfu,
+        "step_seconds": c.step.step_seconds,
+        "memory_bytes_per_gpu": c.memory_bytes_per_gpu,
+        "memory_device_bytes_per_gpu": c.memory_device_bytes_per_gpu,
+        "verdict": c.verdict,
+        "memory_margin_bytes": c.memory_margin_bytes,
+        "recompute": c.layout.recompute,
+        "cp": c.layout.cp,
+        "virtual_stages": c.layout.virtual_stages(),
+        "precision": c.precision,
+        "tokens": c.tokens,
+        "days": c.days,
+        "days_to_token_floor": c.days_to_token_floor,
+        "predicted_loss": c.predicted_loss,
+        "moe": moe.is_some(),
+        "num_experts": moe.map(|m| m.num_experts),
+        "top_k": moe.map(|m| m.top_k),
+        "expert_ffn_size": moe.map(|m| m.expert_ffn_size),
+        "num_shared_experts": moe.map(|m| m.num_shared_experts),
+        "active_params": c.active_params,
+        "ep": c.layout.ep,
+        "etp": c.layout.expert_tp(),
+    })
+}
+
+/// The best layout of each shape, best first.
+fn best_per_shape(candidates: &[lmshape::plan::Candidate]) -> Vec<lmshape::plan::Candidate> {
+    use itertools::Itertools;
+    candidates.iter().unique_by(|c| c.shape).copied().collect()
 }
 
 /// What the recommendation line adds to tp × pp × dp: embedding slots, context parallelism,
@@ -238,6 +300,19 @@ fn main() {
     req.cp_options = args.cp_options.clone();
     req.virtual_stage_options = args.virtual_stage_options.clone();
     req.precisions = args.precisions.iter().map(|&p| p.into()).collect();
+    if args.moe {
+        let mut search = lmshape::plan::MoeSearch::default();
+        if !args.moe_experts.is_empty() {
+            search.num_experts = args.moe_experts.clone();
+        }
+        if !args.moe_granularities.is_empty() {
+            search.granularities = args.moe_granularities.clone();
+        }
+        if !args.ep_options.is_empty() {
+            search.ep_options = args.ep_options.clone();
+        }
+        req.moe = Some(search);
+    }
     req.recompute = args.recompute.into();
     req.recompute_auto = args.recompute == RecomputeArg::Auto;
     req.zero = args.zero;
@@ -295,40 +370,13 @@ fn main() {
     }
     if args.json {
         // The best layout of each of the top shapes, as the table shows them.
+        let moe = result.moe.as_ref().map(|m| best_per_shape(&m.candidates));
         let out: Vec<_> = result
             .best_per_shape()
             .iter()
             .take(top)
-            .map(|c| {
-                json!({
-                    "hidden_size": c.shape.model.hidden_size,
-                    "num_layers": c.shape.model.num_layers,
-                    "num_heads": c.shape.model.num_heads,
-                    "head_dim": c.shape.model.head_dim,
-                    "ffn_size": c.shape.model.ffn_size,
-                    "tp": c.layout.tp,
-                    "pp": c.layout.pp,
-                    "dp": c.layout.dp,
-                    "micro_batch": c.layout.micro_batch,
-                    "embedding_pipeline_slots": c.layout.embedding_pipeline_slots,
-                    "params": c.shape.params,
-                    "tflops_per_gpu": c.step.tflops_per_gpu,
-                    "mfu": c.step.mfu,
-                    "step_seconds": c.step.step_seconds,
-                    "memory_bytes_per_gpu": c.memory_bytes_per_gpu,
-                    "memory_device_bytes_per_gpu": c.memory_device_bytes_per_gpu,
-                    "verdict": c.verdict,
-                    "memory_margin_bytes": c.memory_margin_bytes,
-                    "recompute": c.layout.recompute,
-                    "cp": c.layout.cp,
-                    "virtual_stages": c.layout.virtual_stages(),
-                    "precision": c.precision,
-                    "tokens": c.tokens,
-                    "days": c.days,
-                    "days_to_token_floor": c.days_to_token_floor,
-                    "predicted_loss": c.predicted_loss,
-                })
-            })
+            .chain(moe.iter().flatten().take(top))
+            .map(candidate_json)
             .collect();
         outln!("{}", serde_json::to_string_pretty(&out).unwrap());
         return;
@@ -517,6 +565,119 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
             gib(c.memory_margin_bytes.unsigned_abs())
         ),
         None => outln!("\n== no feasible candidate: see the rejection reasons above"),
+    }
+    if let Some(m) = &p.moe {
+        report_moe(req, m, top);
+    }
+}
+
+/// The mixture-of-experts section: each granularity's target, the best shapes and the pick.
+fn report_moe(req: &PlanRequest, m: &lmshape::plan::MoePlan, top: usize) {
+    outln!(
+        "\n== mixture of experts (Krajewski et al. 2024's law: losses comparable among these only)"
+    );
+    outln!(
+        "  fine-grained experts on the {} best dense shapes (the same active size and compute per token); the law's own optimum:",
+        m.backbones
+    );
+    for (g, target, binding) in &m.targets {
+        outln!(
+            "  granularity {g}: {} active non-embedding params ({binding})",
+            si(*target)
+        );
+    }
+    let best = best_per_shape(&m.candidates);
+    outln!(
+        "evaluated {} (shape, layout) pairs over {} mixture-of-experts shapes; {} feasible",
+        m.evaluated,
+        m.shapes,
+        m.candidates.len()
+    );
+    if best.is_empty() {
+        let reasons: Vec<String> = m
+            .rejection_counts
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| format!("{r}: {n}"))
+            .collect();
+        outln!(
+            "  no feasible mixture-of-experts shape ({})",
+            reasons.join(", ")
+        );
+        return;
+    }
+    outln!(
+        "{:>3} {:>6} {:>6} {:>5} {:>4} {:>3} {:>6} {:>6} {:>3} {:>3} {:>4} {:>5} {:>9} {:>9} {:>13} {:>11} {:>9} {:>8}",
+        "#",
+        "layers",
+        "hidden",
+        "heads",
+        "E",
+        "k",
+        "width",
+        "shared",
+        "tp",
+        "ep",
+        "pp",
+        "dp",
+        "total",
+        "active",
+        "device/GPU",
+        "TFLOP/s/GPU",
+        "tokens",
+        "loss"
+    );
+    for (i, c) in best.iter().take(top).enumerate() {
+        let Some(e) = c.shape.model.moe else { continue };
+        outln!(
+            "{:>3} {:>6} {:>6} {:>5} {:>4} {:>3} {:>6} {:>6} {:>3} {:>3} {:>4} {:>5} {:>9} {:>9} {:>13} {:>11.1} {:>9} {:>8.4}",
+            i + 1,
+            c.shape.model.num_layers,
+            c.shape.model.hidden_size,
+            c.shape.model.num_heads,
+            e.num_experts,
+            e.top_k,
+            e.expert_ffn_size,
+            e.num_shared_experts,
+            c.layout.tp,
+            c.layout.ep,
+            c.layout.pp,
+            c.layout.dp,
+            si(c.shape.params as f64),
+            si(c.active_params as f64),
+            gib(c.memory_device_bytes_per_gpu),
+            c.step.tflops_per_gpu,
+            si(c.tokens),
+            c.predicted_loss
+        );
+    }
+    if let Some(c) = best.first() {
+        let e = c
+            .shape
+            .model
+            .moe
+            .unwrap_or(lmshape::model::Moe::routed(1, 1, 1));
+        outln!(
+            "\n== mixture-of-experts pick: {} layers × {} hidden, {} experts of {} ({} routed + {} shared per token): {} total, {} active params, on tp {} × ep {} × pp {} × dp {}: {:.1} TFLOP/s per GPU, {} tokens in {:.0} days; {} on the device per GPU under {}: {}",
+            c.shape.model.num_layers,
+            c.shape.model.hidden_size,
+            e.num_experts,
+            e.expert_ffn_size,
+            e.top_k,
+            e.num_shared_experts,
+            si(c.shape.params as f64),
+            si(c.active_params as f64),
+            c.layout.tp,
+            c.layout.ep,
+            c.layout.pp,
+            c.layout.dp,
+            c.step.tflops_per_gpu,
+            si(c.tokens),
+            c.days,
+            gib(c.memory_device_bytes_per_gpu),
+            req.framework,
+            c.verdict
+        );
     }
 }
 

@@ -244,6 +244,56 @@ pub struct PlanRequest {
     /// `step_options.memory`).
     #[serde(default)]
     pub precisions: Vec<GemmPrecision>,
+    /// Also search mixture-of-experts shapes under the same budget.
+    #[serde(default)]
+    pub moe: Option<MoeSearch>,
+}
+
+/// The mixture-of-experts part of a plan: which expert settings to try, on which
+/// expert-parallel degrees, ranked by which law.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MoeSearch {
+    /// Routed experts tried.
+    pub num_experts: Vec<u64>,
+    /// Granularities tried ([`crate::search::MoeSpace`]).
+    pub granularities: Vec<u64>,
+    /// Shared experts tried.
+    pub shared_experts: Vec<u64>,
+    /// Leading dense layers tried.
+    pub first_dense_layers: Vec<u64>,
+    /// Expert-parallel degrees tried (expert tensor parallelism 1).
+    pub ep_options: Vec<u64>,
+    /// Backbones: the best feasible dense shapes of the plan, this many (bounds the work).
+    pub backbones: usize,
+    /// Smallest expansion rate `(E + s)/G` (expert parameters over the dense MLP's) tried:
+    /// the law was fitted at 64 and has no term for it, so near-dense settings (expansion
+    /// close to 1) would be credited with the granularity gains of real mixtures.
+    #[serde(default = "default_min_expansion")]
+    pub min_expansion: u64,
+    /// The law that ranks the mixture-of-experts candidates.
+    pub law: crate::scaling::GranularityLaw,
+}
+
+fn default_min_expansion() -> u64 {
+    4
+}
+
+impl Default for MoeSearch {
+    /// 8 to 128 routed experts, granularity 1, 2, 4 or 8, with or without one shared expert,
+    /// every layer a mixture-of-experts layer, expansion at least 4, ep 1 or 8, the 12 best
+    /// dense shapes as backbones, Krajewski et al. 2024's law.
+    fn default() -> MoeSearch {
+        MoeSearch {
+            num_experts: vec![8, 16, 32, 64, 128],
+            granularities: vec![1, 2, 4, 8],
+            shared_experts: vec![0, 1],
+            first_dense_layers: vec![0],
+            ep_options: vec![1, 8],
+            backbones: 12,
+            min_expansion: default_min_expansion(),
+            law: crate::scaling::GranularityLaw::KRAJEWSKI_2024,
+        }
+    }
 }
 
 fn default_framework() -> Framework {
@@ -339,6 +389,7 @@ impl PlanRequest {
             cp_options: Vec::new(),
             virtual_stage_options: Vec::new(),
             precisions: Vec::new(),
+            moe: None,
         }
     }
 
@@ -546,6 +597,9 @@ pub struct Candidate {
     /// The GEMM precision of the step (the fastest of the request's precisions that fits).
     #[serde(default)]
     pub precision: GemmPrecision,
+    /// Parameters one token uses (the total for a dense model).
+    #[serde(default)]
+    pub active_params: u64,
 }
 
 /// The budget as the planner read it.
@@ -618,6 +672,28 @@ pub struct Plan {
     /// Layouts of the GPU count that no shape can use, with the rule each breaks.
     #[serde(default)]
     pub invalid_layouts: Vec<InvalidLayout>,
+    /// The mixture-of-experts search, when requested.
+    #[serde(default)]
+    pub moe: Option<MoePlan>,
+}
+
+/// What the mixture-of-experts search found. Its losses come from its own law (fitted on
+/// other data than the dense laws), so its candidates are ranked among themselves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MoePlan {
+    /// Per granularity: the law's own constrained optimum (active non-embedding parameters)
+    /// and the constraint that set it; the search itself stays at the dense backbones' size.
+    pub targets: Vec<(u64, f64, Binding)>,
+    /// Dense backbones the experts were put on.
+    pub backbones: u64,
+    /// Mixture-of-experts shapes evaluated.
+    pub shapes: u64,
+    /// (shape, layout) pairs evaluated.
+    pub evaluated: u64,
+    /// Feasible candidates, best first by the law's predicted loss.
+    pub candidates: Vec<Candidate>,
+    /// Rejections per reason over every pair.
+    pub rejection_counts: Vec<(RejectReason, u64)>,
 }
 
 impl Plan {
@@ -690,6 +766,9 @@ struct Walk<'a> {
     layouts: &'a [ParallelLayout],
     usable_seconds: f64,
     memory_bytes: u64,
+    /// For mixture-of-experts shapes: the law at their granularity, over active
+    /// non-embedding parameters.
+    moe_law: Option<ParametricLaw>,
 }
 
 /// The furthest a shape's layouts got: (reason, layout, tokens, error).
@@ -779,6 +858,14 @@ fn evaluate_precision(
     if req.token_floor.is_some_and(|f| tokens < f) {
         return Ok(Err((RejectReason::TooSlowForTokenFloor, tokens)));
     }
+    let (predicted_loss, active_params) = match &walk.moe_law {
+        Some(law) => {
+            let counts = model.param_counts()?;
+            let active = counts.active_params.saturating_sub(counts.embedding_params);
+            (law.loss(active as f64, tokens)?, counts.active_params)
+        }
+        None => (req.law.loss(model, tokens)?, shape.params),
+    };
     Ok(Ok(Candidate {
         shape,
         layout,
@@ -790,8 +877,9 @@ fn evaluate_precision(
         days: walk.usable_seconds / 86_400.0,
         days_to_token_floor: req.token_floor.map(|f| st.days_for_tokens(f)),
         tokens,
-        predicted_loss: req.law.loss(model, tokens)?,
+        predicted_loss,
         precision,
+        active_params,
     }))
 }
 
@@ -888,6 +976,7 @@ pub fn plan(req: &PlanRequest, timer: &dyn GemmTimer) -> Result<Plan> {
         layouts: &layouts.valid,
         usable_seconds: budget.usable_hours * 3600.0,
         memory_bytes: (req.cluster.gpu.memory_bytes as f64 * req.memory_fraction) as u64,
+        moe_law: None,
     };
     let mut tally = Tally {
         candidates: Vec::new(),
@@ -900,11 +989,26 @@ pub fn plan(req: &PlanRequest, timer: &dyn GemmTimer) -> Result<Plan> {
         evaluate_shape(&walk, shape, &mut tally);
     }
     // Step 7: rank by predicted loss, more tokens first on ties.
-    tally.candidates.sort_by(|a, b| {
-        a.predicted_loss
-            .total_cmp(&b.predicted_loss)
-            .then(b.tokens.total_cmp(&a.tokens))
-    });
+    rank_by_loss(&mut tally.candidates);
+    let moe = match &req.moe {
+        Some(search) => {
+            let backbones: Vec<Shape> = tally
+                .candidates
+                .iter()
+                .map(|c| c.shape)
+                .unique()
+                .take(search.backbones)
+                .collect();
+            Some(plan_moe(
+                &walk,
+                search,
+                &backbones,
+                budget.compute_flops,
+                &cons,
+            )?)
+        }
+        None => None,
+    };
     Ok(Plan {
         budget,
         bounds,
@@ -926,6 +1030,98 @@ pub fn plan(req: &PlanRequest, timer: &dyn GemmTimer) -> Result<Plan> {
                 layout,
                 reason: e.to_string(),
             })
+            .collect(),
+        moe,
+    })
+}
+
+/// Best predicted loss first, more tokens first on ties.
+fn rank_by_loss(candidates: &mut [Candidate]) {
+    candidates.sort_by(|a, b| {
+        a.predicted_loss
+            .total_cmp(&b.predicted_loss)
+            .then(b.tokens.total_cmp(&a.tokens))
+    });
+}
+
+/// The mixture-of-experts search: the best feasible dense shapes (`backbones`) take every
+/// expert setting of [`crate::search::MoeSpace`] — the same active size, so the same compute
+/// per token as the dense candidates; each shape is tried on the layouts with each
+/// expert-parallel degree and ranked by the mixture-of-experts law's loss at its granularity
+/// and the tokens it reaches. The law's own compute-optimal active size per granularity under
+/// the budget and the constraints ([`ParametricLaw::constrained`]) is reported beside (its
+/// small exponents put it far above the dense target at large budgets: an extrapolation of a
+/// fit on small models).
+fn plan_moe(
+    walk: &Walk<'_>,
+    search: &MoeSearch,
+    backbones: &[Shape],
+    flops: f64,
+    cons: &Constraints,
+) -> Result<MoePlan> {
+    let req = walk.req;
+    let mut layout_space = req.layout_space();
+    let mut layouts = Vec::new();
+    for &ep in &search.ep_options {
+        layout_space.template.ep = ep;
+        layout_space.template.etp = Some(1);
+        layouts.extend(layout_space.enumerate()?.valid);
+    }
+    let mut tally = Tally {
+        candidates: Vec::new(),
+        rejected_shapes: Vec::new(),
+        counts: [0; RejectReason::ALL.len()],
+        shapes: 0,
+        evaluated: 0,
+    };
+    let mut targets = Vec::new();
+    let space = crate::search::MoeSpace {
+        num_experts: search.num_experts.clone(),
+        shared_experts: search.shared_experts.clone(),
+        first_dense_layers: search.first_dense_layers.clone(),
+        // The backbones are the dense plan's own; the window is theirs.
+        max_total_params: None,
+        ..crate::search::MoeSpace::new(ShapeSpace {
+            min_params: 0,
+            max_params: u64::MAX,
+            ..walk.space.clone()
+        })
+    };
+    for &g in &search.granularities {
+        let law = search.law.at(g as f64)?;
+        let choice = law.constrained(flops, cons)?;
+        targets.push((g, choice.params, choice.binding));
+        let moe_walk = Walk {
+            moe_law: Some(law),
+            layouts: &layouts,
+            layout_space: &layout_space,
+            ..*walk
+        };
+        for b in backbones {
+            for (e, s, fd) in itertools::iproduct!(
+                space.num_experts.iter().copied(),
+                space.shared_experts.iter().copied(),
+                space.first_dense_layers.iter().copied()
+            ) {
+                if e.saturating_add(s) < search.min_expansion.saturating_mul(g) {
+                    continue;
+                }
+                if let Some(m) = space.check(b, e, g, s, fd) {
+                    evaluate_shape(&moe_walk, m.shape, &mut tally);
+                }
+            }
+        }
+    }
+    rank_by_loss(&mut tally.candidates);
+    Ok(MoePlan {
+        targets,
+        backbones: backbones.len() as u64,
+        shapes: tally.shapes,
+        evaluated: tally.evaluated,
+        candidates: tally.candidates,
+        rejection_counts: RejectReason::ALL
+            .into_iter()
+            .map(|r| (r, tally.counts[r as usize]))
             .collect(),
     })
 }

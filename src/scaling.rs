@@ -768,6 +768,81 @@ pub fn exclude_highest_loss(runs: &[Run], n: usize) -> Vec<Run> {
     v
 }
 
+/// Krajewski et al. 2024 ("Scaling Laws for Fine-Grained Mixture of Experts", eq. 9):
+/// `L(N, D, G) = c + (g/G^γ + a)/N^α + b/D^β`, with `N` the active non-embedding parameters,
+/// `D` the training tokens and `G` the granularity — the dense FFN width over one expert's, a
+/// token using `G` experts so the active compute matches the dense model's. Fitted on
+/// mixture-of-experts models of expansion rate 64 (total parameters over active); outside it
+/// the law extrapolates. At a fixed `G` it is a [`ParametricLaw`] ([`GranularityLaw::at`]),
+/// whose compute-optimal allocation and constrained choices then apply.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GranularityLaw {
+    /// `a`.
+    pub a: f64,
+    /// `α`.
+    pub alpha: f64,
+    /// `b`.
+    pub b: f64,
+    /// `β`.
+    pub beta: f64,
+    /// `g`.
+    pub g: f64,
+    /// `γ`.
+    pub gamma: f64,
+    /// `c`.
+    pub c: f64,
+}
+
+impl GranularityLaw {
+    /// The published fit: `a = 18.1, α = 0.115, b = 30.8, β = 0.147, g = 2.1, γ = 0.58,
+    /// c = 0.47` (Krajewski et al. 2024, eq. 9 and the fitted values beside it).
+    pub const KRAJEWSKI_2024: GranularityLaw = GranularityLaw {
+        a: 18.1,
+        alpha: 0.115,
+        b: 30.8,
+        beta: 0.147,
+        g: 2.1,
+        gamma: 0.58,
+        c: 0.47,
+    };
+
+    /// The law at granularity `granularity ≥ 1`: `E = c`, `A = g/G^γ + a`, `B = b`.
+    ///
+    /// ```
+    /// use lmshape::scaling::GranularityLaw;
+    /// let law = GranularityLaw::KRAJEWSKI_2024;
+    /// let (n, d) = (1e9f64, 2e10f64);
+    /// let direct = law.c + (law.g / 8f64.powf(law.gamma) + law.a) / n.powf(law.alpha)
+    ///     + law.b / d.powf(law.beta);
+    /// assert!((law.loss(n, d, 8.0)? - direct).abs() < 1e-12);
+    /// // Finer experts help, with diminishing returns toward A = a.
+    /// assert!(law.loss(n, d, 8.0)? < law.loss(n, d, 1.0)?);
+    /// assert!((law.at(1e12)?.a - law.a).abs() < 1e-5);
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    pub fn at(&self, granularity: f64) -> Result<ParametricLaw> {
+        if !(granularity.is_finite() && granularity >= 1.0) {
+            return Err(Error::InvalidValue {
+                field: "granularity",
+                value: granularity,
+                expected: "finite and at least 1",
+            });
+        }
+        ParametricLaw::new(
+            self.c,
+            self.g / granularity.powf(self.gamma) + self.a,
+            self.b,
+            self.alpha,
+            self.beta,
+        )
+    }
+
+    /// `L(N, D, G)`.
+    pub fn loss(&self, active_params: f64, tokens: f64, granularity: f64) -> Result<f64> {
+        self.at(granularity)?.loss(active_params, tokens)
+    }
+}
+
 mod fit;
 pub use fit::{
     FitOptions, FitResult, IsoflopMinimum, MIN_RUNS, PowerLawFit, StandardErrors,

@@ -686,3 +686,168 @@ pub fn one_per_width_depth(scored: &[ScoredShape], preferred_head_dim: u64) -> V
     }
     out
 }
+
+/// A mixture-of-experts shape: the model (its MLP layers replaced by experts) and its counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MoeShape {
+    /// The model and its total and non-embedding counts.
+    #[serde(flatten)]
+    pub shape: Shape,
+    /// Parameters one token uses, the input embedding included.
+    pub active_params: u64,
+    /// Active parameters without the embeddings and the output head (Krajewski et al.'s `N`).
+    pub active_non_embedding_params: u64,
+    /// Granularity `G`: the backbone's FFN width over one expert's.
+    pub granularity: u64,
+}
+
+impl MoeShape {
+    /// The active parameter count in `basis` (the window a [`MoeSpace`] applies).
+    pub fn active_in(&self, basis: ParamBasis) -> u64 {
+        match basis {
+            ParamBasis::Total => self.active_params,
+            ParamBasis::NonEmbedding => self.active_non_embedding_params,
+        }
+    }
+}
+
+/// Fine-grained mixture-of-experts shapes built on the dense shapes of a [`ShapeSpace`]
+/// (Krajewski et al. 2024 §2; DeepSeekMoE, Dai et al. 2024, for shared experts): each
+/// mixture-of-experts layer replaces the backbone's MLP of width `f` by `E` routed experts of
+/// width `f/G`, of which each token uses `G − s`, beside `s` shared experts of the same width —
+/// so a token's expert compute equals the dense MLP's, and the active parameters are the
+/// backbone's plus the routers. The backbone's size window applies to the active count (in
+/// its size basis); `max_total_params` optionally bounds the total. Validity: `f % G == 0`,
+/// the expert width a multiple of `expert_width_multiple` and of `etp`, `s < G`, `G − s < E`,
+/// `E % ep == 0`, fewer leading dense layers than layers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MoeSpace {
+    /// The dense backbones and the active-parameter window.
+    pub backbone: ShapeSpace,
+    /// Routed experts tried.
+    pub num_experts: Vec<u64>,
+    /// Granularities tried.
+    pub granularities: Vec<u64>,
+    /// Shared experts tried (each as wide as a routed expert, counted among the `G`).
+    pub shared_experts: Vec<u64>,
+    /// Leading dense layers tried.
+    pub first_dense_layers: Vec<u64>,
+    /// Expert width must be a multiple of this (Tensor Core alignment).
+    pub expert_width_multiple: u64,
+    /// Expert-parallel degree the experts must split over.
+    pub ep: u64,
+    /// Expert-tensor-parallel degree the expert width must split over.
+    pub etp: u64,
+    /// Largest total parameter count accepted.
+    pub max_total_params: Option<u64>,
+}
+
+impl MoeSpace {
+    /// Mixture-of-experts variants of `backbone`: 8, 16, 32, 64 or 128 experts, granularity 1,
+    /// 2, 4 or 8, with or without one shared expert, every layer a mixture-of-experts layer,
+    /// expert width a multiple of 64, no expert-parallel constraint.
+    pub fn new(backbone: ShapeSpace) -> MoeSpace {
+        MoeSpace {
+            backbone,
+            num_experts: vec![8, 16, 32, 64, 128],
+            granularities: vec![1, 2, 4, 8],
+            shared_experts: vec![0, 1],
+            first_dense_layers: vec![0],
+            expert_width_multiple: 64,
+            ep: 1,
+            etp: 1,
+            max_total_params: None,
+        }
+    }
+
+    /// The mixture-of-experts shape on `backbone` with `experts` routed experts, granularity
+    /// `granularity`, `shared` shared experts and `first_dense` leading dense layers, if it
+    /// obeys every rule of the space (see the type's docs), with its exact counts.
+    ///
+    /// ```
+    /// use lmshape::{Architecture, search::{MoeSpace, ShapeSpace}};
+    /// let dense = ShapeSpace::around(1_300_000_000, 0.3, Architecture::llama(), 32000)?;
+    /// let space = MoeSpace::new(dense.clone());
+    /// let backbone = dense.iter()?.next().unwrap();
+    /// let m = space.check(&backbone, 64, 8, 1, 0).unwrap();
+    /// let moe = m.shape.model.moe.unwrap();
+    /// assert_eq!((moe.num_experts, moe.top_k), (64, 7));
+    /// assert_eq!(moe.expert_ffn_size * 8, backbone.model.ffn_size);
+    /// // Same expert compute per token: the active count is the backbone's plus the routers.
+    /// let routers = backbone.model.num_layers * backbone.model.hidden_size * 64;
+    /// assert_eq!(m.active_params, backbone.params + routers);
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    pub fn check(
+        &self,
+        backbone: &Shape,
+        experts: u64,
+        granularity: u64,
+        shared: u64,
+        first_dense: u64,
+    ) -> Option<MoeShape> {
+        let m = &backbone.model;
+        let f = m.ffn_size;
+        if granularity == 0 || experts == 0 || f % granularity != 0 {
+            return None;
+        }
+        let width = f / granularity;
+        let multiple = self.expert_width_multiple.max(1);
+        if width % multiple != 0 || self.etp == 0 || width % self.etp != 0 {
+            return None;
+        }
+        // At least one routed expert per token, and fewer than there are (else every token
+        // uses every expert: a dense MLP split into pieces).
+        if shared >= granularity || granularity - shared >= experts {
+            return None;
+        }
+        if self.ep == 0 || experts % self.ep != 0 || first_dense >= m.num_layers {
+            return None;
+        }
+        let moe = crate::model::Moe {
+            num_shared_experts: shared,
+            shared_ffn_size: shared * width,
+            first_dense_layers: first_dense,
+            ..crate::model::Moe::routed(experts, granularity - shared, width)
+        };
+        let model = Transformer {
+            moe: Some(moe),
+            ..*m
+        };
+        let c = crate::params::param_counts(&model).ok()?;
+        let shape = MoeShape {
+            shape: Shape {
+                model,
+                params: c.total_params,
+                non_embedding_params: c.non_embedding_params,
+            },
+            active_params: c.active_params,
+            active_non_embedding_params: c.active_params.checked_sub(c.embedding_params)?,
+            granularity,
+        };
+        let active = shape.active_in(self.backbone.size_basis);
+        let in_window = (self.backbone.min_params..=self.backbone.max_params).contains(&active);
+        let total_ok = self.max_total_params.is_none_or(|t| c.total_params <= t);
+        (in_window && total_ok).then_some(shape)
+    }
+
+    /// Every shape of the space, lazily: the backbones of a copy of the dense space whose window
+    /// reaches 5% lower (the routers add to the active count), each with every expert setting.
+    pub fn iter(&self) -> Result<impl Iterator<Item = MoeShape> + '_> {
+        self.backbone.validate()?;
+        let dense = ShapeSpace {
+            min_params: self.backbone.min_params - self.backbone.min_params / 20,
+            ..self.backbone.clone()
+        };
+        let backbones: Vec<Shape> = dense.iter()?.collect();
+        Ok(backbones.into_iter().flat_map(move |b| {
+            itertools::iproduct!(
+                self.num_experts.iter().copied(),
+                self.granularities.iter().copied(),
+                self.shared_experts.iter().copied(),
+                self.first_dense_layers.iter().copied()
+            )
+            .filter_map(move |(e, g, s, fd)| self.check(&b, e, g, s, fd))
+        }))
+    }
+}

@@ -249,6 +249,25 @@ fn output_tells_the_truth() {
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 3);
+    // With --moe the mixture-of-experts candidates follow the dense ones, with their keys.
+    let (code, out, err) = run("plan", &["--moe", "--json", "--top", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let all = v.as_array().unwrap();
+    assert_eq!(all.len(), 4);
+    let moe = &all[3];
+    for key in [
+        "num_experts",
+        "top_k",
+        "expert_ffn_size",
+        "active_params",
+        "ep",
+        "etp",
+    ] {
+        assert!(moe[key].is_u64(), "{key}: {moe}");
+    }
+    assert!(moe["active_params"].as_u64() < moe["params"].as_u64());
+    assert!(all[0]["num_experts"].is_null() && all[0]["moe"] == false);
 
     let (code, out, _) = run("budget", &["--flops", "1e300"]);
     assert_eq!(code, 0);

@@ -296,3 +296,42 @@ fn widened_search_never_loses() {
     let p = plan::plan(&on_a100, &AnalyticalTimer::new(a100.gpu.clone())).unwrap();
     assert!(p.best().is_some_and(|c| c.precision == GemmPrecision::Bf16));
 }
+
+/// `plan` with a mixture-of-experts search: the candidates are mixture-of-experts variants of
+/// the best dense shapes (same layers and width), at least as expanded as asked, ranked by the
+/// law's loss, each on a layout valid for it; the dense answer is unchanged.
+#[test]
+fn moe_search_beside_the_dense_plan() {
+    let (req, timer) = reference();
+    let dense = plan::plan(&req, &timer).unwrap();
+    let search = plan::MoeSearch::default();
+    let with = PlanRequest {
+        moe: Some(search.clone()),
+        ..req.clone()
+    };
+    let p = plan::plan(&with, &timer).unwrap();
+    assert_eq!(p.best(), dense.best());
+    let moe = p.moe.unwrap();
+    assert!(!moe.candidates.is_empty());
+    assert!(
+        moe.candidates
+            .windows(2)
+            .all(|w| w[0].predicted_loss <= w[1].predicted_loss)
+    );
+    let backbones: Vec<(u64, u64)> = dense
+        .best_per_shape()
+        .iter()
+        .take(search.backbones)
+        .map(|c| (c.shape.model.num_layers, c.shape.model.hidden_size))
+        .collect();
+    for c in moe.candidates.iter().take(100) {
+        let m = c.shape.model;
+        let e = m.moe.unwrap();
+        assert!(backbones.contains(&(m.num_layers, m.hidden_size)));
+        let g = m.ffn_size / e.expert_ffn_size;
+        assert!(e.num_experts + e.num_shared_experts >= search.min_expansion * g);
+        assert!(c.active_params < c.shape.params);
+        c.layout.validate(&m).unwrap();
+        assert!(c.memory_device_bytes_per_gpu <= 80 << 30);
+    }
+}

@@ -300,3 +300,49 @@ fn check_rejects_zero_settings_without_panicking() {
         lmshape::Error::ZeroSize { field: "pp" }
     ));
 }
+
+/// Fine-grained mixture-of-experts shapes: a token's experts are exactly as wide as the
+/// backbone's MLP; the active count is a brute-force recount (total minus the routed experts a
+/// token skips); every shape splits over its space's expert layout; expansion and granularity
+/// are what the settings say.
+#[test]
+fn moe_shapes_match_their_backbones_and_recount() {
+    use lmshape::search::MoeSpace;
+    let dense = ShapeSpace {
+        seq_len: 4096,
+        ..ShapeSpace::around(7_000_000_000, 0.1, Architecture::llama(), 32000).unwrap()
+    };
+    let space = MoeSpace {
+        ep: 8,
+        ..MoeSpace::new(dense.clone())
+    };
+    let mut n = 0;
+    for m in space.iter().unwrap().take(2000) {
+        n += 1;
+        let model = m.shape.model;
+        let moe = model.moe.unwrap();
+        let g = m.granularity;
+        assert_eq!(
+            (moe.top_k + moe.num_shared_experts) * moe.expert_ffn_size,
+            model.ffn_size
+        );
+        assert_eq!(model.ffn_size / moe.expert_ffn_size, g);
+        assert!(moe.top_k < moe.num_experts && moe.num_experts % 8 == 0);
+        let c = model.param_counts().unwrap();
+        let per_expert = c.routed_expert_params / (model.num_layers * moe.num_experts);
+        let skipped = per_expert * (moe.num_experts - moe.top_k) * model.num_layers;
+        assert_eq!(m.active_params, c.total_params - skipped);
+        assert!(m.active_in(dense.size_basis) >= dense.min_params);
+        assert!(m.active_in(dense.size_basis) <= dense.max_params);
+        let layout = ParallelLayout {
+            dp: 8,
+            ep: 8,
+            etp: Some(1),
+            global_batch: 8,
+            seq_len: 4096,
+            ..ParallelLayout::default()
+        };
+        layout.validate(&model).unwrap();
+    }
+    assert!(n > 100, "{n}");
+}
