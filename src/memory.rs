@@ -254,7 +254,11 @@ pub struct TrainingMemoryReport {
 /// `sbh` after attention and MLP; split over `t` — Q `2sbq`, K and V `2sbk` each,
 /// attention-output input `2sbq`, MLP activations `4sbf` (standard: activation input and
 /// output) or `6sbf` (gated: gate, up and their product); attention core `5asb·s` (`2asb·s`
-/// without dropout; none with FlashAttention, which keeps `4asb` of fp32 statistics).
+/// without dropout; none with FlashAttention, which keeps `4asb` of fp32 statistics). With FP8
+/// GEMMs ([`GemmPrecision`]) the inputs of the linear layers — the QKV and MLP inputs, the
+/// attention-output input and the MLP-output input — are kept as the GEMMs read them, one byte
+/// per value (plus MXFP8's scale per 32), as Transformer Engine saves its cast inputs for the
+/// weight gradients.
 pub fn layer_activation_bytes(
     model: &Transformer,
     layout: &ParallelLayout,
@@ -328,36 +332,70 @@ impl ActivationParts {
             _ => model.ffn_size,
         } / t;
         let e = opts.precision.activation_bytes;
-        // Replicated over tp (split over tp with sequence parallelism).
+        // Bytes are counted in 32nds, so MXFP8's scale (one byte per 32 values) is exact. The
+        // inputs of the linear layers are kept for their weight gradients in the precision the
+        // GEMMs read them: FP8 (Transformer Engine saves the cast input) or 16 bits.
+        let e32 = mul(32, e, A)?;
+        let lin32 = match opts.gemm_precision {
+            GemmPrecision::Bf16 => e32,
+            GemmPrecision::Fp8 => 32,
+            GemmPrecision::Mxfp8 => 33,
+        };
+        // Replicated over tp (split over tp with sequence parallelism): norm inputs (16 bits),
+        // the QKV and MLP inputs (linear inputs), masks.
         let norms = model.arch.block.norms_per_layer();
         let shared_input = matches!(model.arch.block, BlockKind::Parallel { shared_norm: true });
         let inputs = if shared_input { 1 } else { 2 };
         let masks = if opts.dropout { 2 } else { 0 };
-        let mut replicated = prod(&[s, b, h, e * (norms + inputs) + masks])?;
-        // Split over tp: Q and attention-output input (q wide), K and V (k wide), MLP.
+        let per_token32 = add(
+            add(mul(e32, norms, A)?, mul(lin32, inputs, A)?, A)?,
+            mul(32, masks, A)?,
+            A,
+        )?;
+        let mut replicated = prod(&[s, b, h, per_token32])?;
+        // Split over tp: Q (q wide) and K, V (k wide) in 16 bits; the attention-output input
+        // (q wide, a linear input); the MLP's activations, of which the last (the MLP-output
+        // input) is a linear input.
         let mlp = match model.arch.mlp {
             MlpKind::Standard => 2,
             MlpKind::Gated => 3,
         };
-        let width = add(add(mul(q, 2, A)?, mul(k, 2, A)?, A)?, prod(&[mlp, f])?, A)?;
-        let mut split = mul(prod(&[e, s, b])?, width, A)?;
+        let wide16 = add(add(q, mul(k, 2, A)?, A)?, prod(&[mlp - 1, f])?, A)?;
+        let wide_lin = add(q, u128::from(f), A)?;
+        let width32 = add(
+            mul(wide16, u128::from(e32), A)?,
+            mul(wide_lin, u128::from(lin32), A)?,
+            A,
+        )?;
+        let mut split = mul(prod(&[s, b])?, width32, A)?;
         if let (LayerKind::Moe, Some(moe)) = (kind, &model.moe) {
             // Routed experts on this rank (Megatron-Core's all-to-all dispatcher,
-            // [`crate::parallel::ExpertBatch`]): the permuted inputs, the expert intermediates
-            // (`2` or `3` per element of width `f_e/etp`, as the dense MLP) and the expert outputs
-            // kept for the combine's backward, per routed token; the router's fp32 probabilities
-            // `4·T_r·E` and the top-k weights and indices `12·T_r·k`.
+            // [`crate::parallel::ExpertBatch`]), per routed token: the permuted input (a linear
+            // input), the expert intermediates (`2` or `3` of width `f_e/etp`, as the dense
+            // MLP, the last a linear input) and the expert output kept for the combine's
+            // backward; the router's fp32 probabilities `4·T_r·E` and the top-k weights and
+            // indices `12·T_r·k`.
             let tokens = mul(s, b, A)?;
             let x = crate::parallel::expert_batch(moe, layout, opts.routing, tokens)?;
             let held = prod(&[x.local_experts, x.tokens_per_expert])?;
-            let per_held = add(mul(2, u128::from(h), A)?, prod(&[mlp, x.width])?, A)?;
-            let experts = mul(mul(held, per_held, A)?, u128::from(e), A)?;
+            let held16 = add(u128::from(h), prod(&[mlp - 1, x.width])?, A)?;
+            let held_lin = add(u128::from(h), u128::from(x.width), A)?;
+            let per_held32 = add(
+                mul(held16, u128::from(e32), A)?,
+                mul(held_lin, u128::from(lin32), A)?,
+                A,
+            )?;
+            let experts = mul(held, per_held32, A)?;
             let router = prod(&[
+                32,
                 x.routed_tokens,
                 add(mul(4, moe.num_experts, A)?, mul(12, moe.top_k, A)?, A)?,
             ])?;
             split = add(split, add(experts, router, A)?, A)?;
         }
+        let replicated_bytes = replicated.div_ceil(32);
+        let split = split.div_ceil(32);
+        replicated = replicated_bytes;
         let heads = model.num_heads / t;
         let core = match opts.attention {
             AttentionKernel::Standard => {

@@ -956,3 +956,35 @@ fn context_parallelism_splits_tokens_and_shards_over_dp_times_cp() {
             .contains("heads over cp")
     );
 }
+
+/// FP8 keeps the linear layers' inputs in one byte: in a GPT-3 layer (tp 1) those are the QKV
+/// input, the attention-output input, the MLP input (h each) and the MLP-output input (4h), so
+/// the layer stores exactly `7·s·b·h` bytes fewer than Korthikanti et al.'s `34·sbh + 5as²b`;
+/// MXFP8 adds one scale byte per 32 of them.
+#[test]
+fn fp8_keeps_linear_inputs_in_one_byte() {
+    use lmshape::memory::GemmPrecision;
+    let m = presets::by_name("gpt3-175b").unwrap();
+    let layout = ParallelLayout {
+        seq_len: 2048,
+        ..ParallelLayout::default()
+    };
+    let bytes = |p: GemmPrecision| {
+        let opts = MemoryOptions {
+            gemm_precision: p,
+            ..MemoryOptions::default()
+        };
+        memory::layer_activation_bytes(&m, &layout, &opts, Recompute::None).unwrap()
+    };
+    let sbh = 2048 * 12288;
+    let bf16 = bytes(GemmPrecision::Bf16);
+    assert_eq!(
+        bf16 as f64,
+        memory::korthikanti_table2_bytes(2048, 1, 12288, 96, 1, false, Recompute::None)
+    );
+    assert_eq!(bf16 - bytes(GemmPrecision::Fp8), 7 * sbh);
+    assert_eq!(
+        bytes(GemmPrecision::Mxfp8) - bytes(GemmPrecision::Fp8),
+        7 * sbh / 32
+    );
+}
