@@ -196,7 +196,10 @@ fn main() {
     // Predicted TFLOP/s per GPU of each shape on the given layout (speed ranking).
     let mut speed: Vec<Option<f64>> = vec![None; scored.len()];
     if by_speed {
-        let cluster = args.cluster.cluster();
+        // Speed under Megatron-Core (the step model's setup) when --calibrated-speed is given.
+        let cluster = args
+            .cluster
+            .cluster_for(lmshape::memory::Framework::MegatronCore);
         let timer = lmshape::hardware::AnalyticalTimer::new(cluster.gpu.clone());
         let layout = lmshape::ParallelLayout {
             tp: space.tp,

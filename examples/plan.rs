@@ -264,7 +264,7 @@ fn main() {
     // BigScience trained BLOOM with Megatron-DeepSpeed.
     let args: Cli = parse_with_defaults(&[("framework", "megatron-deepspeed")]);
     let mut req = PlanRequest::bloom_reference();
-    req.cluster = args.cluster.cluster();
+    req.cluster = args.cluster.cluster_for(args.setup.framework);
     req.gpus = args.gpus;
     req.hours = args.hours.unwrap_or(args.weeks * 7.0 * 24.0);
     req.safety_margin = args.safety_margin;

@@ -141,7 +141,7 @@ fn main() {
     let bloom_default = args.config.is_none() && args.preset.is_none() && args.arch.is_none();
     let mut layout = args.layout.layout(args.seq_len);
     layout.embedding_pipeline_slots |= bloom_default;
-    let cluster = args.cluster.cluster();
+    let cluster = args.cluster.cluster_for(args.setup.framework);
     let opts = StepOptions {
         memory: args.setup.memory_options(lmshape::MemoryOptions::default()),
         ..StepOptions::default()

@@ -243,6 +243,10 @@ fn blackwell_runs_in_and_out_of_sample() {
         .filter(|r| r.name.starts_with("gb200") && !r.is_moe())
         .collect();
     let (eff, held_dense) = grade("GB200 dense", &dense);
+    // The Megatron-Core speed profile is this fit.
+    let profile =
+        lmshape::hardware::step::SpeedProfile::of(lmshape::memory::Framework::MegatronCore);
+    assert!((profile.software_efficiency - eff).abs() < 0.005, "{eff}");
     let moe: Vec<&Run> = all.iter().filter(|r| r.is_moe()).collect();
     for r in &moe {
         let e = predicted_error(r, eff);

@@ -67,6 +67,10 @@ fn calibration_on_bigscience_runs_out_of_sample() {
     );
     assert!(median < 0.05, "held-out median {median}");
     assert!(worst < 0.15, "held-out worst {worst}");
+    // The Megatron-DeepSpeed speed profile is this fit.
+    let profile =
+        step::SpeedProfile::of(lmshape::memory::Framework::MegatronDeepspeed).software_efficiency;
+    assert!((profile - in_sample.software_efficiency).abs() < 0.0005);
 }
 
 /// BigScience: hidden 14400 ran at 94.39 TFLOPs where 13824 ran at 120.05 (tp 8, pp 10, dp 4,

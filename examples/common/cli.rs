@@ -205,6 +205,10 @@ pub struct ClusterArgs {
     /// BigScience's own A100 runs fit 0.745).
     #[arg(long, value_name = "F", value_parser = positive)]
     pub software_efficiency: Option<f64>,
+    /// Use the software efficiency fitted to the framework's measured runs (megatron-core:
+    /// 0.68 on GB200; megatron-deepspeed: 0.745 on A100) instead of the cluster's.
+    #[arg(long, conflicts_with = "software_efficiency")]
+    pub calibrated_speed: bool,
     /// Overlap the data-parallel gradient reduction with the last backward pass.
     #[arg(long)]
     pub overlap_grad_reduce: bool,
@@ -214,6 +218,17 @@ pub struct ClusterArgs {
 }
 
 impl ClusterArgs {
+    /// The cluster the flags describe, with `framework`'s fitted speed when
+    /// `--calibrated-speed` is given.
+    pub fn cluster_for(&self, framework: lmshape::memory::Framework) -> Cluster {
+        let mut c = self.cluster();
+        if self.calibrated_speed {
+            c.software_efficiency =
+                lmshape::hardware::step::SpeedProfile::of(framework).software_efficiency;
+        }
+        c
+    }
+
     /// The cluster the flags describe.
     pub fn cluster(&self) -> Cluster {
         let mut c = match self.cluster {

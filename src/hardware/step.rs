@@ -1178,6 +1178,54 @@ fn weight_cast_seconds(
         / (cluster.gpu.memory_bytes_per_s * ATTAINABLE_HBM_FRACTION)
 }
 
+/// A framework's speed: one software efficiency ([`Cluster::software_efficiency`]) fitted once
+/// to measured runs of that framework, with where it was fitted. Frameworks without measured
+/// runs here keep 1.0 (the analytical model as it stands).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SpeedProfile {
+    /// The framework.
+    pub framework: crate::memory::Framework,
+    /// The fitted software efficiency.
+    pub software_efficiency: f64,
+    /// The runs it was fitted on and its held-out error.
+    pub calibrated_on: &'static str,
+}
+
+impl SpeedProfile {
+    /// The profile of `framework`:
+    ///
+    /// * Megatron-Core (Transformer Engine, 2024–26): 0.68, fitted on NVIDIA's five dense
+    ///   DGX-GB200 runs (`tests/data/megatron_bridge_gb200.json`; leave-one-out −15% to +20%;
+    ///   the four mixture-of-experts runs, held out, +12% to +43%).
+    /// * Megatron-DeepSpeed (2022): 0.745, fitted on BigScience's 23 A100 runs
+    ///   (`tests/data/bloom_throughput_tp8.json`; leave-one-out median 2.4%, worst 12.7%).
+    /// * DeepSpeed ZeRO-3 and FSDP2: 1.0, uncalibrated.
+    ///
+    /// ```
+    /// use lmshape::{hardware::step::SpeedProfile, memory::Framework};
+    /// assert_eq!(SpeedProfile::of(Framework::MegatronDeepspeed).software_efficiency, 0.745);
+    /// ```
+    pub fn of(framework: crate::memory::Framework) -> SpeedProfile {
+        use crate::memory::Framework;
+        let (software_efficiency, calibrated_on) = match framework {
+            Framework::MegatronCore => (
+                0.68,
+                "NVIDIA's five dense DGX-GB200 runs (Megatron-Bridge 25.11); leave-one-out -15% to +20%",
+            ),
+            Framework::MegatronDeepspeed => (
+                0.745,
+                "BigScience's 23 A100 runs (Jean Zay, 2022); leave-one-out median 2.4%, worst 12.7%",
+            ),
+            Framework::Deepspeed | Framework::Fsdp => (1.0, "uncalibrated"),
+        };
+        SpeedProfile {
+            framework,
+            software_efficiency,
+            calibrated_on,
+        }
+    }
+}
+
 /// A measured run to calibrate against.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MeasuredRun {
