@@ -299,6 +299,9 @@ struct ActivationParts {
     split: u64,
     core: u64,
     checkpoint: u64,
+    /// Buffers alive only while one layer runs: a mixture-of-experts layer's all-to-all send
+    /// and receive buffers.
+    transient: u64,
 }
 
 impl ActivationParts {
@@ -368,6 +371,7 @@ impl ActivationParts {
             A,
         )?;
         let mut split = mul(prod(&[s, b])?, width32, A)?;
+        let mut transient = 0u128;
         if let (LayerKind::Moe, Some(moe)) = (kind, &model.moe) {
             // Routed experts on this rank (Megatron-Core's all-to-all dispatcher,
             // [`crate::parallel::ExpertBatch`]), per routed token: the permuted input (a linear
@@ -392,6 +396,8 @@ impl ActivationParts {
                 add(mul(4, moe.num_experts, A)?, mul(12, moe.top_k, A)?, A)?,
             ])?;
             split = add(split, add(experts, router, A)?, A)?;
+            // The dispatch's send and receive buffers, `T_r·k·h` each, while the layer runs.
+            transient = prod(&[2, e, x.routed_tokens, moe.top_k, h])?;
         }
         let replicated_bytes = replicated.div_ceil(32);
         let split = split.div_ceil(32);
@@ -415,6 +421,7 @@ impl ActivationParts {
             split: to_u64(split, A)?,
             core: to_u64(core, A)?,
             checkpoint: to_u64(checkpoint, A)?,
+            transient: to_u64(transient, A)?,
         })
     }
 }
@@ -648,7 +655,8 @@ impl<'a> StageInputs<'a> {
     /// of the interleaved schedule (Korthikanti et al. 2022 §4.2.3); under selective
     /// recomputation one layer's attention core is rebuilt at a time, under full
     /// recomputation one layer's full activations (the largest kind's). Dense and
-    /// mixture-of-experts layers of the stage (`range`) are counted by kind.
+    /// mixture-of-experts layers of the stage (`range`) are counted by kind, and one
+    /// mixture-of-experts layer's all-to-all buffers are alive while it runs.
     fn layer_activations(
         &self,
         index: u64,
@@ -669,6 +677,7 @@ impl<'a> StageInputs<'a> {
         let mut total = 0;
         let mut largest = 0;
         let mut checkpoint = 0;
+        let mut transient = 0;
         let kinds = [
             (&self.parts, layers - moe_layers),
             (self.moe_parts.as_ref().unwrap_or(&self.parts), moe_layers),
@@ -681,6 +690,7 @@ impl<'a> StageInputs<'a> {
             let per_layer = add(stored, parts.core, W)?;
             let u = units(n)?;
             checkpoint = checkpoint.max(parts.checkpoint);
+            transient = transient.max(parts.transient);
             total = add(
                 total,
                 match self.layout.recompute {
@@ -697,12 +707,13 @@ impl<'a> StageInputs<'a> {
                 W,
             )?;
         }
-        match self.layout.recompute {
-            Recompute::None => Ok(total),
-            Recompute::Selective => add(total, largest, W),
+        let held = match self.layout.recompute {
+            Recompute::None => total,
+            Recompute::Selective => add(total, largest, W)?,
             // One layer's checkpoint is its full activations while it is rebuilt.
-            Recompute::Full => add(total.saturating_sub(checkpoint), largest, W),
-        }
+            Recompute::Full => add(total.saturating_sub(checkpoint), largest, W)?,
+        };
+        add(held, transient, W)
     }
 }
 

@@ -582,3 +582,51 @@ fn llama3_405b_table_4_with_context_parallelism() {
     }
     assert!(b < a * 1.05);
 }
+
+proptest! {
+    #![proptest_config(common::proptest_config("proptest-regressions/timing.txt", 48))]
+
+    /// A whole step never gets slower with more NVLink, network or HBM bandwidth, or more peak
+    /// FLOP/s, dense or mixture-of-experts, with or without context parallelism; FP8 GEMMs on
+    /// shapes of 4096 and wider never make it slower either.
+    #[test]
+    fn better_clusters_and_fp8_never_slow_a_step(
+        heads_mul in 4u64..9, tp in prop_oneof![Just(1u64), Just(2), Just(4)],
+        pp in prop_oneof![Just(1u64), Just(2)], cp in prop_oneof![Just(1u64), Just(2)],
+        moe in any::<bool>(), factor in 1.1f64..4.0, which in 0usize..4,
+    ) {
+        use lmshape::memory::{AttentionKernel, GemmPrecision, MemoryOptions};
+        let d = heads_mul * 8 * 128;
+        let dense = Transformer::new(32000, d, 8, heads_mul * 8, 8, 128, 8 * d / 3 / 256 * 256, 8192,
+            Architecture::llama()).unwrap();
+        let model = if moe {
+            dense.with_moe(lmshape::model::Moe::routed(16, 2, dense.ffn_size / 4)).unwrap()
+        } else {
+            dense
+        };
+        let layout = ParallelLayout { tp, pp, cp, dp: 8, micro_batch: 1, global_batch: 32,
+            seq_len: 8192, sequence_parallel: tp > 1, ep: if moe { 8 } else { 1 },
+            etp: if moe { Some(1) } else { None }, zero: lmshape::ZeroStage::OptimizerStates,
+            ..ParallelLayout::default() };
+        let base = Cluster::reference_node(GpuSpec::h100_sxm());
+        let opts = |p| StepOptions { memory: MemoryOptions { attention: AttentionKernel::Flash,
+            dropout: false, gemm_precision: p, ..MemoryOptions::default() }, ..StepOptions::default() };
+        let time = |c: &Cluster, p| {
+            let timer = AnalyticalTimer::new(c.gpu.clone());
+            step::step_time(&model, &layout, c, &timer, &opts(p)).unwrap().step_seconds
+        };
+        let t = time(&base, GemmPrecision::Bf16);
+        let mut better = base.clone();
+        match which {
+            0 => better.intra_node_bytes_per_s *= factor,
+            1 => better.inter_node_bytes_per_s *= factor,
+            2 => better.gpu.memory_bytes_per_s *= factor,
+            _ => {
+                better.gpu.bf16_flops_per_s *= factor;
+                better.gpu.fp8_flops_per_s *= factor;
+            }
+        }
+        prop_assert!(time(&better, GemmPrecision::Bf16) <= t * (1.0 + 1e-12));
+        prop_assert!(time(&base, GemmPrecision::Fp8) <= t);
+    }
+}
