@@ -88,21 +88,9 @@ impl Run {
 /// The B200 runs (step time over 8 GPUs) and the GB200 runs.
 fn runs() -> Vec<Run> {
     let mut out = Vec::new();
-    let b200 = data("megatron_core_b200_llama3_70b_l12.json");
-    let m = lmshape::model::hf::from_hf_config(&b200["model"]).unwrap();
-    for r in b200["runs"].as_array().unwrap() {
+    let (m, b200) = common::b200_runs();
+    for (layout, r) in b200 {
         let n = |k: &str| r[k].as_u64().unwrap();
-        let layout = ParallelLayout {
-            tp: n("tp"),
-            pp: n("pp"),
-            dp: n("dp"),
-            micro_batch: n("micro_batch"),
-            global_batch: n("global_batch"),
-            seq_len: n("seq_len"),
-            sequence_parallel: r["sequence_parallel"].as_bool().unwrap(),
-            zero: ZeroStage::OptimizerStates,
-            ..ParallelLayout::default()
-        };
         let tokens = (n("global_batch") * n("seq_len")) as f64;
         out.push(Run {
             name: format!("b200 70b-l12 tp{} pp{}", n("tp"), n("pp")),

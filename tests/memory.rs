@@ -668,32 +668,14 @@ fn megatron_deepspeed_device_figure_out_of_sample() {
 #[test]
 fn megatron_core_b200_allocated_and_reserved() {
     use lmshape::memory::{AttentionKernel, Framework, FrameworkProfile};
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/megatron_core_b200_llama3_70b_l12.json"
-    ))
-    .unwrap();
-    let data: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let model = lmshape::model::hf::from_hf_config(&data["model"]).unwrap();
+    let (model, runs) = common::b200_runs();
     let opts = MemoryOptions {
         attention: AttentionKernel::Flash,
         dropout: false,
         ..MemoryOptions::default()
     };
     let profile = FrameworkProfile::of(Framework::MegatronCore);
-    for run in data["runs"].as_array().unwrap() {
-        let n = |k: &str| run[k].as_u64().unwrap();
-        let layout = ParallelLayout {
-            tp: n("tp"),
-            pp: n("pp"),
-            dp: n("dp"),
-            micro_batch: n("micro_batch"),
-            global_batch: n("global_batch"),
-            seq_len: n("seq_len"),
-            sequence_parallel: run["sequence_parallel"].as_bool().unwrap(),
-            zero: ZeroStage::OptimizerStates,
-            ..ParallelLayout::default()
-        };
+    for (layout, run) in runs {
         let r = memory::training_memory(&model, &layout, &opts).unwrap();
         let layer = lmshape::params::layer_params_on_rank(&model, layout.tp)
             .unwrap()

@@ -78,3 +78,40 @@ pub fn bloom_rows() -> Vec<BloomRow> {
         })
         .collect()
 }
+
+/// The four measured B200 runs of `tests/data/megatron_core_b200_llama3_70b_l12.json`: the
+/// truncated Llama-3-70B and each run's layout (distributed optimizer, as launched) with its
+/// JSON row.
+pub fn b200_runs() -> (
+    lmshape::Transformer,
+    Vec<(lmshape::ParallelLayout, serde_json::Value)>,
+) {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/megatron_core_b200_llama3_70b_l12.json"
+    ))
+    .unwrap();
+    let data: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let model = lmshape::model::hf::from_hf_config(&data["model"]).unwrap();
+    let runs = data["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| {
+            let n = |k: &str| run[k].as_u64().unwrap();
+            let layout = lmshape::ParallelLayout {
+                tp: n("tp"),
+                pp: n("pp"),
+                dp: n("dp"),
+                micro_batch: n("micro_batch"),
+                global_batch: n("global_batch"),
+                seq_len: n("seq_len"),
+                sequence_parallel: run["sequence_parallel"].as_bool().unwrap(),
+                zero: lmshape::ZeroStage::OptimizerStates,
+                ..lmshape::ParallelLayout::default()
+            };
+            (layout, run.clone())
+        })
+        .collect();
+    (model, runs)
+}
