@@ -128,6 +128,10 @@ struct Cli {
     /// [default: --precision].
     #[arg(long, value_name = "P,..", value_delimiter = ',', value_enum)]
     precisions: Vec<PrecisionArg>,
+    /// Accept depths that do not split evenly over the pipeline (DeepSpeed's balanced
+    /// partition, some stages one layer more).
+    #[arg(long)]
+    balanced_pipeline: bool,
     /// Also search mixture-of-experts shapes (fine-grained experts on the dense backbones,
     /// ranked by Krajewski et al. 2024's law).
     #[arg(long)]
@@ -298,6 +302,7 @@ fn main() {
     req.tp_options = args.tp_options.clone();
     req.micro_batches = args.micro_batches.clone();
     req.cp_options = args.cp_options.clone();
+    req.balanced_pipeline = args.balanced_pipeline;
     req.virtual_stage_options = args.virtual_stage_options.clone();
     req.precisions = args.precisions.iter().map(|&p| p.into()).collect();
     if args.moe {

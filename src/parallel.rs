@@ -1130,6 +1130,7 @@ impl EmbeddingSlots {
 ///     embedding_slots: Default::default(),
 ///     cp_options: vec![],
 ///     virtual_stage_options: vec![],
+///     balanced_pipeline: false,
 /// };
 /// let layouts = space.enumerate()?;
 /// assert!(layouts.valid.iter().any(|l| (l.tp, l.pp, l.dp, l.micro_batch) == (4, 12, 8, 2)));
@@ -1158,6 +1159,10 @@ pub struct LayoutSpace {
     /// interleaved schedule, tried only with a pipeline.
     #[serde(default)]
     pub virtual_stage_options: Vec<u64>,
+    /// Accept layer counts that do not split evenly over the stages, with DeepSpeed's
+    /// balanced partition ([`PipelineSplit::balanced`]).
+    #[serde(default)]
+    pub balanced_pipeline: bool,
 }
 
 /// The layouts of a [`LayoutSpace`], split by the rules that do not depend on the model.
@@ -1261,6 +1266,7 @@ impl LayoutSpace {
     ) -> Result<ParallelLayout> {
         let l = ParallelLayout {
             embedding_pipeline_slots: self.embedding_slots.applies(model.num_layers, layout.pp),
+            balanced_pipeline: layout.balanced_pipeline || self.balanced_pipeline,
             ..*layout
         };
         l.validate(model)?;

@@ -247,6 +247,10 @@ pub struct PlanRequest {
     /// Also search mixture-of-experts shapes under the same budget.
     #[serde(default)]
     pub moe: Option<MoeSearch>,
+    /// Accept depths that do not split evenly over the pipeline, balanced (DeepSpeed's
+    /// partition; the most loaded stage bounds memory and time).
+    #[serde(default)]
+    pub balanced_pipeline: bool,
 }
 
 /// The mixture-of-experts part of a plan: which expert settings to try, on which
@@ -390,6 +394,7 @@ impl PlanRequest {
             virtual_stage_options: Vec::new(),
             precisions: Vec::new(),
             moe: None,
+            balanced_pipeline: false,
         }
     }
 
@@ -442,6 +447,7 @@ impl PlanRequest {
             embedding_slots: self.embedding_slots,
             cp_options: self.cp_options.clone(),
             virtual_stage_options: self.virtual_stage_options.clone(),
+            balanced_pipeline: self.balanced_pipeline,
         }
     }
 

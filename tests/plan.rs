@@ -335,3 +335,47 @@ fn moe_search_beside_the_dense_plan() {
         assert!(c.memory_device_bytes_per_gpu <= 80 << 30);
     }
 }
+
+/// Balanced uneven pipelines in the plan: depths that do not divide the stages become
+/// feasible, every candidate validates for its model, and no stage holds more than one layer
+/// (or slot) above another.
+#[test]
+fn balanced_pipelines_widen_the_plan() {
+    let (req, timer) = reference();
+    let even = plan::plan(&req, &timer).unwrap();
+    let balanced = plan::plan(
+        &PlanRequest {
+            balanced_pipeline: true,
+            ..req
+        },
+        &timer,
+    )
+    .unwrap();
+    assert!(balanced.best_per_shape().len() > even.best_per_shape().len());
+    let uneven = balanced
+        .candidates
+        .iter()
+        .filter(|c| {
+            let l = c.shape.model.num_layers + 2 * u64::from(c.layout.embedding_pipeline_slots);
+            l % c.layout.pp != 0
+        })
+        .take(200)
+        .collect::<Vec<_>>();
+    assert!(!uneven.is_empty());
+    for c in uneven {
+        c.layout.validate(&c.shape.model).unwrap();
+        let s = c.layout.stage_layers(&c.shape.model).unwrap();
+        let pp = c.layout.pp;
+        let counts: Vec<u64> = (0..pp).map(|i| s.layers(i, pp)).collect();
+        assert_eq!(counts.iter().sum::<u64>(), c.shape.model.num_layers);
+        let slot = |i: usize| {
+            counts[i]
+                + u64::from(c.layout.embedding_pipeline_slots && (i == 0 || i + 1 == counts.len()))
+        };
+        let slots: Vec<u64> = (0..counts.len()).map(slot).collect();
+        assert!(
+            slots.iter().max().unwrap() - slots.iter().min().unwrap() <= 1,
+            "{slots:?}"
+        );
+    }
+}
