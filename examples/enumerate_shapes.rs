@@ -68,6 +68,10 @@ struct Cli {
     /// Count the embeddings as pipeline slots ((L + 2) % pp = 0).
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     embedding_slots: bool,
+    /// Accept depths that do not split evenly over the pipeline (DeepSpeed's balanced
+    /// partition, some stages one layer more).
+    #[arg(long)]
+    balanced_pipeline: bool,
     /// Hidden size a multiple of this.
     #[arg(long, value_name = "M", default_value_t = 128, value_parser = positive_count)]
     hidden_multiple: u64,
@@ -147,6 +151,7 @@ fn main() {
     space.tp = args.tp;
     space.pp = args.pp;
     space.embedding_pipeline_slots = args.embedding_slots;
+    space.balanced_pipeline = args.balanced_pipeline;
     space.hidden_multiple = args.hidden_multiple;
     space.head_dims = match &args.head_dims {
         Some(v) => {
@@ -210,6 +215,7 @@ fn main() {
             seq_len: space.seq_len,
             recompute: lmshape::Recompute::Full,
             embedding_pipeline_slots: space.embedding_pipeline_slots,
+            balanced_pipeline: space.balanced_pipeline,
             ..lmshape::ParallelLayout::default()
         };
         let opts = lmshape::hardware::step::StepOptions::default();
@@ -283,10 +289,11 @@ fn main() {
         space.seq_len,
         space.tp,
         space.pp,
-        if space.embedding_pipeline_slots {
-            " (embedding slots)"
-        } else {
-            ""
+        match (space.embedding_pipeline_slots, space.balanced_pipeline) {
+            (true, true) => " (embedding slots, balanced)",
+            (true, false) => " (embedding slots)",
+            (false, true) => " (balanced)",
+            (false, false) => "",
         },
         space.hidden_multiple,
         space.head_dims.first().unwrap_or(&0),

@@ -102,6 +102,9 @@ pub struct ShapeSpace {
     pub pp: u64,
     /// Count the embeddings as pipeline slots: `(L + 2) % pp == 0`.
     pub embedding_pipeline_slots: bool,
+    /// Accept depths that do not split evenly over `pp`, balanced ([`parallel::PipelineSplit`]).
+    #[serde(default)]
+    pub balanced_pipeline: bool,
     /// Allowed head dimensions (sorted, unique).
     pub head_dims: Vec<u64>,
     /// Hidden size must be a multiple of this.
@@ -217,6 +220,7 @@ impl ShapeSpace {
             tp: 1,
             pp: 1,
             embedding_pipeline_slots: false,
+            balanced_pipeline: false,
             head_dims: head_dim_range(64, 256, 8)?,
             hidden_multiple: 128,
             kv_heads: KvHeads::MultiHead,
@@ -321,7 +325,17 @@ impl ShapeSpace {
     /// The depth window and the pipeline rule ([`parallel::check_pipeline_split`]).
     fn layers_ok(&self, l: u64) -> bool {
         (self.min_layers..=self.max_layers).contains(&l)
-            && parallel::check_pipeline_split(l, self.pp, self.embedding_pipeline_slots, 1).is_ok()
+            && parallel::stage_partition(
+                l,
+                self.pp,
+                &parallel::PipelineSplit {
+                    embedding_slots: self.embedding_pipeline_slots,
+                    balanced: self.balanced_pipeline,
+                    ..parallel::PipelineSplit::default()
+                },
+                1,
+            )
+            .is_ok()
     }
 
     /// The model of a shape (not validated; counts are exact).

@@ -346,3 +346,31 @@ fn moe_shapes_match_their_backbones_and_recount() {
     }
     assert!(n > 100, "{n}");
 }
+
+/// With balanced pipelines the enumeration keeps every evenly split shape and adds the depths
+/// that do not divide the stages; each of those validates on a balanced layout.
+#[test]
+fn balanced_pipelines_add_uneven_depths() {
+    let even = ShapeSpace::bloom_reference().unwrap();
+    let balanced = ShapeSpace {
+        balanced_pipeline: true,
+        ..even.clone()
+    };
+    let key = |s: &search::Shape| (s.model.num_layers, s.model.hidden_size, s.model.num_heads);
+    let a: BTreeSet<_> = even.iter().unwrap().map(|s| key(&s)).collect();
+    let b: Vec<search::Shape> = balanced.iter().unwrap().collect();
+    let keys: BTreeSet<_> = b.iter().map(key).collect();
+    assert!(a.is_subset(&keys) && keys.len() > a.len());
+    for s in b.iter().filter(|s| (s.model.num_layers + 2) % 12 != 0) {
+        let layout = ParallelLayout {
+            tp: 4,
+            pp: 12,
+            dp: 8,
+            global_batch: 2048,
+            embedding_pipeline_slots: true,
+            balanced_pipeline: true,
+            ..ParallelLayout::default()
+        };
+        layout.validate(&s.model).unwrap();
+    }
+}
