@@ -141,9 +141,36 @@ fuzz_target!(|data: &[u8]| {
                 let _ = serde_json::from_str::<ParallelLayout>(text);
             }
         }
-        // A model built from numbers.
+        // A model built from numbers, sometimes with experts or latent attention.
         1 => {
-            if let Some(m) = model(&mut b) {
+            if let Some(mut m) = model(&mut b) {
+                match b.u8() % 3 {
+                    1 => {
+                        let moe = lmshape::model::Moe {
+                            num_shared_experts: b.u64(1),
+                            shared_ffn_size: b.u64(2),
+                            first_dense_layers: b.u64(1),
+                            layer_period: b.u64(1),
+                            ..lmshape::model::Moe::routed(b.u64(1), b.u64(1), b.u64(2))
+                        };
+                        if let Ok(x) = m.with_moe(moe) {
+                            m = x;
+                        }
+                    }
+                    2 => {
+                        let mla = lmshape::model::LatentAttention {
+                            q_lora_rank: (b.u8() & 1 == 1).then(|| b.u64(2)),
+                            kv_lora_rank: b.u64(2),
+                            qk_nope_head_dim: b.u64(1),
+                            qk_rope_head_dim: b.u64(1),
+                            v_head_dim: b.u64(1),
+                        };
+                        if let Ok(x) = m.with_latent_attention(mla) {
+                            m = x;
+                        }
+                    }
+                    _ => {}
+                }
                 exercise_model(&m, &mut b);
             }
         }
@@ -157,9 +184,21 @@ fuzz_target!(|data: &[u8]| {
                 s.hidden_multiple = b.u64(2);
                 s.embedding_pipeline_slots = b.u8() & 1 == 1;
                 s.max_layers = b.u64(1);
+                s.balanced_pipeline = b.u8() & 1 == 1;
                 let _ = s.check(b.u64(1), b.u64(2), b.u64(1));
                 if let Ok(it) = s.iter() {
                     for _ in it.take(200) {}
+                }
+                let moe = lmshape::search::MoeSpace {
+                    num_experts: vec![b.u64(1)],
+                    granularities: vec![b.u64(1)],
+                    shared_experts: vec![b.u64(1)],
+                    ep: b.u64(1),
+                    etp: b.u64(1),
+                    ..lmshape::search::MoeSpace::new(s)
+                };
+                if let Ok(it) = moe.iter() {
+                    for _ in it.take(50) {}
                 }
             }
         }
@@ -180,6 +219,18 @@ fuzz_target!(|data: &[u8]| {
                 0 => None,
                 _ => Some(b.f64()),
             };
+            req.balanced_pipeline = b.u8() & 1 == 1;
+            req.cp_options = vec![b.u64(1)];
+            req.virtual_stage_options = vec![b.u64(1)];
+            if b.u8() & 1 == 1 {
+                req.moe = Some(lmshape::plan::MoeSearch {
+                    num_experts: vec![b.u64(1)],
+                    granularities: vec![b.u64(1)],
+                    ep_options: vec![b.u64(1)],
+                    backbones: 2,
+                    ..lmshape::plan::MoeSearch::default()
+                });
+            }
             let timer = AnalyticalTimer::new(GpuSpec::a100_80gb());
             let _ = lmshape::plan::plan(&req, &timer);
         }
