@@ -7,7 +7,9 @@
 //! --embedding-slots true|false --hidden-multiple M --head-dims 64,128 | --min-head-dim A
 //! --max-head-dim B --head-dim-multiple K --kv-group G | --kv-heads K --ffn 4d|llama|N
 //! --fused-softmax MICRO_BATCH --min-aspect A --max-aspect B --min-layers L --max-layers L
-//! --sort levine|params|aspect|speed --limit N --all-heads --json`. `--sort speed` times each
+//! --sort levine|params|aspect|speed --limit N --all-heads --json`. `--moe` lists
+//! mixture-of-experts shapes on those backbones instead (`--experts`, `--granularities`,
+//! `--shared-experts`, `--ep`, `--etp`, `--max-total-params`, ranked at `--tokens`). `--sort speed` times each
 //! shape's training step on a Selene-class A100 cluster (or `--gpu`) with the analytical timer,
 //! for the layout `--tp`, `--pp`, `--dp N` (default 8), `--micro-batch N` (default 2),
 //! `--global-batch N` (default 2048), full recomputation, and ranks by TFLOP/s per GPU.
@@ -134,6 +136,161 @@ struct Cli {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Mixture-of-experts shapes instead: fine-grained experts on the shapes above (the target
+    /// is then the active size), ranked by Krajewski et al. 2024's law at --tokens.
+    #[arg(long)]
+    moe: bool,
+    /// Routed experts tried with --moe.
+    #[arg(long, value_name = "E,..", value_delimiter = ',', default_value = "8,16,32,64,128", value_parser = positive_count)]
+    experts: Vec<u64>,
+    /// Granularities tried with --moe (expert width = FFN width / G; G experts per token).
+    #[arg(long, value_name = "G,..", value_delimiter = ',', default_value = "1,2,4,8", value_parser = positive_count)]
+    granularities: Vec<u64>,
+    /// Shared experts tried with --moe.
+    #[arg(long, value_name = "S,..", value_delimiter = ',', default_value = "0,1", value_parser = count)]
+    shared_experts: Vec<u64>,
+    /// Expert-parallel degree the experts must split over (--moe).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive_count)]
+    ep: u64,
+    /// Expert-tensor-parallel degree the expert width must split over (--moe).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive_count)]
+    etp: u64,
+    /// Largest total parameter count (--moe).
+    #[arg(long, value_name = "N", value_parser = positive_count)]
+    max_total_params: Option<u64>,
+    /// Training tokens at which --moe ranks by the law's loss.
+    #[arg(long, value_name = "T", default_value = "1e12", value_parser = common::cli::positive)]
+    tokens: f64,
+}
+
+/// `--moe`: the mixture-of-experts shapes of `space`, ranked by Krajewski et al. 2024's law at
+/// `--tokens` (active non-embedding parameters, granularity).
+fn list_moe(args: &Cli, space: ShapeSpace) {
+    let moe = search::MoeSpace {
+        num_experts: args.experts.clone(),
+        granularities: args.granularities.clone(),
+        shared_experts: args.shared_experts.clone(),
+        ep: args.ep,
+        etp: args.etp,
+        max_total_params: args.max_total_params,
+        ..search::MoeSpace::new(space)
+    };
+    let law = lmshape::scaling::GranularityLaw::KRAJEWSKI_2024;
+    let mut shapes: Vec<(search::MoeShape, f64)> = or_die(moe.iter())
+        .map(|m| {
+            let loss = or_die(law.loss(
+                m.active_non_embedding_params as f64,
+                args.tokens,
+                m.granularity as f64,
+            ));
+            (m, loss)
+        })
+        .collect();
+    // The law ranks the expert setting: its loss at the target size depends only on the
+    // granularity. Within a setting, the shape closest to Levine's depth for its active size
+    // comes first (the law sees size and granularity, not the shape), then the smallest total.
+    let at_target = |m: &search::MoeShape| {
+        or_die(law.loss(
+            moe.backbone.target_params as f64,
+            args.tokens,
+            m.granularity as f64,
+        ))
+    };
+    let levine = |m: &search::MoeShape| {
+        let depth = or_die(heuristics::levine_depth_for_params(
+            m.active_non_embedding_params as f64,
+        ));
+        (m.shape.model.num_layers as f64 - depth).abs()
+    };
+    shapes.sort_by(|a, b| {
+        at_target(&a.0)
+            .total_cmp(&at_target(&b.0))
+            .then(levine(&a.0).total_cmp(&levine(&b.0)))
+            .then(a.0.shape.params.cmp(&b.0.shape.params))
+    });
+    let limit = args.limit.map_or(usize::MAX, |l| l as usize);
+    if args.json {
+        let out: Vec<_> = shapes
+            .iter()
+            .take(limit)
+            .map(|(m, loss)| {
+                let e = m
+                    .shape
+                    .model
+                    .moe
+                    .unwrap_or(lmshape::model::Moe::routed(1, 1, 1));
+                json!({
+                    "num_layers": m.shape.model.num_layers,
+                    "hidden_size": m.shape.model.hidden_size,
+                    "num_heads": m.shape.model.num_heads,
+                    "head_dim": m.shape.model.head_dim,
+                    "ffn_size": m.shape.model.ffn_size,
+                    "num_experts": e.num_experts,
+                    "top_k": e.top_k,
+                    "expert_ffn_size": e.expert_ffn_size,
+                    "num_shared_experts": e.num_shared_experts,
+                    "granularity": m.granularity,
+                    "params": m.shape.params,
+                    "active_params": m.active_params,
+                    "active_non_embedding_params": m.active_non_embedding_params,
+                    "predicted_loss": loss,
+                })
+            })
+            .collect();
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap());
+        return;
+    }
+    outln!(
+        "{} mixture-of-experts shapes of {} active params ± {:.1}% (experts {:?}, granularity {:?}, shared {:?}, ep {}, etp {}); settings ranked by Krajewski et al. 2024's loss at the target and {} tokens, shapes by Levine's depth",
+        shapes.len(),
+        si(moe.backbone.target_params as f64),
+        args.tolerance * 100.0,
+        args.experts,
+        args.granularities,
+        args.shared_experts,
+        args.ep,
+        args.etp,
+        si(args.tokens)
+    );
+    if shapes.is_empty() {
+        outln!("no shape satisfies every constraint");
+        return;
+    }
+    outln!(
+        "{:>6} {:>6} {:>5} {:>4} {:>3} {:>6} {:>6} {:>3} {:>9} {:>9} {:>8}",
+        "layers",
+        "hidden",
+        "heads",
+        "E",
+        "k",
+        "width",
+        "shared",
+        "G",
+        "total",
+        "active",
+        "loss"
+    );
+    for (m, loss) in shapes.iter().take(limit.min(40)) {
+        let e = m
+            .shape
+            .model
+            .moe
+            .unwrap_or(lmshape::model::Moe::routed(1, 1, 1));
+        outln!(
+            "{:>6} {:>6} {:>5} {:>4} {:>3} {:>6} {:>6} {:>3} {:>9} {:>9} {:>8.4}",
+            m.shape.model.num_layers,
+            m.shape.model.hidden_size,
+            m.shape.model.num_heads,
+            e.num_experts,
+            e.top_k,
+            e.expert_ffn_size,
+            e.num_shared_experts,
+            m.granularity,
+            si(m.shape.params as f64),
+            si(m.active_params as f64),
+            loss
+        );
+    }
 }
 
 fn main() {
@@ -179,6 +336,10 @@ fn main() {
     space.max_aspect_ratio = args.max_aspect.unwrap_or(f64::INFINITY);
     space.min_layers = args.min_layers;
     space.max_layers = args.max_layers;
+    if args.moe {
+        list_moe(&args, space);
+        return;
+    }
 
     let mut iter = or_die(space.iter());
     let shapes: Vec<_> = iter.by_ref().collect();

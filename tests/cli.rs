@@ -269,6 +269,46 @@ fn output_tells_the_truth() {
     assert!(moe["active_params"].as_u64() < moe["params"].as_u64());
     assert!(all[0]["num_experts"].is_null() && all[0]["moe"] == false);
 
+    // Mixture-of-experts shapes from enumerate_shapes: the keys, a valid expert split.
+    let (code, out, err) = run(
+        "enumerate_shapes",
+        &[
+            "--moe",
+            "--target-params",
+            "2e9",
+            "--tolerance",
+            "0.1",
+            "--arch",
+            "llama",
+            "--vocab",
+            "32000",
+            "--tp",
+            "1",
+            "--pp",
+            "1",
+            "--embedding-slots",
+            "false",
+            "--ep",
+            "8",
+            "--limit",
+            "5",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let shapes = v.as_array().unwrap();
+    assert_eq!(shapes.len(), 5);
+    for m in shapes {
+        let n = |k: &str| m[k].as_u64().unwrap();
+        assert_eq!(n("num_experts") % 8, 0);
+        assert_eq!(
+            (n("top_k") + n("num_shared_experts")) * n("expert_ffn_size"),
+            n("ffn_size")
+        );
+        assert!(n("active_params") < n("params"));
+    }
+
     let (code, out, _) = run("budget", &["--flops", "1e300"]);
     assert_eq!(code, 0);
     assert!(out.lines().all(|l| l.len() < 200), "{out}");
