@@ -62,6 +62,14 @@ struct Cli {
     /// Draw the training memory of each stage as stacked bars against the card (SVG).
     #[arg(long, value_name = "PATH")]
     svg: Option<String>,
+    /// Accepted as `throughput` takes it: overlapping the gradient reduction changes the step
+    /// time, not the memory.
+    #[arg(long)]
+    overlap_grad_reduce: bool,
+    /// Accepted as `throughput` takes it: overlapping the weight all-gather changes the step
+    /// time, not the memory.
+    #[arg(long)]
+    overlap_param_gather: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
