@@ -115,10 +115,17 @@ pub enum GemmPrecision {
     /// bf16/fp16 GEMMs.
     #[default]
     Bf16,
-    /// FP8 GEMMs with per-tensor scaling (Transformer Engine current or delayed scaling).
+    /// FP8 GEMMs with per-tensor current scaling (Transformer Engine's
+    /// `Float8CurrentScaling`): each tensor's amax is found before it is cast, one more read
+    /// of its 16-bit values.
     Fp8,
-    /// FP8 GEMMs with MX block scaling (one E8M0 scale per 32 values).
+    /// FP8 GEMMs with per-tensor MX block scaling (one E8M0 scale per 32 values), computed in
+    /// the cast itself.
     Mxfp8,
+    /// FP8 GEMMs with delayed scaling (Transformer Engine's `DelayedScaling`; Micikevicius et
+    /// al. 2022 §4.3): the scale comes from the amax history of earlier steps and the amax is
+    /// recorded during the cast, so no extra pass.
+    Fp8Delayed,
 }
 
 impl GemmPrecision {
@@ -126,8 +133,23 @@ impl GemmPrecision {
     pub fn cast_bytes(self) -> f64 {
         match self {
             GemmPrecision::Bf16 => 0.0,
-            GemmPrecision::Fp8 => 1.0,
+            GemmPrecision::Fp8 | GemmPrecision::Fp8Delayed => 1.0,
             GemmPrecision::Mxfp8 => 1.0 + 1.0 / 32.0,
+        }
+    }
+
+    /// Bytes read per cast element before the cast to find its scale: the 16-bit input again
+    /// (`input_bytes`) under current scaling, nothing otherwise.
+    ///
+    /// ```
+    /// use lmshape::memory::GemmPrecision;
+    /// assert_eq!(GemmPrecision::Fp8.scale_pass_bytes(2.0), 2.0);
+    /// assert_eq!(GemmPrecision::Fp8Delayed.scale_pass_bytes(2.0), 0.0);
+    /// ```
+    pub fn scale_pass_bytes(self, input_bytes: f64) -> f64 {
+        match self {
+            GemmPrecision::Fp8 => input_bytes,
+            _ => 0.0,
         }
     }
 
@@ -341,7 +363,7 @@ impl ActivationParts {
         let e32 = mul(32, e, A)?;
         let lin32 = match opts.gemm_precision {
             GemmPrecision::Bf16 => e32,
-            GemmPrecision::Fp8 => 32,
+            GemmPrecision::Fp8 | GemmPrecision::Fp8Delayed => 32,
             GemmPrecision::Mxfp8 => 33,
         };
         // Replicated over tp (split over tp with sequence parallelism): norm inputs (16 bits),

@@ -206,7 +206,7 @@ pub struct ClusterArgs {
     #[arg(long, value_name = "F", value_parser = positive)]
     pub software_efficiency: Option<f64>,
     /// Use the software efficiency fitted to the framework's measured runs (megatron-core:
-    /// 0.68 on GB200; megatron-deepspeed: 0.745 on A100) instead of the cluster's.
+    /// 0.69 on GB200; megatron-deepspeed: 0.745 on A100) instead of the cluster's.
     #[arg(long, conflicts_with = "software_efficiency")]
     pub calibrated_speed: bool,
     /// Overlap the data-parallel gradient reduction with the last backward pass.
@@ -284,10 +284,12 @@ pub fn zero_stage(s: &str) -> Result<lmshape::ZeroStage, String> {
 pub enum PrecisionArg {
     /// bf16 GEMMs.
     Bf16,
-    /// FP8 GEMMs with per-tensor scaling (Transformer Engine); needs an FP8 GPU.
+    /// FP8 GEMMs with per-tensor current scaling (Transformer Engine); needs an FP8 GPU.
     Fp8,
     /// FP8 GEMMs with MX block scaling (Blackwell).
     Mxfp8,
+    /// FP8 GEMMs with delayed scaling (amax history; no extra pass over each input).
+    Fp8Delayed,
 }
 
 impl From<PrecisionArg> for lmshape::memory::GemmPrecision {
@@ -296,6 +298,7 @@ impl From<PrecisionArg> for lmshape::memory::GemmPrecision {
             PrecisionArg::Bf16 => lmshape::memory::GemmPrecision::Bf16,
             PrecisionArg::Fp8 => lmshape::memory::GemmPrecision::Fp8,
             PrecisionArg::Mxfp8 => lmshape::memory::GemmPrecision::Mxfp8,
+            PrecisionArg::Fp8Delayed => lmshape::memory::GemmPrecision::Fp8Delayed,
         }
     }
 }
