@@ -641,3 +641,53 @@ proptest! {
         prop_assert!(time(&base, GemmPrecision::Fp8) <= t);
     }
 }
+
+/// Overlapping the all-to-all with the shared experts hides at most their GEMM time: the
+/// exposed all-to-all shrinks, nothing else moves, and without shared experts nothing changes.
+#[test]
+fn shared_expert_overlap_hides_all_to_all() {
+    use lmshape::model::Moe;
+    let dense = Transformer::new(
+        32000,
+        2048,
+        8,
+        16,
+        4,
+        128,
+        5632,
+        4096,
+        Architecture::llama(),
+    )
+    .unwrap();
+    let layout = ParallelLayout {
+        dp: 8,
+        ep: 8,
+        etp: Some(1),
+        micro_batch: 2,
+        global_batch: 32,
+        seq_len: 4096,
+        ..ParallelLayout::default()
+    };
+    let cluster = Cluster::reference_node(GpuSpec::h100_sxm());
+    let overlapped = Cluster {
+        overlap_shared_experts: true,
+        ..cluster.clone()
+    };
+    let timer = AnalyticalTimer::new(cluster.gpu.clone());
+    let run = |m: &Transformer, c: &Cluster| {
+        step::step_time(m, &layout, c, &timer, &StepOptions::default()).unwrap()
+    };
+    let shared = dense
+        .with_moe(Moe {
+            num_shared_experts: 2,
+            shared_ffn_size: 2 * 704,
+            ..Moe::routed(64, 6, 704)
+        })
+        .unwrap();
+    let (a, b) = (run(&shared, &cluster), run(&shared, &overlapped));
+    assert!(a.breakdown.all_to_all_seconds > 0.0);
+    assert!(b.breakdown.all_to_all_seconds < a.breakdown.all_to_all_seconds);
+    assert_eq!(a.breakdown.gemm_seconds, b.breakdown.gemm_seconds);
+    let routed = dense.with_moe(Moe::routed(64, 8, 704)).unwrap();
+    assert_eq!(run(&routed, &cluster), run(&routed, &overlapped));
+}

@@ -215,6 +215,9 @@ pub struct ClusterArgs {
     /// Overlap the distributed optimizer's weight all-gather with the next forward pass.
     #[arg(long)]
     pub overlap_param_gather: bool,
+    /// Overlap the mixture-of-experts all-to-all with the shared experts' GEMMs.
+    #[arg(long)]
+    pub shared_expert_overlap: bool,
 }
 
 impl ClusterArgs {
@@ -246,6 +249,7 @@ impl ClusterArgs {
         }
         c.overlap_dp_comm |= self.overlap_grad_reduce;
         c.overlap_param_gather |= self.overlap_param_gather;
+        c.overlap_shared_experts |= self.shared_expert_overlap;
         c
     }
 }

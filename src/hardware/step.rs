@@ -78,6 +78,10 @@ pub struct Cluster {
     /// (Megatron-Core `--overlap-param-gather`).
     #[serde(default)]
     pub overlap_param_gather: bool,
+    /// Overlap the mixture-of-experts all-to-all with the shared experts' GEMMs
+    /// (Megatron-Core `--moe-shared-expert-overlap`).
+    #[serde(default)]
+    pub overlap_shared_experts: bool,
 }
 
 /// The fields of a [`Cluster`] as they arrive from serde, before validation.
@@ -93,6 +97,8 @@ struct ClusterFields {
     overlap_dp_comm: bool,
     #[serde(default)]
     overlap_param_gather: bool,
+    #[serde(default)]
+    overlap_shared_experts: bool,
 }
 
 impl TryFrom<ClusterFields> for Cluster {
@@ -109,6 +115,7 @@ impl TryFrom<ClusterFields> for Cluster {
             software_efficiency: f.software_efficiency,
             overlap_dp_comm: f.overlap_dp_comm,
             overlap_param_gather: f.overlap_param_gather,
+            overlap_shared_experts: f.overlap_shared_experts,
         };
         c.validate()?;
         Ok(c)
@@ -156,6 +163,7 @@ impl Cluster {
             software_efficiency: 1.0,
             overlap_dp_comm: false,
             overlap_param_gather: false,
+            overlap_shared_experts: false,
         }
     }
 
@@ -424,8 +432,10 @@ pub enum GemmRole {
     AttentionCore,
     /// The mixture-of-experts router (16 bits).
     Router,
-    /// Routed experts, batched over the rank's local experts (grouped GEMM), or shared experts.
+    /// Routed experts, batched over the rank's local experts (grouped GEMM).
     Expert,
+    /// Shared experts (a dense MLP every token uses).
+    SharedExpert,
 }
 
 /// The forward GEMMs of one layer for one micro-batch on one rank, in order (at most twelve:
@@ -539,7 +549,7 @@ fn variant_gemms(
     };
     let ctx = attended_keys(model, layout, opts, variant);
     let mut list = LayerGemms::new();
-    use GemmRole::{AttentionCore, Expert, Linear, Router};
+    use GemmRole::{AttentionCore, Expert, Linear, Router, SharedExpert};
     // Attention: projections, core, output.
     let (q_width, qk_dim, v_dim) = match &model.attention {
         crate::model::Attention::Standard => {
@@ -599,8 +609,8 @@ fn variant_gemms(
             list.push(g(te, d, x.width, batch, linear), Expert)?;
             let fs = moe.shared_ffn_size / t;
             if fs > 0 {
-                list.push(g(tokens, gated * fs, d, 1, linear), Expert)?;
-                list.push(g(tokens, d, fs, 1, linear), Expert)?;
+                list.push(g(tokens, gated * fs, d, 1, linear), SharedExpert)?;
+                list.push(g(tokens, d, fs, 1, linear), SharedExpert)?;
             }
             Ok((list, Some(x)))
         }
@@ -628,7 +638,8 @@ fn variant_gemms(
 ///   back), the router's fp32 softmax, the experts' activation; the expert block's
 ///   tensor-parallel collective over `etp` in place of the MLP's over `tp`; four all-to-alls
 ///   (dispatch and combine, forward and backward; two more under full recomputation) of
-///   `T_r·k·h` elements, of which `(ep − 1)/ep` leave the GPU.
+///   `T_r·k·h` elements, of which `(ep − 1)/ep` leave the GPU, optionally overlapped with the
+///   shared experts ([`Cluster::overlap_shared_experts`]).
 fn variant_times(
     model: &Transformer,
     layout: &ParallelLayout,
@@ -639,14 +650,18 @@ fn variant_times(
 ) -> Result<LayerTimes> {
     let (list, experts) = variant_gemms(model, layout, opts, variant)?;
     let (mut fwd, mut bwd, mut core_fwd, mut linear_inputs) = (0.0, 0.0, 0.0, 0.0);
+    let mut shared_fwd = 0.0;
     for (gemm, role) in list.as_slice() {
         let f = timed(timer, gemm)?;
         fwd += f;
         bwd += timed(timer, &gemm.data_grad())? + timed(timer, &gemm.weight_grad())?;
         match role {
             GemmRole::AttentionCore => core_fwd += f,
-            GemmRole::Linear | GemmRole::Expert => {
-                linear_inputs += gemm.m as f64 * gemm.k as f64 * gemm.batch as f64
+            GemmRole::Linear | GemmRole::Expert | GemmRole::SharedExpert => {
+                linear_inputs += gemm.m as f64 * gemm.k as f64 * gemm.batch as f64;
+                if *role == GemmRole::SharedExpert {
+                    shared_fwd += f;
+                }
             }
             GemmRole::Router => {}
         }
@@ -725,7 +740,16 @@ fn variant_times(
     let passes = if full { 3.0 } else { 2.0 };
     let ar = |ranks: u64| cluster.ring_seconds(2.0, sf * bf * h * e, ranks, 1);
     let a2a = if a2a_elements > 0.0 {
-        passes * 2.0 * all_to_all_seconds(cluster, layout, a2a_elements * e)
+        // Dispatch and combine, per pass. With the overlap they run beside the shared experts'
+        // GEMMs of the same pass (backward: twice the forward's work) and only the excess
+        // shows (Megatron-Core `--moe-shared-expert-overlap`).
+        let per_pass = 2.0 * all_to_all_seconds(cluster, layout, a2a_elements * e);
+        let shared = if cluster.overlap_shared_experts {
+            shared_fwd
+        } else {
+            0.0
+        };
+        (passes - 1.0) * (per_pass - shared).max(0.0) + (per_pass - 2.0 * shared).max(0.0)
     } else {
         0.0
     };
