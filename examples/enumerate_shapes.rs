@@ -213,13 +213,9 @@ fn list_moe(args: &Cli, space: ShapeSpace) {
         let out: Vec<_> = shapes
             .iter()
             .take(limit)
-            .map(|(m, loss)| {
-                let e = m
-                    .shape
-                    .model
-                    .moe
-                    .unwrap_or(lmshape::model::Moe::routed(1, 1, 1));
-                json!({
+            .filter_map(|(m, loss)| {
+                let e = m.shape.model.moe?;
+                Some(json!({
                     "num_layers": m.shape.model.num_layers,
                     "hidden_size": m.shape.model.hidden_size,
                     "num_heads": m.shape.model.num_heads,
@@ -234,7 +230,7 @@ fn list_moe(args: &Cli, space: ShapeSpace) {
                     "active_params": m.active_params,
                     "active_non_embedding_params": m.active_non_embedding_params,
                     "predicted_loss": loss,
-                })
+                }))
             })
             .collect();
         outln!("{}", serde_json::to_string_pretty(&out).unwrap());
@@ -271,11 +267,9 @@ fn list_moe(args: &Cli, space: ShapeSpace) {
         "loss"
     );
     for (m, loss) in shapes.iter().take(limit.min(40)) {
-        let e = m
-            .shape
-            .model
-            .moe
-            .unwrap_or(lmshape::model::Moe::routed(1, 1, 1));
+        let Some(e) = m.shape.model.moe else {
+            continue;
+        };
         outln!(
             "{:>6} {:>6} {:>5} {:>4} {:>3} {:>6} {:>6} {:>3} {:>9} {:>9} {:>8.4}",
             m.shape.model.num_layers,

@@ -656,12 +656,7 @@ fn report_moe(req: &PlanRequest, m: &lmshape::plan::MoePlan, top: usize) {
             c.predicted_loss
         );
     }
-    if let Some(c) = best.first() {
-        let e = c
-            .shape
-            .model
-            .moe
-            .unwrap_or(lmshape::model::Moe::routed(1, 1, 1));
+    if let Some((c, e)) = best.first().and_then(|c| c.shape.model.moe.map(|e| (c, e))) {
         outln!(
             "\n== mixture-of-experts pick: {} layers × {} hidden, {} experts of {} ({} routed + {} shared per token): {} total, {} active params, on tp {} × ep {} × pp {} × dp {}: {:.1} TFLOP/s per GPU, {} tokens in {:.0} days; {} on the device per GPU under {}: {}",
             c.shape.model.num_layers,

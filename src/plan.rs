@@ -763,6 +763,26 @@ struct Tally {
     evaluated: u64,
 }
 
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            candidates: Vec::new(),
+            rejected_shapes: Vec::new(),
+            counts: [0; RejectReason::ALL.len()],
+            shapes: 0,
+            evaluated: 0,
+        }
+    }
+
+    /// Rejections per reason, in [`RejectReason::ALL`]'s order.
+    fn rejection_counts(&self) -> Vec<(RejectReason, u64)> {
+        RejectReason::ALL
+            .into_iter()
+            .map(|r| (r, self.counts[r as usize]))
+            .collect()
+    }
+}
+
 /// What every (shape, layout) is evaluated against.
 struct Walk<'a> {
     req: &'a PlanRequest,
@@ -984,13 +1004,7 @@ pub fn plan(req: &PlanRequest, timer: &dyn GemmTimer) -> Result<Plan> {
         memory_bytes: (req.cluster.gpu.memory_bytes as f64 * req.memory_fraction) as u64,
         moe_law: None,
     };
-    let mut tally = Tally {
-        candidates: Vec::new(),
-        rejected_shapes: Vec::new(),
-        counts: [0; RejectReason::ALL.len()],
-        shapes: 0,
-        evaluated: 0,
-    };
+    let mut tally = Tally::new();
     for shape in space.iter()? {
         evaluate_shape(&walk, shape, &mut tally);
     }
@@ -1015,6 +1029,7 @@ pub fn plan(req: &PlanRequest, timer: &dyn GemmTimer) -> Result<Plan> {
         }
         None => None,
     };
+    let rejection_counts = tally.rejection_counts();
     Ok(Plan {
         budget,
         bounds,
@@ -1025,10 +1040,7 @@ pub fn plan(req: &PlanRequest, timer: &dyn GemmTimer) -> Result<Plan> {
         evaluated: tally.evaluated,
         candidates: tally.candidates,
         rejected_shapes: tally.rejected_shapes,
-        rejection_counts: RejectReason::ALL
-            .into_iter()
-            .map(|r| (r, tally.counts[r as usize]))
-            .collect(),
+        rejection_counts,
         invalid_layouts: layouts
             .invalid
             .into_iter()
@@ -1073,13 +1085,7 @@ fn plan_moe(
         layout_space.template.etp = Some(1);
         layouts.extend(layout_space.enumerate()?.valid);
     }
-    let mut tally = Tally {
-        candidates: Vec::new(),
-        rejected_shapes: Vec::new(),
-        counts: [0; RejectReason::ALL.len()],
-        shapes: 0,
-        evaluated: 0,
-    };
+    let mut tally = Tally::new();
     let mut targets = Vec::new();
     let space = crate::search::MoeSpace {
         num_experts: search.num_experts.clone(),
@@ -1119,15 +1125,13 @@ fn plan_moe(
         }
     }
     rank_by_loss(&mut tally.candidates);
+    let rejection_counts = tally.rejection_counts();
     Ok(MoePlan {
         targets,
         backbones: backbones.len() as u64,
         shapes: tally.shapes,
         evaluated: tally.evaluated,
         candidates: tally.candidates,
-        rejection_counts: RejectReason::ALL
-            .into_iter()
-            .map(|r| (r, tally.counts[r as usize]))
-            .collect(),
+        rejection_counts,
     })
 }
