@@ -19,7 +19,7 @@ mod common;
 
 use clap::{Parser, ValueEnum};
 use common::cli::{ClusterArgs, FamilyArgs, count, non_negative, positive_count};
-use common::{or_die, si};
+use common::{MOE_SHAPE_HEADER, moe_shape_columns, or_die, si};
 use lmshape::heuristics;
 use lmshape::search::{self, FfnRule, KvHeads, ShapeSpace, SortKey};
 use serde_json::json;
@@ -253,32 +253,18 @@ fn list_moe(args: &Cli, space: ShapeSpace) {
         return;
     }
     outln!(
-        "{:>6} {:>6} {:>5} {:>4} {:>3} {:>6} {:>6} {:>3} {:>9} {:>9} {:>8}",
-        "layers",
-        "hidden",
-        "heads",
-        "E",
-        "k",
-        "width",
-        "shared",
+        "{MOE_SHAPE_HEADER} {:>3} {:>9} {:>9} {:>8}",
         "G",
         "total",
         "active",
         "loss"
     );
     for (m, loss) in shapes.iter().take(limit.min(40)) {
-        let Some(e) = m.shape.model.moe else {
+        let Some(shape) = moe_shape_columns(&m.shape.model) else {
             continue;
         };
         outln!(
-            "{:>6} {:>6} {:>5} {:>4} {:>3} {:>6} {:>6} {:>3} {:>9} {:>9} {:>8.4}",
-            m.shape.model.num_layers,
-            m.shape.model.hidden_size,
-            m.shape.model.num_heads,
-            e.num_experts,
-            e.top_k,
-            e.expert_ffn_size,
-            e.num_shared_experts,
+            "{shape} {:>3} {:>9} {:>9} {:>8.4}",
             m.granularity,
             si(m.shape.params as f64),
             si(m.active_params as f64),

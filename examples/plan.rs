@@ -23,7 +23,7 @@ use common::cli::{
     ClusterArgs, FamilyArgs, PrecisionArg, RecomputeArg, SetupArgs, count, fraction, non_negative,
     parse_with_defaults, positive, positive_count, share, usage_error, zero_stage,
 };
-use common::{die, gib, or_die, si};
+use common::{MOE_SHAPE_HEADER, die, gib, moe_shape_columns, or_die, si};
 use lmshape::ZeroStage;
 use lmshape::hardware::{AnalyticalTimer, GemmTimer, Missing, TableTimer};
 use lmshape::parallel::EmbeddingSlots;
@@ -612,15 +612,8 @@ fn report_moe(req: &PlanRequest, m: &lmshape::plan::MoePlan, top: usize) {
         return;
     }
     outln!(
-        "{:>3} {:>6} {:>6} {:>5} {:>4} {:>3} {:>6} {:>6} {:>3} {:>3} {:>4} {:>5} {:>9} {:>9} {:>13} {:>11} {:>9} {:>8}",
+        "{:>3} {MOE_SHAPE_HEADER} {:>3} {:>3} {:>4} {:>5} {:>9} {:>9} {:>13} {:>11} {:>9} {:>8}",
         "#",
-        "layers",
-        "hidden",
-        "heads",
-        "E",
-        "k",
-        "width",
-        "shared",
         "tp",
         "ep",
         "pp",
@@ -633,17 +626,12 @@ fn report_moe(req: &PlanRequest, m: &lmshape::plan::MoePlan, top: usize) {
         "loss"
     );
     for (i, c) in best.iter().take(top).enumerate() {
-        let Some(e) = c.shape.model.moe else { continue };
+        let Some(shape) = moe_shape_columns(&c.shape.model) else {
+            continue;
+        };
         outln!(
-            "{:>3} {:>6} {:>6} {:>5} {:>4} {:>3} {:>6} {:>6} {:>3} {:>3} {:>4} {:>5} {:>9} {:>9} {:>13} {:>11.1} {:>9} {:>8.4}",
+            "{:>3} {shape} {:>3} {:>3} {:>4} {:>5} {:>9} {:>9} {:>13} {:>11.1} {:>9} {:>8.4}",
             i + 1,
-            c.shape.model.num_layers,
-            c.shape.model.hidden_size,
-            c.shape.model.num_heads,
-            e.num_experts,
-            e.top_k,
-            e.expert_ffn_size,
-            e.num_shared_experts,
             c.layout.tp,
             c.layout.ep,
             c.layout.pp,

@@ -1,4 +1,5 @@
-//! Predict a training step: seconds, TFLOP/s per GPU (Megatron eq. 3 accounting), MFU, tokens
+//! Predict a training step: seconds, TFLOP/s per GPU (every matmul with the layout's
+//! recomputation: Megatron-LM eq. 3 for GPT-style models), MFU, tokens
 //! per second and days for a token budget, with a breakdown, and whether the layout fits in
 //! the GPU's memory.
 //!
@@ -240,7 +241,7 @@ fn main() {
         }
     );
     outln!(
-        "step {:.2} s, {:.1} TFLOP/s per GPU (Megatron eq. 3), MFU {:.1}%, {:.0} tokens/s, {:.1} days for {} tokens{}",
+        "step {:.2} s, {:.1} TFLOP/s per GPU (matmul count, eq. 3 for GPT-style), MFU {:.1}%, {:.0} tokens/s, {:.1} days for {} tokens{}",
         s.step_seconds,
         s.tflops_per_gpu,
         s.mfu * 100.0,

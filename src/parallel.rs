@@ -356,6 +356,8 @@ impl Routing {
         match self {
             Routing::Dropless => Ok(balanced),
             Routing::Capacity { factor } => {
+                // A factor of 1 is the balanced count itself, exact in integers (the float
+                // product below rounds counts above 2^53).
                 if factor.get() == 1.0 {
                     return Ok(balanced);
                 }

@@ -238,6 +238,20 @@ impl Cluster {
         raw * self.collective_efficiency
     }
 
+    /// How many of a group's `ranks` GPUs, `stride` apart in the global rank order, share one
+    /// node (or NVLink domain): `min(ranks, node / stride)`, at least 1. The group stays on
+    /// NVLink when this is `ranks`.
+    ///
+    /// ```
+    /// use lmshape::hardware::step::Cluster;
+    /// let c = Cluster::selene(); // 8 GPUs per node
+    /// assert_eq!(c.ranks_per_node(16, 2), 4); // data parallelism beside tp 2
+    /// assert_eq!(c.ranks_per_node(4, 16), 1); // a group wider apart than a node
+    /// ```
+    pub fn ranks_per_node(&self, ranks: u64, stride: u64) -> u64 {
+        (self.gpus_per_node / stride.max(1)).clamp(1, ranks.max(1))
+    }
+
     /// Seconds of a ring collective over `ranks` GPUs whose ranks are `stride` apart in the
     /// global rank order (tensor parallelism innermost, then data parallelism: Megatron-Core's
     /// `tp-cp-ep-dp-pp`), each GPU holding `bytes`: `passes = 2` for an all-reduce
@@ -264,7 +278,7 @@ impl Cluster {
             return 0.0;
         }
         let n = ranks as f64;
-        let g = (self.gpus_per_node / stride.max(1)).clamp(1, ranks);
+        let g = self.ranks_per_node(ranks, stride);
         let intra = if g > 1 {
             (g - 1) as f64 / g as f64 * bytes / self.link_bytes_per_s(true)
         } else {
@@ -765,7 +779,7 @@ fn variant_times(
 
 /// Exposed context-parallel communication of one layer for one micro-batch (`passes` = 2
 /// forward-equivalents, 3 with full recomputation). The group's ranks are `tp` apart, on
-/// NVLink when `tp · cp` fits a node.
+/// NVLink when the group fits a node ([`Cluster::ranks_per_node`]).
 ///
 /// * **Ring** ([`crate::parallel::CpComm::P2p`]; Liu et al. 2023): `cp − 1` sends of the
 ///   rank's key/value chunk (`s/cp · b` tokens of `2·kv·hd/tp`, or with latent attention the
@@ -802,8 +816,7 @@ fn context_parallel_seconds(
             heads * (mla.qk_nope_head_dim + mla.qk_rope_head_dim + mla.v_head_dim) as f64,
         ),
     };
-    let intra = t.saturating_mul(cp) <= cluster.gpus_per_node;
-    let link = cluster.link_bytes_per_s(intra);
+    let link = cluster.link_bytes_per_s(cluster.ranks_per_node(cp, t) == cp);
     let lat = cluster.collective_latency_seconds;
     let c = cp as f64;
     Ok(match layout.cp_comm {
@@ -829,7 +842,7 @@ fn all_to_all_seconds(cluster: &Cluster, layout: &ParallelLayout, bytes: f64) ->
     if ep <= 1 {
         return 0.0;
     }
-    let in_node = (cluster.gpus_per_node / layout.expert_tp()).clamp(1, ep);
+    let in_node = cluster.ranks_per_node(ep, layout.expert_tp());
     let share = bytes / ep as f64;
     let nvlink = share * (in_node - 1) as f64 / cluster.link_bytes_per_s(true);
     let network = share * (ep - in_node) as f64 / cluster.link_bytes_per_s(false);
@@ -1072,9 +1085,8 @@ fn slowest_stage(
 
 /// Point-to-point sends per micro-batch between stages: the activation forward and its
 /// gradient backward, `sbh/t` bytes with Megatron-LM's scatter/gather (Narayanan et al. 2021
-/// §4.1; `s/cp` tokens under context parallelism), over NVLink when the whole job sits in one
-/// node; the interleaved schedule sends
-/// at every model chunk's boundary, `v` times as often (§2.2.2: "the amount of communication
+/// §4.1; `s/cp` tokens under context parallelism), over NVLink when the whole pipeline group
+/// sits in one node; the interleaved schedule sends at every model chunk's boundary, `v` times as often (§2.2.2: "the amount of communication
 /// also increases by v").
 fn p2p_seconds(
     model: &Transformer,
@@ -1091,7 +1103,11 @@ fn p2p_seconds(
         * opts.dtype.bytes() as f64;
     let bytes = sbh_bytes / layout.tp as f64;
     // Neighbouring stages are `tp · cp · dp` ranks apart (pipeline outermost).
-    let intra = layout.gpus().is_ok_and(|g| g <= cluster.gpus_per_node);
+    let stride = layout
+        .tp
+        .saturating_mul(layout.cp)
+        .saturating_mul(layout.dp);
+    let intra = cluster.ranks_per_node(layout.pp, stride) == layout.pp;
     let v = layout.virtual_stages() as f64;
     2.0 * v * (bytes / cluster.link_bytes_per_s(intra) + cluster.collective_latency_seconds)
 }
@@ -1259,7 +1275,8 @@ pub struct MeasuredRun {
     pub model: Transformer,
     /// Its layout.
     pub layout: ParallelLayout,
-    /// Measured TFLOP/s per GPU (Megatron eq. 3 accounting).
+    /// Measured TFLOP/s per GPU in [`StepTime::tflops_per_gpu`]'s accounting (every matmul with
+    /// the layout's recomputation; Megatron-LM eq. 3 for GPT-style models).
     pub tflops_per_gpu: f64,
 }
 
