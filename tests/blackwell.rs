@@ -1,8 +1,9 @@
 //! Megatron-Core on Blackwell: the step model against measured runs — four layouts of a
 //! truncated Llama-3-70B on 8 B200 (`megatron_core_b200_llama3_70b_l12.json`) and NVIDIA's
 //! published GB200 throughput of dense and mixture-of-experts models
-//! (`megatron_bridge_gb200.json`). One software efficiency is fitted on the dense runs and
-//! graded leave-one-out; the mixture-of-experts runs are then predicted with it, untouched.
+//! (`megatron_bridge_gb200.json`). One software efficiency is fitted per cluster on its dense
+//! runs and graded leave-one-out; the GB200 mixture-of-experts runs are then predicted with the
+//! GB200 factor, untouched.
 
 mod common;
 
