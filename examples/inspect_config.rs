@@ -47,9 +47,11 @@ struct Cli {
     layout: LayoutArgs,
     #[command(flatten)]
     setup: SetupArgs,
-    /// Bytes per parameter of the model states: 16 (2+2+4+8) or 18 (fp32 gradients).
-    #[arg(long, value_name = "B", default_value_t = 18, value_parser = bytes_per_param)]
-    bytes_per_param: u64,
+    /// Bytes per parameter of the model states: 16 (2+2+4+8) or 18 (fp32 gradients)
+    /// [default: the framework's: 18 for megatron-core and fsdp, DeepSpeed's 2+2+(4+4+8)/dp
+    /// for megatron-deepspeed and deepspeed].
+    #[arg(long, value_name = "B", value_parser = bytes_per_param)]
+    bytes_per_param: Option<u64>,
     /// GPU to check the device figure against (fits / tight / out of memory).
     #[arg(long, value_name = "NAME", value_parser = common::cli::GpuParser)]
     gpu: Option<lmshape::hardware::GpuSpec>,
@@ -106,29 +108,22 @@ fn main() {
     let mut report = or_die(Report::new(&model, seq, args.include_mtp));
     report.seq_is_default = args.seq_len.is_none();
     let mut layout = args.layout.layout(seq);
+    let profile = memory::FrameworkProfile::of(args.setup.framework);
+    let mut opts = profile.memory_options(&args.setup.memory_options(MemoryOptions::default()));
+    match args.bytes_per_param {
+        Some(16) => opts.precision = Precision::MIXED_16,
+        Some(_) => opts.precision = Precision::MIXED_18,
+        None => {}
+    }
     if args.layout.recompute == common::cli::RecomputeArg::Auto {
         let capacity = args.gpu.as_ref().map_or(u64::MAX, |g| g.memory_bytes);
         layout.recompute = or_die(memory::least_recompute(
-            &model,
-            &layout,
-            &args.setup.memory_options(MemoryOptions::default()),
-            &memory::FrameworkProfile::of(args.setup.framework),
-            capacity,
-            0.9,
+            &model, &layout, &opts, &profile, capacity, 0.9,
         ))
         .map_or(Recompute::Full, |(rc, _)| rc);
     }
-    let opts = args.setup.memory_options(MemoryOptions {
-        precision: if args.bytes_per_param == 16 {
-            Precision::MIXED_16
-        } else {
-            Precision::MIXED_18
-        },
-        ..MemoryOptions::default()
-    });
     report.layout = layout;
     let training = or_die(memory::training_memory(&model, &layout, &opts));
-    let profile = memory::FrameworkProfile::of(args.setup.framework);
     let layer = or_die(lmshape::params::layer_params_on_rank(&model, layout.tp)).total_params();
     let device = |t: &lmshape::TrainingMemory| or_die(profile.device(t, layer));
     report.device = Some(DeviceReport {
@@ -174,8 +169,9 @@ struct DeviceReport {
 }
 
 impl Report {
-    /// Per-stage stacked bars — weights, gradients, optimizer states, activations, framework
-    /// buffers, allocator, runtime — with the card's capacity as a line when a GPU is given.
+    /// Per-stage stacked bars — weights, gradients, optimizer states, activations, transient
+    /// buffers at the peak moment, framework buffers, allocator, runtime — with the card's
+    /// capacity as a line when a GPU is given.
     fn write_svg(&self, path: &str) -> Result<(), Box<dyn std::error::Error>> {
         use plotters::prelude::*;
         let (Some(t), Some(d)) = (&self.training, &self.device) else {
@@ -198,6 +194,11 @@ impl Report {
                 ("gradients", gib(m.gradients_bytes), CYAN),
                 ("optimizer states", gib(m.optimizer_bytes), GREEN),
                 ("activations", gib(m.activations_bytes), YELLOW),
+                (
+                    "transient buffers",
+                    gib(m.transient_bytes),
+                    RGBColor(255, 140, 0),
+                ),
                 (
                     "framework buffers",
                     gib(dev.allocated_bytes.saturating_sub(m.total_bytes)),
@@ -435,6 +436,8 @@ impl Report {
                     "optimizer_bytes": t.peak.optimizer_bytes,
                     "activations_bytes": t.peak.activations_bytes,
                     "logits_bytes": t.peak.logits_bytes,
+                    "transient_bytes": t.peak.transient_bytes,
+                    "peak_moment": t.peak.peak_moment,
                     "total_bytes": t.peak.total_bytes,
                     "stage": t.peak.stage,
                     "params_on_rank": t.peak.params_on_rank,
@@ -445,6 +448,7 @@ impl Report {
                         "gradients_bytes": t.peak.gradients_bytes,
                         "optimizer_bytes": t.peak.optimizer_bytes,
                         "activations_bytes": t.peak.activations_bytes,
+                        "transient_bytes": t.peak.transient_bytes,
                         "experts_bytes": t.peak.experts_bytes,
                     },
                 },
@@ -664,12 +668,13 @@ impl Report {
                 l.recompute
             );
             outln!(
-                "  {:<10}{:>18}{:>18}{:>18}{:>18}{:>18}",
+                "  {:<10}{:>18}{:>18}{:>18}{:>18}{:>18}{:>18}  peak moment",
                 "stage",
                 "weights",
                 "gradients",
                 "optimizer",
                 "activations",
+                "transient",
                 "total"
             );
             let mut shown = Vec::new();
@@ -679,13 +684,15 @@ impl Report {
                 }
                 shown.push(s.stage);
                 outln!(
-                    "  {:<10}{:>18}{:>18}{:>18}{:>18}{:>18}",
+                    "  {:<10}{:>18}{:>18}{:>18}{:>18}{:>18}{:>18}  {}",
                     s.stage.to_string(),
                     gib(s.weights_bytes),
                     gib(s.gradients_bytes),
                     gib(s.optimizer_bytes),
                     gib(s.activations_bytes),
-                    gib(s.total_bytes)
+                    gib(s.transient_bytes),
+                    gib(s.total_bytes),
+                    s.peak_moment
                 );
             }
             outln!(

@@ -149,13 +149,14 @@ fn main() {
     };
     let timer = AnalyticalTimer::new(cluster.gpu.clone());
     let profile = lmshape::memory::FrameworkProfile::of(args.setup.framework);
+    let memory_opts = profile.memory_options(&opts.memory);
     if args.layout.recompute == common::cli::RecomputeArg::Auto {
         // The least recomputation whose device figure fits 90% of the card (full when none
         // does, and the verdict below says so).
         layout.recompute = or_die(lmshape::memory::least_recompute(
             &model,
             &layout,
-            &opts.memory,
+            &memory_opts,
             &profile,
             cluster.gpu.memory_bytes,
             0.9,
@@ -165,7 +166,7 @@ fn main() {
     let memory = or_die(lmshape::memory::training_memory(
         &model,
         &layout,
-        &opts.memory,
+        &memory_opts,
     ));
     let layer = or_die(lmshape::params::layer_params_on_rank(&model, layout.tp)).total_params();
     let device = or_die(profile.most_loaded(&memory, layer));

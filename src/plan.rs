@@ -858,12 +858,14 @@ fn evaluate_precision(
         ..req.step_options
     };
     let profile = FrameworkProfile::of(req.framework);
+    // The memory estimate counts the framework's bytes per parameter.
+    let memory_opts = profile.memory_options(&opts.memory);
     let mut layout = layout;
     if req.recompute_auto {
         match memory::least_recompute(
             model,
             &layout,
-            &opts.memory,
+            &memory_opts,
             &profile,
             req.cluster.gpu.memory_bytes,
             req.memory_fraction,
@@ -872,7 +874,7 @@ fn evaluate_precision(
             None => return Ok(Err((RejectReason::DoesNotFit, 0.0))),
         }
     }
-    let mem = memory::training_memory(model, &layout, &opts.memory)?;
+    let mem = memory::training_memory(model, &layout, &memory_opts)?;
     let layer = crate::params::layer_params_on_rank(model, layout.tp)?.total_params();
     let device = profile.most_loaded(&mem, layer)?;
     if device.device_bytes > walk.memory_bytes {

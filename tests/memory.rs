@@ -376,7 +376,7 @@ proptest! {
     #[test]
     fn parts_add_up(m in model(), l in layout(), o in opts()) {
         for s in [memory::training_memory(&m, &l, &o).unwrap()].iter().flat_map(|r| [r.first, r.middle, r.last, r.peak]) {
-            prop_assert_eq!(s.weights_bytes + s.gradients_bytes + s.optimizer_bytes + s.activations_bytes + o.overhead_bytes, s.total_bytes);
+            prop_assert_eq!(s.weights_bytes + s.gradients_bytes + s.optimizer_bytes + s.activations_bytes + s.transient_bytes + o.overhead_bytes, s.total_bytes);
         }
     }
 
@@ -406,10 +406,10 @@ proptest! {
 }
 
 /// BigScience's measured peak memory (`max_gpu_memory_gb` of `bloom_throughput_tp8.json`, A100
-/// 80GB, Megatron-DeepSpeed with ZeRO stage 1, bf16, full recomputation). Our estimate leaves
-/// out the allocator's reserve and fragmentation, DeepSpeed's gradient and communication
-/// buckets and the CUDA context, so it must stay below every measured peak, and not by more
-/// than a third of it (measured: 9–30% above the estimate).
+/// 80GB, Megatron-DeepSpeed with ZeRO stage 1, bf16, full recomputation). The allocated
+/// estimate with the default 18-byte counts leaves out the allocator's reserve and
+/// fragmentation and the CUDA context, so it must stay below every measured peak, and not by
+/// more than a third of it (measured: 8–29% above the estimate).
 #[test]
 fn estimate_brackets_measured_bigscience_peaks() {
     let mut n = 0;
@@ -593,11 +593,10 @@ fn llama3_405b_uneven_pipeline() {
     );
 }
 
-/// BigScience's nine measured peaks (A100 80GB, Megatron-DeepSpeed with ZeRO-1): the device
-/// figure `reserved_factor · allocated + runtime` with the factor fitted leave-one-out. Each
-/// held-out row lands within ±11% (seven within ±10%; the two rows at dp 1–2 of the 14400
-/// hidden model sit at −10.3% and −10.5%: one factor does not capture how their gap shrinks
-/// with data parallelism); the profile's constant is the all-rows fit.
+/// BigScience's nine measured peaks (A100 80GB, Megatron-DeepSpeed with ZeRO-1, the
+/// framework's byte counts): the device figure `reserved_factor · allocated + runtime` with the
+/// factor fitted leave-one-out. Each held-out row lands within ±10% (measured: −7.5% to
+/// +6.0%); the profile's constant is the all-rows fit.
 #[test]
 fn megatron_deepspeed_device_figure_out_of_sample() {
     use lmshape::memory::{Framework, FrameworkProfile};
@@ -611,10 +610,15 @@ fn megatron_deepspeed_device_figure_out_of_sample() {
                 zero: ZeroStage::OptimizerStates,
                 ..row.layout
             };
-            let est = memory::training_memory(&row.model, &layout, &MemoryOptions::default())
+            let opts = MemoryOptions {
+                precision: Framework::MegatronDeepspeed.precision(),
+                ..MemoryOptions::default()
+            };
+            let report = memory::training_memory(&row.model, &layout, &opts).unwrap();
+            let layer = lmshape::params::layer_params_on_rank(&row.model, layout.tp)
                 .unwrap()
-                .peak
-                .total_bytes as f64;
+                .total_params();
+            let est = profile.most_loaded(&report, layer).unwrap().allocated_bytes as f64;
             Some((gb * 1e9, est))
         })
         .collect();
@@ -651,12 +655,7 @@ fn megatron_deepspeed_device_figure_out_of_sample() {
         pct(&held_out)
     );
     assert!(
-        held_out.iter().all(|e| e.abs() < 0.11),
-        "{:?}",
-        pct(&held_out)
-    );
-    assert!(
-        held_out.iter().filter(|e| e.abs() < 0.10).count() >= 7,
+        held_out.iter().all(|e| e.abs() < 0.10),
         "{:?}",
         pct(&held_out)
     );
@@ -698,7 +697,7 @@ fn megatron_core_b200_allocated_and_reserved() {
             gib(d.reserved_bytes),
             er * 100.0
         );
-        assert!(ea.abs() < 0.035, "allocated {ea}");
+        assert!(ea.abs() < 0.03, "allocated {ea}");
         // The reserved factor is the runs' median (1.03); the pipelined run reserved 1.065×.
         assert!(er.abs() < 0.07, "reserved {er}");
         assert!(d.reserved_bytes >= d.allocated_bytes && d.device_bytes >= d.reserved_bytes);
@@ -969,4 +968,70 @@ fn fp8_keeps_linear_inputs_in_one_byte() {
         bytes(GemmPrecision::Mxfp8) - bytes(GemmPrecision::Fp8),
         7 * sbh / 32
     );
+}
+
+/// A small model with a large vocabulary peaks, on its first stage, at the embedding's
+/// backward: BLOOM-560M (vocabulary 250,880, width 1024, an embedding norm of `2h`; published
+/// counts) under full recomputation holds little, and the embedding's dense 16-bit gradient
+/// is `2 · (250880 · 1024 + 2 · 1024)` bytes.
+#[test]
+fn embedding_gradient_peaks_the_first_stage_of_a_large_vocabulary() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/configs/bloom-560m.json"
+    ))
+    .unwrap();
+    let m = from_hf_config_str(&text).unwrap();
+    let layout = ParallelLayout {
+        pp: 2,
+        global_batch: 8,
+        seq_len: 2048,
+        recompute: Recompute::Full,
+        ..ParallelLayout::default()
+    };
+    let opts = MemoryOptions {
+        attention: AttentionKernel::Flash,
+        dropout: false,
+        ..MemoryOptions::default()
+    };
+    let r = memory::training_memory(&m, &layout, &opts).unwrap();
+    assert_eq!(r.first.peak_moment, memory::PeakMoment::EmbeddingBackward);
+    assert_eq!(r.first.transient_bytes, 2 * (250_880 * 1024 + 2 * 1024));
+    // One micro-batch fewer is held: one layer input per layer of the stage, in flight 2 − 1.
+    assert_eq!(r.first.activations_bytes, 12 * 2 * 2048 * 1024);
+    assert_eq!(r.last.peak_moment, memory::PeakMoment::Backward);
+}
+
+/// The last stage's logits gradient is cast to 16 bits beside the fp32 one: doubling the
+/// vocabulary of a Llama-style model at tp 2 raises the last stage's transient bytes by
+/// exactly `2 · s · b · ΔV / t`, and its held logits by twice that.
+#[test]
+fn logits_gradient_copy_is_two_bytes_per_logit() {
+    let config = |vocab: u64| {
+        format!(
+            r#"{{"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008,
+            "num_attention_heads": 32, "num_key_value_heads": 32, "num_hidden_layers": 8,
+            "vocab_size": {vocab}, "max_position_embeddings": 4096}}"#
+        )
+    };
+    let layout = ParallelLayout {
+        tp: 2,
+        pp: 2,
+        micro_batch: 2,
+        global_batch: 8,
+        seq_len: 4096,
+        sequence_parallel: true,
+        ..ParallelLayout::default()
+    };
+    let last = |vocab| {
+        let m = from_hf_config_str(&config(vocab)).unwrap();
+        memory::training_memory(&m, &layout, &MemoryOptions::default())
+            .unwrap()
+            .last
+    };
+    let (small, large) = (last(32_000), last(64_000));
+    assert_eq!(small.peak_moment, memory::PeakMoment::Backward);
+    let extra = 2 * 4096 * 2 * 32_000 / 2;
+    assert_eq!(large.transient_bytes - small.transient_bytes, extra);
+    assert_eq!(large.logits_bytes - small.logits_bytes, 2 * extra);
 }

@@ -40,7 +40,8 @@ fn reference_plan_recommendation_is_feasible() {
     best.layout.validate(&model).unwrap();
     assert_eq!(best.layout.gpus().unwrap(), 384);
     assert!(best.layout.tp <= 8);
-    let mem = memory::training_memory(&model, &best.layout, &req.step_options.memory).unwrap();
+    let opts = memory::FrameworkProfile::of(req.framework).memory_options(&req.step_options.memory);
+    let mem = memory::training_memory(&model, &best.layout, &opts).unwrap();
     assert_eq!(mem.peak.total_bytes, best.memory_bytes_per_gpu);
     assert!(best.memory_bytes_per_gpu <= 80 << 30);
     assert!(best.tokens >= 350e9);
