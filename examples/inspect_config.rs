@@ -124,8 +124,7 @@ fn main() {
     }
     report.layout = layout;
     let training = or_die(memory::training_memory(&model, &layout, &opts));
-    let layer = or_die(lmshape::params::layer_params_on_rank(&model, layout.tp)).total_params();
-    let device = |t: &lmshape::TrainingMemory| or_die(profile.device(t, layer));
+    let device = |t: &lmshape::TrainingMemory| or_die(profile.device(t));
     report.device = Some(DeviceReport {
         framework: args.setup.framework,
         first: device(&training.first),

@@ -168,8 +168,7 @@ fn main() {
         &layout,
         &memory_opts,
     ));
-    let layer = or_die(lmshape::params::layer_params_on_rank(&model, layout.tp)).total_params();
-    let device = or_die(profile.most_loaded(&memory, layer));
+    let device = or_die(profile.most_loaded(&memory));
     let memory_bytes = device.allocated_bytes;
     let capacity = cluster.gpu.memory_bytes;
     let (verdict, margin) = device.verdict(capacity);

@@ -288,7 +288,8 @@ pub struct TrainingMemory {
     /// Of which logits.
     pub logits_bytes: u64,
     /// Buffers alive only at the peak moment: the working set of the layer whose backward
-    /// runs (gradients of its intermediates, all-to-all buffers, re-gathered inputs) and the
+    /// runs (gradients of its intermediates, all-to-all buffers, re-gathered inputs; with
+    /// sharded gradients its whole gradient, with sharded weights two gathered layers) and the
     /// 16-bit logits gradient on the last stage, or the embedding's dense gradient.
     #[serde(default)]
     pub transient_bytes: u64,
@@ -706,6 +707,9 @@ impl<'a> StageInputs<'a> {
             layout.expert_tp(),
             range.clone(),
         )?;
+        // One layer's share of the stage's parameters on the rank (the mean over the stage's
+        // layers where dense and mixture-of-experts layers mix).
+        let layer_share = add(params, experts, W)?.div_ceil(layers.max(1));
         if has_first {
             params = add(params, self.first_extra_params, W)?;
         }
@@ -726,22 +730,40 @@ impl<'a> StageInputs<'a> {
             act = add(act, logits_bytes, W)?;
             transient = add(transient, self.logits_grad_bytes, W)?;
         }
+        let precision = &self.opts.precision;
+        // Sharded gradients (ZeRO-2/3, FSDP): the layer in backward holds its whole gradient
+        // until it is reduce-scattered (Rajbhandari et al. 2020 §5.2). Sharded weights (ZeRO-3,
+        // FSDP): it holds its gathered weights, and the next layer's are gathered ahead — two
+        // layers, as FSDP2's default one-layer prefetch and DeepSpeed's stage-3 prefetch bucket
+        // do (an assumption for other prefetch settings).
+        if layout.zero >= ZeroStage::Gradients {
+            transient = add(transient, mul(layer_share, precision.grad_bytes, W)?, W)?;
+        }
+        let gathered_layer = if layout.zero >= ZeroStage::Weights {
+            mul(layer_share, precision.weight_bytes, W)?
+        } else {
+            0
+        };
+        transient = add(transient, mul(2, gathered_layer, W)?, W)?;
         let mut moment = PeakMoment::Backward;
         // The first stage's embedding backward, at the end of a micro-batch's backward: one
-        // micro-batch fewer held, the embedding's dense gradient alive.
+        // micro-batch fewer held, the embedding's dense gradient alive (and under ZeRO-3 its
+        // gathered weights).
         if has_first {
             let held = add(
                 held.embedding,
                 mul(self.embedding_mask_bytes, in_flight - 1, W)?,
                 W,
             )?;
-            let grad = mul(self.first_extra_params, self.opts.precision.weight_bytes, W)?;
+            let mut grad = mul(self.first_extra_params, precision.weight_bytes, W)?;
+            if layout.zero >= ZeroStage::Weights {
+                grad = mul(grad, 2, W)?;
+            }
             if add(held, grad, W)? > add(act, transient, W)? {
                 (act, transient, logits_bytes) = (held, grad, 0);
                 moment = PeakMoment::EmbeddingBackward;
             }
         }
-        let precision = &self.opts.precision;
         let dense = model_state_bytes(params, layout.weight_dp(), layout.zero, precision)?;
         let expert = model_state_bytes(experts, layout.expert_dp()?, layout.zero, precision)?;
         // FP8 weight copies of the weights the rank holds (after ZeRO-3 sharding).
@@ -1015,9 +1037,10 @@ impl std::str::FromStr for Framework {
 /// * `runtime_bytes`: what `nvidia-smi` shows beyond the reserved pool — the CUDA context,
 ///   cuBLAS/cuDNN/Transformer Engine workspaces, NCCL buffers;
 /// * `bucket_bytes`: communication buffers alive at the peak (DeepSpeed's gradient reduce and
-///   all-gather buckets);
-/// * `gathered_layers`: unsharded layers alive at once under ZeRO-3/FSDP (the one in use and
-///   the one prefetched), in 16-bit.
+///   all-gather buckets).
+///
+/// The gathered weights and whole gradients of sharded layouts (ZeRO-2/3, FSDP) are part of the
+/// estimate's working set ([`TrainingMemory::transient_bytes`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FrameworkProfile {
     /// The framework.
@@ -1028,8 +1051,6 @@ pub struct FrameworkProfile {
     pub runtime_bytes: u64,
     /// Communication buckets alive at the peak, bytes.
     pub bucket_bytes: u64,
-    /// Unsharded layers gathered at once (ZeRO-3, FSDP).
-    pub gathered_layers: u64,
 }
 
 impl FrameworkProfile {
@@ -1043,7 +1064,7 @@ impl FrameworkProfile {
     ///   peaks (`bloom_throughput_tp8.json`, graded leave-one-out in `tests/memory.rs`);
     ///   DeepSpeed's default `reduce_bucket_size` and `allgather_bucket_size` of 5·10⁸
     ///   elements are not all alive at the peak and are inside that fit.
-    /// * DeepSpeed ZeRO-3 and FSDP2: reserved factor 1.10 and two gathered layers — assumptions
+    /// * DeepSpeed ZeRO-3 and FSDP2: reserved factor 1.10 — an assumption
     ///   not yet calibrated (no measured runs in the repository).
     /// * Every framework: 1.5 GiB of runtime per GPU — an assumption (a CUDA context of about
     ///   0.5 GiB, cuBLAS and Transformer Engine workspaces, NCCL buffers).
@@ -1055,21 +1076,18 @@ impl FrameworkProfile {
                 reserved_factor: 1.03,
                 runtime_bytes,
                 bucket_bytes: 0,
-                gathered_layers: 0,
             },
             Framework::MegatronDeepspeed => FrameworkProfile {
                 framework,
                 reserved_factor: 1.16,
                 runtime_bytes,
                 bucket_bytes: 0,
-                gathered_layers: 0,
             },
             Framework::Deepspeed | Framework::Fsdp => FrameworkProfile {
                 framework,
                 reserved_factor: 1.10,
                 runtime_bytes,
                 bucket_bytes: 0,
-                gathered_layers: 2,
             },
         }
     }
@@ -1089,13 +1107,10 @@ impl FrameworkProfile {
         }
     }
 
-    /// The three figures of one GPU whose estimate is `memory` (for `layer_params` parameters
-    /// per layer on the rank, before data-parallel sharding).
-    pub fn device(&self, memory: &TrainingMemory, layer_params: u64) -> Result<DeviceMemory> {
+    /// The three figures of one GPU whose estimate is `memory`.
+    pub fn device(&self, memory: &TrainingMemory) -> Result<DeviceMemory> {
         const W: &str = "device memory";
-        let gathered = mul(mul(self.gathered_layers, layer_params, W)?, 2, W)?;
-        let allocated_bytes =
-            crate::error::sum(&[memory.total_bytes, self.bucket_bytes, gathered], W)?;
+        let allocated_bytes = add(memory.total_bytes, self.bucket_bytes, W)?;
         crate::error::in_range_f64(
             self.reserved_factor,
             1.0,
@@ -1112,16 +1127,11 @@ impl FrameworkProfile {
         })
     }
 
-    /// The figures of the stage with the largest device figure in `report` (for a model of
-    /// `layer_params` parameters per layer on the rank).
-    pub fn most_loaded(
-        &self,
-        report: &TrainingMemoryReport,
-        layer_params: u64,
-    ) -> Result<DeviceMemory> {
-        let mut most = self.device(&report.first, layer_params)?;
+    /// The figures of the stage with the largest device figure in `report`.
+    pub fn most_loaded(&self, report: &TrainingMemoryReport) -> Result<DeviceMemory> {
+        let mut most = self.device(&report.first)?;
         for stage in [&report.middle, &report.last] {
-            let d = self.device(stage, layer_params)?;
+            let d = self.device(stage)?;
             if d.device_bytes > most.device_bytes {
                 most = d;
             }
@@ -1154,14 +1164,13 @@ pub fn least_recompute(
     fraction: f64,
 ) -> Result<Option<(Recompute, DeviceMemory)>> {
     crate::error::in_range_f64(fraction, 0.0, 1.0, "fraction", "in [0, 1]")?;
-    let layer = crate::params::layer_params_on_rank(model, layout.tp)?.total_params();
     for recompute in [Recompute::None, Recompute::Selective, Recompute::Full] {
         let l = ParallelLayout {
             recompute,
             ..*layout
         };
         let report = training_memory(model, &l, opts)?;
-        let device = profile.most_loaded(&report, layer)?;
+        let device = profile.most_loaded(&report)?;
         if device.device_bytes as f64 <= capacity_bytes as f64 * fraction {
             return Ok(Some((recompute, device)));
         }

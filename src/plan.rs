@@ -875,8 +875,7 @@ fn evaluate_precision(
         }
     }
     let mem = memory::training_memory(model, &layout, &memory_opts)?;
-    let layer = crate::params::layer_params_on_rank(model, layout.tp)?.total_params();
-    let device = profile.most_loaded(&mem, layer)?;
+    let device = profile.most_loaded(&mem)?;
     if device.device_bytes > walk.memory_bytes {
         return Ok(Err((RejectReason::DoesNotFit, 0.0)));
     }
