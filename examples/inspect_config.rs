@@ -169,8 +169,8 @@ struct DeviceReport {
 
 impl Report {
     /// Per-stage stacked bars — weights, gradients, optimizer states, activations, transient
-    /// buffers at the peak moment, framework buffers, allocator, runtime — with the card's
-    /// capacity as a line when a GPU is given.
+    /// buffers at the peak moment, allocator, runtime — with the card's capacity as a line when
+    /// a GPU is given.
     fn write_svg(&self, path: &str) -> Result<(), Box<dyn std::error::Error>> {
         use plotters::prelude::*;
         let (Some(t), Some(d)) = (&self.training, &self.device) else {
@@ -197,11 +197,6 @@ impl Report {
                     "transient buffers",
                     gib(m.transient_bytes),
                     RGBColor(255, 140, 0),
-                ),
-                (
-                    "framework buffers",
-                    gib(dev.allocated_bytes.saturating_sub(m.total_bytes)),
-                    MAGENTA,
                 ),
                 (
                     "allocator (reserved - allocated)",
@@ -462,8 +457,8 @@ impl Report {
                             training[key.as_str()] = value.clone();
                         }
                     }
-                    // The allocated peak: the estimate plus the framework's buffers.
-                    training["buffers_bytes"] = json!(peak.allocated_bytes.saturating_sub(t.peak.total_bytes));
+                    // The buffers alive at the peak moment, inside the allocated peak.
+                    training["buffers_bytes"] = json!(t.peak.transient_bytes);
                     training["total_bytes"] = json!(peak.allocated_bytes);
                     for (name, stage) in [("first", &d.first), ("middle", &d.middle), ("last", &d.last)] {
                         if let (Some(obj), Some(extra)) = (

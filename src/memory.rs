@@ -206,6 +206,11 @@ pub struct MemoryOptions {
     /// Mixture-of-experts routing (the size of each expert's batch).
     #[serde(default)]
     pub routing: Routing,
+    /// The framework whose buffers the working set counts (its prefetch under ZeRO-3, its
+    /// gradient buckets); its bytes per parameter are [`MemoryOptions::precision`], set by
+    /// [`FrameworkProfile::memory_options`].
+    #[serde(default)]
+    pub framework: Framework,
 }
 
 impl Default for MemoryOptions {
@@ -219,6 +224,7 @@ impl Default for MemoryOptions {
             overhead_bytes: 0,
             gemm_precision: GemmPrecision::Bf16,
             routing: Routing::Dropless,
+            framework: Framework::MegatronCore,
         }
     }
 }
@@ -731,20 +737,11 @@ impl<'a> StageInputs<'a> {
             transient = add(transient, self.logits_grad_bytes, W)?;
         }
         let precision = &self.opts.precision;
-        // Sharded gradients (ZeRO-2/3, FSDP): the layer in backward holds its whole gradient
-        // until it is reduce-scattered (Rajbhandari et al. 2020 §5.2). Sharded weights (ZeRO-3,
-        // FSDP): it holds its gathered weights, and the next layer's are gathered ahead — two
-        // layers, as FSDP2's default one-layer prefetch and DeepSpeed's stage-3 prefetch bucket
-        // do (an assumption for other prefetch settings).
-        if layout.zero >= ZeroStage::Gradients {
-            transient = add(transient, mul(layer_share, precision.grad_bytes, W)?, W)?;
-        }
-        let gathered_layer = if layout.zero >= ZeroStage::Weights {
-            mul(layer_share, precision.weight_bytes, W)?
-        } else {
-            0
-        };
-        transient = add(transient, mul(2, gathered_layer, W)?, W)?;
+        transient = add(
+            transient,
+            self.sharding_working_set(layer_share, add(params, experts, W)?)?,
+            W,
+        )?;
         let mut moment = PeakMoment::Backward;
         // The first stage's embedding backward, at the end of a micro-batch's backward: one
         // micro-batch fewer held, the embedding's dense gradient alive (and under ZeRO-3 its
@@ -819,6 +816,50 @@ impl<'a> StageInputs<'a> {
                 W,
             )?,
         })
+    }
+
+    /// What sharded model states add to the backward's working set, for a layer of
+    /// `layer_share` parameters on the rank and `params` on the stage's rank:
+    ///
+    /// * sharded gradients (ZeRO-2/3, FSDP): the layer's whole gradient until it is
+    ///   reduce-scattered (Rajbhandari et al. 2020 §5.2); under DeepSpeed also its gradient
+    ///   bucket, `reduce_bucket_size` elements (5·10⁸ by default, at most the rank's
+    ///   parameters) in the gradients' precision;
+    /// * sharded weights (ZeRO-3, FSDP): the layer's gathered weights and the next layer's,
+    ///   gathered ahead — a whole layer under FSDP2's default one-layer prefetch and
+    ///   Megatron-Core, at most DeepSpeed's `stage3_prefetch_bucket_size` (5·10⁷ elements by
+    ///   default) under DeepSpeed. DeepSpeed's `stage3_param_persistence_threshold` (10⁵
+    ///   elements) keeps norms and biases whole: a few `h` per layer, not counted.
+    fn sharding_working_set(&self, layer_share: u64, params: u64) -> Result<u64> {
+        const REDUCE_BUCKET_ELEMENTS: u64 = 500_000_000;
+        const PREFETCH_BUCKET_ELEMENTS: u64 = 50_000_000;
+        let p = &self.opts.precision;
+        let zero = self.layout.zero;
+        let deepspeed = matches!(
+            self.opts.framework,
+            Framework::Deepspeed | Framework::MegatronDeepspeed
+        );
+        let mut bytes = 0;
+        if zero >= ZeroStage::Gradients {
+            bytes = mul(layer_share, p.grad_bytes, W)?;
+            if deepspeed {
+                let bucket = mul(params.min(REDUCE_BUCKET_ELEMENTS), p.grad_bytes, W)?;
+                bytes = add(bytes, bucket, W)?;
+            }
+        }
+        if zero >= ZeroStage::Weights {
+            let ahead = if deepspeed {
+                layer_share.min(PREFETCH_BUCKET_ELEMENTS)
+            } else {
+                layer_share
+            };
+            bytes = add(
+                bytes,
+                mul(add(layer_share, ahead, W)?, p.weight_bytes, W)?,
+                W,
+            )?;
+        }
+        Ok(bytes)
     }
 
     /// The layers' activations held at the stage's moments, and the working set of the layer
@@ -942,12 +983,13 @@ fn model_state_bytes(
 }
 
 /// The training framework whose byte counts, buffers and allocator a device figure assumes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Framework {
     /// Megatron-Core with Transformer Engine (2024–26): bf16 weights, a contiguous fp32
     /// gradient buffer, the distributed optimizer (fp32 master weights and Adam moments sharded
     /// over data parallelism), fused cross-entropy.
+    #[default]
     MegatronCore,
     /// Megatron-DeepSpeed as BigScience ran it in 2022: DeepSpeed's optimizer under ZeRO
     /// stage 1, accumulating the 16-bit gradients into fp32 ones for the rank's partition
@@ -1035,12 +1077,10 @@ impl std::str::FromStr for Framework {
 /// * `reserved_factor`: `torch.cuda.max_memory_reserved / max_memory_allocated` — the caching
 ///   allocator's rounding and fragmentation;
 /// * `runtime_bytes`: what `nvidia-smi` shows beyond the reserved pool — the CUDA context,
-///   cuBLAS/cuDNN/Transformer Engine workspaces, NCCL buffers;
-/// * `bucket_bytes`: communication buffers alive at the peak (DeepSpeed's gradient reduce and
-///   all-gather buckets).
+///   cuBLAS/cuDNN/Transformer Engine workspaces, NCCL buffers.
 ///
-/// The gathered weights and whole gradients of sharded layouts (ZeRO-2/3, FSDP) are part of the
-/// estimate's working set ([`TrainingMemory::transient_bytes`]).
+/// The gathered weights, whole gradients and gradient buckets of sharded layouts (ZeRO-2/3,
+/// FSDP) are part of the estimate's working set ([`TrainingMemory::transient_bytes`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FrameworkProfile {
     /// The framework.
@@ -1049,8 +1089,6 @@ pub struct FrameworkProfile {
     pub reserved_factor: f64,
     /// Device memory beyond the reserved pool, bytes.
     pub runtime_bytes: u64,
-    /// Communication buckets alive at the peak, bytes.
-    pub bucket_bytes: u64,
 }
 
 impl FrameworkProfile {
@@ -1075,25 +1113,22 @@ impl FrameworkProfile {
                 framework,
                 reserved_factor: 1.03,
                 runtime_bytes,
-                bucket_bytes: 0,
             },
             Framework::MegatronDeepspeed => FrameworkProfile {
                 framework,
                 reserved_factor: 1.16,
                 runtime_bytes,
-                bucket_bytes: 0,
             },
             Framework::Deepspeed | Framework::Fsdp => FrameworkProfile {
                 framework,
                 reserved_factor: 1.10,
                 runtime_bytes,
-                bucket_bytes: 0,
             },
         }
     }
 
-    /// `opts` with the framework's byte counts ([`Framework::precision`]): the memory options
-    /// its estimate is made under.
+    /// `opts` with the framework and its byte counts ([`Framework::precision`]): the memory
+    /// options its estimate is made under.
     ///
     /// ```
     /// use lmshape::memory::{Framework, FrameworkProfile, MemoryOptions, Precision};
@@ -1103,6 +1138,7 @@ impl FrameworkProfile {
     pub fn memory_options(&self, opts: &MemoryOptions) -> MemoryOptions {
         MemoryOptions {
             precision: self.framework.precision(),
+            framework: self.framework,
             ..*opts
         }
     }
@@ -1110,7 +1146,7 @@ impl FrameworkProfile {
     /// The three figures of one GPU whose estimate is `memory`.
     pub fn device(&self, memory: &TrainingMemory) -> Result<DeviceMemory> {
         const W: &str = "device memory";
-        let allocated_bytes = add(memory.total_bytes, self.bucket_bytes, W)?;
+        let allocated_bytes = memory.total_bytes;
         crate::error::in_range_f64(
             self.reserved_factor,
             1.0,

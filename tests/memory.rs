@@ -1074,3 +1074,40 @@ fn sharding_adds_the_gathered_layers() {
     assert_eq!(three.transient_bytes - two.transient_bytes, 2 * 2 * layer);
     assert_eq!(three.total_bytes - one.total_bytes, 8 * layer);
 }
+
+/// DeepSpeed's ZeRO-3 defaults bound its working set: a gradient bucket of 5·10⁸ elements and a
+/// prefetch of 5·10⁷ elements, where FSDP2 prefetches the whole next layer. GPT-3 175B's
+/// middle stage at tp 8, pp 8, dp 1 (so no state shrinks): a layer on a rank is
+/// `(12h² + 7h)/8 + 6h` parameters, a stage 12 of them.
+#[test]
+fn deepspeed_zero3_prefetch_and_bucket() {
+    use lmshape::memory::{Framework, FrameworkProfile};
+    let m = presets::by_name("gpt3-175b").unwrap();
+    let h = 12288u64;
+    let layer = (12 * h * h + 7 * h) / 8 + 6 * h;
+    let extra = |framework| {
+        let opts = FrameworkProfile::of(framework).memory_options(&MemoryOptions::default());
+        let at = |zero| {
+            let layout = ParallelLayout {
+                tp: 8,
+                pp: 8,
+                global_batch: 8,
+                seq_len: 2048,
+                zero,
+                recompute: Recompute::Full,
+                ..ParallelLayout::default()
+            };
+            memory::training_memory(&m, &layout, &opts).unwrap().middle
+        };
+        let (one, three) = (at(ZeroStage::OptimizerStates), at(ZeroStage::Weights));
+        assert_eq!(one.params_on_rank, 12 * layer);
+        three.total_bytes - one.total_bytes
+    };
+    // FSDP: the whole fp32 gradient and two 16-bit layers.
+    assert_eq!(extra(Framework::Fsdp), 4 * layer + 2 * 2 * layer);
+    // DeepSpeed: the 16-bit gradient, its bucket (5·10⁸ < 12 layers), one layer and 5·10⁷.
+    assert_eq!(
+        extra(Framework::Deepspeed),
+        2 * layer + 2 * 500_000_000 + 2 * (layer + 50_000_000)
+    );
+}
