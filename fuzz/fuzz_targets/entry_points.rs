@@ -103,7 +103,14 @@ fn exercise_model(m: &Transformer, b: &mut Bytes) {
     let _ = m.param_counts();
     let _ = flops::summary(m, b.u64(2));
     let l = layout(b);
-    let _ = memory::training_memory(m, &l, &MemoryOptions::default());
+    let framework = memory::Framework::ALL[usize::from(b.u8() % 4)];
+    let profile = memory::FrameworkProfile::of(framework);
+    let opts = profile.memory_options(&MemoryOptions::default());
+    if let Ok(report) = memory::training_memory(m, &l, &opts) {
+        if let Ok(d) = profile.most_loaded(&report) {
+            let _ = d.verdict(b.u64(6));
+        }
+    }
     let q = InferenceQuery {
         batch: b.u64(2),
         context: b.u64(3),
