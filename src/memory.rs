@@ -463,17 +463,32 @@ impl ActivationParts {
             // Routed experts on this rank (Megatron-Core's all-to-all dispatcher,
             // [`crate::parallel::ExpertBatch`]), per routed token: the permuted input (a linear
             // input), the expert intermediates (`2` or `3` of width `f_e/etp`, as the dense
-            // MLP, the last a linear input) and the expert output kept for the combine's
-            // backward; the router's fp32 probabilities `4·T_r·E` and the top-k weights and
-            // indices `12·T_r·k`.
+            // MLP, the last a linear input) and what the combine's backward needs to weight
+            // the expert outputs. Megatron-Core applies each token's routing weight inside a
+            // gated expert's activation (`weighted_bias_swiglu_impl`,
+            // `megatron/core/transformer/moe/experts.py`) and keeps that fp32 weight; the
+            // others weight the outputs in the combine and keep the 16-bit expert output
+            // (DeepSpeed-MoE's combine einsum). The router adds its fp32 probabilities
+            // `4·T_r·E` and the top-k weights and indices `12·T_r·k`.
             let tokens = mul(s, b, A)?;
             let x = crate::parallel::expert_batch(moe, layout, opts.routing, tokens)?;
             let held = prod(&[x.local_experts, x.tokens_per_expert])?;
-            let held16 = add(u128::from(h), prod(&[mlp - 1, x.width])?, A)?;
+            let weighted_in_activation =
+                opts.framework == Framework::MegatronCore && model.arch.mlp == MlpKind::Gated;
+            let (output16, weight32) = if weighted_in_activation {
+                (0, 32 * 4)
+            } else {
+                (u128::from(h), 0)
+            };
+            let held16 = add(output16, prod(&[mlp - 1, x.width])?, A)?;
             let held_lin = add(u128::from(h), u128::from(x.width), A)?;
             let per_held32 = add(
-                mul(held16, u128::from(e32), A)?,
-                mul(held_lin, u128::from(lin32), A)?,
+                add(
+                    mul(held16, u128::from(e32), A)?,
+                    mul(held_lin, u128::from(lin32), A)?,
+                    A,
+                )?,
+                weight32,
                 A,
             )?;
             let experts = mul(held, per_held32, A)?;

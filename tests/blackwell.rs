@@ -252,3 +252,30 @@ fn blackwell_runs_in_and_out_of_sample() {
         assert!(e.abs() < 0.4, "{e}");
     }
 }
+
+/// Every layout in the data ran, so none may be judged out of memory under every
+/// recomputation: the device figure under Megatron-Core (its byte counts, allocator and
+/// runtime) of the most loaded GPU fits the card with no recomputation, selective or full. The
+/// recipes' recomputation and offloading flags are not in the data; the test reports the least
+/// recomputation that fits.
+#[test]
+fn every_measured_layout_fits_some_recomputation() {
+    use lmshape::memory::{self, Framework, FrameworkProfile};
+    let profile = FrameworkProfile::of(Framework::MegatronCore);
+    for run in runs() {
+        let opts = profile.memory_options(&run.opts.memory);
+        let capacity = run.cluster.gpu.memory_bytes;
+        let least =
+            memory::least_recompute(&run.model, &run.layout, &opts, &profile, capacity, 1.0)
+                .unwrap();
+        let Some((recompute, device)) = least else {
+            panic!("{}: out of memory even with full recomputation", run.name);
+        };
+        eprintln!(
+            "{}: {recompute:?} recomputation, {:.1} of {:.1} GiB on the device",
+            run.name,
+            device.device_bytes as f64 / (1u64 << 30) as f64,
+            capacity as f64 / (1u64 << 30) as f64
+        );
+    }
+}

@@ -1111,3 +1111,39 @@ fn deepspeed_zero3_prefetch_and_bucket() {
         2 * layer + 2 * 500_000_000 + 2 * (layer + 50_000_000)
     );
 }
+
+/// Megatron-Core weights each routed token inside the gated expert's activation and keeps
+/// that fp32 weight; frameworks that weight the expert outputs in the combine keep the 16-bit
+/// output instead. Qwen3-30B-A3B (48 MoE layers, 128 experts, top 8, width 2048), one sequence
+/// of 4096 tokens on one GPU: each layer keeps `4096 · 8` routed copies, so the two differ by
+/// exactly `48 · 4096 · 8 · (2 · 2048 − 4)` bytes.
+#[test]
+fn megatron_core_weights_experts_in_the_activation() {
+    use lmshape::memory::Framework;
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/configs/qwen3-30b-a3b.json"
+    ))
+    .unwrap();
+    let m = from_hf_config_str(&text).unwrap();
+    let layout = ParallelLayout {
+        seq_len: 4096,
+        ..ParallelLayout::default()
+    };
+    let act = |framework| {
+        let opts = MemoryOptions {
+            framework,
+            attention: AttentionKernel::Flash,
+            dropout: false,
+            ..MemoryOptions::default()
+        };
+        memory::training_memory(&m, &layout, &opts)
+            .unwrap()
+            .peak
+            .activations_bytes
+    };
+    assert_eq!(
+        act(Framework::Deepspeed) - act(Framework::MegatronCore),
+        48 * 4096 * 8 * (2 * 2048 - 4)
+    );
+}
