@@ -529,6 +529,30 @@ fn sliding_windows_bound_the_cache() {
     }
 }
 
+/// Mistral 7B v0.1 attends to 4096 past tokens on every layer (its `sliding_window`), so its
+/// cache stops growing there: 32 layers × 8 kv heads × 128 × keys and values × 2 bytes per
+/// token, at most 4096 tokens. v0.2 and later publish `null`: full attention.
+#[test]
+fn mistral_window_bounds_the_cache() {
+    let config = |window: &str| {
+        format!(
+            r#"{{"model_type":"mistral","hidden_size":4096,"intermediate_size":14336,"num_attention_heads":32,"num_hidden_layers":32,"num_key_value_heads":8,"vocab_size":32000,"max_position_embeddings":32768,"sliding_window":{window}}}"#
+        )
+    };
+    let cache = |window: &str, context: u64| {
+        let m = from_hf_config_str(&config(window)).unwrap();
+        let q = memory::InferenceQuery {
+            context,
+            ..memory::InferenceQuery::default()
+        };
+        memory::kv_cache_bytes(&m, &q).unwrap()
+    };
+    let per_token = 32 * 8 * 128 * 2 * 2;
+    assert_eq!(cache("4096", 2048), 2048 * per_token);
+    assert_eq!(cache("4096", 32768), 4096 * per_token);
+    assert_eq!(cache("null", 32768), 32768 * per_token);
+}
+
 proptest! {
     #![proptest_config(common::proptest_config("proptest-regressions/memory.txt", 512))]
 

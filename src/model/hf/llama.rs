@@ -1,7 +1,8 @@
 //! `LlamaConfig`, `MistralConfig`, `Qwen2Config`, `GemmaConfig` (`transformers`): RMSNorm,
 //! gated MLP, rotary, `num_key_value_heads` (None → heads), `head_dim` (None → hidden // heads,
 //! floor division as in `transformers`). Biases: LLaMA `attention_bias` (q, k, v, o) and
-//! `mlp_bias`; Qwen2 q/k/v always; Mistral and Gemma none. Defaults are each class's.
+//! `mlp_bias`; Qwen2 q/k/v always; Mistral and Gemma none. Mistral's `sliding_window` applies
+//! to every layer. Defaults are each class's.
 
 use super::{Count, or};
 use crate::error::{Error, Result};
@@ -37,6 +38,9 @@ pub struct LlamaConfig {
     pub attention_bias: Option<bool>,
     /// LLaMA: biases on the MLP.
     pub mlp_bias: Option<bool>,
+    /// Mistral: every layer attends to this many past tokens (Mistral 7B v0.1: 4096; null or
+    /// absent in v0.2 and later: full attention). Not read for the other classes.
+    pub sliding_window: Option<Count>,
 }
 
 /// A class's defaults: vocabulary, hidden, ffn, layers, heads, kv heads (None: heads),
@@ -80,7 +84,7 @@ impl TryFrom<LlamaConfig> for Transformer {
             biases,
             ..base
         };
-        Transformer::new(
+        let m = Transformer::new(
             or(c.vocab_size, v),
             d,
             or(c.num_hidden_layers, l0),
@@ -90,6 +94,11 @@ impl TryFrom<LlamaConfig> for Transformer {
             or(c.intermediate_size, f0),
             or(c.max_position_embeddings, p0),
             arch,
-        )
+        )?;
+        if c.model_type == "mistral" {
+            super::with_window_on_every_layer(m, c.sliding_window)
+        } else {
+            Ok(m)
+        }
     }
 }

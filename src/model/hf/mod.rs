@@ -241,7 +241,7 @@ fn four_times(d: u64) -> Result<u64> {
 
 /// The model with a sliding window of `window` tokens on every layer (`period` 1), as the
 /// attention classes of `transformers` apply a config's `sliding_window` for Mistral-style
-/// families (Mixtral, Phi-3, StarCoder2); unchanged when the config sets none.
+/// families (Mistral, Mixtral, Phi-3, StarCoder2); unchanged when the config sets none.
 fn with_window_on_every_layer(m: Transformer, window: Option<Count>) -> Result<Transformer> {
     let every_layer = |w: Count| LocalAttention {
         window: w.0,
