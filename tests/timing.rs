@@ -294,8 +294,9 @@ fn unphysical_inputs_are_errors() {
 
 /// The per-GPU presets add up to the systems their datasheets describe: DGX B200 (8 GPUs:
 /// 1,440 GB, 64 TB/s, 72 PFLOPS FP8 with 2:4 sparsity), GB200 NVL72 (72 GPUs: 13.4 TB,
-/// 576 TB/s, 360 PFLOPS FP16/BF16 and 720 PFLOPS FP8 with sparsity), and the AMD Instinct
-/// platform (8 × MI300X: 1.5 TB HBM3, 10.4 PFLOPS dense BF16).
+/// 576 TB/s, 360 PFLOPS FP16/BF16 and 720 PFLOPS FP8 with sparsity), HGX B300 and GB300
+/// NVL72 (below), and the AMD Instinct platform (8 × MI300X: 1.5 TB HBM3, 10.4 PFLOPS dense
+/// BF16).
 #[test]
 fn presets_add_up_to_their_systems() {
     let close = |a: f64, b: f64| (a / b - 1.0).abs() < 0.01;
@@ -309,6 +310,17 @@ fn presets_add_up_to_their_systems() {
     assert!(close(72.0 * 2.0 * gb.bf16_flops_per_s, 360e15));
     assert!(close(72.0 * 2.0 * gb.fp8_flops_per_s, 720e15));
     assert_eq!(gb.node_gpus, 72);
+    // HGX B300: 2.3 TB, 72 PFLOPS FP8 with sparsity, 8 × 800 Gb/s; GB300 NVL72: 20.7 TB of
+    // HBM3e, 576 TB/s, 360 PFLOPS FP16/BF16 with sparsity.
+    let b300 = GpuSpec::by_name("b300").unwrap();
+    assert!(close(8.0 * b300.memory_bytes as f64, 2.3e12));
+    assert!(close(8.0 * 2.0 * b300.fp8_flops_per_s, 72e15));
+    assert!(close(b300.node_network_bytes_per_s * 8.0, 8.0 * 800e9));
+    let gb300 = GpuSpec::by_name("gb300").unwrap();
+    assert!(close(72.0 * gb300.memory_bytes as f64, 20.7e12));
+    assert!(close(72.0 * gb300.memory_bytes_per_s, 576e12));
+    assert!(close(72.0 * 2.0 * gb300.bf16_flops_per_s, 360e15));
+    assert_eq!(gb300.node_gpus, 72);
     let mi = GpuSpec::by_name("mi300x").unwrap();
     assert!(close(8.0 * mi.memory_bytes as f64, 1.536e12));
     assert!(close(8.0 * mi.bf16_flops_per_s, 10.4e15));

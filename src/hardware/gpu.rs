@@ -277,6 +277,35 @@ impl GpuSpec {
         }
     }
 
+    /// NVIDIA B300 (HGX B300, Blackwell Ultra): B200's dense BF16 and FP8 peaks (2.25 and 4.5
+    /// PFLOP/s; HGX B300: 36 and 72 PFLOP/s over 8 GPUs with 2:4 sparsity), 160 SMs (NVIDIA,
+    /// "Inside NVIDIA Blackwell Ultra", 2025), 288 GB HBM3e at 8 TB/s (2.3 TB per HGX), NVLink
+    /// 5 at 1.8 TB/s, one 800 Gb/s ConnectX-8 NIC per GPU. Large-GEMM efficiency as for B200
+    /// (an assumption).
+    pub fn b300() -> GpuSpec {
+        GpuSpec {
+            name: "b300".into(),
+            sm_count: 160,
+            memory_bytes: 288_000_000_000,
+            node_network_bytes_per_s: 8.0 * 800e9 / 8.0,
+            ..GpuSpec::b200()
+        }
+    }
+
+    /// One Blackwell Ultra GPU of a GB300 NVL72 rack: GB200's dense BF16 and FP8 peaks (2.5 and
+    /// 5 PFLOP/s; the rack: 360 and 720 PFLOP/s with sparsity), B300's 160 SMs and 288 GB
+    /// HBM3e at 8 TB/s, one 72-GPU NVLink domain at 1.8 TB/s per GPU, one 800 Gb/s ConnectX-8
+    /// NIC per GPU. Large-GEMM efficiency as for B200 (an assumption).
+    pub fn gb300() -> GpuSpec {
+        GpuSpec {
+            name: "gb300".into(),
+            sm_count: 160,
+            memory_bytes: 288_000_000_000,
+            node_network_bytes_per_s: 72.0 * 800e9 / 8.0,
+            ..GpuSpec::gb200()
+        }
+    }
+
     /// AMD Instinct MI300X: 304 compute units, 1,307.4 dense BF16 and 2,614.9 dense FP8
     /// TFLOP/s, 192 GB HBM3 at 5.3 TB/s; eight GPUs per node fully connected by Infinity
     /// Fabric (seven 128 GB/s links each, no switch); 8 × 400 Gb/s per node. The tile model
@@ -321,13 +350,15 @@ impl GpuSpec {
             GpuSpec::h200(),
             GpuSpec::b200(),
             GpuSpec::gb200(),
+            GpuSpec::b300(),
+            GpuSpec::gb300(),
             GpuSpec::mi300x(),
             GpuSpec::mi325x(),
         ]
     }
 
     /// Look a preset up by name (`v100`, `a100-40gb`, `a100-80gb`/`a100`, `h100-sxm`/`h100`,
-    /// `h100-pcie`, `h200`, `b200`, `gb200`, `mi300x`, `mi325x`).
+    /// `h100-pcie`, `h200`, `b200`, `gb200`, `b300`, `gb300`, `mi300x`, `mi325x`).
     ///
     /// ```
     /// let g = lmshape::hardware::GpuSpec::by_name("a100-80gb")?;
