@@ -11,6 +11,15 @@ use proptest::prelude::*;
 
 const GIB: f64 = (1u64 << 30) as f64;
 
+/// A model from one of the example configs (`examples/configs/NAME.json`).
+fn example_config(name: &str) -> Transformer {
+    let path = format!(
+        "{}/examples/configs/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    from_hf_config_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 /// GPT-3 175B on tp 8 × pp 8, ZeRO 0, 18 bytes per parameter: about 46.9 GiB of
 /// weights + gradients + optimizer states per GPU. By hand: 12 layers per stage of
 /// (12h² + 7h)/8 + 6h parameters per rank, plus the padded vocabulary shard 51200·h/8 for
@@ -479,12 +488,7 @@ fn zero_degrees_are_errors_not_panics() {
 /// full keys and values.
 #[test]
 fn latent_attention_caches_the_latent() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/configs/deepseek-v3.json"
-    ))
-    .unwrap();
-    let m = from_hf_config_str(&text).unwrap();
+    let m = example_config("deepseek-v3");
     let q = memory::InferenceQuery {
         context: 1,
         ..memory::InferenceQuery::default()
@@ -499,12 +503,7 @@ fn latent_attention_caches_the_latent() {
 /// Sliding-window layers keep at most the window: a layer-by-layer recount.
 #[test]
 fn sliding_windows_bound_the_cache() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/configs/gemma-3-1b.json"
-    ))
-    .unwrap();
-    let m = from_hf_config_str(&text).unwrap();
+    let m = example_config("gemma-3-1b");
     for context in [100u64, 512, 513, 8192] {
         let q = memory::InferenceQuery {
             context,
@@ -1005,12 +1004,7 @@ fn fp8_keeps_linear_inputs_in_one_byte() {
 /// is `2 · (250880 · 1024 + 2 · 1024)` bytes.
 #[test]
 fn embedding_gradient_peaks_the_first_stage_of_a_large_vocabulary() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/configs/bloom-560m.json"
-    ))
-    .unwrap();
-    let m = from_hf_config_str(&text).unwrap();
+    let m = example_config("bloom-560m");
     let layout = ParallelLayout {
         pp: 2,
         global_batch: 8,
@@ -1065,34 +1059,38 @@ fn logits_gradient_copy_is_two_bytes_per_logit() {
     assert_eq!(large.logits_bytes - small.logits_bytes, 2 * extra);
 }
 
-/// Sharding adds a working set (Rajbhandari et al. 2020 §5): at `dp = 1` the model states do
-/// not shrink, so on a middle stage of GPT-3 175B (tp 8) ZeRO-2 adds exactly the layer's whole
-/// fp32 gradient and ZeRO-3 two gathered 16-bit layers. A layer on a rank: `12h²/8` of split
+/// GPT-3 175B's parameters per layer on one of 8 tensor-parallel ranks: `12h²/8` of split
 /// weights and column biases `(3h + 4h)/8`, plus the row-parallel biases and two norms kept
 /// whole, `h + h + 4h` (Megatron-LM's split).
+const GPT3_LAYER_ON_TP8: u64 = (12 * 12288 * 12288 + 7 * 12288) / 8 + 6 * 12288;
+
+/// GPT-3 175B's middle stage at tp 8, pp 8, dp 1 (so no model state shrinks with ZeRO) under
+/// full recomputation.
+fn gpt3_middle_stage(zero: ZeroStage, opts: &MemoryOptions) -> memory::TrainingMemory {
+    let layout = ParallelLayout {
+        tp: 8,
+        pp: 8,
+        global_batch: 8,
+        seq_len: 2048,
+        zero,
+        recompute: Recompute::Full,
+        ..ParallelLayout::default()
+    };
+    let m = presets::by_name("gpt3-175b").unwrap();
+    memory::training_memory(&m, &layout, opts).unwrap().middle
+}
+
+/// Sharding adds a working set (Rajbhandari et al. 2020 §5): at `dp = 1` the model states do
+/// not shrink, so ZeRO-2 adds exactly the layer's whole fp32 gradient and ZeRO-3 two gathered
+/// 16-bit layers.
 #[test]
 fn sharding_adds_the_gathered_layers() {
-    let m = presets::by_name("gpt3-175b").unwrap();
-    let h = 12288u64;
-    let layer = (12 * h * h + 7 * h) / 8 + 6 * h;
-    let at = |zero| {
-        let layout = ParallelLayout {
-            tp: 8,
-            pp: 8,
-            global_batch: 8,
-            seq_len: 2048,
-            zero,
-            recompute: Recompute::Full,
-            ..ParallelLayout::default()
-        };
-        memory::training_memory(&m, &layout, &MemoryOptions::default())
-            .unwrap()
-            .middle
-    };
+    let layer = GPT3_LAYER_ON_TP8;
+    let opts = MemoryOptions::default();
     let (one, two, three) = (
-        at(ZeroStage::OptimizerStates),
-        at(ZeroStage::Gradients),
-        at(ZeroStage::Weights),
+        gpt3_middle_stage(ZeroStage::OptimizerStates, &opts),
+        gpt3_middle_stage(ZeroStage::Gradients, &opts),
+        gpt3_middle_stage(ZeroStage::Weights, &opts),
     );
     assert_eq!(two.transient_bytes - one.transient_bytes, 4 * layer);
     assert_eq!(three.transient_bytes - two.transient_bytes, 2 * 2 * layer);
@@ -1100,30 +1098,16 @@ fn sharding_adds_the_gathered_layers() {
 }
 
 /// DeepSpeed's ZeRO-3 defaults bound its working set: a gradient bucket of 5·10⁸ elements and a
-/// prefetch of 5·10⁷ elements, where FSDP2 prefetches the whole next layer. GPT-3 175B's
-/// middle stage at tp 8, pp 8, dp 1 (so no state shrinks): a layer on a rank is
-/// `(12h² + 7h)/8 + 6h` parameters, a stage 12 of them.
+/// prefetch of 5·10⁷ elements, where FSDP2 prefetches the whole next layer (GPT-3 175B's
+/// middle stage, 12 layers on the rank).
 #[test]
 fn deepspeed_zero3_prefetch_and_bucket() {
     use lmshape::memory::{Framework, FrameworkProfile};
-    let m = presets::by_name("gpt3-175b").unwrap();
-    let h = 12288u64;
-    let layer = (12 * h * h + 7 * h) / 8 + 6 * h;
+    let layer = GPT3_LAYER_ON_TP8;
     let extra = |framework| {
         let opts = FrameworkProfile::of(framework).memory_options(&MemoryOptions::default());
-        let at = |zero| {
-            let layout = ParallelLayout {
-                tp: 8,
-                pp: 8,
-                global_batch: 8,
-                seq_len: 2048,
-                zero,
-                recompute: Recompute::Full,
-                ..ParallelLayout::default()
-            };
-            memory::training_memory(&m, &layout, &opts).unwrap().middle
-        };
-        let (one, three) = (at(ZeroStage::OptimizerStates), at(ZeroStage::Weights));
+        let one = gpt3_middle_stage(ZeroStage::OptimizerStates, &opts);
+        let three = gpt3_middle_stage(ZeroStage::Weights, &opts);
         assert_eq!(one.params_on_rank, 12 * layer);
         three.total_bytes - one.total_bytes
     };
@@ -1144,12 +1128,7 @@ fn deepspeed_zero3_prefetch_and_bucket() {
 #[test]
 fn megatron_core_weights_experts_in_the_activation() {
     use lmshape::memory::Framework;
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/configs/qwen3-30b-a3b.json"
-    ))
-    .unwrap();
-    let m = from_hf_config_str(&text).unwrap();
+    let m = example_config("qwen3-30b-a3b");
     let layout = ParallelLayout {
         seq_len: 4096,
         ..ParallelLayout::default()

@@ -283,13 +283,7 @@ impl GpuSpec {
     /// 5 at 1.8 TB/s, one 800 Gb/s ConnectX-8 NIC per GPU. Large-GEMM efficiency as for B200
     /// (an assumption).
     pub fn b300() -> GpuSpec {
-        GpuSpec {
-            name: "b300".into(),
-            sm_count: 160,
-            memory_bytes: 288_000_000_000,
-            node_network_bytes_per_s: 8.0 * 800e9 / 8.0,
-            ..GpuSpec::b200()
-        }
+        GpuSpec::blackwell_ultra("b300", GpuSpec::b200())
     }
 
     /// One Blackwell Ultra GPU of a GB300 NVL72 rack: GB200's dense BF16 and FP8 peaks (2.5 and
@@ -297,12 +291,18 @@ impl GpuSpec {
     /// HBM3e at 8 TB/s, one 72-GPU NVLink domain at 1.8 TB/s per GPU, one 800 Gb/s ConnectX-8
     /// NIC per GPU. Large-GEMM efficiency as for B200 (an assumption).
     pub fn gb300() -> GpuSpec {
+        GpuSpec::blackwell_ultra("gb300", GpuSpec::gb200())
+    }
+
+    /// What Blackwell Ultra changes from its Blackwell counterpart `base`: 160 SMs, 288 GB of
+    /// HBM3e and one 800 Gb/s ConnectX-8 NIC per GPU.
+    fn blackwell_ultra(name: &str, base: GpuSpec) -> GpuSpec {
         GpuSpec {
-            name: "gb300".into(),
+            name: name.into(),
             sm_count: 160,
             memory_bytes: 288_000_000_000,
-            node_network_bytes_per_s: 72.0 * 800e9 / 8.0,
-            ..GpuSpec::gb200()
+            node_network_bytes_per_s: base.node_gpus as f64 * 800e9 / 8.0,
+            ..base
         }
     }
 
