@@ -731,6 +731,30 @@ fn megatron_core_b200_allocated_and_reserved() {
         // The reserved factor is the runs' median (1.03); the pipelined run reserved 1.065×.
         assert!(er.abs() < 0.07, "reserved {er}");
         assert!(d.reserved_bytes >= d.allocated_bytes && d.device_bytes >= d.reserved_bytes);
+        // Each stage at its own peak moment against its ranks (ranks are tp-fastest, so the
+        // first `gpus / pp` ranks form the first stage, the last `gpus / pp` the last).
+        let by_rank: Vec<f64> = run["real_peak_allocated_gib_by_rank"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let per_stage = by_rank.len() / layout.pp as usize;
+        let stages = [
+            (&r.first, &by_rank[..per_stage]),
+            (&r.last, &by_rank[by_rank.len() - per_stage..]),
+        ];
+        for (stage, ranks) in stages.into_iter().take(layout.pp.min(2) as usize) {
+            let measured = ranks.iter().cloned().fold(0.0, f64::max);
+            let e = gib(stage.total_bytes) / measured - 1.0;
+            eprintln!(
+                "  {} stage: {:.2} vs {measured} GiB ({:+.1}%)",
+                stage.stage,
+                gib(stage.total_bytes),
+                e * 100.0
+            );
+            assert!(e.abs() < 0.03, "{} stage {e}", stage.stage);
+        }
     }
 }
 
