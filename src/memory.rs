@@ -93,6 +93,11 @@ impl Precision {
     /// [`Precision::MIXED_16`] — 16-bit weights and gradients, fp32 master weights and Adam
     /// moments — plus the fp32 gradients of the rank's partition, which the optimizer
     /// accumulates into and steps from: `4 + 16/dp` under ZeRO stage 1.
+    ///
+    /// ```
+    /// use lmshape::memory::Precision;
+    /// assert_eq!(Precision::DEEPSPEED_20.bytes_per_param(), 20);
+    /// ```
     pub const DEEPSPEED_20: Precision = Precision {
         partition_grad_bytes: 4,
         ..Precision::MIXED_16
@@ -255,6 +260,17 @@ impl std::fmt::Display for StageKind {
 }
 
 /// The moment of the step at which a stage's allocated memory peaks.
+///
+/// ```
+/// use lmshape::{memory::{self, MemoryOptions, PeakMoment}, presets, ParallelLayout};
+/// let gpt3 = presets::by_name("gpt3-175b")?;
+/// let layout = ParallelLayout { tp: 8, pp: 8, global_batch: 64, ..ParallelLayout::default() };
+/// let r = memory::training_memory(&gpt3, &layout, &MemoryOptions::default())?;
+/// // Without recomputation the first stage holds eight micro-batches at its first backward.
+/// assert_eq!(r.first.peak_moment, PeakMoment::Backward);
+/// assert_eq!(r.first.peak_moment.to_string(), "first backward");
+/// # Ok::<(), lmshape::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PeakMoment {

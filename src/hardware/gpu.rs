@@ -282,6 +282,14 @@ impl GpuSpec {
     /// "Inside NVIDIA Blackwell Ultra", 2025), 288 GB HBM3e at 8 TB/s (2.3 TB per HGX), NVLink
     /// 5 at 1.8 TB/s, one 800 Gb/s ConnectX-8 NIC per GPU. Large-GEMM efficiency as for B200
     /// (an assumption).
+    ///
+    /// ```
+    /// use lmshape::hardware::{Dtype, GpuSpec};
+    /// let (b300, b200) = (GpuSpec::b300(), GpuSpec::b200());
+    /// assert_eq!(b300.peak_flops_per_s(Dtype::Bf16)?, b200.peak_flops_per_s(Dtype::Bf16)?);
+    /// assert!(b300.memory_bytes > b200.memory_bytes);
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
     pub fn b300() -> GpuSpec {
         GpuSpec::blackwell_ultra("b300", GpuSpec::b200())
     }
@@ -290,6 +298,12 @@ impl GpuSpec {
     /// 5 PFLOP/s; the rack: 360 and 720 PFLOP/s with sparsity), B300's 160 SMs and 288 GB
     /// HBM3e at 8 TB/s, one 72-GPU NVLink domain at 1.8 TB/s per GPU, one 800 Gb/s ConnectX-8
     /// NIC per GPU. Large-GEMM efficiency as for B200 (an assumption).
+    ///
+    /// ```
+    /// let gb300 = lmshape::hardware::GpuSpec::by_name("gb300")?;
+    /// assert_eq!(gb300.node_gpus, 72);
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
     pub fn gb300() -> GpuSpec {
         GpuSpec::blackwell_ultra("gb300", GpuSpec::gb200())
     }
