@@ -1,5 +1,5 @@
-//! Criterion benches: accounting of one model, shape enumeration throughput, timing a full
-//! training step with the analytical model.
+//! Criterion benches: accounting of one model, shape enumeration throughput, training memory
+//! at the peak moment, timing a full training step with the analytical model.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lmshape::flops::{self, FlopsConvention};
@@ -103,6 +103,66 @@ fn step_timing(c: &mut Criterion) {
     g.finish();
 }
 
+/// Training memory of every stage at its peak moment, then the device figure under a
+/// framework: BLOOM's launch layout under Megatron-DeepSpeed, and Qwen3-30B-A3B on eight
+/// expert-parallel ranks under Megatron-Core.
+fn training_memory(c: &mut Criterion) {
+    use lmshape::memory::{self, Framework, FrameworkProfile, MemoryOptions};
+    let bloom = presets::by_name("bloom-176b").unwrap();
+    let bloom_layout = ParallelLayout {
+        tp: 4,
+        pp: 12,
+        dp: 8,
+        micro_batch: 2,
+        global_batch: 2048,
+        recompute: Recompute::Full,
+        embedding_pipeline_slots: true,
+        ..ParallelLayout::default()
+    };
+    let qwen = lmshape::model::hf::from_hf_config_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/configs/qwen3-30b-a3b.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let qwen_layout = ParallelLayout {
+        dp: 8,
+        ep: 8,
+        micro_batch: 4,
+        global_batch: 512,
+        seq_len: 4096,
+        ..ParallelLayout::default()
+    };
+    let mut g = c.benchmark_group("memory");
+    g.throughput(Throughput::Elements(1));
+    for (name, model, layout, framework) in [
+        (
+            "bloom_176b_launch",
+            &bloom,
+            &bloom_layout,
+            Framework::MegatronDeepspeed,
+        ),
+        (
+            "qwen3_30b_a3b_ep8",
+            &qwen,
+            &qwen_layout,
+            Framework::MegatronCore,
+        ),
+    ] {
+        let profile = FrameworkProfile::of(framework);
+        let opts = profile.memory_options(&MemoryOptions::default());
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let r = memory::training_memory(black_box(model), layout, &opts).unwrap();
+                black_box(profile.most_loaded(&r).unwrap())
+            })
+        });
+    }
+    g.finish();
+}
+
 /// The whole reference plan: every shape × layout evaluated.
 fn planning(c: &mut Criterion) {
     let req = lmshape::PlanRequest::bloom_reference();
@@ -156,5 +216,12 @@ fn planning(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, accounting, enumeration, step_timing, planning);
+criterion_group!(
+    benches,
+    accounting,
+    enumeration,
+    training_memory,
+    step_timing,
+    planning
+);
 criterion_main!(benches);
