@@ -40,9 +40,10 @@
 //! copies ([`GemmPrecision`]).
 //!
 //! **Allocated, reserved, device.** The estimate above is the allocated figure of model
-//! states and activations. A [`FrameworkProfile`] adds the framework's buffers, the caching
-//! allocator's reserve and the runtime (CUDA context, workspaces, NCCL) to give the reserved
-//! and device figures and a [`Verdict`] against a card.
+//! states, activations and the buffers alive at the peak. A [`FrameworkProfile`] sets the
+//! framework's byte counts and adds the caching allocator's reserve and the runtime (CUDA
+//! context, workspaces, NCCL) to give the reserved and device figures and a [`Verdict`]
+//! against a card.
 //!
 //! **The peak moment.** Each stage's figure is taken at the moment it peaks, not as a sum of
 //! maxima ([`PeakMoment`]): the first backward under 1F1B (every in-flight micro-batch held,
@@ -1102,8 +1103,8 @@ impl std::str::FromStr for Framework {
     }
 }
 
-/// What a framework adds to the allocated estimate, and how much the allocator and the runtime
-/// add on top.
+/// A framework's memory profile: its byte counts ([`FrameworkProfile::memory_options`]) and
+/// what the allocator and the runtime add to the allocated estimate.
 ///
 /// * `reserved_factor`: `torch.cuda.max_memory_reserved / max_memory_allocated` — the caching
 ///   allocator's rounding and fragmentation;
@@ -1130,9 +1131,9 @@ impl FrameworkProfile {
     ///   1.029, 1.028, 1.065); no buckets beyond its contiguous gradient buffer (already in
     ///   the 18 bytes per parameter).
     /// * Megatron-DeepSpeed: reserved factor 1.16, fitted to BigScience's nine measured A100
-    ///   peaks (`bloom_throughput_tp8.json`, graded leave-one-out in `tests/memory.rs`);
-    ///   DeepSpeed's default `reduce_bucket_size` and `allgather_bucket_size` of 5·10⁸
-    ///   elements are not all alive at the peak and are inside that fit.
+    ///   peaks (`bloom_throughput_tp8.json`, graded leave-one-out in `tests/memory.rs`); under
+    ///   their ZeRO-1 the gradient all-reduce buckets are used after the backward, when no
+    ///   activations are held, and whatever of them lingers is inside that fit.
     /// * DeepSpeed ZeRO-3 and FSDP2: reserved factor 1.10 — an assumption
     ///   not yet calibrated (no measured runs in the repository).
     /// * Every framework: 1.5 GiB of runtime per GPU — an assumption (a CUDA context of about
