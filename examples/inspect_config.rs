@@ -215,7 +215,7 @@ impl Report {
             .iter()
             .map(|(_, _, dev)| gib(dev.device_bytes))
             .fold(capacity.unwrap_or(0.0), f64::max)
-            * 1.1;
+            * 1.75;
         let root = SVGBackend::new(path, (800, 520)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
