@@ -395,7 +395,18 @@ fn memory_verdict_keys() {
             "{stage}"
         );
         assert!(t["stages"][stage]["verdict"].is_string(), "{stage}");
+        // Each stage at its peak moment, with the buffers alive then.
+        assert!(
+            ["backward", "embedding_backward"]
+                .contains(&t["stages"][stage]["peak_moment"].as_str().unwrap()),
+            "{stage}"
+        );
+        assert!(
+            t["stages"][stage]["transient_bytes"].as_u64().is_some(),
+            "{stage}"
+        );
     }
+    assert_eq!(t["buffers_bytes"], t["transient_bytes"]);
     let (code, out, err) = run("plan", &["--json", "--top", "2"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
