@@ -48,10 +48,10 @@
 //! **The peak moment.** Each stage's figure is taken at the moment it peaks, not as a sum of
 //! maxima ([`PeakMoment`]): the first backward under 1F1B (every in-flight micro-batch held,
 //! plus the backward's working set — one layer's intermediate gradients, its re-gathered
-//! sequence-parallel input, the all-to-all buffers, and on the last stage a 16-bit copy of
-//! the logits gradient), or on the first stage the embedding's backward (one micro-batch
-//! fewer held, the embedding's dense gradient alive). Against the four measured B200 runs the
-//! allocated estimate is 0.8–2.0% low.
+//! sequence-parallel input, the all-to-all and context-parallel exchange buffers, and on the
+//! last stage a 16-bit copy of the logits gradient), or on the first stage the embedding's
+//! backward (one micro-batch fewer held, the embedding's dense gradient alive). Against the
+//! four measured B200 runs the allocated estimate is 0.8–2.0% low.
 
 use crate::error::{Error, Result, add, mul};
 use crate::flops::Recompute;
@@ -560,9 +560,23 @@ impl ActivationParts {
                 regathered = prod(&[e, s, b, h])?;
             }
         }
+        // Context parallelism's exchange buffers while the attention's backward runs: ring
+        // attention double-buffers the key/value chunk and the chunk's key/value gradients
+        // (Transformer Engine's `AttnFuncWithCPAndKVP2P`), `8·e·s·b·k` for the local `s`;
+        // all-to-all sends and receives q, k and v, `2·e·s·b·(q + 2k)`.
+        let cp_buffers = if layout.cp > 1 {
+            match layout.cp_comm {
+                crate::parallel::CpComm::P2p => mul(prod(&[8, e, s, b])?, k, A)?,
+                crate::parallel::CpComm::A2a => {
+                    mul(prod(&[2, e, s, b])?, add(q, mul(2, k, A)?, A)?, A)?
+                }
+            }
+        } else {
+            0
+        };
         let backward = add(
             add(boundary, regathered, A)?,
-            add(mlp_grads.max(attention_grads), a2a, A)?,
+            add(mlp_grads.max(add(attention_grads, cp_buffers, A)?), a2a, A)?,
             A,
         )?;
         use crate::error::to_u64;

@@ -1174,3 +1174,39 @@ fn megatron_core_weights_experts_in_the_activation() {
         48 * 4096 * 8 * (2 * 2048 - 4)
     );
 }
+
+/// Context parallelism's exchange buffers in the attention's backward: ring attention
+/// double-buffers the key/value chunk and its gradients (`8·e·s·b·k` for the local `s`), the
+/// all-to-all variant sends and receives q, k and v (`2·e·s·b·(q + 2k)`). With a narrow MLP
+/// the attention's working set is the larger, so at cp 2 on 8192 tokens (4096 local; q = 4096,
+/// k = 8 · 128 = 1024) the two differ by exactly `2·2·4096·(4096 + 2·1024) − 8·2·4096·1024`.
+#[test]
+fn context_parallel_exchange_buffers() {
+    let m = from_hf_config_str(
+        r#"{"model_type":"llama","hidden_size":4096,"intermediate_size":1024,"num_attention_heads":32,"num_key_value_heads":8,"num_hidden_layers":4,"vocab_size":32000,"max_position_embeddings":8192}"#,
+    )
+    .unwrap();
+    let opts = MemoryOptions {
+        attention: AttentionKernel::Flash,
+        dropout: false,
+        ..MemoryOptions::default()
+    };
+    let transient = |cp_comm| {
+        let layout = ParallelLayout {
+            cp: 2,
+            cp_comm,
+            seq_len: 8192,
+            ..ParallelLayout::default()
+        };
+        memory::training_memory(&m, &layout, &opts)
+            .unwrap()
+            .peak
+            .transient_bytes
+    };
+    use lmshape::parallel::CpComm;
+    let (p2p, a2a) = (transient(CpComm::P2p), transient(CpComm::A2a));
+    assert_eq!(
+        a2a - p2p,
+        2 * 2 * 4096 * (4096 + 2 * 1024) - 8 * 2 * 4096 * 1024
+    );
+}
