@@ -910,7 +910,10 @@ impl<'a> StageInputs<'a> {
 
     /// The layers' activations held at the stage's moments, and the working set of the layer
     /// whose backward runs. At the first backward of 1F1B, `in_flight` micro-batches of each
-    /// layer are held; on the first stage of the interleaved schedule,
+    /// layer are held. Under the interleaved schedule stage `i` runs
+    /// `2(p − i − 1) + (v − 1)·p` warm-up forwards of its model chunks (Megatron-LM's
+    /// `get_num_warmup_microbatches`, at most `m·v`) and holds one chunk-micro-batch more at
+    /// its first backward, each of `L_stage / v` layers: on the first stage
     /// `L_stage · (p·v + p − 1) / v` layer-micro-batches (Korthikanti et al. 2022 §4.2.3).
     /// Under selective recomputation one layer's attention core is rebuilt at a time, under
     /// full recomputation one layer's full activations (the largest kind's). Dense and
@@ -928,8 +931,10 @@ impl<'a> StageInputs<'a> {
         let v = self.layout.virtual_stages();
         // Layer-micro-batches held at the first backward, and at the end of one.
         let units = |layers: u64| -> Result<(u64, u64)> {
-            if v > 1 && index == 0 && pp > 1 {
-                let all = mul(layers, add(mul(pp, v, W)?, pp - 1, W)?, W)?.div_ceil(v);
+            if v > 1 && pp > 1 {
+                let warmup = add(mul(2, pp - index - 1, W)?, mul(v - 1, pp, W)?, W)?;
+                let chunks = add(warmup, 1, W)?.min(mul(self.micro_batches, v, W)?);
+                let all = mul(layers, chunks, W)?.div_ceil(v);
                 Ok((all, all.saturating_sub(layers.div_ceil(v))))
             } else {
                 Ok((mul(layers, in_flight, W)?, mul(layers, in_flight - 1, W)?))

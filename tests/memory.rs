@@ -1210,3 +1210,37 @@ fn context_parallel_exchange_buffers() {
         2 * 2 * 4096 * (4096 + 2 * 1024) - 8 * 2 * 4096 * 1024
     );
 }
+
+/// The interleaved schedule's in-flight chunks per stage (Megatron-LM's
+/// `get_num_warmup_microbatches`: stage `i` runs `2(p − i − 1) + (v − 1)·p` warm-up forwards,
+/// at most `m·v`, and holds one more chunk at its first backward). Llama 3 70B on pp 4 with
+/// v = 5: 20 layers a stage, 4 a chunk; with 16 micro-batches the first stage holds 23 chunks
+/// (92 layer-micro-batches, Korthikanti et al. 2022 §4.2.3), the second 21 (84); with 4
+/// micro-batches at most 4·5 = 20 chunks (80).
+#[test]
+fn interleaved_stages_hold_their_warm_up() {
+    let m = from_hf_config_str(
+        r#"{"model_type":"llama","hidden_size":8192,"intermediate_size":28672,"num_attention_heads":64,"num_key_value_heads":8,"num_hidden_layers":80,"vocab_size":128256,"max_position_embeddings":8192}"#,
+    )
+    .unwrap();
+    let opts = MemoryOptions {
+        attention: AttentionKernel::Flash,
+        dropout: false,
+        include_logits: false,
+        ..MemoryOptions::default()
+    };
+    let layout = |global_batch| ParallelLayout {
+        pp: 4,
+        global_batch,
+        seq_len: 8192,
+        schedule: lmshape::Schedule::Interleaved { virtual_stages: 5 },
+        ..ParallelLayout::default()
+    };
+    let per_layer =
+        memory::layer_activation_bytes(&m, &layout(16), &opts, Recompute::None).unwrap();
+    let r = memory::training_memory(&m, &layout(16), &opts).unwrap();
+    assert_eq!(r.first.activations_bytes, 92 * per_layer);
+    assert_eq!(r.middle.activations_bytes, 84 * per_layer);
+    let few = memory::training_memory(&m, &layout(4), &opts).unwrap();
+    assert_eq!(few.first.activations_bytes, 80 * per_layer);
+}
