@@ -77,10 +77,9 @@ fn enumeration(c: &mut Criterion) {
     g.finish();
 }
 
-/// One full 70-layer BLOOM-176B step (tp 4, pp 12, dp 8) with the analytical timer.
-fn step_timing(c: &mut Criterion) {
-    let m = presets::by_name("bloom-176b").unwrap();
-    let layout = ParallelLayout {
+/// BLOOM-176B's launch layout: tp 4, pp 12, dp 8, micro-batch 2, full recomputation.
+fn bloom_launch_layout() -> ParallelLayout {
+    ParallelLayout {
         tp: 4,
         pp: 12,
         dp: 8,
@@ -89,7 +88,13 @@ fn step_timing(c: &mut Criterion) {
         recompute: Recompute::Full,
         embedding_pipeline_slots: true,
         ..ParallelLayout::default()
-    };
+    }
+}
+
+/// One full 70-layer BLOOM-176B step on its launch layout with the analytical timer.
+fn step_timing(c: &mut Criterion) {
+    let m = presets::by_name("bloom-176b").unwrap();
+    let layout = bloom_launch_layout();
     let cluster = Cluster::selene();
     let timer = AnalyticalTimer::new(cluster.gpu.clone());
     let opts = StepOptions::default();
@@ -109,23 +114,10 @@ fn step_timing(c: &mut Criterion) {
 fn training_memory(c: &mut Criterion) {
     use lmshape::memory::{self, Framework, FrameworkProfile, MemoryOptions};
     let bloom = presets::by_name("bloom-176b").unwrap();
-    let bloom_layout = ParallelLayout {
-        tp: 4,
-        pp: 12,
-        dp: 8,
-        micro_batch: 2,
-        global_batch: 2048,
-        recompute: Recompute::Full,
-        embedding_pipeline_slots: true,
-        ..ParallelLayout::default()
-    };
-    let qwen = lmshape::model::hf::from_hf_config_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/examples/configs/qwen3-30b-a3b.json"
-        ))
-        .unwrap(),
-    )
+    let bloom_layout = bloom_launch_layout();
+    let qwen = lmshape::model::hf::from_hf_config_str(include_str!(
+        "../examples/configs/qwen3-30b-a3b.json"
+    ))
     .unwrap();
     let qwen_layout = ParallelLayout {
         dp: 8,

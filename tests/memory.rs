@@ -11,6 +11,15 @@ use proptest::prelude::*;
 
 const GIB: f64 = (1u64 << 30) as f64;
 
+/// Transformer Engine-style training: FlashAttention, no dropout.
+fn flash_no_dropout() -> MemoryOptions {
+    MemoryOptions {
+        attention: AttentionKernel::Flash,
+        dropout: false,
+        ..MemoryOptions::default()
+    }
+}
+
 /// A model from one of the example configs (`examples/configs/NAME.json`).
 fn example_config(name: &str) -> Transformer {
     let path = format!(
@@ -699,13 +708,9 @@ fn megatron_deepspeed_device_figure_out_of_sample() {
 /// against `max_memory_allocated`, and the reserved figure against `max_memory_reserved`.
 #[test]
 fn megatron_core_b200_allocated_and_reserved() {
-    use lmshape::memory::{AttentionKernel, Framework, FrameworkProfile};
+    use lmshape::memory::{Framework, FrameworkProfile};
     let (model, runs) = common::b200_runs();
-    let opts = MemoryOptions {
-        attention: AttentionKernel::Flash,
-        dropout: false,
-        ..MemoryOptions::default()
-    };
+    let opts = flash_no_dropout();
     let profile = FrameworkProfile::of(Framework::MegatronCore);
     for (layout, run) in runs {
         let r = memory::training_memory(&model, &layout, &opts).unwrap();
@@ -940,11 +945,7 @@ fn context_parallelism_splits_tokens_and_shards_over_dp_times_cp() {
         r#"{"model_type":"llama","hidden_size":4096,"intermediate_size":14336,"num_attention_heads":32,"num_key_value_heads":8,"num_hidden_layers":32,"vocab_size":128256,"tie_word_embeddings":false}"#,
     )
     .unwrap();
-    let opts = MemoryOptions {
-        attention: AttentionKernel::Flash,
-        dropout: false,
-        ..MemoryOptions::default()
-    };
+    let opts = flash_no_dropout();
     let base = ParallelLayout {
         tp: 2,
         dp: 4,
@@ -1036,11 +1037,7 @@ fn embedding_gradient_peaks_the_first_stage_of_a_large_vocabulary() {
         recompute: Recompute::Full,
         ..ParallelLayout::default()
     };
-    let opts = MemoryOptions {
-        attention: AttentionKernel::Flash,
-        dropout: false,
-        ..MemoryOptions::default()
-    };
+    let opts = flash_no_dropout();
     let r = memory::training_memory(&m, &layout, &opts).unwrap();
     assert_eq!(r.first.peak_moment, memory::PeakMoment::EmbeddingBackward);
     assert_eq!(r.first.transient_bytes, 2 * (250_880 * 1024 + 2 * 1024));
@@ -1186,11 +1183,7 @@ fn context_parallel_exchange_buffers() {
         r#"{"model_type":"llama","hidden_size":4096,"intermediate_size":1024,"num_attention_heads":32,"num_key_value_heads":8,"num_hidden_layers":4,"vocab_size":32000,"max_position_embeddings":8192}"#,
     )
     .unwrap();
-    let opts = MemoryOptions {
-        attention: AttentionKernel::Flash,
-        dropout: false,
-        ..MemoryOptions::default()
-    };
+    let opts = flash_no_dropout();
     let transient = |cp_comm| {
         let layout = ParallelLayout {
             cp: 2,
