@@ -63,7 +63,8 @@ use serde::{Deserialize, Serialize};
 /// Bytes per parameter of each model state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Precision {
-    /// Working weights (bf16/fp16: 2).
+    /// Working weights kept as a model state (bf16/fp16: 2; 0 when the 16-bit weights exist
+    /// only while gathered, as under FSDP2).
     pub weight_bytes: u64,
     /// Gradients (16-bit: 2; fp32 accumulation: 4).
     pub grad_bytes: u64,
@@ -71,7 +72,8 @@ pub struct Precision {
     pub master_weight_bytes: u64,
     /// Optimizer states (Adam's two fp32 moments: 8).
     pub optimizer_state_bytes: u64,
-    /// Bytes per stored activation element (16-bit: 2).
+    /// Bytes per stored activation element, and per element of the weights as the GEMMs
+    /// read them when gathered (16-bit: 2).
     pub activation_bytes: u64,
     /// fp32 gradients of the rank's optimizer partition, kept beside the 16-bit ones and
     /// sharded like the optimizer states (DeepSpeed's ZeRO optimizers: 4; otherwise 0).
@@ -102,6 +104,24 @@ impl Precision {
     pub const DEEPSPEED_20: Precision = Precision {
         partition_grad_bytes: 4,
         ..Precision::MIXED_16
+    };
+    /// 16 bytes per parameter, PyTorch FSDP2 with `MixedPrecisionPolicy(param_dtype=bf16,
+    /// reduce_dtype=fp32)`: the sharded parameters are the fp32 master weights, gradients are
+    /// reduced into fp32 shards, and Adam keeps two fp32 moments. No 16-bit copy is kept as a
+    /// state: the 16-bit weights exist only gathered, in the working set.
+    ///
+    /// ```
+    /// use lmshape::memory::Precision;
+    /// assert_eq!(Precision::FSDP2_16.bytes_per_param(), 16);
+    /// assert_eq!(Precision::FSDP2_16.weight_bytes, 0);
+    /// ```
+    pub const FSDP2_16: Precision = Precision {
+        weight_bytes: 0,
+        grad_bytes: 4,
+        master_weight_bytes: 4,
+        optimizer_state_bytes: 8,
+        activation_bytes: 2,
+        partition_grad_bytes: 0,
     };
     /// 18 bytes per parameter: 2 + 4 (fp32 gradient accumulation, Megatron-LM `main_grad`)
     /// + 4 + 8.
@@ -798,7 +818,7 @@ impl<'a> StageInputs<'a> {
                 mul(self.embedding_mask_bytes, in_flight - 1, W)?,
                 W,
             )?;
-            let mut grad = mul(self.first_extra_params, precision.weight_bytes, W)?;
+            let mut grad = mul(self.first_extra_params, precision.activation_bytes, W)?;
             if layout.zero >= ZeroStage::Weights {
                 grad = mul(grad, 2, W)?;
             }
@@ -871,11 +891,14 @@ impl<'a> StageInputs<'a> {
     ///   reduce-scattered (Rajbhandari et al. 2020 §5.2); under DeepSpeed also its gradient
     ///   bucket, `reduce_bucket_size` elements (5·10⁸ by default, at most the rank's
     ///   parameters) in the gradients' precision;
-    /// * sharded weights (ZeRO-3, FSDP): the layer's gathered weights and the next layer's,
+    /// * sharded weights (ZeRO-3, FSDP): the layer's gathered 16-bit weights and the next
+    ///   layer's,
     ///   gathered ahead — a whole layer under FSDP2's default one-layer prefetch and
     ///   Megatron-Core, at most DeepSpeed's `stage3_prefetch_bucket_size` (5·10⁷ elements by
     ///   default) under DeepSpeed. DeepSpeed's `stage3_param_persistence_threshold` (10⁵
-    ///   elements) keeps norms and biases whole: a few `h` per layer, not counted.
+    ///   elements) keeps norms and biases whole: a few `h` per layer, not counted;
+    /// * unsharded weights with no 16-bit state ([`Precision::FSDP2_16`] below ZeRO-3): every
+    ///   weight's 16-bit copy, from forward to backward.
     fn sharding_working_set(&self, layer_share: u64, params: u64) -> Result<u64> {
         const REDUCE_BUCKET_ELEMENTS: u64 = 500_000_000;
         const PREFETCH_BUCKET_ELEMENTS: u64 = 50_000_000;
@@ -901,9 +924,13 @@ impl<'a> StageInputs<'a> {
             };
             bytes = add(
                 bytes,
-                mul(add(layer_share, ahead, W)?, p.weight_bytes, W)?,
+                mul(add(layer_share, ahead, W)?, p.activation_bytes, W)?,
                 W,
             )?;
+        } else if p.weight_bytes == 0 {
+            // No 16-bit state and unsharded weights (FSDP2 without resharding after forward,
+            // or no sharding): every weight's 16-bit copy lives from forward to backward.
+            bytes = add(bytes, mul(params, p.activation_bytes, W)?, W)?;
         }
         Ok(bytes)
     }
@@ -1069,9 +1096,7 @@ impl Framework {
     /// The bytes per parameter the framework keeps: Megatron-Core's fp32 gradient buffer
     /// ([`Precision::MIXED_18`]); DeepSpeed's ZeRO optimizers, 16-bit gradients plus fp32 ones
     /// for the rank's partition ([`Precision::DEEPSPEED_20`]); FSDP2 with bf16 parameters and
-    /// fp32 gradient reduction, counted as [`Precision::MIXED_18`] (its sharded parameters
-    /// are fp32 and no 16-bit shard is kept: 2 bytes per parameter over `dp` too many, an
-    /// assumption on the safe side).
+    /// fp32 gradient reduction, fp32 shards and no 16-bit state ([`Precision::FSDP2_16`]).
     ///
     /// Where DeepSpeed's fp32 gradients live was read off BigScience's measured rows, the one
     /// structural choice made on data (graded in `tests/memory.rs`): full fp32 gradients
@@ -1087,7 +1112,8 @@ impl Framework {
     /// ```
     pub fn precision(self) -> Precision {
         match self {
-            Framework::MegatronCore | Framework::Fsdp => Precision::MIXED_18,
+            Framework::MegatronCore => Precision::MIXED_18,
+            Framework::Fsdp => Precision::FSDP2_16,
             Framework::MegatronDeepspeed | Framework::Deepspeed => Precision::DEEPSPEED_20,
         }
     }

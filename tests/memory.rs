@@ -1085,12 +1085,13 @@ fn logits_gradient_copy_is_two_bytes_per_logit() {
 /// whole, `h + h + 4h` (Megatron-LM's split).
 const GPT3_LAYER_ON_TP8: u64 = (12 * 12288 * 12288 + 7 * 12288) / 8 + 6 * 12288;
 
-/// GPT-3 175B's middle stage at tp 8, pp 8, dp 1 (so no model state shrinks with ZeRO) under
-/// full recomputation.
-fn gpt3_middle_stage(zero: ZeroStage, opts: &MemoryOptions) -> memory::TrainingMemory {
+/// GPT-3 175B's middle stage at tp 8, pp 8 and `dp` (at dp 1 no model state shrinks with
+/// ZeRO) under full recomputation, 8 sequences a step.
+fn gpt3_middle_stage(zero: ZeroStage, dp: u64, opts: &MemoryOptions) -> memory::TrainingMemory {
     let layout = ParallelLayout {
         tp: 8,
         pp: 8,
+        dp,
         global_batch: 8,
         seq_len: 2048,
         zero,
@@ -1109,9 +1110,9 @@ fn sharding_adds_the_gathered_layers() {
     let layer = GPT3_LAYER_ON_TP8;
     let opts = MemoryOptions::default();
     let (one, two, three) = (
-        gpt3_middle_stage(ZeroStage::OptimizerStates, &opts),
-        gpt3_middle_stage(ZeroStage::Gradients, &opts),
-        gpt3_middle_stage(ZeroStage::Weights, &opts),
+        gpt3_middle_stage(ZeroStage::OptimizerStates, 1, &opts),
+        gpt3_middle_stage(ZeroStage::Gradients, 1, &opts),
+        gpt3_middle_stage(ZeroStage::Weights, 1, &opts),
     );
     assert_eq!(two.transient_bytes - one.transient_bytes, 4 * layer);
     assert_eq!(three.transient_bytes - two.transient_bytes, 2 * 2 * layer);
@@ -1119,26 +1120,44 @@ fn sharding_adds_the_gathered_layers() {
 }
 
 /// DeepSpeed's ZeRO-3 defaults bound its working set: a gradient bucket of 5·10⁸ elements and a
-/// prefetch of 5·10⁷ elements, where FSDP2 prefetches the whole next layer (GPT-3 175B's
-/// middle stage, 12 layers on the rank).
+/// prefetch of 5·10⁷ elements, where FSDP2 and Megatron-Core prefetch the whole next layer
+/// (GPT-3 175B's middle stage, 12 layers on the rank).
 #[test]
 fn deepspeed_zero3_prefetch_and_bucket() {
     use lmshape::memory::{Framework, FrameworkProfile};
     let layer = GPT3_LAYER_ON_TP8;
-    let extra = |framework| {
+    let stage = |framework, zero, dp| {
         let opts = FrameworkProfile::of(framework).memory_options(&MemoryOptions::default());
-        let one = gpt3_middle_stage(ZeroStage::OptimizerStates, &opts);
-        let three = gpt3_middle_stage(ZeroStage::Weights, &opts);
-        assert_eq!(one.params_on_rank, 12 * layer);
-        three.total_bytes - one.total_bytes
+        gpt3_middle_stage(zero, dp, &opts)
     };
-    // FSDP: the whole fp32 gradient and two 16-bit layers.
-    assert_eq!(extra(Framework::Fsdp), 4 * layer + 2 * 2 * layer);
-    // DeepSpeed: the 16-bit gradient, its bucket (5·10⁸ < 12 layers), one layer and 5·10⁷.
+    let one = stage(Framework::Deepspeed, ZeroStage::OptimizerStates, 1);
+    let three = stage(Framework::Deepspeed, ZeroStage::Weights, 1);
+    assert_eq!(one.params_on_rank, 12 * layer);
+    // The 16-bit gradient, its bucket (5·10⁸ < 12 layers), one layer and 5·10⁷.
     assert_eq!(
-        extra(Framework::Deepspeed),
+        three.total_bytes - one.total_bytes,
         2 * layer + 2 * 500_000_000 + 2 * (layer + 50_000_000)
     );
+}
+
+/// FSDP2 keeps fp32 shards and no 16-bit state (16 bytes per parameter over `dp`): on 8
+/// data-parallel ranks its ZeRO-3 stage holds exactly the 16-bit shard, `2 · 12 layers / 8`,
+/// less than Megatron-Core's 18 bytes with the same working set. Unsharded (ZeRO-1) at dp 1
+/// its 16-bit copies live through the step, so it holds what the 18-byte layout holds.
+#[test]
+fn fsdp2_keeps_no_sixteen_bit_state() {
+    use lmshape::memory::{Framework, FrameworkProfile};
+    let stage = |framework, zero, dp| {
+        let opts = FrameworkProfile::of(framework).memory_options(&MemoryOptions::default());
+        gpt3_middle_stage(zero, dp, &opts)
+    };
+    let sharded = |framework| stage(framework, ZeroStage::Weights, 8).total_bytes;
+    assert_eq!(
+        sharded(Framework::MegatronCore) - sharded(Framework::Fsdp),
+        2 * 12 * GPT3_LAYER_ON_TP8 / 8
+    );
+    let whole = |framework| stage(framework, ZeroStage::OptimizerStates, 1).total_bytes;
+    assert_eq!(whole(Framework::Fsdp), whole(Framework::MegatronCore));
 }
 
 /// Megatron-Core weights each routed token inside the gated expert's activation and keeps
