@@ -215,6 +215,7 @@ impl Report {
             .iter()
             .map(|(_, _, dev)| gib(dev.device_bytes))
             .fold(capacity.unwrap_or(0.0), f64::max)
+            // The legend fills the top ~40% of the plot: keep the bars below it.
             * 1.75;
         let root = SVGBackend::new(path, (800, 520)).into_drawing_area();
         root.fill(&WHITE)?;

@@ -4,7 +4,10 @@
 //! **Model states** (Rajbhandari et al. 2020, ZeRO §3): mixed-precision Adam keeps 16-bit
 //! weights (2 bytes), gradients (2 bytes, or 4 when accumulated in fp32 as Megatron-LM does),
 //! fp32 master weights (4) and two fp32 Adam moments (8): 16 or 18 bytes per parameter
-//! ([`Precision::MIXED_16`], [`Precision::MIXED_18`]). Tensor parallelism splits weight
+//! ([`Precision::MIXED_16`], [`Precision::MIXED_18`]); each framework keeps its own counts
+//! ([`Framework::precision`]: DeepSpeed adds an fp32 gradient partition,
+//! [`Precision::DEEPSPEED_20`]; FSDP2 keeps fp32 shards and no 16-bit state,
+//! [`Precision::FSDP2_16`]). Tensor parallelism splits weight
 //! matrices and column-parallel biases; row-parallel biases and norms stay whole on every rank
 //! (Megatron-LM `ColumnParallelLinear`/`RowParallelLinear`). Pipeline stages hold their layers;
 //! the first adds the (vocab-parallel, padded) token embedding, the position table (replicated

@@ -11,6 +11,15 @@ use proptest::prelude::*;
 
 const GIB: f64 = (1u64 << 30) as f64;
 
+/// A LLaMA-family model of width `h`, MLP width `f`, `heads` query and `kv` key/value heads,
+/// `layers` layers and vocabulary `vocab`, untied, 8192 positions.
+fn llama(h: u64, f: u64, heads: u64, kv: u64, layers: u64, vocab: u64) -> Transformer {
+    from_hf_config_str(&format!(
+        r#"{{"model_type":"llama","hidden_size":{h},"intermediate_size":{f},"num_attention_heads":{heads},"num_key_value_heads":{kv},"num_hidden_layers":{layers},"vocab_size":{vocab},"max_position_embeddings":8192,"tie_word_embeddings":false}}"#
+    ))
+    .unwrap()
+}
+
 /// Transformer Engine-style training: FlashAttention, no dropout.
 fn flash_no_dropout() -> MemoryOptions {
     MemoryOptions {
@@ -599,10 +608,7 @@ proptest! {
 /// the model's per tensor-parallel rank.
 #[test]
 fn llama3_405b_uneven_pipeline() {
-    let m = from_hf_config_str(
-        r#"{"model_type":"llama","hidden_size":16384,"intermediate_size":53248,"num_attention_heads":128,"num_key_value_heads":8,"num_hidden_layers":126,"vocab_size":128256,"tie_word_embeddings":false}"#,
-    )
-    .unwrap();
+    let m = llama(16384, 53248, 128, 8, 126, 128256);
     let layout = ParallelLayout {
         tp: 8,
         pp: 16,
@@ -941,10 +947,7 @@ proptest! {
 /// (Megatron-Core's data-and-context-parallel group), as over a data-parallel group that large.
 #[test]
 fn context_parallelism_splits_tokens_and_shards_over_dp_times_cp() {
-    let m = from_hf_config_str(
-        r#"{"model_type":"llama","hidden_size":4096,"intermediate_size":14336,"num_attention_heads":32,"num_key_value_heads":8,"num_hidden_layers":32,"vocab_size":128256,"tie_word_embeddings":false}"#,
-    )
-    .unwrap();
+    let m = llama(4096, 14336, 32, 8, 32, 128256);
     let opts = flash_no_dropout();
     let base = ParallelLayout {
         tp: 2,
@@ -1051,13 +1054,6 @@ fn embedding_gradient_peaks_the_first_stage_of_a_large_vocabulary() {
 /// exactly `2 · s · b · ΔV / t`, and its held logits by twice that.
 #[test]
 fn logits_gradient_copy_is_two_bytes_per_logit() {
-    let config = |vocab: u64| {
-        format!(
-            r#"{{"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008,
-            "num_attention_heads": 32, "num_key_value_heads": 32, "num_hidden_layers": 8,
-            "vocab_size": {vocab}, "max_position_embeddings": 4096}}"#
-        )
-    };
     let layout = ParallelLayout {
         tp: 2,
         pp: 2,
@@ -1068,7 +1064,7 @@ fn logits_gradient_copy_is_two_bytes_per_logit() {
         ..ParallelLayout::default()
     };
     let last = |vocab| {
-        let m = from_hf_config_str(&config(vocab)).unwrap();
+        let m = llama(4096, 11008, 32, 32, 8, vocab);
         memory::training_memory(&m, &layout, &MemoryOptions::default())
             .unwrap()
             .last
@@ -1198,10 +1194,7 @@ fn megatron_core_weights_experts_in_the_activation() {
 /// k = 8 · 128 = 1024) the two differ by exactly `2·2·4096·(4096 + 2·1024) − 8·2·4096·1024`.
 #[test]
 fn context_parallel_exchange_buffers() {
-    let m = from_hf_config_str(
-        r#"{"model_type":"llama","hidden_size":4096,"intermediate_size":1024,"num_attention_heads":32,"num_key_value_heads":8,"num_hidden_layers":4,"vocab_size":32000,"max_position_embeddings":8192}"#,
-    )
-    .unwrap();
+    let m = llama(4096, 1024, 32, 8, 4, 32000);
     let opts = flash_no_dropout();
     let transient = |cp_comm| {
         let layout = ParallelLayout {
@@ -1231,10 +1224,7 @@ fn context_parallel_exchange_buffers() {
 /// micro-batches at most 4·5 = 20 chunks (80).
 #[test]
 fn interleaved_stages_hold_their_warm_up() {
-    let m = from_hf_config_str(
-        r#"{"model_type":"llama","hidden_size":8192,"intermediate_size":28672,"num_attention_heads":64,"num_key_value_heads":8,"num_hidden_layers":80,"vocab_size":128256,"max_position_embeddings":8192}"#,
-    )
-    .unwrap();
+    let m = llama(8192, 28672, 64, 8, 80, 128256);
     let opts = MemoryOptions {
         attention: AttentionKernel::Flash,
         dropout: false,
