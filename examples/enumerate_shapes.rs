@@ -371,11 +371,13 @@ fn main() {
         scored = order.iter().map(|&i| scored[i]).collect();
         speed = order.iter().map(|&i| speed[i]).collect();
     }
+    let speed_index: std::collections::HashMap<search::Shape, usize> = scored
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.shape, i))
+        .collect();
     let speed_of = |s: &search::ScoredShape| -> Option<f64> {
-        scored
-            .iter()
-            .position(|x| x.shape == s.shape)
-            .and_then(|i| speed[i])
+        speed_index.get(&s.shape).and_then(|&i| speed[i])
     };
     let rows = if args.all_heads {
         scored.clone()

@@ -33,8 +33,8 @@ struct Cli {
     /// Leave out the N runs with the highest loss (Besiroglu et al. left out 5).
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = count)]
     exclude_highest_loss: u64,
-    /// Bootstrap resamples for standard errors (0 or 1: none).
-    #[arg(long, value_name = "N", default_value_t = 100, value_parser = count)]
+    /// Bootstrap resamples for standard errors (0 or 1: none; at most 10,000).
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = resamples)]
     bootstrap: u64,
     /// Threads for the starts (0: every core).
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = count)]
@@ -44,13 +44,31 @@ struct Cli {
     json: bool,
 }
 
+/// A bootstrap size from 0 to [`scaling::MAX_BOOTSTRAP_RESAMPLES`].
+fn resamples(s: &str) -> Result<u64, String> {
+    let n = count(s)?;
+    let max = scaling::MAX_BOOTSTRAP_RESAMPLES as u64;
+    if n > max {
+        return Err(format!(
+            "at most {max} resamples (the standard errors are within 1% of their limit by then), got {s}"
+        ));
+    }
+    Ok(n)
+}
+
 fn main() {
     let args = Cli::parse();
     let path = args.csv.clone().unwrap_or_else(|| DEFAULT_CSV.into());
-    let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| die(&format!("cannot read {path}: {e}")));
+    let text = common::read_input(&path);
     let all = or_die(scaling::runs_from_csv(&text));
     let excluded = usize::try_from(args.exclude_highest_loss).unwrap_or(usize::MAX);
+    if all.len() < scaling::MIN_RUNS {
+        die(&format!(
+            "{path} holds {} runs; a five-parameter fit needs at least {}",
+            all.len(),
+            scaling::MIN_RUNS
+        ));
+    }
     if all.len().saturating_sub(excluded) < scaling::MIN_RUNS {
         die(&format!(
             "--exclude-highest-loss {excluded} leaves {} of {} runs; a five-parameter fit needs at least {}",
@@ -89,7 +107,13 @@ fn main() {
     let seconds = t.elapsed().as_secs_f64();
     let boot = usize::try_from(args.bootstrap).unwrap_or(usize::MAX);
     let se = if boot >= 2 {
-        scaling::bootstrap_standard_errors(&runs, &fit, &opts, boot, 2024).ok()
+        match scaling::bootstrap_standard_errors(&runs, &fit, &opts, boot, 2024) {
+            Ok(se) => Some(se),
+            Err(e) => {
+                eprintln!("note: no bootstrap standard errors: {e}");
+                None
+            }
+        }
     } else {
         None
     };

@@ -115,6 +115,9 @@ fn main() {
         Some(_) => opts.precision = Precision::MIXED_18,
         None => {}
     }
+    if let Some(g) = &args.gpu {
+        or_die(g.check_precision(opts.gemm_precision));
+    }
     if args.layout.recompute == common::cli::RecomputeArg::Auto {
         let capacity = args.gpu.as_ref().map_or(u64::MAX, |g| g.memory_bytes);
         layout.recompute = or_die(memory::least_recompute(

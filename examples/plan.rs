@@ -337,9 +337,12 @@ fn main() {
 
     let analytical = AnalyticalTimer::new(req.cluster.gpu.clone());
     let table = args.table.as_deref().map(|path| {
-        let text = std::fs::read_to_string(path)
-            .unwrap_or_else(|e| die(&format!("cannot read {path}: {e}")));
-        or_die(TableTimer::from_json(&text, Missing::ScaleNearest))
+        let t = or_die(TableTimer::from_json(
+            &common::read_input(path),
+            Missing::ScaleNearest,
+        ));
+        or_die(t.check_gpu(&req.cluster.gpu));
+        t
     });
     let timer: &dyn GemmTimer = match &table {
         Some(t) => t,

@@ -44,7 +44,7 @@ pub enum Error {
         what: &'static str,
     },
     /// A floating-point input is out of its domain (non-finite, non-positive, out of range).
-    #[error("{field} must be {expected}, got {value}")]
+    #[error("{field} must be {expected}, got {}", readable(*value))]
     InvalidValue {
         /// Name of the input.
         field: &'static str,
@@ -144,6 +144,39 @@ pub enum Error {
         /// Comma-separated list of known names.
         known: String,
     },
+}
+
+/// A float as people read it in a message: plain decimals between 0.001 and a million,
+/// scientific notation outside (`1e300`, not three hundred digits), `NaN` and `inf` as such.
+///
+/// ```
+/// assert_eq!(lmshape::error::readable(1e300), "1e300");
+/// assert_eq!(lmshape::error::readable(0.745), "0.745");
+/// assert_eq!(lmshape::error::readable(-2.5e-7), "-2.5e-7");
+/// ```
+pub fn readable(x: f64) -> String {
+    let a = x.abs();
+    if x.is_finite() && a != 0.0 && !(1e-3..1e6).contains(&a) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
+/// Largest input text the parsers accept (a `config.json`, a runs CSV, a timing table): 64 MiB,
+/// far above any real one (a 59,000-entry GEMM table is about 6 MB), so that a wrong path such
+/// as a device file is refused instead of read without end.
+pub const MAX_INPUT_BYTES: usize = 64 << 20;
+
+/// Refuse input text longer than [`MAX_INPUT_BYTES`], naming what it was.
+pub(crate) fn input_size(text: &str, what: &'static str) -> Result<()> {
+    if text.len() > MAX_INPUT_BYTES {
+        return Err(Error::Inconsistent {
+            rule: "input text is at most 64 MiB",
+            detail: format!("the {what} holds {} bytes", text.len()),
+        });
+    }
+    Ok(())
 }
 
 /// Shorthand for `std::result::Result<T, lmshape::Error>`.

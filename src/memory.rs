@@ -158,62 +158,7 @@ pub enum AttentionKernel {
     Flash,
 }
 
-/// The precision the linear layers' GEMMs run in (Micikevicius et al. 2022, "FP8 Formats for
-/// Deep Learning"; NVIDIA Transformer Engine). In FP8 each GEMM input is cast (E4M3 forward,
-/// E5M2 gradients) with a per-tensor scale; with MXFP8 (OCP Microscaling, Blackwell) each block
-/// of 32 values carries its own 8-bit scale. Activations, communication and the output layer
-/// stay in 16 bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GemmPrecision {
-    /// bf16/fp16 GEMMs.
-    #[default]
-    Bf16,
-    /// FP8 GEMMs with per-tensor current scaling (Transformer Engine's
-    /// `Float8CurrentScaling`): each tensor's amax is found before it is cast, one more read
-    /// of its 16-bit values.
-    Fp8,
-    /// FP8 GEMMs with per-tensor MX block scaling (one E8M0 scale per 32 values), computed in
-    /// the cast itself.
-    Mxfp8,
-    /// FP8 GEMMs with delayed scaling (Transformer Engine's `DelayedScaling`; Micikevicius et
-    /// al. 2022 §4.3): the scale comes from the amax history of earlier steps and the amax is
-    /// recorded during the cast, so no extra pass.
-    Fp8Delayed,
-}
-
-impl GemmPrecision {
-    /// Bytes written per cast element: the 8-bit value, plus MXFP8's scale byte per 32 values.
-    pub fn cast_bytes(self) -> f64 {
-        match self {
-            GemmPrecision::Bf16 => 0.0,
-            GemmPrecision::Fp8 | GemmPrecision::Fp8Delayed => 1.0,
-            GemmPrecision::Mxfp8 => 1.0 + 1.0 / 32.0,
-        }
-    }
-
-    /// Bytes read per cast element before the cast to find its scale: the 16-bit input again
-    /// (`input_bytes`) under current scaling, nothing otherwise.
-    ///
-    /// ```
-    /// use lmshape::memory::GemmPrecision;
-    /// assert_eq!(GemmPrecision::Fp8.scale_pass_bytes(2.0), 2.0);
-    /// assert_eq!(GemmPrecision::Fp8Delayed.scale_pass_bytes(2.0), 0.0);
-    /// ```
-    pub fn scale_pass_bytes(self, input_bytes: f64) -> f64 {
-        match self {
-            GemmPrecision::Fp8 => input_bytes,
-            _ => 0.0,
-        }
-    }
-
-    /// Extra bytes per parameter of the low-precision weight copies Transformer Engine keeps
-    /// between micro-batches: the cast weight and its transpose (the backward GEMMs need the
-    /// other layout), each [`GemmPrecision::cast_bytes`].
-    pub fn weight_copy_bytes(self) -> f64 {
-        2.0 * self.cast_bytes()
-    }
-}
+pub use crate::hardware::GemmPrecision;
 
 /// What the memory estimate assumes beyond the layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -1474,12 +1419,16 @@ pub fn inference_memory(model: &Transformer, q: &InferenceQuery) -> Result<Infer
     const W: &str = "inference memory";
     crate::error::positive(q.batch, "batch")?;
     crate::error::positive(q.context, "context")?;
+    model.check_context(q.context, "context")?;
     // Serving splits the layers over the stages as evenly as they go (vLLM's
     // `get_pp_indices`), so any layer count is accepted.
+    // Only the weights per rank are read from this layout; one token per sequence keeps it
+    // within any position table.
     let layout = ParallelLayout {
         tp: q.tp,
         pp: q.pp,
         global_batch: q.pp,
+        seq_len: 1,
         balanced_pipeline: true,
         ..ParallelLayout::default()
     };

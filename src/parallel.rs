@@ -916,6 +916,7 @@ impl ParallelLayout {
     /// ([`check_tensor_split`], [`check_pipeline_split`]). The first rule broken is returned.
     pub fn validate(&self, model: &Transformer) -> Result<()> {
         self.validate_batch()?;
+        model.check_context(self.seq_len, "seq_len")?;
         self.check_experts(model)?;
         if self.cp > 1 && self.cp_comm == CpComm::A2a {
             divisible(

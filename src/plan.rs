@@ -481,12 +481,29 @@ impl PlanRequest {
             return Err(Error::Inconsistent {
                 rule: "tp and micro-batch options must not be empty",
                 detail: format!(
-                    "tp {:?}, micro-batch {:?}",
-                    self.tp_options, self.micro_batches
+                    "{} tp options, {} micro-batch options",
+                    self.tp_options.len(),
+                    self.micro_batches.len()
                 ),
             });
         }
+        self.cluster.validate()?;
+        // A precision the GPU lacks is the request's error, before any search.
+        self.cluster.gpu.peak_flops_per_s(self.step_options.dtype)?;
+        for &p in self.gemm_precisions() {
+            self.cluster.gpu.check_precision(p)?;
+        }
         Ok(())
+    }
+
+    /// The GEMM precisions the planner tries: [`PlanRequest::precisions`], or the step
+    /// options' own when that is empty.
+    pub fn gemm_precisions(&self) -> &[GemmPrecision] {
+        if self.precisions.is_empty() {
+            std::slice::from_ref(&self.step_options.memory.gemm_precision)
+        } else {
+            &self.precisions
+        }
     }
 }
 
@@ -810,12 +827,7 @@ fn evaluate_pair(
     layout: ParallelLayout,
 ) -> Result<std::result::Result<Candidate, (RejectReason, f64)>> {
     let req = walk.req;
-    let base = req.step_options.memory.gemm_precision;
-    let precisions = if req.precisions.is_empty() {
-        std::slice::from_ref(&base)
-    } else {
-        req.precisions.as_slice()
-    };
+    let precisions = req.gemm_precisions();
     let mut best: Option<std::result::Result<Candidate, (RejectReason, f64)>> = None;
     let mut first_error = None;
     for &precision in precisions {
@@ -880,6 +892,11 @@ fn evaluate_precision(
         return Ok(Err((RejectReason::DoesNotFit, 0.0)));
     }
     let (verdict, memory_margin_bytes) = device.verdict(req.cluster.gpu.memory_bytes);
+    // The step is timed under the same byte counts the memory was sized with.
+    let opts = StepOptions {
+        memory: memory_opts,
+        ..opts
+    };
     let st = step::step_time(model, &layout, &req.cluster, walk.timer, &opts)?;
     let tokens = st.tokens_per_second * walk.usable_seconds;
     if req.token_floor.is_some_and(|f| tokens < f) {

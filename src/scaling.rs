@@ -708,6 +708,7 @@ impl Run {
 /// # Ok::<(), lmshape::Error>(())
 /// ```
 pub fn runs_from_csv(text: &str) -> Result<Vec<Run>> {
+    crate::error::input_size(text, "runs CSV")?;
     let mut lines = text
         .lines()
         .enumerate()
@@ -845,7 +846,8 @@ impl GranularityLaw {
 
 mod fit;
 pub use fit::{
-    FitOptions, FitResult, IsoflopMinimum, MIN_RUNS, PowerLawFit, StandardErrors,
+    FitOptions, FitResult, IsoflopMinimum, MAX_BOOTSTRAP_RESAMPLES, MAX_FITTED_EXPONENT, MAX_ITERS,
+    MAX_START_MAGNITUDE, MAX_STARTS, MIN_DISTINCT_VALUES, MIN_RUNS, PowerLawFit, StandardErrors,
     bootstrap_standard_errors, fit_parametric, fit_parametric_with_progress, fit_power_law,
     isoflop_frontier,
 };

@@ -13,6 +13,7 @@ use crate::flops::ParamBasis;
 use crate::heuristics::{self, ShapeHeuristics};
 use crate::model::{Architecture, Transformer};
 use crate::parallel;
+use itertools::Itertools;
 use serde::{Deserialize, Serialize};
 
 /// How many key/value heads a shape with `h` query heads has.
@@ -163,12 +164,24 @@ fn total_basis() -> ParamBasis {
     ParamBasis::Total
 }
 
-/// Head dimensions `min..=max` in steps of `multiple`.
+/// Most head sizes a space may allow (every multiple of 8 up to 8192 is 1,024 of them; real
+/// models use 64 to 256).
+pub const MAX_HEAD_DIMS: usize = 4096;
+
+/// Most depths a space may span (`max_layers − min_layers + 1`): the deepest published models
+/// have under 200 layers.
+pub const MAX_LAYER_SPAN: u64 = 100_000;
+
+/// Head dimensions `min..=max` in steps of `multiple`; at most [`MAX_HEAD_DIMS`] of them.
 ///
 /// ```
 /// assert_eq!(lmshape::search::head_dim_range(64, 128, 32)?, vec![64, 96, 128]);
+/// assert!(lmshape::search::head_dim_range(1, 1_000_000_000, 1).is_err());
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// A zero bound or step, an empty range, or a range of more than [`MAX_HEAD_DIMS`] sizes.
 pub fn head_dim_range(min: u64, max: u64, multiple: u64) -> Result<Vec<u64>> {
     positive(multiple, "head dim multiple")?;
     positive(min, "min head dim")?;
@@ -178,10 +191,18 @@ pub fn head_dim_range(min: u64, max: u64, multiple: u64) -> Result<Vec<u64>> {
             detail: format!("min {min} > max {max}"),
         });
     }
-    Ok((min.div_ceil(multiple)..=max / multiple)
-        .map(|k| k * multiple)
-        .filter(|&h| h >= min)
-        .collect())
+    let (first, last) = (min.div_ceil(multiple), max / multiple);
+    let count = last.saturating_sub(first).saturating_add(1);
+    if first > last || count > MAX_HEAD_DIMS as u64 {
+        return Err(Error::Inconsistent {
+            rule: "a head-size range holds between 1 and 4096 sizes",
+            detail: format!(
+                "{min}..={max} in steps of {multiple} holds {}",
+                if first > last { 0 } else { count }
+            ),
+        });
+    }
+    Ok((first..=last).map(|k| k * multiple).collect())
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -260,10 +281,26 @@ impl ShapeSpace {
         positive(self.vocab_size, "vocab_size")?;
         positive(self.seq_len, "seq_len")?;
         positive(self.hidden_multiple, "hidden_multiple")?;
-        if self.head_dims.is_empty() || self.head_dims.contains(&0) {
+        if self.head_dims.is_empty()
+            || self.head_dims.contains(&0)
+            || self.head_dims.len() > MAX_HEAD_DIMS
+            || !self.head_dims.is_sorted_by(|a, b| a < b)
+        {
             return Err(Error::Inconsistent {
-                rule: "allowed head dims must be positive and not empty",
-                detail: format!("{:?}", self.head_dims),
+                rule: "allowed head dims are 1 to 4096 positive sizes, sorted and unique",
+                detail: format!(
+                    "{} sizes: {}",
+                    self.head_dims.len(),
+                    self.head_dims.iter().take(8).join(", ")
+                ),
+            });
+        }
+        positive(self.min_layers, "min_layers")?;
+        if self.min_layers > self.max_layers || self.max_layers - self.min_layers >= MAX_LAYER_SPAN
+        {
+            return Err(Error::Inconsistent {
+                rule: "the depth range holds between 1 and 100,000 depths",
+                detail: format!("layers {}..={}", self.min_layers, self.max_layers),
             });
         }
         match self.kv_heads {
@@ -428,21 +465,20 @@ impl ShapeSpace {
     }
 
     /// A lazy iterator over every valid shape, by depth, then head size, then width.
-    pub fn iter(&self) -> Result<ShapeIter<'_>> {
-        self.validate()?;
-        let vocab = self.padded_vocab()?;
-        Ok(ShapeIter {
-            space: self,
-            vocab,
-            layers: self.min_layers.max(1),
-            hd_index: 0,
-            k: 0,
-            k_end: 0,
-            step: 0,
-            fresh: true,
-            done: false,
-            candidates: 0,
-        })
+    ///
+    /// # Errors
+    /// The space's own rules ([`ShapeSpace::validate`]) and its padded vocabulary.
+    pub fn iter(&self) -> Result<ShapeIter<&ShapeSpace>> {
+        ShapeIter::new(self)
+    }
+
+    /// [`ShapeSpace::iter`] owning the space (to return from a function or keep beside other
+    /// state).
+    ///
+    /// # Errors
+    /// As [`ShapeSpace::iter`].
+    pub fn into_shapes(self) -> Result<ShapeIter<ShapeSpace>> {
+        ShapeIter::new(self)
     }
 
     /// The model of a shape from this space.
@@ -460,10 +496,21 @@ impl ShapeSpace {
     }
 }
 
-/// Lazy enumeration of a [`ShapeSpace`]; see [`ShapeSpace::iter`].
+/// Lazy enumeration of a [`ShapeSpace`] (borrowed or owned); see [`ShapeSpace::iter`]. Each
+/// call to `next` does bounded work: the depths and head sizes are bounded by
+/// [`ShapeSpace::validate`], and the widths of one depth and head size by [`MAX_HIDDEN`].
 #[derive(Debug, Clone)]
-pub struct ShapeIter<'a> {
-    space: &'a ShapeSpace,
+pub struct ShapeIter<S> {
+    space: S,
+    state: IterState,
+}
+
+/// Largest hidden size the enumeration walks to (the widest published models are under 30k).
+pub const MAX_HIDDEN: u64 = 1 << 20;
+
+/// Where a [`ShapeIter`] stands.
+#[derive(Debug, Clone, Copy)]
+struct IterState {
     vocab: u64,
     layers: u64,
     hd_index: usize,
@@ -476,17 +523,36 @@ pub struct ShapeIter<'a> {
     candidates: u64,
 }
 
-impl ShapeIter<'_> {
-    /// Candidates (depth, head size, width) examined so far.
-    pub fn candidates(&self) -> u64 {
-        self.candidates
+impl<S: std::borrow::Borrow<ShapeSpace>> ShapeIter<S> {
+    fn new(space: S) -> Result<ShapeIter<S>> {
+        let s = space.borrow();
+        s.validate()?;
+        let state = IterState {
+            vocab: s.padded_vocab()?,
+            layers: s.min_layers.max(1),
+            hd_index: 0,
+            k: 0,
+            k_end: 0,
+            step: 0,
+            fresh: true,
+            done: false,
+            candidates: 0,
+        };
+        Ok(ShapeIter { space, state })
     }
 
+    /// Candidates (depth, head size, width) examined so far.
+    pub fn candidates(&self) -> u64 {
+        self.state.candidates
+    }
+}
+
+impl IterState {
     /// Set up the width range of the current (depth, head size): `[k, k_end)` in multiples of
     /// `step = lcm(M, hd · tp)`, from the first width whose count reaches `min_params` (by
-    /// bisection) to the first above `max_params`, inside the aspect window.
-    fn start_widths(&mut self) -> bool {
-        let s = self.space;
+    /// bisection) to the first above `max_params`, inside the aspect window and below
+    /// [`MAX_HIDDEN`].
+    fn start_widths(&mut self, s: &ShapeSpace) -> bool {
         let hd = s.head_dims[self.hd_index];
         let Some(unit) = hd.checked_mul(s.tp) else {
             return false;
@@ -501,8 +567,9 @@ impl ShapeIter<'_> {
         let k_hi_aspect = if s.max_aspect_ratio.is_finite() {
             (s.max_aspect_ratio * l as f64 / step as f64).floor() as u64
         } else {
-            u64::MAX / step
-        };
+            u64::MAX
+        }
+        .min(MAX_HIDDEN / step);
         let params = |k: u64| s.bracket_params(l, k * step, hd, self.vocab);
         // First k with params ≥ min (exponential then binary search).
         match params(k_lo) {
@@ -541,8 +608,7 @@ impl ShapeIter<'_> {
 
     /// Whether any width at this depth can still be small enough: the smallest allowed width
     /// over all head sizes is already above the range once depth grows past it.
-    fn depth_exhausted(&self) -> bool {
-        let s = self.space;
+    fn depth_exhausted(&self, s: &ShapeSpace) -> bool {
         let l = self.layers;
         let min_d = s.head_dims.iter().filter_map(|&hd| {
             let unit = hd.checked_mul(s.tp)?;
@@ -555,29 +621,29 @@ impl ShapeIter<'_> {
             .filter_map(|(d, hd)| s.bracket_params(l, d, hd, self.vocab))
             .all(|p| p > s.max_params)
     }
-}
 
-impl Iterator for ShapeIter<'_> {
-    type Item = Shape;
+    /// The next depth, or the end when the depths run out.
+    fn next_depth(&mut self, s: &ShapeSpace) {
+        match self.layers.checked_add(1) {
+            Some(l) if l <= s.max_layers => self.layers = l,
+            _ => self.done = true,
+        }
+    }
 
-    fn next(&mut self) -> Option<Shape> {
-        let s = self.space;
+    fn next_shape(&mut self, s: &ShapeSpace) -> Option<Shape> {
         loop {
-            if self.done {
-                return None;
-            }
-            if self.layers > s.max_layers {
+            if self.done || self.layers > s.max_layers {
                 self.done = true;
                 return None;
             }
             if !s.layers_ok(self.layers) {
                 // Exhaustion is checked after each valid depth; invalid ones are skipped.
-                self.layers += 1;
+                self.next_depth(s);
                 continue;
             }
             if self.fresh {
                 self.fresh = false;
-                if !self.start_widths() {
+                if !self.start_widths(s) {
                     self.k_end = 0;
                 }
             }
@@ -604,13 +670,21 @@ impl Iterator for ShapeIter<'_> {
             self.fresh = true;
             if self.hd_index >= s.head_dims.len() {
                 self.hd_index = 0;
-                if self.depth_exhausted() {
+                if self.depth_exhausted(s) {
                     self.done = true;
                     return None;
                 }
-                self.layers += 1;
+                self.next_depth(s);
             }
         }
+    }
+}
+
+impl<S: std::borrow::Borrow<ShapeSpace>> Iterator for ShapeIter<S> {
+    type Item = Shape;
+
+    fn next(&mut self) -> Option<Shape> {
+        self.state.next_shape(self.space.borrow())
     }
 }
 
@@ -681,21 +755,25 @@ pub fn rank(scored: &mut [ScoredShape], keys: &[SortKey]) {
 /// `preferred_head_dim` (ties: more heads). Order of first appearance is kept.
 pub fn one_per_width_depth(scored: &[ScoredShape], preferred_head_dim: u64) -> Vec<ScoredShape> {
     let mut out: Vec<ScoredShape> = Vec::new();
+    let mut slot: std::collections::HashMap<(u64, u64), usize> = std::collections::HashMap::new();
+    let rank = |x: &ScoredShape| {
+        (
+            x.shape.model.head_dim.abs_diff(preferred_head_dim),
+            u64::MAX - x.shape.model.num_heads,
+        )
+    };
     for s in scored {
-        let better = |o: &ScoredShape| {
-            let d = |x: &ScoredShape| x.shape.model.head_dim.abs_diff(preferred_head_dim);
-            (d(s), u64::MAX - s.shape.model.num_heads) < (d(o), u64::MAX - o.shape.model.num_heads)
-        };
-        match out.iter_mut().find(|o| {
-            (o.shape.model.num_layers, o.shape.model.hidden_size)
-                == (s.shape.model.num_layers, s.shape.model.hidden_size)
-        }) {
-            Some(o) => {
-                if better(o) {
-                    *o = *s;
+        let key = (s.shape.model.num_layers, s.shape.model.hidden_size);
+        match slot.get(&key) {
+            Some(&i) => {
+                if rank(s) < rank(&out[i]) {
+                    out[i] = *s;
                 }
             }
-            None => out.push(*s),
+            None => {
+                slot.insert(key, out.len());
+                out.push(*s);
+            }
         }
     }
     out
@@ -853,8 +931,7 @@ impl MoeSpace {
             min_params: self.backbone.min_params - self.backbone.min_params / 20,
             ..self.backbone.clone()
         };
-        let backbones: Vec<Shape> = dense.iter()?.collect();
-        Ok(backbones.into_iter().flat_map(move |b| {
+        Ok(dense.into_shapes()?.flat_map(move |b| {
             itertools::iproduct!(
                 self.num_experts.iter().copied(),
                 self.granularities.iter().copied(),

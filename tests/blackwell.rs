@@ -33,7 +33,7 @@ fn model(name: &str) -> Option<Transformer> {
         "llama3-70b" => llama(8192, 28672, 64, 80),
         "llama3.1-405b" => llama(16384, 53248, 128, 126),
         "deepseek-v3" => r#"{"model_type":"deepseek_v3","hidden_size":7168,"intermediate_size":18432,"moe_intermediate_size":2048,"num_hidden_layers":61,"num_attention_heads":128,"num_key_value_heads":128,"n_shared_experts":1,"n_routed_experts":256,"num_experts_per_tok":8,"q_lora_rank":1536,"kv_lora_rank":512,"qk_nope_head_dim":128,"qk_rope_head_dim":64,"v_head_dim":128,"first_k_dense_replace":3,"moe_layer_freq":1,"vocab_size":129280,"max_position_embeddings":163840,"tie_word_embeddings":false}"#.into(),
-        "gpt-oss-120b" => r#"{"model_type":"gpt_oss","hidden_size":2880,"intermediate_size":2880,"num_hidden_layers":36,"num_attention_heads":64,"num_key_value_heads":8,"head_dim":64,"num_local_experts":128,"num_experts_per_tok":4,"sliding_window":128,"layer_types":["sliding_attention","full_attention"],"attention_bias":true,"vocab_size":201088,"max_position_embeddings":131072,"tie_word_embeddings":false}"#.into(),
+        "gpt-oss-120b" => r#"{"model_type":"gpt_oss","hidden_size":2880,"intermediate_size":2880,"num_hidden_layers":36,"num_attention_heads":64,"num_key_value_heads":8,"head_dim":64,"num_local_experts":128,"num_experts_per_tok":4,"sliding_window":128,"attention_bias":true,"vocab_size":201088,"max_position_embeddings":131072,"tie_word_embeddings":false}"#.into(),
         "qwen3-30b-a3b" => r#"{"model_type":"qwen3_moe","hidden_size":2048,"intermediate_size":6144,"moe_intermediate_size":768,"num_attention_heads":32,"num_key_value_heads":4,"head_dim":128,"num_hidden_layers":48,"num_experts":128,"num_experts_per_tok":8,"decoder_sparse_step":1,"mlp_only_layers":[],"vocab_size":151936,"max_position_embeddings":40960,"tie_word_embeddings":false}"#.into(),
         "qwen3-235b-a22b" => r#"{"model_type":"qwen3_moe","hidden_size":4096,"intermediate_size":12288,"moe_intermediate_size":1536,"num_attention_heads":64,"num_key_value_heads":4,"head_dim":128,"num_hidden_layers":94,"num_experts":128,"num_experts_per_tok":8,"decoder_sparse_step":1,"mlp_only_layers":[],"vocab_size":151936,"max_position_embeddings":40960,"tie_word_embeddings":false}"#.into(),
         _ => return None,
@@ -165,14 +165,14 @@ fn predicted_error(run: &Run, software_efficiency: f64) -> f64 {
 }
 
 /// Fit the software efficiency on `runs` (each on its own cluster and options): the value
-/// minimising the squared log errors, by golden-section search over `[0.05, 2]`.
+/// minimising the squared log errors, by golden-section search over `[0.05, 1]`.
 fn fit(runs: &[&Run]) -> f64 {
     let loss = |x: f64| -> f64 {
         runs.iter()
             .map(|r| (1.0 + predicted_error(r, x.exp())).ln().powi(2))
             .sum()
     };
-    let (mut a, mut b) = (0.05f64.ln(), 2.0f64.ln());
+    let (mut a, mut b) = (0.05f64.ln(), 0.0);
     let g = (5f64.sqrt() - 1.0) / 2.0;
     for _ in 0..60 {
         let c = b - g * (b - a);

@@ -288,14 +288,14 @@ fn widened_search_never_loses() {
         assert_eq!(c.layout.gpus().unwrap(), 64);
         assert!(c.layout.cp <= 2 && c.layout.virtual_stages() <= 2);
     }
-    // A100 has no FP8: the bf16 pairs survive.
+    // A100 has no FP8: the request is refused before any search, naming the GPU.
     let a100 = Cluster::selene();
     let on_a100 = PlanRequest {
         cluster: a100.clone(),
         ..wide
     };
-    let p = plan::plan(&on_a100, &AnalyticalTimer::new(a100.gpu.clone())).unwrap();
-    assert!(p.best().is_some_and(|c| c.precision == GemmPrecision::Bf16));
+    let e = plan::plan(&on_a100, &AnalyticalTimer::new(a100.gpu.clone())).unwrap_err();
+    assert!(e.to_string().contains("a100-80gb has no fp8"), "{e}");
 }
 
 /// `plan` with a mixture-of-experts search: the candidates are mixture-of-experts variants of

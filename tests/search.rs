@@ -199,7 +199,7 @@ fn contradictory_constraints_give_empty_or_error() {
     s.head_dims = vec![];
     let e = s.iter().unwrap_err().to_string();
     assert!(
-        e.contains("allowed head dims must be positive and not empty"),
+        e.contains("allowed head dims are 1 to 4096 positive sizes"),
         "{e}"
     );
     s.head_dims = vec![64];
@@ -243,7 +243,7 @@ proptest! {
         s.min_params = 0;
         s.max_params = u64::MAX;
         s.min_layers = 1;
-        s.max_layers = u64::MAX;
+        s.max_layers = lmshape::search::MAX_LAYER_SPAN;
         s.hidden_multiple = 1;
         s.head_dims = (1..=2048).collect();
         s.tp = tp;

@@ -201,9 +201,9 @@ pub struct ClusterArgs {
     /// Network per node in Gb/s (default: the cluster's).
     #[arg(long, value_name = "GBPS", value_parser = positive)]
     pub inter_node_gbps: Option<f64>,
-    /// Multiplier on compute throughput for the software stack (default: the cluster's, 1.0;
-    /// BigScience's own A100 runs fit 0.745).
-    #[arg(long, value_name = "F", value_parser = positive)]
+    /// Multiplier on compute throughput for the software stack, above 0 and at most 1
+    /// (default: the cluster's, 1.0; BigScience's own A100 runs fit 0.745).
+    #[arg(long, value_name = "F", value_parser = share)]
     pub software_efficiency: Option<f64>,
     /// Use the software efficiency fitted to the framework's measured runs (megatron-core:
     /// 0.69 on GB200; megatron-deepspeed: 0.745 on A100) instead of the cluster's.

@@ -64,11 +64,29 @@ pub fn or_die<T>(r: lmshape::Result<T>) -> T {
     r.unwrap_or_else(|e| die(&e.to_string()))
 }
 
+/// Read a text file of at most [`lmshape::error::MAX_INPUT_BYTES`], exiting with a message
+/// that names the path when it cannot be read, is larger, or is not UTF-8 text.
+pub fn read_input(path: &str) -> String {
+    use std::io::Read as _;
+    let limit = lmshape::error::MAX_INPUT_BYTES;
+    let file =
+        std::fs::File::open(path).unwrap_or_else(|e| die(&format!("cannot read {path}: {e}")));
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .unwrap_or_else(|e| die(&format!("cannot read {path}: {e}")));
+    if bytes.len() > limit {
+        die(&format!(
+            "{path} is larger than {} MiB; is it the right file?",
+            limit >> 20
+        ));
+    }
+    String::from_utf8(bytes).unwrap_or_else(|_| die(&format!("{path} is not UTF-8 text")))
+}
+
 /// Read and parse a Hugging Face `config.json`, exiting with the error's message on failure.
 pub fn load_config(path: &str) -> lmshape::Transformer {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| die(&format!("cannot read {path}: {e}")));
-    or_die(lmshape::model::hf::from_hf_config_str(&text))
+    or_die(lmshape::model::hf::from_hf_config_str(&read_input(path)))
 }
 
 /// The header of a mixture-of-experts shape's columns (see [`moe_shape_columns`]).

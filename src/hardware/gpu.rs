@@ -1,6 +1,6 @@
 //! GPU presets: the facts a model of speed and memory needs.
 //!
-//! Sources: NVIDIA V100 datasheet (2020), NVIDIA A100 Tensor Core GPU Architecture whitepaper
+//! Sources: NVIDIA A100 Tensor Core GPU Architecture whitepaper
 //! (2020) and A100 datasheet (80GB: 2,039 GB/s), NVIDIA H100 Tensor Core GPU Architecture
 //! whitepaper (2022; SXM5: 132 SMs, 989.4 dense BF16 TFLOP/s, 3.35 TB/s), NVIDIA H200 datasheet
 //! (2024; 141 GB HBM3e, 4.8 TB/s, same GH100 compute as H100 SXM), NVIDIA H100 PCIe datasheet
@@ -99,6 +99,120 @@ impl std::str::FromStr for Dtype {
     }
 }
 
+/// The precision the linear layers' GEMMs run in (Micikevicius et al. 2022, "FP8 Formats for
+/// Deep Learning"; NVIDIA Transformer Engine). In FP8 each GEMM input is cast (E4M3 forward,
+/// E5M2 gradients) with a per-tensor scale; with MXFP8 (OCP Microscaling, Blackwell) each block
+/// of 32 values carries its own 8-bit scale. Activations, communication and the output layer
+/// stay in 16 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GemmPrecision {
+    /// bf16/fp16 GEMMs.
+    #[default]
+    Bf16,
+    /// FP8 GEMMs with per-tensor current scaling (Transformer Engine's
+    /// `Float8CurrentScaling`): each tensor's amax is found before it is cast, one more read
+    /// of its 16-bit values.
+    Fp8,
+    /// FP8 GEMMs with per-tensor MX block scaling (one E8M0 scale per 32 values), computed in
+    /// the cast itself.
+    Mxfp8,
+    /// FP8 GEMMs with delayed scaling (Transformer Engine's `DelayedScaling`; Micikevicius et
+    /// al. 2022 §4.3): the scale comes from the amax history of earlier steps and the amax is
+    /// recorded during the cast, so no extra pass.
+    Fp8Delayed,
+}
+
+impl GemmPrecision {
+    /// Bytes written per cast element: the 8-bit value, plus MXFP8's scale byte per 32 values.
+    pub fn cast_bytes(self) -> f64 {
+        match self {
+            GemmPrecision::Bf16 => 0.0,
+            GemmPrecision::Fp8 | GemmPrecision::Fp8Delayed => 1.0,
+            GemmPrecision::Mxfp8 => 1.0 + 1.0 / 32.0,
+        }
+    }
+
+    /// Bytes read per cast element before the cast to find its scale: the 16-bit input again
+    /// (`input_bytes`) under current scaling, nothing otherwise.
+    ///
+    /// ```
+    /// use lmshape::hardware::GemmPrecision;
+    /// assert_eq!(GemmPrecision::Fp8.scale_pass_bytes(2.0), 2.0);
+    /// assert_eq!(GemmPrecision::Fp8Delayed.scale_pass_bytes(2.0), 0.0);
+    /// ```
+    pub fn scale_pass_bytes(self, input_bytes: f64) -> f64 {
+        match self {
+            GemmPrecision::Fp8 => input_bytes,
+            _ => 0.0,
+        }
+    }
+
+    /// Extra bytes per parameter of the low-precision weight copies Transformer Engine keeps
+    /// between micro-batches: the cast weight and its transpose (the backward GEMMs need the
+    /// other layout), each [`GemmPrecision::cast_bytes`].
+    pub fn weight_copy_bytes(self) -> f64 {
+        2.0 * self.cast_bytes()
+    }
+
+    /// Every precision, in the order the flags list them.
+    pub const ALL: [GemmPrecision; 4] = [
+        GemmPrecision::Bf16,
+        GemmPrecision::Fp8,
+        GemmPrecision::Mxfp8,
+        GemmPrecision::Fp8Delayed,
+    ];
+
+    /// The name the flags and the JSON use (`bf16`, `fp8`, `mxfp8`, `fp8-delayed`).
+    pub fn name(self) -> &'static str {
+        match self {
+            GemmPrecision::Bf16 => "bf16",
+            GemmPrecision::Fp8 => "fp8",
+            GemmPrecision::Mxfp8 => "mxfp8",
+            GemmPrecision::Fp8Delayed => "fp8-delayed",
+        }
+    }
+
+    /// The Tensor Core dtype the GEMMs run in.
+    pub fn dtype(self) -> Dtype {
+        match self {
+            GemmPrecision::Bf16 => Dtype::Bf16,
+            _ => Dtype::Fp8,
+        }
+    }
+}
+
+impl std::fmt::Display for GemmPrecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for GemmPrecision {
+    type Err = Error;
+
+    /// Parse [`GemmPrecision::name`] (case-insensitive, `_` for `-`).
+    ///
+    /// ```
+    /// use lmshape::hardware::GemmPrecision;
+    /// for p in GemmPrecision::ALL {
+    ///     assert_eq!(p.to_string().parse::<GemmPrecision>()?, p);
+    /// }
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    fn from_str(s: &str) -> Result<GemmPrecision> {
+        let n = s.to_ascii_lowercase().replace('_', "-");
+        GemmPrecision::ALL
+            .into_iter()
+            .find(|p| p.name() == n)
+            .ok_or_else(|| Error::UnknownName {
+                kind: "precision",
+                name: s.into(),
+                known: GemmPrecision::ALL.map(GemmPrecision::name).join(", "),
+            })
+    }
+}
+
 /// The facts of one GPU model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GpuSpec {
@@ -123,41 +237,26 @@ pub struct GpuSpec {
     /// NVLink bandwidth per GPU (both directions summed, as NVIDIA quotes it), bytes/s.
     pub nvlink_bytes_per_s: f64,
     /// Fraction of the dense Tensor Core peak a large, aligned cuBLAS GEMM sustains. An
-    /// assumption to calibrate, not a datasheet fact: A100/V100 0.85 (≈265 of 312 TFLOP/s, the
+    /// assumption to calibrate, not a datasheet fact: A100 0.85 (≈265 of 312 TFLOP/s, the
     /// large-GEMM throughput in NVIDIA's "Matrix Multiplication Background" guide); H100/H200
     /// 0.80 (assumed: Hopper's published large bf16 GEMM results sit near 750–800 of 989
     /// TFLOP/s, lower than Ampere's fraction because its clocks throttle under dense load).
     pub gemm_efficiency: f64,
     /// GPUs in the vendor's reference node for this GPU (DGX: 8).
     pub node_gpus: u64,
-    /// Scale-out network of that reference node, all NICs together, bytes/s: DGX-1 V100
-    /// 4 × 100 Gb/s EDR InfiniBand; DGX A100 8 × 200 Gb/s HDR; DGX H100 and DGX H200 8 × 400
-    /// Gb/s NDR (NVIDIA DGX-1, DGX A100, DGX H100/H200 datasheets).
+    /// Tensor Cores that apply OCP microscaling (MX) block scales in the GEMM (Blackwell and
+    /// later; NVIDIA Blackwell architecture technical brief, 2024).
+    #[serde(default)]
+    pub mx_scaling: bool,
+    /// Scale-out network of that reference node, all NICs together, bytes/s: DGX A100 8 × 200
+    /// Gb/s HDR; DGX H100 and DGX H200 8 × 400 Gb/s NDR (NVIDIA DGX A100, DGX H100/H200
+    /// datasheets).
     pub node_network_bytes_per_s: f64,
 }
 
 const GIB: u64 = 1 << 30;
 
 impl GpuSpec {
-    /// NVIDIA V100 SXM2 32GB (no bf16: its peak is 0).
-    pub fn v100() -> GpuSpec {
-        GpuSpec {
-            name: "v100".into(),
-            sm_count: 80,
-            fp32_flops_per_s: 15.7e12,
-            tf32_flops_per_s: 0.0,
-            fp16_flops_per_s: 125e12,
-            bf16_flops_per_s: 0.0,
-            fp8_flops_per_s: 0.0,
-            memory_bytes: 32 * GIB,
-            memory_bytes_per_s: 900e9,
-            nvlink_bytes_per_s: 300e9,
-            gemm_efficiency: 0.85,
-            node_gpus: 8,
-            node_network_bytes_per_s: 4.0 * 100e9 / 8.0,
-        }
-    }
-
     /// NVIDIA A100 SXM4 40GB.
     pub fn a100_40gb() -> GpuSpec {
         GpuSpec {
@@ -174,6 +273,7 @@ impl GpuSpec {
             gemm_efficiency: 0.85,
             node_gpus: 8,
             node_network_bytes_per_s: 8.0 * 200e9 / 8.0,
+            mx_scaling: false,
         }
     }
 
@@ -203,6 +303,7 @@ impl GpuSpec {
             gemm_efficiency: 0.80,
             node_gpus: 8,
             node_network_bytes_per_s: 8.0 * 400e9 / 8.0,
+            mx_scaling: false,
         }
     }
 
@@ -234,6 +335,7 @@ impl GpuSpec {
             gemm_efficiency: 0.80,
             node_gpus: 8,
             node_network_bytes_per_s: 4.0 * 200e9 / 8.0,
+            mx_scaling: false,
         }
     }
 
@@ -255,6 +357,7 @@ impl GpuSpec {
             gemm_efficiency: 0.80,
             node_gpus: 8,
             node_network_bytes_per_s: 8.0 * 400e9 / 8.0,
+            mx_scaling: true,
         }
     }
 
@@ -340,6 +443,7 @@ impl GpuSpec {
             gemm_efficiency: 0.65,
             node_gpus: 8,
             node_network_bytes_per_s: 8.0 * 400e9 / 8.0,
+            mx_scaling: false,
         }
     }
 
@@ -356,7 +460,6 @@ impl GpuSpec {
     /// Every preset.
     pub fn presets() -> Vec<GpuSpec> {
         vec![
-            GpuSpec::v100(),
             GpuSpec::a100_40gb(),
             GpuSpec::a100_80gb(),
             GpuSpec::h100_sxm(),
@@ -371,7 +474,7 @@ impl GpuSpec {
         ]
     }
 
-    /// Look a preset up by name (`v100`, `a100-40gb`, `a100-80gb`/`a100`, `h100-sxm`/`h100`,
+    /// Look a preset up by name (`a100-40gb`, `a100-80gb`/`a100`, `h100-sxm`/`h100`,
     /// `h100-pcie`, `h200`, `b200`, `gb200`, `b300`, `gb300`, `mi300x`, `mi325x`).
     ///
     /// ```
@@ -386,7 +489,6 @@ impl GpuSpec {
             "a100" => "a100-80gb",
             "h100" | "h100-sxm5" => "h100-sxm",
             "h200-sxm" => "h200",
-            "v100-sxm2" => "v100",
             other => other,
         };
         GpuSpec::presets()
@@ -401,6 +503,76 @@ impl GpuSpec {
                     .collect::<Vec<_>>()
                     .join(", "),
             })
+    }
+
+    /// Whether a device name (a preset name or alias, or the name the driver reports, such as
+    /// `NVIDIA H100 80GB HBM3` or `NVIDIA A100-SXM4-80GB`) names this GPU.
+    ///
+    /// ```
+    /// use lmshape::hardware::GpuSpec;
+    /// assert!(GpuSpec::h100_sxm().matches_device("NVIDIA H100 80GB HBM3"));
+    /// assert!(!GpuSpec::h100_sxm().matches_device("NVIDIA H100 PCIe"));
+    /// assert!(GpuSpec::a100_40gb().matches_device("NVIDIA A100-SXM4-40GB"));
+    /// assert!(GpuSpec::gb200().matches_device("gb200"));
+    /// ```
+    pub fn matches_device(&self, device: &str) -> bool {
+        if GpuSpec::by_name(device).is_ok_and(|g| g.name == self.name) {
+            return true;
+        }
+        let d = device.to_ascii_lowercase();
+        let preset = match () {
+            _ if d.contains("gb300") => "gb300",
+            _ if d.contains("gb200") => "gb200",
+            _ if d.contains("b300") => "b300",
+            _ if d.contains("b200") => "b200",
+            _ if d.contains("h200") => "h200",
+            _ if d.contains("h100") && d.contains("pcie") => "h100-pcie",
+            _ if d.contains("h100") => "h100-sxm",
+            _ if d.contains("a100") && d.contains("40gb") => "a100-40gb",
+            _ if d.contains("a100") => "a100-80gb",
+            _ if d.contains("mi325") => "mi325x",
+            _ if d.contains("mi300") => "mi300x",
+            _ => return false,
+        };
+        preset == self.name
+    }
+
+    /// Check that this GPU runs GEMMs in `precision`: FP8 needs an FP8 Tensor Core peak
+    /// (Hopper, Blackwell, MI300), MXFP8 also MX block scaling ([`GpuSpec::mx_scaling`]).
+    ///
+    /// ```
+    /// use lmshape::hardware::{GemmPrecision, GpuSpec};
+    /// assert!(GpuSpec::h100_sxm().check_precision(GemmPrecision::Fp8).is_ok());
+    /// let e = GpuSpec::a100_80gb().check_precision(GemmPrecision::Fp8).unwrap_err();
+    /// assert!(e.to_string().contains("a100-80gb has no fp8"));
+    /// assert!(GpuSpec::h100_sxm().check_precision(GemmPrecision::Mxfp8).is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Inconsistent`] naming the GPU and the precision.
+    pub fn check_precision(&self, precision: GemmPrecision) -> Result<()> {
+        let has_peak = self.peak_flops_per_s(precision.dtype()).is_ok();
+        if !has_peak || (precision == GemmPrecision::Mxfp8 && !self.mx_scaling) {
+            return Err(Error::Inconsistent {
+                rule: "the GPU must run its GEMMs in the precision asked for",
+                detail: format!(
+                    "{} has no {} Tensor Cores (precisions it runs: {})",
+                    self.name,
+                    precision,
+                    GemmPrecision::ALL
+                        .into_iter()
+                        .filter(|p| self.check_precision_quiet(*p))
+                        .map(GemmPrecision::name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_precision_quiet(&self, p: GemmPrecision) -> bool {
+        self.peak_flops_per_s(p.dtype()).is_ok() && (p != GemmPrecision::Mxfp8 || self.mx_scaling)
     }
 
     /// Dense peak for a dtype; an error when the GPU lacks it.

@@ -17,5 +17,5 @@ pub mod table;
 
 pub use analytical::AnalyticalTimer;
 pub use gemm::{CachedTimer, Gemm, GemmTimer};
-pub use gpu::{Dtype, GpuSpec};
+pub use gpu::{Dtype, GemmPrecision, GpuSpec};
 pub use table::{Missing, TableTimer};

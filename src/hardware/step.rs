@@ -68,8 +68,8 @@ pub struct Cluster {
     pub collective_efficiency: f64,
     /// Fixed latency per collective or send, seconds.
     pub collective_latency_seconds: f64,
-    /// Multiplier on compute throughput for the software stack (1.0 = as fast as the timer and
-    /// HBM model say; calibrate with [`calibrate_software_efficiency`]).
+    /// Multiplier on compute throughput for the software stack, in `(0, 1]` (1.0 = as fast as
+    /// the timer and HBM model say; calibrate with [`calibrate_software_efficiency`]).
     pub software_efficiency: f64,
     /// Overlap the data-parallel gradient reduction with the last backward pass
     /// (Megatron-Core `--overlap-grad-reduce`).
@@ -175,9 +175,9 @@ impl Cluster {
     }
 
     /// Check that every figure is physical: bandwidths between 1 kB/s and 1 PB/s, collective
-    /// efficiency in `[0.01, 1]`, software efficiency in `[0.01, 10]`, latency between 0 and
-    /// 1 s, at least one GPU per node. Values outside give a step time of zero or infinity,
-    /// so they are errors.
+    /// efficiency in `[0.01, 1]`, software efficiency in `[0.01, 1]` (software cannot make the
+    /// hardware faster than the timer's kernels), latency between 0 and 1 s, at least one GPU
+    /// per node. Values outside give impossible step times, so they are errors.
     pub fn validate(&self) -> Result<()> {
         use crate::error::in_range_f64;
         const BANDWIDTH: &str = "a bandwidth between 1e3 and 1e15 bytes/s";
@@ -213,9 +213,9 @@ impl Cluster {
         in_range_f64(
             self.software_efficiency,
             0.01,
-            10.0,
+            1.0,
             "software_efficiency",
-            "in [0.01, 10]",
+            "in [0.01, 1]",
         )?;
         in_range_f64(
             self.collective_latency_seconds,
@@ -530,6 +530,8 @@ pub fn layer_gemms(
     opts: &StepOptions,
     layer: u64,
 ) -> Result<LayerGemms> {
+    model.validate()?;
+    layout.validate(model)?;
     Ok(variant_gemms(model, layout, opts, LayerVariant::of(model, layer))?.0)
 }
 
@@ -871,7 +873,7 @@ pub fn step_time(
     timer: &dyn GemmTimer,
     opts: &StepOptions,
 ) -> Result<StepTime> {
-    let tokens_per_step = validate_inputs(model, layout, cluster)?;
+    let tokens_per_step = validate_inputs(model, layout, cluster, opts)?;
     let ends = end_times(model, layout, cluster, timer, opts)?;
     let slowest = slowest_stage(model, layout, cluster, timer, opts, &ends)?;
     let p2p = p2p_seconds(model, layout, cluster, opts);
@@ -910,6 +912,20 @@ pub fn step_time(
     .model_flops()
         * tokens_per_step;
     let peak = cluster.gpu.peak_flops_per_s(opts.dtype)?;
+    let gemm_peak = cluster.gpu.peak_flops_per_s(opts.gemm_dtype())?;
+    let mfu_at_gemm_peak = model_flops / (step_seconds * gpus * gemm_peak);
+    if mfu_at_gemm_peak > 1.0 {
+        return Err(Error::Inconsistent {
+            rule: "a step cannot run the model's matmuls faster than the GPU's peak",
+            detail: format!(
+                "{} predicts {:.0}% of {}'s {} peak; are its timings for another GPU?",
+                timer.describe(),
+                mfu_at_gemm_peak * 100.0,
+                cluster.gpu.name,
+                opts.gemm_dtype()
+            ),
+        });
+    }
     let mf = m as f64;
     Ok(StepTime {
         step_seconds,
@@ -934,10 +950,17 @@ pub fn step_time(
 
 /// Step 0: the model, the layout and the cluster obey their rules, and the tokens of a step
 /// and of a micro-batch fit `u64`. Returns the tokens per step.
-fn validate_inputs(model: &Transformer, layout: &ParallelLayout, cluster: &Cluster) -> Result<f64> {
+fn validate_inputs(
+    model: &Transformer,
+    layout: &ParallelLayout,
+    cluster: &Cluster,
+    opts: &StepOptions,
+) -> Result<f64> {
     model.validate()?;
     layout.validate(model)?;
     cluster.validate()?;
+    cluster.gpu.peak_flops_per_s(opts.dtype)?;
+    cluster.gpu.check_precision(opts.memory.gemm_precision)?;
     crate::error::mul(layout.seq_len, layout.micro_batch, "tokens per micro-batch")?;
     Ok(crate::error::mul(layout.global_batch, layout.seq_len, "tokens per step")? as f64)
 }
@@ -1308,7 +1331,7 @@ pub fn prediction_errors(
         .collect()
 }
 
-/// Fit [`Cluster::software_efficiency`] to measured runs: the value in `[0.05, 2]` minimising
+/// Fit [`Cluster::software_efficiency`] to measured runs: the value in `[0.05, 1]` minimising
 /// the sum of squared log errors of TFLOP/s (golden-section search; the error is unimodal in
 /// it since every step time is a positive compute term over the efficiency plus a fixed rest).
 /// Bandwidths and the rest of the cluster stay as given.
@@ -1334,8 +1357,7 @@ pub fn calibrate_software_efficiency(
             .map(|e| (1.0 + e).ln().powi(2))
             .sum())
     };
-    let eff =
-        crate::numeric::golden_section_min(|x| loss(x.exp()), 0.05f64.ln(), 2.0f64.ln(), 80)?.exp();
+    let eff = crate::numeric::golden_section_min(|x| loss(x.exp()), 0.05f64.ln(), 0.0, 80)?.exp();
     let fitted = Cluster {
         software_efficiency: eff,
         ..cluster.clone()

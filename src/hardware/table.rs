@@ -7,7 +7,7 @@
 //! log batch`) — a throughput-preserving extrapolation that ignores quantization effects of
 //! the new shape, so prefer tables that cover the shapes you time.
 
-use super::{Gemm, GemmTimer};
+use super::{Gemm, GemmTimer, GpuSpec};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -54,12 +54,16 @@ pub struct TimingTable {
     pub entries: Vec<TableEntry>,
 }
 
-/// A [`GemmTimer`] that looks timings up.
+/// A [`GemmTimer`] that looks timings up: exact shapes in a hash map, the nearest shape of a
+/// dtype through entries sorted by `log m` (the search walks outward from the nearest `m` and
+/// stops once `m` alone is farther than the best match), both indexed once at construction.
 #[derive(Debug, Clone)]
 pub struct TableTimer {
     gpu: String,
     entries: Vec<TableEntry>,
     index: HashMap<Gemm, f64>,
+    /// Per dtype: `(log m, log n, log k, log batch, seconds, flops)`, sorted by `log m`.
+    by_dtype: HashMap<super::Dtype, Vec<[f64; 6]>>,
     missing: Missing,
 }
 
@@ -67,6 +71,7 @@ impl TableTimer {
     /// Build from a table; every timing must be finite and positive.
     pub fn new(table: TimingTable, missing: Missing) -> Result<TableTimer> {
         let mut index = HashMap::new();
+        let mut by_dtype: HashMap<super::Dtype, Vec<[f64; 6]>> = HashMap::new();
         for e in &table.entries {
             crate::error::positive_f64(e.seconds, "table seconds")?;
             let g = Gemm {
@@ -78,11 +83,24 @@ impl TableTimer {
             };
             g.validate()?;
             index.insert(g, e.seconds);
+            let l = |x: u64| (x as f64).ln();
+            by_dtype.entry(e.dtype).or_default().push([
+                l(e.m),
+                l(e.n),
+                l(e.k),
+                l(e.batch),
+                e.seconds,
+                g.flops(),
+            ]);
+        }
+        for v in by_dtype.values_mut() {
+            v.sort_by(|a, b| a[0].total_cmp(&b[0]));
         }
         Ok(TableTimer {
             gpu: table.gpu,
             entries: table.entries,
             index,
+            by_dtype,
             missing,
         })
     }
@@ -98,9 +116,42 @@ impl TableTimer {
     /// # Ok::<(), lmshape::Error>(())
     /// ```
     pub fn from_json(text: &str, missing: Missing) -> Result<TableTimer> {
+        crate::error::input_size(text, "timing table")?;
         let table: TimingTable =
             serde_json::from_str(text).map_err(|e| Error::Json(e.to_string()))?;
         TableTimer::new(table, missing)
+    }
+
+    /// The GPU the table says it was measured on.
+    pub fn gpu(&self) -> &str {
+        &self.gpu
+    }
+
+    /// Check that the table was measured on `gpu` ([`GpuSpec::matches_device`]): timings of
+    /// another GPU would give speeds, and MFUs, of that GPU against this one's peak.
+    ///
+    /// ```
+    /// use lmshape::hardware::{GpuSpec, Missing, TableTimer};
+    /// let t = TableTimer::from_json(r#"{"gpu": "NVIDIA H100 80GB HBM3", "entries": []}"#, Missing::Error)?;
+    /// assert!(t.check_gpu(&GpuSpec::h100_sxm()).is_ok());
+    /// assert!(t.check_gpu(&GpuSpec::a100_80gb()).is_err());
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Inconsistent`] naming both GPUs.
+    pub fn check_gpu(&self, gpu: &GpuSpec) -> Result<()> {
+        if gpu.matches_device(&self.gpu) {
+            Ok(())
+        } else {
+            Err(Error::Inconsistent {
+                rule: "a timing table times the GPU it was measured on",
+                detail: format!(
+                    "the table was measured on {:?}, the cluster's GPU is {}",
+                    self.gpu, gpu.name
+                ),
+            })
+        }
     }
 
     /// Measurements held.
@@ -112,6 +163,31 @@ impl TableTimer {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// The row nearest `gemm` in `(log m, log n, log k, log batch)` among rows sorted by `log m`
+/// (ties: the first in sorted order). Walks outward from where `log m` would sit and stops on
+/// each side once the `m` distance alone reaches the best distance found.
+fn nearest_row<'a>(rows: &'a [[f64; 6]], gemm: &Gemm) -> Option<&'a [f64; 6]> {
+    let l = |x: u64| (x as f64).ln();
+    let q = [l(gemm.m), l(gemm.n), l(gemm.k), l(gemm.batch)];
+    let dist = |r: &[f64; 6]| (0..4).map(|i| (r[i] - q[i]).powi(2)).sum::<f64>();
+    let start = rows.partition_point(|r| r[0] < q[0]);
+    let mut best: Option<(f64, usize)> = None;
+    let mut scan = |indices: &mut dyn Iterator<Item = usize>| {
+        for i in indices {
+            if best.is_some_and(|(bd, _)| (rows[i][0] - q[0]).powi(2) > bd) {
+                break;
+            }
+            let d = dist(&rows[i]);
+            if best.is_none_or(|(bd, bi)| d < bd || (d == bd && i < bi)) {
+                best = Some((d, i));
+            }
+        }
+    };
+    scan(&mut (start..rows.len()));
+    scan(&mut (0..start).rev());
+    best.map(|(_, i)| &rows[i])
 }
 
 impl GemmTimer for TableTimer {
@@ -129,21 +205,12 @@ impl GemmTimer for TableTimer {
         match self.missing {
             Missing::Error => Err(missing),
             Missing::ScaleNearest => {
-                let l = |x: u64| (x as f64).ln();
-                let dist = |e: &TableEntry| {
-                    (l(e.m) - l(gemm.m)).powi(2)
-                        + (l(e.n) - l(gemm.n)).powi(2)
-                        + (l(e.k) - l(gemm.k)).powi(2)
-                        + (l(e.batch) - l(gemm.batch)).powi(2)
-                };
                 let nearest = self
-                    .entries
-                    .iter()
-                    .filter(|e| e.dtype == gemm.dtype)
-                    .min_by(|a, b| dist(a).total_cmp(&dist(b)))
+                    .by_dtype
+                    .get(&gemm.dtype)
+                    .and_then(|rows| nearest_row(rows, gemm))
                     .ok_or(missing)?;
-                let f = |e: &TableEntry| e.m as f64 * e.n as f64 * e.k as f64 * e.batch as f64;
-                Ok(nearest.seconds * gemm.flops() / (2.0 * f(nearest)))
+                Ok(nearest[4] * gemm.flops() / nearest[5])
             }
         }
     }

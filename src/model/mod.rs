@@ -814,6 +814,36 @@ impl Transformer {
         Ok(())
     }
 
+    /// Check that the model can attend over `tokens` positions: a learned position table has
+    /// `max_positions` rows and no row for a later position (GPT-2's `wpe`, OPT's
+    /// `embed_positions`), so a longer sequence or context is an error. Rotary, ALiBi and
+    /// position-free models accept any length (quality beyond the trained context is not
+    /// this crate's question).
+    ///
+    /// ```
+    /// let gpt3 = lmshape::presets::by_name("gpt3-small")?; // 2048 learned positions
+    /// assert!(gpt3.check_context(2048, "seq_len").is_ok());
+    /// let e = gpt3.check_context(1_000_000, "seq_len").unwrap_err();
+    /// assert!(e.to_string().contains("seq_len = 1000000"));
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Inconsistent`] naming `what` and both lengths.
+    pub fn check_context(&self, tokens: u64, what: &'static str) -> Result<()> {
+        if matches!(self.arch.position, PositionKind::Learned { .. }) && tokens > self.max_positions
+        {
+            return Err(Error::Inconsistent {
+                rule: "a model with learned positions attends over at most its position table",
+                detail: format!(
+                    "{what} = {tokens} > max_positions = {} (max_position_embeddings / n_positions in the config)",
+                    self.max_positions
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Query width `H · head_dim` (Kaplan's `d_attn`).
     pub fn attn_dim(&self) -> u64 {
         self.num_heads.saturating_mul(self.head_dim)

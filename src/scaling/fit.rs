@@ -3,7 +3,10 @@
 //! The parametric fit follows Hoffmann et al. 2022 §3.3 and Appendix D.2: minimise
 //! `Σ Huber_δ(LSE(a − α·log N, b − β·log D, e) − log L)` over `(a, b, e, α, β)` with
 //! `A = exp(a)`, `B = exp(b)`, `E = exp(e)`, `δ = 1e-3`, by L-BFGS from a grid of initial values,
-//! keeping the best result. The optimiser is `argmin`'s L-BFGS with a More–Thuente line search.
+//! keeping the best result. The optimiser is L-BFGS with a strong-Wolfe line search, every
+//! loop of it bounded (at most [`FitOptions::max_iters`] iterations of at most 40 evaluations
+//! per start), so a fit ends on any input; a start that meets no stopping rule within its
+//! iterations does not count, and a fit where no start converged is an error.
 //!
 //! With many runs the grid is pruned after a coarse pass: every start is optimised on an even
 //! subsample of at most [`FitOptions::coarse_runs`] runs, and only the best
@@ -13,9 +16,6 @@
 
 use super::{Allocation, ParametricLaw, Run};
 use crate::error::{Error, Result};
-use argmin::core::{CostFunction, Executor, Gradient, State};
-use argmin::solver::linesearch::MoreThuenteLineSearch;
-use argmin::solver::quasinewton::LBFGS;
 use serde::{Deserialize, Serialize};
 
 /// Options of [`fit_parametric`].
@@ -109,7 +109,7 @@ fn huber(r: f64, delta: f64) -> (f64, f64) {
 
 impl Objective<'_> {
     /// Objective and gradient with respect to `(a, b, e, α, β)`.
-    fn eval(&self, p: &[f64]) -> (f64, [f64; 5]) {
+    fn eval(&self, p: &[f64; 5]) -> (f64, [f64; 5]) {
         let (a, b, e, al, be) = (p[0], p[1], p[2], p[3], p[4]);
         let mut f = 0.0;
         let mut g = [0.0; 5];
@@ -134,19 +134,77 @@ impl Objective<'_> {
     }
 }
 
-impl CostFunction for Objective<'_> {
-    type Param = Vec<f64>;
-    type Output = f64;
-    fn cost(&self, p: &Vec<f64>) -> std::result::Result<f64, argmin::core::Error> {
-        Ok(self.eval(p).0)
-    }
-}
+/// Most bootstrap resamples [`bootstrap_standard_errors`] accepts: the standard error of a
+/// standard error falls as `1/√(2n)`, 0.7% at this size, so more buys nothing but time.
+pub const MAX_BOOTSTRAP_RESAMPLES: usize = 10_000;
 
-impl Gradient for Objective<'_> {
-    type Param = Vec<f64>;
-    type Gradient = Vec<f64>;
-    fn gradient(&self, p: &Vec<f64>) -> std::result::Result<Vec<f64>, argmin::core::Error> {
-        Ok(self.eval(p).1.to_vec())
+/// Most starts a grid may hold (the default grid has 4,500).
+pub const MAX_STARTS: usize = 1_000_000;
+
+/// Most L-BFGS iterations per start.
+pub const MAX_ITERS: u64 = 100_000;
+
+/// Largest magnitude of a start value: the grid holds logarithms of `A`, `B`, `E` and the
+/// exponents, and `exp(±100)` is still finite in `f64` with room for the objective.
+pub const MAX_START_MAGNITUDE: f64 = 100.0;
+
+/// Largest fitted exponent accepted. Published fits sit between 0.03 and 0.8 (Kaplan et al.
+/// 2020: 0.076 and 0.095; Hoffmann et al. 2022: 0.34 and 0.28; Besiroglu et al. 2024: 0.35 and
+/// 0.37); an exponent above 3 means the loss does not fall with that input in these runs, and
+/// the law's optimum would be meaningless.
+pub const MAX_FITTED_EXPONENT: f64 = 3.0;
+
+/// Fewest distinct model sizes, and fewest distinct token counts, a parametric fit accepts:
+/// each power-law term has a coefficient and an exponent beside the shared `E`, so two points
+/// along an axis fit any curve exactly.
+pub const MIN_DISTINCT_VALUES: usize = 3;
+
+impl FitOptions {
+    /// Check the options: `delta` finite and positive; every grid non-empty, its values finite
+    /// and within ±[`MAX_START_MAGNITUDE`], at most [`MAX_STARTS`] starts in all; `max_iters`
+    /// in `1..=`[`MAX_ITERS`]; `refine_starts` at least 1.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`], [`Error::ZeroSize`] or [`Error::Inconsistent`] naming the option.
+    pub fn validate(&self) -> Result<()> {
+        crate::error::positive_f64(self.delta, "delta")?;
+        let grids = [
+            ("alpha_grid", &self.alpha_grid),
+            ("beta_grid", &self.beta_grid),
+            ("e_grid", &self.e_grid),
+            ("a_grid", &self.a_grid),
+            ("b_grid", &self.b_grid),
+        ];
+        let mut starts = 1usize;
+        for (name, grid) in grids {
+            if grid.is_empty() {
+                return Err(Error::ZeroSize { field: name });
+            }
+            for &v in grid.iter() {
+                crate::error::in_range_f64(
+                    v,
+                    -MAX_START_MAGNITUDE,
+                    MAX_START_MAGNITUDE,
+                    name,
+                    "a start value between -100 and 100 (a logarithm or an exponent)",
+                )?;
+            }
+            starts = starts.saturating_mul(grid.len());
+        }
+        if starts > MAX_STARTS {
+            return Err(Error::Inconsistent {
+                rule: "a fit's grid holds at most 1,000,000 starts",
+                detail: format!("the grids give {starts} starts"),
+            });
+        }
+        if !(1..=MAX_ITERS).contains(&self.max_iters) {
+            return Err(Error::Inconsistent {
+                rule: "iterations per start must be between 1 and 100,000",
+                detail: format!("max_iters = {}", self.max_iters),
+            });
+        }
+        crate::error::positive(self.refine_starts as u64, "refine_starts")?;
+        Ok(())
     }
 }
 
@@ -160,20 +218,33 @@ fn check_runs(runs: &[Run], min: usize) -> Result<()> {
     for r in runs {
         Run::new(r.params, r.tokens, r.loss).map_err(|e| Error::Fit(e.to_string()))?;
     }
-    // α needs runs of different sizes and β runs of different token counts.
-    let varies = |f: fn(&Run) -> f64| runs.iter().any(|r| f(r) != f(&runs[0]));
-    if !varies(|r| r.params) || !varies(|r| r.tokens) {
-        return Err(Error::Fit(
-            "the runs do not constrain the fit: they need more than one model size and more than one token count".into(),
-        ));
+    // α needs runs of several sizes, β runs of several token counts, and both a loss that
+    // changes.
+    let distinct = |f: fn(&Run) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v.dedup();
+        v.len()
+    };
+    let (sizes, tokens) = (distinct(|r| r.params), distinct(|r| r.tokens));
+    if sizes < MIN_DISTINCT_VALUES || tokens < MIN_DISTINCT_VALUES {
+        return Err(Error::Fit(format!(
+            "the runs do not constrain the fit: they hold {sizes} distinct model sizes and {tokens} distinct token counts, and a five-parameter law needs at least {MIN_DISTINCT_VALUES} of each"
+        )));
+    }
+    if distinct(|r| r.loss) < 2 {
+        return Err(Error::Fit(format!(
+            "every run has the same loss ({}): the runs carry no information on how loss falls with size or data",
+            crate::error::readable(runs[0].loss)
+        )));
     }
     Ok(())
 }
 
 /// Fit `L = E + A/N^α + B/D^β` to runs (Hoffmann et al. 2022 §3.3): Huber loss on log loss,
 /// L-BFGS from every point of the grid (pruned after a coarse pass with many runs; see the
-/// module docs), best kept. Needs at least [`MIN_RUNS`] runs with more than one size and more
-/// than one token count.
+/// module docs), best kept. Needs at least [`MIN_RUNS`] runs with at least
+/// [`MIN_DISTINCT_VALUES`] sizes and token counts and a loss that varies.
 ///
 /// ```
 /// use lmshape::scaling::{fit_parametric, FitOptions, ParametricLaw, Run};
@@ -190,31 +261,39 @@ fn check_runs(runs: &[Run], min: usize) -> Result<()> {
 /// assert!((fit.law.alpha - 0.34).abs() < 0.01 && (fit.law.e - 1.8).abs() < 0.01);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// [`Error::Fit`] when the runs are too few or carry no information, when no start converges
+/// within [`FitOptions::max_iters`], or when the fitted exponents exceed
+/// [`MAX_FITTED_EXPONENT`]; the options' own errors ([`FitOptions::validate`]).
 pub fn fit_parametric(runs: &[Run], opts: &FitOptions) -> Result<FitResult> {
     fit_parametric_with_progress(runs, opts, &|_, _| {})
 }
 
 /// [`fit_parametric`], calling `progress(done, total)` as starts finish (from the worker
 /// threads; `total` counts the coarse and the refining starts).
+///
+/// # Errors
+/// As [`fit_parametric`].
 pub fn fit_parametric_with_progress(
     runs: &[Run],
     opts: &FitOptions,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<FitResult> {
     check_runs(runs, MIN_RUNS)?;
-    crate::error::positive_f64(opts.delta, "delta")?;
+    opts.validate()?;
     let x: Vec<(f64, f64, f64)> = runs
         .iter()
         .map(|r| (r.params.ln(), r.tokens.ln(), r.loss.ln()))
         .collect();
-    let grid: Vec<Vec<f64>> = itertools::iproduct!(
+    let grid: Vec<[f64; 5]> = itertools::iproduct!(
         &opts.alpha_grid,
         &opts.beta_grid,
         &opts.e_grid,
         &opts.a_grid,
         &opts.b_grid
     )
-    .map(|(&al, &be, &e, &a, &b)| vec![a, b, e, al, be])
+    .map(|(&al, &be, &e, &a, &b)| [a, b, e, al, be])
     .collect();
     let coarse_n = opts.coarse_runs.max(MIN_RUNS);
     let pruned = x.len() > coarse_n;
@@ -237,20 +316,33 @@ pub fn fit_parametric_with_progress(
     let mut best = pick_best(&coarse, if pruned { refine } else { 1 });
     let mut completed = coarse.iter().filter(|r| r.is_some()).count();
     if pruned {
-        let starts: Vec<Vec<f64>> = best.iter().map(|(_, p)| p.clone()).collect();
+        let starts: Vec<[f64; 5]> = best.iter().map(|(_, p)| *p).collect();
         let fine = run_starts(&x, opts, &starts, &tick);
         completed += fine.iter().filter(|r| r.is_some()).count();
         best = pick_best(&fine, 1);
     }
-    let (objective, p) = best
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::Fit("no start converged".into()))?;
+    let (objective, p) = best.into_iter().next().ok_or_else(|| {
+        Error::Fit(format!(
+            "no start converged within {} iterations",
+            opts.max_iters
+        ))
+    })?;
     let law = ParametricLaw::new(p[2].exp(), p[0].exp(), p[1].exp(), p[3], p[4]).map_err(|e| {
         Error::Fit(format!(
             "the fitted law is invalid ({e}); the runs do not constrain it"
         ))
     })?;
+    for (name, v, input) in [
+        ("alpha", law.alpha, "model size"),
+        ("beta", law.beta, "training tokens"),
+    ] {
+        if v > MAX_FITTED_EXPONENT {
+            return Err(Error::Fit(format!(
+                "the fitted {name} = {} is above {MAX_FITTED_EXPONENT}: in these runs the loss does not fall with {input} as a power law",
+                crate::error::readable(v)
+            )));
+        }
+    }
     let residuals: Vec<f64> = runs
         .iter()
         .map(|r| law.loss(r.params, r.tokens).map(|l| l.ln() - r.loss.ln()))
@@ -272,11 +364,11 @@ pub fn fit_parametric_with_progress(
 fn run_starts(
     x: &[(f64, f64, f64)],
     opts: &FitOptions,
-    starts: &[Vec<f64>],
+    starts: &[[f64; 5]],
     tick: &(dyn Fn() + Sync),
-) -> Vec<Option<(f64, Vec<f64>)>> {
+) -> Vec<Option<(f64, [f64; 5])>> {
     parallel_map(starts.len(), opts.threads, |i| {
-        let r = run_lbfgs(x, opts, starts[i].clone());
+        let r = run_lbfgs(x, opts, starts[i]);
         tick();
         r
     })
@@ -317,37 +409,30 @@ fn parallel_map<T: Send>(len: usize, threads: usize, f: impl Fn(usize) -> T + Sy
 }
 
 /// The `k` lowest finite costs (ties: the earlier start), best first.
-fn pick_best(results: &[Option<(f64, Vec<f64>)>], k: usize) -> Vec<(f64, Vec<f64>)> {
-    let mut ok: Vec<(usize, f64, &Vec<f64>)> = results
+fn pick_best(results: &[Option<(f64, [f64; 5])>], k: usize) -> Vec<(f64, [f64; 5])> {
+    let mut ok: Vec<(usize, f64, [f64; 5])> = results
         .iter()
         .enumerate()
-        .filter_map(|(i, r)| r.as_ref().map(|(c, p)| (i, *c, p)))
+        .filter_map(|(i, r)| r.map(|(c, p)| (i, c, p)))
         .filter(|(_, c, _)| c.is_finite())
         .collect();
     ok.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-    ok.into_iter()
-        .take(k)
-        .map(|(_, c, p)| (c, p.clone()))
-        .collect()
+    ok.into_iter().take(k).map(|(_, c, p)| (c, p)).collect()
 }
 
-fn run_lbfgs(x: &[(f64, f64, f64)], opts: &FitOptions, init: Vec<f64>) -> Option<(f64, Vec<f64>)> {
+/// One bounded L-BFGS run from `init` ([`crate::numeric::lbfgs`], gradient tolerance 1e-10,
+/// cost tolerance 1e-14); `None` when it did not converge within [`FitOptions::max_iters`].
+fn run_lbfgs(x: &[(f64, f64, f64)], opts: &FitOptions, init: [f64; 5]) -> Option<(f64, [f64; 5])> {
     let problem = Objective {
         x,
         delta: opts.delta,
     };
-    let solver = LBFGS::new(MoreThuenteLineSearch::new(), 7)
-        .with_tolerance_grad(1e-10)
-        .ok()?
-        .with_tolerance_cost(1e-14)
-        .ok()?;
-    let res = Executor::new(problem, solver)
-        .configure(|s| s.param(init).max_iters(opts.max_iters))
-        .run()
-        .ok()?;
-    let state = res.state();
-    let p = state.get_best_param()?.clone();
-    Some((state.get_best_cost(), p))
+    let tol = crate::numeric::Tolerances {
+        grad: 1e-10,
+        cost: 1e-14,
+    };
+    let m = crate::numeric::lbfgs(|p| problem.eval(p), init, opts.max_iters, tol);
+    (m.converged && m.cost.is_finite()).then_some((m.cost, m.x))
 }
 
 /// A power law `y = coef · x^exponent` fitted by least squares on `(log x, log y)`.
@@ -585,13 +670,14 @@ pub fn bootstrap_standard_errors(
     seed: u64,
 ) -> Result<StandardErrors> {
     check_runs(runs, MIN_RUNS)?;
-    if resamples < 2 {
+    opts.validate()?;
+    if !(2..=MAX_BOOTSTRAP_RESAMPLES).contains(&resamples) {
         return Err(Error::Fit(format!(
-            "need at least 2 resamples, got {resamples}"
+            "bootstrap resamples must be between 2 and {MAX_BOOTSTRAP_RESAMPLES}, got {resamples}"
         )));
     }
     let l = fit.law;
-    let start = vec![l.a.ln(), l.b.ln(), l.e.ln(), l.alpha, l.beta];
+    let start = [l.a.ln(), l.b.ln(), l.e.ln(), l.alpha, l.beta];
     // Each resample's draws come from one seeded sequence, in resample order, so the result
     // does not depend on the number of threads.
     let mut rng = SplitMix64(seed);
@@ -607,8 +693,7 @@ pub fn bootstrap_standard_errors(
             .iter()
             .map(|&j| (runs[j].params.ln(), runs[j].tokens.ln(), runs[j].loss.ln()))
             .collect();
-        run_lbfgs(&x, opts, start.clone())
-            .map(|(_, p)| [p[2].exp(), p[0].exp(), p[1].exp(), p[3], p[4]])
+        run_lbfgs(&x, opts, start).map(|(_, p)| [p[2].exp(), p[0].exp(), p[1].exp(), p[3], p[4]])
     })
     .into_iter()
     .flatten()

@@ -45,7 +45,7 @@ impl TryFrom<BloomConfig> for Transformer {
             or(c.n_layer, 2),
             heads,
             heads,
-            head_dim_of(d, heads)?,
+            head_dim_of(d, heads, ("hidden_size", "n_head"))?,
             four_times(d)?,
             or(c.seq_length, 2048),
             arch,

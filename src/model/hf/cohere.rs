@@ -56,7 +56,7 @@ impl TryFrom<CohereConfig> for Transformer {
             or(c.num_hidden_layers, 40),
             heads,
             or(c.num_key_value_heads, heads),
-            d / heads,
+            super::floor_head_dim(d, heads, ("hidden_size", "num_attention_heads"))?,
             or(c.intermediate_size, 22528),
             or(c.max_position_embeddings, 8192),
             arch,

@@ -70,7 +70,7 @@ impl TryFrom<DbrxConfig> for Transformer {
             or(c.n_layers, 24),
             heads,
             or(c.attn_config.kv_n_heads, 1),
-            d / heads,
+            super::floor_head_dim(d, heads, ("d_model", "n_heads"))?,
             f,
             or(c.max_seq_len, 2048),
             arch,

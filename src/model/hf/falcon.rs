@@ -99,7 +99,7 @@ impl TryFrom<FalconConfig> for Transformer {
             or(c.num_hidden_layers, 32),
             heads,
             kv,
-            head_dim_of(d, heads)?,
+            head_dim_of(d, heads, ("hidden_size", "num_attention_heads"))?,
             ffn,
             or(c.max_position_embeddings, 2048),
             arch,

@@ -73,7 +73,7 @@ impl TryFrom<GemmaNextConfig> for Transformer {
         )?;
         let window = or(c.sliding_window, 4096);
         let pattern = match &c.layer_types {
-            Some(types) => pattern_from_layer_types(types, window)?,
+            Some(types) => pattern_from_layer_types(types, window, m.num_layers)?,
             None if gemma3 => {
                 let period = or(c.sliding_window_pattern, 6);
                 crate::error::positive(period, "sliding_window_pattern")?;

@@ -49,7 +49,7 @@ impl TryFrom<Gpt2Config> for Transformer {
             or(c.n_layer, 12),
             heads,
             heads,
-            head_dim_of(d, heads)?,
+            head_dim_of(d, heads, ("n_embd", "n_head"))?,
             ffn,
             or(c.n_positions, 1024),
             arch,

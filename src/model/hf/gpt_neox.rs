@@ -58,7 +58,7 @@ impl TryFrom<GptNeoXConfig> for Transformer {
             or(c.num_hidden_layers, 44),
             heads,
             heads,
-            head_dim_of(d, heads)?,
+            head_dim_of(d, heads, ("hidden_size", "num_attention_heads"))?,
             or(c.intermediate_size, 24576),
             or(c.max_position_embeddings, 2048),
             arch,

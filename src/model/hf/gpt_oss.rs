@@ -83,7 +83,7 @@ impl TryFrom<GptOssConfig> for Transformer {
         })?;
         let window = or(c.sliding_window, 128);
         let pattern = match &c.layer_types {
-            Some(types) => pattern_from_layer_types(types, window)?,
+            Some(types) => pattern_from_layer_types(types, window, m.num_layers)?,
             // The released models alternate, starting with a sliding layer.
             None => Some(LocalAttention {
                 window,

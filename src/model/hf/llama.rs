@@ -61,7 +61,13 @@ impl TryFrom<LlamaConfig> for Transformer {
         let heads = or(c.num_attention_heads, h0);
         crate::error::positive(heads, "num_attention_heads")?;
         let kv = c.num_key_value_heads.map_or(kv0.unwrap_or(heads), |k| k.0);
-        let head_dim = c.head_dim.map_or(hd0.unwrap_or(d / heads), |h| h.0);
+        let head_dim = match (c.head_dim, hd0) {
+            (Some(h), _) => h.0,
+            (None, Some(h)) => h,
+            (None, None) => {
+                super::floor_head_dim(d, heads, ("hidden_size", "num_attention_heads"))?
+            }
+        };
         let biases = match c.model_type.as_str() {
             "qwen2" => LinearBiases::QKV_ONLY,
             "mistral" | "gemma" => LinearBiases::NONE,

@@ -55,7 +55,12 @@ impl TryFrom<MixtralConfig> for Transformer {
             or(c.num_hidden_layers, 32),
             heads,
             or(c.num_key_value_heads, 8),
-            or(c.head_dim, d / heads),
+            super::head_dim_or_derived(
+                c.head_dim,
+                d,
+                heads,
+                ("hidden_size", "num_attention_heads"),
+            )?,
             f,
             or(c.max_position_embeddings, 131072),
             arch,

@@ -100,6 +100,7 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
 /// Parse config text. Invalid JSON, a non-object, an unknown `model_type`, a missing or
 /// ill-typed key, or a shape that breaks a model rule each give a typed error.
 pub fn from_hf_config_str(text: &str) -> Result<Transformer> {
+    crate::error::input_size(text, "config")?;
     let value: Value = serde_json::from_str(text).map_err(|e| Error::Json(e.to_string()))?;
     from_hf_config(&value)
 }
@@ -221,18 +222,47 @@ fn or(c: Option<Count>, default: u64) -> u64 {
     c.map_or(default, |c| c.0)
 }
 
+/// The config keys of the width and the head count, for errors that name what the user wrote.
+type WidthKeys = (&'static str, &'static str);
+
 /// `hidden / heads` as `transformers` computes it, requiring an exact split where the family's
-/// code asserts one.
-fn head_dim_of(hidden: u64, heads: u64) -> Result<u64> {
-    crate::error::positive(heads, "num_heads")?;
+/// code asserts one; errors name the config's keys.
+fn head_dim_of(hidden: u64, heads: u64, keys: WidthKeys) -> Result<u64> {
+    crate::error::positive(heads, keys.1)?;
     crate::error::divisible(
-        "hidden size must split evenly into heads",
-        "hidden_size",
+        "the width must split evenly into attention heads",
+        keys.0,
         hidden,
-        "num_heads",
+        keys.1,
         heads,
     )?;
     Ok(hidden / heads)
+}
+
+/// `hidden // heads` (floor division, as `transformers` derives `head_dim` when the config sets
+/// none), which must be at least 1; errors name the config's keys.
+fn floor_head_dim(hidden: u64, heads: u64, keys: WidthKeys) -> Result<u64> {
+    crate::error::positive(heads, keys.1)?;
+    if hidden < heads {
+        return Err(Error::Inconsistent {
+            rule: "without a head_dim key each head is hidden // heads wide, at least 1",
+            detail: format!("{} = {hidden} < {} = {heads}", keys.0, keys.1),
+        });
+    }
+    Ok(hidden / heads)
+}
+
+/// The config's `head_dim`, or `hidden // heads` ([`floor_head_dim`]) when it sets none.
+fn head_dim_or_derived(
+    head_dim: Option<Count>,
+    hidden: u64,
+    heads: u64,
+    keys: WidthKeys,
+) -> Result<u64> {
+    match head_dim {
+        Some(h) => Ok(h.0),
+        None => floor_head_dim(hidden, heads, keys),
+    }
 }
 
 fn four_times(d: u64) -> Result<u64> {
@@ -262,8 +292,30 @@ fn with_pattern(m: Transformer, pattern: Option<LocalAttention>) -> Result<Trans
 /// The sliding-window pattern of a `layer_types` list (`"sliding_attention"` /
 /// `"full_attention"`, as `transformers` writes it for Gemma 3, gpt-oss and Qwen3): a period of
 /// `local` sliding layers then `global` full layers, repeated (the last period may be cut).
-/// `None` when no layer slides; an error naming the key when the list is not periodic.
-fn pattern_from_layer_types(types: &[String], window: u64) -> Result<Option<LocalAttention>> {
+/// `None` when no layer slides; an error naming the key when the list is not periodic or does
+/// not hold one entry per layer (`transformers` checks the length as well).
+fn pattern_from_layer_types(
+    types: &[String],
+    window: u64,
+    num_layers: u64,
+) -> Result<Option<LocalAttention>> {
+    if types.len() as u64 != num_layers {
+        return Err(Error::InvalidKey {
+            key: "layer_types".into(),
+            expected: "one entry per layer (num_hidden_layers of them)",
+            found: format!("{} entries for {num_layers} layers", types.len()),
+        });
+    }
+    if let Some(bad) = types
+        .iter()
+        .find(|t| *t != "sliding_attention" && *t != "full_attention")
+    {
+        return Err(Error::InvalidKey {
+            key: "layer_types".into(),
+            expected: "entries \"sliding_attention\" or \"full_attention\"",
+            found: short(&Value::from(bad.as_str())),
+        });
+    }
     let sliding = |t: &String| t == "sliding_attention";
     let local = types.iter().take_while(|t| sliding(t)).count() as u64;
     if local == 0 {

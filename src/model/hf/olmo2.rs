@@ -70,7 +70,7 @@ impl TryFrom<OlmoConfig> for Transformer {
             or(c.num_hidden_layers, l0),
             heads,
             or(c.num_key_value_heads, heads),
-            d / heads,
+            super::floor_head_dim(d, heads, ("hidden_size", "num_attention_heads"))?,
             f,
             or(c.max_position_embeddings, p0),
             arch,

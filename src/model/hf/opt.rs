@@ -68,7 +68,7 @@ impl TryFrom<OptConfig> for Transformer {
             or(c.num_hidden_layers, 12),
             heads,
             heads,
-            head_dim_of(d, heads)?,
+            head_dim_of(d, heads, ("hidden_size", "num_attention_heads"))?,
             or(c.ffn_dim, 3072),
             or(c.max_position_embeddings, 2048),
             arch,

@@ -48,7 +48,7 @@ impl TryFrom<Phi3Config> for Transformer {
             or(c.num_hidden_layers, 32),
             heads,
             or(c.num_key_value_heads, heads),
-            d / heads,
+            super::floor_head_dim(d, heads, ("hidden_size", "num_attention_heads"))?,
             or(c.intermediate_size, 8192),
             or(c.max_position_embeddings, 4096),
             arch,

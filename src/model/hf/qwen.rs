@@ -92,7 +92,13 @@ impl TryFrom<QwenConfig> for Transformer {
             layers,
             heads,
             or(c.num_key_value_heads, kv0),
-            or(c.head_dim, hd0.unwrap_or(d / heads)),
+            match (c.head_dim, hd0) {
+                (Some(h), _) => h.0,
+                (None, Some(h)) => h,
+                (None, None) => {
+                    super::floor_head_dim(d, heads, ("hidden_size", "num_attention_heads"))?
+                }
+            },
             or(c.intermediate_size, f0),
             or(c.max_position_embeddings, 32768),
             arch,
@@ -129,7 +135,7 @@ impl TryFrom<QwenConfig> for Transformer {
         }
         let window = or(c.sliding_window, 4096);
         if let Some(types) = &c.layer_types {
-            m = with_pattern(m, pattern_from_layer_types(types, window)?)?;
+            m = with_pattern(m, pattern_from_layer_types(types, window, m.num_layers)?)?;
         } else if c.use_sliding_window.unwrap_or(false) {
             return Err(Error::Unsupported {
                 what: "reading use_sliding_window",

@@ -57,7 +57,7 @@ impl TryFrom<Starcoder2Config> for Transformer {
             or(c.num_hidden_layers, 30),
             heads,
             or(c.num_key_value_heads, 2),
-            d / heads,
+            super::floor_head_dim(d, heads, ("hidden_size", "num_attention_heads"))?,
             or(c.intermediate_size, 12288),
             or(c.max_position_embeddings, 4096),
             arch,
