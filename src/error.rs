@@ -256,6 +256,24 @@ pub(crate) fn in_range_f64(
     }
 }
 
+/// Require a computed quantity to be finite and positive: inputs at the edge of `f64` (a budget
+/// of 1e308 FLOPs, a width of zero) can make a formula return infinity, NaN or zero, which is
+/// never a figure to print. `inputs` names the values it came from (called only on failure).
+pub(crate) fn finite_result(
+    value: f64,
+    what: &'static str,
+    inputs: impl FnOnce() -> String,
+) -> Result<f64> {
+    if value.is_finite() && value > 0.0 {
+        Ok(value)
+    } else {
+        Err(Error::Inconsistent {
+            rule: "a computed quantity must be a finite, positive number",
+            detail: format!("{what} = {} from {}", readable(value), inputs()),
+        })
+    }
+}
+
 /// Require `numerator % denominator == 0` (denominator must be positive).
 pub(crate) fn divisible(
     rule: &'static str,

@@ -564,9 +564,14 @@ impl ActivationParts {
 /// ```
 /// use lmshape::{memory, Recompute};
 /// // s = 2048, b = 1, h = 12288, a = 96, t = 8: TP + SP + selective = 34·sbh/t.
-/// let x = memory::korthikanti_table2_bytes(2048, 1, 12288, 96, 8, true, Recompute::Selective);
+/// let x = memory::korthikanti_table2_bytes(2048, 1, 12288, 96, 8, true, Recompute::Selective)?;
 /// assert_eq!(x, 34.0 * 2048.0 * 12288.0 / 8.0);
+/// assert!(memory::korthikanti_table2_bytes(2048, 1, 0, 96, 8, false, Recompute::None).is_err());
+/// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// [`Error::ZeroSize`] for a zero size.
 pub fn korthikanti_table2_bytes(
     s: u64,
     b: u64,
@@ -575,17 +580,20 @@ pub fn korthikanti_table2_bytes(
     t: u64,
     sequence_parallel: bool,
     recompute: Recompute,
-) -> f64 {
+) -> Result<f64> {
+    for (v, field) in [(s, "s"), (b, "b"), (h, "h"), (a, "a"), (t, "t")] {
+        crate::error::positive(v, field)?;
+    }
     let (s, b, h, a, t) = (s as f64, b as f64, h as f64, a as f64, t as f64);
     let sbh = s * b * h;
-    match (recompute, sequence_parallel) {
+    Ok(match (recompute, sequence_parallel) {
         (Recompute::Full, false) => 2.0 * sbh,
         (Recompute::Full, true) => 2.0 * sbh / t,
         (Recompute::None, false) => sbh * (10.0 + 24.0 / t + 5.0 * a * s / (h * t)),
         (Recompute::None, true) => sbh / t * (34.0 + 5.0 * a * s / h),
         (Recompute::Selective, false) => sbh * (10.0 + 24.0 / t),
         (Recompute::Selective, true) => 34.0 * sbh / t,
-    }
+    })
 }
 
 /// Training memory of every stage and the most loaded rank.
@@ -1537,7 +1545,7 @@ mod tests {
                     };
                     let ours = layer_activation_bytes(&m, &layout, &MemoryOptions::default(), rc)
                         .unwrap() as f64;
-                    let table = korthikanti_table2_bytes(2048, 2, 12288, 96, t, sp, rc);
+                    let table = korthikanti_table2_bytes(2048, 2, 12288, 96, t, sp, rc).unwrap();
                     assert_eq!(ours, table, "t={t} sp={sp} {rc:?}");
                 }
             }

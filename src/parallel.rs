@@ -599,8 +599,13 @@ pub fn stage_partition(
             return Err(Error::Inconsistent {
                 rule: "a single pipeline stage holds every layer",
                 detail: format!(
-                    "first/last stage layers {:?}/{:?} with {num_layers} layers",
-                    split.first_stage_layers, split.last_stage_layers
+                    "first stage {}, last stage {} of {num_layers} layers",
+                    split
+                        .first_stage_layers
+                        .map_or("unset".into(), |f| format!("{f} layers")),
+                    split
+                        .last_stage_layers
+                        .map_or("unset".into(), |l| format!("{l} layers")),
                 ),
             });
         }

@@ -521,6 +521,7 @@ fn checked_total(e: &EndParams) -> Option<u64> {
 /// # Ok::<(), lmshape::Error>(())
 /// ```
 pub fn param_counts(m: &Transformer) -> Result<ParamCounts> {
+    m.check_rules()?;
     param_counts_checked(m).ok_or(Error::Overflow {
         what: "parameter count",
     })
@@ -644,12 +645,15 @@ pub struct Sizes {
 /// # Ok::<(), lmshape::Error>(())
 /// ```
 pub fn sizes(m: &Transformer) -> Result<Sizes> {
+    m.check_rules()?;
     sizes_checked(m).ok_or(Error::Overflow {
         what: "parameter count",
     })
 }
 
-fn sizes_checked(m: &Transformer) -> Option<Sizes> {
+/// [`sizes`] without the model's rules, for the search's bracketing, whose models may group
+/// kv heads unevenly (`None` on overflow; nothing divides by a model size).
+pub(crate) fn sizes_checked(m: &Transformer) -> Option<Sizes> {
     let dense = layer_params_checked(m, 1, m.num_kv_heads, LayerKind::Dense)?.total_params();
     let layers = match &m.moe {
         None => dense.checked_mul(m.num_layers)?,

@@ -13,7 +13,7 @@
 //! All quantities multiplied by tokens are `f64`. Training compute follows `C = 6·N·D`
 //! (Kaplan et al. 2020 §2.1; Hoffmann et al. 2022 §3.3) unless stated.
 
-use crate::error::{Error, Result, non_negative_f64, positive_f64};
+use crate::error::{Error, Result, finite_result, non_negative_f64, positive_f64, readable};
 use crate::hardware::{Dtype, GpuSpec};
 use serde::{Deserialize, Serialize};
 
@@ -36,7 +36,17 @@ pub fn training_flops(gpu_hours: f64, peak_flops_per_s: f64, mfu: f64) -> Result
     positive_f64(gpu_hours, "gpu_hours")?;
     positive_f64(peak_flops_per_s, "peak_flops_per_s")?;
     utilisation(mfu, "mfu")?;
-    Ok(gpu_hours * HOUR_SECONDS * peak_flops_per_s * mfu)
+    finite_result(
+        gpu_hours * HOUR_SECONDS * peak_flops_per_s * mfu,
+        "training FLOPs",
+        || {
+            format!(
+                "{} GPU-hours at {} FLOP/s",
+                readable(gpu_hours),
+                readable(peak_flops_per_s)
+            )
+        },
+    )
 }
 
 fn utilisation(u: f64, field: &'static str) -> Result<f64> {
@@ -56,7 +66,17 @@ pub fn gpu_hours_for(flops: f64, peak_flops_per_s: f64, mfu: f64) -> Result<f64>
     positive_f64(flops, "flops")?;
     positive_f64(peak_flops_per_s, "peak_flops_per_s")?;
     utilisation(mfu, "mfu")?;
-    Ok(flops / (HOUR_SECONDS * peak_flops_per_s * mfu))
+    finite_result(
+        flops / (HOUR_SECONDS * peak_flops_per_s * mfu),
+        "GPU-hours",
+        || {
+            format!(
+                "{} FLOPs at {} FLOP/s",
+                readable(flops),
+                readable(peak_flops_per_s)
+            )
+        },
+    )
 }
 
 /// Model FLOPs utilisation from hardware FLOPs utilisation: recomputation does extra forward
@@ -121,7 +141,10 @@ impl Budget {
 
     /// The budget in PF-days.
     pub fn pf_days(&self) -> Result<f64> {
-        Ok(self.flops()? / PF_DAY_FLOPS)
+        let flops = self.flops()?;
+        finite_result(flops / PF_DAY_FLOPS, "PF-days", || {
+            format!("{} FLOPs", readable(flops))
+        })
     }
 }
 
@@ -135,7 +158,13 @@ impl Budget {
 pub fn tokens_for_flops(flops: f64, params: f64) -> Result<f64> {
     positive_f64(flops, "flops")?;
     positive_f64(params, "params")?;
-    Ok(flops / (6.0 * params))
+    finite_result(flops / (6.0 * params), "tokens", || {
+        format!(
+            "{} FLOPs on {} parameters",
+            readable(flops),
+            readable(params)
+        )
+    })
 }
 
 /// Narayanan et al. 2021 eq. 4: end-to-end training time ≈ `8·T·P / (n·X)` seconds with
@@ -160,7 +189,17 @@ pub fn training_seconds(
     crate::error::positive(gpus, "gpus")?;
     positive_f64(achieved_flops_per_s, "achieved_flops_per_s")?;
     let k = if recompute { 8.0 } else { 6.0 };
-    Ok(k * tokens * params / (gpus as f64 * achieved_flops_per_s))
+    finite_result(
+        k * tokens * params / (gpus as f64 * achieved_flops_per_s),
+        "training seconds",
+        || {
+            format!(
+                "{} tokens on {} parameters",
+                readable(tokens),
+                readable(params)
+            )
+        },
+    )
 }
 
 /// A (parameters, tokens) pair.
@@ -236,10 +275,24 @@ impl PowerLawFrontier {
     /// ```
     pub fn optimal(&self, flops: f64) -> Result<Allocation> {
         positive_f64(flops, "flops")?;
+        positive_f64(self.params_coef, "params_coef")?;
+        positive_f64(self.tokens_coef, "tokens_coef")?;
+        positive_f64(self.unit_flops, "unit_flops")?;
+        crate::error::in_range_f64(self.params_exp, 0.0, 1.0, "params_exp", "in [0, 1]")?;
+        crate::error::in_range_f64(self.tokens_exp, 0.0, 1.0, "tokens_exp", "in [0, 1]")?;
         let c = flops / self.unit_flops;
+        let inputs = || format!("{} FLOPs", readable(flops));
         Ok(Allocation {
-            params: self.params_coef * c.powf(self.params_exp),
-            tokens: self.tokens_coef * c.powf(self.tokens_exp),
+            params: finite_result(
+                self.params_coef * c.powf(self.params_exp),
+                "optimal parameters",
+                inputs,
+            )?,
+            tokens: finite_result(
+                self.tokens_coef * c.powf(self.tokens_exp),
+                "optimal tokens",
+                inputs,
+            )?,
         })
     }
 }
@@ -268,16 +321,40 @@ impl KaplanLaw {
         alpha_d: 0.095,
     };
 
+    /// Check the constants: `N_c`, `D_c`, `α_N`, `α_D` finite and positive.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] naming the constant.
+    pub fn validate(&self) -> Result<()> {
+        positive_f64(self.n_c, "n_c")?;
+        positive_f64(self.alpha_n, "alpha_n")?;
+        positive_f64(self.d_c, "d_c")?;
+        positive_f64(self.alpha_d, "alpha_d")?;
+        Ok(())
+    }
+
     /// Eq. 1.1: `L(N) = (N_c / N)^α_N`.
+    ///
+    /// # Errors
+    /// Invalid constants or size, or a loss that is not a finite positive number.
     pub fn loss_params(&self, params: f64) -> Result<f64> {
+        self.validate()?;
         positive_f64(params, "params")?;
-        Ok((self.n_c / params).powf(self.alpha_n))
+        finite_result((self.n_c / params).powf(self.alpha_n), "loss", || {
+            format!("N = {}", readable(params))
+        })
     }
 
     /// Eq. 1.2: `L(D) = (D_c / D)^α_D`.
+    ///
+    /// # Errors
+    /// Invalid constants or tokens, or a loss that is not a finite positive number.
     pub fn loss_tokens(&self, tokens: f64) -> Result<f64> {
+        self.validate()?;
         positive_f64(tokens, "tokens")?;
-        Ok((self.d_c / tokens).powf(self.alpha_d))
+        finite_result((self.d_c / tokens).powf(self.alpha_d), "loss", || {
+            format!("D = {}", readable(tokens))
+        })
     }
 
     /// Eq. 1.5: `L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D`.
@@ -291,11 +368,14 @@ impl KaplanLaw {
     /// # Ok::<(), lmshape::Error>(())
     /// ```
     pub fn loss(&self, params: f64, tokens: f64) -> Result<f64> {
+        self.validate()?;
         positive_f64(params, "params")?;
         positive_f64(tokens, "tokens")?;
-        Ok(
+        finite_result(
             ((self.n_c / params).powf(self.alpha_n / self.alpha_d) + self.d_c / tokens)
                 .powf(self.alpha_d),
+            "loss",
+            || format!("N = {}, D = {}", readable(params), readable(tokens)),
         )
     }
 }
@@ -537,7 +617,11 @@ impl ParametricLaw {
         self.validate()?;
         positive_f64(params, "params")?;
         positive_f64(tokens, "tokens")?;
-        Ok(self.e + self.a / params.powf(self.alpha) + self.b / tokens.powf(self.beta))
+        finite_result(
+            self.e + self.a / params.powf(self.alpha) + self.b / tokens.powf(self.beta),
+            "loss",
+            || format!("N = {}, D = {}", readable(params), readable(tokens)),
+        )
     }
 
     /// Hoffmann et al. 2022 eq. 4 (closed form under `C = 6ND`):
@@ -556,9 +640,10 @@ impl ParametricLaw {
         let s = self.alpha + self.beta;
         let g = (self.alpha * self.a / (self.beta * self.b)).powf(1.0 / s);
         let c6 = flops / 6.0;
+        let inputs = || format!("{} FLOPs", readable(flops));
         Ok(Allocation {
-            params: g * c6.powf(self.beta / s),
-            tokens: c6.powf(self.alpha / s) / g,
+            params: finite_result(g * c6.powf(self.beta / s), "optimal parameters", inputs)?,
+            tokens: finite_result(c6.powf(self.alpha / s) / g, "optimal tokens", inputs)?,
         })
     }
 
@@ -577,12 +662,16 @@ impl ParametricLaw {
             return Err(Error::Inconsistent {
                 rule: "the target loss must be reachable by the model size",
                 detail: format!(
-                    "loss {loss} <= E + A/N^alpha = {} at N = {params:e}",
-                    loss - gap
+                    "loss {} <= E + A/N^alpha = {} at N = {}",
+                    readable(loss),
+                    readable(loss - gap),
+                    readable(params)
                 ),
             });
         }
-        Ok((self.b / gap).powf(1.0 / self.beta))
+        finite_result((self.b / gap).powf(1.0 / self.beta), "tokens", || {
+            format!("N = {}, loss {}", readable(params), readable(loss))
+        })
     }
 
     /// The compute-optimal allocation moved along the iso-FLOP curve by the constraints. The

@@ -457,7 +457,7 @@ impl ShapeSpace {
             head_dim: hd,
             ..self.model(l, d, heads, kv, ffn, vocab)
         };
-        let c = crate::params::sizes(&m).ok()?;
+        let c = crate::params::sizes_checked(&m)?;
         Some(match self.size_basis {
             ParamBasis::Total => c.total_params,
             ParamBasis::NonEmbedding => c.non_embedding_params,

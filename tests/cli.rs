@@ -459,3 +459,54 @@ fn pictures_are_drawn() {
     let svg = std::fs::read_to_string(&chart).unwrap();
     assert!(svg.contains("recommended") && svg.contains("marked: 70 layers × 14336 hidden"));
 }
+
+/// Hostile command lines end with a message that names what the user typed: a CSV too short
+/// for a fit blames the CSV (not `--exclude-highest-loss 0`), an absurd bootstrap size is
+/// refused by its flag, a device file is refused as input, FP8 on an A100 names the GPU, and
+/// a depth range that would never end is refused before any work.
+#[test]
+fn hostile_command_lines_get_clear_errors() {
+    let dir = std::env::temp_dir().join(format!("lmshape-cli-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let nine = dir.join("nine.csv");
+    let rows: String = (0..9)
+        .map(|i| {
+            format!(
+                "{},{},{}\n",
+                1e8 * 2f64.powi(i),
+                1e9 * 3f64.powi(i),
+                3.0 - 0.1 * f64::from(i)
+            )
+        })
+        .collect();
+    std::fs::write(&nine, format!("params,tokens,loss\n{rows}")).unwrap();
+    let cases: [(&str, Vec<&str>, &str); 5] = [
+        (
+            "fit_scaling_law",
+            vec![nine.to_str().unwrap()],
+            "holds 9 runs",
+        ),
+        (
+            "fit_scaling_law",
+            vec!["--bootstrap", "1e19"],
+            "--bootstrap",
+        ),
+        ("inspect_config", vec!["/dev/zero"], "larger than 64 MiB"),
+        (
+            "inspect_config",
+            vec!["--gpu", "a100-80gb", "--precision", "fp8"],
+            "a100-80gb has no fp8",
+        ),
+        (
+            "enumerate_shapes",
+            vec!["--min-layers", "1", "--max-layers", "18446744073709551615"],
+            "100,000 depths",
+        ),
+    ];
+    for (name, args, want) in cases {
+        let (code, _, err) = run(name, &args);
+        assert_eq!(code, 2, "{name} {args:?}: {err}");
+        assert!(err.contains(want), "{name} {args:?}: {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    }
+}

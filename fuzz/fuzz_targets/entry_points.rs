@@ -1,7 +1,8 @@
 //! Every public entry point on arbitrary input: the Hugging Face config reader, parameter
-//! counts, FLOPs, training and inference memory, step time, shape enumeration and a small
-//! plan. Each must return `Ok` or a typed error; a panic, an overflow trap or a hang is a
-//! finding.
+//! counts (also of models built field by field, unvalidated), FLOPs, training and inference
+//! memory, step time, shape enumeration, a small plan, scaling-law fits with their bootstrap,
+//! measured-table timers, and the scaling functions at the edges of `f64`. Each must return
+//! `Ok` or a typed error; a panic, an overflow trap or a hang is a finding.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -134,9 +135,107 @@ fn exercise_model(m: &Transformer, b: &mut Bytes) {
     }
 }
 
+/// A parametric fit on a few arbitrary runs from a small grid, then its bootstrap.
+fn exercise_fit(b: &mut Bytes) {
+    let n = 10 + usize::from(b.u8() % 6);
+    let runs: Vec<lmshape::scaling::Run> = (0..n)
+        .filter_map(|_| lmshape::scaling::Run::new(b.f64(), b.f64(), b.f64()).ok())
+        .collect();
+    let opts = lmshape::scaling::FitOptions {
+        alpha_grid: vec![b.f64()],
+        beta_grid: vec![0.3],
+        e_grid: vec![b.f64()],
+        a_grid: vec![5.0],
+        b_grid: vec![b.f64()],
+        max_iters: 1 + b.u64(1),
+        threads: 1,
+        ..Default::default()
+    };
+    if let Ok(fit) = lmshape::scaling::fit_parametric(&runs, &opts) {
+        let _ = lmshape::scaling::bootstrap_standard_errors(&runs, &fit, &opts, 2 + usize::from(b.u8() % 4), 1);
+        let _ = fit.law.compute_optimal(b.f64());
+    }
+    let _ = lmshape::scaling::runs_from_csv(&String::from_utf8_lossy(b.0));
+}
+
+/// A measured table from arbitrary entries, asked for exact and missing shapes.
+fn exercise_table(b: &mut Bytes) {
+    use lmshape::hardware::{Gemm, GemmTimer, Missing, TableTimer};
+    let entries: Vec<String> = (0..usize::from(b.u8() % 12))
+        .map(|_| {
+            format!(
+                r#"{{"m":{},"n":{},"k":{},"batch":{},"dtype":"bf16","seconds":{:e}}}"#,
+                b.u64(2),
+                b.u64(2),
+                b.u64(2),
+                b.u64(1),
+                f64::from(b.u8()) * 1e-6
+            )
+        })
+        .collect();
+    let text = format!(r#"{{"gpu":"a100-80gb","entries":[{}]}}"#, entries.join(","));
+    if let Ok(t) = TableTimer::from_json(&text, Missing::ScaleNearest) {
+        for _ in 0..4 {
+            let _ = t.gemm_seconds(&Gemm::bf16(b.u64(3), b.u64(3), b.u64(3)));
+        }
+        let _ = t.check_gpu(&GpuSpec::h100_sxm());
+        let m = lmshape::presets::by_name("gpt3-small");
+        if let Ok(m) = m {
+            let l = ParallelLayout::default();
+            let _ = step::step_time(&m, &l, &Cluster::selene(), &t, &StepOptions::default());
+        }
+    }
+}
+
+/// A model built field by field through the public fields, never validated, then counted.
+fn exercise_literal(b: &mut Bytes) {
+    let base = Transformer::new(1000, 64, 2, 4, 4, 16, 256, 128, Architecture::llama());
+    let Ok(base) = base else { return };
+    let m = Transformer {
+        vocab_size: b.u64(2),
+        hidden_size: b.u64(2),
+        num_layers: b.u64(1),
+        num_heads: b.u64(1),
+        num_kv_heads: b.u64(1),
+        head_dim: b.u64(1),
+        ffn_size: b.u64(2),
+        moe: (b.u8() & 1 == 1).then(|| lmshape::model::Moe {
+            num_experts: b.u64(1),
+            top_k: b.u64(1),
+            layer_period: b.u64(1),
+            ..lmshape::model::Moe::routed(1, 1, 1)
+        }),
+        ..base
+    };
+    let _ = m.param_counts();
+    let _ = m.total_params();
+    let _ = flops::summary(&m, b.u64(2));
+    let _ = memory::training_memory(&m, &layout(b), &MemoryOptions::default());
+}
+
+/// The scaling functions at arbitrary floats.
+fn exercise_floats(b: &mut Bytes) {
+    use lmshape::scaling;
+    let _ = scaling::training_flops(b.f64(), b.f64(), b.f64());
+    let _ = scaling::gpu_hours_for(b.f64(), b.f64(), b.f64());
+    let _ = scaling::tokens_for_flops(b.f64(), b.f64());
+    let _ = scaling::PowerLawFrontier::KAPLAN.optimal(b.f64());
+    let k = scaling::KaplanLaw { n_c: b.f64(), alpha_n: b.f64(), d_c: b.f64(), alpha_d: b.f64() };
+    let _ = k.loss(b.f64(), b.f64());
+    if let Ok(law) = scaling::ParametricLaw::new(b.f64(), b.f64(), b.f64(), b.f64(), b.f64()) {
+        let _ = law.compute_optimal(b.f64());
+        let _ = law.tokens_for_loss(b.f64(), b.f64());
+        let _ = law.inference_optimal(b.f64(), b.f64());
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut b = Bytes(data);
-    match b.u8() % 4 {
+    match b.u8() % 8 {
+        4 => exercise_fit(&mut b),
+        5 => exercise_table(&mut b),
+        6 => exercise_literal(&mut b),
+        7 => exercise_floats(&mut b),
         // A config text: the reader, then everything downstream of the model it gives.
         0 => {
             if let Ok(text) = std::str::from_utf8(b.0) {

@@ -24,6 +24,7 @@
 
 use super::{Dtype, Gemm, GemmTimer, GpuSpec};
 use crate::error::{Error, Result};
+use itertools::Itertools;
 use serde::{Deserialize, Serialize};
 
 /// Per-element operand reuse `r = tm·tn/(tm + tn)` at which a tile reaches half of its
@@ -97,7 +98,13 @@ impl AnalyticalTimer {
         if self.tiles.is_empty() || self.tiles.iter().any(|&(a, b)| a == 0 || b == 0) {
             return Err(Error::Inconsistent {
                 rule: "tile list must be non-empty with positive tiles",
-                detail: format!("{:?}", self.tiles),
+                detail: format!(
+                    "tiles {}",
+                    self.tiles
+                        .iter()
+                        .map(|(a, b)| format!("{a}×{b}"))
+                        .join(", ")
+                ),
             });
         }
         Ok(())

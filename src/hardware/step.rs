@@ -406,13 +406,40 @@ struct LayerTimes {
     cp_comm: f64,
 }
 
-fn timed(timer: &dyn GemmTimer, g: &Gemm) -> Result<f64> {
+/// One GEMM's seconds from the timer, checked: finite, positive, and no faster than the GPU's
+/// dense peak for the GEMM's dtype (a table measured on a faster GPU, or a broken timer, would
+/// otherwise give utilisations above 100%).
+fn timed(timer: &dyn GemmTimer, g: &Gemm, gpu: &GpuSpec) -> Result<f64> {
     let s = timer.gemm_seconds(g)?;
-    if s.is_finite() && s > 0.0 {
-        Ok(s)
-    } else {
-        Err(Error::Gpu(format!("timer returned {s} seconds for {g:?}")))
+    let shape = || {
+        format!(
+            "the {} GEMM m={} n={} k={} batch={}",
+            g.dtype, g.m, g.n, g.k, g.batch
+        )
+    };
+    if !(s.is_finite() && s > 0.0) {
+        return Err(Error::Gpu(format!(
+            "timer returned {} seconds for {}",
+            crate::error::readable(s),
+            shape()
+        )));
     }
+    let peak = gpu.peak_flops_per_s(g.dtype)?;
+    if g.flops() / s > peak * (1.0 + 1e-9) {
+        return Err(Error::Inconsistent {
+            rule: "a GEMM cannot run faster than the GPU's dense peak",
+            detail: format!(
+                "{} times {} at {:.0} TFLOP/s, above {}'s {} peak of {:.0}; are its timings for another GPU?",
+                timer.describe(),
+                shape(),
+                g.flops() / s / 1e12,
+                gpu.name,
+                g.dtype,
+                peak / 1e12
+            ),
+        });
+    }
+    Ok(s)
 }
 
 /// What differs between the layers of one model for timing: the feed-forward block (dense or
@@ -567,37 +594,42 @@ fn variant_gemms(
     let mut list = LayerGemms::new();
     use GemmRole::{AttentionCore, Expert, Linear, Router, SharedExpert};
     // Attention: projections, core, output.
+    const W: &str = "a layer's GEMM shapes";
+    let (mul, add) = (
+        |a: u64, b: u64| crate::error::mul(a, b, W),
+        |a: u64, b: u64| crate::error::add(a, b, W),
+    );
     let (q_width, qk_dim, v_dim) = match &model.attention {
         crate::model::Attention::Standard => {
             let kv = crate::parallel::kv_heads_per_rank(model.num_kv_heads, t)?;
             let hd = model.head_dim;
-            let q = heads.saturating_mul(hd);
-            let n = q.saturating_add(kv.saturating_mul(hd).saturating_mul(2));
+            let q = mul(heads, hd)?;
+            let n = add(q, mul(mul(kv, hd)?, 2)?)?;
             list.push(g(tokens, n, d, 1, linear), Linear)?;
             (q, hd, hd)
         }
         crate::model::Attention::MultiLatent(mla) => {
-            let qk = mla.qk_nope_head_dim.saturating_add(mla.qk_rope_head_dim);
+            let qk = add(mla.qk_nope_head_dim, mla.qk_rope_head_dim)?;
             match mla.q_lora_rank {
                 Some(r) => {
                     list.push(g(tokens, r, d, 1, linear), Linear)?;
-                    list.push(g(tokens, heads.saturating_mul(qk), r, 1, linear), Linear)?;
+                    list.push(g(tokens, mul(heads, qk)?, r, 1, linear), Linear)?;
                 }
-                None => list.push(g(tokens, heads.saturating_mul(qk), d, 1, linear), Linear)?,
+                None => list.push(g(tokens, mul(heads, qk)?, d, 1, linear), Linear)?,
             }
             let latent = mla.kv_lora_rank;
             list.push(
-                g(tokens, latent + mla.qk_rope_head_dim, d, 1, linear),
+                g(tokens, add(latent, mla.qk_rope_head_dim)?, d, 1, linear),
                 Linear,
             )?;
-            let kv_up = heads.saturating_mul(mla.qk_nope_head_dim.saturating_add(mla.v_head_dim));
+            let kv_up = mul(heads, add(mla.qk_nope_head_dim, mla.v_head_dim)?)?;
             list.push(g(tokens, kv_up, latent, 1, linear), Linear)?;
-            (heads.saturating_mul(mla.v_head_dim), qk, mla.v_head_dim)
+            (mul(heads, mla.v_head_dim)?, qk, mla.v_head_dim)
         }
     };
     // Attention's score and value GEMMs stay in 16 bits (Transformer Engine casts only the
     // linear layers).
-    let attn_batch = b.saturating_mul(core_heads);
+    let attn_batch = mul(b, core_heads)?;
     list.push(
         g(queries, ctx, qk_dim, attn_batch, opts.dtype),
         AttentionCore,
@@ -621,18 +653,18 @@ fn variant_gemms(
                 Router,
             )?;
             let (batch, te) = (x.local_experts, x.tokens_per_expert);
-            list.push(g(te, gated * x.width, d, batch, linear), Expert)?;
+            list.push(g(te, mul(gated, x.width)?, d, batch, linear), Expert)?;
             list.push(g(te, d, x.width, batch, linear), Expert)?;
             let fs = moe.shared_ffn_size / t;
             if fs > 0 {
-                list.push(g(tokens, gated * fs, d, 1, linear), SharedExpert)?;
+                list.push(g(tokens, mul(gated, fs)?, d, 1, linear), SharedExpert)?;
                 list.push(g(tokens, d, fs, 1, linear), SharedExpert)?;
             }
             Ok((list, Some(x)))
         }
         _ => {
             let f = model.ffn_size / t;
-            list.push(g(tokens, gated * f, d, 1, linear), Linear)?;
+            list.push(g(tokens, mul(gated, f)?, d, 1, linear), Linear)?;
             list.push(g(tokens, d, f, 1, linear), Linear)?;
             Ok((list, None))
         }
@@ -668,9 +700,10 @@ fn variant_times(
     let (mut fwd, mut bwd, mut core_fwd, mut linear_inputs) = (0.0, 0.0, 0.0, 0.0);
     let mut shared_fwd = 0.0;
     for (gemm, role) in list.as_slice() {
-        let f = timed(timer, gemm)?;
+        let f = timed(timer, gemm, &cluster.gpu)?;
         fwd += f;
-        bwd += timed(timer, &gemm.data_grad())? + timed(timer, &gemm.weight_grad())?;
+        bwd += timed(timer, &gemm.data_grad(), &cluster.gpu)?
+            + timed(timer, &gemm.weight_grad(), &cluster.gpu)?;
         match role {
             GemmRole::AttentionCore => core_fwd += f,
             GemmRole::Linear | GemmRole::Expert | GemmRole::SharedExpert => {
@@ -997,9 +1030,9 @@ fn end_times(
         dtype: opts.dtype,
     };
     Ok(EndTimes {
-        logits_gemm: timed(timer, &logits)?
-            + timed(timer, &logits.data_grad())?
-            + timed(timer, &logits.weight_grad())?,
+        logits_gemm: timed(timer, &logits, &cluster.gpu)?
+            + timed(timer, &logits.data_grad(), &cluster.gpu)?
+            + timed(timer, &logits.weight_grad(), &cluster.gpu)?,
         logits_memory: 3.0 * 4.0 * s * b * vocab_per_rank as f64 * 2.0 / bw,
         embedding_memory: 3.0 * e * s * b * h / bw,
     })

@@ -748,7 +748,26 @@ impl Transformer {
     }
 
     /// Check every rule; [`Transformer::new`] calls this.
+    ///
+    /// # Errors
+    /// The first rule broken: a zero size, a head grouping, a mixture-of-experts, window or
+    /// latent-attention setting that contradicts itself, or counts that overflow `u64`.
     pub fn validate(&self) -> Result<()> {
+        self.check_rules()?;
+        // Fails with Error::Overflow if any count does not fit u64 (the sizes bound every
+        // component and the active count; the multi-token-prediction modules are counted apart).
+        if self.mtp_layers > 0 {
+            self.param_counts()?;
+        } else {
+            crate::params::sizes(self)?;
+        }
+        Ok(())
+    }
+
+    /// Every rule but the counts' size: what the counting code needs to run without dividing
+    /// by zero (it calls this first, so a model built by hand with a broken rule is an error,
+    /// never a panic).
+    pub(crate) fn check_rules(&self) -> Result<()> {
         positive(self.vocab_size, "vocab_size")?;
         positive(self.hidden_size, "hidden_size")?;
         positive(self.num_layers, "num_layers")?;
@@ -804,13 +823,6 @@ impl Transformer {
             "num_kv_heads",
             self.num_kv_heads,
         )?;
-        // Fails with Error::Overflow if any count does not fit u64 (the sizes bound every
-        // component and the active count; the multi-token-prediction modules are counted apart).
-        if self.mtp_layers > 0 {
-            self.param_counts()?;
-        } else {
-            crate::params::sizes(self)?;
-        }
         Ok(())
     }
 
