@@ -4,8 +4,8 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lmshape::flops::{self, FlopsConvention};
 use lmshape::hardware::AnalyticalTimer;
-use lmshape::hardware::step::{self, Cluster, StepOptions};
 use lmshape::search::ShapeSpace;
+use lmshape::step::{self, Cluster, StepOptions};
 use lmshape::{Architecture, ParallelLayout, Recompute, presets};
 use std::hint::black_box;
 

@@ -359,10 +359,10 @@ fn main() {
             balanced_pipeline: space.balanced_pipeline,
             ..lmshape::ParallelLayout::default()
         };
-        let opts = lmshape::hardware::step::StepOptions::default();
+        let opts = lmshape::step::StepOptions::default();
         for (s, v) in scored.iter().zip(speed.iter_mut()) {
             let model = or_die(space.model_of(&s.shape));
-            *v = lmshape::hardware::step::step_time(&model, &layout, &cluster, &timer, &opts)
+            *v = lmshape::step::step_time(&model, &layout, &cluster, &timer, &opts)
                 .ok()
                 .map(|t| t.tflops_per_gpu);
         }

@@ -20,7 +20,7 @@ use common::cli::{
 };
 use common::{gib, load_config, or_die, si};
 use lmshape::hardware::AnalyticalTimer;
-use lmshape::hardware::step::{self, StepOptions};
+use lmshape::step::{self, StepOptions};
 use lmshape::{Architecture, Transformer};
 use serde_json::json;
 

@@ -11,69 +11,9 @@
 
 use crate::error::{Result, positive};
 use crate::model::{Attention, Transformer};
+pub use crate::parallel::Recompute;
+pub use crate::params::ParamBasis;
 use serde::{Deserialize, Serialize};
-
-/// Activation recomputation strategy.
-///
-/// Sources: Chen et al. 2016 (full checkpointing of each layer's input); Korthikanti et al. 2022
-/// §4 ("selective": only the attention core — `QKᵀ`, softmax, dropout, attention over `V` — is
-/// recomputed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Recompute {
-    /// Keep every activation.
-    #[default]
-    None,
-    /// Recompute the attention core only.
-    Selective,
-    /// Recompute each layer's forward from its input.
-    Full,
-}
-
-impl Recompute {
-    /// The names [`Recompute`] parses from and prints as.
-    pub const NAMES: [&'static str; 3] = ["none", "selective", "full"];
-}
-
-impl std::fmt::Display for Recompute {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(Recompute::NAMES[*self as usize])
-    }
-}
-
-impl std::str::FromStr for Recompute {
-    type Err = crate::Error;
-
-    /// Parse `none`, `selective` or `full`.
-    ///
-    /// ```
-    /// assert_eq!("full".parse::<lmshape::Recompute>()?, lmshape::Recompute::Full);
-    /// assert_eq!(lmshape::Recompute::Selective.to_string(), "selective");
-    /// # Ok::<(), lmshape::Error>(())
-    /// ```
-    fn from_str(s: &str) -> Result<Recompute> {
-        match s {
-            "none" => Ok(Recompute::None),
-            "selective" => Ok(Recompute::Selective),
-            "full" => Ok(Recompute::Full),
-            _ => Err(crate::Error::UnknownName {
-                kind: "recompute",
-                name: s.to_string(),
-                known: "none, selective, full".into(),
-            }),
-        }
-    }
-}
-
-/// Which parameter count stands for `N` in a `c·N` approximation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ParamBasis {
-    /// Kaplan's non-embedding `N` (leaves out the logits matmul).
-    NonEmbedding,
-    /// Every parameter (as in nanoGPT-style MFU estimates that include the tied head).
-    Total,
-}
 
 /// Switches of the per-matmul count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -150,7 +150,7 @@ impl PublishedShape {
             .iter()
             .find(|s| s.name == name)
             .copied()
-            .ok_or_else(|| crate::Error::UnknownName {
+            .ok_or_else(|| crate::error::Error::UnknownName {
                 kind: "published shape",
                 name: name.to_string(),
                 known: PUBLISHED_SHAPES

@@ -19,9 +19,11 @@
 //! * [`search`]: lazy enumeration of every valid shape near a target size, and ranking;
 //! * [`plan`]: the planner — budget → scaling-law bounds → target → every valid shape × layout →
 //!   memory → speed → tokens → predicted loss → a ranked, explained recommendation;
-//! * [`hardware`]: GPU presets, the pluggable [`hardware::GemmTimer`] (analytical
-//!   tile/wave-quantization model, measured tables, cuBLAS with the `cuda` feature) and a
-//!   training-step model with calibration;
+//! * [`hardware`]: GPU presets and the pluggable [`hardware::GemmTimer`] (analytical
+//!   tile/wave-quantization model, measured tables, cuBLAS with the `cuda` feature);
+//! * [`framework`]: each training framework's byte counts per parameter, memory profile and
+//!   speed profile, read by memory and step time alike;
+//! * [`step`]: a training step's time on a cluster, layer by layer, with calibration;
 //! * [`scaling`]: compute budgets, published scaling laws (Kaplan, Chinchilla approaches 1–3,
 //!   Besiroglu et al.), fitting a law to your own runs, inference-aware sizing and constraints.
 //!
@@ -51,6 +53,27 @@
 //! # Ok::<(), lmshape::Error>(())
 //! ```
 //!
+//! ## Layers
+//!
+//! Each module refers only to the modules below it (`tests/layers.rs` reads the sources and
+//! fails on any other reference):
+//!
+//! | module | may refer to |
+//! |---|---|
+//! | [`error`] | — |
+//! | [`model`] (with [`params`], the counts its validation needs) | `error` |
+//! | [`parallel`] | `error`, `model` |
+//! | [`flops`] | `error`, `model`, `parallel` |
+//! | [`hardware`] (GPU facts and GEMM timers) | `error` |
+//! | [`framework`] (byte counts, memory and speed profiles) | `error` |
+//! | [`memory`] | the above |
+//! | [`step`] | the above and `memory` |
+//! | [`heuristics`] | `error`, `model` |
+//! | [`presets`] | `error`, `model`, `heuristics` |
+//! | [`search`] | `error`, `model`, `parallel`, `flops`, `heuristics` |
+//! | [`scaling`] | `error`, `parallel` |
+//! | [`plan`] | everything |
+//!
 //! ## Features
 //! * `cuda`: `hardware::cuda::CudaTimer`, real cuBLAS GEMM timings through `cudarc` with
 //!   dynamic loading (builds without a CUDA toolkit; returns an error, never panics, without a
@@ -66,22 +89,25 @@
 
 pub mod error;
 pub mod flops;
+pub mod framework;
 pub mod hardware;
 pub mod heuristics;
 pub mod memory;
 pub mod model;
 mod numeric;
 pub mod parallel;
-pub mod params;
 pub mod plan;
+pub mod presets;
 pub mod scaling;
 pub mod search;
+pub mod step;
 
 pub use error::{Error, Result};
 pub use flops::{FlopsConvention, Recompute, TokenFlops};
 pub use memory::{MemoryOptions, Precision, TrainingMemory};
+pub use model::params;
 pub use model::{
-    Architecture, BlockKind, LinearBiases, MlpKind, NormKind, PositionKind, Transformer, presets,
+    Architecture, BlockKind, LinearBiases, MlpKind, NormKind, PositionKind, Transformer,
 };
 pub use parallel::{ParallelLayout, Schedule, ZeroStage};
 pub use params::{LayerParams, ParamCounts};

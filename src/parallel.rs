@@ -10,10 +10,62 @@
 //! multiple of `128 · tp` (`--make-vocab-size-divisible-by 128`), never rejected.
 
 use crate::error::{Error, Result, divisible, positive};
-use crate::flops::Recompute;
 use crate::model::Transformer;
+pub use crate::params::kv_heads_per_rank;
 use itertools::Itertools;
 use serde::{Deserialize, Serialize};
+
+/// Activation recomputation strategy.
+///
+/// Sources: Chen et al. 2016 (full checkpointing of each layer's input); Korthikanti et al. 2022
+/// §4 ("selective": only the attention core — `QKᵀ`, softmax, dropout, attention over `V` — is
+/// recomputed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recompute {
+    /// Keep every activation.
+    #[default]
+    None,
+    /// Recompute the attention core only.
+    Selective,
+    /// Recompute each layer's forward from its input.
+    Full,
+}
+
+impl Recompute {
+    /// The names [`Recompute`] parses from and prints as.
+    pub const NAMES: [&'static str; 3] = ["none", "selective", "full"];
+}
+
+impl std::fmt::Display for Recompute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(Recompute::NAMES[*self as usize])
+    }
+}
+
+impl std::str::FromStr for Recompute {
+    type Err = Error;
+
+    /// Parse `none`, `selective` or `full`.
+    ///
+    /// ```
+    /// assert_eq!("full".parse::<lmshape::Recompute>()?, lmshape::Recompute::Full);
+    /// assert_eq!(lmshape::Recompute::Selective.to_string(), "selective");
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    fn from_str(s: &str) -> Result<Recompute> {
+        match s {
+            "none" => Ok(Recompute::None),
+            "selective" => Ok(Recompute::Selective),
+            "full" => Ok(Recompute::Full),
+            _ => Err(Error::UnknownName {
+                kind: "recompute",
+                name: s.to_string(),
+                known: "none, selective, full".into(),
+            }),
+        }
+    }
+}
 
 /// ZeRO stage (Rajbhandari et al. 2020): what is sharded across data-parallel replicas.
 /// Megatron-LM's distributed optimizer shards optimizer state like stage 1.
@@ -456,26 +508,6 @@ pub fn megatron_padded_vocab(vocab: u64, tp: u64) -> Result<u64> {
         vocab,
         crate::error::mul(VOCAB_PAD_PER_RANK, tp, "vocab padding")?,
     )
-}
-
-/// Key/value heads held by one of `tp` tensor-parallel ranks: `kv / tp` when they split, one
-/// (replicated) when there are fewer kv heads than ranks (Megatron-LM `num_query_groups`;
-/// the rule itself is [`check_tensor_split`]).
-///
-/// ```
-/// use lmshape::parallel::kv_heads_per_rank;
-/// assert_eq!(kv_heads_per_rank(8, 4)?, 2);
-/// assert_eq!(kv_heads_per_rank(2, 8)?, 1);
-/// assert!(kv_heads_per_rank(8, 0).is_err());
-/// # Ok::<(), lmshape::Error>(())
-/// ```
-pub fn kv_heads_per_rank(num_kv_heads: u64, tp: u64) -> Result<u64> {
-    positive(tp, "tp")?;
-    Ok(if num_kv_heads >= tp {
-        num_kv_heads / tp
-    } else {
-        1
-    })
 }
 
 /// The tensor-parallel rules (Shoeybi et al. 2019 §3; Megatron-LM argument checks): query

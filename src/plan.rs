@@ -18,23 +18,23 @@
 //! 5. **Memory** ([`crate::memory`]): the device figure of the most loaded GPU under the
 //!    request's framework (allocated estimate, allocator, runtime) must fit a share of the
 //!    card.
-//! 6. **Speed** ([`crate::hardware::step`]) with the timer you pass: tokens reachable in the
+//! 6. **Speed** ([`crate::step`]) with the timer you pass: tokens reachable in the
 //!    usable wall-clock; below the token floor is "too slow".
 //! 7. **Rank** by the law's predicted loss at those tokens (ties: more tokens first).
 
-use crate::Recompute;
 use crate::error::{Error, Result, positive, positive_f64};
 use crate::flops::ParamBasis;
 use crate::hardware::GemmTimer;
-use crate::hardware::step::{self, Cluster, StepOptions};
 use crate::memory::{self, Framework, FrameworkProfile, GemmPrecision, Verdict};
 use crate::model::{Architecture, Transformer};
+use crate::parallel::Recompute;
 use crate::parallel::{EmbeddingSlots, LayoutSpace, ParallelLayout, ZeroStage};
 use crate::scaling::{
     self, Allocation, Binding, ConstrainedChoice, Constraints, KaplanLaw, ParametricLaw,
     PowerLawFrontier,
 };
 use crate::search::{Shape, ShapeSpace};
+use crate::step::{self, Cluster, StepOptions};
 use itertools::Itertools;
 use serde::{Deserialize, Serialize};
 
@@ -347,7 +347,7 @@ impl PlanRequest {
     /// 10% above the target, no embedding slots. Adjust with the setters or the public fields.
     ///
     /// ```
-    /// use lmshape::{plan::{LawChoice, PlanRequest}, hardware::step::Cluster, Architecture};
+    /// use lmshape::{plan::{LawChoice, PlanRequest}, step::Cluster, Architecture};
     /// let req = PlanRequest::new(Cluster::selene(), 64, 24.0 * 7.0, Architecture::llama(), 32000)
     ///     .law(LawChoice::Besiroglu)
     ///     .token_floor(Some(20e9));

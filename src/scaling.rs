@@ -14,7 +14,6 @@
 //! (Kaplan et al. 2020 §2.1; Hoffmann et al. 2022 §3.3) unless stated.
 
 use crate::error::{Error, Result, finite_result, non_negative_f64, positive_f64, readable};
-use crate::hardware::{Dtype, GpuSpec};
 use serde::{Deserialize, Serialize};
 
 /// FLOPs in one petaFLOP/s-day (Kaplan et al. 2020 use PF-days as their compute unit).
@@ -83,10 +82,10 @@ pub fn gpu_hours_for(flops: f64, peak_flops_per_s: f64, mfu: f64) -> Result<f64>
 /// work that MFU does not count. With the layers recomputed (Narayanan et al. 2021 eq. 3 vs 4:
 /// 8·N·D hardware FLOPs for 6·N·D model FLOPs) MFU = HFU · 6/8; selective recompute costs only
 /// the attention core, so it is treated as none here (Korthikanti et al. 2022 §5: ~2–4%).
-pub fn mfu_from_hfu(hfu: f64, recompute: crate::Recompute) -> Result<f64> {
+pub fn mfu_from_hfu(hfu: f64, recompute: crate::parallel::Recompute) -> Result<f64> {
     utilisation(hfu, "hfu")?;
     Ok(match recompute {
-        crate::Recompute::Full => hfu * 6.0 / 8.0,
+        crate::parallel::Recompute::Full => hfu * 6.0 / 8.0,
         _ => hfu,
     })
 }
@@ -103,27 +102,6 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// `gpus` of a preset for `hours` of wall-clock at `mfu`, in `dtype`.
-    ///
-    /// ```
-    /// use lmshape::{hardware::{Dtype, GpuSpec}, scaling::Budget};
-    /// let b = Budget::from_cluster(&GpuSpec::a100_80gb(), Dtype::Bf16, 384, 3024.0, 0.4)?;
-    /// assert_eq!(b.gpu_hours, 1_161_216.0);
-    /// assert!((b.pf_days()? / 6038.0 - 1.0).abs() < 1e-3);
-    /// # Ok::<(), lmshape::Error>(())
-    /// ```
-    pub fn from_cluster(
-        gpu: &GpuSpec,
-        dtype: Dtype,
-        gpus: u64,
-        hours: f64,
-        mfu: f64,
-    ) -> Result<Budget> {
-        crate::error::positive(gpus, "gpus")?;
-        positive_f64(hours, "hours")?;
-        Budget::new(gpus as f64 * hours, gpu.peak_flops_per_s(dtype)?, mfu)
-    }
-
     /// A budget from GPU-hours directly.
     pub fn new(gpu_hours: f64, peak_flops_per_s: f64, mfu: f64) -> Result<Budget> {
         training_flops(gpu_hours, peak_flops_per_s, mfu)?;

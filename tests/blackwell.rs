@@ -7,11 +7,11 @@
 
 mod common;
 
-use lmshape::hardware::step::{self, Cluster, MeasuredRun, StepOptions};
 use lmshape::hardware::{AnalyticalTimer, GpuSpec};
 use lmshape::memory::{AttentionKernel, GemmPrecision, MemoryOptions};
 use lmshape::model::hf::from_hf_config_str;
 use lmshape::parallel::Schedule;
+use lmshape::step::{self, Cluster, MeasuredRun, StepOptions};
 use lmshape::{ParallelLayout, Recompute, Transformer, ZeroStage};
 use serde_json::Value;
 
@@ -233,8 +233,7 @@ fn blackwell_runs_in_and_out_of_sample() {
         .collect();
     let (eff, held_dense) = grade("GB200 dense", &dense);
     // The Megatron-Core speed profile is this fit.
-    let profile =
-        lmshape::hardware::step::SpeedProfile::of(lmshape::memory::Framework::MegatronCore);
+    let profile = lmshape::step::SpeedProfile::of(lmshape::memory::Framework::MegatronCore);
     assert!((profile.software_efficiency - eff).abs() < 0.005, "{eff}");
     let moe: Vec<&Run> = all.iter().filter(|r| r.is_moe()).collect();
     for r in &moe {

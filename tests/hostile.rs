@@ -5,7 +5,6 @@
 
 mod common;
 
-use lmshape::hardware::step::{self, Cluster, StepOptions};
 use lmshape::hardware::{
     AnalyticalTimer, Gemm, GemmPrecision, GemmTimer, GpuSpec, Missing, TableTimer,
 };
@@ -13,6 +12,7 @@ use lmshape::model::Moe;
 use lmshape::model::hf::from_hf_config_str;
 use lmshape::scaling::{self, FitOptions, KaplanLaw, ParametricLaw, Run};
 use lmshape::search::{self, MoeSpace, ShapeSpace};
+use lmshape::step::{self, Cluster, StepOptions};
 use lmshape::{Architecture, ParallelLayout, Transformer, presets};
 use proptest::prelude::*;
 

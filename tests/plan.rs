@@ -256,8 +256,8 @@ fn a_billion_gpus_answers() {
 /// GPU lacks is skipped rather than failing the pairs.
 #[test]
 fn widened_search_never_loses() {
-    use lmshape::hardware::step::Cluster;
     use lmshape::memory::GemmPrecision;
+    use lmshape::step::Cluster;
     let cluster = Cluster::reference_node(GpuSpec::h100_sxm());
     let narrow = PlanRequest::new(
         cluster.clone(),

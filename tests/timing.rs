@@ -3,10 +3,10 @@
 
 mod common;
 
-use lmshape::hardware::step::{self, Cluster, MeasuredRun, StepOptions};
 use lmshape::hardware::{
     AnalyticalTimer, CachedTimer, Dtype, Gemm, GemmTimer, GpuSpec, Missing, TableTimer,
 };
+use lmshape::step::{self, Cluster, MeasuredRun, StepOptions};
 use lmshape::{Architecture, ParallelLayout, Recompute, Transformer};
 use proptest::prelude::*;
 
@@ -411,8 +411,8 @@ fn fp8_is_faster_and_keeps_weight_copies() {
 /// exactly the dense MLP's GEMMs plus its router (an identity: one expert takes every token).
 #[test]
 fn one_expert_runs_the_dense_gemms_plus_a_router() {
-    use lmshape::hardware::step::GemmRole;
     use lmshape::model::Moe;
+    use lmshape::step::GemmRole;
     let dense = Transformer::new(
         32000,
         4096,

@@ -4,7 +4,7 @@
 use clap::builder::{PossibleValue, TypedValueParser};
 use clap::{Args, ValueEnum};
 use lmshape::hardware::GpuSpec;
-use lmshape::hardware::step::Cluster;
+use lmshape::step::Cluster;
 
 /// A whole number, written plainly or in scientific notation (`350e9`, `1.8e19`).
 pub fn count(s: &str) -> Result<u64, String> {
@@ -226,8 +226,7 @@ impl ClusterArgs {
     pub fn cluster_for(&self, framework: lmshape::memory::Framework) -> Cluster {
         let mut c = self.cluster();
         if self.calibrated_speed {
-            c.software_efficiency =
-                lmshape::hardware::step::SpeedProfile::of(framework).software_efficiency;
+            c.software_efficiency = lmshape::step::SpeedProfile::of(framework).software_efficiency;
         }
         c
     }

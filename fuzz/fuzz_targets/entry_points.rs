@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lmshape::hardware::step::{self, Cluster, StepOptions};
+use lmshape::step::{self, Cluster, StepOptions};
 use lmshape::hardware::{AnalyticalTimer, GpuSpec};
 use lmshape::memory::{self, InferenceQuery, MemoryOptions};
 use lmshape::search::ShapeSpace;

@@ -1,10 +1,9 @@
-//! Hardware: GPU facts, GEMM timers and the training-step model.
+//! Hardware: GPU facts and GEMM timers (the training step that uses them is [`crate::step`]).
 //!
 //! * [`gpu`]: GPU presets;
 //! * [`gemm`]: the GEMM description and the object-safe [`GemmTimer`] trait (+ a cache);
 //! * [`analytical`]: the default tile/wave-quantization + roofline timer;
 //! * [`table`]: measured timings loaded from JSON;
-//! * [`step`]: a layer's GEMMs under tensor parallelism and a full training step on a cluster;
 //! * `cuda` (feature `cuda`): real cuBLAS timings.
 
 pub mod analytical;
@@ -12,7 +11,6 @@ pub mod analytical;
 pub mod cuda;
 pub mod gemm;
 pub mod gpu;
-pub mod step;
 pub mod table;
 
 pub use analytical::AnalyticalTimer;

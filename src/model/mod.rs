@@ -1,11 +1,11 @@
 //! The model description: a decoder-only transformer's shape plus the architecture knobs that
 //! change its parameter count, FLOPs and memory.
 //!
-//! Build one in code with [`Transformer::new`], from a named preset ([`presets`]), or from a
+//! Build one in code with [`Transformer::new`], from a named preset ([`crate::presets`]), or from a
 //! Hugging Face `config.json` ([`hf::from_hf_config_str`]).
 
 pub mod hf;
-pub mod presets;
+pub mod params;
 
 use crate::error::{Error, Result, divisible, positive};
 use serde::{Deserialize, Serialize};

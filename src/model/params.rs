@@ -36,6 +36,36 @@ use crate::error::{Error, Result};
 use crate::model::{Attention, MlpKind, PositionKind, QkNorm, Transformer};
 use serde::{Deserialize, Serialize};
 
+/// Which parameter count stands for `N` in a `c·N` approximation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamBasis {
+    /// Kaplan's non-embedding `N` (leaves out the logits matmul).
+    NonEmbedding,
+    /// Every parameter (as in nanoGPT-style MFU estimates that include the tied head).
+    Total,
+}
+
+/// Key/value heads held by one of `tp` tensor-parallel ranks: `kv / tp` when they split, one
+/// (replicated) when there are fewer kv heads than ranks (Megatron-LM `num_query_groups`;
+/// the rule itself is [`crate::parallel::check_tensor_split`]).
+///
+/// ```
+/// use lmshape::parallel::kv_heads_per_rank;
+/// assert_eq!(kv_heads_per_rank(8, 4)?, 2);
+/// assert_eq!(kv_heads_per_rank(2, 8)?, 1);
+/// assert!(kv_heads_per_rank(8, 0).is_err());
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn kv_heads_per_rank(num_kv_heads: u64, tp: u64) -> Result<u64> {
+    crate::error::positive(tp, "tp")?;
+    Ok(if num_kv_heads >= tp {
+        num_kv_heads / tp
+    } else {
+        1
+    })
+}
+
 /// Which feed-forward block a layer has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -202,7 +232,7 @@ pub fn layer_params_on_rank(m: &Transformer, tp: u64) -> Result<LayerParams> {
 /// One layer of `kind` held by one of `tp` tensor-parallel ranks (Megatron-LM, Shoeybi et al.
 /// 2019 §3): column-parallel q/k/v and MLP-input weights and biases split, row-parallel output
 /// and MLP-output weights split with their biases kept whole, norms replicated; key/value heads
-/// per rank by [`crate::parallel::kv_heads_per_rank`] (fewer kv heads than ranks are
+/// per rank by [`kv_heads_per_rank`] (fewer kv heads than ranks are
 /// replicated, one per rank). Latent attention keeps its down-projections (`q_a`, `kv_a`) and
 /// their norms whole and splits the per-head up-projections and the output. Experts are split
 /// like the dense MLP (expert tensor parallelism equal to `tp`, no expert parallelism); the
@@ -210,7 +240,7 @@ pub fn layer_params_on_rank(m: &Transformer, tp: u64) -> Result<LayerParams> {
 /// ([`crate::parallel::check_tensor_split`]) are not checked here: a count that does not
 /// divide is floored.
 pub fn layer_kind_params_on_rank(m: &Transformer, tp: u64, kind: LayerKind) -> Result<LayerParams> {
-    let kv_heads = crate::parallel::kv_heads_per_rank(m.num_kv_heads, tp)?;
+    let kv_heads = kv_heads_per_rank(m.num_kv_heads, tp)?;
     layer_params_checked(m, tp, kv_heads, kind).ok_or(Error::Overflow {
         what: "layer parameters",
     })
@@ -240,7 +270,7 @@ pub fn layers_params_on_rank_by_part(
     const W: &str = "stage parameters";
     crate::error::positive(ep, "ep")?;
     crate::error::positive(etp, "etp")?;
-    let kv = crate::parallel::kv_heads_per_rank(m.num_kv_heads, tp)?;
+    let kv = kv_heads_per_rank(m.num_kv_heads, tp)?;
     let n = range.end.saturating_sub(range.start);
     let moe_layers = m.moe.map_or(0, |moe| moe.moe_layers_in(range));
     let dense = layer_kind_params_on_rank(m, tp, LayerKind::Dense)?.total_params();

@@ -1,0 +1,161 @@
+//! From the allocated estimate to what the tools report: reserved and device figures under a
+//! framework's profile, the verdict against a card, and the least recomputation that fits.
+
+use super::{
+    FrameworkProfile, MemoryOptions, TrainingMemory, TrainingMemoryReport, training_memory,
+};
+use crate::error::{Result, add};
+use crate::flops::Recompute;
+use crate::model::Transformer;
+use crate::parallel::ParallelLayout;
+use serde::{Deserialize, Serialize};
+
+impl FrameworkProfile {
+    /// `opts` with the framework and its byte counts ([`crate::framework::Framework::precision`]): the memory
+    /// options its estimate is made under.
+    ///
+    /// ```
+    /// use lmshape::memory::{Framework, FrameworkProfile, MemoryOptions, Precision};
+    /// let p = FrameworkProfile::of(Framework::MegatronDeepspeed);
+    /// assert_eq!(p.memory_options(&MemoryOptions::default()).precision, Precision::DEEPSPEED_20);
+    /// ```
+    pub fn memory_options(&self, opts: &MemoryOptions) -> MemoryOptions {
+        MemoryOptions {
+            precision: self.framework.precision(),
+            framework: self.framework,
+            ..*opts
+        }
+    }
+
+    /// The three figures of one GPU whose estimate is `memory`.
+    pub fn device(&self, memory: &TrainingMemory) -> Result<DeviceMemory> {
+        const W: &str = "device memory";
+        let allocated_bytes = memory.total_bytes;
+        crate::error::in_range_f64(
+            self.reserved_factor,
+            1.0,
+            4.0,
+            "reserved_factor",
+            "between 1 and 4",
+        )?;
+        let reserved = (allocated_bytes as f64 * self.reserved_factor).ceil();
+        let reserved_bytes = crate::error::to_u64(reserved, W)?;
+        Ok(DeviceMemory {
+            allocated_bytes,
+            reserved_bytes,
+            device_bytes: add(reserved_bytes, self.runtime_bytes, W)?,
+        })
+    }
+
+    /// The figures of the stage with the largest device figure in `report`.
+    pub fn most_loaded(&self, report: &TrainingMemoryReport) -> Result<DeviceMemory> {
+        let mut most = self.device(&report.first)?;
+        for stage in [&report.middle, &report.last] {
+            let d = self.device(stage)?;
+            if d.device_bytes > most.device_bytes {
+                most = d;
+            }
+        }
+        Ok(most)
+    }
+}
+
+/// The least recomputation — none, then selective, then full (Korthikanti et al. 2022 §5:
+/// selective costs the least extra compute, full the most) — whose device figure under
+/// `profile` fits `fraction` of a card of `capacity_bytes`; `None` when even full
+/// recomputation does not fit. Returns the choice and its figures.
+///
+/// ```
+/// use lmshape::{memory::{self, Framework, FrameworkProfile, MemoryOptions}, presets, ParallelLayout, Recompute};
+/// let m = presets::by_name("gpt3-175b")?;
+/// let layout = ParallelLayout { tp: 8, pp: 8, dp: 2, micro_batch: 1, global_batch: 64, ..ParallelLayout::default() };
+/// let profile = FrameworkProfile::of(Framework::MegatronCore);
+/// let (rc, _) = memory::least_recompute(&m, &layout, &MemoryOptions::default(), &profile, 80 << 30, 0.9)?
+///     .expect("some recomputation fits");
+/// assert_ne!(rc, Recompute::None); // 175B on 64 GPUs needs some recomputation
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn least_recompute(
+    model: &Transformer,
+    layout: &ParallelLayout,
+    opts: &MemoryOptions,
+    profile: &FrameworkProfile,
+    capacity_bytes: u64,
+    fraction: f64,
+) -> Result<Option<(Recompute, DeviceMemory)>> {
+    crate::error::in_range_f64(fraction, 0.0, 1.0, "fraction", "in [0, 1]")?;
+    for recompute in [Recompute::None, Recompute::Selective, Recompute::Full] {
+        let l = ParallelLayout {
+            recompute,
+            ..*layout
+        };
+        let report = training_memory(model, &l, opts)?;
+        let device = profile.most_loaded(&report)?;
+        if device.device_bytes as f64 <= capacity_bytes as f64 * fraction {
+            return Ok(Some((recompute, device)));
+        }
+    }
+    Ok(None)
+}
+
+/// One GPU's memory as the tools report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceMemory {
+    /// `torch.cuda.max_memory_allocated`: model states, activations and the buffers alive at
+    /// the peak.
+    pub allocated_bytes: u64,
+    /// `torch.cuda.max_memory_reserved`: the caching allocator's pool.
+    pub reserved_bytes: u64,
+    /// What `nvidia-smi` shows: the pool plus the runtime.
+    pub device_bytes: u64,
+}
+
+/// Whether a GPU's memory fits its card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The device figure is within [`TIGHT_FRACTION`] of the card.
+    Fits,
+    /// Above that share but within the card: it may run, with no room for surprises.
+    Tight,
+    /// Above the card: out of memory.
+    Oom,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Fits => "fits",
+            Verdict::Tight => "tight",
+            Verdict::Oom => "out of memory",
+        })
+    }
+}
+
+/// The share of the card above which a layout is only "tight": 95%, leaving room for what the
+/// estimate cannot see (memory spikes of rare kernels, a larger NCCL communicator).
+pub const TIGHT_FRACTION: f64 = 0.95;
+
+impl DeviceMemory {
+    /// The verdict against a card of `capacity_bytes`, and the margin (capacity − device;
+    /// negative when it does not fit).
+    ///
+    /// ```
+    /// use lmshape::memory::{DeviceMemory, Verdict};
+    /// let m = DeviceMemory { allocated_bytes: 60 << 30, reserved_bytes: 70 << 30, device_bytes: 78 << 30 };
+    /// assert_eq!(m.verdict(80 << 30).0, Verdict::Tight);
+    /// assert_eq!(m.verdict(80 << 30).1, 2 << 30);
+    /// ```
+    pub fn verdict(&self, capacity_bytes: u64) -> (Verdict, i64) {
+        let margin = i128::from(capacity_bytes) - i128::from(self.device_bytes);
+        let margin = margin.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        let v = if self.device_bytes as f64 <= capacity_bytes as f64 * TIGHT_FRACTION {
+            Verdict::Fits
+        } else if self.device_bytes <= capacity_bytes {
+            Verdict::Tight
+        } else {
+            Verdict::Oom
+        };
+        (v, margin)
+    }
+}

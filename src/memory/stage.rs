@@ -1,0 +1,433 @@
+//! Each pipeline stage's memory at its peak moment: model states, held activations and the
+//! working set.
+
+use super::activations::ActivationParts;
+use super::{
+    Framework, MemoryOptions, PeakMoment, Precision, StageKind, TrainingMemory,
+    TrainingMemoryReport,
+};
+use crate::error::{Result, add, mul};
+use crate::flops::Recompute;
+use crate::model::Transformer;
+use crate::parallel::{ParallelLayout, ZeroStage};
+use crate::params::LayerKind;
+
+/// Training memory of every stage and the most loaded rank.
+///
+/// ```
+/// use lmshape::{memory::{self, MemoryOptions}, presets, ParallelLayout};
+/// let gpt3 = presets::by_name("gpt3-175b")?;
+/// let layout = ParallelLayout { tp: 8, pp: 8, dp: 1, global_batch: 8, ..ParallelLayout::default() };
+/// let report = memory::training_memory(&gpt3, &layout, &MemoryOptions::default())?;
+/// let states = report.last.weights_bytes + report.last.gradients_bytes + report.last.optimizer_bytes;
+/// assert!((states as f64 / (1u64 << 30) as f64 - 46.9).abs() < 0.05);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn training_memory(
+    model: &Transformer,
+    layout: &ParallelLayout,
+    opts: &MemoryOptions,
+) -> Result<TrainingMemoryReport> {
+    layout.validate(model)?;
+    let inputs = StageInputs::new(model, layout, opts)?;
+    let stages = layout.stage_layers(model)?;
+    let pp = layout.pp;
+    let (first, middle, last) = if pp == 1 {
+        let only = inputs.stage(StageKind::Only, 0, stages.layers(0, pp))?;
+        (only, only, only)
+    } else {
+        let first = inputs.stage(StageKind::First, 0, stages.layers(0, pp))?;
+        let last = inputs.stage(StageKind::Last, pp - 1, stages.layers(pp - 1, pp))?;
+        let middle = if pp >= 3 {
+            // Stage 1 holds the most middle layers and the most micro-batches in flight.
+            inputs.stage(StageKind::Middle, 1, stages.layers(1, pp))?
+        } else {
+            last
+        };
+        (first, middle, last)
+    };
+    let peak = [first, middle, last]
+        .into_iter()
+        .max_by_key(|s| s.total_bytes)
+        .unwrap_or(first);
+    Ok(TrainingMemoryReport {
+        peak,
+        first,
+        middle,
+        last,
+    })
+}
+
+pub(crate) const W: &str = "training memory";
+
+/// What every stage's figure is built from: per-rank parameters of a layer and of each end,
+/// one layer's activations by part, the last stage's logits and the first stage's embedding
+/// dropout mask (per micro-batch).
+pub(crate) struct StageInputs<'a> {
+    pub(crate) layout: &'a ParallelLayout,
+    pub(crate) opts: &'a MemoryOptions,
+    pub(crate) micro_batches: u64,
+    pub(crate) model: &'a Transformer,
+    pub(crate) stages: crate::parallel::StageLayers,
+    pub(crate) first_extra_params: u64,
+    pub(crate) last_extra_params: u64,
+    pub(crate) parts: ActivationParts,
+    pub(crate) moe_parts: Option<ActivationParts>,
+    pub(crate) logits_bytes: u64,
+    pub(crate) logits_grad_bytes: u64,
+    pub(crate) embedding_mask_bytes: u64,
+}
+
+impl<'a> StageInputs<'a> {
+    pub(crate) fn new(
+        model: &'a Transformer,
+        layout: &'a ParallelLayout,
+        opts: &'a MemoryOptions,
+    ) -> Result<StageInputs<'a>> {
+        let tp = layout.tp;
+        let vocab = layout.padded_vocab(model)?;
+        // A tied head is the embedding itself on a single stage, a copy on the last stage
+        // otherwise.
+        let separate_head = layout.pp > 1 || !model.arch.tied_embeddings;
+        let tokens = mul(layout.local_seq_len(), layout.micro_batch, W)?;
+        Ok(StageInputs {
+            layout,
+            opts,
+            micro_batches: layout.num_micro_batches()?,
+            model,
+            stages: layout.stage_layers(model)?,
+            first_extra_params: crate::params::input_end_params(model, vocab, tp)?.total_params(),
+            last_extra_params: crate::params::output_end_params(model, vocab, tp, separate_head)?
+                .total_params(),
+            parts: ActivationParts::new(model, layout, opts, LayerKind::Dense)?,
+            moe_parts: match model.moe {
+                Some(_) => Some(ActivationParts::new(model, layout, opts, LayerKind::Moe)?),
+                None => None,
+            },
+            // fp32 logits of one micro-batch, vocab-parallel (Korthikanti et al. 2022 §4.3).
+            logits_bytes: if opts.include_logits {
+                mul(mul(4, tokens, W)?, vocab / tp, W)?
+            } else {
+                0
+            },
+            // Their gradient, computed in place in fp32 by the vocab-parallel cross-entropy
+            // (Megatron-LM `_VocabParallelCrossEntropy.backward`), is cast to the 16-bit logits'
+            // type for the output layer's backward: a second copy while both are alive.
+            logits_grad_bytes: if opts.include_logits {
+                mul(
+                    mul(opts.precision.activation_bytes, tokens, W)?,
+                    vocab / tp,
+                    W,
+                )?
+            } else {
+                0
+            },
+            // The embedding's dropout mask, one byte per element (split with sequence
+            // parallelism).
+            embedding_mask_bytes: if opts.dropout {
+                let x = mul(tokens, model.hidden_size, W)?;
+                if layout.sequence_parallel { x / tp } else { x }
+            } else {
+                0
+            },
+        })
+    }
+
+    /// The figure of stage `index` (of kind `kind`) holding `layers` layers.
+    pub(crate) fn stage(&self, kind: StageKind, index: u64, layers: u64) -> Result<TrainingMemory> {
+        let (has_first, has_last) = match kind {
+            StageKind::Only => (true, true),
+            StageKind::First => (true, false),
+            StageKind::Middle => (false, false),
+            StageKind::Last => (false, true),
+        };
+        let range = self.stages.range(index, self.layout.pp);
+        debug_assert_eq!(range.end - range.start, layers);
+        let layout = self.layout;
+        let (mut params, experts) = crate::params::layers_params_on_rank_by_part(
+            self.model,
+            layout.tp,
+            layout.ep,
+            layout.expert_tp(),
+            range.clone(),
+        )?;
+        // One layer's share of the stage's parameters on the rank (the mean over the stage's
+        // layers where dense and mixture-of-experts layers mix).
+        let layer_share = add(params, experts, W)?.div_ceil(layers.max(1));
+        if has_first {
+            params = add(params, self.first_extra_params, W)?;
+        }
+        if has_last {
+            params = add(params, self.last_extra_params, W)?;
+        }
+        let in_flight = (self.layout.pp - index).min(self.micro_batches).max(1);
+        // The first backward under 1F1B: every in-flight micro-batch held, the last stage's
+        // logits and their gradient, one layer's backward working set.
+        let held = self.layer_activations(index, range, in_flight)?;
+        let (mut act, mut transient) = (held.backward, held.working);
+        if has_first {
+            act = add(act, mul(self.embedding_mask_bytes, in_flight, W)?, W)?;
+        }
+        let mut logits_bytes = 0;
+        if has_last {
+            logits_bytes = self.logits_bytes;
+            act = add(act, logits_bytes, W)?;
+            transient = add(transient, self.logits_grad_bytes, W)?;
+        }
+        let precision = &self.opts.precision;
+        transient = add(
+            transient,
+            self.sharding_working_set(layer_share, add(params, experts, W)?)?,
+            W,
+        )?;
+        let mut moment = PeakMoment::Backward;
+        // The first stage's embedding backward, at the end of a micro-batch's backward: one
+        // micro-batch fewer held, the embedding's dense gradient alive (and under ZeRO-3 its
+        // gathered weights).
+        if has_first {
+            let held = add(
+                held.embedding,
+                mul(self.embedding_mask_bytes, in_flight - 1, W)?,
+                W,
+            )?;
+            let mut grad = mul(self.first_extra_params, precision.activation_bytes, W)?;
+            if layout.zero >= ZeroStage::Weights {
+                grad = mul(grad, 2, W)?;
+            }
+            if add(held, grad, W)? > add(act, transient, W)? {
+                (act, transient, logits_bytes) = (held, grad, 0);
+                moment = PeakMoment::EmbeddingBackward;
+            }
+        }
+        let dense = model_state_bytes(params, layout.weight_dp(), layout.zero, precision)?;
+        let expert = model_state_bytes(experts, layout.expert_dp()?, layout.zero, precision)?;
+        // FP8 weight copies of the weights the rank holds (after ZeRO-3 sharding).
+        let held = |params: u64, dp: u64| {
+            if layout.zero >= ZeroStage::Weights {
+                params.div_ceil(dp)
+            } else {
+                params
+            }
+        };
+        let copies = (held(params, layout.weight_dp()) + held(experts, layout.expert_dp()?)) as f64
+            * self.opts.gemm_precision.weight_copy_bytes();
+        let weights_bytes = crate::error::sum(
+            &[
+                dense.weights_bytes,
+                expert.weights_bytes,
+                crate::error::to_u64(copies.ceil(), W)?,
+            ],
+            W,
+        )?;
+        let gradients_bytes = add(dense.gradients_bytes, expert.gradients_bytes, W)?;
+        let optimizer_bytes = add(dense.optimizer_bytes, expert.optimizer_bytes, W)?;
+        let total_bytes = crate::error::sum(
+            &[
+                weights_bytes,
+                gradients_bytes,
+                optimizer_bytes,
+                act,
+                transient,
+                self.opts.overhead_bytes,
+            ],
+            W,
+        )?;
+        Ok(TrainingMemory {
+            stage: kind,
+            params_on_rank: add(params, experts, W)?,
+            weights_bytes,
+            gradients_bytes,
+            optimizer_bytes,
+            activations_bytes: act,
+            transient_bytes: transient,
+            peak_moment: moment,
+            logits_bytes,
+            in_flight_micro_batches: in_flight,
+            total_bytes,
+            expert_params_on_rank: experts,
+            experts_bytes: crate::error::sum(
+                &[
+                    expert.weights_bytes,
+                    expert.gradients_bytes,
+                    expert.optimizer_bytes,
+                ],
+                W,
+            )?,
+        })
+    }
+
+    /// What sharded model states add to the backward's working set, for a layer of
+    /// `layer_share` parameters on the rank and `params` on the stage's rank:
+    ///
+    /// * sharded gradients (ZeRO-2/3, FSDP): the layer's whole gradient until it is
+    ///   reduce-scattered (Rajbhandari et al. 2020 §5.2); under DeepSpeed also its gradient
+    ///   bucket, `reduce_bucket_size` elements (5·10⁸ by default, at most the rank's
+    ///   parameters) in the gradients' precision;
+    /// * sharded weights (ZeRO-3, FSDP): the layer's gathered 16-bit weights and the next
+    ///   layer's,
+    ///   gathered ahead — a whole layer under FSDP2's default one-layer prefetch and
+    ///   Megatron-Core, at most DeepSpeed's `stage3_prefetch_bucket_size` (5·10⁷ elements by
+    ///   default) under DeepSpeed. DeepSpeed's `stage3_param_persistence_threshold` (10⁵
+    ///   elements) keeps norms and biases whole: a few `h` per layer, not counted;
+    /// * unsharded weights with no 16-bit state ([`Precision::FSDP2_16`] below ZeRO-3): every
+    ///   weight's 16-bit copy, from forward to backward.
+    pub(crate) fn sharding_working_set(&self, layer_share: u64, params: u64) -> Result<u64> {
+        const REDUCE_BUCKET_ELEMENTS: u64 = 500_000_000;
+        const PREFETCH_BUCKET_ELEMENTS: u64 = 50_000_000;
+        let p = &self.opts.precision;
+        let zero = self.layout.zero;
+        let deepspeed = matches!(
+            self.opts.framework,
+            Framework::Deepspeed | Framework::MegatronDeepspeed
+        );
+        let mut bytes = 0;
+        if zero >= ZeroStage::Gradients {
+            bytes = mul(layer_share, p.grad_bytes, W)?;
+            if deepspeed {
+                let bucket = mul(params.min(REDUCE_BUCKET_ELEMENTS), p.grad_bytes, W)?;
+                bytes = add(bytes, bucket, W)?;
+            }
+        }
+        if zero >= ZeroStage::Weights {
+            let ahead = if deepspeed {
+                layer_share.min(PREFETCH_BUCKET_ELEMENTS)
+            } else {
+                layer_share
+            };
+            bytes = add(
+                bytes,
+                mul(add(layer_share, ahead, W)?, p.activation_bytes, W)?,
+                W,
+            )?;
+        } else if p.weight_bytes == 0 {
+            // No 16-bit state and unsharded weights (FSDP2 without resharding after forward,
+            // or no sharding): every weight's 16-bit copy lives from forward to backward.
+            bytes = add(bytes, mul(params, p.activation_bytes, W)?, W)?;
+        }
+        Ok(bytes)
+    }
+
+    /// The layers' activations held at the stage's moments, and the working set of the layer
+    /// whose backward runs. At the first backward of 1F1B, `in_flight` micro-batches of each
+    /// layer are held. Under the interleaved schedule stage `i` runs
+    /// `2(p − i − 1) + (v − 1)·p` warm-up forwards of its model chunks (Megatron-LM's
+    /// `get_num_warmup_microbatches`, at most `m·v`) and holds one chunk-micro-batch more at
+    /// its first backward, each of `L_stage / v` layers: on the first stage
+    /// `L_stage · (p·v + p − 1) / v` layer-micro-batches (Korthikanti et al. 2022 §4.2.3).
+    /// Under selective recomputation one layer's attention core is rebuilt at a time, under
+    /// full recomputation one layer's full activations (the largest kind's). Dense and
+    /// mixture-of-experts layers of the stage (`range`) are counted by kind; the working set
+    /// is the largest kind's. At the end of a micro-batch's backward (its embedding's
+    /// gradient) one micro-batch (one chunk's under interleaving) fewer is held and nothing is
+    /// being recomputed.
+    pub(crate) fn layer_activations(
+        &self,
+        index: u64,
+        range: std::ops::Range<u64>,
+        in_flight: u64,
+    ) -> Result<HeldActivations> {
+        let pp = self.layout.pp;
+        let v = self.layout.virtual_stages();
+        // Layer-micro-batches held at the first backward, and at the end of one.
+        let units = |layers: u64| -> Result<(u64, u64)> {
+            if v > 1 && pp > 1 {
+                let warmup = add(mul(2, pp - index - 1, W)?, mul(v - 1, pp, W)?, W)?;
+                let chunks = add(warmup, 1, W)?.min(mul(self.micro_batches, v, W)?);
+                let all = mul(layers, chunks, W)?.div_ceil(v);
+                Ok((all, all.saturating_sub(layers.div_ceil(v))))
+            } else {
+                Ok((mul(layers, in_flight, W)?, mul(layers, in_flight - 1, W)?))
+            }
+        };
+        let layers = range.end.saturating_sub(range.start);
+        let moe_layers = self.model.moe.map_or(0, |m| m.moe_layers_in(range));
+        let (mut total, mut fewer) = (0, 0);
+        let mut largest = 0;
+        let mut checkpoint = 0;
+        let mut working = 0;
+        let kinds = [
+            (&self.parts, layers - moe_layers),
+            (self.moe_parts.as_ref().unwrap_or(&self.parts), moe_layers),
+        ];
+        for (parts, n) in kinds {
+            if n == 0 {
+                continue;
+            }
+            let stored = add(parts.replicated, parts.split, W)?;
+            let per_layer = add(stored, parts.core, W)?;
+            let (u, u_fewer) = units(n)?;
+            checkpoint = checkpoint.max(parts.checkpoint);
+            working = working.max(parts.backward);
+            let per_unit = match self.layout.recompute {
+                Recompute::None => per_layer,
+                Recompute::Selective => {
+                    largest = largest.max(parts.core);
+                    stored
+                }
+                Recompute::Full => {
+                    largest = largest.max(per_layer);
+                    parts.checkpoint
+                }
+            };
+            total = add(total, mul(u, per_unit, W)?, W)?;
+            fewer = add(fewer, mul(u_fewer, per_unit, W)?, W)?;
+        }
+        let backward = match self.layout.recompute {
+            Recompute::None => total,
+            Recompute::Selective => add(total, largest, W)?,
+            // One layer's checkpoint is its full activations while it is rebuilt.
+            Recompute::Full => add(total.saturating_sub(checkpoint), largest, W)?,
+        };
+        Ok(HeldActivations {
+            backward,
+            working,
+            embedding: fewer,
+        })
+    }
+}
+
+/// What [`StageInputs::layer_activations`] finds: the layers' activations held at the first
+/// backward and the working set then, and those held at the embedding's backward.
+pub(crate) struct HeldActivations {
+    pub(crate) backward: u64,
+    pub(crate) working: u64,
+    pub(crate) embedding: u64,
+}
+
+/// Weights, gradients and optimizer states of `params` parameters on one rank.
+pub(crate) struct ModelStateBytes {
+    pub(crate) weights_bytes: u64,
+    pub(crate) gradients_bytes: u64,
+    pub(crate) optimizer_bytes: u64,
+}
+
+/// Mixed-precision Adam's model states of `params` parameters, sharded over `dp` data-parallel
+/// ranks (the expert-data-parallel degree for routed experts) by the ZeRO stage (Rajbhandari et al. 2020 §5: stage 1 optimizer states, 2 also
+/// gradients, 3 also weights).
+pub(crate) fn model_state_bytes(
+    params: u64,
+    dp: u64,
+    zero: ZeroStage,
+    p: &Precision,
+) -> Result<ModelStateBytes> {
+    let shard = |stage_min: ZeroStage| {
+        if zero >= stage_min {
+            params.div_ceil(dp)
+        } else {
+            params
+        }
+    };
+    Ok(ModelStateBytes {
+        weights_bytes: mul(shard(ZeroStage::Weights), p.weight_bytes, W)?,
+        gradients_bytes: add(
+            mul(shard(ZeroStage::Gradients), p.grad_bytes, W)?,
+            mul(shard(ZeroStage::OptimizerStates), p.partition_grad_bytes, W)?,
+            W,
+        )?,
+        optimizer_bytes: mul(
+            shard(ZeroStage::OptimizerStates),
+            add(p.master_weight_bytes, p.optimizer_state_bytes, W)?,
+            W,
+        )?,
+    })
+}

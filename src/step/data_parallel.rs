@@ -1,0 +1,113 @@
+//! Data parallelism and the optimizer: the exposed gradient reduction and weight gathers, Adam's
+//! step and FP8 weight casts.
+
+use super::{Cluster, StepOptions};
+use crate::error::Result;
+use crate::hardware::analytical::ATTAINABLE_HBM_FRACTION;
+use crate::parallel::{ParallelLayout, ZeroStage};
+
+/// Parameters the most loaded rank holds: the dense part (reduced and sharded over `dp`) and
+/// the routed experts (over the expert-data-parallel degree).
+pub(crate) struct HeldParams {
+    pub(crate) dense: f64,
+    pub(crate) experts: f64,
+    pub(crate) expert_dp: u64,
+}
+
+impl HeldParams {
+    /// Parameters of this rank's optimizer shard (ZeRO ≥ `stage` shards over the data-parallel
+    /// degrees).
+    pub(crate) fn sharded(&self, layout: &ParallelLayout, stage: ZeroStage) -> f64 {
+        if layout.zero >= stage {
+            self.dense / layout.weight_dp() as f64 + self.experts / self.expert_dp as f64
+        } else {
+            self.dense + self.experts
+        }
+    }
+}
+
+/// The exposed data-parallel communication of the most loaded rank: its dense parameters over
+/// `dp` (ranks `tp` apart) and its routed experts over the expert-data-parallel degree (ranks
+/// `ep · etp` apart), each by [`Cluster::ring_seconds`]:
+///
+/// * **ZeRO 0**: an all-reduce of the gradients (`grad_bytes` each).
+/// * **ZeRO 1–2** (Megatron-Core's distributed optimizer, Rajbhandari et al. 2020 §5): a
+///   reduce-scatter of the gradients and an all-gather of the updated weights
+///   (`weight_bytes`). With [`Cluster::overlap_dp_comm`] the reduce-scatter hides behind the
+///   last micro-batch's backward (two thirds of a stage-time); with
+///   [`Cluster::overlap_param_gather`] the all-gather behind the first forward (one third).
+/// * **ZeRO 3 / FSDP** (§5.3; Zhao et al. 2023 §3): per micro-batch the weights are gathered
+///   for the forward and again for the backward and the gradients reduce-scattered, layer by
+///   layer with prefetch, so the traffic hides behind the compute of the micro-batches; what
+///   exceeds it is exposed, and never less than one layer's share (the first gather).
+pub(crate) fn data_parallel_seconds(
+    layout: &ParallelLayout,
+    cluster: &Cluster,
+    opts: &StepOptions,
+    held: &HeldParams,
+    stage_seconds: f64,
+    stage_layers: u64,
+) -> Result<f64> {
+    let grad = opts.memory.precision.grad_bytes as f64;
+    let weight = opts.memory.precision.weight_bytes as f64;
+    let groups = [
+        (held.dense, layout.weight_dp(), layout.tp),
+        (
+            held.experts,
+            held.expert_dp,
+            layout.ep.saturating_mul(layout.expert_tp()),
+        ),
+    ];
+    let (mut grads, mut weights) = (0.0, 0.0);
+    for (params, ranks, stride) in groups {
+        if params <= 0.0 {
+            continue;
+        }
+        if layout.zero == ZeroStage::None {
+            grads += cluster.ring_seconds(2.0, params * grad, ranks, stride);
+        } else {
+            grads += cluster.ring_seconds(1.0, params * grad, ranks, stride);
+            weights += cluster.ring_seconds(1.0, params * weight, ranks, stride);
+        }
+    }
+    if layout.zero == ZeroStage::Weights {
+        let m = layout.num_micro_batches()? as f64;
+        let traffic = m * (grads + 2.0 * weights);
+        let first_gather = traffic / (m * 3.0 * stage_layers.max(1) as f64);
+        return Ok((traffic - m * stage_seconds).max(first_gather));
+    }
+    let hidden = |on: bool, fraction: f64| if on { stage_seconds * fraction } else { 0.0 };
+    Ok(
+        (grads - hidden(cluster.overlap_dp_comm, 2.0 / 3.0)).max(0.0)
+            + (weights - hidden(cluster.overlap_param_gather, 1.0 / 3.0)).max(0.0),
+    )
+}
+
+/// Adam's step: 30 bytes per local parameter over HBM (read the fp32 gradient, read and write
+/// fp32 master weights and both moments, write the bf16 weights), on the rank's shard under
+/// ZeRO.
+pub(crate) fn optimizer_seconds(
+    layout: &ParallelLayout,
+    cluster: &Cluster,
+    held: &HeldParams,
+) -> f64 {
+    30.0 * held.sharded(layout, ZeroStage::OptimizerStates)
+        / (cluster.gpu.memory_bytes_per_s * ATTAINABLE_HBM_FRACTION)
+}
+
+/// FP8 weight casts: once per step (Transformer Engine caches the cast weights over the
+/// micro-batches of a step), each local weight read in 16 bits and written twice in 8 bits
+/// (the weight and its transpose, with MXFP8's scales).
+pub(crate) fn weight_cast_seconds(
+    layout: &ParallelLayout,
+    cluster: &Cluster,
+    opts: &StepOptions,
+    held: &HeldParams,
+) -> f64 {
+    let cast = opts.memory.gemm_precision.cast_bytes();
+    if cast == 0.0 {
+        return 0.0;
+    }
+    (opts.dtype.bytes() as f64 + 2.0 * cast) * held.sharded(layout, ZeroStage::Weights)
+        / (cluster.gpu.memory_bytes_per_s * ATTAINABLE_HBM_FRACTION)
+}
