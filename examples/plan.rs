@@ -431,7 +431,7 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
         lmshape::flops::ParamBasis::NonEmbedding => "non-embedding",
         lmshape::flops::ParamBasis::Total => "total",
     };
-    let on_curve = |n: f64| b.compute_flops / (6.0 * n);
+    let on_curve = |n: f64| b.compute_flops / (lmshape::scaling::FLOPS_PER_PARAM_TOKEN * n);
     outln!(
         "{} law, token floor {}: target {} {basis} params, trained on C/6N = {} tokens ({})",
         req.law,

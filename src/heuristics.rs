@@ -64,7 +64,7 @@ pub fn levine_optimal_width(num_layers: f64) -> f64 {
 /// ```
 pub fn levine_depth_for_params(params: f64) -> Result<f64> {
     positive_f64(params, "params")?;
-    let n = |l: f64| 12.0 * l * levine_optimal_width(l).powi(2);
+    let n = |l: f64| crate::params::kaplan_approx_params_f64(l, levine_optimal_width(l));
     let (mut lo, mut hi) = (1e-6, 1.0);
     while n(hi) < params {
         hi *= 2.0;

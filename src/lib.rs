@@ -71,7 +71,7 @@
 //! | [`heuristics`] | `error`, `model` |
 //! | [`presets`] | `error`, `model`, `heuristics` |
 //! | [`search`] | `error`, `model`, `parallel`, `flops`, `heuristics` |
-//! | [`scaling`] | `error`, `parallel` |
+//! | [`scaling`] | `error`, `model`, `parallel` |
 //! | [`plan`] | everything |
 //!
 //! ## Features

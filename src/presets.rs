@@ -29,16 +29,17 @@ fn published(name: &str, vocab: u64, ffn: Option<u64>, arch: Architecture) -> Re
     let s = crate::heuristics::PublishedShape::by_name(name)?;
     let ffn = match ffn {
         Some(f) => f,
-        None => crate::error::mul(s.hidden_size, 4, "ffn_size")?,
+        None => crate::model::standard_ffn_size(s.hidden_size)?,
     };
-    crate::error::positive(s.num_heads, "num_heads")?;
+    let head_dim =
+        crate::model::split_into_heads(s.hidden_size, s.num_heads, ("d_model", "heads"))?;
     Transformer::new(
         vocab,
         s.hidden_size,
         s.num_layers,
         s.num_heads,
         s.num_heads,
-        s.hidden_size / s.num_heads,
+        head_dim,
         ffn,
         2048,
         arch,
@@ -47,7 +48,7 @@ fn published(name: &str, vocab: u64, ffn: Option<u64>, arch: Architecture) -> Re
 
 /// Brown et al. 2020 Table 2.1 row: layers, `d_model`, heads, `d_head` as printed.
 fn gpt3(l: u64, d: u64, h: u64, hd: u64) -> Result<Transformer> {
-    let ffn = crate::error::mul(d, 4, "ffn_size")?;
+    let ffn = crate::model::standard_ffn_size(d)?;
     Transformer::new(50257, d, l, h, h, hd, ffn, 2048, Architecture::gpt2())
 }
 

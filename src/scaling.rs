@@ -19,6 +19,12 @@ use serde::{Deserialize, Serialize};
 /// FLOPs in one petaFLOP/s-day (Kaplan et al. 2020 use PF-days as their compute unit).
 pub const PF_DAY_FLOPS: f64 = 1e15 * 86_400.0;
 
+/// Training FLOPs per parameter and token: `C = 6·N·D` (Kaplan et al. 2020 §2.1: the forward
+/// pass costs `2N` per token and the backward twice that; Hoffmann et al. 2022 §3.3 use the
+/// same). Every use of the rule in the crate goes through this constant or
+/// [`tokens_for_flops`].
+pub const FLOPS_PER_PARAM_TOKEN: f64 = 6.0;
+
 /// Seconds per hour.
 const HOUR_SECONDS: f64 = 3600.0;
 
@@ -136,7 +142,7 @@ impl Budget {
 pub fn tokens_for_flops(flops: f64, params: f64) -> Result<f64> {
     positive_f64(flops, "flops")?;
     positive_f64(params, "params")?;
-    finite_result(flops / (6.0 * params), "tokens", || {
+    finite_result(flops / (FLOPS_PER_PARAM_TOKEN * params), "tokens", || {
         format!(
             "{} FLOPs on {} parameters",
             readable(flops),
@@ -450,7 +456,7 @@ impl Constraints {
         let mut hi_binding = Binding::None;
         if let Some(d_min) = self.token_floor {
             positive_f64(d_min, "token_floor")?;
-            hi = flops / (6.0 * d_min);
+            hi = flops / (FLOPS_PER_PARAM_TOKEN * d_min);
             hi_binding = Binding::TokenFloor;
         }
         if let Some(cap) = self.param_cap {
@@ -670,7 +676,7 @@ impl ParametricLaw {
         let tokens = if binding == Binding::None {
             opt.tokens
         } else {
-            flops / (6.0 * params)
+            flops / (FLOPS_PER_PARAM_TOKEN * params)
         };
         let predicted_loss = self.loss(params, tokens)?;
         let optimal_loss = self.loss(opt.params, opt.tokens)?;
@@ -713,7 +719,7 @@ impl ParametricLaw {
         let cost = |log_n: f64| -> f64 {
             let n = log_n.exp();
             match self.tokens_for_loss(n, loss) {
-                Ok(d) => 6.0 * n * d + 2.0 * n * inference_tokens,
+                Ok(d) => FLOPS_PER_PARAM_TOKEN * n * d + 2.0 * n * inference_tokens,
                 Err(_) => f64::INFINITY,
             }
         };
@@ -728,7 +734,7 @@ impl ParametricLaw {
         Ok(InferenceChoice {
             params: n,
             tokens: d,
-            training_flops: 6.0 * n * d,
+            training_flops: FLOPS_PER_PARAM_TOKEN * n * d,
             inference_flops: 2.0 * n * inference_tokens,
         })
     }
@@ -762,7 +768,7 @@ impl Run {
 
     /// `6·N·D`.
     pub fn flops(&self) -> f64 {
-        6.0 * self.params * self.tokens
+        FLOPS_PER_PARAM_TOKEN * self.params * self.tokens
     }
 }
 
@@ -911,7 +917,9 @@ impl GranularityLaw {
     }
 }
 
+mod choice;
 mod fit;
+pub use choice::{LawBounds, LawChoice};
 pub use fit::{
     FitOptions, FitResult, IsoflopMinimum, MAX_BOOTSTRAP_RESAMPLES, MAX_FITTED_EXPONENT, MAX_ITERS,
     MAX_START_MAGNITUDE, MAX_STARTS, MIN_DISTINCT_VALUES, MIN_RUNS, PowerLawFit, StandardErrors,

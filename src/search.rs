@@ -50,7 +50,7 @@ pub enum FfnRule {
 impl FfnRule {
     /// GPT-style `4·d`.
     pub const FOUR_D: FfnRule = FfnRule::Ratio {
-        num: 4,
+        num: crate::model::STANDARD_FFN_MULTIPLIER,
         den: 1,
         multiple: 1,
     };
@@ -409,10 +409,10 @@ impl ShapeSpace {
         if !self.layers_ok(l) || d == 0 || heads == 0 {
             return None;
         }
-        if d % self.hidden_multiple != 0 || d % heads != 0 {
+        if d % self.hidden_multiple != 0 {
             return None;
         }
-        let hd = d / heads;
+        let hd = crate::model::split_into_heads(d, heads, ("hidden_size", "num_heads")).ok()?;
         if self.head_dims.binary_search(&hd).is_err() {
             return None;
         }

@@ -42,7 +42,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "memory",
         ],
     ),
-    ("heuristics", &["error", "model"]),
+    ("heuristics", &["error", "model", "params"]),
     ("presets", &["error", "model", "heuristics"]),
     (
         "search",
@@ -55,7 +55,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "heuristics",
         ],
     ),
-    ("scaling", &["error", "numeric", "parallel"]),
+    (
+        "scaling",
+        &["error", "numeric", "model", "params", "parallel"],
+    ),
     (
         "plan",
         &[

@@ -467,7 +467,7 @@ proptest! {
     #[test]
     fn any_json_object_is_ok_or_typed_error(
         model_type in prop_oneof![
-            proptest::sample::select(SUPPORTED_MODEL_TYPES).prop_map(|s| Value::String(s.to_string())),
+            proptest::sample::select(SUPPORTED_MODEL_TYPES.to_vec()).prop_map(|s| Value::String(s.to_string())),
             json_value(),
         ],
         entries in proptest::collection::vec((proptest::sample::select(KEYS), json_value()), 0..12),

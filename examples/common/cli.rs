@@ -235,7 +235,7 @@ impl ClusterArgs {
     pub fn cluster(&self) -> Cluster {
         let mut c = match self.cluster {
             ClusterKind::Selene => Cluster::reference_node(self.gpu.clone()),
-            ClusterKind::JeanZay => Cluster::dgx(self.gpu.clone(), 4.0 * 100e9 / 8.0),
+            ClusterKind::JeanZay => Cluster::jean_zay_with(self.gpu.clone()),
         };
         if let Some(n) = self.gpus_per_node {
             c.gpus_per_node = n;

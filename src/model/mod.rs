@@ -284,40 +284,110 @@ impl Architecture {
         }
     }
 
-    /// Look an architecture preset up by family name (`gpt2`, `gpt3`, `bloom`, `gpt_neox`,
-    /// `pythia`, `opt`, `llama`, `mistral`, `qwen2`, `gemma`, `falcon`).
+    /// Look an architecture preset up by family name ([`ARCH_NAMES`]; case and `-`/`_` do not
+    /// matter).
     ///
     /// ```
     /// use lmshape::Architecture;
     /// assert_eq!(Architecture::by_name("bloom").unwrap(), Architecture::bloom());
     /// assert!(Architecture::by_name("rwkv").is_err());
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::UnknownName`] listing the names.
     pub fn by_name(name: &str) -> Result<Architecture> {
-        Ok(match name.to_ascii_lowercase().replace('-', "_").as_str() {
-            "gpt2" | "gpt3" | "gpt" => Architecture::gpt2(),
-            "bloom" => Architecture::bloom(),
-            "gpt_neox" | "neox" | "pythia" => Architecture::gpt_neox(),
-            "opt" => Architecture::opt(),
-            "llama" | "mistral" => Architecture::llama(),
-            "qwen2" => Architecture::qwen2(),
-            "gemma" => Architecture::gemma(),
-            "falcon" => Architecture::falcon(),
-            _ => {
-                return Err(Error::UnknownName {
-                    kind: "architecture",
-                    name: name.to_string(),
-                    known: ARCH_NAMES.join(", "),
-                });
-            }
-        })
+        let key = name.to_ascii_lowercase().replace('-', "_");
+        ARCHITECTURES
+            .iter()
+            .find(|(n, _)| *n == key)
+            .map(|(_, build)| build())
+            .ok_or_else(|| Error::UnknownName {
+                kind: "architecture",
+                name: name.to_string(),
+                known: ARCH_NAMES.join(", "),
+            })
     }
 }
 
-/// Names accepted by [`Architecture::by_name`].
-pub const ARCH_NAMES: &[&str] = &[
-    "gpt2", "gpt3", "bloom", "gpt_neox", "pythia", "opt", "llama", "mistral", "qwen2", "gemma",
-    "falcon",
+/// Builds one architecture preset.
+type ArchitectureBuilder = fn() -> Architecture;
+
+/// The registry of architecture presets by family name: [`Architecture::by_name`] and
+/// [`ARCH_NAMES`] both come from it.
+const ARCHITECTURES: [(&str, ArchitectureBuilder); 13] = [
+    ("gpt2", Architecture::gpt2),
+    ("gpt3", Architecture::gpt2),
+    ("gpt", Architecture::gpt2),
+    ("bloom", Architecture::bloom),
+    ("gpt_neox", Architecture::gpt_neox),
+    ("neox", Architecture::gpt_neox),
+    ("pythia", Architecture::gpt_neox),
+    ("opt", Architecture::opt),
+    ("llama", Architecture::llama),
+    ("mistral", Architecture::llama),
+    ("qwen2", Architecture::qwen2),
+    ("gemma", Architecture::gemma),
+    ("falcon", Architecture::falcon),
 ];
+
+/// Names accepted by [`Architecture::by_name`] (the registry's first column).
+pub const ARCH_NAMES: [&str; ARCHITECTURES.len()] = {
+    let mut out = [""; ARCHITECTURES.len()];
+    let mut i = 0;
+    while i < ARCHITECTURES.len() {
+        out[i] = ARCHITECTURES[i].0;
+        i += 1;
+    }
+    out
+};
+
+/// The FFN width of the original transformer over its hidden size, kept by GPT-2/GPT-3, BLOOM,
+/// OPT and GPT-NeoX: `d_ff = 4·d` (Vaswani et al. 2017 §3.3: `d_ff = 2048` for
+/// `d_model = 512`; Brown et al. 2020 Table 2.1: `d_ff = 4·d_model` for every GPT-3 size).
+pub const STANDARD_FFN_MULTIPLIER: u64 = 4;
+
+/// `4·d` ([`STANDARD_FFN_MULTIPLIER`]), checked.
+///
+/// ```
+/// assert_eq!(lmshape::model::standard_ffn_size(12288)?, 49152);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::Overflow`] when `4·d` does not fit `u64`.
+pub fn standard_ffn_size(hidden_size: u64) -> Result<u64> {
+    crate::error::mul(hidden_size, STANDARD_FFN_MULTIPLIER, "ffn_size")
+}
+
+/// Each head's width when the hidden size splits evenly into heads, `hidden / heads` (the
+/// multi-head attention of Vaswani et al. 2017 §3.2.2, `d_k = d_model / h`, as GPT-2, BLOOM,
+/// OPT and GPT-NeoX assert it). `names` are the two quantities as the caller's input calls
+/// them (`("n_embd", "n_head")` for a GPT-2 config), so the error speaks the user's words.
+///
+/// ```
+/// let names = ("hidden_size", "num_heads");
+/// assert_eq!(lmshape::model::split_into_heads(14336, 112, names)?, 128);
+/// assert!(lmshape::model::split_into_heads(8, 12, names).is_err());
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::ZeroSize`] for no heads, [`Error::NotDivisible`] when the width does not split.
+pub fn split_into_heads(
+    hidden_size: u64,
+    num_heads: u64,
+    names: (&'static str, &'static str),
+) -> Result<u64> {
+    positive(num_heads, names.1)?;
+    divisible(
+        "the width must split evenly into attention heads",
+        names.0,
+        hidden_size,
+        names.1,
+        num_heads,
+    )?;
+    Ok(hidden_size / num_heads)
+}
 
 /// How attention projects its inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -725,23 +795,15 @@ impl Transformer {
         max_positions: u64,
         arch: Architecture,
     ) -> Result<Transformer> {
-        positive(num_heads, "num_heads")?;
-        divisible(
-            "hidden size must split evenly into heads",
-            "hidden_size",
-            hidden_size,
-            "num_heads",
-            num_heads,
-        )?;
-        let ffn = crate::error::mul(hidden_size, 4, "ffn_size")?;
+        let head_dim = split_into_heads(hidden_size, num_heads, ("hidden_size", "num_heads"))?;
         Transformer::new(
             vocab_size,
             hidden_size,
             num_layers,
             num_heads,
             num_heads,
-            hidden_size / num_heads,
-            ffn,
+            head_dim,
+            standard_ffn_size(hidden_size)?,
             max_positions,
             arch,
         )

@@ -717,5 +717,11 @@ pub(crate) fn sizes_checked(m: &Transformer) -> Option<Sizes> {
 /// assert!((n / 1.74e11 - 1.0).abs() < 0.01);
 /// ```
 pub fn kaplan_approx_params(num_layers: u64, hidden_size: u64) -> f64 {
-    12.0 * num_layers as f64 * (hidden_size as f64).powi(2)
+    kaplan_approx_params_f64(num_layers as f64, hidden_size as f64)
+}
+
+/// [`kaplan_approx_params`] at real-valued depth and width (for solving it, as Levine's depth
+/// does).
+pub fn kaplan_approx_params_f64(num_layers: f64, hidden_size: f64) -> f64 {
+    12.0 * num_layers * hidden_size.powi(2)
 }

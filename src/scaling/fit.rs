@@ -582,7 +582,7 @@ fn parabola_minimum(group: &[Run]) -> Option<IsoflopMinimum> {
         runs: group.len(),
         optimal: Allocation {
             params,
-            tokens: flops / (6.0 * params),
+            tokens: flops / (super::FLOPS_PER_PARAM_TOKEN * params),
         },
         loss: c[0] + c[1] * xv + c[2] * xv * xv,
     })

@@ -123,7 +123,13 @@ impl Cluster {
     /// (`bloom_throughput_tp8.json`: 8 A100 80GB per node on NVLink, 4 × 100 Gb/s Omni-Path per
     /// node), uncalibrated.
     pub fn jean_zay() -> Cluster {
-        Cluster::dgx(GpuSpec::a100_80gb(), 4.0 * 100e9 / 8.0)
+        Cluster::jean_zay_with(GpuSpec::a100_80gb())
+    }
+
+    /// Jean Zay's network (4 × 100 Gb/s Omni-Path per node of 8 GPUs) with another GPU in the
+    /// nodes, as the `--cluster jean-zay` flag builds it for any `--gpu`.
+    pub fn jean_zay_with(gpu: GpuSpec) -> Cluster {
+        Cluster::dgx(gpu, 4.0 * 100e9 / 8.0)
     }
 
     /// Check that every figure is physical: bandwidths between 1 kB/s and 1 PB/s, collective

@@ -3,7 +3,7 @@
 //! Each family is one plain serde struct whose fields are named as the family's `config.json`
 //! keys (aliases as `#[serde(alias)]`, every key optional so that the class default applies
 //! when it is absent or `null`), converted into the model with `TryFrom`: a new family is one
-//! file with one struct and one conversion, and one line in [`from_hf_config`].
+//! file with one struct and one conversion, and one line in the registry of readers.
 //!
 //! Each family's key names, aliases and defaults follow the configuration classes of Hugging Face
 //! `transformers` (`GPT2Config`, `GPTNeoXConfig`, `BloomConfig`, `OPTConfig`, `LlamaConfig`,
@@ -65,37 +65,78 @@ pub use phi3::Phi3Config;
 pub use qwen::QwenConfig;
 pub use starcoder2::Starcoder2Config;
 
-/// `model_type` values this module reads.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
-    "gpt2",
-    "gpt_neox",
-    "bloom",
-    "opt",
-    "llama",
-    "mistral",
-    "qwen2",
-    "gemma",
-    "falcon",
-    "RefinedWeb",
-    "RefinedWebModel",
-    "mixtral",
-    "qwen2_moe",
-    "qwen3",
-    "qwen3_moe",
-    "deepseek_v2",
-    "deepseek_v3",
-    "gpt_oss",
-    "gemma2",
-    "gemma3_text",
-    "gemma3",
-    "phi3",
-    "olmo2",
-    "olmoe",
-    "dbrx",
-    "starcoder2",
-    "gpt_bigcode",
-    "cohere",
+/// How one family's config becomes a model.
+type Reader = fn(&Value) -> Result<Transformer>;
+
+/// The registry: each `model_type` this module reads, with its reader. The supported list and
+/// the dispatch of [`from_hf_config`] both come from it, so they cannot disagree.
+const READERS: [(&str, Reader); 28] = [
+    ("gpt2", reader::<Gpt2Config>),
+    ("gpt_neox", reader::<GptNeoXConfig>),
+    ("bloom", reader::<BloomConfig>),
+    ("opt", reader::<OptConfig>),
+    ("llama", reader::<LlamaConfig>),
+    ("mistral", reader::<LlamaConfig>),
+    ("qwen2", reader::<LlamaConfig>),
+    ("gemma", reader::<LlamaConfig>),
+    ("falcon", reader::<FalconConfig>),
+    ("RefinedWeb", reader::<FalconConfig>),
+    ("RefinedWebModel", reader::<FalconConfig>),
+    ("mixtral", reader::<MixtralConfig>),
+    ("qwen2_moe", reader::<QwenConfig>),
+    ("qwen3", reader::<QwenConfig>),
+    ("qwen3_moe", reader::<QwenConfig>),
+    ("deepseek_v2", reader::<DeepseekConfig>),
+    ("deepseek_v3", reader::<DeepseekConfig>),
+    ("gpt_oss", reader::<GptOssConfig>),
+    ("gemma2", reader::<GemmaNextConfig>),
+    ("gemma3_text", reader::<GemmaNextConfig>),
+    ("gemma3", read_gemma3),
+    ("phi3", reader::<Phi3Config>),
+    ("olmo2", reader::<OlmoConfig>),
+    ("olmoe", reader::<OlmoConfig>),
+    ("dbrx", reader::<DbrxConfig>),
+    ("starcoder2", reader::<Starcoder2Config>),
+    ("gpt_bigcode", reader::<GptBigCodeConfig>),
+    ("cohere", reader::<CohereConfig>),
 ];
+
+/// `model_type` values this module reads (the first column of the registry).
+pub const SUPPORTED_MODEL_TYPES: [&str; READERS.len()] = {
+    let mut out = [""; READERS.len()];
+    let mut i = 0;
+    while i < READERS.len() {
+        out[i] = READERS[i].0;
+        i += 1;
+    }
+    out
+};
+
+/// Read a family's config struct and convert it.
+fn reader<C>(value: &Value) -> Result<Transformer>
+where
+    C: DeserializeOwned,
+    Transformer: TryFrom<C, Error = Error>,
+{
+    read::<C>(value)?.try_into()
+}
+
+/// Gemma 3's multimodal config: the language model is its `text_config`.
+fn read_gemma3(value: &Value) -> Result<Transformer> {
+    let mut text = match value.get("text_config") {
+        Some(t @ Value::Object(_)) => t.clone(),
+        Some(Value::Null) | None => Value::Object(Default::default()),
+        Some(other) => {
+            return Err(Error::InvalidKey {
+                key: "text_config".into(),
+                expected: "a json object",
+                found: short(other),
+            });
+        }
+    };
+    text["model_type"] = Value::from("gemma3_text");
+    reader::<GemmaNextConfig>(&text)
+}
 
 /// Parse config text. Invalid JSON, a non-object, an unknown `model_type`, a missing or
 /// ill-typed key, or a shape that breaks a model rule each give a typed error.
@@ -127,42 +168,10 @@ pub fn from_hf_config(value: &Value) -> Result<Transformer> {
             });
         }
     };
-    match model_type {
-        "gpt2" => read::<Gpt2Config>(value)?.try_into(),
-        "gpt_neox" => read::<GptNeoXConfig>(value)?.try_into(),
-        "bloom" => read::<BloomConfig>(value)?.try_into(),
-        "opt" => read::<OptConfig>(value)?.try_into(),
-        "llama" | "mistral" | "qwen2" | "gemma" => read::<LlamaConfig>(value)?.try_into(),
-        "falcon" | "RefinedWebModel" | "RefinedWeb" => read::<FalconConfig>(value)?.try_into(),
-        "mixtral" => read::<MixtralConfig>(value)?.try_into(),
-        "qwen2_moe" | "qwen3" | "qwen3_moe" => read::<QwenConfig>(value)?.try_into(),
-        "deepseek_v2" | "deepseek_v3" => read::<DeepseekConfig>(value)?.try_into(),
-        "gpt_oss" => read::<GptOssConfig>(value)?.try_into(),
-        "gemma2" | "gemma3_text" => read::<GemmaNextConfig>(value)?.try_into(),
-        "gemma3" => {
-            // The multimodal config: the language model is its `text_config`.
-            let mut text = match value.get("text_config") {
-                Some(t @ Value::Object(_)) => t.clone(),
-                Some(Value::Null) | None => Value::Object(Default::default()),
-                Some(other) => {
-                    return Err(Error::InvalidKey {
-                        key: "text_config".into(),
-                        expected: "a json object",
-                        found: short(other),
-                    });
-                }
-            };
-            text["model_type"] = Value::from("gemma3_text");
-            read::<GemmaNextConfig>(&text)?.try_into()
-        }
-        "phi3" => read::<Phi3Config>(value)?.try_into(),
-        "olmo2" | "olmoe" => read::<OlmoConfig>(value)?.try_into(),
-        "dbrx" => read::<DbrxConfig>(value)?.try_into(),
-        "starcoder2" => read::<Starcoder2Config>(value)?.try_into(),
-        "gpt_bigcode" => read::<GptBigCodeConfig>(value)?.try_into(),
-        "cohere" => read::<CohereConfig>(value)?.try_into(),
-        other => Err(Error::UnsupportedModelType {
-            model_type: other.to_string(),
+    match READERS.iter().find(|(t, _)| *t == model_type) {
+        Some((_, read)) => read(value),
+        None => Err(Error::UnsupportedModelType {
+            model_type: model_type.to_string(),
             supported: SUPPORTED_MODEL_TYPES.join(", "),
         }),
     }
@@ -225,18 +234,10 @@ fn or(c: Option<Count>, default: u64) -> u64 {
 /// The config keys of the width and the head count, for errors that name what the user wrote.
 type WidthKeys = (&'static str, &'static str);
 
-/// `hidden / heads` as `transformers` computes it, requiring an exact split where the family's
-/// code asserts one; errors name the config's keys.
+/// `hidden / heads` where the family's code asserts an exact split
+/// ([`crate::model::split_into_heads`]), errors naming the config's keys.
 fn head_dim_of(hidden: u64, heads: u64, keys: WidthKeys) -> Result<u64> {
-    crate::error::positive(heads, keys.1)?;
-    crate::error::divisible(
-        "the width must split evenly into attention heads",
-        keys.0,
-        hidden,
-        keys.1,
-        heads,
-    )?;
-    Ok(hidden / heads)
+    crate::model::split_into_heads(hidden, heads, keys)
 }
 
 /// `hidden // heads` (floor division, as `transformers` derives `head_dim` when the config sets
@@ -266,7 +267,7 @@ fn head_dim_or_derived(
 }
 
 fn four_times(d: u64) -> Result<u64> {
-    crate::error::mul(d, 4, "ffn_size")
+    crate::model::standard_ffn_size(d)
 }
 
 /// The model with a sliding window of `window` tokens on every layer (`period` 1), as the
@@ -357,6 +358,16 @@ fn pattern_from_layer_types(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every registered `model_type` reads a config that gives only its type (the class
+    /// defaults), so the supported list never names a type the dispatch cannot read.
+    #[test]
+    fn every_supported_type_reads_its_defaults() {
+        for t in SUPPORTED_MODEL_TYPES {
+            let m = from_hf_config_str(&format!(r#"{{"model_type": "{t}"}}"#));
+            assert!(m.is_ok(), "{t}: {:?}", m.err());
+        }
+    }
 
     #[test]
     fn unknown_model_type_lists_supported() {
