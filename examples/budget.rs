@@ -8,25 +8,12 @@
 #[macro_use]
 mod common;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use common::cli::{GpuParser, count, non_negative, positive, positive_count, share};
 use common::{or_die, si};
 use lmshape::hardware::{Dtype, GpuSpec};
-use lmshape::plan::LawChoice;
-use lmshape::scaling::{self, Allocation, Constraints, ParametricLaw, PowerLawFrontier};
+use lmshape::scaling::{self, Allocation, Constraints, LawBounds, LawChoice, ParametricLaw};
 use serde_json::json;
-
-/// The law of the constrained choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Law {
-    /// Hoffmann et al. 2022 approach 3.
-    #[value(alias = "chinchilla3", alias = "hoffmann")]
-    Chinchilla,
-    /// Besiroglu et al. 2024's refit of Chinchilla.
-    Besiroglu,
-    /// Kaplan et al. 2020 (non-embedding parameters).
-    Kaplan,
-}
 
 /// Each scaling law's compute-optimal size for a budget, and the choice under constraints.
 #[derive(Parser, Debug)]
@@ -59,9 +46,11 @@ struct Cli {
     /// At most this many parameters.
     #[arg(long, value_name = "N", value_parser = count)]
     param_cap: Option<u64>,
-    /// Law of the constrained choice.
-    #[arg(long, value_enum, default_value_t = Law::Chinchilla)]
-    law: Law,
+    /// Law of the constrained choice: chinchilla (Hoffmann et al. 2022 approach 3; also
+    /// chinchilla3, hoffmann), besiroglu (Besiroglu et al. 2024's refit) or kaplan (Kaplan et
+    /// al. 2020, non-embedding parameters).
+    #[arg(long, value_name = "LAW", default_value = "chinchilla", value_parser = law)]
+    law: LawChoice,
     /// Inference-aware sizing (Sardana et al. 2023): the loss to reach.
     #[arg(long, value_name = "L", value_parser = positive)]
     target_loss: Option<f64>,
@@ -71,6 +60,11 @@ struct Cli {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// A law by name ([`LawChoice`]'s names).
+fn law(s: &str) -> Result<LawChoice, String> {
+    s.parse().map_err(|e: lmshape::Error| e.to_string())
 }
 
 fn main() {
@@ -86,27 +80,27 @@ fn main() {
         Some(c) => c,
         None => or_die(scaling::training_flops(gpu_hours, peak, args.mfu)),
     };
-    let law = match args.law {
-        Law::Chinchilla => LawChoice::Chinchilla,
-        Law::Besiroglu => LawChoice::Besiroglu,
-        Law::Kaplan => LawChoice::Kaplan,
-    };
+    let law = args.law;
     let cons = Constraints {
         token_floor: args.token_floor,
         param_cap: args.param_cap.map(|n| n as f64),
         param_floor: None,
     };
-    let kaplan = or_die(PowerLawFrontier::KAPLAN.optimal(flops));
-    let a1 = or_die(PowerLawFrontier::CHINCHILLA_APPROACH1.optimal(flops));
-    let a2 = or_die(PowerLawFrontier::CHINCHILLA_APPROACH2.optimal(flops));
-    let a3 = or_die(ParametricLaw::CHINCHILLA.compute_optimal(flops));
-    let be = or_die(ParametricLaw::BESIROGLU.compute_optimal(flops));
+    let bounds = or_die(LawBounds::for_flops(flops));
+    let (kaplan, a1, a2, a3, be) = (
+        bounds.kaplan,
+        bounds.chinchilla_approach1,
+        bounds.chinchilla_approach2,
+        bounds.chinchilla_approach3,
+        bounds.besiroglu,
+    );
     let choice = or_die(law.constrained(flops, &cons));
     let inference = match args.target_loss {
         Some(l) => {
-            let parametric = match args.law {
-                Law::Besiroglu => ParametricLaw::BESIROGLU,
-                _ => ParametricLaw::CHINCHILLA,
+            let Some(parametric) = law.parametric() else {
+                common::die(
+                    "inference-aware sizing needs a law of the form E + A/N^alpha + B/D^beta; Kaplan's has another: use --law chinchilla or besiroglu",
+                )
             };
             Some(or_die(
                 parametric.inference_optimal(l, args.inference_tokens.unwrap_or(0.0)),

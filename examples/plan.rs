@@ -239,12 +239,6 @@ fn candidate_json(c: &lmshape::plan::Candidate) -> serde_json::Value {
     })
 }
 
-/// The best layout of each shape, best first.
-fn best_per_shape(candidates: &[lmshape::plan::Candidate]) -> Vec<lmshape::plan::Candidate> {
-    use itertools::Itertools;
-    candidates.iter().unique_by(|c| c.shape).copied().collect()
-}
-
 /// What the recommendation line adds to tp × pp × dp: embedding slots, context parallelism,
 /// the interleaved schedule and the GEMM precision, when not the defaults.
 fn layout_extras(c: &lmshape::plan::Candidate) -> String {
@@ -378,7 +372,7 @@ fn main() {
     }
     if args.json {
         // The best layout of each of the top shapes, as the table shows them.
-        let moe = result.moe.as_ref().map(|m| best_per_shape(&m.candidates));
+        let moe = result.moe.as_ref().map(|m| m.best_per_shape());
         let out: Vec<_> = result
             .best_per_shape()
             .iter()
@@ -594,7 +588,7 @@ fn report_moe(req: &PlanRequest, m: &lmshape::plan::MoePlan, top: usize) {
             si(*target)
         );
     }
-    let best = best_per_shape(&m.candidates);
+    let best = m.best_per_shape();
     outln!(
         "evaluated {} (shape, layout) pairs over {} mixture-of-experts shapes; {} feasible",
         m.evaluated,

@@ -84,6 +84,26 @@ impl Precision {
         partition_grad_bytes: 0,
     };
 
+    /// Bytes Adam's step moves per parameter of the rank's optimizer shard: it reads the
+    /// gradient it steps from (the fp32 partition where the framework keeps one, else the
+    /// gradient buffer), reads and writes the master weights and both moments, and writes the
+    /// working weights (Kingma & Ba 2015, Algorithm 1, one pass over each state). Megatron-Core's
+    /// counts give 4 + 8 + 16 + 2 = 30.
+    ///
+    /// ```
+    /// use lmshape::framework::Precision;
+    /// assert_eq!(Precision::MIXED_18.optimizer_step_bytes(), 30);
+    /// assert_eq!(Precision::FSDP2_16.optimizer_step_bytes(), 28);
+    /// ```
+    pub fn optimizer_step_bytes(&self) -> u64 {
+        let grad = if self.partition_grad_bytes > 0 {
+            self.partition_grad_bytes
+        } else {
+            self.grad_bytes
+        };
+        grad + 2 * self.master_weight_bytes + 2 * self.optimizer_state_bytes + self.weight_bytes
+    }
+
     /// Model-state bytes per parameter without sharding.
     pub fn bytes_per_param(&self) -> u64 {
         self.weight_bytes

@@ -566,14 +566,22 @@ impl Plan {
         self.candidates.first()
     }
 
-    /// The best layout of each shape, best first.
+    /// The best layout of each shape, best first ([`best_per_shape`]).
     pub fn best_per_shape(&self) -> Vec<Candidate> {
-        self.candidates
-            .iter()
-            .unique_by(|c| c.shape)
-            .copied()
-            .collect()
+        best_per_shape(&self.candidates)
     }
+}
+
+impl MoePlan {
+    /// The best layout of each mixture-of-experts shape, best first ([`best_per_shape`]).
+    pub fn best_per_shape(&self) -> Vec<Candidate> {
+        best_per_shape(&self.candidates)
+    }
+}
+
+/// The first (best) candidate of each shape among `candidates` ranked best first.
+pub fn best_per_shape(candidates: &[Candidate]) -> Vec<Candidate> {
+    candidates.iter().unique_by(|c| c.shape).copied().collect()
 }
 
 /// Step 1: the budget and the FLOPs it buys at the assumed MFU.

@@ -244,12 +244,32 @@ fn blackwell_runs_in_and_out_of_sample() {
             100.0 * e,
             100.0 * predicted_error(r, 1.0)
         );
-        // Untuned all-to-all: NCCL's all-to-all efficiency is taken equal to its ring's.
-        assert!(e.abs() < 0.7, "{}: {e}", r.name);
+        // The README's claim: the mixture-of-experts runs come out +14% to +45% too fast
+        // (untuned all-to-all: NCCL's all-to-all efficiency is taken equal to its ring's).
+        within(&r.name, e, 0.135, 0.455);
     }
-    for e in held_b200.iter().chain(&held_dense) {
-        assert!(e.abs() < 0.4, "{e}");
+    // The README's claims: GB200 dense held out −17% to +20%; the B200 node held out −18% to
+    // +29%; untuned, every run 25–99% too fast.
+    for (r, e) in dense.iter().zip(&held_dense) {
+        within(&r.name, *e, -0.175, 0.205);
     }
+    for (r, e) in b200.iter().zip(&held_b200) {
+        within(&r.name, *e, -0.185, 0.295);
+    }
+    for r in &all {
+        within(&r.name, predicted_error(r, 1.0), 0.245, 0.995);
+    }
+}
+
+/// `e` within `[lo, hi]` (the README's rounded range).
+fn within(name: &str, e: f64, lo: f64, hi: f64) {
+    assert!(
+        (lo..=hi).contains(&e),
+        "{name}: {:+.1}% outside [{:+.1}%, {:+.1}%]",
+        100.0 * e,
+        100.0 * lo,
+        100.0 * hi
+    );
 }
 
 /// Every layout in the data ran, so none may be judged out of memory under every

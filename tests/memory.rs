@@ -441,7 +441,11 @@ proptest! {
             embedding_pipeline_slots: slots,
             schedule: if v == 0 { lmshape::Schedule::OneFOneB } else { lmshape::Schedule::Interleaved { virtual_stages: v } },
             ..ParallelLayout::default() };
-        let _ = memory::training_memory(&m, &l, &MemoryOptions::default());
+        // Never a panic; when the layout is valid, the peak is the most loaded stage.
+        if let Ok(r) = memory::training_memory(&m, &l, &MemoryOptions::default()) {
+            let most = r.first.total_bytes.max(r.middle.total_bytes).max(r.last.total_bytes);
+            prop_assert_eq!(r.peak.total_bytes, most);
+        }
     }
 }
 

@@ -239,7 +239,14 @@ fn brute_force_count(m: &Transformer) -> (u64, u64) {
         if m.arch.attention_sinks {
             tensors.push(h);
         }
-        for _ in 0..m.arch.block.norms_per_layer() {
+        // The layer's norms as the modules hold them: one shared by both branches (Falcon-7B),
+        // four around the branches (Gemma 2/3), two otherwise.
+        let norms = match m.arch.block {
+            BlockKind::Parallel { shared_norm: true } => 1,
+            BlockKind::Sandwich => 4,
+            BlockKind::Sequential | BlockKind::Parallel { shared_norm: false } => 2,
+        };
+        for _ in 0..norms {
             tensors.push(norm_of(m, d));
         }
         let is_moe = m.moe.is_some_and(|e| {

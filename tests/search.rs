@@ -124,6 +124,8 @@ proptest! {
         }
     }
 
+    /// Arbitrary spaces never panic, and every shape they yield is one the space's own
+    /// predicate accepts.
     #[test]
     fn arbitrary_spaces_never_panic(target in 1u64..u64::MAX, tol in 0.0f64..0.99, tp in 0u64..300,
         pp in 0u64..300, m in 0u64..5000, hd in proptest::collection::vec(0u64..5000, 0..4), max_layers in 0u64..200) {
@@ -136,7 +138,10 @@ proptest! {
             s.head_dims.dedup();
             s.max_layers = max_layers;
             if let Ok(it) = s.iter() {
-                for _ in it.take(1000) {}
+                for shape in it.take(1000) {
+                    let m = shape.model;
+                    prop_assert_eq!(s.check(m.num_layers, m.hidden_size, m.num_heads), Some(shape));
+                }
             }
         }
     }

@@ -703,3 +703,51 @@ fn shared_expert_overlap_hides_all_to_all() {
     let routed = dense.with_moe(Moe::routed(64, 8, 704)).unwrap();
     assert_eq!(run(&routed, &cluster), run(&routed, &overlapped));
 }
+
+/// The byte counts the memory estimate uses are the ones the step prices: a planner candidate's
+/// step equals `step_time` under the framework's memory options (Megatron-DeepSpeed's 16-bit
+/// gradients, not the request's own 18-byte options), and under FSDP's ZeRO-3 the weight
+/// gathers cost time although FSDP2 keeps no 16-bit weights as a state.
+#[test]
+fn step_prices_the_byte_counts_memory_uses() {
+    use lmshape::memory::{Framework, FrameworkProfile};
+    use lmshape::plan::{self, PlanRequest};
+    let mut req = PlanRequest::bloom_reference();
+    req.param_range = Some((12_000_000_000, 13_500_000_000));
+    req.token_floor = None;
+    let timer = AnalyticalTimer::new(req.cluster.gpu.clone());
+    let p = plan::plan(&req, &timer).unwrap();
+    let best = p.best().unwrap();
+    let opts = StepOptions {
+        memory: FrameworkProfile::of(req.framework).memory_options(&req.step_options.memory),
+        ..req.step_options
+    };
+    assert_eq!(opts.memory.precision.grad_bytes, 2);
+    let again =
+        step::step_time(&best.shape.model, &best.layout, &req.cluster, &timer, &opts).unwrap();
+    assert_eq!(again, best.step);
+    // FSDP2 under ZeRO-3: gathers and reduce-scatters over 64 ranks take time.
+    let m = lmshape::presets::by_name("gpt3-13b").unwrap();
+    let layout = ParallelLayout {
+        dp: 64,
+        global_batch: 64,
+        zero: lmshape::ZeroStage::Weights,
+        ..ParallelLayout::default()
+    };
+    let fsdp = StepOptions {
+        memory: FrameworkProfile::of(Framework::Fsdp)
+            .memory_options(&lmshape::MemoryOptions::default()),
+        ..StepOptions::default()
+    };
+    assert_eq!(fsdp.memory.precision.weight_bytes, 0);
+    let cluster = Cluster::selene();
+    let s = step::step_time(
+        &m,
+        &layout,
+        &cluster,
+        &AnalyticalTimer::new(cluster.gpu.clone()),
+        &fsdp,
+    )
+    .unwrap();
+    assert!(s.breakdown.dp_comm_seconds > 0.0);
+}

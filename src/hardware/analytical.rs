@@ -48,9 +48,9 @@ pub const DEFAULT_TILES: &[(u64, u64)] = &[
 /// Bytes of `k` consumed per main-loop step (64 elements of a 16-bit type).
 pub const K_SLICE_BYTES: u64 = 128;
 
-/// Fraction of HBM bandwidth that streaming kernels attain (STREAM-like copy kernels reach
-/// 85–90% of the datasheet bandwidth on A100/H100); used for GEMM rooflines and memory-bound
-/// kernels alike.
+/// Fraction of HBM bandwidth that streaming kernels attain, used for GEMM rooflines and
+/// memory-bound kernels alike. An assumption, not a measurement of this repository: copy
+/// kernels are commonly reported at 85–90% of the datasheet bandwidth on A100 and H100.
 pub const ATTAINABLE_HBM_FRACTION: f64 = 0.85;
 
 /// Bytes that every dimension must be a multiple of for Tensor Cores.

@@ -237,10 +237,10 @@ pub struct GpuSpec {
     /// NVLink bandwidth per GPU (both directions summed, as NVIDIA quotes it), bytes/s.
     pub nvlink_bytes_per_s: f64,
     /// Fraction of the dense Tensor Core peak a large, aligned cuBLAS GEMM sustains. An
-    /// assumption to calibrate, not a datasheet fact: A100 0.85 (≈265 of 312 TFLOP/s, the
-    /// large-GEMM throughput in NVIDIA's "Matrix Multiplication Background" guide); H100/H200
-    /// 0.80 (assumed: Hopper's published large bf16 GEMM results sit near 750–800 of 989
-    /// TFLOP/s, lower than Ampere's fraction because its clocks throttle under dense load).
+    /// assumption of the analytical timer, not a datasheet fact: A100 0.85 (≈265 of 312
+    /// TFLOP/s, the large-GEMM throughput in NVIDIA's "Matrix Multiplication Background"
+    /// guide); Hopper and later 0.80, assumed lower than Ampere's because their clocks throttle
+    /// under dense load. Measured tables give each machine's own figure instead.
     pub gemm_efficiency: f64,
     /// GPUs in the vendor's reference node for this GPU (DGX: 8).
     pub node_gpus: u64,

@@ -583,20 +583,13 @@ fn param_counts_checked(m: &Transformer) -> Option<ParamCounts> {
     let embedding_projection_params = input
         .projection_params
         .checked_add(output.projection_params)?;
-    let total_params = [
-        checked_total(&input)?,
-        checked_total(&output)?,
-        attention_params,
-        mlp_params,
-        router_params,
-        routed_expert_params,
-        shared_expert_params,
-        layer_norm_params,
-    ]
-    .iter()
-    .try_fold(0u64, |acc, &x| acc.checked_add(x))?;
-    let embedding_params =
-        input.token_embedding_params + input.position_embedding_params + output.output_head_params;
+    // The total and Kaplan's N come from one place, [`sizes`]; the components above add up to
+    // it (the identity tested in `tests/model_properties.rs`).
+    let Sizes {
+        total_params,
+        non_embedding_params,
+    } = sizes_checked(m)?;
+    let embedding_params = total_params - non_embedding_params;
     // Routed experts a token does not use: (E − k)/E of them in every mixture-of-experts layer
     // (each expert has the same size, so the unused part is exact).
     let unused = match &m.moe {
@@ -637,7 +630,7 @@ fn param_counts_checked(m: &Transformer) -> Option<ParamCounts> {
         },
         total_params,
         embedding_params,
-        non_embedding_params: total_params - embedding_params,
+        non_embedding_params,
         active_params,
         active_non_embedding_input_params: active_params - input.token_embedding_params,
         mtp_params,

@@ -27,7 +27,8 @@ pub enum LawChoice {
 impl std::str::FromStr for LawChoice {
     type Err = Error;
 
-    /// Parse `kaplan`, `chinchilla`, `besiroglu`.
+    /// Parse `kaplan`, `chinchilla` (also `chinchilla3`, `chinchilla-3`, `hoffmann`: Hoffmann et
+    /// al. 2022 approach 3), `besiroglu`.
     ///
     /// ```
     /// use lmshape::plan::LawChoice;
@@ -36,9 +37,9 @@ impl std::str::FromStr for LawChoice {
     /// # Ok::<(), lmshape::Error>(())
     /// ```
     fn from_str(s: &str) -> Result<LawChoice> {
-        match s {
+        match s.to_ascii_lowercase().as_str() {
             "kaplan" => Ok(LawChoice::Kaplan),
-            "chinchilla" => Ok(LawChoice::Chinchilla),
+            "chinchilla" | "chinchilla3" | "chinchilla-3" | "hoffmann" => Ok(LawChoice::Chinchilla),
             "besiroglu" => Ok(LawChoice::Besiroglu),
             _ => Err(Error::UnknownName {
                 kind: "scaling law",

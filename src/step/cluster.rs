@@ -77,8 +77,10 @@ impl TryFrom<ClusterFields> for Cluster {
 impl Cluster {
     /// A Selene-class DGX A100 cluster running well-tuned Megatron-LM (Narayanan et al. 2021
     /// §5: 8 A100 80GB per node on NVLink 3 — 600 GB/s, i.e. 300 GB/s each way — and 8 × 200
-    /// Gb/s HDR InfiniBand per node). NCCL reaches ~77% of the NVLink rate in all-reduce
-    /// (≈230 GB/s bus bandwidth on DGX A100 in nccl-tests); 10 µs per collective.
+    /// Gb/s HDR InfiniBand per node). Two assumptions, not measurements of this repository: a
+    /// collective reaches 77% of the link rate (about 230 of 300 GB/s of NVLink bus bandwidth
+    /// for a large all-reduce on a DGX A100, as commonly reported for nccl-tests), and each
+    /// collective or send costs 10 µs.
     pub fn selene() -> Cluster {
         Cluster::reference_node(GpuSpec::a100_80gb())
     }

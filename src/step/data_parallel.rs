@@ -33,7 +33,7 @@ impl HeldParams {
 /// * **ZeRO 0**: an all-reduce of the gradients (`grad_bytes` each).
 /// * **ZeRO 1–2** (Megatron-Core's distributed optimizer, Rajbhandari et al. 2020 §5): a
 ///   reduce-scatter of the gradients and an all-gather of the updated weights
-///   (`weight_bytes`). With [`Cluster::overlap_dp_comm`] the reduce-scatter hides behind the
+///   (16-bit, `activation_bytes`). With [`Cluster::overlap_dp_comm`] the reduce-scatter hides behind the
 ///   last micro-batch's backward (two thirds of a stage-time); with
 ///   [`Cluster::overlap_param_gather`] the all-gather behind the first forward (one third).
 /// * **ZeRO 3 / FSDP** (§5.3; Zhao et al. 2023 §3): per micro-batch the weights are gathered
@@ -49,7 +49,9 @@ pub(crate) fn data_parallel_seconds(
     stage_layers: u64,
 ) -> Result<f64> {
     let grad = opts.memory.precision.grad_bytes as f64;
-    let weight = opts.memory.precision.weight_bytes as f64;
+    // Weights travel as the GEMMs read them (16 bits), also where the framework keeps no
+    // 16-bit copy as a state (FSDP2 gathers its fp32 shards cast to bf16).
+    let weight = opts.memory.precision.activation_bytes as f64;
     let groups = [
         (held.dense, layout.weight_dp(), layout.tp),
         (
@@ -83,15 +85,16 @@ pub(crate) fn data_parallel_seconds(
     )
 }
 
-/// Adam's step: 30 bytes per local parameter over HBM (read the fp32 gradient, read and write
-/// fp32 master weights and both moments, write the bf16 weights), on the rank's shard under
-/// ZeRO.
+/// Adam's step over HBM: [`crate::framework::Precision::optimizer_step_bytes`] per parameter
+/// of the rank's shard under ZeRO (30 under Megatron-Core's counts).
 pub(crate) fn optimizer_seconds(
     layout: &ParallelLayout,
     cluster: &Cluster,
+    opts: &StepOptions,
     held: &HeldParams,
 ) -> f64 {
-    30.0 * held.sharded(layout, ZeroStage::OptimizerStates)
+    opts.memory.precision.optimizer_step_bytes() as f64
+        * held.sharded(layout, ZeroStage::OptimizerStates)
         / (cluster.gpu.memory_bytes_per_s * ATTAINABLE_HBM_FRACTION)
 }
 

@@ -34,8 +34,9 @@
 //!   overlapped with the last backward and the first forward.
 //! * **Mixture of experts**: router, grouped expert GEMMs and the all-to-all dispatch and
 //!   combine over expert parallelism ([`layer_gemms`], [`crate::parallel::ExpertBatch`]).
-//! * **Optimizer**: Adam touches 30 bytes per local parameter (read the fp32 gradient, read and
-//!   write fp32 master weights and both moments, write the bf16 weights).
+//! * **Optimizer**: Adam's one pass over the rank's shard of the model states
+//!   ([`crate::framework::Precision::optimizer_step_bytes`]: 30 bytes per parameter under
+//!   Megatron-Core's counts).
 //!
 //! Reported TFLOPs count every matmul with the layout's recomputation
 //! ([`crate::flops::matmul_flops_per_token`] under [`FlopsConvention::megatron`], which equals
@@ -217,7 +218,7 @@ pub fn step_time(
     };
     let stage_layers = layout.stage_layers(model)?.heaviest();
     let dp_comm = data_parallel_seconds(layout, cluster, opts, &held, stage_seconds, stage_layers)?;
-    let optimizer = optimizer_seconds(layout, cluster, &held)
+    let optimizer = optimizer_seconds(layout, cluster, opts, &held)
         + weight_cast_seconds(layout, cluster, opts, &held);
     let step_seconds = slots * stage_seconds + dp_comm + optimizer;
     if !(step_seconds.is_finite() && step_seconds > 0.0) {
