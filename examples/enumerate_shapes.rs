@@ -176,7 +176,7 @@ fn list_moe(args: &Cli, space: ShapeSpace) {
         ..search::MoeSpace::new(space)
     };
     let law = lmshape::scaling::GranularityLaw::KRAJEWSKI_2024;
-    let mut shapes: Vec<(search::MoeShape, f64)> = or_die(moe.iter())
+    let shapes: Vec<(search::MoeShape, f64)> = or_die(moe.iter())
         .map(|m| {
             let loss = or_die(law.loss(
                 m.active_non_embedding_params as f64,
@@ -189,6 +189,7 @@ fn list_moe(args: &Cli, space: ShapeSpace) {
     // The law ranks the expert setting: its loss at the target size depends only on the
     // granularity. Within a setting, the shape closest to Levine's depth for its active size
     // comes first (the law sees size and granularity, not the shape), then the smallest total.
+    // Each key is computed once per shape, not once per comparison.
     let at_target = |m: &search::MoeShape| {
         or_die(law.loss(
             moe.backbone.target_params as f64,
@@ -202,12 +203,16 @@ fn list_moe(args: &Cli, space: ShapeSpace) {
         ));
         (m.shape.model.num_layers as f64 - depth).abs()
     };
-    shapes.sort_by(|a, b| {
-        at_target(&a.0)
-            .total_cmp(&at_target(&b.0))
-            .then(levine(&a.0).total_cmp(&levine(&b.0)))
-            .then(a.0.shape.params.cmp(&b.0.shape.params))
+    let mut keyed: Vec<(f64, f64, (search::MoeShape, f64))> = shapes
+        .into_iter()
+        .map(|s| (at_target(&s.0), levine(&s.0), s))
+        .collect();
+    keyed.sort_by(|a, b| {
+        a.0.total_cmp(&b.0)
+            .then(a.1.total_cmp(&b.1))
+            .then(a.2.0.shape.params.cmp(&b.2.0.shape.params))
     });
+    let shapes: Vec<(search::MoeShape, f64)> = keyed.into_iter().map(|k| k.2).collect();
     let limit = args.limit.map_or(usize::MAX, |l| l as usize);
     if args.json {
         let out: Vec<_> = shapes
