@@ -1,6 +1,6 @@
 //! Small numerical helpers shared by the modules (crate-private).
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Minimise a unimodal `f` on `[lo, hi]` by golden-section search (Kiefer 1953), `iters`
 /// shrinking steps of ratio `(√5 − 1)/2`; returns the midpoint of the final bracket.
@@ -300,12 +300,104 @@ fn cubic_step<const N: usize>(p: &LinePoint<N>, q: &LinePoint<N>) -> Option<f64>
     t.is_finite().then_some(t)
 }
 
+/// An exact count held in `u128` whose arithmetic carries an overflow to the end, so a formula
+/// reads as its paper writes it (`c(s) * b * h * e`) and is checked once, where the result is
+/// taken out ([`Checked::get`]). Division by zero counts as an overflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Checked(Option<u128>);
+
+/// A [`Checked`] count.
+pub(crate) fn c(x: u64) -> Checked {
+    Checked(Some(u128::from(x)))
+}
+
+impl Checked {
+    /// Zero.
+    pub(crate) const ZERO: Checked = Checked(Some(0));
+
+    /// The count as `u64`; [`Error::Overflow`] naming `what` when any step overflowed or the
+    /// result does not fit.
+    pub(crate) fn get(self, what: &'static str) -> Result<u64> {
+        self.0
+            .and_then(|x| u64::try_from(x).ok())
+            .ok_or(Error::Overflow { what })
+    }
+
+    /// The larger of two counts.
+    pub(crate) fn max(self, other: Checked) -> Checked {
+        Checked(self.0.zip(other.0).map(|(a, b)| a.max(b)))
+    }
+
+    /// `⌈self / d⌉`.
+    pub(crate) fn div_ceil(self, d: u64) -> Checked {
+        Checked(
+            self.0
+                .and_then(|x| (d > 0).then(|| x.div_ceil(u128::from(d)))),
+        )
+    }
+}
+
+impl From<u64> for Checked {
+    fn from(x: u64) -> Checked {
+        c(x)
+    }
+}
+
+impl std::ops::Add for Checked {
+    type Output = Checked;
+    fn add(self, o: Checked) -> Checked {
+        Checked(self.0.zip(o.0).and_then(|(a, b)| a.checked_add(b)))
+    }
+}
+
+impl std::ops::Add<u64> for Checked {
+    type Output = Checked;
+    fn add(self, o: u64) -> Checked {
+        self + c(o)
+    }
+}
+
+impl std::ops::Mul for Checked {
+    type Output = Checked;
+    fn mul(self, o: Checked) -> Checked {
+        Checked(self.0.zip(o.0).and_then(|(a, b)| a.checked_mul(b)))
+    }
+}
+
+impl std::ops::Mul<u64> for Checked {
+    type Output = Checked;
+    fn mul(self, o: u64) -> Checked {
+        self * c(o)
+    }
+}
+
+impl std::ops::Div<u64> for Checked {
+    type Output = Checked;
+    /// Floor division.
+    fn div(self, d: u64) -> Checked {
+        Checked(self.0.and_then(|x| x.checked_div(u128::from(d))))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn finds_parabola_minimum() {
         let x = super::golden_section_min(|x| Ok((x - 1.5).powi(2)), -10.0, 10.0, 200).unwrap();
         assert!((x - 1.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn checked_carries_overflow_to_the_end() {
+        use super::c;
+        assert_eq!((c(3) * 4 + 5).get("x"), Ok(17));
+        let big = c(u64::MAX) * u64::MAX * u64::MAX;
+        assert!(big.get("x").is_err());
+        assert!((big / u64::MAX).get("x").is_err());
+        assert!((c(1) / 0).get("x").is_err());
+        assert_eq!(c(7).div_ceil(2).get("x"), Ok(4));
+        // Wide intermediates are exact when the result fits.
+        assert_eq!((c(u64::MAX) * 4 / 8).get("x"), Ok(u64::MAX / 2));
     }
 
     /// Rosenbrock's function (minimum 0 at (1, 1)) from the textbook start (−1.2, 1).

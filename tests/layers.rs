@@ -20,6 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "memory",
         &[
             "error",
+            "numeric",
             "model",
             "params",
             "parallel",

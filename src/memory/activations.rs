@@ -1,9 +1,10 @@
 //! Activations one layer stores for one micro-batch (Korthikanti et al. 2022, generalised).
 
 use super::{AttentionKernel, Framework, GemmPrecision, MemoryOptions};
-use crate::error::{Result, add, mul};
+use crate::error::{Result, add};
 use crate::flops::Recompute;
 use crate::model::{BlockKind, MlpKind, Transformer};
+use crate::numeric::{Checked, c};
 use crate::parallel::{ParallelLayout, kv_heads_per_rank};
 use crate::params::LayerKind;
 
@@ -68,6 +69,87 @@ pub(crate) struct ActivationParts {
     pub(crate) backward: u64,
 }
 
+/// The sizes one layer's activations are made of, on one rank (see the module docs): tokens
+/// `s` (local under context parallelism) and `b`, the keys `s_k` each query attends, widths
+/// split over `t = tp` (`q`, `k`, the MLP's `f`), bytes per 16-bit element `e`, and bytes of a
+/// linear layer's saved input in 32nds (`lin32`: FP8 keeps the cast input, one byte per value
+/// plus MXFP8's scale per 32).
+struct LayerDims {
+    t: u64,
+    s: u64,
+    b: u64,
+    h: u64,
+    keys: u64,
+    heads: u64,
+    q: u64,
+    k: u64,
+    f: u64,
+    e: u64,
+    e32: u64,
+    lin32: u64,
+    /// MLP activations kept: 2 standard (input and output of the activation), 3 gated.
+    mlp: u64,
+}
+
+impl LayerDims {
+    fn of(
+        model: &Transformer,
+        layout: &ParallelLayout,
+        opts: &MemoryOptions,
+        kind: LayerKind,
+    ) -> Result<LayerDims> {
+        let t = layout.tp;
+        let hd = model.head_dim;
+        let heads = model.num_heads / t;
+        let e = opts.precision.activation_bytes;
+        Ok(LayerDims {
+            t,
+            s: layout.local_seq_len(),
+            b: layout.micro_batch,
+            h: model.hidden_size,
+            keys: layout.seq_len,
+            heads,
+            q: (c(heads) * hd).get(A)?,
+            k: (c(kv_heads_per_rank(model.num_kv_heads, t)?) * hd).get(A)?,
+            // The dense MLP, or a mixture-of-experts layer's shared experts (split over tp
+            // like the dense MLP); its routed experts are counted apart.
+            f: match (kind, &model.moe) {
+                (LayerKind::Moe, Some(moe)) => moe.shared_ffn_size,
+                _ => model.ffn_size,
+            } / t,
+            e,
+            e32: (c(32) * e).get(A)?,
+            lin32: match opts.gemm_precision {
+                GemmPrecision::Bf16 => (c(32) * e).get(A)?,
+                GemmPrecision::Fp8 | GemmPrecision::Fp8Delayed => 32,
+                GemmPrecision::Mxfp8 => 33,
+            },
+            mlp: match model.arch.mlp {
+                MlpKind::Standard => 2,
+                MlpKind::Gated => 3,
+            },
+        })
+    }
+
+    /// Tokens `s·b`.
+    fn tokens(&self) -> Checked {
+        c(self.s) * self.b
+    }
+}
+
+/// What the activation estimate names in its overflow errors.
+const A: &str = "activation bytes";
+
+/// Routed experts' share of a layer's activations on one rank.
+struct ExpertActivations {
+    /// Stored, in 32nds of a byte.
+    stored32: Checked,
+    /// Intermediate gradients while their backward runs.
+    grads: Checked,
+    /// The dispatch's send and receive buffers.
+    all_to_all: Checked,
+}
+
 impl ActivationParts {
     pub(crate) fn new(
         model: &Transformer,
@@ -75,182 +157,130 @@ impl ActivationParts {
         opts: &MemoryOptions,
         kind: LayerKind,
     ) -> Result<Self> {
-        const A: &str = "activation bytes";
-        // Checked product of u64 factors in u128.
-        let prod = |xs: &[u64]| -> Result<u128> {
-            xs.iter()
-                .try_fold(1u128, |acc, &x| mul(acc, u128::from(x), A))
-        };
-        let t = layout.tp;
-        // Context parallelism keeps `s/cp` tokens per rank; the attention core of those
-        // queries spans the whole sequence's keys.
-        let (s, b, h) = (
-            layout.local_seq_len(),
-            layout.micro_batch,
-            model.hidden_size,
-        );
-        let keys = layout.seq_len;
-        let q = prod(&[model.num_heads / t, model.head_dim])?;
-        let k = prod(&[kv_heads_per_rank(model.num_kv_heads, t)?, model.head_dim])?;
-        // The dense MLP, or a mixture-of-experts layer's shared experts (split over tp like
-        // the dense MLP); its routed experts are counted below.
-        let f = match (kind, &model.moe) {
-            (LayerKind::Moe, Some(moe)) => moe.shared_ffn_size,
-            _ => model.ffn_size,
-        } / t;
-        let e = opts.precision.activation_bytes;
-        // Bytes are counted in 32nds, so MXFP8's scale (one byte per 32 values) is exact. The
-        // inputs of the linear layers are kept for their weight gradients in the precision the
-        // GEMMs read them: FP8 (Transformer Engine saves the cast input) or 16 bits.
-        let e32 = mul(32, e, A)?;
-        let lin32 = match opts.gemm_precision {
-            GemmPrecision::Bf16 => e32,
-            GemmPrecision::Fp8 | GemmPrecision::Fp8Delayed => 32,
-            GemmPrecision::Mxfp8 => 33,
-        };
-        // Replicated over tp (split over tp with sequence parallelism): norm inputs (16 bits),
-        // the QKV and MLP inputs (linear inputs), masks.
-        let norms = model.arch.block.norms_per_layer();
+        let d = LayerDims::of(model, layout, opts, kind)?;
+        let (s, b, h, e) = (d.s, d.b, d.h, d.e);
+        // Replicated over tp (split over tp with sequence parallelism): the norm inputs (16
+        // bits), the QKV and MLP inputs (linear inputs; one shared input in a parallel block
+        // with one norm), the two dropout masks.
         let shared_input = matches!(model.arch.block, BlockKind::Parallel { shared_norm: true });
         let inputs = if shared_input { 1 } else { 2 };
         let masks = if opts.dropout { 2 } else { 0 };
-        let per_token32 = add(
-            add(mul(e32, norms, A)?, mul(lin32, inputs, A)?, A)?,
-            mul(32, masks, A)?,
-            A,
-        )?;
-        let mut replicated = prod(&[s, b, h, per_token32])?;
-        // Split over tp: Q (q wide) and K, V (k wide) in 16 bits; the attention-output input
-        // (q wide, a linear input); the MLP's activations, of which the last (the MLP-output
-        // input) is a linear input.
-        let mlp = match model.arch.mlp {
-            MlpKind::Standard => 2,
-            MlpKind::Gated => 3,
-        };
-        let wide16 = add(add(q, mul(k, 2, A)?, A)?, prod(&[mlp - 1, f])?, A)?;
-        let wide_lin = add(q, u128::from(f), A)?;
-        let width32 = add(
-            mul(wide16, u128::from(e32), A)?,
-            mul(wide_lin, u128::from(lin32), A)?,
-            A,
-        )?;
-        let mut split = mul(prod(&[s, b])?, width32, A)?;
-        // The MLP's intermediate gradients while its backward runs: of the activation's
-        // output and of the first linear layer's output(s) — `2f` standard, `3f` gated.
-        let mut mlp_grads = prod(&[e, s, b, mlp, f])?;
-        let mut a2a = 0u128;
+        let per_token32 =
+            c(d.e32) * model.arch.block.norms_per_layer() + c(d.lin32) * inputs + c(32) * masks;
+        let mut replicated = (d.tokens() * h * per_token32).div_ceil(32);
+        // Split over tp: Q (q wide) and K, V (k wide) in 16 bits, the MLP's activations but
+        // the last in 16 bits; the attention-output input (q wide) and the MLP-output input
+        // (f wide) as linear inputs.
+        let wide16 = c(d.q) + c(2) * d.k + c(d.mlp - 1) * d.f;
+        let wide_lin = c(d.q) + d.f;
+        let mut split32 = d.tokens() * (wide16 * d.e32 + wide_lin * d.lin32);
+        // The MLP's intermediate gradients while its backward runs: of the activation's output
+        // and of the first linear layer's output(s), `2f` standard, `3f` gated.
+        let mut mlp_grads = d.tokens() * e * d.mlp * d.f;
+        let mut a2a = Checked::ZERO;
         if let (LayerKind::Moe, Some(moe)) = (kind, &model.moe) {
-            // Routed experts on this rank (Megatron-Core's all-to-all dispatcher,
-            // [`crate::parallel::ExpertBatch`]), per routed token: the permuted input (a linear
-            // input), the expert intermediates (`2` or `3` of width `f_e/etp`, as the dense
-            // MLP, the last a linear input) and what the combine's backward needs to weight
-            // the expert outputs. Megatron-Core applies each token's routing weight inside a
-            // gated expert's activation (`weighted_bias_swiglu_impl`,
-            // `megatron/core/transformer/moe/experts.py`) and keeps that fp32 weight; the
-            // others weight the outputs in the combine and keep the 16-bit expert output
-            // (DeepSpeed-MoE's combine einsum). The router adds its fp32 probabilities
-            // `4·T_r·E` and the top-k weights and indices `12·T_r·k`.
-            let tokens = mul(s, b, A)?;
-            let x = crate::parallel::expert_batch(moe, layout, opts.routing, tokens)?;
-            let held = prod(&[x.local_experts, x.tokens_per_expert])?;
-            let weighted_in_activation =
-                opts.framework == Framework::MegatronCore && model.arch.mlp == MlpKind::Gated;
-            let (output16, weight32) = if weighted_in_activation {
-                (0, 32 * 4)
-            } else {
-                (u128::from(h), 0)
-            };
-            let held16 = add(output16, prod(&[mlp - 1, x.width])?, A)?;
-            let held_lin = add(u128::from(h), u128::from(x.width), A)?;
-            let per_held32 = add(
-                add(
-                    mul(held16, u128::from(e32), A)?,
-                    mul(held_lin, u128::from(lin32), A)?,
-                    A,
-                )?,
-                weight32,
-                A,
-            )?;
-            let experts = mul(held, per_held32, A)?;
-            let router = prod(&[
-                32,
-                x.routed_tokens,
-                add(mul(4, moe.num_experts, A)?, mul(12, moe.top_k, A)?, A)?,
-            ])?;
-            split = add(split, add(experts, router, A)?, A)?;
-            mlp_grads = add(mlp_grads, mul(held, prod(&[e, mlp, x.width])?, A)?, A)?;
-            // The dispatch's send and receive buffers, `T_r·k·h` each, while the layer runs.
-            a2a = prod(&[2, e, x.routed_tokens, moe.top_k, h])?;
+            let x = routed_expert_activations(model, moe, layout, opts, &d)?;
+            split32 = split32 + x.stored32;
+            mlp_grads = mlp_grads + x.grads;
+            a2a = x.all_to_all;
         }
-        let replicated_bytes = replicated.div_ceil(32);
-        let split = split.div_ceil(32);
-        replicated = replicated_bytes;
-        let heads = model.num_heads / t;
+        let split = split32.div_ceil(32);
         let core = match opts.attention {
             AttentionKernel::Standard => {
                 let per = if opts.dropout { 2 * e + 1 } else { e };
-                prod(&[per, heads, s, keys, b])?
+                c(per) * d.heads * s * d.keys * b
             }
-            AttentionKernel::Flash => prod(&[4, heads, s, b])?,
+            AttentionKernel::Flash => c(4) * d.heads * s * b,
         };
-        // The attention's gradients while its backward runs: FlashAttention-2's dq, dk, dv in
-        // 16 bits plus its fp32 dq accumulator (Dao 2023, `flash_attn` backward); standard
-        // attention's gradients of the probabilities and of the scores, `2·e·a·s·s_k·b`.
-        let attention_grads = match opts.attention {
-            AttentionKernel::Standard => prod(&[2, e, heads, s, keys, b])?,
-            AttentionKernel::Flash => mul(
-                prod(&[s, b])?,
-                add(
-                    mul(add(q, mul(2, k, A)?, A)?, u128::from(e), A)?,
-                    mul(4, q, A)?,
-                    A,
-                )?,
-                A,
-            )?,
-        };
-        let mut checkpoint = prod(&[e, s, b, h])?;
+        let mut checkpoint = c(e) * s * b * h;
         // The gradient flowing into the layer and the one flowing out, `e·sbh` each.
-        let mut boundary = prod(&[2, e, s, b, h])?;
+        let mut boundary = c(2) * e * s * b * h;
         // With sequence parallelism the linear layers' inputs are stored sharded and
         // all-gathered again for the weight gradients (Korthikanti et al. 2022 §4.2.2): one
         // full `e·sbh` input at a time.
-        let mut regathered = 0;
+        let mut regathered = Checked::ZERO;
         if layout.sequence_parallel {
-            replicated /= t as u128;
-            checkpoint /= t as u128;
-            boundary /= t as u128;
-            if t > 1 {
-                regathered = prod(&[e, s, b, h])?;
+            replicated = replicated / d.t;
+            checkpoint = checkpoint / d.t;
+            boundary = boundary / d.t;
+            if d.t > 1 {
+                regathered = c(e) * s * b * h;
             }
         }
-        // Context parallelism's exchange buffers while the attention's backward runs: ring
-        // attention double-buffers the key/value chunk and the chunk's key/value gradients
-        // (Transformer Engine's `AttnFuncWithCPAndKVP2P`), `8·e·s·b·k` for the local `s`;
-        // all-to-all sends and receives q, k and v, `2·e·s·b·(q + 2k)`.
-        let cp_buffers = if layout.cp > 1 {
-            match layout.cp_comm {
-                crate::parallel::CpComm::P2p => mul(prod(&[8, e, s, b])?, k, A)?,
-                crate::parallel::CpComm::A2a => {
-                    mul(prod(&[2, e, s, b])?, add(q, mul(2, k, A)?, A)?, A)?
-                }
-            }
-        } else {
-            0
-        };
-        let backward = add(
-            add(boundary, regathered, A)?,
-            add(mlp_grads.max(add(attention_grads, cp_buffers, A)?), a2a, A)?,
-            A,
-        )?;
-        use crate::error::to_u64;
+        let attention = attention_backward_bytes(layout, opts, &d);
+        let backward = boundary + regathered + mlp_grads.max(attention) + a2a;
         Ok(ActivationParts {
-            replicated: to_u64(replicated, A)?,
-            split: to_u64(split, A)?,
-            core: to_u64(core, A)?,
-            checkpoint: to_u64(checkpoint, A)?,
-            backward: to_u64(backward, A)?,
+            replicated: replicated.get(A)?,
+            split: split.get(A)?,
+            core: core.get(A)?,
+            checkpoint: checkpoint.get(A)?,
+            backward: backward.get(A)?,
         })
     }
+}
+
+/// The attention's working set while its backward runs: FlashAttention-2's `dq`, `dk`, `dv` in
+/// 16 bits plus its fp32 `dq` accumulator (Dao 2023, `flash_attn` backward), or standard
+/// attention's gradients of the probabilities and of the scores, `2·e·a·s·s_k·b`; plus
+/// context parallelism's exchange buffers — ring attention double-buffers the key/value chunk
+/// and the chunk's key/value gradients (Transformer Engine's `AttnFuncWithCPAndKVP2P`),
+/// `8·e·s·b·k` for the local `s`; all-to-all sends and receives q, k and v, `2·e·s·b·(q + 2k)`.
+fn attention_backward_bytes(
+    layout: &ParallelLayout,
+    opts: &MemoryOptions,
+    d: &LayerDims,
+) -> Checked {
+    let (s, b, e) = (d.s, d.b, d.e);
+    let grads = match opts.attention {
+        AttentionKernel::Standard => c(2) * e * d.heads * s * d.keys * b,
+        AttentionKernel::Flash => d.tokens() * ((c(d.q) + c(2) * d.k) * e + c(4) * d.q),
+    };
+    let cp_buffers = if layout.cp > 1 {
+        match layout.cp_comm {
+            crate::parallel::CpComm::P2p => c(8) * e * s * b * d.k,
+            crate::parallel::CpComm::A2a => c(2) * e * s * b * (c(d.q) + c(2) * d.k),
+        }
+    } else {
+        Checked::ZERO
+    };
+    grads + cp_buffers
+}
+
+/// Routed experts on this rank (Megatron-Core's all-to-all dispatcher,
+/// [`crate::parallel::ExpertBatch`]), per routed token held: the permuted input (a linear
+/// input), the expert intermediates (`2` or `3` of width `f_e/etp`, as the dense MLP, the
+/// last a linear input) and what the combine's backward needs to weight the expert outputs.
+/// Megatron-Core applies each token's routing weight inside a gated expert's activation
+/// (`weighted_bias_swiglu_impl`, `megatron/core/transformer/moe/experts.py`) and keeps that
+/// fp32 weight; the others weight the outputs in the combine and keep the 16-bit expert output
+/// (DeepSpeed-MoE's combine einsum). The router adds its fp32 probabilities `4·T_r·E` and the
+/// top-k weights and indices `12·T_r·k`; the dispatch keeps send and receive buffers of
+/// `T_r·k·h` each while the layer runs.
+fn routed_expert_activations(
+    model: &Transformer,
+    moe: &crate::model::Moe,
+    layout: &ParallelLayout,
+    opts: &MemoryOptions,
+    d: &LayerDims,
+) -> Result<ExpertActivations> {
+    let x = crate::parallel::expert_batch(moe, layout, opts.routing, d.tokens().get(A)?)?;
+    let held = c(x.local_experts) * x.tokens_per_expert;
+    let weighted_in_activation =
+        opts.framework == Framework::MegatronCore && model.arch.mlp == MlpKind::Gated;
+    let (output16, weight32) = if weighted_in_activation {
+        (0, 32 * 4)
+    } else {
+        (d.h, 0)
+    };
+    let held16 = c(output16) + c(d.mlp - 1) * x.width;
+    let held_lin = c(d.h) + x.width;
+    let per_held32 = held16 * d.e32 + held_lin * d.lin32 + weight32;
+    let router32 = c(32) * x.routed_tokens * (c(4) * moe.num_experts + c(12) * moe.top_k);
+    Ok(ExpertActivations {
+        stored32: held * per_held32 + router32,
+        grads: held * d.e * d.mlp * x.width,
+        all_to_all: c(2) * d.e * x.routed_tokens * moe.top_k * d.h,
+    })
 }
 
 /// Korthikanti et al. 2022 Table 2, literally, in bytes per layer (for `a` heads, `t = tp`,
