@@ -81,9 +81,10 @@ pub enum Error {
         /// The values involved.
         detail: String,
     },
-    /// The text is not valid JSON (or not the expected JSON shape).
+    /// The text is not valid JSON (or not the expected JSON shape), with where the parser
+    /// stopped.
     #[error("invalid json: {0}")]
-    Json(String),
+    Json(#[source] JsonError),
     /// A Hugging Face config names a `model_type` this crate does not read.
     #[error("unsupported model_type {model_type:?}; supported: {supported}")]
     UnsupportedModelType {
@@ -119,6 +120,15 @@ pub enum Error {
     /// A fit could not be carried out (too few points, optimiser failure).
     #[error("fit failed: {0}")]
     Fit(String),
+    /// A fit's input or result broke a rule of its own; the rule's error is the source.
+    #[error("fit failed: {context}: {source}")]
+    FitRejected {
+        /// What was being checked.
+        context: &'static str,
+        /// The rule's error.
+        #[source]
+        source: Box<Error>,
+    },
     /// A timer has no measurement for a GEMM and does not extrapolate.
     #[error("no timing for gemm m={m} n={n} k={k} batch={batch} in the table")]
     MissingTiming {
@@ -177,6 +187,73 @@ pub(crate) fn input_size(text: &str, what: &'static str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Names for an enum a user types: `ALL`, `NAMES`, `name()`, `Display` and a `FromStr` that
+/// ignores case and takes `_` for `-` (an unknown name lists the known ones), so printing and
+/// parsing round-trip from one table.
+macro_rules! named {
+    ($ty:ident, $kind:literal, [$($variant:ident => $name:literal),+ $(,)?]) => {
+        impl $ty {
+            /// Every value, in the order of `NAMES`.
+            pub const ALL: [$ty; [$($name),+].len()] = [$($ty::$variant),+];
+            /// The names it parses from and prints as.
+            pub const NAMES: [&'static str; [$($name),+].len()] = [$($name),+];
+
+            /// The name it prints as.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = $crate::error::Error;
+
+            fn from_str(s: &str) -> $crate::error::Result<$ty> {
+                let key = s.trim().to_ascii_lowercase().replace('_', "-");
+                $ty::ALL
+                    .into_iter()
+                    .find(|v| v.name() == key)
+                    .ok_or_else(|| $crate::error::Error::UnknownName {
+                        kind: $kind,
+                        name: s.to_string(),
+                        known: $ty::NAMES.join(", "),
+                    })
+            }
+        }
+    };
+}
+pub(crate) use named;
+
+/// Where and why JSON text failed to parse (kept from `serde_json`'s error, which is neither
+/// `Clone` nor `PartialEq`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct JsonError {
+    /// The parser's message (it names the line and column).
+    pub message: String,
+    /// 1-based line where parsing stopped (0 when unknown).
+    pub line: usize,
+    /// 1-based column where parsing stopped (0 when unknown).
+    pub column: usize,
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Error {
+        Error::Json(JsonError {
+            message: e.to_string(),
+            line: e.line(),
+            column: e.column(),
+        })
+    }
 }
 
 /// Shorthand for `std::result::Result<T, lmshape::Error>`.

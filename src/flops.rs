@@ -95,6 +95,9 @@ impl TokenFlops {
 /// assert_eq!(f, 2.0 * n + 2.0 * 96.0 * 2048.0 * 12288.0);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// A zero context, or a model that breaks one of its rules ([`crate::Transformer::validate`]) or counts that overflow `u64`.
 pub fn kaplan_forward_flops_per_token(m: &Transformer, n_ctx: u64, causal: bool) -> Result<f64> {
     positive(n_ctx, "n_ctx")?;
     let n = active_non_embedding_params(&m.param_counts()?) as f64;
@@ -110,6 +113,9 @@ pub fn active_non_embedding_params(c: &crate::params::ParamCounts) -> u64 {
 }
 
 /// Kaplan et al. 2020 §2.1: training ≈ 3 × forward (backward is twice the forward).
+///
+/// # Errors
+/// As [`kaplan_forward_flops_per_token`].
 pub fn kaplan_training_flops_per_token(m: &Transformer, n_ctx: u64, causal: bool) -> Result<f64> {
     Ok(3.0 * kaplan_forward_flops_per_token(m, n_ctx, causal)?)
 }
@@ -127,6 +133,9 @@ pub fn kaplan_training_flops_per_token(m: &Transformer, n_ctx: u64, causal: bool
 /// assert_eq!(f, 6.0 * n + 12.0 * 96.0 * 96.0 * 128.0 * 2048.0);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// A zero context, or a model that breaks one of its rules ([`crate::Transformer::validate`]) or counts that overflow `u64`.
 pub fn palm_flops_per_token(
     m: &Transformer,
     seq_len: u64,
@@ -165,6 +174,9 @@ pub fn palm_flops_per_token(
 /// assert_eq!(f, 96.0 * b * s * l * h * h * (1.0 + s / (6.0 * h) + v / (16.0 * l * h)));
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// A zero size among the inputs.
 pub fn megatron_step_flops(
     m: &Transformer,
     batch: u64,
@@ -215,6 +227,9 @@ pub fn megatron_step_flops(
 /// assert!((per_token.training_flops() / eq3 - 1.0).abs() < 1e-12);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// A zero sequence length, or a model that breaks one of its rules ([`crate::Transformer::validate`]) or counts that overflow `u64`.
 pub fn matmul_flops_per_token(m: &Transformer, conv: &FlopsConvention) -> Result<TokenFlops> {
     use crate::params::{LayerKind, layer_kind_params_on_rank};
     positive(conv.seq_len, "seq_len")?;
@@ -308,6 +323,9 @@ pub fn matmul_flops_per_token(m: &Transformer, conv: &FlopsConvention) -> Result
 
 /// Hoffmann et al. 2022 Appendix F per token at context `seq_len`: see
 /// [`FlopsConvention::chinchilla`].
+///
+/// # Errors
+/// As [`matmul_flops_per_token`].
 pub fn chinchilla_flops_per_token(m: &Transformer, seq_len: u64) -> Result<TokenFlops> {
     matmul_flops_per_token(m, &FlopsConvention::chinchilla(seq_len))
 }
@@ -337,6 +355,9 @@ pub struct FlopsSummary {
 /// assert!(s.chinchilla.training_flops() > s.kaplan_training * 0.9);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// As [`matmul_flops_per_token`].
 pub fn summary(m: &Transformer, seq_len: u64) -> Result<FlopsSummary> {
     let kaplan_forward = kaplan_forward_flops_per_token(m, seq_len, false)?;
     Ok(FlopsSummary {

@@ -7,7 +7,6 @@
 //! counts from here, so a plan cannot size memory under one framework's counts and price its
 //! data-parallel traffic under another's.
 
-use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// Bytes per parameter of each model state.
@@ -136,17 +135,6 @@ pub enum Framework {
 }
 
 impl Framework {
-    /// Every framework, in the order of [`Framework::NAMES`].
-    pub const ALL: [Framework; 4] = [
-        Framework::MegatronCore,
-        Framework::MegatronDeepspeed,
-        Framework::Deepspeed,
-        Framework::Fsdp,
-    ];
-    /// The names it parses from and prints as.
-    pub const NAMES: [&'static str; 4] =
-        ["megatron-core", "megatron-deepspeed", "deepspeed", "fsdp"];
-
     /// The bytes per parameter the framework keeps: Megatron-Core's fp32 gradient buffer
     /// ([`Precision::MIXED_18`]); DeepSpeed's ZeRO optimizers, 16-bit gradients plus fp32 ones
     /// for the rank's partition ([`Precision::DEEPSPEED_20`]); FSDP2 with bf16 parameters and
@@ -173,34 +161,12 @@ impl Framework {
     }
 }
 
-impl std::fmt::Display for Framework {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(Framework::NAMES[*self as usize])
-    }
-}
-
-impl std::str::FromStr for Framework {
-    type Err = Error;
-
-    /// Parse `megatron-core`, `megatron-deepspeed`, `deepspeed` or `fsdp`.
-    ///
-    /// ```
-    /// use lmshape::memory::Framework;
-    /// assert_eq!("fsdp".parse::<Framework>()?, Framework::Fsdp);
-    /// # Ok::<(), lmshape::Error>(())
-    /// ```
-    fn from_str(s: &str) -> Result<Framework> {
-        Framework::NAMES
-            .iter()
-            .position(|n| *n == s)
-            .map(|i| Framework::ALL[i])
-            .ok_or_else(|| Error::UnknownName {
-                kind: "framework",
-                name: s.into(),
-                known: Framework::NAMES.join(", "),
-            })
-    }
-}
+crate::error::named!(Framework, "framework", [
+    MegatronCore => "megatron-core",
+    MegatronDeepspeed => "megatron-deepspeed",
+    Deepspeed => "deepspeed",
+    Fsdp => "fsdp",
+]);
 
 /// A framework's memory profile: its byte counts ([`FrameworkProfile::memory_options`]) and
 /// what the allocator and the runtime add to the allocated estimate.

@@ -62,6 +62,9 @@ pub fn levine_optimal_width(num_layers: f64) -> f64 {
 /// assert!((l - 80.0).abs() < 2.0);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// A size that is not finite and positive.
 pub fn levine_depth_for_params(params: f64) -> Result<f64> {
     positive_f64(params, "params")?;
     let n = |l: f64| crate::params::kaplan_approx_params_f64(l, levine_optimal_width(l));
@@ -106,6 +109,9 @@ pub struct ShapeHeuristics {
 /// assert!(h.levine_depth_delta < 0.0); // BLOOM's 70 layers are shallower than ~80
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// A model that breaks one of its rules ([`crate::Transformer::validate`]) or counts that overflow `u64`.
 pub fn evaluate(model: &Transformer) -> Result<ShapeHeuristics> {
     let n = model.param_counts()?.non_embedding_params as f64;
     let l = model.num_layers as f64;
@@ -145,6 +151,9 @@ impl PublishedShape {
     /// assert_eq!((s.num_layers, s.hidden_size, s.num_heads), (70, 14336, 112));
     /// # Ok::<(), lmshape::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownName`] listing the published shapes.
     pub fn by_name(name: &str) -> Result<PublishedShape> {
         PUBLISHED_SHAPES
             .iter()

@@ -86,6 +86,7 @@
 //! * No I/O, printing or global state; every computation on user input returns [`Result`].
 //! * Every formula cites its source in its doc comment.
 #![deny(missing_docs)]
+#![warn(clippy::missing_errors_doc)]
 
 pub mod error;
 pub mod flops;

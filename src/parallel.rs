@@ -32,40 +32,11 @@ pub enum Recompute {
     Full,
 }
 
-impl Recompute {
-    /// The names [`Recompute`] parses from and prints as.
-    pub const NAMES: [&'static str; 3] = ["none", "selective", "full"];
-}
-
-impl std::fmt::Display for Recompute {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(Recompute::NAMES[*self as usize])
-    }
-}
-
-impl std::str::FromStr for Recompute {
-    type Err = Error;
-
-    /// Parse `none`, `selective` or `full`.
-    ///
-    /// ```
-    /// assert_eq!("full".parse::<lmshape::Recompute>()?, lmshape::Recompute::Full);
-    /// assert_eq!(lmshape::Recompute::Selective.to_string(), "selective");
-    /// # Ok::<(), lmshape::Error>(())
-    /// ```
-    fn from_str(s: &str) -> Result<Recompute> {
-        match s {
-            "none" => Ok(Recompute::None),
-            "selective" => Ok(Recompute::Selective),
-            "full" => Ok(Recompute::Full),
-            _ => Err(Error::UnknownName {
-                kind: "recompute",
-                name: s.to_string(),
-                known: "none, selective, full".into(),
-            }),
-        }
-    }
-}
+crate::error::named!(Recompute, "recompute", [
+    None => "none",
+    Selective => "selective",
+    Full => "full",
+]);
 
 /// ZeRO stage (Rajbhandari et al. 2020): what is sharded across data-parallel replicas.
 /// Megatron-LM's distributed optimizer shards optimizer state like stage 1.
@@ -92,6 +63,9 @@ impl ZeroStage {
     /// assert_eq!(lmshape::ZeroStage::from_number(2)?, lmshape::ZeroStage::Gradients);
     /// # Ok::<(), lmshape::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] for a stage above 3.
     pub fn from_number(n: u64) -> Result<ZeroStage> {
         Ok(match n {
             0 => ZeroStage::None,
@@ -113,6 +87,13 @@ impl ZeroStage {
         self as u64
     }
 }
+
+crate::error::named!(ZeroStage, "ZeRO stage", [
+    None => "0",
+    OptimizerStates => "1",
+    Gradients => "2",
+    Weights => "3",
+]);
 
 /// Pipeline schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -144,21 +125,7 @@ pub enum CpComm {
     A2a,
 }
 
-impl std::str::FromStr for CpComm {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<CpComm> {
-        match s {
-            "p2p" => Ok(CpComm::P2p),
-            "a2a" => Ok(CpComm::A2a),
-            _ => Err(Error::UnknownName {
-                kind: "context-parallel communication",
-                name: s.to_string(),
-                known: "p2p, a2a".to_string(),
-            }),
-        }
-    }
-}
+crate::error::named!(CpComm, "context-parallel communication", [P2p => "p2p", A2a => "a2a"]);
 
 /// A parallel layout and batch configuration for training.
 ///
@@ -335,6 +302,9 @@ pub struct CapacityFactor(f64);
 
 impl CapacityFactor {
     /// A factor in `(0, 64]`; anything else is [`Error::InvalidValue`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] for a factor outside `(0, 64]`.
     pub fn new(factor: f64) -> Result<CapacityFactor> {
         if factor.is_finite() && factor > 0.0 && factor <= 64.0 {
             Ok(CapacityFactor(factor))
@@ -402,6 +372,9 @@ impl Routing {
     /// assert_eq!(padded.tokens_per_expert(4096 * 8, 64)?, 640);
     /// # Ok::<(), lmshape::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// Zero experts, or a count that overflows `u64`.
     pub fn tokens_per_expert(self, assignments: u64, experts: u64) -> Result<u64> {
         crate::error::positive(experts, "experts")?;
         let balanced = assignments.div_ceil(experts);
@@ -449,6 +422,9 @@ pub struct ExpertBatch {
 }
 
 /// The expert batch of one micro-batch of `tokens` tokens on one rank ([`ExpertBatch`]).
+///
+/// # Errors
+/// A layout whose expert degrees do not split the experts, or counts that overflow `u64`.
 pub fn expert_batch(
     moe: &crate::model::Moe,
     layout: &ParallelLayout,
@@ -486,6 +462,9 @@ pub const VOCAB_PAD_PER_RANK: u64 = 128;
 /// assert_eq!(lmshape::parallel::padded_vocab(250880, 128 * 4)?, 250880);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// A zero multiple, or a padded size that overflows `u64`.
 pub fn padded_vocab(vocab: u64, multiple: u64) -> Result<u64> {
     positive(multiple, "vocab padding multiple")?;
     vocab
@@ -503,6 +482,9 @@ pub fn padded_vocab(vocab: u64, multiple: u64) -> Result<u64> {
 /// assert_eq!(lmshape::parallel::megatron_padded_vocab(50257, 8)?, 51200);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// `tp = 0`, or a padded size that overflows `u64`.
 pub fn megatron_padded_vocab(vocab: u64, tp: u64) -> Result<u64> {
     padded_vocab(
         vocab,
@@ -520,6 +502,9 @@ pub fn megatron_padded_vocab(vocab: u64, tp: u64) -> Result<u64> {
 /// assert!(check_tensor_split(96, 96, 12288, 49152, 5).is_err());
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// The first tensor-parallel rule broken, naming the quantity and `tp`.
 pub fn check_tensor_split(
     num_heads: u64,
     num_kv_heads: u64,
@@ -607,6 +592,9 @@ pub struct PipelineSplit {
 /// assert_eq!((0..12).map(|i| s.layers(i, 12)).sum::<u64>(), 78);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// The first pipeline rule broken, naming the layers, `pp` and the split asked for.
 pub fn stage_partition(
     num_layers: u64,
     pp: u64,
@@ -801,6 +789,9 @@ fn explicit_partition(num_layers: u64, pp: u64, split: &PipelineSplit) -> Result
 /// assert!(check_pipeline_split(96, 8, false, 5).is_err()); // 96 layers in 40 chunks
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// As [`stage_partition`].
 pub fn check_pipeline_split(
     num_layers: u64,
     pp: u64,
@@ -831,6 +822,9 @@ pub fn fused_softmax_ok(num_heads: u64, tp: u64, micro_batch: u64) -> bool {
 
 impl ParallelLayout {
     /// GPUs used: `tp · cp · pp · dp`.
+    ///
+    /// # Errors
+    /// [`Error::Overflow`] when the product does not fit `u64`.
     pub fn gpus(&self) -> Result<u64> {
         crate::error::mul(
             crate::error::mul(
@@ -855,6 +849,9 @@ impl ParallelLayout {
     }
 
     /// Micro-batches per step per pipeline: `global / (micro · dp)`.
+    ///
+    /// # Errors
+    /// A zero `micro_batch × dp`, or a product that overflows `u64`.
     pub fn num_micro_batches(&self) -> Result<u64> {
         let per_step = crate::error::mul(self.micro_batch, self.dp, "micro-batch × dp")?;
         positive(per_step, "micro_batch × dp")?;
@@ -862,6 +859,9 @@ impl ParallelLayout {
     }
 
     /// Vocabulary rows after Megatron's padding to `128 · tp`.
+    ///
+    /// # Errors
+    /// As [`megatron_padded_vocab`].
     pub fn padded_vocab(&self, model: &Transformer) -> Result<u64> {
         megatron_padded_vocab(model.vocab_size, self.tp)
     }
@@ -882,6 +882,9 @@ impl ParallelLayout {
     /// The expert-data-parallel degree: the ranks of the `tp × cp × dp` grid that hold the
     /// same experts, `tp · cp · dp / (ep · etp)` (Megatron-Core folds the expert grid into the
     /// dense one); the routed experts' gradients and optimizer states are sharded over it.
+    ///
+    /// # Errors
+    /// A grid that `ep × etp` does not divide, or products that overflow `u64`.
     pub fn expert_dp(&self) -> Result<u64> {
         let grid = crate::error::mul(
             crate::error::mul(self.tp, self.cp, "tp × cp × dp")?,
@@ -944,6 +947,9 @@ impl ParallelLayout {
     }
 
     /// Layers held by each pipeline stage ([`stage_partition`]).
+    ///
+    /// # Errors
+    /// As [`stage_partition`].
     pub fn stage_layers(&self, model: &Transformer) -> Result<StageLayers> {
         stage_partition(model.num_layers, self.pp, &self.pipeline_split(), 1)
     }
@@ -951,6 +957,9 @@ impl ParallelLayout {
     /// Check every rule against `model`: first the rules of the layout alone
     /// ([`ParallelLayout::validate_batch`]), then how the model splits over it
     /// ([`check_tensor_split`], [`check_pipeline_split`]). The first rule broken is returned.
+    ///
+    /// # Errors
+    /// The first rule broken, naming it and its values.
     pub fn validate(&self, model: &Transformer) -> Result<()> {
         self.validate_batch()?;
         model.check_context(self.seq_len, "seq_len")?;
@@ -992,6 +1001,9 @@ impl ParallelLayout {
     /// let e = l.validate_batch().unwrap_err();
     /// assert!(e.to_string().contains("global batch must split"));
     /// ```
+    ///
+    /// # Errors
+    /// The first rule broken, naming it and its values.
     pub fn validate_batch(&self) -> Result<()> {
         positive(self.tp, "tp")?;
         positive(self.ep, "ep")?;
@@ -1143,6 +1155,11 @@ pub enum EmbeddingSlots {
     WhenLayersDoNotDivide,
 }
 
+crate::error::named!(EmbeddingSlots, "embedding slots", [
+    Never => "never",
+    WhenLayersDoNotDivide => "when-layers-do-not-divide",
+]);
+
 impl EmbeddingSlots {
     /// Whether a model of `num_layers` layers on `pp` stages uses the slots.
     pub fn applies(self, num_layers: u64, pp: u64) -> bool {
@@ -1239,6 +1256,9 @@ pub fn divisors(n: u64) -> Vec<u64> {
 
 impl LayoutSpace {
     /// Every layout of the space, valid or not for any model (see [`Layouts`]).
+    ///
+    /// # Errors
+    /// No GPUs or options, or counts that overflow `u64`.
     pub fn enumerate(&self) -> Result<Layouts> {
         positive(self.gpus, "gpus")?;
         positive(self.max_tp, "max_tp")?;
@@ -1299,6 +1319,9 @@ impl LayoutSpace {
 
     /// `layout` (one of [`LayoutSpace::enumerate`]'s) as used for `model`: the embedding
     /// slots set by the space's policy, then every rule checked.
+    ///
+    /// # Errors
+    /// A layout that breaks a rule for the model ([`crate::ParallelLayout::validate`]).
     pub fn for_model(
         &self,
         layout: &ParallelLayout,

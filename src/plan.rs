@@ -848,6 +848,9 @@ fn evaluate_shape(walk: &Walk<'_>, shape: Shape, tally: &mut Tally) {
 
 /// Run the planner (see the module docs). An impossible request gives a plan with no
 /// candidates and every rejection's reason, not an error; only malformed requests are errors.
+///
+/// # Errors
+/// A malformed request (a zero or non-finite figure, empty options, a precision the GPU lacks) or a target the law cannot reach; an impossible request is a plan with no candidates, not an error.
 pub fn plan(req: &PlanRequest, timer: &dyn GemmTimer) -> Result<Plan> {
     req.validate()?;
     let budget = read_budget(req)?;

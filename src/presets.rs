@@ -115,6 +115,9 @@ pub fn names() -> impl Iterator<Item = &'static str> {
 /// assert_eq!(bloom.total_params()?, 176_247_271_424); // BLOOM model card
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// [`Error::UnknownName`] listing the presets.
 pub fn by_name(name: &str) -> Result<Transformer> {
     let lower = name.to_ascii_lowercase();
     match PRESETS.iter().find(|p| p.name == lower) {

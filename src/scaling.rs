@@ -37,6 +37,9 @@ const HOUR_SECONDS: f64 = 3600.0;
 /// assert!((c / 5.217e23 - 1.0).abs() < 1e-3);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// Inputs that are not finite and positive, an MFU outside `(0, 1]`, or a result that is not finite.
 pub fn training_flops(gpu_hours: f64, peak_flops_per_s: f64, mfu: f64) -> Result<f64> {
     positive_f64(gpu_hours, "gpu_hours")?;
     positive_f64(peak_flops_per_s, "peak_flops_per_s")?;
@@ -67,6 +70,9 @@ fn utilisation(u: f64, field: &'static str) -> Result<f64> {
 }
 
 /// GPU-hours needed for `flops` at a peak and MFU (inverse of [`training_flops`]).
+///
+/// # Errors
+/// As [`training_flops`].
 pub fn gpu_hours_for(flops: f64, peak_flops_per_s: f64, mfu: f64) -> Result<f64> {
     positive_f64(flops, "flops")?;
     positive_f64(peak_flops_per_s, "peak_flops_per_s")?;
@@ -88,6 +94,9 @@ pub fn gpu_hours_for(flops: f64, peak_flops_per_s: f64, mfu: f64) -> Result<f64>
 /// work that MFU does not count. With the layers recomputed (Narayanan et al. 2021 eq. 3 vs 4:
 /// 8·N·D hardware FLOPs for 6·N·D model FLOPs) MFU = HFU · 6/8; selective recompute costs only
 /// the attention core, so it is treated as none here (Korthikanti et al. 2022 §5: ~2–4%).
+///
+/// # Errors
+/// An HFU outside `(0, 1]`.
 pub fn mfu_from_hfu(hfu: f64, recompute: crate::parallel::Recompute) -> Result<f64> {
     utilisation(hfu, "hfu")?;
     Ok(match recompute {
@@ -109,6 +118,9 @@ pub struct Budget {
 
 impl Budget {
     /// A budget from GPU-hours directly.
+    ///
+    /// # Errors
+    /// As [`training_flops`].
     pub fn new(gpu_hours: f64, peak_flops_per_s: f64, mfu: f64) -> Result<Budget> {
         training_flops(gpu_hours, peak_flops_per_s, mfu)?;
         Ok(Budget {
@@ -119,11 +131,17 @@ impl Budget {
     }
 
     /// Training FLOPs of the budget.
+    ///
+    /// # Errors
+    /// As [`training_flops`].
     pub fn flops(&self) -> Result<f64> {
         training_flops(self.gpu_hours, self.peak_flops_per_s, self.mfu)
     }
 
     /// The budget in PF-days.
+    ///
+    /// # Errors
+    /// As [`training_flops`].
     pub fn pf_days(&self) -> Result<f64> {
         let flops = self.flops()?;
         finite_result(flops / PF_DAY_FLOPS, "PF-days", || {
@@ -139,6 +157,9 @@ impl Budget {
 /// assert!((d / 1.4e12 - 1.0).abs() < 1e-12);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// Inputs that are not finite and positive, or a result that is not finite.
 pub fn tokens_for_flops(flops: f64, params: f64) -> Result<f64> {
     positive_f64(flops, "flops")?;
     positive_f64(params, "params")?;
@@ -161,6 +182,9 @@ pub fn tokens_for_flops(flops: f64, params: f64) -> Result<f64> {
 /// assert!((s / 86400.0 - 34.0).abs() < 0.5);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// Inputs that are not finite and positive, or a result that is not finite.
 pub fn training_seconds(
     tokens: f64,
     params: f64,
@@ -257,6 +281,9 @@ impl PowerLawFrontier {
     /// assert_eq!((a.params, a.tokens), (1.3e9, 2e10));
     /// # Ok::<(), lmshape::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// A budget or constants out of their domain, or a result that is not finite.
     pub fn optimal(&self, flops: f64) -> Result<Allocation> {
         positive_f64(flops, "flops")?;
         positive_f64(self.params_coef, "params_coef")?;
@@ -351,6 +378,9 @@ impl KaplanLaw {
     /// assert!((l - k.loss_params(1e9)?).abs() < 1e-9);
     /// # Ok::<(), lmshape::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// Constants or inputs that are not finite and positive, or a loss that is not.
     pub fn loss(&self, params: f64, tokens: f64) -> Result<f64> {
         self.validate()?;
         positive_f64(params, "params")?;
@@ -449,6 +479,9 @@ impl Constraints {
     /// assert_eq!(c.clamp(6e22, 5e9)?, (5e9, Binding::None));
     /// # Ok::<(), lmshape::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// Inputs that are not finite and positive, or constraints that leave no model size.
     pub fn clamp(&self, flops: f64, optimal_params: f64) -> Result<(f64, Binding)> {
         positive_f64(flops, "flops")?;
         positive_f64(optimal_params, "optimal params")?;
@@ -559,6 +592,9 @@ impl ParametricLaw {
     };
 
     /// A validated law (`A, B, α, β > 0`, `E` finite).
+    ///
+    /// # Errors
+    /// `A`, `B`, `α` or `β` not finite and positive, or `E` not finite.
     pub fn new(e: f64, a: f64, b: f64, alpha: f64, beta: f64) -> Result<ParametricLaw> {
         let law = ParametricLaw {
             e,
@@ -597,6 +633,9 @@ impl ParametricLaw {
     /// assert!((law.loss(1e40, 1e40)? - law.e).abs() < 1e-6);
     /// # Ok::<(), lmshape::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// Inputs that are not finite and positive, or a loss that is not.
     pub fn loss(&self, params: f64, tokens: f64) -> Result<f64> {
         self.validate()?;
         positive_f64(params, "params")?;
@@ -618,6 +657,9 @@ impl ParametricLaw {
     /// assert!((6.0 * a.params * a.tokens / 5.76e23 - 1.0).abs() < 1e-9);
     /// # Ok::<(), lmshape::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// A budget that is not finite and positive, or a result that is not finite.
     pub fn compute_optimal(&self, flops: f64) -> Result<Allocation> {
         self.validate()?;
         positive_f64(flops, "flops")?;
@@ -632,12 +674,18 @@ impl ParametricLaw {
     }
 
     /// Loss along the iso-FLOP curve `D = C / 6N`.
+    ///
+    /// # Errors
+    /// As [`ParametricLaw::loss`].
     pub fn isoflop_loss(&self, flops: f64, params: f64) -> Result<f64> {
         self.loss(params, tokens_for_flops(flops, params)?)
     }
 
     /// Tokens needed to reach `loss` with `params`: `D = (B / (L − E − A/N^α))^(1/β)`;
     /// an error when the loss is out of reach for that size.
+    ///
+    /// # Errors
+    /// A loss the size cannot reach, or a result that is not finite.
     pub fn tokens_for_loss(&self, params: f64, loss: f64) -> Result<f64> {
         self.validate()?;
         positive_f64(params, "params")?;
@@ -670,6 +718,9 @@ impl ParametricLaw {
     /// assert!((c.tokens / 1e12 - 1.0).abs() < 1e-9 && c.loss_cost >= 0.0);
     /// # Ok::<(), lmshape::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// As [`ParametricLaw::compute_optimal`] and [`Constraints::clamp`].
     pub fn constrained(&self, flops: f64, cons: &Constraints) -> Result<ConstrainedChoice> {
         let opt = self.compute_optimal(flops)?;
         let (params, binding) = cons.clamp(flops, opt.params)?;
@@ -704,6 +755,9 @@ impl ParametricLaw {
     /// assert!(served.params < train_only.params && served.tokens > train_only.tokens);
     /// # Ok::<(), lmshape::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// A loss at or below `E`, or negative inference tokens.
     pub fn inference_optimal(&self, loss: f64, inference_tokens: f64) -> Result<InferenceChoice> {
         self.validate()?;
         non_negative_f64(inference_tokens, "inference_tokens")?;
@@ -753,6 +807,9 @@ pub struct Run {
 
 impl Run {
     /// A run from parameters, tokens and loss (all finite and positive).
+    ///
+    /// # Errors
+    /// A value that is not finite and positive.
     pub fn new(params: f64, tokens: f64, loss: f64) -> Result<Run> {
         Ok(Run {
             params: positive_f64(params, "params")?,
@@ -762,6 +819,9 @@ impl Run {
     }
 
     /// A run from training FLOPs: `tokens = C / (6N)`.
+    ///
+    /// # Errors
+    /// A value that is not finite and positive.
     pub fn from_flops(params: f64, training_flops: f64, loss: f64) -> Result<Run> {
         Run::new(params, tokens_for_flops(training_flops, params)?, loss)
     }
@@ -780,6 +840,9 @@ impl Run {
 /// assert_eq!(runs[0].tokens, 1e10);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// Text above [`crate::error::MAX_INPUT_BYTES`], a missing column, or a malformed line ([`Error::Csv`] naming it).
 pub fn runs_from_csv(text: &str) -> Result<Vec<Run>> {
     crate::error::input_size(text, "runs CSV")?;
     let mut lines = text
@@ -894,6 +957,9 @@ impl GranularityLaw {
     /// assert!((law.at(1e12)?.a - law.a).abs() < 1e-5);
     /// # Ok::<(), lmshape::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// A granularity that is not finite and positive.
     pub fn at(&self, granularity: f64) -> Result<ParametricLaw> {
         if !(granularity.is_finite() && granularity >= 1.0) {
             return Err(Error::InvalidValue {
@@ -912,6 +978,9 @@ impl GranularityLaw {
     }
 
     /// `L(N, D, G)`.
+    ///
+    /// # Errors
+    /// Inputs that are not finite and positive.
     pub fn loss(&self, active_params: f64, tokens: f64, granularity: f64) -> Result<f64> {
         self.at(granularity)?.loss(active_params, tokens)
     }

@@ -214,6 +214,9 @@ impl ShapeSpace {
     /// dims 64–256 in steps of 8 (Tensor Core alignment, NVIDIA "Matrix Multiplication
     /// Background"), hidden a multiple of 128, multi-head attention, FFN from the
     /// architecture (4·d, or LLaMA's 8/3·d for gated MLPs), vocabulary padded, sequence 2048.
+    ///
+    /// # Errors
+    /// A zero target, or a tolerance outside `[0, 1)`.
     pub fn around(
         target_params: u64,
         tolerance: f64,
@@ -265,6 +268,9 @@ impl ShapeSpace {
     /// assert!(space.iter()?.any(|s| (s.model.hidden_size, s.model.num_layers, s.model.num_heads) == (14336, 70, 112)));
     /// # Ok::<(), lmshape::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// None in practice: the reference space is valid.
     pub fn bloom_reference() -> Result<ShapeSpace> {
         Ok(ShapeSpace {
             tp: 4,
@@ -275,6 +281,9 @@ impl ShapeSpace {
     }
 
     /// Check the space's own settings.
+    ///
+    /// # Errors
+    /// The first setting out of its domain, naming it.
     pub fn validate(&self) -> Result<()> {
         positive(self.tp, "tp")?;
         positive(self.pp, "pp")?;
@@ -343,6 +352,9 @@ impl ShapeSpace {
     }
 
     /// Vocabulary rows after padding.
+    ///
+    /// # Errors
+    /// As [`crate::parallel::megatron_padded_vocab`].
     pub fn padded_vocab(&self) -> Result<u64> {
         if self.pad_vocab {
             parallel::megatron_padded_vocab(self.vocab_size, self.tp)
@@ -490,6 +502,9 @@ impl ShapeSpace {
     /// assert_eq!(space.model_of(&s)?.total_params()?, s.params);
     /// # Ok::<(), lmshape::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// A model that breaks one of its rules ([`crate::Transformer::validate`]) or counts that overflow `u64`.
     pub fn model_of(&self, s: &Shape) -> Result<Transformer> {
         s.model.validate()?;
         Ok(s.model)
@@ -714,6 +729,9 @@ pub enum SortKey {
 }
 
 /// Score a shape of `space`.
+///
+/// # Errors
+/// A model that breaks one of its rules ([`crate::Transformer::validate`]) or counts that overflow `u64`.
 pub fn score(space: &ShapeSpace, shape: &Shape) -> Result<ScoredShape> {
     let model = space.model_of(shape)?;
     Ok(ScoredShape {
@@ -925,6 +943,9 @@ impl MoeSpace {
 
     /// Every shape of the space, lazily: the backbones of a copy of the dense space whose window
     /// reaches 5% lower (the routers add to the active count), each with every expert setting.
+    ///
+    /// # Errors
+    /// The dense space's rules ([`ShapeSpace::validate`]).
     pub fn iter(&self) -> Result<impl Iterator<Item = MoeShape> + '_> {
         self.backbone.validate()?;
         let dense = ShapeSpace {

@@ -119,6 +119,9 @@ impl AnalyticalTimer {
     }
 
     /// Compute-bound seconds with the best tile (no launch cost, no roofline).
+    ///
+    /// # Errors
+    /// A GEMM with a zero dimension, or a dtype the GPU has no peak for.
     pub fn compute_seconds(&self, gemm: &Gemm) -> Result<f64> {
         self.validate()?;
         gemm.validate()?;

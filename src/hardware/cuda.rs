@@ -35,7 +35,11 @@ fn gpu_err<E: std::fmt::Debug>(what: &str) -> impl Fn(E) -> Error + '_ {
 }
 
 impl CudaTimer {
-    /// Open device `ordinal`. Errors (never panics) when no driver or cuBLAS is present.
+    /// Open device `ordinal`.
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] (never a panic) when no driver or cuBLAS is present, or the device cannot
+    /// be opened.
     pub fn new(ordinal: usize) -> Result<CudaTimer> {
         // SAFETY: these only try to load the shared libraries.
         if !unsafe { sys::is_culib_present() } {

@@ -70,6 +70,9 @@ impl Gemm {
     }
 
     /// Reject zero dimensions.
+    ///
+    /// # Errors
+    /// [`Error::ZeroSize`] naming the zero dimension.
     pub fn validate(&self) -> Result<()> {
         crate::error::positive(self.m, "gemm m")?;
         crate::error::positive(self.n, "gemm n")?;
@@ -91,6 +94,9 @@ impl Gemm {
 /// ```
 pub trait GemmTimer: Send + Sync {
     /// Seconds for one execution of `gemm`.
+    ///
+    /// # Errors
+    /// A GEMM with a zero dimension, a dtype the timer cannot time, or a shape a measured table lacks ([`Error::MissingTiming`]).
     fn gemm_seconds(&self, gemm: &Gemm) -> Result<f64>;
 
     /// A short description of the timer (for reports).

@@ -155,24 +155,6 @@ impl GemmPrecision {
         2.0 * self.cast_bytes()
     }
 
-    /// Every precision, in the order the flags list them.
-    pub const ALL: [GemmPrecision; 4] = [
-        GemmPrecision::Bf16,
-        GemmPrecision::Fp8,
-        GemmPrecision::Mxfp8,
-        GemmPrecision::Fp8Delayed,
-    ];
-
-    /// The name the flags and the JSON use (`bf16`, `fp8`, `mxfp8`, `fp8-delayed`).
-    pub fn name(self) -> &'static str {
-        match self {
-            GemmPrecision::Bf16 => "bf16",
-            GemmPrecision::Fp8 => "fp8",
-            GemmPrecision::Mxfp8 => "mxfp8",
-            GemmPrecision::Fp8Delayed => "fp8-delayed",
-        }
-    }
-
     /// The Tensor Core dtype the GEMMs run in.
     pub fn dtype(self) -> Dtype {
         match self {
@@ -182,36 +164,12 @@ impl GemmPrecision {
     }
 }
 
-impl std::fmt::Display for GemmPrecision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for GemmPrecision {
-    type Err = Error;
-
-    /// Parse [`GemmPrecision::name`] (case-insensitive, `_` for `-`).
-    ///
-    /// ```
-    /// use lmshape::hardware::GemmPrecision;
-    /// for p in GemmPrecision::ALL {
-    ///     assert_eq!(p.to_string().parse::<GemmPrecision>()?, p);
-    /// }
-    /// # Ok::<(), lmshape::Error>(())
-    /// ```
-    fn from_str(s: &str) -> Result<GemmPrecision> {
-        let n = s.to_ascii_lowercase().replace('_', "-");
-        GemmPrecision::ALL
-            .into_iter()
-            .find(|p| p.name() == n)
-            .ok_or_else(|| Error::UnknownName {
-                kind: "precision",
-                name: s.into(),
-                known: GemmPrecision::ALL.map(GemmPrecision::name).join(", "),
-            })
-    }
-}
+crate::error::named!(GemmPrecision, "precision", [
+    Bf16 => "bf16",
+    Fp8 => "fp8",
+    Mxfp8 => "mxfp8",
+    Fp8Delayed => "fp8-delayed",
+]);
 
 /// The facts of one GPU model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -483,6 +441,9 @@ impl GpuSpec {
     /// assert_eq!(g.peak_flops_per_s(lmshape::hardware::Dtype::Bf16)?, 312e12);
     /// # Ok::<(), lmshape::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::UnknownName`] listing the presets.
     pub fn by_name(name: &str) -> Result<GpuSpec> {
         let n = name.to_ascii_lowercase().replace('_', "-");
         let alias = match n.as_str() {
@@ -562,7 +523,7 @@ impl GpuSpec {
                     GemmPrecision::ALL
                         .into_iter()
                         .filter(|p| self.check_precision_quiet(*p))
-                        .map(GemmPrecision::name)
+                        .map(|p| p.name())
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
@@ -576,6 +537,9 @@ impl GpuSpec {
     }
 
     /// Dense peak for a dtype; an error when the GPU lacks it.
+    ///
+    /// # Errors
+    /// [`Error::Inconsistent`] when the GPU has no Tensor Core peak for `dtype`.
     pub fn peak_flops_per_s(&self, dtype: Dtype) -> Result<f64> {
         let p = match dtype {
             Dtype::Fp32 => self.fp32_flops_per_s,

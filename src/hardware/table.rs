@@ -69,6 +69,9 @@ pub struct TableTimer {
 
 impl TableTimer {
     /// Build from a table; every timing must be finite and positive.
+    ///
+    /// # Errors
+    /// A timing that is not finite and positive, or an entry with a zero dimension.
     pub fn new(table: TimingTable, missing: Missing) -> Result<TableTimer> {
         let mut index = HashMap::new();
         let mut by_dtype: HashMap<super::Dtype, Vec<[f64; 6]>> = HashMap::new();
@@ -115,10 +118,12 @@ impl TableTimer {
     /// assert!((t.gemm_seconds(&Gemm::bf16(8192, 4096, 4096))? - 4e-4).abs() < 1e-12);
     /// # Ok::<(), lmshape::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// Text above [`crate::error::MAX_INPUT_BYTES`], invalid JSON ([`Error::Json`]), or the rules of [`TableTimer::new`].
     pub fn from_json(text: &str, missing: Missing) -> Result<TableTimer> {
         crate::error::input_size(text, "timing table")?;
-        let table: TimingTable =
-            serde_json::from_str(text).map_err(|e| Error::Json(e.to_string()))?;
+        let table: TimingTable = serde_json::from_str(text).map_err(Error::from)?;
         TableTimer::new(table, missing)
     }
 

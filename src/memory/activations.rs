@@ -24,6 +24,9 @@ use crate::params::LayerKind;
 /// attention-output input and the MLP-output input — are kept as the GEMMs read them, one byte
 /// per value (plus MXFP8's scale per 32), as Transformer Engine saves its cast inputs for the
 /// weight gradients.
+///
+/// # Errors
+/// A layout that breaks a rule for the model ([`crate::ParallelLayout::validate`]), or bytes that overflow `u64`.
 pub fn layer_activation_bytes(
     model: &Transformer,
     layout: &ParallelLayout,

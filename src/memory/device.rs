@@ -28,6 +28,9 @@ impl FrameworkProfile {
     }
 
     /// The three figures of one GPU whose estimate is `memory`.
+    ///
+    /// # Errors
+    /// A reserved factor outside `[1, 4]`, or figures that overflow `u64`.
     pub fn device(&self, memory: &TrainingMemory) -> Result<DeviceMemory> {
         const W: &str = "device memory";
         let allocated_bytes = memory.total_bytes;
@@ -48,6 +51,9 @@ impl FrameworkProfile {
     }
 
     /// The figures of the stage with the largest device figure in `report`.
+    ///
+    /// # Errors
+    /// As [`FrameworkProfile::device`].
     pub fn most_loaded(&self, report: &TrainingMemoryReport) -> Result<DeviceMemory> {
         let mut most = self.device(&report.first)?;
         for stage in [&report.middle, &report.last] {
@@ -75,6 +81,9 @@ impl FrameworkProfile {
 /// assert_ne!(rc, Recompute::None); // 175B on 64 GPUs needs some recomputation
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// A fraction outside `[0, 1]`, or the errors of [`crate::memory::training_memory`].
 pub fn least_recompute(
     model: &Transformer,
     layout: &ParallelLayout,

@@ -114,6 +114,9 @@ pub(crate) fn kv_bytes_of_layers(
 /// assert_eq!(memory::kv_cache_bytes(&m, &InferenceQuery { pp: 4, ..one_token })?, 327_680 / 4);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// A zero batch or context, a context beyond a learned position table, an invalid serving layout, or bytes that overflow `u64`.
 pub fn kv_cache_bytes(model: &Transformer, q: &InferenceQuery) -> Result<u64> {
     Ok(inference_memory(model, q)?.kv_cache_bytes)
 }
@@ -121,6 +124,9 @@ pub fn kv_cache_bytes(model: &Transformer, q: &InferenceQuery) -> Result<u64> {
 /// Weights plus the KV cache on the most loaded GPU: each of `pp` stages holds its layers'
 /// weights (per-rank counts as in training, [`training_memory`]'s `params_on_rank`) and their
 /// cache, split by `tp`.
+///
+/// # Errors
+/// As [`kv_cache_bytes`].
 pub fn inference_memory(model: &Transformer, q: &InferenceQuery) -> Result<InferenceMemory> {
     const W: &str = "inference memory";
     crate::error::positive(q.batch, "batch")?;
@@ -166,6 +172,9 @@ pub fn inference_memory(model: &Transformer, q: &InferenceQuery) -> Result<Infer
 
 /// The largest batch of `q.context`-token sequences whose weights and KV cache fit in
 /// `memory_bytes` on every GPU (0 when even the weights do not fit); `q.batch` is ignored.
+///
+/// # Errors
+/// As [`inference_memory`].
 pub fn max_inference_batch(
     model: &Transformer,
     q: &InferenceQuery,
@@ -179,6 +188,9 @@ pub fn max_inference_batch(
 
 /// The longest context for `q.batch` sequences that fits in `memory_bytes` on every GPU (0 when
 /// even the weights do not fit); `q.context` is ignored.
+///
+/// # Errors
+/// As [`inference_memory`].
 pub fn max_inference_context(
     model: &Transformer,
     q: &InferenceQuery,

@@ -23,6 +23,9 @@ use crate::params::LayerKind;
 /// assert!((states as f64 / (1u64 << 30) as f64 - 46.9).abs() < 0.05);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// A layout that breaks a rule for the model ([`crate::ParallelLayout::validate`]), or bytes that overflow `u64`.
 pub fn training_memory(
     model: &Transformer,
     layout: &ParallelLayout,

@@ -50,6 +50,9 @@ impl NormKind {
     /// assert_eq!(NormKind::RmsNorm.params(768)?, 768);
     /// # Ok::<(), lmshape::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::Overflow`] when `2d` does not fit `u64`.
     pub fn params(self, d: u64) -> Result<u64> {
         self.checked_params(d).ok_or(Error::Overflow {
             what: "norm parameters",
@@ -704,6 +707,9 @@ impl Transformer {
     ///
     /// Rules: every size positive; `num_heads % num_kv_heads == 0`; `embed_proj_dim` positive
     /// when present; the exact parameter count fits in `u64`.
+    ///
+    /// # Errors
+    /// The first rule broken ([`Transformer::validate`]).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         vocab_size: u64,
@@ -736,6 +742,9 @@ impl Transformer {
     }
 
     /// The same model with a mixture-of-experts block, validated.
+    ///
+    /// # Errors
+    /// The first rule broken ([`Transformer::validate`]).
     pub fn with_moe(self, moe: Moe) -> Result<Transformer> {
         let m = Transformer {
             moe: Some(moe),
@@ -747,6 +756,9 @@ impl Transformer {
 
     /// The same model with multi-head latent attention, validated. `num_kv_heads` becomes
     /// `num_heads` and `head_dim` the query/key width `qk_nope + qk_rope`.
+    ///
+    /// # Errors
+    /// The first rule broken ([`Transformer::validate`]).
     pub fn with_latent_attention(self, mla: LatentAttention) -> Result<Transformer> {
         let head_dim = crate::error::add(mla.qk_nope_head_dim, mla.qk_rope_head_dim, "head_dim")?;
         let m = Transformer {
@@ -760,6 +772,9 @@ impl Transformer {
     }
 
     /// The same model with sliding-window layers, validated.
+    ///
+    /// # Errors
+    /// The first rule broken ([`Transformer::validate`]).
     pub fn with_local_attention(self, local: LocalAttention) -> Result<Transformer> {
         let m = Transformer {
             local_attention: Some(local),
@@ -770,6 +785,9 @@ impl Transformer {
     }
 
     /// The same model shipping `layers` multi-token-prediction modules.
+    ///
+    /// # Errors
+    /// The first rule broken ([`Transformer::validate`]).
     pub fn with_mtp_layers(self, layers: u64) -> Result<Transformer> {
         let m = Transformer {
             mtp_layers: layers,
@@ -787,6 +805,9 @@ impl Transformer {
     /// assert_eq!(m.param_counts()?.total_params, 124_439_808);
     /// # Ok::<(), lmshape::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// A width that does not split into the heads, or the rules of [`Transformer::new`].
     pub fn standard(
         vocab_size: u64,
         hidden_size: u64,

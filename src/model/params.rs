@@ -57,6 +57,9 @@ pub enum ParamBasis {
 /// assert!(kv_heads_per_rank(8, 0).is_err());
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// [`Error::ZeroSize`] for `tp = 0`.
 pub fn kv_heads_per_rank(num_kv_heads: u64, tp: u64) -> Result<u64> {
     crate::error::positive(tp, "tp")?;
     Ok(if num_kv_heads >= tp {
@@ -200,6 +203,9 @@ pub struct ParamCounts {
 
 /// One layer's parameters (see the module docs for the formulas), of the first layer's kind.
 /// Overflow of any part, or of their sum, is an error.
+///
+/// # Errors
+/// A model that breaks one of its rules ([`crate::Transformer::validate`]) or counts that overflow `u64`.
 pub fn layer_params(m: &Transformer) -> Result<LayerParams> {
     layer_params_on_rank(m, 1)
 }
@@ -225,6 +231,9 @@ pub fn layer_kind(m: &Transformer, i: u64) -> LayerKind {
 /// assert_eq!(rank, (whole - kept) / 8 + kept);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// `tp = 0`, or a model that breaks one of its rules ([`crate::Transformer::validate`]) or counts that overflow `u64`.
 pub fn layer_params_on_rank(m: &Transformer, tp: u64) -> Result<LayerParams> {
     layer_kind_params_on_rank(m, tp, layer_kind(m, 0))
 }
@@ -239,6 +248,9 @@ pub fn layer_params_on_rank(m: &Transformer, tp: u64) -> Result<LayerParams> {
 /// router is replicated. `tp = 1` is the whole layer. The layout rules
 /// ([`crate::parallel::check_tensor_split`]) are not checked here: a count that does not
 /// divide is floored.
+///
+/// # Errors
+/// `tp = 0`, or a model that breaks one of its rules ([`crate::Transformer::validate`]) or counts that overflow `u64`.
 pub fn layer_kind_params_on_rank(m: &Transformer, tp: u64, kind: LayerKind) -> Result<LayerParams> {
     let kv_heads = kv_heads_per_rank(m.num_kv_heads, tp)?;
     layer_params_checked(m, tp, kv_heads, kind).ok_or(Error::Overflow {
@@ -260,6 +272,9 @@ pub fn layer_kind_params_on_rank(m: &Transformer, tp: u64, kind: LayerKind) -> R
 /// assert_eq!(eight * 8, one);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// A zero degree, or a model that breaks one of its rules ([`crate::Transformer::validate`]) or counts that overflow `u64`.
 pub fn layers_params_on_rank_by_part(
     m: &Transformer,
     tp: u64,
@@ -454,6 +469,9 @@ impl EndParams {
 
 /// The input end's parameters on one of `tp` ranks with `vocab_rows` embedding rows (the
 /// model's vocabulary, or Megatron-LM's padded one); see [`EndParams`].
+///
+/// # Errors
+/// `tp = 0`, or counts that overflow `u64`.
 pub fn input_end_params(m: &Transformer, vocab_rows: u64, tp: u64) -> Result<EndParams> {
     crate::error::positive(tp, "tp")?;
     input_end_checked(m, vocab_rows, tp).ok_or(Error::Overflow {
@@ -463,6 +481,9 @@ pub fn input_end_params(m: &Transformer, vocab_rows: u64, tp: u64) -> Result<End
 
 /// The output end's parameters on one of `tp` ranks; `separate_head` says whether the head is
 /// its own tensor there (see [`EndParams`]).
+///
+/// # Errors
+/// `tp = 0`, or counts that overflow `u64`.
 pub fn output_end_params(
     m: &Transformer,
     vocab_rows: u64,
@@ -550,6 +571,9 @@ fn checked_total(e: &EndParams) -> Option<u64> {
 /// assert!((c.total_params as f64 / 175e9 - 1.0).abs() < 0.01);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// A model that breaks one of its rules ([`crate::Transformer::validate`]) or counts that overflow `u64`.
 pub fn param_counts(m: &Transformer) -> Result<ParamCounts> {
     m.check_rules()?;
     param_counts_checked(m).ok_or(Error::Overflow {
@@ -639,11 +663,17 @@ fn param_counts_checked(m: &Transformer) -> Option<ParamCounts> {
 
 impl Transformer {
     /// Exact parameter counts; see [`param_counts`].
+    ///
+    /// # Errors
+    /// A model that breaks one of its rules ([`crate::Transformer::validate`]) or counts that overflow `u64`.
     pub fn param_counts(&self) -> Result<ParamCounts> {
         param_counts(self)
     }
 
     /// Total parameters; see [`param_counts`].
+    ///
+    /// # Errors
+    /// A model that breaks one of its rules ([`crate::Transformer::validate`]) or counts that overflow `u64`.
     pub fn total_params(&self) -> Result<u64> {
         Ok(sizes(self)?.total_params)
     }
@@ -667,6 +697,9 @@ pub struct Sizes {
 /// assert_eq!(s.total_params, m.param_counts()?.total_params);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// A model that breaks one of its rules ([`crate::Transformer::validate`]) or counts that overflow `u64`.
 pub fn sizes(m: &Transformer) -> Result<Sizes> {
     m.check_rules()?;
     sizes_checked(m).ok_or(Error::Overflow {

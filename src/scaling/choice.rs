@@ -82,6 +82,9 @@ impl LawChoice {
     }
 
     /// Predicted loss of `model` trained on `tokens`.
+    ///
+    /// # Errors
+    /// A model that breaks one of its rules ([`crate::Transformer::validate`]) or counts that overflow `u64`, or the law's own errors.
     pub fn loss(&self, model: &Transformer, tokens: f64) -> Result<f64> {
         let c = model.param_counts()?;
         match self.parametric() {
@@ -111,6 +114,9 @@ impl LawChoice {
     /// assert!((c.tokens / 350e9 - 1.0).abs() < 1e-9);
     /// # Ok::<(), lmshape::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// The law's errors for the budget and [`Constraints::clamp`]'s.
     pub fn constrained(&self, flops: f64, cons: &Constraints) -> Result<ConstrainedChoice> {
         match self.parametric() {
             Some(l) => l.constrained(flops, cons),
@@ -157,6 +163,9 @@ pub struct LawBounds {
 
 impl LawBounds {
     /// Every law's optimum for `flops`.
+    ///
+    /// # Errors
+    /// A budget that is not finite and positive.
     pub fn for_flops(flops: f64) -> Result<LawBounds> {
         Ok(LawBounds {
             kaplan: PowerLawFrontier::KAPLAN.optimal(flops)?,

@@ -216,7 +216,10 @@ fn check_runs(runs: &[Run], min: usize) -> Result<()> {
         )));
     }
     for r in runs {
-        Run::new(r.params, r.tokens, r.loss).map_err(|e| Error::Fit(e.to_string()))?;
+        Run::new(r.params, r.tokens, r.loss).map_err(|e| Error::FitRejected {
+            context: "a run",
+            source: Box::new(e),
+        })?;
     }
     // α needs runs of several sizes, β runs of several token counts, and both a loss that
     // changes.
@@ -328,9 +331,10 @@ pub fn fit_parametric_with_progress(
         ))
     })?;
     let law = ParametricLaw::new(p[2].exp(), p[0].exp(), p[1].exp(), p[3], p[4]).map_err(|e| {
-        Error::Fit(format!(
-            "the fitted law is invalid ({e}); the runs do not constrain it"
-        ))
+        Error::FitRejected {
+            context: "the fitted law is invalid, so the runs do not constrain it",
+            source: Box::new(e),
+        }
     })?;
     for (name, v, input) in [
         ("alpha", law.alpha, "model size"),
@@ -458,6 +462,9 @@ pub struct PowerLawFit {
 /// assert!((fit.exponent - 0.5).abs() < 1e-12 && (fit.coef / 0.1 - 1.0).abs() < 1e-9);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// Fewer than two paired points, values that are not finite and positive, or equal `x` values.
 pub fn fit_power_law(xs: &[f64], ys: &[f64]) -> Result<PowerLawFit> {
     if xs.len() != ys.len() || xs.len() < 2 {
         return Err(Error::Fit(format!(
@@ -519,6 +526,9 @@ pub struct IsoflopMinimum {
 /// `log N` in each group of at least 3 runs, and take its vertex as that budget's `N_opt`.
 /// Groups whose parabola opens downward or whose vertex falls outside the sizes tried are
 /// skipped. Feed the result to [`fit_power_law`] for `N_opt ∝ C^a`.
+///
+/// # Errors
+/// Fewer than three runs, runs that do not constrain a fit, or a tolerance that is not finite and positive.
 pub fn isoflop_frontier(runs: &[Run], rel_tol: f64) -> Result<Vec<IsoflopMinimum>> {
     check_runs(runs, 3)?;
     crate::error::positive_f64(rel_tol, "rel_tol")?;
@@ -662,6 +672,9 @@ impl SplitMix64 {
 /// assert!(se.alpha.is_finite() && se.alpha >= 0.0 && se.resamples > 10);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// Too few or uninformative runs, invalid options, a size outside `2..=MAX_BOOTSTRAP_RESAMPLES`, or fewer than two refits that converged.
 pub fn bootstrap_standard_errors(
     runs: &[Run],
     fit: &FitResult,

@@ -33,6 +33,9 @@ pub struct CalibrationReport {
 }
 
 /// Relative errors of `cluster` on `runs`.
+///
+/// # Errors
+/// As [`super::step_time`] for any run.
 pub fn prediction_errors(
     cluster: &Cluster,
     timer: &dyn GemmTimer,
@@ -51,6 +54,9 @@ pub fn prediction_errors(
 /// the sum of squared log errors of TFLOP/s (golden-section search; the error is unimodal in
 /// it since every step time is a positive compute term over the efficiency plus a fixed rest).
 /// Bandwidths and the rest of the cluster stay as given.
+///
+/// # Errors
+/// No runs, a measured figure that is not finite and positive, or [`super::step_time`]'s errors.
 pub fn calibrate_software_efficiency(
     cluster: &Cluster,
     timer: &dyn GemmTimer,

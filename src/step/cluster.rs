@@ -138,6 +138,9 @@ impl Cluster {
     /// efficiency in `[0.01, 1]`, software efficiency in `[0.01, 1]` (software cannot make the
     /// hardware faster than the timer's kernels), latency between 0 and 1 s, at least one GPU
     /// per node. Values outside give impossible step times, so they are errors.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] naming the figure out of range.
     pub fn validate(&self) -> Result<()> {
         use crate::error::in_range_f64;
         const BANDWIDTH: &str = "a bandwidth between 1e3 and 1e15 bytes/s";

@@ -152,6 +152,9 @@ pub(crate) fn attended_keys(
 /// assert_eq!((scores.batch, scores.k, role), (2 * 112 / 4, 128, GemmRole::AttentionCore));
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// A layout that breaks a rule for the model ([`crate::ParallelLayout::validate`]), or shapes that overflow `u64`.
 pub fn layer_gemms(
     model: &Transformer,
     layout: &ParallelLayout,

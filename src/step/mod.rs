@@ -196,6 +196,9 @@ pub(crate) struct LayerTimes {
 /// assert!(s.tflops_per_gpu > 80.0 && s.tflops_per_gpu < 250.0);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
+///
+/// # Errors
+/// A model, layout or cluster that breaks a rule, a precision the GPU lacks, a timer result that is not finite or is faster than the GPU's peak, or figures that overflow.
 pub fn step_time(
     model: &Transformer,
     layout: &ParallelLayout,

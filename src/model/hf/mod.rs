@@ -140,13 +140,19 @@ fn read_gemma3(value: &Value) -> Result<Transformer> {
 
 /// Parse config text. Invalid JSON, a non-object, an unknown `model_type`, a missing or
 /// ill-typed key, or a shape that breaks a model rule each give a typed error.
+///
+/// # Errors
+/// Text above [`crate::error::MAX_INPUT_BYTES`], invalid JSON, or the errors of [`from_hf_config`].
 pub fn from_hf_config_str(text: &str) -> Result<Transformer> {
     crate::error::input_size(text, "config")?;
-    let value: Value = serde_json::from_str(text).map_err(|e| Error::Json(e.to_string()))?;
+    let value: Value = serde_json::from_str(text).map_err(Error::from)?;
     from_hf_config(&value)
 }
 
 /// Read an already parsed config.
+///
+/// # Errors
+/// A non-object, a missing or unknown `model_type` ([`Error::UnsupportedModelType`]), an ill-typed key ([`Error::InvalidKey`] naming it), or a shape that breaks a model rule.
 pub fn from_hf_config(value: &Value) -> Result<Transformer> {
     let obj = value.as_object().ok_or_else(|| Error::InvalidKey {
         key: "<root>".into(),
