@@ -201,7 +201,7 @@ fn list_moe(args: &Cli, space: ShapeSpace) {
         let depth = or_die(heuristics::levine_depth_for_params(
             m.active_non_embedding_params as f64,
         ));
-        (m.shape.model.num_layers as f64 - depth).abs()
+        (m.shape.model.num_layers() as f64 - depth).abs()
     };
     let mut keyed: Vec<(f64, f64, (search::MoeShape, f64))> = shapes
         .into_iter()
@@ -219,13 +219,13 @@ fn list_moe(args: &Cli, space: ShapeSpace) {
             .iter()
             .take(limit)
             .filter_map(|(m, loss)| {
-                let e = m.shape.model.moe?;
+                let e = m.shape.model.moe()?;
                 Some(json!({
-                    "num_layers": m.shape.model.num_layers,
-                    "hidden_size": m.shape.model.hidden_size,
-                    "num_heads": m.shape.model.num_heads,
-                    "head_dim": m.shape.model.head_dim,
-                    "ffn_size": m.shape.model.ffn_size,
+                    "num_layers": m.shape.model.num_layers(),
+                    "hidden_size": m.shape.model.hidden_size(),
+                    "num_heads": m.shape.model.num_heads(),
+                    "head_dim": m.shape.model.head_dim(),
+                    "ffn_size": m.shape.model.ffn_size(),
                     "num_experts": e.num_experts,
                     "top_k": e.top_k,
                     "expert_ffn_size": e.expert_ffn_size,
@@ -391,7 +391,7 @@ fn main() {
         let mut seen = std::collections::HashSet::new();
         scored
             .iter()
-            .filter(|s| seen.insert((s.shape.model.num_layers, s.shape.model.hidden_size)))
+            .filter(|s| seen.insert((s.shape.model.num_layers(), s.shape.model.hidden_size())))
             .copied()
             .collect()
     } else {
@@ -405,13 +405,13 @@ fn main() {
             .map(|s| {
                 let h = &s.heuristics;
                 json!({
-                    "hidden_size": s.shape.model.hidden_size,
-                    "num_layers": s.shape.model.num_layers,
-                    "num_heads": s.shape.model.num_heads,
-                    "num_kv_heads": s.shape.model.num_kv_heads,
-                    "head_dim": s.shape.model.head_dim,
-                    "ffn_size": s.shape.model.ffn_size,
-                    "vocab_size": s.shape.model.vocab_size,
+                    "hidden_size": s.shape.model.hidden_size(),
+                    "num_layers": s.shape.model.num_layers(),
+                    "num_heads": s.shape.model.num_heads(),
+                    "num_kv_heads": s.shape.model.num_kv_heads(),
+                    "head_dim": s.shape.model.head_dim(),
+                    "ffn_size": s.shape.model.ffn_size(),
+                    "vocab_size": s.shape.model.vocab_size(),
                     "params": s.shape.params,
                     "param_error": s.param_error,
                     "aspect_ratio": h.aspect_ratio,
@@ -512,11 +512,11 @@ fn main() {
         outln!(
             "{:>4} {:>7} {:>6} {:>5} {:>6} {:>9} {:>9} {:>+8.2} {:>8.1} {:>8} {:>+9.1} {:>11}",
             i + 1,
-            s.shape.model.num_layers,
-            s.shape.model.hidden_size,
-            s.shape.model.num_heads,
-            s.shape.model.head_dim,
-            s.shape.model.ffn_size,
+            s.shape.model.num_layers(),
+            s.shape.model.hidden_size(),
+            s.shape.model.num_heads(),
+            s.shape.model.head_dim(),
+            s.shape.model.ffn_size(),
             si(s.shape.params as f64),
             s.param_error * 100.0,
             h.aspect_ratio,

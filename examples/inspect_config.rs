@@ -104,7 +104,7 @@ fn main() {
     };
     let seq = args
         .seq_len
-        .unwrap_or_else(|| DEFAULT_SEQ_LEN.min(model.max_positions));
+        .unwrap_or_else(|| DEFAULT_SEQ_LEN.min(model.max_positions()));
     let mut report = or_die(Report::new(&model, seq, args.include_mtp));
     report.seq_is_default = args.seq_len.is_none();
     let mut layout = args.layout.layout(seq);
@@ -373,8 +373,8 @@ impl Report {
         let c = &self.counts;
         let s = &self.summary;
         let mut model = serde_json::to_value(self.model).unwrap_or_default();
-        if let (Some(moe), Some(obj)) = (self.model.moe, model.get_mut("moe")) {
-            let dense = self.model.num_layers - moe.moe_layers_in(0..self.model.num_layers);
+        if let (Some(moe), Some(obj)) = (self.model.moe(), model.get_mut("moe")) {
+            let dense = self.model.num_layers() - moe.moe_layers_in(0..self.model.num_layers());
             obj["dense_layers"] = json!(dense);
         }
         let by_component = json!({
@@ -484,16 +484,16 @@ impl Report {
         outln!("{path}");
         outln!(
             "  vocab {}  hidden {}  layers {}  heads {} (kv {}, dim {})  ffn {}  positions {}",
-            m.vocab_size,
-            m.hidden_size,
-            m.num_layers,
-            m.num_heads,
-            m.num_kv_heads,
-            m.head_dim,
-            m.ffn_size,
-            m.max_positions
+            m.vocab_size(),
+            m.hidden_size(),
+            m.num_layers(),
+            m.num_heads(),
+            m.num_kv_heads(),
+            m.head_dim(),
+            m.ffn_size(),
+            m.max_positions()
         );
-        if let Some(e) = &m.moe {
+        if let Some(e) = &m.moe() {
             outln!(
                 "  experts {} (top {}, width {}), shared {} (width {}), dense layers {}",
                 e.num_experts,
@@ -501,10 +501,10 @@ impl Report {
                 e.expert_ffn_size,
                 e.num_shared_experts,
                 e.shared_ffn_size,
-                m.num_layers - e.moe_layers_in(0..m.num_layers)
+                m.num_layers() - e.moe_layers_in(0..m.num_layers())
             );
         }
-        if let lmshape::model::Attention::MultiLatent(a) = &m.attention {
+        if let lmshape::model::Attention::MultiLatent(a) = &m.attention() {
             outln!(
                 "  latent attention: q rank {}, kv rank {}, qk {} + rope {}, v {}",
                 a.q_lora_rank.map_or("none".to_string(), |r| r.to_string()),
@@ -514,18 +514,20 @@ impl Report {
                 a.v_head_dim
             );
         }
-        if let Some(w) = &m.local_attention {
+        if let Some(w) = &m.local_attention() {
             outln!(
                 "  sliding window {} tokens on {} of every {} layers ({} of {})",
                 w.window,
                 w.local_layers,
                 w.period,
-                w.local_layer_count(m.num_layers),
-                m.num_layers
+                w.local_layer_count(m.num_layers()),
+                m.num_layers()
             );
         }
         outln!("\nparameters {:>42}  {:>20}", "total", "active per token");
-        let used_share = m.moe.map_or(1.0, |e| e.top_k as f64 / e.num_experts as f64);
+        let used_share = m
+            .moe()
+            .map_or(1.0, |e| e.top_k as f64 / e.num_experts as f64);
         let rows = [
             (
                 "token embedding",
@@ -647,7 +649,7 @@ impl Report {
             ("Chinchilla app. F", s.chinchilla.model_flops()),
         ];
         // Eq. 3 is written for a dense GPT (ffn 4h, H·hd = h); it says nothing of experts.
-        let dense_gpt = m.moe.is_none() && m.attention == lmshape::model::Attention::Standard;
+        let dense_gpt = m.moe().is_none() && m.attention() == lmshape::model::Attention::Standard;
         for (name, f) in rows {
             if name.starts_with("Megatron") && !dense_gpt {
                 continue;

@@ -200,13 +200,13 @@ fn token_floor(s: &str) -> Result<TokenFloor, String> {
 /// One candidate as `plan --json` prints it: the shape, the layout, memory, speed, tokens and
 /// loss, and the mixture-of-experts keys (null for a dense shape).
 fn candidate_json(c: &lmshape::plan::Candidate) -> serde_json::Value {
-    let moe = c.shape.model.moe;
+    let moe = c.shape.model.moe();
     json!({
-        "hidden_size": c.shape.model.hidden_size,
-        "num_layers": c.shape.model.num_layers,
-        "num_heads": c.shape.model.num_heads,
-        "head_dim": c.shape.model.head_dim,
-        "ffn_size": c.shape.model.ffn_size,
+        "hidden_size": c.shape.model.hidden_size(),
+        "num_layers": c.shape.model.num_layers(),
+        "num_heads": c.shape.model.num_heads(),
+        "head_dim": c.shape.model.head_dim(),
+        "ffn_size": c.shape.model.ffn_size(),
         "tp": c.layout.tp,
         "pp": c.layout.pp,
         "dp": c.layout.dp,
@@ -507,10 +507,10 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
         outln!(
             "{:>3} {:>6} {:>6} {:>5} {:>4} {:>3} {:>4} {:>5} {:>3} {:>9} {:>13} {:>11.1} {:>6.1} {:>9} {:>8.4}",
             i + 1,
-            c.shape.model.num_layers,
-            c.shape.model.hidden_size,
-            c.shape.model.num_heads,
-            c.shape.model.head_dim,
+            c.shape.model.num_layers(),
+            c.shape.model.hidden_size(),
+            c.shape.model.num_heads(),
+            c.shape.model.head_dim(),
             c.layout.tp,
             c.layout.pp,
             c.layout.dp,
@@ -545,10 +545,10 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
     match p.best() {
         Some(c) => outln!(
             "\n== recommendation: {} layers × {} hidden, {} heads of {} ({} params) on tp {} × pp {} × dp {}, micro-batch {}{}: {:.1} TFLOP/s per GPU, {} tokens in {:.0} days (floor reached after {:.0} days); memory per GPU {} allocated, {} on the device under {}: {} on the {} GiB card, margin {}",
-            c.shape.model.num_layers,
-            c.shape.model.hidden_size,
-            c.shape.model.num_heads,
-            c.shape.model.head_dim,
+            c.shape.model.num_layers(),
+            c.shape.model.hidden_size(),
+            c.shape.model.num_heads(),
+            c.shape.model.head_dim(),
             si(c.shape.params as f64),
             c.layout.tp,
             c.layout.pp,
@@ -641,11 +641,14 @@ fn report_moe(req: &PlanRequest, m: &lmshape::plan::MoePlan, top: usize) {
             c.predicted_loss
         );
     }
-    if let Some((c, e)) = best.first().and_then(|c| c.shape.model.moe.map(|e| (c, e))) {
+    if let Some((c, e)) = best
+        .first()
+        .and_then(|c| c.shape.model.moe().map(|e| (c, e)))
+    {
         outln!(
             "\n== mixture-of-experts pick: {} layers × {} hidden, {} experts of {} ({} routed + {} shared per token): {} total, {} active params, on tp {} × ep {} × pp {} × dp {}: {:.1} TFLOP/s per GPU, {} tokens in {:.0} days; {} on the device per GPU under {}: {}",
-            c.shape.model.num_layers,
-            c.shape.model.hidden_size,
+            c.shape.model.num_layers(),
+            c.shape.model.hidden_size(),
             e.num_experts,
             e.expert_ffn_size,
             e.top_k,
@@ -690,7 +693,7 @@ fn write_svg(
     let (x0, x1) = span(&mut shapes.iter().map(|c| c.shape.params as f64 / 1e9));
     let (y0, y1) = span(&mut shapes.iter().map(|c| c.predicted_loss));
     let (t0, t1) = span(&mut shapes.iter().map(|c| c.step.tflops_per_gpu));
-    let (h0, h1) = span(&mut shapes.iter().map(|c| c.shape.model.hidden_size as f64));
+    let (h0, h1) = span(&mut shapes.iter().map(|c| c.shape.model.hidden_size() as f64));
     if shapes.is_empty() {
         root.draw(&Text::new(
             "no feasible candidate: see the rejection reasons in the report",
@@ -741,7 +744,7 @@ fn write_svg(
     let mut seen = std::collections::HashSet::new();
     let per_width: Vec<_> = shapes
         .iter()
-        .filter(|c| seen.insert(c.shape.model.hidden_size))
+        .filter(|c| seen.insert(c.shape.model.hidden_size()))
         .collect();
     chart
         .draw_series(per_width.iter().map(|c| {
@@ -759,9 +762,9 @@ fn write_svg(
             .draw_series(std::iter::once(TriangleMarker::new(b, 10, RED.filled())))?
             .label(format!(
                 "recommended: {} layers × {} hidden, {} heads ({:.0} TFLOP/s)",
-                best.shape.model.num_layers,
-                best.shape.model.hidden_size,
-                best.shape.model.num_heads,
+                best.shape.model.num_layers(),
+                best.shape.model.hidden_size(),
+                best.shape.model.num_heads(),
                 best.step.tflops_per_gpu
             ))
             .legend(|(x, y)| TriangleMarker::new((x, y), 8, RED.filled()));
@@ -769,9 +772,9 @@ fn write_svg(
     let marked = mark.and_then(|(h, l, a)| {
         shapes.iter().find(|c| {
             (
-                c.shape.model.hidden_size,
-                c.shape.model.num_layers,
-                c.shape.model.num_heads,
+                c.shape.model.hidden_size(),
+                c.shape.model.num_layers(),
+                c.shape.model.num_heads(),
             ) == (h, l, a)
         })
     });
@@ -781,9 +784,9 @@ fn write_svg(
             .draw_series(std::iter::once(Cross::new(pt, 9, BLACK.stroke_width(3))))?
             .label(format!(
                 "marked: {} layers × {} hidden, {} heads ({:.0} TFLOP/s)",
-                m.shape.model.num_layers,
-                m.shape.model.hidden_size,
-                m.shape.model.num_heads,
+                m.shape.model.num_layers(),
+                m.shape.model.hidden_size(),
+                m.shape.model.num_heads(),
                 m.step.tflops_per_gpu
             ))
             .legend(|(x, y)| Cross::new((x, y), 6, BLACK.stroke_width(2)));
@@ -813,7 +816,7 @@ fn write_svg(
         .draw()?;
     speed.draw_series(shapes.iter().map(|c| {
         Circle::new(
-            (c.shape.model.hidden_size as f64, c.step.tflops_per_gpu),
+            (c.shape.model.hidden_size() as f64, c.step.tflops_per_gpu),
             3,
             colour(c.step.tflops_per_gpu).filled(),
         )
@@ -821,7 +824,7 @@ fn write_svg(
     if let Some(best) = p.best() {
         speed.draw_series(std::iter::once(TriangleMarker::new(
             (
-                best.shape.model.hidden_size as f64,
+                best.shape.model.hidden_size() as f64,
                 best.step.tflops_per_gpu,
             ),
             10,
@@ -830,7 +833,7 @@ fn write_svg(
     }
     if let Some(m) = marked {
         speed.draw_series(std::iter::once(Cross::new(
-            (m.shape.model.hidden_size as f64, m.step.tflops_per_gpu),
+            (m.shape.model.hidden_size() as f64, m.step.tflops_per_gpu),
             9,
             BLACK.stroke_width(3),
         )))?;

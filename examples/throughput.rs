@@ -114,17 +114,19 @@ fn model_of(args: &Cli) -> Transformer {
     }
     let (d, heads) = (args.hidden.unwrap_or(0), args.heads.unwrap_or(0));
     let arch = or_die(Architecture::by_name(args.arch.as_deref().unwrap_or("")));
-    or_die(Transformer::new(
-        args.vocab.unwrap_or(0),
-        d,
-        args.layers.unwrap_or(0),
-        heads,
-        args.kv_heads.unwrap_or(heads),
-        args.head_dim.unwrap_or(d / heads.max(1)),
-        args.ffn.unwrap_or(0),
-        args.seq_len,
-        arch,
-    ))
+    or_die(
+        Transformer::builder()
+            .vocab_size(args.vocab.unwrap_or(0))
+            .hidden_size(d)
+            .num_layers(args.layers.unwrap_or(0))
+            .num_heads(heads)
+            .num_kv_heads(args.kv_heads.unwrap_or(heads))
+            .head_dim(args.head_dim.unwrap_or(d / heads.max(1)))
+            .ffn_size(args.ffn.unwrap_or(0))
+            .max_positions(args.seq_len)
+            .arch(arch)
+            .build(),
+    )
 }
 
 fn main() {
@@ -207,9 +209,9 @@ fn main() {
     outln!(
         "{} params: {} layers × {} hidden, {} heads; tp {}{} × pp {} × dp {} ({} GPUs), micro-batch {}, global batch {}, sequence {}, recompute {}",
         si(or_die(model.total_params()) as f64),
-        model.num_layers,
-        model.hidden_size,
-        model.num_heads,
+        model.num_layers(),
+        model.hidden_size(),
+        model.num_heads(),
         layout.tp,
         if layout.cp > 1 {
             format!(" × cp {}", layout.cp)

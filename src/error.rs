@@ -8,7 +8,7 @@
 ///
 /// ```
 /// use lmshape::{Error, Transformer, Architecture};
-/// let err = Transformer::new(50257, 768, 12, 12, 5, 64, 3072, 1024, Architecture::gpt2()).unwrap_err();
+/// let err = Transformer::builder().vocab_size(50257).hidden_size(768).num_layers(12).num_heads(12).num_kv_heads(5).head_dim(64).ffn_size(3072).max_positions(1024).arch(Architecture::gpt2()).build().unwrap_err();
 /// assert!(matches!(err, Error::NotDivisible { .. }));
 /// assert!(err.to_string().contains("kv heads"));
 /// ```

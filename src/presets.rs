@@ -33,23 +33,33 @@ fn published(name: &str, vocab: u64, ffn: Option<u64>, arch: Architecture) -> Re
     };
     let head_dim =
         crate::model::split_into_heads(s.hidden_size, s.num_heads, ("d_model", "heads"))?;
-    Transformer::new(
-        vocab,
-        s.hidden_size,
-        s.num_layers,
-        s.num_heads,
-        s.num_heads,
-        head_dim,
-        ffn,
-        2048,
-        arch,
-    )
+    Transformer::builder()
+        .vocab_size(vocab)
+        .hidden_size(s.hidden_size)
+        .num_layers(s.num_layers)
+        .num_heads(s.num_heads)
+        .num_kv_heads(s.num_heads)
+        .head_dim(head_dim)
+        .ffn_size(ffn)
+        .max_positions(2048)
+        .arch(arch)
+        .build()
 }
 
 /// Brown et al. 2020 Table 2.1 row: layers, `d_model`, heads, `d_head` as printed.
 fn gpt3(l: u64, d: u64, h: u64, hd: u64) -> Result<Transformer> {
     let ffn = crate::model::standard_ffn_size(d)?;
-    Transformer::new(50257, d, l, h, h, hd, ffn, 2048, Architecture::gpt2())
+    Transformer::builder()
+        .vocab_size(50257)
+        .hidden_size(d)
+        .num_layers(l)
+        .num_heads(h)
+        .num_kv_heads(h)
+        .head_dim(hd)
+        .ffn_size(ffn)
+        .max_positions(2048)
+        .arch(Architecture::gpt2())
+        .build()
 }
 
 const PRESETS: &[Preset] = &[

@@ -135,7 +135,7 @@ pub struct ShapeSpace {
 /// use lmshape::search::ShapeSpace;
 /// let space = ShapeSpace::bloom_reference()?;
 /// let s = space.check(70, 14336, 112).unwrap();
-/// assert_eq!((s.model.num_layers, s.model.head_dim), (70, 128));
+/// assert_eq!((s.model.num_layers(), s.model.head_dim()), (70, 128));
 /// assert_eq!(s.model.total_params()?, s.params);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
@@ -265,7 +265,7 @@ impl ShapeSpace {
     ///
     /// ```
     /// let space = lmshape::search::ShapeSpace::bloom_reference()?;
-    /// assert!(space.iter()?.any(|s| (s.model.hidden_size, s.model.num_layers, s.model.num_heads) == (14336, 70, 112)));
+    /// assert!(space.iter()?.any(|s| (s.model.hidden_size(), s.model.num_layers(), s.model.num_heads()) == (14336, 70, 112)));
     /// # Ok::<(), lmshape::Error>(())
     /// ```
     ///
@@ -441,6 +441,8 @@ impl ShapeSpace {
             return None;
         }
         let model = self.model(l, d, heads, kv, ffn, vocab);
+        // Every shape a space yields is a valid model (its rules and its counts).
+        model.validate().ok()?;
         let counts = crate::params::sizes(&model).ok()?;
         let size = match self.size_basis {
             ParamBasis::Total => counts.total_params,
@@ -880,11 +882,11 @@ impl MoeSpace {
     /// let space = MoeSpace::new(dense.clone());
     /// let backbone = dense.iter()?.next().unwrap();
     /// let m = space.check(&backbone, 64, 8, 1, 0).unwrap();
-    /// let moe = m.shape.model.moe.unwrap();
+    /// let moe = m.shape.model.moe().unwrap();
     /// assert_eq!((moe.num_experts, moe.top_k), (64, 7));
-    /// assert_eq!(moe.expert_ffn_size * 8, backbone.model.ffn_size);
+    /// assert_eq!(moe.expert_ffn_size * 8, backbone.model.ffn_size());
     /// // Same expert compute per token: the active count is the backbone's plus the routers.
-    /// let routers = backbone.model.num_layers * backbone.model.hidden_size * 64;
+    /// let routers = backbone.model.num_layers() * backbone.model.hidden_size() * 64;
     /// assert_eq!(m.active_params, backbone.params + routers);
     /// # Ok::<(), lmshape::Error>(())
     /// ```
@@ -920,10 +922,7 @@ impl MoeSpace {
             first_dense_layers: first_dense,
             ..crate::model::Moe::routed(experts, granularity - shared, width)
         };
-        let model = Transformer {
-            moe: Some(moe),
-            ..*m
-        };
+        let model = m.to_builder().moe(Some(moe)).build().ok()?;
         let c = crate::params::param_counts(&model).ok()?;
         let shape = MoeShape {
             shape: Shape {

@@ -67,7 +67,7 @@ struct Run {
 
 impl Run {
     fn is_moe(&self) -> bool {
-        self.model.moe.is_some()
+        self.model.moe().is_some()
     }
 
     /// The measured throughput in the step model's accounting, for calibration.
@@ -132,7 +132,7 @@ fn runs() -> Vec<Run> {
             },
             balanced_pipeline: true,
             ep: n("ep"),
-            etp: model.moe.map(|_| 1),
+            etp: model.moe().map(|_| 1),
             ..ParallelLayout::default()
         };
         let precision = match r["precision"].as_str().unwrap() {

@@ -291,7 +291,18 @@ fn model() -> impl Strategy<Value = Transformer> {
             } else {
                 4 * d
             };
-            Transformer::new(vocab, d, 8 * layers_mul, heads, kv, hd, ffn, 2048, arch).unwrap()
+            Transformer::builder()
+                .vocab_size(vocab)
+                .hidden_size(d)
+                .num_layers(8 * layers_mul)
+                .num_heads(heads)
+                .num_kv_heads(kv)
+                .head_dim(hd)
+                .ffn_size(ffn)
+                .max_positions(2048)
+                .arch(arch)
+                .build()
+                .unwrap()
         })
 }
 
@@ -366,7 +377,7 @@ proptest! {
             let m_count = l.num_micro_batches().unwrap();
             let extra_in_flight = (2 * l.pp).min(m_count) - l.pp.min(m_count);
             let mask = if o.dropout {
-                let sbh = l.seq_len * l.micro_batch * m.hidden_size;
+                let sbh = l.seq_len * l.micro_batch * m.hidden_size();
                 if l.sequence_parallel { sbh / l.tp } else { sbh }
             } else {
                 0
@@ -428,9 +439,9 @@ proptest! {
         prop_assert_eq!(q(&m, b * k, c), k * one);
         prop_assert_eq!(q(&m, b, c * k), k * one);
         // More query heads with the same kv heads: same cache; more kv heads: proportionally more.
-        let more_q = Transformer { num_heads: m.num_heads * 2, ..m };
+        let more_q = m.to_builder().num_heads(m.num_heads() * 2).build().unwrap();
         prop_assert_eq!(q(&more_q, b, c), one);
-        let more_kv = Transformer { num_kv_heads: m.num_kv_heads * 2, num_heads: m.num_heads * 2, ..m };
+        let more_kv = m.to_builder().num_kv_heads(m.num_kv_heads() * 2).num_heads(m.num_heads() * 2).build().unwrap();
         prop_assert_eq!(q(&more_kv, b, c), 2 * one);
     }
 
@@ -474,7 +485,7 @@ fn estimate_brackets_measured_bigscience_peaks() {
         assert!(
             (1.0..1.35).contains(&ratio),
             "{}: measured {gb} GB, estimated {est:.1} GB",
-            row.model.hidden_size
+            row.model.hidden_size()
         );
         n += 1;
     }
@@ -900,7 +911,7 @@ proptest! {
     fn more_expert_parallelism_never_more_memory(experts_log in 0u32..4, tp in prop_oneof![Just(1u64), Just(2)],
         dp_log in 0u32..4, zero in 0u64..4, layers in 1u64..6) {
         let experts = 1u64 << experts_log;
-        let m = lmshape::Transformer::new(32000, 1024, layers, 8, 8, 128, 2048, 2048, lmshape::Architecture::llama())
+        let m = lmshape::Transformer::builder().vocab_size(32000).hidden_size(1024).num_layers(layers).num_heads(8).num_kv_heads(8).head_dim(128).ffn_size(2048).max_positions(2048).arch(lmshape::Architecture::llama()).build()
             .unwrap()
             .with_moe(lmshape::model::Moe::routed(experts, 1, 2048))
             .unwrap();

@@ -89,7 +89,18 @@ fn model_strategy() -> impl Strategy<Value = Transformer> {
         arch_strategy(),
     )
         .prop_map(|(v, d, l, kv, group, hd, f, p, arch)| {
-            Transformer::new(v, d, l, kv * group, kv, hd, f, p, arch).unwrap()
+            Transformer::builder()
+                .vocab_size(v)
+                .hidden_size(d)
+                .num_layers(l)
+                .num_heads(kv * group)
+                .num_kv_heads(kv)
+                .head_dim(hd)
+                .ffn_size(f)
+                .max_positions(p)
+                .arch(arch)
+                .build()
+                .unwrap()
         })
 }
 
@@ -152,7 +163,7 @@ fn family_strategy() -> impl Strategy<Value = Transformer> {
                         router_bias: rb,
                         expert_biases: eb,
                         score_correction_bias: cb,
-                        first_dense_layers: first.min(m.num_layers),
+                        first_dense_layers: first.min(m.num_layers()),
                         layer_period: period,
                         layer_offset: offset,
                     })
@@ -173,7 +184,7 @@ fn family_strategy() -> impl Strategy<Value = Transformer> {
 
 /// Parameters of a norm over `x` values, by hand.
 fn norm_of(m: &Transformer, x: u64) -> u64 {
-    match m.arch.norm {
+    match m.arch().norm {
         NormKind::LayerNorm => 2 * x,
         NormKind::RmsNorm | NormKind::LayerNormNoBias => x,
         NormKind::NonParametric => 0,
@@ -183,9 +194,9 @@ fn norm_of(m: &Transformer, x: u64) -> u64 {
 /// One tensor at a time, layer by layer, as the Hugging Face modules list them: (total,
 /// active). Written from the modules, not from the crate's formulas.
 fn brute_force_count(m: &Transformer) -> (u64, u64) {
-    let d = m.hidden_size;
-    let (h, kvh, hd) = (m.num_heads, m.num_kv_heads, m.head_dim);
-    let gated = m.arch.mlp == MlpKind::Gated;
+    let d = m.hidden_size();
+    let (h, kvh, hd) = (m.num_heads(), m.num_kv_heads(), m.head_dim());
+    let gated = m.arch().mlp == MlpKind::Gated;
     let mlp = |f: u64, bias: bool| -> u64 {
         let mut t = vec![d * f, f * d];
         if gated {
@@ -202,15 +213,15 @@ fn brute_force_count(m: &Transformer) -> (u64, u64) {
     };
     let mut total = 0u64;
     let mut unused = 0u64;
-    for i in 0..m.num_layers {
+    for i in 0..m.num_layers() {
         let mut tensors: Vec<u64> = Vec::new();
-        match m.attention {
+        match m.attention() {
             Attention::Standard => {
                 tensors.extend([d * h * hd, d * kvh * hd, d * kvh * hd, h * hd * d]);
-                if m.arch.biases.qkv {
+                if m.arch().biases.qkv {
                     tensors.extend([h * hd, kvh * hd, kvh * hd]);
                 }
-                match m.arch.qk_norm {
+                match m.arch().qk_norm {
                     QkNorm::None => {}
                     QkNorm::PerHead => tensors.extend([norm_of(m, hd), norm_of(m, hd)]),
                     QkNorm::Full => tensors.extend([norm_of(m, h * hd), norm_of(m, kvh * hd)]),
@@ -233,15 +244,15 @@ fn brute_force_count(m: &Transformer) -> (u64, u64) {
                 ]);
             }
         }
-        if m.arch.biases.attn_out {
+        if m.arch().biases.attn_out {
             tensors.push(d);
         }
-        if m.arch.attention_sinks {
+        if m.arch().attention_sinks {
             tensors.push(h);
         }
         // The layer's norms as the modules hold them: one shared by both branches (Falcon-7B),
         // four around the branches (Gemma 2/3), two otherwise.
-        let norms = match m.arch.block {
+        let norms = match m.arch().block {
             BlockKind::Parallel { shared_norm: true } => 1,
             BlockKind::Sandwich => 4,
             BlockKind::Sequential | BlockKind::Parallel { shared_norm: false } => 2,
@@ -249,10 +260,10 @@ fn brute_force_count(m: &Transformer) -> (u64, u64) {
         for _ in 0..norms {
             tensors.push(norm_of(m, d));
         }
-        let is_moe = m.moe.is_some_and(|e| {
+        let is_moe = m.moe().is_some_and(|e| {
             i >= e.first_dense_layers && (i + e.layer_offset) % e.layer_period == 0
         });
-        match m.moe {
+        match m.moe() {
             Some(e) if is_moe => {
                 tensors.push(d * e.num_experts);
                 if e.router_bias {
@@ -275,25 +286,25 @@ fn brute_force_count(m: &Transformer) -> (u64, u64) {
                     tensors.push(d);
                 }
             }
-            _ => tensors.push(mlp(m.ffn_size, m.arch.biases.mlp)),
+            _ => tensors.push(mlp(m.ffn_size(), m.arch().biases.mlp)),
         }
         total += tensors.iter().sum::<u64>();
     }
-    let e = m.arch.embed_proj_dim.unwrap_or(d);
-    total += m.vocab_size * e;
-    if !m.arch.tied_embeddings {
-        total += m.vocab_size * e;
+    let e = m.arch().embed_proj_dim.unwrap_or(d);
+    total += m.vocab_size() * e;
+    if !m.arch().tied_embeddings {
+        total += m.vocab_size() * e;
     }
-    if let PositionKind::Learned { offset } = m.arch.position {
-        total += (m.max_positions + offset) * d;
+    if let PositionKind::Learned { offset } = m.arch().position {
+        total += (m.max_positions() + offset) * d;
     }
-    if m.arch.embedding_norm {
+    if m.arch().embedding_norm {
         total += norm_of(m, e);
     }
     if e != d {
         total += 2 * e * d;
     }
-    if m.arch.final_norm {
+    if m.arch().final_norm {
         total += norm_of(m, d);
     }
     (total, total - unused)
@@ -328,7 +339,7 @@ proptest! {
     /// More experts never mean fewer parameters; routing to every expert makes active = total.
     #[test]
     fn expert_properties(m in family_strategy(), extra in 1u64..8) {
-        if let Some(moe) = m.moe {
+        if let Some(moe) = m.moe() {
             let base = m.param_counts().unwrap();
             let more = m.with_moe(Moe { num_experts: moe.num_experts + extra, ..moe }).unwrap();
             prop_assert!(more.param_counts().unwrap().total_params >= base.total_params);
@@ -348,7 +359,7 @@ proptest! {
             + c.layer_norm_params + c.final_norm_params + c.output_head_params;
         prop_assert_eq!(sum, c.total_params);
         prop_assert_eq!(c.embedding_params + c.non_embedding_params, c.total_params);
-        prop_assert_eq!(c.layer.total_params() * m.num_layers,
+        prop_assert_eq!(c.layer.total_params() * m.num_layers(),
             c.attention_params + c.mlp_params + c.layer_norm_params);
     }
 
@@ -357,24 +368,23 @@ proptest! {
     #[test]
     fn tensor_parallel_shards_add_up(m in model_strategy(), tp in prop::sample::select(vec![2u64, 4, 8])) {
         // Heads, kv heads and FFN width made to split over tp.
-        let m = Transformer::new(m.vocab_size, m.hidden_size, m.num_layers, m.num_heads * tp,
-            m.num_kv_heads * tp, m.head_dim, m.ffn_size * tp, m.max_positions, m.arch).unwrap();
+        let m = Transformer::builder().vocab_size(m.vocab_size()).hidden_size(m.hidden_size()).num_layers(m.num_layers()).num_heads(m.num_heads() * tp).num_kv_heads(m.num_kv_heads() * tp).head_dim(m.head_dim()).ffn_size(m.ffn_size() * tp).max_positions(m.max_positions()).arch(m.arch()).build().unwrap();
         let whole = lmshape::params::layer_params(&m).unwrap().total_params();
         let rank = lmshape::params::layer_params_on_rank(&m, tp).unwrap().total_params();
-        let d = m.hidden_size;
-        let norm = match m.arch.norm {
+        let d = m.hidden_size();
+        let norm = match m.arch().norm {
             NormKind::LayerNorm => 2 * d,
             NormKind::LayerNormNoBias | NormKind::RmsNorm => d,
             NormKind::NonParametric => 0,
         };
-        let norms = match m.arch.block {
+        let norms = match m.arch().block {
             BlockKind::Parallel { shared_norm: true } => 1,
             BlockKind::Sandwich => 4,
             _ => 2,
         };
         // Per-head q/k norms are shared by the heads, so every rank keeps them whole.
-        let qk = if m.arch.qk_norm == QkNorm::PerHead { 2 * norm_of(&m, m.head_dim) } else { 0 };
-        let replicated = u64::from(m.arch.biases.attn_out) * d + u64::from(m.arch.biases.mlp) * d
+        let qk = if m.arch().qk_norm == QkNorm::PerHead { 2 * norm_of(&m, m.head_dim()) } else { 0 };
+        let replicated = u64::from(m.arch().biases.attn_out) * d + u64::from(m.arch().biases.mlp) * d
             + norms * norm + qk;
         prop_assert_eq!(rank * tp, whole + (tp - 1) * replicated);
     }
@@ -382,16 +392,17 @@ proptest! {
     #[test]
     fn bigger_never_means_fewer(m in model_strategy(), extra in 1u64..8) {
         let base = m.total_params().unwrap();
-        let more_layers = Transformer { num_layers: m.num_layers + extra, ..m };
+        let more_layers = m.to_builder().num_layers(m.num_layers() + extra).build().unwrap();
         prop_assert!(more_layers.total_params().unwrap() >= base);
-        let wider_ffn = Transformer { ffn_size: m.ffn_size + extra, ..m };
+        let wider_ffn = m.to_builder().ffn_size(m.ffn_size() + extra).build().unwrap();
         prop_assert!(wider_ffn.total_params().unwrap() >= base);
         // One more kv group keeps heads divisible by kv heads.
-        let group = m.num_heads / m.num_kv_heads;
-        let more_heads = Transformer { num_heads: m.num_heads + extra * group, num_kv_heads: m.num_kv_heads + extra, ..m };
-        prop_assert!(more_heads.validate().is_ok());
+        let group = m.num_heads() / m.num_kv_heads();
+        let more_heads = m.to_builder().num_heads(m.num_heads() + extra * group).num_kv_heads(m.num_kv_heads() + extra).build();
+        prop_assert!(more_heads.is_ok());
+        let more_heads = more_heads.unwrap();
         prop_assert!(more_heads.total_params().unwrap() >= base);
-        let more_query_heads = Transformer { num_heads: m.num_heads + extra * m.num_kv_heads, ..m };
+        let more_query_heads = m.to_builder().num_heads(m.num_heads() + extra * m.num_kv_heads()).build().unwrap();
         prop_assert!(more_query_heads.total_params().unwrap() >= base);
     }
 

@@ -29,7 +29,7 @@ fn reference_plan_recommendation_is_feasible() {
     let best = p.best().expect("a recommendation");
     // Check the recommendation by hand, without the crate's counting or layout code.
     let m = &best.shape.model;
-    let (l, d, v) = (m.num_layers, m.hidden_size, m.vocab_size);
+    let (l, d, v) = (m.num_layers(), m.hidden_size(), m.vocab_size());
     // BLOOM's count (BigScience): per layer two LayerNorms (4d), fused QKV (3d² + 3d), the
     // attention output (d² + d) and the 4d MLP (8d² + 5d); the tied embedding V·d with its
     // LayerNorm (2d) and the final LayerNorm (2d).
@@ -37,7 +37,7 @@ fn reference_plan_recommendation_is_feasible() {
     assert_eq!(best.shape.params, by_hand);
     let t = &best.layout;
     assert_eq!(t.tp * t.pp * t.dp * t.cp, 384);
-    assert!(t.tp <= 8 && m.num_heads % t.tp == 0 && d % t.tp == 0);
+    assert!(t.tp <= 8 && m.num_heads() % t.tp == 0 && d % t.tp == 0);
     let slots = if t.embedding_pipeline_slots { l + 2 } else { l };
     assert_eq!(
         slots % t.pp,
@@ -57,7 +57,7 @@ fn reference_plan_recommendation_is_feasible() {
     );
     assert!(best.memory_bytes_per_gpu <= 80 << 30);
     assert!(best.tokens >= 350e9);
-    assert!(best.shape.model.head_dim <= req.max_head_dim);
+    assert!(best.shape.model.head_dim() <= req.max_head_dim);
     assert!(best.days_to_token_floor.unwrap() <= best.days);
     // Ranked by predicted loss.
     assert!(
@@ -88,9 +88,9 @@ fn bigscience_launch_is_a_feasible_candidate() {
     let p = plan::plan(&req, &timer).unwrap();
     let launched = p.candidates.iter().find(|c| {
         (
-            c.shape.model.hidden_size,
-            c.shape.model.num_layers,
-            c.shape.model.num_heads,
+            c.shape.model.hidden_size(),
+            c.shape.model.num_layers(),
+            c.shape.model.num_heads(),
         ) == (14336, 70, 112)
             && (c.layout.tp, c.layout.pp, c.layout.dp, c.layout.micro_batch) == (4, 12, 8, 2)
     });
@@ -335,13 +335,13 @@ fn moe_search_beside_the_dense_plan() {
         .best_per_shape()
         .iter()
         .take(search.backbones)
-        .map(|c| (c.shape.model.num_layers, c.shape.model.hidden_size))
+        .map(|c| (c.shape.model.num_layers(), c.shape.model.hidden_size()))
         .collect();
     for c in moe.candidates.iter().take(100) {
         let m = c.shape.model;
-        let e = m.moe.unwrap();
-        assert!(backbones.contains(&(m.num_layers, m.hidden_size)));
-        let g = m.ffn_size / e.expert_ffn_size;
+        let e = m.moe().unwrap();
+        assert!(backbones.contains(&(m.num_layers(), m.hidden_size())));
+        let g = m.ffn_size() / e.expert_ffn_size;
         assert!(e.num_experts + e.num_shared_experts >= search.min_expansion * g);
         assert!(c.active_params < c.shape.params);
         c.layout.validate(&m).unwrap();
@@ -369,7 +369,7 @@ fn balanced_pipelines_widen_the_plan() {
         .candidates
         .iter()
         .filter(|c| {
-            let l = c.shape.model.num_layers + 2 * u64::from(c.layout.embedding_pipeline_slots);
+            let l = c.shape.model.num_layers() + 2 * u64::from(c.layout.embedding_pipeline_slots);
             l % c.layout.pp != 0
         })
         .take(200)
@@ -380,7 +380,7 @@ fn balanced_pipelines_widen_the_plan() {
         let s = c.layout.stage_layers(&c.shape.model).unwrap();
         let pp = c.layout.pp;
         let counts: Vec<u64> = (0..pp).map(|i| s.layers(i, pp)).collect();
-        assert_eq!(counts.iter().sum::<u64>(), c.shape.model.num_layers);
+        assert_eq!(counts.iter().sum::<u64>(), c.shape.model.num_layers());
         let slot = |i: usize| {
             counts[i]
                 + u64::from(c.layout.embedding_pipeline_slots && (i == 0 || i + 1 == counts.len()))

@@ -417,7 +417,7 @@ fn deepseek_v3_mtp_module_on_request() {
     )
     .unwrap();
     let c = m.param_counts().unwrap();
-    assert_eq!(m.mtp_layers, 1);
+    assert_eq!(m.mtp_layers(), 1);
     let with_mtp = (c.total_params + c.mtp_params) as f64;
     assert!((with_mtp / 685e9 - 1.0).abs() < 0.002, "{with_mtp:e}");
 }

@@ -90,10 +90,10 @@ proptest! {
     #[test]
     fn enumeration_equals_brute_force(space in small_space()) {
         let shapes: Vec<_> = space.iter().unwrap().collect();
-        let set: BTreeSet<_> = shapes.iter().map(|s| (s.model.num_layers, s.model.hidden_size, s.model.num_heads)).collect();
+        let set: BTreeSet<_> = shapes.iter().map(|s| (s.model.num_layers(), s.model.hidden_size(), s.model.num_heads())).collect();
         prop_assert_eq!(set.len(), shapes.len(), "a shape was yielded twice");
         // Nothing beyond the brute-force width bound can be valid at these sizes.
-        prop_assert!(shapes.iter().all(|s| s.model.hidden_size <= 1200));
+        prop_assert!(shapes.iter().all(|s| s.model.hidden_size() <= 1200));
         prop_assert_eq!(set, brute_force(&space));
     }
 }
@@ -107,14 +107,14 @@ proptest! {
             let m = space.model_of(&s).unwrap();
             prop_assert_eq!(m.total_params().unwrap(), s.params);
             prop_assert!(s.params >= space.min_params && s.params <= space.max_params);
-            prop_assert_eq!(s.model.hidden_size % space.hidden_multiple, 0);
-            prop_assert!(space.head_dims.contains(&s.model.head_dim));
-            prop_assert_eq!(s.model.num_heads * s.model.head_dim, s.model.hidden_size);
-            prop_assert_eq!(s.model.vocab_size % (128 * space.tp), 0);
-            let aspect = s.model.hidden_size as f64 / s.model.num_layers as f64;
+            prop_assert_eq!(s.model.hidden_size() % space.hidden_multiple, 0);
+            prop_assert!(space.head_dims.contains(&s.model.head_dim()));
+            prop_assert_eq!(s.model.num_heads() * s.model.head_dim(), s.model.hidden_size());
+            prop_assert_eq!(s.model.vocab_size() % (128 * space.tp), 0);
+            let aspect = s.model.hidden_size() as f64 / s.model.num_layers() as f64;
             prop_assert!(aspect >= space.min_aspect_ratio && aspect <= space.max_aspect_ratio);
             if let Some(mb) = space.fused_softmax_micro_batch {
-                prop_assert_eq!((s.model.num_heads / space.tp) * mb % 4, 0);
+                prop_assert_eq!((s.model.num_heads() / space.tp) * mb % 4, 0);
             }
             // The parallel layout of the space accepts the model.
             let layout = ParallelLayout { tp: space.tp, pp: space.pp,
@@ -140,7 +140,7 @@ proptest! {
             if let Ok(it) = s.iter() {
                 for shape in it.take(1000) {
                     let m = shape.model;
-                    prop_assert_eq!(s.check(m.num_layers, m.hidden_size, m.num_heads), Some(shape));
+                    prop_assert_eq!(s.check(m.num_layers(), m.hidden_size(), m.num_heads()), Some(shape));
                 }
             }
         }
@@ -154,7 +154,13 @@ fn bloom_case_lists_bloom_shape() {
     assert!(shapes.len() > 100, "{}", shapes.len());
     let bloom = shapes
         .iter()
-        .find(|s| (s.model.hidden_size, s.model.num_layers, s.model.num_heads) == (14336, 70, 112))
+        .find(|s| {
+            (
+                s.model.hidden_size(),
+                s.model.num_layers(),
+                s.model.num_heads(),
+            ) == (14336, 70, 112)
+        })
         .expect("BLOOM's shape is valid in its own search space");
     // BLOOM model card: 176,247,271,424 parameters.
     assert_eq!(bloom.params, 176_247_271_424);
@@ -170,9 +176,9 @@ fn bloom_case_lists_bloom_shape() {
         .iter()
         .position(|r| {
             (
-                r.shape.model.hidden_size,
-                r.shape.model.num_layers,
-                r.shape.model.num_heads,
+                r.shape.model.hidden_size(),
+                r.shape.model.num_layers(),
+                r.shape.model.num_heads(),
             ) == (14336, 70, 112)
         })
         .expect("BLOOM's row is shown");
@@ -270,8 +276,7 @@ proptest! {
         let expected = match (d % heads == 0, kv_heads, ffn_size) {
             (true, Some(kv_heads), Some(ffn_size)) => {
                 let vocab_rows = if pad { vocab.div_ceil(128 * tp) * 128 * tp } else { vocab };
-                let m = lmshape::Transformer::new(vocab_rows, d, l, heads, kv_heads, d / heads,
-                    ffn_size, 64, Architecture::llama()).unwrap();
+                let m = lmshape::Transformer::builder().vocab_size(vocab_rows).hidden_size(d).num_layers(l).num_heads(heads).num_kv_heads(kv_heads).head_dim(d / heads).ffn_size(ffn_size).max_positions(64).arch(Architecture::llama()).build().unwrap();
                 let layout = ParallelLayout { tp, pp, embedding_pipeline_slots: slots,
                     seq_len: 64, ..ParallelLayout::default() };
                 let fused_ok = fused.is_none_or(|mb| (heads / tp) * mb % 4 == 0);
@@ -325,17 +330,17 @@ fn moe_shapes_match_their_backbones_and_recount() {
     for m in space.iter().unwrap().take(2000) {
         n += 1;
         let model = m.shape.model;
-        let moe = model.moe.unwrap();
+        let moe = model.moe().unwrap();
         let g = m.granularity;
         assert_eq!(
             (moe.top_k + moe.num_shared_experts) * moe.expert_ffn_size,
-            model.ffn_size
+            model.ffn_size()
         );
-        assert_eq!(model.ffn_size / moe.expert_ffn_size, g);
+        assert_eq!(model.ffn_size() / moe.expert_ffn_size, g);
         assert!(moe.top_k < moe.num_experts && moe.num_experts % 8 == 0);
         let c = model.param_counts().unwrap();
-        let per_expert = c.routed_expert_params / (model.num_layers * moe.num_experts);
-        let skipped = per_expert * (moe.num_experts - moe.top_k) * model.num_layers;
+        let per_expert = c.routed_expert_params / (model.num_layers() * moe.num_experts);
+        let skipped = per_expert * (moe.num_experts - moe.top_k) * model.num_layers();
         assert_eq!(m.active_params, c.total_params - skipped);
         assert!(m.active_in(dense.size_basis) >= dense.min_params);
         assert!(m.active_in(dense.size_basis) <= dense.max_params);
@@ -361,12 +366,18 @@ fn balanced_pipelines_add_uneven_depths() {
         balanced_pipeline: true,
         ..even.clone()
     };
-    let key = |s: &search::Shape| (s.model.num_layers, s.model.hidden_size, s.model.num_heads);
+    let key = |s: &search::Shape| {
+        (
+            s.model.num_layers(),
+            s.model.hidden_size(),
+            s.model.num_heads(),
+        )
+    };
     let a: BTreeSet<_> = even.iter().unwrap().map(|s| key(&s)).collect();
     let b: Vec<search::Shape> = balanced.iter().unwrap().collect();
     let keys: BTreeSet<_> = b.iter().map(key).collect();
     assert!(a.is_subset(&keys) && keys.len() > a.len());
-    for s in b.iter().filter(|s| (s.model.num_layers + 2) % 12 != 0) {
+    for s in b.iter().filter(|s| (s.model.num_layers() + 2) % 12 != 0) {
         let layout = ParallelLayout {
             tp: 4,
             pp: 12,

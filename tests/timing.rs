@@ -15,7 +15,7 @@ fn bloom_runs() -> Vec<(MeasuredRun, u64)> {
     common::bloom_rows()
         .into_iter()
         .map(|r| {
-            let heads = r.model.num_heads;
+            let heads = r.model.num_heads();
             let run = MeasuredRun {
                 model: r.model,
                 layout: r.layout,
@@ -81,7 +81,7 @@ fn hidden_13824_beats_14400() {
     let pick = |h: u64| {
         runs.iter()
             .find(|(r, _)| {
-                r.model.hidden_size == h && r.layout.dp == 4 && r.layout.micro_batch == 1
+                r.model.hidden_size() == h && r.layout.dp == 4 && r.layout.micro_batch == 1
             })
             .unwrap()
             .0
@@ -215,7 +215,7 @@ proptest! {
         let arch = [Architecture::gpt2(), Architecture::llama(), Architecture::bloom()][arch];
         let d = heads * hd;
         let ffn = if arch.mlp == lmshape::MlpKind::Gated { 8 * d / 3 / 64 * 64 } else { 4 * d };
-        let model = |l| Transformer::new(32000, d, l, heads, heads, hd, ffn, 2048, arch).unwrap();
+        let model = |l| Transformer::builder().vocab_size(32000).hidden_size(d).num_layers(l).num_heads(heads).num_kv_heads(heads).head_dim(hd).ffn_size(ffn).max_positions(2048).arch(arch).build().unwrap();
         let layout = ParallelLayout { tp, pp, dp, micro_batch: micro, global_batch: micro * dp * m,
             seq_len: 1024, sequence_parallel: sp,
             recompute: [Recompute::None, Recompute::Selective, Recompute::Full][rc], ..ParallelLayout::default() };
@@ -269,10 +269,9 @@ fn unphysical_inputs_are_errors() {
         ..good.clone()
     };
     assert_eq!(field_of(&hopeless), "software_efficiency");
-    // A model with no layers, built through public fields.
-    let empty = Transformer { num_layers: 0, ..m };
+    // A model with no layers cannot be built.
     assert_eq!(
-        step::step_time(&empty, &layout, &good, &timer, &opts).unwrap_err(),
+        m.to_builder().num_layers(0).build().unwrap_err(),
         lmshape::Error::ZeroSize {
             field: "num_layers"
         }
@@ -413,18 +412,18 @@ fn fp8_is_faster_and_keeps_weight_copies() {
 fn one_expert_runs_the_dense_gemms_plus_a_router() {
     use lmshape::model::Moe;
     use lmshape::step::GemmRole;
-    let dense = Transformer::new(
-        32000,
-        4096,
-        8,
-        32,
-        8,
-        128,
-        14336,
-        4096,
-        Architecture::llama(),
-    )
-    .unwrap();
+    let dense = Transformer::builder()
+        .vocab_size(32000)
+        .hidden_size(4096)
+        .num_layers(8)
+        .num_heads(32)
+        .num_kv_heads(8)
+        .head_dim(128)
+        .ffn_size(14336)
+        .max_positions(4096)
+        .arch(Architecture::llama())
+        .build()
+        .unwrap();
     let moe = dense.with_moe(Moe::routed(1, 1, 14336)).unwrap();
     let layout = ParallelLayout {
         tp: 2,
@@ -476,7 +475,7 @@ proptest! {
         let e = 1u64 << experts_log;
         let k = [1u64, 2, 4][k_sel].min(e);
         let ep = (1u64 << ep_log).min(e);
-        let dense = Transformer::new(32000, 1024, 4, 16, 4, 64, 2816, 2048, Architecture::llama()).unwrap();
+        let dense = Transformer::builder().vocab_size(32000).hidden_size(1024).num_layers(4).num_heads(16).num_kv_heads(4).head_dim(64).ffn_size(2816).max_positions(2048).arch(Architecture::llama()).build().unwrap();
         let model = dense.with_moe(Moe::routed(e, k, 1408)).unwrap();
         let layout = ParallelLayout { tp, dp: 8, ep, etp: Some(1), micro_batch: micro,
             global_batch: micro * 8 * 2, seq_len: 1024, ..ParallelLayout::default() };
@@ -620,10 +619,9 @@ proptest! {
     ) {
         use lmshape::memory::{AttentionKernel, GemmPrecision, MemoryOptions};
         let d = heads_mul * 8 * 128;
-        let dense = Transformer::new(32000, d, 8, heads_mul * 8, 8, 128, 8 * d / 3 / 256 * 256, 8192,
-            Architecture::llama()).unwrap();
+        let dense = Transformer::builder().vocab_size(32000).hidden_size(d).num_layers(8).num_heads(heads_mul * 8).num_kv_heads(8).head_dim(128).ffn_size(8 * d / 3 / 256 * 256).max_positions(8192).arch(Architecture::llama()).build().unwrap();
         let model = if moe {
-            dense.with_moe(lmshape::model::Moe::routed(16, 2, dense.ffn_size / 4)).unwrap()
+            dense.with_moe(lmshape::model::Moe::routed(16, 2, dense.ffn_size() / 4)).unwrap()
         } else {
             dense
         };
@@ -659,18 +657,18 @@ proptest! {
 #[test]
 fn shared_expert_overlap_hides_all_to_all() {
     use lmshape::model::Moe;
-    let dense = Transformer::new(
-        32000,
-        2048,
-        8,
-        16,
-        4,
-        128,
-        5632,
-        4096,
-        Architecture::llama(),
-    )
-    .unwrap();
+    let dense = Transformer::builder()
+        .vocab_size(32000)
+        .hidden_size(2048)
+        .num_layers(8)
+        .num_heads(16)
+        .num_kv_heads(4)
+        .head_dim(128)
+        .ffn_size(5632)
+        .max_positions(4096)
+        .arch(Architecture::llama())
+        .build()
+        .unwrap();
     let layout = ParallelLayout {
         dp: 8,
         ep: 8,

@@ -95,12 +95,12 @@ pub const MOE_SHAPE_HEADER: &str = "layers hidden heads    E   k  width shared";
 /// A mixture-of-experts shape as table columns: layers, width, heads, routed experts, experts
 /// per token, expert width, shared experts (`None` for a dense model).
 pub fn moe_shape_columns(m: &lmshape::Transformer) -> Option<String> {
-    let e = m.moe?;
+    let e = m.moe()?;
     Some(format!(
         "{:>6} {:>6} {:>5} {:>4} {:>3} {:>6} {:>6}",
-        m.num_layers,
-        m.hidden_size,
-        m.num_heads,
+        m.num_layers(),
+        m.hidden_size(),
+        m.num_heads(),
         e.num_experts,
         e.top_k,
         e.expert_ffn_size,

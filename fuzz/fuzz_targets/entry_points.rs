@@ -86,17 +86,7 @@ fn model(b: &mut Bytes) -> Option<Transformer> {
         Architecture::falcon(),
     ][usize::from(b.u8() % 5)];
     let heads = b.u64(1);
-    Transformer::new(
-        b.u64(3),
-        b.u64(2),
-        b.u64(1),
-        heads,
-        b.u64(1),
-        b.u64(2),
-        b.u64(3),
-        b.u64(2),
-        arch,
-    )
+    Transformer::builder().vocab_size(b.u64(3)).hidden_size(b.u64(2)).num_layers(b.u64(1)).num_heads(heads).num_kv_heads(b.u64(1)).head_dim(b.u64(2)).ffn_size(b.u64(3)).max_positions(b.u64(2)).arch(arch).build()
     .ok()
 }
 
@@ -123,7 +113,7 @@ fn exercise_model(m: &Transformer, b: &mut Bytes) {
     let _ = memory::inference_memory(m, &q);
     let _ = memory::max_inference_batch(m, &q, b.u64(6));
     // Step time only for modest models, so one input stays fast.
-    if m.num_layers <= 64 && l.global_batch <= 4096 {
+    if m.num_layers() <= 64 && l.global_batch <= 4096 {
         let mut cluster = Cluster::selene();
         if b.u8() & 1 == 1 {
             cluster.inter_node_bytes_per_s = b.f64();
@@ -187,26 +177,33 @@ fn exercise_table(b: &mut Bytes) {
     }
 }
 
-/// A model built field by field through the public fields, never validated, then counted.
+/// A model built field by field through the public builder (and its serde form), then
+/// counted and estimated when it builds.
 fn exercise_literal(b: &mut Bytes) {
-    let base = Transformer::new(1000, 64, 2, 4, 4, 16, 256, 128, Architecture::llama());
-    let Ok(base) = base else { return };
-    let m = Transformer {
-        vocab_size: b.u64(2),
-        hidden_size: b.u64(2),
-        num_layers: b.u64(1),
-        num_heads: b.u64(1),
-        num_kv_heads: b.u64(1),
-        head_dim: b.u64(1),
-        ffn_size: b.u64(2),
-        moe: (b.u8() & 1 == 1).then(|| lmshape::model::Moe {
+    let builder = Transformer::builder()
+        .vocab_size(b.u64(2))
+        .hidden_size(b.u64(2))
+        .num_layers(b.u64(1))
+        .num_heads(b.u64(1))
+        .num_kv_heads(b.u64(1))
+        .head_dim(b.u64(1))
+        .ffn_size(b.u64(2))
+        .max_positions(b.u64(2))
+        .arch(Architecture::llama())
+        .moe((b.u8() & 1 == 1).then(|| lmshape::model::Moe {
             num_experts: b.u64(1),
             top_k: b.u64(1),
             layer_period: b.u64(1),
             ..lmshape::model::Moe::routed(1, 1, 1)
-        }),
-        ..base
+        }));
+    let via_serde = serde_json::to_string(&builder)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Transformer>(&t).ok());
+    let Ok(m) = builder.build() else {
+        assert!(via_serde.is_none());
+        return;
     };
+    assert_eq!(via_serde, Some(m));
     let _ = m.param_counts();
     let _ = m.total_params();
     let _ = flops::summary(&m, b.u64(2));

@@ -604,7 +604,7 @@ impl LocalAttention {
 /// ```
 /// use lmshape::{Architecture, Transformer};
 /// // Llama-2-7B (Touvron et al. 2023, Table 1; Hugging Face config.json).
-/// let m = Transformer::new(32000, 4096, 32, 32, 32, 128, 11008, 4096, Architecture::llama())?;
+/// let m = Transformer::builder().vocab_size(32000).hidden_size(4096).num_layers(32).num_heads(32).num_kv_heads(32).head_dim(128).ffn_size(11008).max_positions(4096).arch(Architecture::llama()).build()?;
 /// assert_eq!(m.param_counts()?.total_params, 6_738_415_616);
 /// # Ok::<(), lmshape::Error>(())
 /// ```
@@ -620,45 +620,63 @@ impl LocalAttention {
 /// assert!(e.to_string().contains("num_layers must be positive"));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "TransformerFields")]
+#[serde(try_from = "TransformerBuilder")]
 pub struct Transformer {
     /// Rows of the token embedding (often padded, e.g. BLOOM's 250880).
-    pub vocab_size: u64,
+    pub(crate) vocab_size: u64,
     /// Residual stream width `d`.
-    pub hidden_size: u64,
+    pub(crate) hidden_size: u64,
     /// Transformer layers `L`.
-    pub num_layers: u64,
+    pub(crate) num_layers: u64,
     /// Query heads `H`.
-    pub num_heads: u64,
+    pub(crate) num_heads: u64,
     /// Key/value heads (equal to `num_heads` for multi-head attention).
-    pub num_kv_heads: u64,
+    pub(crate) num_kv_heads: u64,
     /// Width of one head.
-    pub head_dim: u64,
+    pub(crate) head_dim: u64,
     /// Feed-forward inner width `f`.
-    pub ffn_size: u64,
+    pub(crate) ffn_size: u64,
     /// Context length the model was built for (learned position rows, default FLOPs context).
-    pub max_positions: u64,
+    pub(crate) max_positions: u64,
     /// Architecture knobs.
-    pub arch: Architecture,
+    pub(crate) arch: Architecture,
     /// Attention projections (standard or latent).
     #[serde(default)]
-    pub attention: Attention,
+    pub(crate) attention: Attention,
     /// Mixture-of-experts block and the layers that have it.
     #[serde(default)]
-    pub moe: Option<Moe>,
+    pub(crate) moe: Option<Moe>,
     /// Sliding-window layers.
     #[serde(default)]
-    pub local_attention: Option<LocalAttention>,
+    pub(crate) local_attention: Option<LocalAttention>,
     /// Multi-token-prediction modules shipped with the weights but not part of the causal LM
     /// (DeepSeek-V3 `num_nextn_predict_layers`); counted only on request
     /// ([`crate::params::ParamCounts::mtp_params`]).
     #[serde(default)]
-    pub mtp_layers: u64,
+    pub(crate) mtp_layers: u64,
 }
 
-/// The fields of a [`Transformer`] as they arrive from serde, before validation.
-#[derive(Deserialize)]
-struct TransformerFields {
+/// The one way to build a [`Transformer`]: set the fields, then [`TransformerBuilder::build`]
+/// validates them. It is also the serde form, so deserializing goes through the same rules.
+/// Start from [`Transformer::builder`] (every size zero: unset sizes are errors) or from an
+/// existing model with [`Transformer::to_builder`].
+///
+/// ```
+/// use lmshape::{Architecture, Transformer};
+/// // Llama-2-7B (Touvron et al. 2023, Table 1; Hugging Face config.json).
+/// let m = Transformer::builder()
+///     .vocab_size(32000).hidden_size(4096).num_layers(32).num_heads(32).num_kv_heads(32)
+///     .head_dim(128).ffn_size(11008).max_positions(4096).arch(Architecture::llama())
+///     .build()?;
+/// assert_eq!(m.param_counts()?.total_params, 6_738_415_616);
+/// // A variant of it, checked again.
+/// let gqa = m.to_builder().num_kv_heads(8).build()?;
+/// assert!(gqa.total_params()? < m.total_params()?);
+/// assert!(m.to_builder().num_kv_heads(5).build().is_err());
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TransformerBuilder {
     vocab_size: u64,
     hidden_size: u64,
     num_layers: u64,
@@ -678,67 +696,225 @@ struct TransformerFields {
     mtp_layers: u64,
 }
 
-impl TryFrom<TransformerFields> for Transformer {
-    type Error = Error;
+impl TransformerBuilder {
+    /// Rows of the token embedding.
+    pub fn vocab_size(mut self, vocab_size: u64) -> TransformerBuilder {
+        self.vocab_size = vocab_size;
+        self
+    }
 
-    fn try_from(f: TransformerFields) -> Result<Transformer> {
+    /// Residual stream width `d`.
+    pub fn hidden_size(mut self, hidden_size: u64) -> TransformerBuilder {
+        self.hidden_size = hidden_size;
+        self
+    }
+
+    /// Transformer layers `L`.
+    pub fn num_layers(mut self, num_layers: u64) -> TransformerBuilder {
+        self.num_layers = num_layers;
+        self
+    }
+
+    /// Query heads `H`.
+    pub fn num_heads(mut self, num_heads: u64) -> TransformerBuilder {
+        self.num_heads = num_heads;
+        self
+    }
+
+    /// Key/value heads.
+    pub fn num_kv_heads(mut self, num_kv_heads: u64) -> TransformerBuilder {
+        self.num_kv_heads = num_kv_heads;
+        self
+    }
+
+    /// Width of one head.
+    pub fn head_dim(mut self, head_dim: u64) -> TransformerBuilder {
+        self.head_dim = head_dim;
+        self
+    }
+
+    /// Feed-forward inner width `f`.
+    pub fn ffn_size(mut self, ffn_size: u64) -> TransformerBuilder {
+        self.ffn_size = ffn_size;
+        self
+    }
+
+    /// Context length the model was built for.
+    pub fn max_positions(mut self, max_positions: u64) -> TransformerBuilder {
+        self.max_positions = max_positions;
+        self
+    }
+
+    /// Architecture knobs.
+    pub fn arch(mut self, arch: Architecture) -> TransformerBuilder {
+        self.arch = arch;
+        self
+    }
+
+    /// Attention projections.
+    pub fn attention(mut self, attention: Attention) -> TransformerBuilder {
+        self.attention = attention;
+        self
+    }
+
+    /// Mixture-of-experts block.
+    pub fn moe(mut self, moe: Option<Moe>) -> TransformerBuilder {
+        self.moe = moe;
+        self
+    }
+
+    /// Sliding-window layers.
+    pub fn local_attention(
+        mut self,
+        local_attention: Option<LocalAttention>,
+    ) -> TransformerBuilder {
+        self.local_attention = local_attention;
+        self
+    }
+
+    /// Multi-token-prediction modules shipped with the weights.
+    pub fn mtp_layers(mut self, mtp_layers: u64) -> TransformerBuilder {
+        self.mtp_layers = mtp_layers;
+        self
+    }
+
+    /// The model, if it obeys every rule ([`Transformer::validate`]).
+    ///
+    /// # Errors
+    /// The first rule broken.
+    pub fn build(self) -> Result<Transformer> {
         let m = Transformer {
-            vocab_size: f.vocab_size,
-            hidden_size: f.hidden_size,
-            num_layers: f.num_layers,
-            num_heads: f.num_heads,
-            num_kv_heads: f.num_kv_heads,
-            head_dim: f.head_dim,
-            ffn_size: f.ffn_size,
-            max_positions: f.max_positions,
-            arch: f.arch,
-            attention: f.attention,
-            moe: f.moe,
-            local_attention: f.local_attention,
-            mtp_layers: f.mtp_layers,
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            num_layers: self.num_layers,
+            num_heads: self.num_heads,
+            num_kv_heads: self.num_kv_heads,
+            head_dim: self.head_dim,
+            ffn_size: self.ffn_size,
+            max_positions: self.max_positions,
+            arch: self.arch,
+            attention: self.attention,
+            moe: self.moe,
+            local_attention: self.local_attention,
+            mtp_layers: self.mtp_layers,
         };
         m.validate()?;
         Ok(m)
     }
 }
 
+impl TryFrom<TransformerBuilder> for Transformer {
+    type Error = Error;
+
+    fn try_from(b: TransformerBuilder) -> Result<Transformer> {
+        b.build()
+    }
+}
+
 impl Transformer {
-    /// Build and validate a model.
-    ///
-    /// Rules: every size positive; `num_heads % num_kv_heads == 0`; `embed_proj_dim` positive
-    /// when present; the exact parameter count fits in `u64`.
-    ///
-    /// # Errors
-    /// The first rule broken ([`Transformer::validate`]).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        vocab_size: u64,
-        hidden_size: u64,
-        num_layers: u64,
-        num_heads: u64,
-        num_kv_heads: u64,
-        head_dim: u64,
-        ffn_size: u64,
-        max_positions: u64,
-        arch: Architecture,
-    ) -> Result<Transformer> {
-        let m = Transformer {
-            vocab_size,
-            hidden_size,
-            num_layers,
-            num_heads,
-            num_kv_heads,
-            head_dim,
-            ffn_size,
-            max_positions,
-            arch,
+    /// A builder with every size zero and the defaults of the rest (standard attention, no
+    /// experts, no windows, no multi-token-prediction modules), GPT-2's architecture knobs.
+    pub fn builder() -> TransformerBuilder {
+        TransformerBuilder {
+            vocab_size: 0,
+            hidden_size: 0,
+            num_layers: 0,
+            num_heads: 0,
+            num_kv_heads: 0,
+            head_dim: 0,
+            ffn_size: 0,
+            max_positions: 0,
+            arch: Architecture::gpt2(),
             attention: Attention::Standard,
             moe: None,
             local_attention: None,
             mtp_layers: 0,
-        };
-        m.validate()?;
-        Ok(m)
+        }
+    }
+
+    /// A builder holding this model's fields, to derive a variant (validated again by
+    /// [`TransformerBuilder::build`]).
+    pub fn to_builder(&self) -> TransformerBuilder {
+        TransformerBuilder {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            num_layers: self.num_layers,
+            num_heads: self.num_heads,
+            num_kv_heads: self.num_kv_heads,
+            head_dim: self.head_dim,
+            ffn_size: self.ffn_size,
+            max_positions: self.max_positions,
+            arch: self.arch,
+            attention: self.attention,
+            moe: self.moe,
+            local_attention: self.local_attention,
+            mtp_layers: self.mtp_layers,
+        }
+    }
+
+    /// Rows of the token embedding.
+    pub fn vocab_size(&self) -> u64 {
+        self.vocab_size
+    }
+
+    /// Residual stream width `d`.
+    pub fn hidden_size(&self) -> u64 {
+        self.hidden_size
+    }
+
+    /// Transformer layers `L`.
+    pub fn num_layers(&self) -> u64 {
+        self.num_layers
+    }
+
+    /// Query heads `H`.
+    pub fn num_heads(&self) -> u64 {
+        self.num_heads
+    }
+
+    /// Key/value heads.
+    pub fn num_kv_heads(&self) -> u64 {
+        self.num_kv_heads
+    }
+
+    /// Width of one head.
+    pub fn head_dim(&self) -> u64 {
+        self.head_dim
+    }
+
+    /// Feed-forward inner width `f`.
+    pub fn ffn_size(&self) -> u64 {
+        self.ffn_size
+    }
+
+    /// Context length the model was built for.
+    pub fn max_positions(&self) -> u64 {
+        self.max_positions
+    }
+
+    /// Architecture knobs.
+    pub fn arch(&self) -> Architecture {
+        self.arch
+    }
+
+    /// Attention projections.
+    pub fn attention(&self) -> Attention {
+        self.attention
+    }
+
+    /// Mixture-of-experts block.
+    pub fn moe(&self) -> Option<Moe> {
+        self.moe
+    }
+
+    /// Sliding-window layers.
+    pub fn local_attention(&self) -> Option<LocalAttention> {
+        self.local_attention
+    }
+
+    /// Multi-token-prediction modules shipped with the weights.
+    pub fn mtp_layers(&self) -> u64 {
+        self.mtp_layers
     }
 
     /// The same model with a mixture-of-experts block, validated.
@@ -746,12 +922,7 @@ impl Transformer {
     /// # Errors
     /// The first rule broken ([`Transformer::validate`]).
     pub fn with_moe(self, moe: Moe) -> Result<Transformer> {
-        let m = Transformer {
-            moe: Some(moe),
-            ..self
-        };
-        m.validate()?;
-        Ok(m)
+        self.to_builder().moe(Some(moe)).build()
     }
 
     /// The same model with multi-head latent attention, validated. `num_kv_heads` becomes
@@ -761,14 +932,11 @@ impl Transformer {
     /// The first rule broken ([`Transformer::validate`]).
     pub fn with_latent_attention(self, mla: LatentAttention) -> Result<Transformer> {
         let head_dim = crate::error::add(mla.qk_nope_head_dim, mla.qk_rope_head_dim, "head_dim")?;
-        let m = Transformer {
-            attention: Attention::MultiLatent(mla),
-            num_kv_heads: self.num_heads,
-            head_dim,
-            ..self
-        };
-        m.validate()?;
-        Ok(m)
+        self.to_builder()
+            .attention(Attention::MultiLatent(mla))
+            .num_kv_heads(self.num_heads)
+            .head_dim(head_dim)
+            .build()
     }
 
     /// The same model with sliding-window layers, validated.
@@ -776,12 +944,7 @@ impl Transformer {
     /// # Errors
     /// The first rule broken ([`Transformer::validate`]).
     pub fn with_local_attention(self, local: LocalAttention) -> Result<Transformer> {
-        let m = Transformer {
-            local_attention: Some(local),
-            ..self
-        };
-        m.validate()?;
-        Ok(m)
+        self.to_builder().local_attention(Some(local)).build()
     }
 
     /// The same model shipping `layers` multi-token-prediction modules.
@@ -789,12 +952,7 @@ impl Transformer {
     /// # Errors
     /// The first rule broken ([`Transformer::validate`]).
     pub fn with_mtp_layers(self, layers: u64) -> Result<Transformer> {
-        let m = Transformer {
-            mtp_layers: layers,
-            ..self
-        };
-        m.validate()?;
-        Ok(m)
+        self.to_builder().mtp_layers(layers).build()
     }
 
     /// A multi-head model with `head_dim = hidden / heads` and `ffn = 4·hidden` (GPT-style).
@@ -817,17 +975,17 @@ impl Transformer {
         arch: Architecture,
     ) -> Result<Transformer> {
         let head_dim = split_into_heads(hidden_size, num_heads, ("hidden_size", "num_heads"))?;
-        Transformer::new(
-            vocab_size,
-            hidden_size,
-            num_layers,
-            num_heads,
-            num_heads,
-            head_dim,
-            standard_ffn_size(hidden_size)?,
-            max_positions,
-            arch,
-        )
+        Transformer::builder()
+            .vocab_size(vocab_size)
+            .hidden_size(hidden_size)
+            .num_layers(num_layers)
+            .num_heads(num_heads)
+            .num_kv_heads(num_heads)
+            .head_dim(head_dim)
+            .ffn_size(standard_ffn_size(hidden_size)?)
+            .max_positions(max_positions)
+            .arch(arch)
+            .build()
     }
 
     /// Check every rule; [`Transformer::new`] calls this.

@@ -39,16 +39,16 @@ impl TryFrom<BloomConfig> for Transformer {
             tied_embeddings: c.tie_word_embeddings.unwrap_or(true),
             ..Architecture::bloom()
         };
-        Transformer::new(
-            or(c.vocab_size, 250880),
-            d,
-            or(c.n_layer, 2),
-            heads,
-            heads,
-            head_dim_of(d, heads, ("hidden_size", "n_head"))?,
-            four_times(d)?,
-            or(c.seq_length, 2048),
-            arch,
-        )
+        Transformer::builder()
+            .vocab_size(or(c.vocab_size, 250880))
+            .hidden_size(d)
+            .num_layers(or(c.n_layer, 2))
+            .num_heads(heads)
+            .num_kv_heads(heads)
+            .head_dim(head_dim_of(d, heads, ("hidden_size", "n_head"))?)
+            .ffn_size(four_times(d)?)
+            .max_positions(or(c.seq_length, 2048))
+            .arch(arch)
+            .build()
     }
 }

@@ -50,16 +50,20 @@ impl TryFrom<CohereConfig> for Transformer {
             },
             ..Architecture::llama()
         };
-        Transformer::new(
-            or(c.vocab_size, 256000),
-            d,
-            or(c.num_hidden_layers, 40),
-            heads,
-            or(c.num_key_value_heads, heads),
-            super::floor_head_dim(d, heads, ("hidden_size", "num_attention_heads"))?,
-            or(c.intermediate_size, 22528),
-            or(c.max_position_embeddings, 8192),
-            arch,
-        )
+        Transformer::builder()
+            .vocab_size(or(c.vocab_size, 256000))
+            .hidden_size(d)
+            .num_layers(or(c.num_hidden_layers, 40))
+            .num_heads(heads)
+            .num_kv_heads(or(c.num_key_value_heads, heads))
+            .head_dim(super::floor_head_dim(
+                d,
+                heads,
+                ("hidden_size", "num_attention_heads"),
+            )?)
+            .ffn_size(or(c.intermediate_size, 22528))
+            .max_positions(or(c.max_position_embeddings, 8192))
+            .arch(arch)
+            .build()
     }
 }

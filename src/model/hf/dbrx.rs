@@ -64,21 +64,21 @@ impl TryFrom<DbrxConfig> for Transformer {
             norm: NormKind::LayerNormNoBias,
             ..Architecture::llama()
         };
-        Transformer::new(
-            or(c.vocab_size, 32000),
-            d,
-            or(c.n_layers, 24),
-            heads,
-            or(c.attn_config.kv_n_heads, 1),
-            super::floor_head_dim(d, heads, ("d_model", "n_heads"))?,
-            f,
-            or(c.max_seq_len, 2048),
-            arch,
-        )?
-        .with_moe(Moe::routed(
-            or(c.ffn_config.moe_num_experts, 4),
-            or(c.ffn_config.moe_top_k, 1),
-            f,
-        ))
+        Transformer::builder()
+            .vocab_size(or(c.vocab_size, 32000))
+            .hidden_size(d)
+            .num_layers(or(c.n_layers, 24))
+            .num_heads(heads)
+            .num_kv_heads(or(c.attn_config.kv_n_heads, 1))
+            .head_dim(super::floor_head_dim(d, heads, ("d_model", "n_heads"))?)
+            .ffn_size(f)
+            .max_positions(or(c.max_seq_len, 2048))
+            .arch(arch)
+            .build()?
+            .with_moe(Moe::routed(
+                or(c.ffn_config.moe_num_experts, 4),
+                or(c.ffn_config.moe_top_k, 1),
+                f,
+            ))
     }
 }

@@ -88,18 +88,18 @@ impl TryFrom<DeepseekConfig> for Transformer {
             tied_embeddings: c.tie_word_embeddings.unwrap_or(false),
             ..Architecture::llama()
         };
-        let mut m = Transformer::new(
-            or(c.vocab_size, v0),
-            or(c.hidden_size, d0),
-            or(c.num_hidden_layers, l0),
-            heads,
-            heads,
-            mla.qk_nope_head_dim.saturating_add(mla.qk_rope_head_dim),
-            or(c.intermediate_size, f0),
-            or(c.max_position_embeddings, 4096),
-            arch,
-        )?
-        .with_latent_attention(mla)?;
+        let mut m = Transformer::builder()
+            .vocab_size(or(c.vocab_size, v0))
+            .hidden_size(or(c.hidden_size, d0))
+            .num_layers(or(c.num_hidden_layers, l0))
+            .num_heads(heads)
+            .num_kv_heads(heads)
+            .head_dim(mla.qk_nope_head_dim.saturating_add(mla.qk_rope_head_dim))
+            .ffn_size(or(c.intermediate_size, f0))
+            .max_positions(or(c.max_position_embeddings, 4096))
+            .arch(arch)
+            .build()?
+            .with_latent_attention(mla)?;
         let routed = c.n_routed_experts.map_or(e0, |x| x.0);
         if routed > 0 {
             let expert = or(c.moe_intermediate_size, fe0);

@@ -93,16 +93,20 @@ impl TryFrom<FalconConfig> for Transformer {
             block,
             ..Architecture::falcon()
         };
-        Transformer::new(
-            or(c.vocab_size, 65024),
-            d,
-            or(c.num_hidden_layers, 32),
-            heads,
-            kv,
-            head_dim_of(d, heads, ("hidden_size", "num_attention_heads"))?,
-            ffn,
-            or(c.max_position_embeddings, 2048),
-            arch,
-        )
+        Transformer::builder()
+            .vocab_size(or(c.vocab_size, 65024))
+            .hidden_size(d)
+            .num_layers(or(c.num_hidden_layers, 32))
+            .num_heads(heads)
+            .num_kv_heads(kv)
+            .head_dim(head_dim_of(
+                d,
+                heads,
+                ("hidden_size", "num_attention_heads"),
+            )?)
+            .ffn_size(ffn)
+            .max_positions(or(c.max_position_embeddings, 2048))
+            .arch(arch)
+            .build()
     }
 }

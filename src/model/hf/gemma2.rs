@@ -57,20 +57,20 @@ impl TryFrom<GemmaNextConfig> for Transformer {
             },
             ..Architecture::gemma()
         };
-        let m = Transformer::new(
-            or(c.vocab_size, if gemma3 { 262208 } else { 256000 }),
-            or(c.hidden_size, 2304),
-            or(c.num_hidden_layers, 26),
-            or(c.num_attention_heads, 8),
-            or(c.num_key_value_heads, 4),
-            or(c.head_dim, 256),
-            or(c.intermediate_size, 9216),
-            or(
+        let m = Transformer::builder()
+            .vocab_size(or(c.vocab_size, if gemma3 { 262208 } else { 256000 }))
+            .hidden_size(or(c.hidden_size, 2304))
+            .num_layers(or(c.num_hidden_layers, 26))
+            .num_heads(or(c.num_attention_heads, 8))
+            .num_kv_heads(or(c.num_key_value_heads, 4))
+            .head_dim(or(c.head_dim, 256))
+            .ffn_size(or(c.intermediate_size, 9216))
+            .max_positions(or(
                 c.max_position_embeddings,
                 if gemma3 { 131072 } else { 8192 },
-            ),
-            arch,
-        )?;
+            ))
+            .arch(arch)
+            .build()?;
         let window = or(c.sliding_window, 4096);
         let pattern = match &c.layer_types {
             Some(types) => pattern_from_layer_types(types, window, m.num_layers)?,

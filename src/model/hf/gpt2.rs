@@ -43,16 +43,16 @@ impl TryFrom<Gpt2Config> for Transformer {
             tied_embeddings: c.tie_word_embeddings.unwrap_or(true),
             ..Architecture::gpt2()
         };
-        Transformer::new(
-            or(c.vocab_size, 50257),
-            d,
-            or(c.n_layer, 12),
-            heads,
-            heads,
-            head_dim_of(d, heads, ("n_embd", "n_head"))?,
-            ffn,
-            or(c.n_positions, 1024),
-            arch,
-        )
+        Transformer::builder()
+            .vocab_size(or(c.vocab_size, 50257))
+            .hidden_size(d)
+            .num_layers(or(c.n_layer, 12))
+            .num_heads(heads)
+            .num_kv_heads(heads)
+            .head_dim(head_dim_of(d, heads, ("n_embd", "n_head"))?)
+            .ffn_size(ffn)
+            .max_positions(or(c.n_positions, 1024))
+            .arch(arch)
+            .build()
     }
 }

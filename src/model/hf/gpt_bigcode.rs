@@ -26,11 +26,6 @@ impl TryFrom<GptBigCodeConfig> for Transformer {
         if !c.multi_query.unwrap_or(true) {
             return Ok(m);
         }
-        let mqa = Transformer {
-            num_kv_heads: 1,
-            ..m
-        };
-        mqa.validate()?;
-        Ok(mqa)
+        m.to_builder().num_kv_heads(1).build()
     }
 }

@@ -52,16 +52,20 @@ impl TryFrom<GptNeoXConfig> for Transformer {
             },
             ..Architecture::gpt_neox()
         };
-        Transformer::new(
-            or(c.vocab_size, 50432),
-            d,
-            or(c.num_hidden_layers, 44),
-            heads,
-            heads,
-            head_dim_of(d, heads, ("hidden_size", "num_attention_heads"))?,
-            or(c.intermediate_size, 24576),
-            or(c.max_position_embeddings, 2048),
-            arch,
-        )
+        Transformer::builder()
+            .vocab_size(or(c.vocab_size, 50432))
+            .hidden_size(d)
+            .num_layers(or(c.num_hidden_layers, 44))
+            .num_heads(heads)
+            .num_kv_heads(heads)
+            .head_dim(head_dim_of(
+                d,
+                heads,
+                ("hidden_size", "num_attention_heads"),
+            )?)
+            .ffn_size(or(c.intermediate_size, 24576))
+            .max_positions(or(c.max_position_embeddings, 2048))
+            .arch(arch)
+            .build()
     }
 }

@@ -61,26 +61,26 @@ impl TryFrom<GptOssConfig> for Transformer {
             attention_sinks: true,
             ..Architecture::llama()
         };
-        let m = Transformer::new(
-            or(c.vocab_size, 201088),
-            or(c.hidden_size, 2880),
-            or(c.num_hidden_layers, 36),
-            or(c.num_attention_heads, 64),
-            or(c.num_key_value_heads, 8),
-            or(c.head_dim, 64),
-            f,
-            or(c.max_position_embeddings, 131072),
-            arch,
-        )?
-        .with_moe(Moe {
-            router_bias: true,
-            expert_biases: true,
-            ..Moe::routed(
-                or(c.num_local_experts, 128),
-                or(c.num_experts_per_tok.or(c.experts_per_token), 4),
-                f,
-            )
-        })?;
+        let m = Transformer::builder()
+            .vocab_size(or(c.vocab_size, 201088))
+            .hidden_size(or(c.hidden_size, 2880))
+            .num_layers(or(c.num_hidden_layers, 36))
+            .num_heads(or(c.num_attention_heads, 64))
+            .num_kv_heads(or(c.num_key_value_heads, 8))
+            .head_dim(or(c.head_dim, 64))
+            .ffn_size(f)
+            .max_positions(or(c.max_position_embeddings, 131072))
+            .arch(arch)
+            .build()?
+            .with_moe(Moe {
+                router_bias: true,
+                expert_biases: true,
+                ..Moe::routed(
+                    or(c.num_local_experts, 128),
+                    or(c.num_experts_per_tok.or(c.experts_per_token), 4),
+                    f,
+                )
+            })?;
         let window = or(c.sliding_window, 128);
         let pattern = match &c.layer_types {
             Some(types) => pattern_from_layer_types(types, window, m.num_layers)?,

@@ -90,17 +90,17 @@ impl TryFrom<LlamaConfig> for Transformer {
             biases,
             ..base
         };
-        let m = Transformer::new(
-            or(c.vocab_size, v),
-            d,
-            or(c.num_hidden_layers, l0),
-            heads,
-            kv,
-            head_dim,
-            or(c.intermediate_size, f0),
-            or(c.max_position_embeddings, p0),
-            arch,
-        )?;
+        let m = Transformer::builder()
+            .vocab_size(or(c.vocab_size, v))
+            .hidden_size(d)
+            .num_layers(or(c.num_hidden_layers, l0))
+            .num_heads(heads)
+            .num_kv_heads(kv)
+            .head_dim(head_dim)
+            .ffn_size(or(c.intermediate_size, f0))
+            .max_positions(or(c.max_position_embeddings, p0))
+            .arch(arch)
+            .build()?;
         if c.model_type == "mistral" {
             super::with_window_on_every_layer(m, c.sliding_window)
         } else {

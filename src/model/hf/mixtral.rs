@@ -49,27 +49,27 @@ impl TryFrom<MixtralConfig> for Transformer {
             tied_embeddings: c.tie_word_embeddings.unwrap_or(false),
             ..Architecture::llama()
         };
-        let m = Transformer::new(
-            or(c.vocab_size, 32000),
-            d,
-            or(c.num_hidden_layers, 32),
-            heads,
-            or(c.num_key_value_heads, 8),
-            super::head_dim_or_derived(
+        let m = Transformer::builder()
+            .vocab_size(or(c.vocab_size, 32000))
+            .hidden_size(d)
+            .num_layers(or(c.num_hidden_layers, 32))
+            .num_heads(heads)
+            .num_kv_heads(or(c.num_key_value_heads, 8))
+            .head_dim(super::head_dim_or_derived(
                 c.head_dim,
                 d,
                 heads,
                 ("hidden_size", "num_attention_heads"),
-            )?,
-            f,
-            or(c.max_position_embeddings, 131072),
-            arch,
-        )?
-        .with_moe(Moe::routed(
-            or(c.num_local_experts, 8),
-            or(c.num_experts_per_tok, 2),
-            f,
-        ))?;
+            )?)
+            .ffn_size(f)
+            .max_positions(or(c.max_position_embeddings, 131072))
+            .arch(arch)
+            .build()?
+            .with_moe(Moe::routed(
+                or(c.num_local_experts, 8),
+                or(c.num_experts_per_tok, 2),
+                f,
+            ))?;
         with_window_on_every_layer(m, c.sliding_window)
     }
 }

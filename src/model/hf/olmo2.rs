@@ -64,17 +64,21 @@ impl TryFrom<OlmoConfig> for Transformer {
             ..Architecture::llama()
         };
         let f = or(c.intermediate_size, f0);
-        let m = Transformer::new(
-            or(c.vocab_size, 50304),
-            d,
-            or(c.num_hidden_layers, l0),
-            heads,
-            or(c.num_key_value_heads, heads),
-            super::floor_head_dim(d, heads, ("hidden_size", "num_attention_heads"))?,
-            f,
-            or(c.max_position_embeddings, p0),
-            arch,
-        )?;
+        let m = Transformer::builder()
+            .vocab_size(or(c.vocab_size, 50304))
+            .hidden_size(d)
+            .num_layers(or(c.num_hidden_layers, l0))
+            .num_heads(heads)
+            .num_kv_heads(or(c.num_key_value_heads, heads))
+            .head_dim(super::floor_head_dim(
+                d,
+                heads,
+                ("hidden_size", "num_attention_heads"),
+            )?)
+            .ffn_size(f)
+            .max_positions(or(c.max_position_embeddings, p0))
+            .arch(arch)
+            .build()?;
         if !moe {
             return Ok(m);
         }

@@ -62,16 +62,20 @@ impl TryFrom<OptConfig> for Transformer {
             embed_proj_dim: if proj != d { Some(proj) } else { None },
             ..Architecture::opt()
         };
-        Transformer::new(
-            or(c.vocab_size, 50272),
-            d,
-            or(c.num_hidden_layers, 12),
-            heads,
-            heads,
-            head_dim_of(d, heads, ("hidden_size", "num_attention_heads"))?,
-            or(c.ffn_dim, 3072),
-            or(c.max_position_embeddings, 2048),
-            arch,
-        )
+        Transformer::builder()
+            .vocab_size(or(c.vocab_size, 50272))
+            .hidden_size(d)
+            .num_layers(or(c.num_hidden_layers, 12))
+            .num_heads(heads)
+            .num_kv_heads(heads)
+            .head_dim(head_dim_of(
+                d,
+                heads,
+                ("hidden_size", "num_attention_heads"),
+            )?)
+            .ffn_size(or(c.ffn_dim, 3072))
+            .max_positions(or(c.max_position_embeddings, 2048))
+            .arch(arch)
+            .build()
     }
 }

@@ -42,17 +42,21 @@ impl TryFrom<Phi3Config> for Transformer {
             tied_embeddings: c.tie_word_embeddings.unwrap_or(false),
             ..Architecture::llama()
         };
-        let m = Transformer::new(
-            or(c.vocab_size, 32064),
-            d,
-            or(c.num_hidden_layers, 32),
-            heads,
-            or(c.num_key_value_heads, heads),
-            super::floor_head_dim(d, heads, ("hidden_size", "num_attention_heads"))?,
-            or(c.intermediate_size, 8192),
-            or(c.max_position_embeddings, 4096),
-            arch,
-        )?;
+        let m = Transformer::builder()
+            .vocab_size(or(c.vocab_size, 32064))
+            .hidden_size(d)
+            .num_layers(or(c.num_hidden_layers, 32))
+            .num_heads(heads)
+            .num_kv_heads(or(c.num_key_value_heads, heads))
+            .head_dim(super::floor_head_dim(
+                d,
+                heads,
+                ("hidden_size", "num_attention_heads"),
+            )?)
+            .ffn_size(or(c.intermediate_size, 8192))
+            .max_positions(or(c.max_position_embeddings, 4096))
+            .arch(arch)
+            .build()?;
         with_window_on_every_layer(m, c.sliding_window)
     }
 }

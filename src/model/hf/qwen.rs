@@ -86,23 +86,23 @@ impl TryFrom<QwenConfig> for Transformer {
             ..Architecture::llama()
         };
         let layers = or(c.num_hidden_layers, l0);
-        let mut m = Transformer::new(
-            or(c.vocab_size, 151936),
-            d,
-            layers,
-            heads,
-            or(c.num_key_value_heads, kv0),
-            match (c.head_dim, hd0) {
+        let mut m = Transformer::builder()
+            .vocab_size(or(c.vocab_size, 151936))
+            .hidden_size(d)
+            .num_layers(layers)
+            .num_heads(heads)
+            .num_kv_heads(or(c.num_key_value_heads, kv0))
+            .head_dim(match (c.head_dim, hd0) {
                 (Some(h), _) => h.0,
                 (None, Some(h)) => h,
                 (None, None) => {
                     super::floor_head_dim(d, heads, ("hidden_size", "num_attention_heads"))?
                 }
-            },
-            or(c.intermediate_size, f0),
-            or(c.max_position_embeddings, 32768),
-            arch,
-        )?;
+            })
+            .ffn_size(or(c.intermediate_size, f0))
+            .max_positions(or(c.max_position_embeddings, 32768))
+            .arch(arch)
+            .build()?;
         let experts = or(c.num_experts, e0);
         if c.model_type != "qwen3" && experts > 0 {
             // Dense layers must be a leading run for the periodic rule of `Moe`.

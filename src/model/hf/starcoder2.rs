@@ -51,17 +51,21 @@ impl TryFrom<Starcoder2Config> for Transformer {
             tied_embeddings: c.tie_word_embeddings.unwrap_or(true),
             ..Architecture::llama()
         };
-        let m = Transformer::new(
-            or(c.vocab_size, 49152),
-            d,
-            or(c.num_hidden_layers, 30),
-            heads,
-            or(c.num_key_value_heads, 2),
-            super::floor_head_dim(d, heads, ("hidden_size", "num_attention_heads"))?,
-            or(c.intermediate_size, 12288),
-            or(c.max_position_embeddings, 4096),
-            arch,
-        )?;
+        let m = Transformer::builder()
+            .vocab_size(or(c.vocab_size, 49152))
+            .hidden_size(d)
+            .num_layers(or(c.num_hidden_layers, 30))
+            .num_heads(heads)
+            .num_kv_heads(or(c.num_key_value_heads, 2))
+            .head_dim(super::floor_head_dim(
+                d,
+                heads,
+                ("hidden_size", "num_attention_heads"),
+            )?)
+            .ffn_size(or(c.intermediate_size, 12288))
+            .max_positions(or(c.max_position_embeddings, 4096))
+            .arch(arch)
+            .build()?;
         with_window_on_every_layer(m, c.sliding_window)
     }
 }
