@@ -36,6 +36,8 @@ struct Cli {
 
 fn shapes(dtype: Dtype) -> Vec<Gemm> {
     let g = |m, n, k, batch| Gemm {
+        pass: lmshape::hardware::GemmPass::Forward,
+        block_scaled: false,
         m,
         n,
         k,

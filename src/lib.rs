@@ -23,6 +23,8 @@
 //!   tile/wave-quantization model, measured tables, cuBLAS with the `cuda` feature);
 //! * [`framework`]: each training framework's byte counts per parameter, memory profile and
 //!   speed profile, read by memory and step time alike;
+//! * [`system`]: measured profiles of machines (GEMM, attention and collective tables, memory
+//!   bandwidth, network) with provenance and their validated error band;
 //! * [`step`]: a training step's time on a cluster, layer by layer, with calibration;
 //! * [`scaling`]: compute budgets, published scaling laws (Kaplan, Chinchilla approaches 1–3,
 //!   Besiroglu et al.), fitting a law to your own runs, inference-aware sizing and constraints.
@@ -67,7 +69,8 @@
 //! | [`hardware`] (GPU facts and GEMM timers) | `error` |
 //! | [`framework`] (byte counts, memory and speed profiles) | `error` |
 //! | [`memory`] | the above |
-//! | [`step`] | the above and `memory` |
+//! | [`system`] (measured profiles of machines) | `error`, `hardware` |
+//! | [`step`] | the above, `memory` and `system` |
 //! | [`heuristics`] | `error`, `model` |
 //! | [`presets`] | `error`, `model`, `heuristics` |
 //! | [`search`] | `error`, `model`, `parallel`, `flops`, `heuristics` |
@@ -102,6 +105,7 @@ pub mod presets;
 pub mod scaling;
 pub mod search;
 pub mod step;
+pub mod system;
 
 pub use error::{Error, Result};
 pub use flops::{FlopsConvention, Recompute, TokenFlops};

@@ -16,6 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("flops", &["error", "model", "params", "parallel"]),
     ("hardware", &["error", "numeric"]),
     ("framework", &["error"]),
+    ("system", &["error", "numeric", "hardware"]),
     (
         "memory",
         &[
@@ -41,6 +42,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "hardware",
             "framework",
             "memory",
+            "system",
         ],
     ),
     ("heuristics", &["error", "model", "params"]),
@@ -72,6 +74,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "hardware",
             "framework",
             "memory",
+            "system",
             "step",
             "heuristics",
             "presets",

@@ -9,11 +9,14 @@
 //! * **Wave quantization**: tiles run in waves of one per SM: `waves = ceil(tiles / SMs)`.
 //! * **k quantization**: the main loop steps through `k` in slices of 128 bytes (64 elements of
 //!   a 16-bit type: the guide's "multiples of 64 on A100" advice), so `k` is rounded up to that.
-//! * **Alignment**: Tensor Cores need every dimension to be a multiple of 16 bytes (8 fp16
-//!   elements); otherwise the GEMM runs on CUDA cores at the fp32 peak. This is cuBLAS's
-//!   behaviour before 11.0 and, in the BigScience measurements (`bloom_throughput_tp8.json`:
-//!   hidden 13824 with 128 heads, head size 108, ran at 99.8 TFLOPs against 133.9 with 64
-//!   heads), still the order of the penalty seen with head sizes that are not a multiple of 8.
+//! * **Alignment**: Tensor Cores need the leading dimensions — the feature dimensions `k` (of
+//!   `A[m×k]`) and `n` (of `B[k×n]` and `C[m×n]`) in row-major storage — to be multiples of 16
+//!   bytes (8 fp16 elements); otherwise the GEMM runs on CUDA cores at the fp32 peak. This is
+//!   cuBLAS's behaviour before 11.0 and, in the BigScience measurements
+//!   (`bloom_throughput_tp8.json`: hidden 13824 with 128 heads, head size 108, ran at 99.8
+//!   TFLOPs against 133.9 with 64 heads), still the order of the penalty seen with head sizes
+//!   that are not a multiple of 8. The row count `m` (tokens, or tokens per expert) needs no
+//!   alignment: it only strides along the leading dimension.
 //! * **Roofline**: a GEMM also takes at least its minimal traffic over HBM bandwidth.
 //!
 //! Constants: [`AnalyticalTimer::efficiency`] is the fraction of dense peak that a large,
@@ -73,15 +76,14 @@ pub struct AnalyticalTimer {
 
 impl AnalyticalTimer {
     /// Default constants for a GPU: its [`GpuSpec::gemm_efficiency`],
-    /// [`ATTAINABLE_HBM_FRACTION`] of HBM bandwidth, 5 µs per launch (typical CUDA launch plus
-    /// cuBLAS setup latency).
+    /// [`ATTAINABLE_HBM_FRACTION`] of HBM bandwidth, [`DEFAULT_LAUNCH_SECONDS`] per launch.
     pub fn new(gpu: GpuSpec) -> AnalyticalTimer {
         AnalyticalTimer {
             efficiency: gpu.gemm_efficiency,
             gpu,
             tiles: DEFAULT_TILES.to_vec(),
             memory_efficiency: ATTAINABLE_HBM_FRACTION,
-            launch_seconds: 5e-6,
+            launch_seconds: DEFAULT_LAUNCH_SECONDS,
         }
     }
 
@@ -110,10 +112,10 @@ impl AnalyticalTimer {
         Ok(())
     }
 
-    /// Whether every dimension meets the Tensor Core alignment.
+    /// Whether the leading dimensions (`n` and `k`) meet the Tensor Core alignment.
     pub fn aligned(gemm: &Gemm) -> bool {
         let b = gemm.dtype.bytes();
-        [gemm.m, gemm.n, gemm.k]
+        [gemm.n, gemm.k]
             .iter()
             .all(|&d| (u128::from(d) * u128::from(b)) % u128::from(TENSOR_CORE_ALIGN_BYTES) == 0)
     }
@@ -124,37 +126,60 @@ impl AnalyticalTimer {
     /// A GEMM with a zero dimension, or a dtype the GPU has no peak for.
     pub fn compute_seconds(&self, gemm: &Gemm) -> Result<f64> {
         self.validate()?;
-        gemm.validate()?;
-        let tc = gemm.dtype != Dtype::Fp32 && Self::aligned(gemm);
-        let peak = if tc {
-            self.gpu.peak_flops_per_s(gemm.dtype)?
-        } else {
-            self.gpu.peak_flops_per_s(Dtype::Fp32)?
-        };
-        let sms = self.gpu.sm_count as f64;
-        let per_sm = peak * self.efficiency / sms;
-        let slice = (K_SLICE_BYTES / gemm.dtype.bytes()).max(1);
-        let k_eff = gemm.k.div_ceil(slice) as f64 * slice as f64;
-        let reuse = |tm: f64, tn: f64| {
-            let r = tm * tn / (tm + tn);
-            r / (r + TILE_REUSE_HALF)
-        };
-        let best_reuse = self
-            .tiles
-            .iter()
-            .map(|&(a, b)| reuse(a as f64, b as f64))
-            .fold(0.0f64, f64::max);
-        let mut best = f64::INFINITY;
-        for &(tm, tn) in &self.tiles {
-            let tiles = gemm.m.div_ceil(tm) as f64 * gemm.n.div_ceil(tn) as f64 * gemm.batch as f64;
-            let waves = (tiles / sms).ceil();
-            let tile_eff = reuse(tm as f64, tn as f64) / best_reuse;
-            let t = waves * 2.0 * tm as f64 * tn as f64 * k_eff / (per_sm * tile_eff);
-            best = best.min(t);
-        }
-        Ok(best)
+        compute_seconds(&self.gpu, &self.tiles, self.efficiency, gemm)
     }
 }
+
+/// [`AnalyticalTimer::compute_seconds`] with the timer's constants as arguments (no
+/// allocation: the system profiles anchor it per GEMM).
+pub(crate) fn compute_seconds(
+    gpu: &GpuSpec,
+    tiles: &[(u64, u64)],
+    efficiency: f64,
+    gemm: &Gemm,
+) -> Result<f64> {
+    gemm.validate()?;
+    let tc = gemm.dtype != Dtype::Fp32 && AnalyticalTimer::aligned(gemm);
+    let peak = if tc {
+        gpu.peak_flops_per_s(gemm.dtype)?
+    } else {
+        gpu.peak_flops_per_s(Dtype::Fp32)?
+    };
+    let sms = gpu.sm_count as f64;
+    let per_sm = peak * efficiency / sms;
+    let slice = (K_SLICE_BYTES / gemm.dtype.bytes()).max(1);
+    let k_eff = gemm.k.div_ceil(slice) as f64 * slice as f64;
+    let reuse = |tm: f64, tn: f64| {
+        let r = tm * tn / (tm + tn);
+        r / (r + TILE_REUSE_HALF)
+    };
+    let best_reuse = tiles
+        .iter()
+        .map(|&(a, b)| reuse(a as f64, b as f64))
+        .fold(0.0f64, f64::max);
+    let mut best = f64::INFINITY;
+    for &(tm, tn) in tiles {
+        let tiles = gemm.m.div_ceil(tm) as f64 * gemm.n.div_ceil(tn) as f64 * gemm.batch as f64;
+        let waves = (tiles / sms).ceil();
+        let tile_eff = reuse(tm as f64, tn as f64) / best_reuse;
+        let t = waves * 2.0 * tm as f64 * tn as f64 * k_eff / (per_sm * tile_eff);
+        best = best.min(t);
+    }
+    Ok(best)
+}
+
+/// The analytical GEMM time of `gemm` on `gpu` with the default constants of
+/// [`AnalyticalTimer::new`] (compute with the best tile, roofline, launch), without building a
+/// timer.
+pub(crate) fn default_seconds(gpu: &GpuSpec, gemm: &Gemm) -> Result<f64> {
+    let compute = compute_seconds(gpu, DEFAULT_TILES, gpu.gemm_efficiency, gemm)?;
+    let memory = gemm.min_bytes() / (gpu.memory_bytes_per_s * ATTAINABLE_HBM_FRACTION);
+    Ok(compute.max(memory) + DEFAULT_LAUNCH_SECONDS)
+}
+
+/// Fixed seconds per kernel launch of the analytical timer: 5 µs, an assumption (a typical CUDA
+/// launch plus cuBLAS setup).
+pub const DEFAULT_LAUNCH_SECONDS: f64 = 5e-6;
 
 impl GemmTimer for AnalyticalTimer {
     /// `max(compute with the best tile, minimal HBM traffic / attainable bandwidth) + launch`.

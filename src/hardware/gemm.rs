@@ -6,6 +6,20 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+/// Which pass of a linear layer a GEMM computes (the three have different shapes, and measured
+/// kernels differ by layout: forward `TN`, data gradient `NN`, weight gradient `NT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GemmPass {
+    /// `Y = X·W`.
+    #[default]
+    Forward,
+    /// `dX = dY·Wᵀ`.
+    DataGrad,
+    /// `dW = Xᵀ·dY`.
+    WeightGrad,
+}
+
 /// `batch` independent products `C[m×n] = A[m×k] · B[k×n]` in `dtype`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Gemm {
@@ -19,6 +33,12 @@ pub struct Gemm {
     pub batch: u64,
     /// Element type.
     pub dtype: Dtype,
+    /// The pass it computes.
+    #[serde(default)]
+    pub pass: GemmPass,
+    /// FP8 with block (MX or 128-block) scales instead of one scale per tensor.
+    #[serde(default)]
+    pub block_scaled: bool,
 }
 
 impl Gemm {
@@ -35,6 +55,8 @@ impl Gemm {
             k,
             batch: 1,
             dtype: Dtype::Bf16,
+            pass: GemmPass::Forward,
+            block_scaled: false,
         }
     }
 
@@ -55,6 +77,7 @@ impl Gemm {
         Gemm {
             n: self.k,
             k: self.n,
+            pass: GemmPass::DataGrad,
             ..*self
         }
     }
@@ -65,6 +88,7 @@ impl Gemm {
             m: self.k,
             n: self.n,
             k: self.m,
+            pass: GemmPass::WeightGrad,
             ..*self
         }
     }

@@ -14,6 +14,6 @@ pub mod gpu;
 pub mod table;
 
 pub use analytical::AnalyticalTimer;
-pub use gemm::{CachedTimer, Gemm, GemmTimer};
+pub use gemm::{CachedTimer, Gemm, GemmPass, GemmTimer};
 pub use gpu::{Dtype, GemmPrecision, GpuSpec};
 pub use table::{Missing, TableTimer};

@@ -83,6 +83,8 @@ impl TableTimer {
                 k: e.k,
                 batch: e.batch,
                 dtype: e.dtype,
+                pass: super::GemmPass::Forward,
+                block_scaled: false,
             };
             g.validate()?;
             index.insert(g, e.seconds);
@@ -198,7 +200,13 @@ fn nearest_row<'a>(rows: &'a [[f64; 6]], gemm: &Gemm) -> Option<&'a [f64; 6]> {
 impl GemmTimer for TableTimer {
     fn gemm_seconds(&self, gemm: &Gemm) -> Result<f64> {
         gemm.validate()?;
-        if let Some(s) = self.index.get(gemm) {
+        // A table measures shapes: the pass and the scaling recipe of a lookup do not matter.
+        let key = Gemm {
+            pass: super::GemmPass::Forward,
+            block_scaled: false,
+            ..*gemm
+        };
+        if let Some(s) = self.index.get(&key) {
             return Ok(*s);
         }
         let missing = Error::MissingTiming {

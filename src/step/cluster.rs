@@ -2,7 +2,9 @@
 
 use crate::error::{Error, Result};
 use crate::hardware::GpuSpec;
+use crate::system::{CollectiveOp, SystemProfile};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The cluster a step runs on. Deserializing validates ([`Cluster::validate`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +36,11 @@ pub struct Cluster {
     /// (Megatron-Core `--moe-shared-expert-overlap`).
     #[serde(default)]
     pub overlap_shared_experts: bool,
+    /// The machine's measured profile: attention kernels, memory-bound kernels and collectives
+    /// are taken from it (and its GEMMs through [`crate::system::SystemTimer`]); without one,
+    /// the analytical constants above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<Arc<SystemProfile>>,
 }
 
 /// The fields of a [`Cluster`] as they arrive from serde, before validation.
@@ -51,6 +58,8 @@ pub(crate) struct ClusterFields {
     pub(crate) overlap_param_gather: bool,
     #[serde(default)]
     pub(crate) overlap_shared_experts: bool,
+    #[serde(default)]
+    pub(crate) system: Option<Arc<SystemProfile>>,
 }
 
 impl TryFrom<ClusterFields> for Cluster {
@@ -68,6 +77,7 @@ impl TryFrom<ClusterFields> for Cluster {
             overlap_dp_comm: f.overlap_dp_comm,
             overlap_param_gather: f.overlap_param_gather,
             overlap_shared_experts: f.overlap_shared_experts,
+            system: f.system,
         };
         c.validate()?;
         Ok(c)
@@ -118,6 +128,60 @@ impl Cluster {
             overlap_dp_comm: false,
             overlap_param_gather: false,
             overlap_shared_experts: false,
+            system: None,
+        }
+    }
+
+    /// The cluster of a measured machine: its GPU, its GPUs per node and its network, timed by
+    /// its profile. The other constants stay [`Cluster::dgx`]'s (used only for what the
+    /// profile does not say).
+    ///
+    /// ```
+    /// use lmshape::{step::Cluster, system::SystemProfile};
+    /// let c = Cluster::from_system(SystemProfile::shared("gb200-nvl72")?)?;
+    /// assert_eq!((c.gpu.name.as_str(), c.gpus_per_node), ("gb200", 72));
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// A profile whose GPU is not a preset.
+    pub fn from_system(profile: Arc<SystemProfile>) -> Result<Cluster> {
+        let gpu = profile.gpu_spec()?;
+        Ok(Cluster {
+            gpus_per_node: profile.gpus_per_node,
+            system: Some(profile.clone()),
+            ..Cluster::dgx(gpu, profile.network.nic_bytes_per_s)
+        })
+    }
+
+    /// Seconds of a collective over `ranks` GPUs whose ranks are `stride` apart, each holding
+    /// `bytes` (the whole buffer: an all-reduce's, reduce-scatter's input, all-gather's output,
+    /// an all-to-all's send buffer, one send's payload): by the measured profile when the
+    /// cluster has one ([`SystemProfile::collective_seconds`]), else by the ring model
+    /// ([`Cluster::ring_seconds`]; an all-to-all sends `(n − 1)/n` of its buffer, the shares
+    /// to the node's GPUs over NVLink and the rest over the network).
+    pub fn collective_seconds(&self, op: CollectiveOp, bytes: f64, ranks: u64, stride: u64) -> f64 {
+        if ranks <= 1 {
+            return 0.0;
+        }
+        let per_node = self.ranks_per_node(ranks, stride);
+        if let Some(p) = &self.system {
+            return p.collective_seconds(op, ranks, per_node, bytes);
+        }
+        match op {
+            CollectiveOp::AllReduce => self.ring_seconds(2.0, bytes, ranks, stride),
+            CollectiveOp::AllGather | CollectiveOp::ReduceScatter => {
+                self.ring_seconds(1.0, bytes, ranks, stride)
+            }
+            CollectiveOp::AllToAll => {
+                let share = bytes / ranks as f64;
+                let nvlink = share * (per_node - 1) as f64 / self.link_bytes_per_s(true);
+                let network = share * (ranks - per_node) as f64 / self.link_bytes_per_s(false);
+                nvlink.max(network) + self.collective_latency_seconds
+            }
+            CollectiveOp::SendRecv => {
+                bytes / self.link_bytes_per_s(per_node == ranks) + self.collective_latency_seconds
+            }
         }
     }
 

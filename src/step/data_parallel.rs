@@ -5,6 +5,7 @@ use super::{Cluster, StepOptions};
 use crate::error::Result;
 use crate::hardware::analytical::ATTAINABLE_HBM_FRACTION;
 use crate::parallel::{ParallelLayout, ZeroStage};
+use crate::system::CollectiveOp;
 
 /// Parameters the most loaded rank holds: the dense part (reduced and sharded over `dp`) and
 /// the routed experts (over the expert-data-parallel degree).
@@ -28,7 +29,7 @@ impl HeldParams {
 
 /// The exposed data-parallel communication of the most loaded rank: its dense parameters over
 /// `dp` (ranks `tp` apart) and its routed experts over the expert-data-parallel degree (ranks
-/// `ep · etp` apart), each by [`Cluster::ring_seconds`]:
+/// `ep · etp` apart), each by [`Cluster::collective_seconds`]:
 ///
 /// * **ZeRO 0**: an all-reduce of the gradients (`grad_bytes` each).
 /// * **ZeRO 1–2** (Megatron-Core's distributed optimizer, Rajbhandari et al. 2020 §5): a
@@ -66,10 +67,17 @@ pub(crate) fn data_parallel_seconds(
             continue;
         }
         if layout.zero == ZeroStage::None {
-            grads += cluster.ring_seconds(2.0, params * grad, ranks, stride);
+            grads +=
+                cluster.collective_seconds(CollectiveOp::AllReduce, params * grad, ranks, stride);
         } else {
-            grads += cluster.ring_seconds(1.0, params * grad, ranks, stride);
-            weights += cluster.ring_seconds(1.0, params * weight, ranks, stride);
+            grads += cluster.collective_seconds(
+                CollectiveOp::ReduceScatter,
+                params * grad,
+                ranks,
+                stride,
+            );
+            weights +=
+                cluster.collective_seconds(CollectiveOp::AllGather, params * weight, ranks, stride);
         }
     }
     if layout.zero == ZeroStage::Weights {

@@ -187,12 +187,15 @@ pub(crate) fn variant_gemms(
         crate::parallel::CpComm::A2a if layout.cp > 1 => (s, heads / layout.cp),
         _ => (local, heads),
     };
+    let block_scaled = opts.memory.gemm_precision == crate::hardware::GemmPrecision::Mxfp8;
     let g = |m: u64, n: u64, k: u64, batch: u64, dtype: Dtype| Gemm {
         m,
         n,
         k,
         batch,
         dtype,
+        pass: crate::hardware::GemmPass::Forward,
+        block_scaled: block_scaled && dtype == Dtype::Fp8,
     };
     let ctx = attended_keys(model, layout, opts, variant);
     let mut list = LayerGemms::new();

@@ -8,6 +8,7 @@ use crate::hardware::GemmTimer;
 use crate::hardware::analytical::ATTAINABLE_HBM_FRACTION;
 use crate::model::{MlpKind, Transformer};
 use crate::parallel::ParallelLayout;
+use crate::system::CollectiveOp;
 
 /// One layer of `variant` for one micro-batch on one rank (see the module docs for the dense
 /// terms). Beyond them:
@@ -35,24 +36,171 @@ pub(crate) fn variant_times(
     variant: LayerVariant,
 ) -> Result<LayerTimes> {
     let (list, experts) = variant_gemms(model, layout, opts, variant)?;
-    let (mut fwd, mut bwd, mut core_fwd, mut linear_inputs) = (0.0, 0.0, 0.0, 0.0);
-    let mut shared_fwd = 0.0;
-    for (gemm, role) in list.as_slice() {
+    let g = gemm_times(
+        model,
+        layout,
+        cluster,
+        timer,
+        opts,
+        variant,
+        list.as_slice(),
+    )?;
+    let m = memory_bound(
+        model,
+        layout,
+        opts,
+        variant,
+        experts.as_ref(),
+        g.linear_inputs,
+    );
+    let mem = |bytes: f64, kernels: f64| match &cluster.system {
+        Some(p) => p.memory_seconds(&cluster.gpu, bytes, kernels),
+        None => bytes / (cluster.gpu.memory_bytes_per_s * ATTAINABLE_HBM_FRACTION),
+    };
+    let (mem_fwd, mem_core) = (
+        mem(m.fwd_bytes, m.fwd_kernels),
+        mem(m.core_bytes, m.core_kernels),
+    );
+    let (re_gemm, re_mem, full) = match layout.recompute {
+        Recompute::None => (0.0, 0.0, false),
+        Recompute::Selective => (g.core_fwd, mem_core, false),
+        Recompute::Full => (g.fwd, mem_fwd, true),
+    };
+    let passes = if full { 3.0 } else { 2.0 };
+    let tp_comm = passes
+        * (tensor_parallel_seconds(model, layout, cluster, opts, layout.tp)
+            + tensor_parallel_seconds(model, layout, cluster, opts, m.ff_tp))
+        + sequence_parallel_regather_seconds(model, layout, cluster, opts, m.ff_tp);
+    let all_to_all = expert_all_to_all_seconds(cluster, layout, opts, &m, &g, passes);
+    let cp_comm = context_parallel_seconds(model, layout, cluster, opts, g.core_fwd, passes)?;
+    Ok(LayerTimes {
+        gemm: g.fwd + g.bwd + re_gemm,
+        memory: 3.0 * mem_fwd + re_mem,
+        tp_comm,
+        all_to_all,
+        cp_comm,
+    })
+}
+
+/// A layer's GEMM seconds for one micro-batch: forward and backward (data- and weight-gradient
+/// GEMMs), the attention core's forward (rerun by selective recomputation), the elements
+/// read by its linear GEMMs (cast under FP8) and the shared experts' forward (the window the
+/// all-to-all may hide in).
+struct GemmTimes {
+    fwd: f64,
+    bwd: f64,
+    core_fwd: f64,
+    linear_inputs: f64,
+    shared_fwd: f64,
+}
+
+/// The layer's GEMMs timed one by one; with a measured profile the attention core comes from
+/// its attention kernels ([`crate::system::SystemProfile::attention_seconds`]) instead of the
+/// two core GEMMs.
+fn gemm_times(
+    model: &Transformer,
+    layout: &ParallelLayout,
+    cluster: &Cluster,
+    timer: &dyn GemmTimer,
+    opts: &StepOptions,
+    variant: LayerVariant,
+    list: &[(crate::hardware::Gemm, GemmRole)],
+) -> Result<GemmTimes> {
+    let mut t = GemmTimes {
+        fwd: 0.0,
+        bwd: 0.0,
+        core_fwd: 0.0,
+        linear_inputs: 0.0,
+        shared_fwd: 0.0,
+    };
+    // The measured kernels are FlashAttention's; standard attention keeps its two GEMMs.
+    let measured_core = cluster.system.is_some() && opts.flash_attention();
+    let mut core_shape = None;
+    for (gemm, role) in list {
+        if *role == GemmRole::AttentionCore && measured_core {
+            core_shape.get_or_insert(*gemm);
+            continue;
+        }
         let f = timed(timer, gemm, &cluster.gpu)?;
-        fwd += f;
-        bwd += timed(timer, &gemm.data_grad(), &cluster.gpu)?
+        t.fwd += f;
+        t.bwd += timed(timer, &gemm.data_grad(), &cluster.gpu)?
             + timed(timer, &gemm.weight_grad(), &cluster.gpu)?;
         match role {
-            GemmRole::AttentionCore => core_fwd += f,
+            GemmRole::AttentionCore => t.core_fwd += f,
             GemmRole::Linear | GemmRole::Expert | GemmRole::SharedExpert => {
-                linear_inputs += gemm.m as f64 * gemm.k as f64 * gemm.batch as f64;
+                t.linear_inputs += gemm.m as f64 * gemm.k as f64 * gemm.batch as f64;
                 if *role == GemmRole::SharedExpert {
-                    shared_fwd += f;
+                    t.shared_fwd += f;
                 }
             }
             GemmRole::Router => {}
         }
     }
+    if let (Some(p), Some(scores)) = (&cluster.system, core_shape) {
+        // The scores GEMM is `[queries × keys] = [queries × d_qk]·[d_qk × keys]`, batched over
+        // micro-batch × heads; attention×V gives `d_v`.
+        let (d_qk, d_v) = core_widths(model);
+        let heads = scores.batch / layout.micro_batch.max(1);
+        let kv = match &model.attention {
+            crate::model::Attention::Standard => {
+                crate::parallel::kv_heads_per_rank(model.num_kv_heads, layout.tp)?
+            }
+            crate::model::Attention::MultiLatent(_) => heads,
+        };
+        let attended = attended_keys(model, layout, opts, variant) as f64;
+        let (f, b) = p.attention_seconds(
+            &cluster.gpu,
+            layout.micro_batch,
+            scores.m,
+            attended,
+            heads,
+            kv.min(heads).max(1),
+            d_qk,
+            d_v,
+        )?;
+        t.fwd += f;
+        t.bwd += b;
+        t.core_fwd += f;
+    }
+    Ok(t)
+}
+
+/// Query/key and value widths of one head.
+fn core_widths(model: &Transformer) -> (u64, u64) {
+    match &model.attention {
+        crate::model::Attention::Standard => (model.head_dim, model.head_dim),
+        crate::model::Attention::MultiLatent(mla) => {
+            (mla.qk_nope_head_dim + mla.qk_rope_head_dim, mla.v_head_dim)
+        }
+    }
+}
+
+/// A layer's memory-bound work for one micro-batch's forward (the backward moves twice it):
+/// bytes and kernels of the whole layer and of the attention core alone, the elements of the
+/// all-to-all, and the tensor-parallel degree of the feed-forward block's collective.
+struct MemoryBoundWork {
+    fwd_bytes: f64,
+    fwd_kernels: f64,
+    core_bytes: f64,
+    core_kernels: f64,
+    a2a_elements: f64,
+    ff_tp: u64,
+}
+
+/// See the module docs of [`crate::step`]: norms, bias–dropout–residual, the activation,
+/// the fused softmax (without FlashAttention), the routed experts' permutations and router
+/// softmax, and FP8's casts. Kernels counted for a profile's per-kernel latency: the norms, two
+/// residual adds, the activation, rotary embeddings where used, the softmax and its dropout
+/// without FlashAttention, four routing kernels per expert layer (router softmax and top-k,
+/// permute, un-permute) and one cast per linear input under FP8.
+fn memory_bound(
+    model: &Transformer,
+    layout: &ParallelLayout,
+    opts: &StepOptions,
+    variant: LayerVariant,
+    experts: Option<&crate::parallel::ExpertBatch>,
+    linear_inputs: f64,
+) -> MemoryBoundWork {
     let t = layout.tp;
     let (s, b) = (layout.local_seq_len(), layout.micro_batch);
     let d = model.hidden_size;
@@ -81,11 +229,9 @@ pub(crate) fn variant_times(
             ((act_inputs + 1.0) * e * tokens * f, 0.0, 0.0, t)
         }
     };
-    // Memory-bound bytes of the forward pass.
-    let tf = t as f64;
     let (sf, bf, h) = (s as f64, b as f64, d as f64);
     let sbh = if layout.sequence_parallel {
-        sf * bf * h / tf
+        sf * bf * h / t as f64
     } else {
         sf * bf * h
     };
@@ -105,10 +251,9 @@ pub(crate) fn variant_times(
     let dense_bytes =
         norms * 2.0 * e * sbh + 2.0 * (3.0 * e + mask) * sbh + mlp_act_bytes + moe_bytes;
     // FP8: each linear GEMM's input is cast (read 16 bits, write 8 bits and its scale; current
-    // scaling reads it once more for its amax). The
-    // backward casts the output gradients and transposes the inputs for the weight gradients:
-    // twice as many bytes again (an assumption; Transformer Engine fuses some casts into norms
-    // and activations).
+    // scaling reads it once more for its amax). The backward casts the output gradients and
+    // transposes the inputs for the weight gradients: twice as many bytes again (an
+    // assumption; Transformer Engine fuses some casts into norms and activations).
     let precision = opts.memory.gemm_precision;
     let cast = precision.cast_bytes();
     let cast_fwd = if cast > 0.0 {
@@ -116,38 +261,99 @@ pub(crate) fn variant_times(
     } else {
         0.0
     };
-    let bw = cluster.gpu.memory_bytes_per_s * ATTAINABLE_HBM_FRACTION;
-    let mem_fwd = (dense_bytes + softmax + cast_fwd) / bw;
-    let mem_core = softmax / bw;
-    let (re_gemm, re_mem, full) = match layout.recompute {
-        Recompute::None => (0.0, 0.0, false),
-        Recompute::Selective => (core_fwd, mem_core, false),
-        Recompute::Full => (fwd, mem_fwd, true),
+    let core_kernels = if opts.flash_attention() {
+        0.0
+    } else if opts.dropout() {
+        2.0
+    } else {
+        1.0
     };
-    let passes = if full { 3.0 } else { 2.0 };
-    let ar = |ranks: u64| cluster.ring_seconds(2.0, sf * bf * h * e, ranks, 1);
-    let a2a = if a2a_elements > 0.0 {
-        // Dispatch and combine, per pass. With the overlap they run beside the shared experts'
-        // GEMMs of the same pass (backward: twice the forward's work) and only the excess
-        // shows (Megatron-Core `--moe-shared-expert-overlap`).
-        let per_pass = 2.0 * all_to_all_seconds(cluster, layout, a2a_elements * e);
-        let shared = if cluster.overlap_shared_experts {
-            shared_fwd
-        } else {
-            0.0
-        };
-        (passes - 1.0) * (per_pass - shared).max(0.0) + (per_pass - 2.0 * shared).max(0.0)
+    let rotary = f64::from(u8::from(matches!(
+        model.arch.position,
+        crate::model::PositionKind::Rotary
+    )));
+    let routing = if experts.is_some() { 4.0 } else { 0.0 };
+    let casts = if cast > 0.0 { 4.0 } else { 0.0 };
+    MemoryBoundWork {
+        fwd_bytes: dense_bytes + softmax + cast_fwd,
+        fwd_kernels: norms + 2.0 + 1.0 + rotary + core_kernels + routing + casts,
+        core_bytes: softmax,
+        core_kernels,
+        a2a_elements,
+        ff_tp,
+    }
+}
+
+/// A tensor-parallel group's collectives of one layer for one micro-batch and one forward
+/// pass over `ranks` adjacent GPUs: an all-reduce of the `sbh` activation (Megatron-LM's `g`
+/// operator), or with sequence parallelism a reduce-scatter and an all-gather of it
+/// (Korthikanti et al. 2022 §4.2.2).
+fn tensor_parallel_seconds(
+    model: &Transformer,
+    layout: &ParallelLayout,
+    cluster: &Cluster,
+    opts: &StepOptions,
+    ranks: u64,
+) -> f64 {
+    let bytes = layout.local_seq_len() as f64
+        * layout.micro_batch as f64
+        * model.hidden_size as f64
+        * opts.dtype.bytes() as f64;
+    if layout.sequence_parallel && cluster.system.is_some() {
+        cluster.collective_seconds(CollectiveOp::ReduceScatter, bytes, ranks, 1)
+            + cluster.collective_seconds(CollectiveOp::AllGather, bytes, ranks, 1)
+    } else {
+        cluster.collective_seconds(CollectiveOp::AllReduce, bytes, ranks, 1)
+    }
+}
+
+/// With sequence parallelism and a measured profile, the backward all-gathers the sharded
+/// inputs of the column-parallel linears (QKV and the MLP's input) again for their weight
+/// gradients (Korthikanti et al. 2022 §4.2.2; the memory estimate counts the re-gathered
+/// input): one more all-gather of `sbh` each.
+fn sequence_parallel_regather_seconds(
+    model: &Transformer,
+    layout: &ParallelLayout,
+    cluster: &Cluster,
+    opts: &StepOptions,
+    ff_tp: u64,
+) -> f64 {
+    if !layout.sequence_parallel || cluster.system.is_none() {
+        return 0.0;
+    }
+    let bytes = layout.local_seq_len() as f64
+        * layout.micro_batch as f64
+        * model.hidden_size as f64
+        * opts.dtype.bytes() as f64;
+    cluster.collective_seconds(CollectiveOp::AllGather, bytes, layout.tp, 1)
+        + cluster.collective_seconds(CollectiveOp::AllGather, bytes, ff_tp, 1)
+}
+
+/// The expert block's all-to-alls: dispatch and combine per pass, each GPU sending `T_r·k·h`
+/// elements over the expert-parallel group (ranks `etp` apart). With the overlap they run
+/// beside the shared experts' GEMMs of the same pass (backward: twice the forward's work) and
+/// only the excess shows (Megatron-Core `--moe-shared-expert-overlap`).
+fn expert_all_to_all_seconds(
+    cluster: &Cluster,
+    layout: &ParallelLayout,
+    opts: &StepOptions,
+    m: &MemoryBoundWork,
+    g: &GemmTimes,
+    passes: f64,
+) -> f64 {
+    if m.a2a_elements <= 0.0 {
+        return 0.0;
+    }
+    let bytes = m.a2a_elements * opts.dtype.bytes() as f64;
+    let one =
+        cluster.collective_seconds(CollectiveOp::AllToAll, bytes, layout.ep, layout.expert_tp());
+    let per_pass = 2.0 * one;
+    let shared = if cluster.overlap_shared_experts {
+        g.shared_fwd
     } else {
         0.0
     };
-    let cp_comm = context_parallel_seconds(model, layout, cluster, opts, core_fwd, passes)?;
-    Ok(LayerTimes {
-        gemm: fwd + bwd + re_gemm,
-        memory: 3.0 * mem_fwd + re_mem,
-        tp_comm: passes * (ar(t) + ar(ff_tp)),
-        all_to_all: a2a,
-        cp_comm,
-    })
+    (passes - 1.0) * (per_pass - shared).max(0.0) + (per_pass - 2.0 * shared).max(0.0)
 }
 
 /// Exposed context-parallel communication of one layer for one micro-batch (`passes` = 2
@@ -189,9 +395,34 @@ pub(crate) fn context_parallel_seconds(
             heads * (mla.qk_nope_head_dim + mla.qk_rope_head_dim + mla.v_head_dim) as f64,
         ),
     };
+    let c = cp as f64;
+    if cluster.system.is_some() {
+        let fwd = match layout.cp_comm {
+            crate::parallel::CpComm::P2p => {
+                (c - 1.0)
+                    * cluster.collective_seconds(
+                        CollectiveOp::SendRecv,
+                        tokens * kv_width * e,
+                        cp,
+                        t,
+                    )
+            }
+            crate::parallel::CpComm::A2a => cluster.collective_seconds(
+                CollectiveOp::AllToAll,
+                tokens * (2.0 * q_width + kv_width) * e,
+                cp,
+                t,
+            ),
+        };
+        return Ok(match layout.cp_comm {
+            crate::parallel::CpComm::P2p => {
+                (passes - 1.0) * (fwd - core_fwd).max(0.0) + 2.0 * (fwd - core_fwd).max(0.0)
+            }
+            crate::parallel::CpComm::A2a => (passes - 1.0) * fwd + 2.0 * fwd,
+        });
+    }
     let link = cluster.link_bytes_per_s(cluster.ranks_per_node(cp, t) == cp);
     let lat = cluster.collective_latency_seconds;
-    let c = cp as f64;
     Ok(match layout.cp_comm {
         crate::parallel::CpComm::P2p => {
             let fwd = (c - 1.0) * (tokens * kv_width * e / link + lat);
@@ -203,21 +434,4 @@ pub(crate) fn context_parallel_seconds(
             (passes - 1.0) * fwd + 2.0 * fwd
         }
     })
-}
-
-/// Seconds of one all-to-all in which each GPU of the expert-parallel group sends `bytes` split
-/// evenly over the `ep` ranks (its own share stays). The group's ranks are `etp` apart
-/// (Megatron-Core orders expert tensor parallelism innermost), so `min(ep, node/etp)` of them
-/// share a node (an NVLink domain): the shares to those move over NVLink, the rest over the
-/// node's network, both at the collective efficiency, whichever takes longer.
-pub(crate) fn all_to_all_seconds(cluster: &Cluster, layout: &ParallelLayout, bytes: f64) -> f64 {
-    let ep = layout.ep;
-    if ep <= 1 {
-        return 0.0;
-    }
-    let in_node = cluster.ranks_per_node(ep, layout.expert_tp());
-    let share = bytes / ep as f64;
-    let nvlink = share * (in_node - 1) as f64 / cluster.link_bytes_per_s(true);
-    let network = share * (ep - in_node) as f64 / cluster.link_bytes_per_s(false);
-    nvlink.max(network) + cluster.collective_latency_seconds
 }

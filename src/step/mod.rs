@@ -134,10 +134,13 @@ pub struct StepBreakdown {
     /// Context-parallel key/value exchange of the slowest stage (exposed).
     #[serde(default)]
     pub cp_comm_seconds: f64,
+    /// Host work per micro-batch beyond the kernels ([`crate::system::SystemProfile::host_overhead_seconds`]).
+    #[serde(default)]
+    pub host_overhead_seconds: f64,
 }
 
 /// The predicted step.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct StepTime {
     /// Seconds per optimizer step.
     pub step_seconds: f64,
@@ -154,6 +157,18 @@ pub struct StepTime {
     pub stage_seconds: f64,
     /// Where the time goes.
     pub breakdown: StepBreakdown,
+    /// Model FLOPs utilisation against the peak of the precision the GEMMs run in (the FP8
+    /// peak under FP8; equal to [`StepTime::mfu`] in bf16).
+    #[serde(default)]
+    pub mfu_at_precision_peak: f64,
+    /// The band of the step time from the system profile's measured error
+    /// ([`crate::system::SystemProfile::band`]; the wide unvalidated band without one): the
+    /// fastest the step plausibly is.
+    #[serde(default)]
+    pub step_seconds_low: f64,
+    /// The slowest the step plausibly is.
+    #[serde(default)]
+    pub step_seconds_high: f64,
 }
 
 impl StepTime {
@@ -161,8 +176,7 @@ impl StepTime {
     ///
     /// ```
     /// # use lmshape::step::{StepTime, StepBreakdown};
-    /// let s = StepTime { step_seconds: 1.0, tflops_per_gpu: 0.0, mfu: 0.0, tokens_per_second: 86400.0,
-    ///     num_micro_batches: 1, stage_seconds: 1.0, breakdown: StepBreakdown::default() };
+    /// let s = StepTime { step_seconds: 1.0, tokens_per_second: 86400.0, ..StepTime::default() };
     /// assert_eq!(s.days_for_tokens(86400.0 * 86400.0), 1.0);
     /// ```
     pub fn days_for_tokens(&self, tokens: f64) -> f64 {
@@ -210,7 +224,11 @@ pub fn step_time(
     let ends = end_times(model, layout, cluster, timer, opts)?;
     let slowest = slowest_stage(model, layout, cluster, timer, opts, &ends)?;
     let p2p = p2p_seconds(model, layout, cluster, opts);
-    let stage_seconds = slowest.total() + p2p;
+    let host = cluster
+        .system
+        .as_ref()
+        .map_or(0.0, |p| p.host_overhead_seconds);
+    let stage_seconds = slowest.total() + p2p + host;
     let m = layout.num_micro_batches()?;
     let slots = pipeline_slots(layout, m);
     let peak = crate::memory::training_memory(model, layout, &opts.memory)?.peak;
@@ -231,6 +249,68 @@ pub fn step_time(
             expected: "finite and positive (check the cluster and timer figures)",
         });
     }
+    let u = utilisation(
+        model,
+        layout,
+        cluster,
+        timer,
+        opts,
+        tokens_per_step,
+        step_seconds,
+    )?;
+    let (step_seconds_low, step_seconds_high) = match &cluster.system {
+        Some(p) => p.band(step_seconds),
+        None => (
+            step_seconds / crate::system::UNVALIDATED_RATIOS.1,
+            step_seconds / crate::system::UNVALIDATED_RATIOS.0,
+        ),
+    };
+    let mf = m as f64;
+    Ok(StepTime {
+        step_seconds,
+        tflops_per_gpu: u.tflops_per_gpu,
+        mfu: u.mfu,
+        mfu_at_precision_peak: u.mfu_at_precision_peak,
+        tokens_per_second: tokens_per_step / step_seconds,
+        num_micro_batches: m,
+        stage_seconds,
+        step_seconds_low,
+        step_seconds_high,
+        breakdown: StepBreakdown {
+            gemm_seconds: mf * slowest.gemm,
+            memory_bound_seconds: mf * slowest.memory,
+            tp_comm_seconds: mf * slowest.tp_comm,
+            p2p_seconds: mf * p2p,
+            all_to_all_seconds: mf * slowest.all_to_all,
+            cp_comm_seconds: mf * slowest.cp_comm,
+            pipeline_bubble_seconds: (slots - mf) * stage_seconds,
+            dp_comm_seconds: dp_comm,
+            optimizer_seconds: optimizer,
+            host_overhead_seconds: mf * host,
+        },
+    })
+}
+
+/// TFLOP/s per GPU and model FLOPs utilisation of a step.
+struct Utilisation {
+    tflops_per_gpu: f64,
+    mfu: f64,
+    mfu_at_precision_peak: f64,
+}
+
+/// TFLOP/s per GPU (every matmul with the layout's recomputation, Megatron-LM eq. 3 for
+/// GPT-style models), MFU (model matmul FLOPs without recomputation over the dense peak of
+/// [`StepOptions::dtype`]) and MFU against the peak of the GEMMs' precision, which must not
+/// exceed 1.
+fn utilisation(
+    model: &Transformer,
+    layout: &ParallelLayout,
+    cluster: &Cluster,
+    timer: &dyn GemmTimer,
+    opts: &StepOptions,
+    tokens_per_step: f64,
+    step_seconds: f64,
+) -> Result<Utilisation> {
     let gpus = layout.gpus()? as f64;
     let eq3 = flops::matmul_flops_per_token(
         model,
@@ -246,38 +326,23 @@ pub fn step_time(
         * tokens_per_step;
     let peak = cluster.gpu.peak_flops_per_s(opts.dtype)?;
     let gemm_peak = cluster.gpu.peak_flops_per_s(opts.gemm_dtype())?;
-    let mfu_at_gemm_peak = model_flops / (step_seconds * gpus * gemm_peak);
-    if mfu_at_gemm_peak > 1.0 {
+    let mfu_at_precision_peak = model_flops / (step_seconds * gpus * gemm_peak);
+    if mfu_at_precision_peak > 1.0 {
         return Err(Error::Inconsistent {
             rule: "a step cannot run the model's matmuls faster than the GPU's peak",
             detail: format!(
                 "{} predicts {:.0}% of {}'s {} peak; are its timings for another GPU?",
                 timer.describe(),
-                mfu_at_gemm_peak * 100.0,
+                mfu_at_precision_peak * 100.0,
                 cluster.gpu.name,
                 opts.gemm_dtype()
             ),
         });
     }
-    let mf = m as f64;
-    Ok(StepTime {
-        step_seconds,
+    Ok(Utilisation {
         tflops_per_gpu: eq3 / step_seconds / gpus / 1e12,
         mfu: model_flops / (step_seconds * gpus * peak),
-        tokens_per_second: tokens_per_step / step_seconds,
-        num_micro_batches: m,
-        stage_seconds,
-        breakdown: StepBreakdown {
-            gemm_seconds: mf * slowest.gemm,
-            memory_bound_seconds: mf * slowest.memory,
-            tp_comm_seconds: mf * slowest.tp_comm,
-            p2p_seconds: mf * p2p,
-            all_to_all_seconds: mf * slowest.all_to_all,
-            cp_comm_seconds: mf * slowest.cp_comm,
-            pipeline_bubble_seconds: (slots - mf) * stage_seconds,
-            dp_comm_seconds: dp_comm,
-            optimizer_seconds: optimizer,
-        },
+        mfu_at_precision_peak,
     })
 }
 

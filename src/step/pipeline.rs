@@ -9,6 +9,7 @@ use crate::hardware::analytical::ATTAINABLE_HBM_FRACTION;
 use crate::hardware::{Gemm, GemmTimer};
 use crate::model::Transformer;
 use crate::parallel::ParallelLayout;
+use crate::system::CollectiveOp;
 
 /// Per-micro-batch times of the work outside the layers: the last stage's logits (forward
 /// GEMM, its two backward GEMMs and the fp32 cross-entropy's reads and writes) and the first
@@ -40,6 +41,8 @@ pub(crate) fn end_times(
         k: model.embed_dim(),
         batch: 1,
         dtype: opts.dtype,
+        pass: crate::hardware::GemmPass::Forward,
+        block_scaled: false,
     };
     Ok(EndTimes {
         logits_gemm: timed(timer, &logits, &cluster.gpu)?
@@ -175,9 +178,15 @@ pub(crate) fn p2p_seconds(
         .tp
         .saturating_mul(layout.cp)
         .saturating_mul(layout.dp);
-    let intra = cluster.ranks_per_node(layout.pp, stride) == layout.pp;
     let v = layout.virtual_stages() as f64;
-    2.0 * v * (bytes / cluster.link_bytes_per_s(intra) + cluster.collective_latency_seconds)
+    let send = if cluster.system.is_some() {
+        // Two neighbouring stages, `stride` ranks apart.
+        cluster.collective_seconds(CollectiveOp::SendRecv, bytes, 2, stride)
+    } else {
+        let intra = cluster.ranks_per_node(layout.pp, stride) == layout.pp;
+        bytes / cluster.link_bytes_per_s(intra) + cluster.collective_latency_seconds
+    };
+    2.0 * v * send
 }
 
 /// Stage-times of a step: `m + p − 1` under 1F1B, `m + (p − 1)/v` interleaved (Narayanan et
