@@ -10,7 +10,7 @@
 //! --sort levine|params|aspect|speed --limit N --all-heads --json`. `--moe` lists
 //! mixture-of-experts shapes on those backbones instead (`--experts`, `--granularities`,
 //! `--shared-experts`, `--ep`, `--etp`, `--max-total-params`, ranked at `--tokens`). `--sort speed` times each
-//! shape's training step on a Selene-class A100 cluster (or `--gpu`) with the analytical timer,
+//! shape's training step on a DGX A100 timed by its measured profile (or `--gpu`, `--system`),
 //! for the layout `--tp`, `--pp`, `--dp N` (default 8), `--micro-batch N` (default 2),
 //! `--global-batch N` (default 2048), full recomputation, and ranks by TFLOP/s per GPU.
 
@@ -348,10 +348,10 @@ fn main() {
     let mut speed: Vec<Option<f64>> = vec![None; scored.len()];
     if by_speed {
         // Speed under Megatron-Core (the step model's setup) when --calibrated-speed is given.
-        let cluster = args
+        let machine = args
             .cluster
-            .cluster_for(lmshape::memory::Framework::MegatronCore);
-        let timer = lmshape::hardware::AnalyticalTimer::new(cluster.gpu.clone());
+            .machine(lmshape::memory::Framework::MegatronCore);
+        let (cluster, timer) = (&machine.cluster, machine.timer.as_ref());
         let layout = lmshape::ParallelLayout {
             tp: space.tp,
             pp: space.pp,
@@ -367,7 +367,7 @@ fn main() {
         let opts = lmshape::step::StepOptions::default();
         for (s, v) in scored.iter().zip(speed.iter_mut()) {
             let model = or_die(space.model_of(&s.shape));
-            *v = lmshape::step::step_time(&model, &layout, &cluster, &timer, &opts)
+            *v = lmshape::step::step_time(&model, &layout, cluster, timer, &opts)
                 .ok()
                 .map(|t| t.tflops_per_gpu);
         }

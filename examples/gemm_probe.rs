@@ -29,6 +29,22 @@ struct Cli {
     /// Write the measurements as a timing table (JSON) for the table timer.
     #[arg(long, value_name = "PATH")]
     out: Option<String>,
+    /// Time a grid of shapes and write it as a system profile's GEMM grid (JSON).
+    #[arg(long, value_name = "PATH")]
+    grid: Option<String>,
+    /// Rows of the grid.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "128,1024,4096,4097,8192,16384"
+    )]
+    grid_m: Vec<u64>,
+    /// Output features of the grid.
+    #[arg(long, value_delimiter = ',', default_value = "1024,4096,8192,16384")]
+    grid_n: Vec<u64>,
+    /// Input features of the grid.
+    #[arg(long, value_delimiter = ',', default_value = "1024,4096,8192,16384")]
+    grid_k: Vec<u64>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -98,6 +114,44 @@ fn main() {
                 .collect(),
         };
         std::fs::write(path, serde_json::to_string_pretty(&table).unwrap())
+            .unwrap_or_else(|e| die(&format!("cannot write {path}: {e}")));
+    }
+    if let Some(path) = &args.grid {
+        let sorted = |v: &[u64]| {
+            let mut v = v.to_vec();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let (ms, ns, ks) = (
+            sorted(&args.grid_m),
+            sorted(&args.grid_n),
+            sorted(&args.grid_k),
+        );
+        let mut micros = Vec::new();
+        for &m in &ms {
+            for &n in &ns {
+                for &k in &ks {
+                    let g = Gemm {
+                        m,
+                        n,
+                        k,
+                        ..Gemm::bf16(1, 1, 1)
+                    };
+                    let g = Gemm { dtype, ..g };
+                    micros.push(or_die(timer.gemm_seconds(&g)) * 1e6);
+                }
+            }
+        }
+        let grid = lmshape::system::GemmGrid {
+            precision: dtype.to_string(),
+            m: ms,
+            n: ns,
+            k: ks,
+            micros,
+            filled_cells: 0,
+        };
+        std::fs::write(path, serde_json::to_string_pretty(&grid).unwrap())
             .unwrap_or_else(|e| die(&format!("cannot write {path}: {e}")));
     }
     if args.json {

@@ -55,6 +55,10 @@ struct Cli {
     /// GPU to check the device figure against (fits / tight / out of memory).
     #[arg(long, value_name = "NAME", value_parser = common::cli::GpuParser)]
     gpu: Option<lmshape::hardware::GpuSpec>,
+    /// A measured machine profile (a shipped name or a path, as `throughput --system`): its
+    /// GPU is the card the device figure is checked against.
+    #[arg(long, value_name = "NAME|PATH", conflicts_with = "gpu")]
+    system: Option<String>,
     /// Inference: sequences served at once.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive_count)]
     batch: u64,
@@ -87,7 +91,17 @@ fn bytes_per_param(s: &str) -> Result<u64, String> {
 }
 
 fn main() {
-    let args = Cli::parse();
+    let mut args = Cli::parse();
+    if let Some(name) = &args.system {
+        let profile = if std::path::Path::new(name).is_file() {
+            or_die(lmshape::system::SystemProfile::from_json(
+                &common::read_input(name),
+            ))
+        } else {
+            or_die(lmshape::system::SystemProfile::by_name(name))
+        };
+        args.gpu = Some(or_die(profile.gpu_spec()));
+    }
     let (path, model) = match &args.preset {
         Some(name) => (
             format!("preset {name}"),

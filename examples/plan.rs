@@ -25,7 +25,7 @@ use common::cli::{
 };
 use common::{MOE_SHAPE_HEADER, die, gib, moe_shape_columns, or_die, si};
 use lmshape::ZeroStage;
-use lmshape::hardware::{AnalyticalTimer, GemmTimer, Missing, TableTimer};
+use lmshape::hardware::{GemmTimer, Missing, TableTimer};
 use lmshape::parallel::EmbeddingSlots;
 use lmshape::plan::{self, LawChoice, Plan, PlanRequest};
 use serde_json::json;
@@ -216,6 +216,13 @@ fn candidate_json(c: &lmshape::plan::Candidate) -> serde_json::Value {
         "tflops_per_gpu": c.step.tflops_per_gpu,
         "mfu": c.step.mfu,
         "step_seconds": c.step.step_seconds,
+        "step_seconds_low": c.step.step_seconds_low,
+        "step_seconds_high": c.step.step_seconds_high,
+        "tokens_low": c.tokens * c.step.step_seconds / c.step.step_seconds_high,
+        "tokens_high": c.tokens * c.step.step_seconds / c.step.step_seconds_low,
+        "tflops_per_gpu_low": c.step.tflops_per_gpu * c.step.step_seconds / c.step.step_seconds_high,
+        "tflops_per_gpu_high": c.step.tflops_per_gpu * c.step.step_seconds / c.step.step_seconds_low,
+        "mfu_at_precision_peak": c.step.mfu_at_precision_peak,
         "memory_bytes_per_gpu": c.memory_bytes_per_gpu,
         "memory_device_bytes_per_gpu": c.memory_device_bytes_per_gpu,
         "verdict": c.verdict,
@@ -253,7 +260,7 @@ fn layout_extras(c: &lmshape::plan::Candidate) -> String {
         out.push_str(&format!(", {} virtual stages", c.layout.virtual_stages()));
     }
     if c.precision != lmshape::memory::GemmPrecision::Bf16 {
-        out.push_str(&format!(", {:?} GEMMs", c.precision).to_lowercase());
+        out.push_str(&format!(", {} GEMMs", c.precision));
     }
     out
 }
@@ -262,7 +269,8 @@ fn main() {
     // BigScience trained BLOOM with Megatron-DeepSpeed.
     let args: Cli = parse_with_defaults(&[("framework", "megatron-deepspeed")]);
     let mut req = PlanRequest::bloom_reference();
-    req.cluster = args.cluster.cluster_for(args.setup.framework);
+    let machine = args.cluster.machine(args.setup.framework);
+    req.cluster = machine.cluster.clone();
     req.gpus = args.gpus;
     req.hours = args.hours.unwrap_or(args.weeks * 7.0 * 24.0);
     req.safety_margin = args.safety_margin;
@@ -329,7 +337,6 @@ fn main() {
         Law::Besiroglu => LawChoice::Besiroglu,
     };
 
-    let analytical = AnalyticalTimer::new(req.cluster.gpu.clone());
     let table = args.table.as_deref().map(|path| {
         let t = or_die(TableTimer::from_json(
             &common::read_input(path),
@@ -340,7 +347,7 @@ fn main() {
     });
     let timer: &dyn GemmTimer = match &table {
         Some(t) => t,
-        None => &analytical,
+        None => machine.timer.as_ref(),
     };
     let started = std::time::Instant::now();
     let result = or_die(plan::plan(&req, timer));
@@ -353,8 +360,11 @@ fn main() {
     }
     let top = usize::try_from(args.top).unwrap_or(usize::MAX);
     if args.report_json {
+        let mut request = serde_json::to_value(&req).unwrap_or_default();
+        // The machine by name and provenance, not its whole kernel tables.
+        request["cluster"]["system"] = machine.system_json();
         let out = json!({
-            "request": req,
+            "request": request,
             "budget": result.budget,
             "bounds": result.bounds,
             "target_params": result.target_params,
@@ -567,6 +577,20 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
             gib(c.memory_margin_bytes.unsigned_abs())
         ),
         None => outln!("\n== no feasible candidate: see the rejection reasons above"),
+    }
+    if let Some(c) = p.best() {
+        let at = |step: f64| c.step.step_seconds / step;
+        outln!(
+            "   speed band: {:.1}..{:.1} TFLOP/s per GPU, {}..{} tokens ({})",
+            c.step.tflops_per_gpu * at(c.step.step_seconds_high),
+            c.step.tflops_per_gpu * at(c.step.step_seconds_low),
+            si(c.tokens * at(c.step.step_seconds_high)),
+            si(c.tokens * at(c.step.step_seconds_low)),
+            match &req.cluster.system {
+                Some(s) => s.band_basis(),
+                None => "unvalidated analytical model: a wide default band".into(),
+            }
+        );
     }
     if let Some(m) = &p.moe {
         report_moe(req, m, top);

@@ -9,17 +9,15 @@
 //! [--cluster selene|jean-zay] [--cp N --cp-comm p2p|a2a] [--ep N --etp N --capacity-factor F] [--overlap-grad-reduce]
 //! [--overlap-param-gather] [--tokens T] [--json]`. Without a model: BLOOM-176B as
 //! BigScience launched it (tp 4, pp 12 with embedding slots, dp 8, micro-batch 2, global batch
-//! 2048, full recomputation, ZeRO-1) on a Selene-class A100 80GB cluster.
+//! 2048, full recomputation, ZeRO-1) on a DGX A100 cluster timed by its measured profile
+//! (`--system NAME|PATH` for another machine, `--system analytical` for the analytical model).
 
 #[macro_use]
 mod common;
 
 use clap::Parser;
-use common::cli::{
-    ClusterArgs, LayoutArgs, SetupArgs, parse_with_defaults, positive, positive_count, usage_error,
-};
+use common::cli::{StepArgs, parse_with_defaults, positive, positive_count, usage_error};
 use common::{gib, load_config, or_die, si};
-use lmshape::hardware::AnalyticalTimer;
 use lmshape::step::{self, StepOptions};
 use lmshape::{Architecture, Transformer};
 use serde_json::json;
@@ -59,15 +57,8 @@ struct Cli {
     /// Head width (with --arch) [default: hidden / heads].
     #[arg(long, value_name = "D", value_parser = positive_count)]
     head_dim: Option<u64>,
-    /// Tokens per sequence.
-    #[arg(long, value_name = "S", default_value_t = 2048, value_parser = positive_count)]
-    seq_len: u64,
     #[command(flatten)]
-    layout: LayoutArgs,
-    #[command(flatten)]
-    cluster: ClusterArgs,
-    #[command(flatten)]
-    setup: SetupArgs,
+    step: StepArgs,
     /// Tokens to train on, for the days.
     #[arg(long, value_name = "T", default_value_t = 350e9, value_parser = positive)]
     tokens: f64,
@@ -123,7 +114,7 @@ fn model_of(args: &Cli) -> Transformer {
             .num_kv_heads(args.kv_heads.unwrap_or(heads))
             .head_dim(args.head_dim.unwrap_or(d / heads.max(1)))
             .ffn_size(args.ffn.unwrap_or(0))
-            .max_positions(args.seq_len)
+            .max_positions(args.step.seq_len)
             .arch(arch)
             .build(),
     )
@@ -142,17 +133,21 @@ fn main() {
     ]);
     let model = model_of(&args);
     let bloom_default = args.config.is_none() && args.preset.is_none() && args.arch.is_none();
-    let mut layout = args.layout.layout(args.seq_len);
+    let mut layout = args.step.layout.layout(args.step.seq_len);
     layout.embedding_pipeline_slots |= bloom_default;
-    let cluster = args.cluster.cluster_for(args.setup.framework);
+    let machine = args.step.cluster.machine(args.step.setup.framework);
+    let cluster = &machine.cluster;
+    let timer = machine.timer.as_ref();
     let opts = StepOptions {
-        memory: args.setup.memory_options(lmshape::MemoryOptions::default()),
+        memory: args
+            .step
+            .setup
+            .memory_options(lmshape::MemoryOptions::default()),
         ..StepOptions::default()
     };
-    let timer = AnalyticalTimer::new(cluster.gpu.clone());
-    let profile = lmshape::memory::FrameworkProfile::of(args.setup.framework);
+    let profile = lmshape::memory::FrameworkProfile::of(args.step.setup.framework);
     let memory_opts = profile.memory_options(&opts.memory);
-    if args.layout.recompute == common::cli::RecomputeArg::Auto {
+    if args.step.layout.recompute == common::cli::RecomputeArg::Auto {
         // The least recomputation whose device figure fits 90% of the card (full when none
         // does, and the verdict below says so).
         layout.recompute = or_die(lmshape::memory::least_recompute(
@@ -175,11 +170,22 @@ fn main() {
     let capacity = cluster.gpu.memory_bytes;
     let (verdict, margin) = device.verdict(capacity);
     let fits = verdict == lmshape::memory::Verdict::Fits;
-    let s = or_die(step::step_time(&model, &layout, &cluster, &timer, &opts));
+    let s = or_die(step::step_time(&model, &layout, cluster, timer, &opts));
     let tokens = args.tokens;
     let b = &s.breakdown;
+    // The band: tokens/s and TFLOP/s scale inversely with the step time.
+    let speed = |x: f64, step_seconds: f64| x * s.step_seconds / step_seconds;
     if args.json {
         let out = json!({
+            "system": machine.system_json(),
+            "step_seconds_low": s.step_seconds_low,
+            "step_seconds_high": s.step_seconds_high,
+            "tokens_per_second_low": speed(s.tokens_per_second, s.step_seconds_high),
+            "tokens_per_second_high": speed(s.tokens_per_second, s.step_seconds_low),
+            "tflops_per_gpu_low": speed(s.tflops_per_gpu, s.step_seconds_high),
+            "tflops_per_gpu_high": speed(s.tflops_per_gpu, s.step_seconds_low),
+            "mfu_at_precision_peak": s.mfu_at_precision_peak,
+            "precision": opts.memory.gemm_precision.to_string(),
             "step_seconds": s.step_seconds,
             "tflops_per_gpu": s.tflops_per_gpu,
             "mfu": s.mfu,
@@ -192,7 +198,7 @@ fn main() {
             "breakdown": b,
             "model": model,
             "layout": layout,
-            "timer": lmshape::hardware::GemmTimer::describe(&timer),
+            "timer": timer.describe(),
             "memory_bytes_per_gpu": memory_bytes,
             "memory_reserved_bytes": device.reserved_bytes,
             "memory_device_bytes": device.device_bytes,
@@ -200,7 +206,7 @@ fn main() {
             "memory_fits": fits,
             "verdict": verdict,
             "margin_bytes": margin,
-            "framework": args.setup.framework.to_string(),
+            "framework": args.step.setup.framework.to_string(),
             "recompute": layout.recompute,
         });
         outln!("{}", serde_json::to_string_pretty(&out).unwrap());
@@ -226,10 +232,15 @@ fn main() {
         layout.seq_len,
         layout.recompute
     );
-    outln!("timer: {}", lmshape::hardware::GemmTimer::describe(&timer));
+    outln!(
+        "machine: {} ({}); GEMMs timed by {}",
+        machine.system_name(),
+        cluster.gpu.name,
+        timer.describe()
+    );
     outln!(
         "memory under {}: {} allocated, {} on the device, of {} — {verdict}{}",
-        args.setup.framework,
+        args.step.setup.framework,
         gib(memory_bytes),
         gib(device.device_bytes),
         gib(capacity),
@@ -242,11 +253,20 @@ fn main() {
             ),
         }
     );
+    let precision = opts.memory.gemm_precision;
     outln!(
-        "step {:.2} s, {:.1} TFLOP/s per GPU (matmul count, eq. 3 for GPT-style), MFU {:.1}%, {:.0} tokens/s, {:.1} days for {} tokens{}",
+        "step {:.2} s, {:.1} TFLOP/s per GPU (matmul count, eq. 3 for GPT-style), MFU {:.1}% of the bf16 peak{}, {:.0} tokens/s, {:.1} days for {} tokens{}",
         s.step_seconds,
         s.tflops_per_gpu,
         s.mfu * 100.0,
+        if precision == lmshape::hardware::GemmPrecision::Bf16 {
+            String::new()
+        } else {
+            format!(
+                " ({:.1}% of the {precision} peak)",
+                s.mfu_at_precision_peak * 100.0
+            )
+        },
         s.tokens_per_second,
         s.days_for_tokens(tokens),
         si(tokens),
@@ -255,6 +275,16 @@ fn main() {
         } else {
             ""
         }
+    );
+    outln!(
+        "  band: step {:.2}..{:.2} s, {:.0}..{:.0} tokens/s, {:.1}..{:.1} TFLOP/s per GPU ({})",
+        s.step_seconds_low,
+        s.step_seconds_high,
+        speed(s.tokens_per_second, s.step_seconds_high),
+        speed(s.tokens_per_second, s.step_seconds_low),
+        speed(s.tflops_per_gpu, s.step_seconds_high),
+        speed(s.tflops_per_gpu, s.step_seconds_low),
+        machine.band_basis()
     );
     let rows = [
         ("GEMMs", b.gemm_seconds),
@@ -266,6 +296,7 @@ fn main() {
         ("pipeline bubble", b.pipeline_bubble_seconds),
         ("data-parallel reduction", b.dp_comm_seconds),
         ("optimizer", b.optimizer_seconds),
+        ("host overhead", b.host_overhead_seconds),
     ];
     for (name, secs) in rows {
         outln!(

@@ -225,7 +225,7 @@ impl FrameworkProfile {
     }
 }
 
-/// A framework's speed: one software efficiency ([`crate::step::Cluster::software_efficiency`]) fitted once
+/// A framework's speed for the analytical model: one software efficiency ([`crate::step::Cluster::software_efficiency`]) fitted once
 /// to measured runs of that framework, with where it was fitted. Frameworks without measured
 /// runs here keep 1.0 (the analytical model as it stands).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -243,14 +243,17 @@ impl SpeedProfile {
     ///
     /// * Megatron-Core (Transformer Engine, 2024–26): 0.69, fitted on NVIDIA's five dense
     ///   DGX-GB200 runs (`tests/data/megatron_bridge_gb200.json`; leave-one-out −17% to +20%;
-    ///   the four mixture-of-experts runs, held out, +14% to +45%).
-    /// * Megatron-DeepSpeed (2022): 0.745, fitted on BigScience's 23 A100 runs
-    ///   (`tests/data/bloom_throughput_tp8.json`; leave-one-out median 2.4%, worst 12.7%).
+    ///   the four mixture-of-experts runs, held out, +14% to +47%).
+    /// * Megatron-DeepSpeed (2022): 0.739, fitted on BigScience's 23 A100 runs
+    ///   (`tests/data/bloom_throughput_tp8.json`; leave-one-out median 3.2%, worst 11.8%).
+    ///
+    /// Measured machine profiles ([`crate::system`]) need none of these: they are untuned, and
+    /// a user's own steps calibrate them ([`crate::step::calibrate_profile`]).
     /// * DeepSpeed ZeRO-3 and FSDP2: 1.0, uncalibrated.
     ///
     /// ```
     /// use lmshape::framework::{Framework, SpeedProfile};
-    /// assert_eq!(SpeedProfile::of(Framework::MegatronDeepspeed).software_efficiency, 0.745);
+    /// assert_eq!(SpeedProfile::of(Framework::MegatronDeepspeed).software_efficiency, 0.739);
     /// ```
     pub fn of(framework: Framework) -> SpeedProfile {
         let (software_efficiency, calibrated_on) = match framework {
@@ -259,8 +262,8 @@ impl SpeedProfile {
                 "NVIDIA's five dense DGX-GB200 runs (Megatron-Bridge 25.11); leave-one-out -17% to +20%",
             ),
             Framework::MegatronDeepspeed => (
-                0.745,
-                "BigScience's 23 A100 runs (Jean Zay, 2022); leave-one-out median 2.4%, worst 12.7%",
+                0.739,
+                "BigScience's 23 A100 runs (Jean Zay, 2022); leave-one-out median 3.2%, worst 11.8%",
             ),
             Framework::Deepspeed | Framework::Fsdp => (1.0, "uncalibrated"),
         };

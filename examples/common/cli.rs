@@ -3,8 +3,10 @@
 
 use clap::builder::{PossibleValue, TypedValueParser};
 use clap::{Args, ValueEnum};
-use lmshape::hardware::GpuSpec;
+use lmshape::hardware::{AnalyticalTimer, CachedTimer, GemmTimer, GpuSpec};
 use lmshape::step::Cluster;
+use lmshape::system::{SystemProfile, SystemTimer};
+use std::sync::Arc;
 
 /// A whole number, written plainly or in scientific notation (`350e9`, `1.8e19`).
 pub fn count(s: &str) -> Result<u64, String> {
@@ -186,13 +188,22 @@ impl FamilyArgs {
     }
 }
 
-/// The cluster flags (plan, throughput, enumerate_shapes with `--sort speed`).
+/// The cluster flags (plan, throughput, inspect_config, enumerate_shapes with `--sort speed`).
 #[derive(Debug, Clone, Args)]
 pub struct ClusterArgs {
-    /// GPU model.
-    #[arg(long, value_name = "NAME", default_value = "a100-80gb", value_parser = GpuParser)]
-    pub gpu: GpuSpec,
-    /// Cluster: the GPU's reference node, or BigScience's Jean Zay.
+    /// GPU model [default: a100-80gb, or the --system's GPU]. A GPU with a measured profile
+    /// (a100-80gb, h100-sxm, h200, b200, gb200, b300, gb300) is timed by its DGX or NVL72
+    /// profile unless --system says otherwise; the others by the analytical model.
+    #[arg(long, value_name = "NAME", value_parser = GpuParser)]
+    pub gpu: Option<GpuSpec>,
+    /// Measured machine profile: a shipped name (dgx-a100, dgx-h100, dgx-h200, dgx-b200,
+    /// gb200-nvl72, dgx-b300, gb300-nvl72, simumax-b200, jean-zay), `analytical` for the
+    /// analytical model, or the path of a profile JSON (such as the calibrate example writes)
+    /// [default: the GPU's DGX profile].
+    #[arg(long, value_name = "NAME|PATH")]
+    pub system: Option<String>,
+    /// Cluster: the GPU's reference node, or BigScience's Jean Zay (with an A100: the
+    /// jean-zay profile).
     #[arg(long, value_enum, default_value_t = ClusterKind::Selene)]
     pub cluster: ClusterKind,
     /// GPUs per node (default: the cluster's).
@@ -202,11 +213,12 @@ pub struct ClusterArgs {
     #[arg(long, value_name = "GBPS", value_parser = positive)]
     pub inter_node_gbps: Option<f64>,
     /// Multiplier on compute throughput for the software stack, above 0 and at most 1
-    /// (default: the cluster's, 1.0; BigScience's own A100 runs fit 0.745).
+    /// (default: 1.0, as fast as the measured kernels or the analytical model say).
     #[arg(long, value_name = "F", value_parser = share)]
     pub software_efficiency: Option<f64>,
-    /// Use the software efficiency fitted to the framework's measured runs (megatron-core:
-    /// 0.69 on GB200; megatron-deepspeed: 0.745 on A100) instead of the cluster's.
+    /// With the analytical model (--system analytical, or a GPU without a profile): use the
+    /// software efficiency fitted to the framework's measured runs (megatron-core: 0.69 on
+    /// GB200; megatron-deepspeed: 0.739 on A100).
     #[arg(long, conflicts_with = "software_efficiency")]
     pub calibrated_speed: bool,
     /// Overlap the data-parallel gradient reduction with the last backward pass.
@@ -220,36 +232,114 @@ pub struct ClusterArgs {
     pub shared_expert_overlap: bool,
 }
 
-impl ClusterArgs {
-    /// The cluster the flags describe, with `framework`'s fitted speed when
-    /// `--calibrated-speed` is given.
-    pub fn cluster_for(&self, framework: lmshape::memory::Framework) -> Cluster {
-        let mut c = self.cluster();
-        if self.calibrated_speed {
-            c.software_efficiency = lmshape::step::SpeedProfile::of(framework).software_efficiency;
-        }
-        c
+/// A machine the flags describe: the cluster, its GEMM timer, and what it rests on.
+pub struct Machine {
+    /// The cluster (with its measured profile, if any).
+    pub cluster: Cluster,
+    /// The GEMM timer: the profile's measured kernels, or the analytical model.
+    pub timer: Box<dyn GemmTimer>,
+}
+
+impl Machine {
+    /// The profile's name, or `analytical`.
+    pub fn system_name(&self) -> String {
+        self.cluster
+            .system
+            .as_ref()
+            .map_or_else(|| "analytical".into(), |p| p.name.clone())
     }
 
-    /// The cluster the flags describe.
-    pub fn cluster(&self) -> Cluster {
-        let mut c = match self.cluster {
-            ClusterKind::Selene => Cluster::reference_node(self.gpu.clone()),
-            ClusterKind::JeanZay => Cluster::jean_zay_with(self.gpu.clone()),
+    /// The profile's provenance as JSON (`null` for the analytical model).
+    pub fn system_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.system_name(),
+            "provenance": self.cluster.system.as_ref().map(|p| &p.provenance),
+            "band_basis": self.band_basis(),
+        })
+    }
+
+    /// What the speed band rests on, in words.
+    pub fn band_basis(&self) -> String {
+        match &self.cluster.system {
+            Some(p) => p.band_basis(),
+            None => format!(
+                "unvalidated: the analytical model of {} (no measured profile of this GPU), so a wide default band",
+                self.cluster.gpu.name
+            ),
+        }
+    }
+}
+
+/// A profile named or at a path.
+fn load_system(name: &str) -> Arc<SystemProfile> {
+    if std::path::Path::new(name).is_file() {
+        let text = super::read_input(name);
+        return Arc::new(super::or_die(SystemProfile::from_json(&text)));
+    }
+    super::or_die(SystemProfile::shared(name))
+}
+
+impl ClusterArgs {
+    /// The machine the flags describe, with `framework`'s fitted speed under
+    /// `--calibrated-speed`. Exits with a message on contradictory flags.
+    pub fn machine(&self, framework: lmshape::memory::Framework) -> Machine {
+        let system = match (self.system.as_deref(), self.cluster, &self.gpu) {
+            (Some("analytical"), _, _) => None,
+            (Some(name), _, _) => Some(load_system(name)),
+            (None, ClusterKind::JeanZay, gpu)
+                if gpu.as_ref().is_none_or(|g| g.name == "a100-80gb") =>
+            {
+                Some(load_system("jean-zay"))
+            }
+            (None, ClusterKind::JeanZay, _) => None,
+            (None, ClusterKind::Selene, gpu) => {
+                let name = gpu.as_ref().map_or("a100-80gb", |g| g.name.as_str());
+                lmshape::system::default_system_for_gpu(name).map(load_system)
+            }
         };
+        let mut cluster = match (&system, &self.gpu) {
+            (Some(p), Some(g)) if g.name != p.gpu => super::die(&format!(
+                "--gpu {} contradicts --system {}, a machine of {}",
+                g.name, p.name, p.gpu
+            )),
+            (Some(p), _) => super::or_die(Cluster::from_system(p.clone())),
+            (None, gpu) => {
+                let gpu = gpu.clone().unwrap_or_else(GpuSpec::a100_80gb);
+                match self.cluster {
+                    ClusterKind::Selene => Cluster::reference_node(gpu),
+                    ClusterKind::JeanZay => Cluster::jean_zay_with(gpu),
+                }
+            }
+        };
+        if self.calibrated_speed {
+            if cluster.system.is_some() {
+                super::die(
+                    "--calibrated-speed applies the analytical model's fitted factor; with a measured profile, fit one to your runs with the calibrate example (or pass --system analytical)",
+                );
+            }
+            cluster.software_efficiency =
+                lmshape::step::SpeedProfile::of(framework).software_efficiency;
+        }
         if let Some(n) = self.gpus_per_node {
-            c.gpus_per_node = n;
+            cluster.gpus_per_node = n;
         }
         if let Some(g) = self.inter_node_gbps {
-            c.inter_node_bytes_per_s = g * 1e9 / 8.0;
+            cluster.inter_node_bytes_per_s = g * 1e9 / 8.0;
+            if let Some(p) = &mut cluster.system {
+                Arc::make_mut(p).network.nic_bytes_per_s = g * 1e9 / 8.0;
+            }
         }
         if let Some(f) = self.software_efficiency {
-            c.software_efficiency = f;
+            cluster.software_efficiency = f;
         }
-        c.overlap_dp_comm |= self.overlap_grad_reduce;
-        c.overlap_param_gather |= self.overlap_param_gather;
-        c.overlap_shared_experts |= self.shared_expert_overlap;
-        c
+        cluster.overlap_dp_comm |= self.overlap_grad_reduce;
+        cluster.overlap_param_gather |= self.overlap_param_gather;
+        cluster.overlap_shared_experts |= self.shared_expert_overlap;
+        let timer: Box<dyn GemmTimer> = match &cluster.system {
+            Some(p) => Box::new(CachedTimer::new(super::or_die(SystemTimer::new(p.clone())))),
+            None => Box::new(AnalyticalTimer::new(cluster.gpu.clone())),
+        };
+        Machine { cluster, timer }
     }
 }
 
@@ -361,6 +451,21 @@ impl SetupArgs {
             ..base
         }
     }
+}
+
+/// The flags that say how one training step runs: sequence, layout, machine and setup
+/// (throughput, and each run of the calibrate example).
+#[derive(Debug, Clone, Args)]
+pub struct StepArgs {
+    /// Tokens per sequence.
+    #[arg(long, value_name = "S", default_value_t = 2048, value_parser = positive_count)]
+    pub seq_len: u64,
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub setup: SetupArgs,
 }
 
 /// The layout flags (inspect_config, throughput). Defaults are one GPU; an example may set its

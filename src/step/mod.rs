@@ -50,6 +50,7 @@ mod data_parallel;
 mod gemms;
 mod layer;
 mod pipeline;
+mod profile_fit;
 
 use crate::error::{Error, Result};
 use crate::flops::{self, FlopsConvention, Recompute};
@@ -65,6 +66,9 @@ pub use cluster::Cluster;
 use data_parallel::{HeldParams, data_parallel_seconds, optimizer_seconds, weight_cast_seconds};
 pub use gemms::{GemmRole, LayerGemms, layer_gemms};
 use pipeline::{end_times, p2p_seconds, pipeline_slots, slowest_stage};
+pub use profile_fit::{
+    CALIBRATION_PRIOR_WEIGHT, ProfileCalibration, ProfileRun, calibrate_profile,
+};
 use serde::{Deserialize, Serialize};
 
 /// Knobs of the step model beyond the layout. The training setup it shares with the memory

@@ -208,14 +208,37 @@ pub(crate) fn seconds(p: &SystemProfile, g: &Gemm, gpu: &GpuSpec) -> Result<f64>
     if let Some(grid) = grid_for(p, &fitted) {
         let (m, n, k) = grid.clamp(fitted.m, fitted.n, fitted.k);
         let inside = grid.interpolate(m, n, k);
-        let t = if (m, n, k) == (fitted.m, fitted.n, fitted.k) {
-            inside
-        } else {
-            // Outside the grid: the analytical model, agreeing with the table at the nearest
-            // point of the grid's box.
+        let mut t = inside;
+        if m != fitted.m {
+            // Rows outside the grid: the analytical model's growth in rows from the box's edge.
             let edge = Gemm { m, n, k, ..fitted };
-            default_seconds(gpu, &fitted)? * inside / default_seconds(gpu, &edge)?
-        };
+            t *= default_seconds(
+                gpu,
+                &Gemm {
+                    m: fitted.m,
+                    ..edge
+                },
+            )? / default_seconds(gpu, &edge)?;
+        }
+        if (n, k) != (fitted.n, fitted.k) {
+            // Features outside the grid: the analytical model's ratio taken at the grid's
+            // largest row count, one factor for every `m` so the time stays monotone in rows.
+            let rows = grid.m[grid.m.len() - 1];
+            let edge = Gemm {
+                m: rows,
+                n,
+                k,
+                ..fitted
+            };
+            t *= default_seconds(
+                gpu,
+                &Gemm {
+                    n: fitted.n,
+                    k: fitted.k,
+                    ..edge
+                },
+            )? / default_seconds(gpu, &edge)?;
+        }
         return Ok(t * misaligned);
     }
     if !p.gemm_shapes.is_empty() && matches!(g.dtype, Dtype::Bf16 | Dtype::Fp16) {

@@ -181,8 +181,8 @@ impl Validation {
     /// range, widened to at least [`MIN_BAND_FRACTION`] on each side of 1.
     ///
     /// ```
-    /// let v = lmshape::system::Validation::from_ratios(&[0.92, 0.95, 1.01], "three runs")?;
-    /// assert_eq!((v.runs, v.ratio_low), (3, 0.92));
+    /// let v = lmshape::system::Validation::from_ratios(&[0.85, 0.95, 1.01], "three runs")?;
+    /// assert_eq!((v.runs, v.ratio_low), (3, 0.85));
     /// assert!((v.ratio_high - 1.1).abs() < 1e-12);
     /// # Ok::<(), lmshape::Error>(())
     /// ```
@@ -540,7 +540,7 @@ impl SystemProfile {
     pub fn band_basis(&self) -> String {
         match &self.validation {
             Some(v) => format!(
-                "held-out error of {} measured runs ({}): predicted/measured {:.2}..{:.2}",
+                "held-out error of {} measured runs ({}): predicted/measured step time {:.2}..{:.2}",
                 v.runs, v.basis, v.ratio_low, v.ratio_high
             ),
             None => format!(

@@ -13,6 +13,23 @@ pub fn proptest_config(file: &'static str, cases: u32) -> Config {
     }
 }
 
+/// An eight-layer model of Llama 3 8B's layer (hidden 4096, 32 heads and 8 key/value heads
+/// of 128, gated FFN 14336, vocabulary 32000) with `max_positions` positions.
+pub fn llama_8_layers(max_positions: u64) -> lmshape::Transformer {
+    lmshape::Transformer::builder()
+        .vocab_size(32000)
+        .hidden_size(4096)
+        .num_layers(8)
+        .num_heads(32)
+        .num_kv_heads(8)
+        .head_dim(128)
+        .ffn_size(14336)
+        .max_positions(max_positions)
+        .arch(lmshape::Architecture::llama())
+        .build()
+        .unwrap()
+}
+
 /// One row of `tests/data/bloom_throughput_tp8.json` (BigScience `chronicles-prequel.md`).
 pub struct BloomRow {
     /// The model (BLOOM architecture, vocabulary 250880, sequence 2048).
