@@ -1,7 +1,7 @@
 //! The model description: a decoder-only transformer's shape plus the architecture knobs that
 //! change its parameter count, FLOPs and memory.
 //!
-//! Build one in code with [`Transformer::new`], from a named preset ([`crate::presets`]), or from a
+//! Build one in code with [`Transformer::builder`], from a named preset ([`crate::presets`]), or from a
 //! Hugging Face `config.json` ([`hf::from_hf_config_str`]).
 
 pub mod hf;
@@ -965,7 +965,7 @@ impl Transformer {
     /// ```
     ///
     /// # Errors
-    /// A width that does not split into the heads, or the rules of [`Transformer::new`].
+    /// A width that does not split into the heads, or the rules of [`TransformerBuilder::build`].
     pub fn standard(
         vocab_size: u64,
         hidden_size: u64,
@@ -988,7 +988,7 @@ impl Transformer {
             .build()
     }
 
-    /// Check every rule; [`Transformer::new`] calls this.
+    /// Check every rule; [`TransformerBuilder::build`] calls this.
     ///
     /// # Errors
     /// The first rule broken: a zero size, a head grouping, a mixture-of-experts, window or
