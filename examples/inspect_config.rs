@@ -309,6 +309,7 @@ impl DeviceReport {
             "allocated_bytes": d.allocated_bytes,
             "reserved_bytes": d.reserved_bytes,
             "device_bytes": d.device_bytes,
+            "band_bytes": d.band_bytes,
         });
         if let Some(g) = &self.gpu {
             let (verdict, margin) = d.verdict(g.memory_bytes);
@@ -729,11 +730,13 @@ impl Report {
                 if let Some(g) = &d.gpu {
                     let (verdict, margin) = p.verdict(g.memory_bytes);
                     outln!(
-                        "  on {} ({}): {verdict}, margin {}{}",
+                        "  on {} ({}): {verdict}, margin {}{}; band +{} ({})",
                         g.name,
                         gib(g.memory_bytes),
                         if margin < 0 { "-" } else { "" },
-                        gib(margin.unsigned_abs())
+                        gib(margin.unsigned_abs()),
+                        gib(p.band_bytes),
+                        memory::FrameworkProfile::of(d.framework).band_basis()
                     );
                 }
             }

@@ -149,8 +149,11 @@ struct Cli {
     /// Activation recomputation of every layout.
     #[arg(long, value_enum, default_value_t = RecomputeArg::Full)]
     recompute: RecomputeArg,
-    /// ZeRO stage of every layout (0–3).
-    #[arg(long, value_name = "STAGE", default_value = "1", value_parser = zero_stage)]
+    /// ZeRO stage of every layout (0–3). Without --optimizer, the framework's engine picks the
+    /// optimizer for bf16: under megatron-deepspeed or deepspeed, stage 0 is DeepSpeed's
+    /// BF16_Optimizer (its own stage-1 sharding, as BLOOM trained), stages 1–3 its ZeRO
+    /// optimizer.
+    #[arg(long, value_name = "STAGE", default_value = "0", value_parser = zero_stage)]
     zero: ZeroStage,
     /// Sequence parallelism.
     #[arg(long)]
@@ -330,7 +333,14 @@ fn main() {
     };
     req.memory_fraction = args.memory_fraction;
     req.framework = args.setup.framework;
-    req.step_options.memory = args.setup.memory_options(req.step_options.memory);
+    req.step_options.memory = lmshape::MemoryOptions {
+        optimizer: Some(
+            args.setup
+                .optimizer
+                .unwrap_or(req.framework.bf16_optimizer(req.zero)),
+        ),
+        ..args.setup.memory_options(req.step_options.memory)
+    };
     req.law = match args.law {
         Law::Kaplan => LawChoice::Kaplan,
         Law::Chinchilla => LawChoice::Chinchilla,
@@ -463,7 +473,7 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
         si(p.param_range.1 as f64)
     );
     outln!(
-        "shapes: aspect ratio {:.0}..{:.0} (published large models), head dims ≤ {} accepted; layouts: tp {:?} (≤ {} per node), every pp, micro-batch {:?}, recompute {}, ZeRO {}",
+        "shapes: aspect ratio {:.0}..{:.0} (published large models), head dims ≤ {} accepted; layouts: tp {:?} (≤ {} per node), every pp, micro-batch {:?}, recompute {}, ZeRO {}, {} optimizer under {}",
         req.aspect_ratio_range.0,
         req.aspect_ratio_range.1,
         req.max_head_dim,
@@ -475,7 +485,12 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
         } else {
             req.recompute.to_string()
         },
-        req.zero.number()
+        req.zero.number(),
+        req.step_options
+            .memory
+            .optimizer
+            .unwrap_or(req.framework.default_optimizer()),
+        req.framework,
     );
     outln!(
         "evaluated {} (shape, layout) pairs over {} shapes in {:.3} s with {}; {} feasible",

@@ -206,6 +206,8 @@ fn main() {
             "memory_fits": fits,
             "verdict": verdict,
             "margin_bytes": margin,
+            "memory_band_bytes": device.band_bytes,
+            "optimizer": opts.memory.optimizer.unwrap_or(args.step.setup.framework.default_optimizer()).to_string(),
             "framework": args.step.setup.framework.to_string(),
             "recompute": layout.recompute,
         });
@@ -246,7 +248,11 @@ fn main() {
         gib(capacity),
         match verdict {
             lmshape::memory::Verdict::Fits => String::new(),
-            lmshape::memory::Verdict::Tight => " (little room for surprises)".to_string(),
+            lmshape::memory::Verdict::Tight => format!(
+                " (within the card, but the estimate's measured error, +{}, could take it out: {})",
+                gib(device.band_bytes),
+                profile.band_basis()
+            ),
             lmshape::memory::Verdict::Oom => format!(
                 ": {} short, this layout cannot run (try more tp/pp, ZeRO or recomputation)",
                 gib(margin.unsigned_abs())

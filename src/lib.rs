@@ -67,7 +67,7 @@
 //! | [`parallel`] | `error`, `model` |
 //! | [`flops`] | `error`, `model`, `parallel` |
 //! | [`hardware`] (GPU facts and GEMM timers) | `error` |
-//! | [`framework`] (byte counts, memory and speed profiles) | `error` |
+//! | [`framework`] (byte counts, memory and speed profiles) | `error`, `parallel` (ZeRO stages) |
 //! | [`memory`] | the above |
 //! | [`system`] (measured profiles of machines) | `error`, `hardware` |
 //! | [`step`] | the above, `memory` and `system` |

@@ -180,9 +180,9 @@ impl PlanRequest {
     /// floor 350B, Kaplan's law (as the BigScience planning of 2021–22 used), 40% assumed MFU,
     /// aspect ratios inside the envelope of published ≥60B models ([`published_aspect_envelope`]),
     /// head dims 64–256 in steps of 16 with heads above 128 rejected, tp ∈ {1, 2, 4, 8},
-    /// micro-batches {1, 2, 4}, full recomputation, ZeRO-1, BLOOM's embedding slots where
-    /// needed, the device figure under Megatron-DeepSpeed (as BigScience trained) within 90% of
-    /// the card, search from 40% below to 10% above the target; the rest as
+    /// micro-batches {1, 2, 4}, full recomputation, BLOOM's embedding slots where needed, the
+    /// device figure under Megatron-DeepSpeed with bf16 at ZeRO stage 0 and DeepSpeed's
+    /// `BF16_Optimizer` (as BigScience trained from March 2022) within 90% of the card, search from 40% below to 10% above the target; the rest as
     /// [`PlanRequest::new`].
     pub fn bloom_reference() -> PlanRequest {
         PlanRequest {
@@ -197,6 +197,14 @@ impl PlanRequest {
             law: LawChoice::Kaplan,
             embedding_slots: EmbeddingSlots::WhenLayersDoNotDivide,
             framework: Framework::MegatronDeepspeed,
+            zero: ZeroStage::None,
+            step_options: StepOptions {
+                memory: memory::MemoryOptions {
+                    optimizer: Some(crate::framework::Optimizer::DeepspeedBf16),
+                    ..memory::MemoryOptions::default()
+                },
+                ..StepOptions::default()
+            },
             ..PlanRequest::new(
                 Cluster::selene(),
                 384,

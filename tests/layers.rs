@@ -15,7 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("parallel", &["error", "model", "params"]),
     ("flops", &["error", "model", "params", "parallel"]),
     ("hardware", &["error", "numeric"]),
-    ("framework", &["error"]),
+    ("framework", &["error", "parallel"]),
     ("system", &["error", "numeric", "hardware"]),
     (
         "memory",

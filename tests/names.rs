@@ -2,7 +2,7 @@
 //! unknown name is an error that lists the known ones.
 
 use lmshape::Recompute;
-use lmshape::framework::Framework;
+use lmshape::framework::{Framework, Optimizer};
 use lmshape::hardware::{Dtype, GemmPrecision};
 use lmshape::parallel::{CpComm, EmbeddingSlots, ZeroStage};
 use lmshape::scaling::LawChoice;
@@ -28,6 +28,7 @@ fn names_round_trip() {
     round_trip(&ZeroStage::ALL);
     round_trip(&EmbeddingSlots::ALL);
     round_trip(&Framework::ALL);
+    round_trip(&Optimizer::ALL);
     round_trip(&GemmPrecision::ALL);
     round_trip(&[
         Dtype::Fp32,

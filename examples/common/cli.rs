@@ -409,6 +409,10 @@ pub struct SetupArgs {
     /// counts, buffers and allocator set the reserved and device figures).
     #[arg(long, value_name = "NAME", default_value = "megatron-core", value_parser = framework)]
     pub framework: lmshape::memory::Framework,
+    /// Optimizer: megatron, deepspeed-zero, deepspeed-bf16 (DeepSpeed's BF16_Optimizer, as
+    /// BLOOM trained: bf16 at --zero 0) or fsdp2 [default: the framework's usual one].
+    #[arg(long, value_name = "NAME", value_parser = optimizer)]
+    pub optimizer: Option<lmshape::framework::Optimizer>,
     /// Precision of the linear layers' GEMMs (FP8 adds casts and weight copies).
     #[arg(long, value_enum, default_value_t = PrecisionArg::Bf16)]
     pub precision: PrecisionArg,
@@ -427,6 +431,11 @@ pub fn capacity_factor(s: &str) -> Result<lmshape::parallel::CapacityFactor, Str
     lmshape::parallel::CapacityFactor::new(x).map_err(|e| e.to_string())
 }
 
+/// An optimizer name.
+pub fn optimizer(s: &str) -> Result<lmshape::framework::Optimizer, String> {
+    s.parse().map_err(|e: lmshape::Error| e.to_string())
+}
+
 /// A framework name.
 pub fn framework(s: &str) -> Result<lmshape::memory::Framework, String> {
     s.parse().map_err(|e: lmshape::Error| e.to_string())
@@ -443,6 +452,7 @@ impl SetupArgs {
             },
             dropout: !self.no_dropout,
             gemm_precision: self.precision.into(),
+            optimizer: self.optimizer.or(base.optimizer),
             routing: self
                 .capacity_factor
                 .map_or(lmshape::parallel::Routing::Dropless, |factor| {

@@ -11,8 +11,9 @@ use crate::parallel::ParallelLayout;
 use serde::{Deserialize, Serialize};
 
 impl FrameworkProfile {
-    /// `opts` with the framework and its byte counts ([`crate::framework::Framework::precision`]): the memory
-    /// options its estimate is made under.
+    /// `opts` with the framework and the byte counts of its optimizer (`opts.optimizer`, else
+    /// the framework's usual one, [`crate::framework::Framework::default_optimizer`]): the
+    /// memory options its estimate is made under.
     ///
     /// ```
     /// use lmshape::memory::{Framework, FrameworkProfile, MemoryOptions, Precision};
@@ -20,8 +21,9 @@ impl FrameworkProfile {
     /// assert_eq!(p.memory_options(&MemoryOptions::default()).precision, Precision::DEEPSPEED_20);
     /// ```
     pub fn memory_options(&self, opts: &MemoryOptions) -> MemoryOptions {
+        let optimizer = opts.optimizer.unwrap_or(self.framework.default_optimizer());
         MemoryOptions {
-            precision: self.framework.precision(),
+            precision: optimizer.precision(),
             framework: self.framework,
             ..*opts
         }
@@ -43,10 +45,15 @@ impl FrameworkProfile {
         )?;
         let reserved = (allocated_bytes as f64 * self.reserved_factor).ceil();
         let reserved_bytes = crate::error::to_u64(reserved, W)?;
+        let device_bytes = add(reserved_bytes, self.runtime_bytes, W)?;
+        let (under, _) = self.device_error;
+        crate::error::in_range_f64(under, -0.5, 0.0, "device_error.0", "in [-0.5, 0]")?;
+        let band = (device_bytes as f64 * (1.0 / (1.0 + under) - 1.0)).ceil();
         Ok(DeviceMemory {
             allocated_bytes,
             reserved_bytes,
-            device_bytes: add(reserved_bytes, self.runtime_bytes, W)?,
+            device_bytes,
+            band_bytes: crate::error::to_u64(band, W)?,
         })
     }
 
@@ -117,15 +124,21 @@ pub struct DeviceMemory {
     pub reserved_bytes: u64,
     /// What `nvidia-smi` shows: the pool plus the runtime.
     pub device_bytes: u64,
+    /// How far above `device_bytes` the measured figure may lie: the estimate's largest
+    /// held-out underestimate under its framework profile
+    /// ([`FrameworkProfile::device_error`]), as bytes. The verdict is "tight" inside it.
+    #[serde(default)]
+    pub band_bytes: u64,
 }
 
 /// Whether a GPU's memory fits its card.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
-    /// The device figure is within [`TIGHT_FRACTION`] of the card.
+    /// The device figure and its band ([`DeviceMemory::band_bytes`]) are within the card.
     Fits,
-    /// Above that share but within the card: it may run, with no room for surprises.
+    /// The device figure is within the card, its band is not: the estimate's own measured
+    /// error could take it out of memory.
     Tight,
     /// Above the card: out of memory.
     Oom,
@@ -141,24 +154,25 @@ impl std::fmt::Display for Verdict {
     }
 }
 
-/// The share of the card above which a layout is only "tight": 95%, leaving room for what the
-/// estimate cannot see (memory spikes of rare kernels, a larger NCCL communicator).
-pub const TIGHT_FRACTION: f64 = 0.95;
-
 impl DeviceMemory {
     /// The verdict against a card of `capacity_bytes`, and the margin (capacity − device;
-    /// negative when it does not fit).
+    /// negative when it does not fit): "fits" when the estimate and its band
+    /// ([`DeviceMemory::band_bytes`]) are within the card, "tight" when only the estimate is,
+    /// "out of memory" when the estimate is not.
     ///
     /// ```
     /// use lmshape::memory::{DeviceMemory, Verdict};
-    /// let m = DeviceMemory { allocated_bytes: 60 << 30, reserved_bytes: 70 << 30, device_bytes: 78 << 30 };
+    /// let m = DeviceMemory { allocated_bytes: 60 << 30, reserved_bytes: 70 << 30, device_bytes: 76 << 30, band_bytes: 6 << 30 };
     /// assert_eq!(m.verdict(80 << 30).0, Verdict::Tight);
-    /// assert_eq!(m.verdict(80 << 30).1, 2 << 30);
+    /// assert_eq!(m.verdict(80 << 30).1, 4 << 30);
+    /// assert_eq!(m.verdict(82 << 30).0, Verdict::Fits);
+    /// assert_eq!(m.verdict(75 << 30).0, Verdict::Oom);
     /// ```
     pub fn verdict(&self, capacity_bytes: u64) -> (Verdict, i64) {
         let margin = i128::from(capacity_bytes) - i128::from(self.device_bytes);
         let margin = margin.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
-        let v = if self.device_bytes as f64 <= capacity_bytes as f64 * TIGHT_FRACTION {
+        let high = i128::from(self.device_bytes) + i128::from(self.band_bytes);
+        let v = if high <= i128::from(capacity_bytes) {
             Verdict::Fits
         } else if self.device_bytes <= capacity_bytes {
             Verdict::Tight

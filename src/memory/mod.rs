@@ -103,6 +103,11 @@ pub struct MemoryOptions {
     /// [`FrameworkProfile::memory_options`].
     #[serde(default)]
     pub framework: Framework,
+    /// The optimizer, where it is not the framework's usual one
+    /// ([`Framework::default_optimizer`]); [`FrameworkProfile::memory_options`] sets
+    /// [`MemoryOptions::precision`] from it.
+    #[serde(default)]
+    pub optimizer: Option<crate::framework::Optimizer>,
 }
 
 impl Default for MemoryOptions {
@@ -117,6 +122,7 @@ impl Default for MemoryOptions {
             gemm_precision: GemmPrecision::Bf16,
             routing: Routing::Dropless,
             framework: Framework::MegatronCore,
+            optimizer: None,
         }
     }
 }
@@ -168,6 +174,11 @@ pub enum PeakMoment {
     /// The first stage's embedding backward at the end of a micro-batch: one micro-batch
     /// fewer held, the embedding's dense gradient alive (large vocabularies, little held).
     EmbeddingBackward,
+    /// After a micro-batch's backward, where the optimizer adds each 16-bit gradient into its
+    /// full accumulation buffer through a copy in the buffer's type (DeepSpeed's
+    /// `BF16_Optimizer.update_hp_grads`, 77b649d L274-291): one micro-batch fewer held, the
+    /// stage's largest tensor's copy alive.
+    GradientUpcast,
 }
 
 impl std::fmt::Display for PeakMoment {
@@ -175,6 +186,7 @@ impl std::fmt::Display for PeakMoment {
         f.write_str(match self {
             PeakMoment::Backward => "first backward",
             PeakMoment::EmbeddingBackward => "embedding backward",
+            PeakMoment::GradientUpcast => "gradient upcast",
         })
     }
 }
@@ -231,7 +243,7 @@ pub struct TrainingMemoryReport {
 }
 
 pub use activations::{korthikanti_table2_bytes, layer_activation_bytes};
-pub use device::{DeviceMemory, TIGHT_FRACTION, Verdict, least_recompute};
+pub use device::{DeviceMemory, Verdict, least_recompute};
 pub use inference::{
     InferenceMemory, InferenceQuery, inference_memory, kv_cache_bytes, max_inference_batch,
     max_inference_context,

@@ -32,6 +32,7 @@ pub fn training_memory(
     opts: &MemoryOptions,
 ) -> Result<TrainingMemoryReport> {
     layout.validate(model)?;
+    opts.precision.check_zero(layout.zero)?;
     let inputs = StageInputs::new(model, layout, opts)?;
     let stages = layout.stage_layers(model)?;
     let pp = layout.pp;
@@ -202,6 +203,19 @@ impl<'a> StageInputs<'a> {
                 moment = PeakMoment::EmbeddingBackward;
             }
         }
+        if precision.full_grad_accum_bytes > 0 {
+            let largest = self.largest_tensor(has_first, has_last)?;
+            let held = add(
+                held.embedding,
+                mul(self.embedding_mask_bytes, in_flight - 1, W)?,
+                W,
+            )?;
+            let copy = mul(largest, precision.full_grad_accum_bytes, W)?;
+            if add(held, copy, W)? > add(act, transient, W)? {
+                (act, transient, logits_bytes) = (held, copy, 0);
+                moment = PeakMoment::GradientUpcast;
+            }
+        }
         let dense = model_state_bytes(params, layout.weight_dp(), layout.zero, precision)?;
         let expert = model_state_bytes(experts, layout.expert_dp()?, layout.zero, precision)?;
         // FP8 weight copies of the weights the rank holds (after ZeRO-3 sharding).
@@ -257,6 +271,24 @@ impl<'a> StageInputs<'a> {
                 W,
             )?,
         })
+    }
+
+    /// The largest weight tensor on a rank of a stage: the word embedding on the first stage,
+    /// the output head on the last (where it is its own tensor), else the layers' largest
+    /// ([`crate::params::largest_layer_tensor_on_rank`]).
+    fn largest_tensor(&self, has_first: bool, has_last: bool) -> Result<u64> {
+        let tp = self.layout.tp;
+        let layers =
+            crate::params::largest_layer_tensor_on_rank(self.model, tp, self.layout.expert_tp())?;
+        let vocab = self.layout.padded_vocab(self.model)?;
+        let table = mul(vocab / tp, self.model.hidden_size, W)?;
+        let separate_head = self.layout.pp > 1 || !self.model.arch.tied_embeddings;
+        let ends = if has_first || (has_last && separate_head) {
+            table
+        } else {
+            0
+        };
+        Ok(layers.max(ends))
     }
 
     /// What sharded model states add to the backward's working set, for a layer of
@@ -390,7 +422,8 @@ impl<'a> StageInputs<'a> {
 }
 
 /// What [`StageInputs::layer_activations`] finds: the layers' activations held at the first
-/// backward and the working set then, and those held at the embedding's backward.
+/// backward and the working set then, and those held at the end of a micro-batch's backward
+/// (the embedding's backward, the gradient upcast).
 pub(crate) struct HeldActivations {
     pub(crate) backward: u64,
     pub(crate) working: u64,
@@ -413,8 +446,14 @@ pub(crate) fn model_state_bytes(
     zero: ZeroStage,
     p: &Precision,
 ) -> Result<ModelStateBytes> {
+    let states = p.state_sharding(zero);
     let shard = |stage_min: ZeroStage| {
-        if zero >= stage_min {
+        let at = if stage_min == ZeroStage::OptimizerStates {
+            states
+        } else {
+            zero
+        };
+        if at >= stage_min {
             params.div_ceil(dp)
         } else {
             params
@@ -422,9 +461,12 @@ pub(crate) fn model_state_bytes(
     };
     Ok(ModelStateBytes {
         weights_bytes: mul(shard(ZeroStage::Weights), p.weight_bytes, W)?,
-        gradients_bytes: add(
-            mul(shard(ZeroStage::Gradients), p.grad_bytes, W)?,
-            mul(shard(ZeroStage::OptimizerStates), p.partition_grad_bytes, W)?,
+        gradients_bytes: crate::error::sum(
+            &[
+                mul(shard(ZeroStage::Gradients), p.grad_bytes, W)?,
+                mul(params, p.full_grad_accum_bytes, W)?,
+                mul(shard(ZeroStage::OptimizerStates), p.partition_grad_bytes, W)?,
+            ],
             W,
         )?,
         optimizer_bytes: mul(

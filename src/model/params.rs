@@ -301,6 +301,42 @@ pub fn layers_params_on_rank_by_part(
     Ok((rest, experts))
 }
 
+/// The largest weight tensor of a layer on one rank, in Megatron-LM's fused layout: the
+/// query-key-value projection, `(heads + 2·kv_heads)·head_dim × d` (`ParallelAttention.
+/// query_key_value`), or the MLP's input projection, `f × d` with gate and up fused when gated
+/// (`ParallelMLP.dense_h_to_4h`, Megatron-Core `linear_fc1`), split over `tp`; a routed
+/// expert's input projection split over `etp`. Latent attention is taken at its head count
+/// (its down-projections are smaller).
+///
+/// ```
+/// use lmshape::params::largest_layer_tensor_on_rank;
+/// use lmshape::presets;
+/// // BLOOM-176B at tp 4: dense_h_to_4h, 4·14336 × 14336 / 4.
+/// let m = presets::by_name("bloom-176b").unwrap();
+/// assert_eq!(largest_layer_tensor_on_rank(&m, 4, 1).unwrap(), 14336 * 14336);
+/// ```
+///
+/// # Errors
+/// `tp` or `etp` of 0, or counts that overflow `u64`.
+pub fn largest_layer_tensor_on_rank(m: &Transformer, tp: u64, etp: u64) -> Result<u64> {
+    crate::error::positive(tp, "tp")?;
+    crate::error::positive(etp, "etp")?;
+    const W: &str = "largest layer tensor";
+    let mul = |a: u64, b: u64| crate::error::mul(a, b, W);
+    let gated = match m.arch.mlp {
+        MlpKind::Standard => 1,
+        MlpKind::Gated => 2,
+    };
+    let heads = crate::error::add(m.num_heads, mul(2, m.num_kv_heads)?, W)?;
+    let qkv = mul(mul(heads, m.head_dim)?, m.hidden_size)? / tp;
+    let fc1 = mul(mul(m.ffn_size, gated)?, m.hidden_size)? / tp;
+    let expert = match m.moe {
+        Some(e) => mul(mul(e.expert_ffn_size, gated)?, m.hidden_size)? / etp,
+        None => 0,
+    };
+    Ok(qkv.max(fc1).max(expert))
+}
+
 /// The weights of an MLP of width `f` in the model's form: `(in weights, in biases, out weight,
 /// out bias)`, biases only when `biases`.
 fn mlp_tensors(m: &Transformer, f: u64, biases: bool) -> Option<(u64, u64, u64, u64)> {

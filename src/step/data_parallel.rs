@@ -16,10 +16,15 @@ pub(crate) struct HeldParams {
 }
 
 impl HeldParams {
-    /// Parameters of this rank's optimizer shard (ZeRO ≥ `stage` shards over the data-parallel
-    /// degrees).
-    pub(crate) fn sharded(&self, layout: &ParallelLayout, stage: ZeroStage) -> f64 {
-        if layout.zero >= stage {
+    /// Parameters of this rank's shard of the states ZeRO stage `stage` shards, at stage
+    /// `zero` (at or above `stage`: over the data-parallel degrees).
+    pub(crate) fn sharded(
+        &self,
+        layout: &ParallelLayout,
+        zero: ZeroStage,
+        stage: ZeroStage,
+    ) -> f64 {
+        if zero >= stage {
             self.dense / layout.weight_dp() as f64 + self.experts / self.expert_dp as f64
         } else {
             self.dense + self.experts
@@ -31,7 +36,10 @@ impl HeldParams {
 /// `dp` (ranks `tp` apart) and its routed experts over the expert-data-parallel degree (ranks
 /// `ep · etp` apart), each by [`Cluster::collective_seconds`]:
 ///
-/// * **ZeRO 0**: an all-reduce of the gradients (`grad_bytes` each).
+/// * **ZeRO 0**: an all-reduce of the gradients (`grad_bytes` each); an optimizer that
+///   shards its own states also all-gathers the updated 16-bit weights (DeepSpeed's
+///   `BF16_Optimizer`: it all-reduces its fp32 buffer in the 16-bit communication type,
+///   77b649d `engine.py` L2049-2074, L712-721).
 /// * **ZeRO 1–2** (Megatron-Core's distributed optimizer, Rajbhandari et al. 2020 §5): a
 ///   reduce-scatter of the gradients and an all-gather of the updated weights
 ///   (16-bit, `activation_bytes`). With [`Cluster::overlap_dp_comm`] the reduce-scatter hides behind the
@@ -69,6 +77,14 @@ pub(crate) fn data_parallel_seconds(
         if layout.zero == ZeroStage::None {
             grads +=
                 cluster.collective_seconds(CollectiveOp::AllReduce, params * grad, ranks, stride);
+            if opts.memory.precision.shards_own_states {
+                weights += cluster.collective_seconds(
+                    CollectiveOp::AllGather,
+                    params * weight,
+                    ranks,
+                    stride,
+                );
+            }
         } else {
             grads += cluster.collective_seconds(
                 CollectiveOp::ReduceScatter,
@@ -101,8 +117,13 @@ pub(crate) fn optimizer_seconds(
     opts: &StepOptions,
     held: &HeldParams,
 ) -> f64 {
-    opts.memory.precision.optimizer_step_bytes() as f64
-        * held.sharded(layout, ZeroStage::OptimizerStates)
+    let p = &opts.memory.precision;
+    p.optimizer_step_bytes() as f64
+        * held.sharded(
+            layout,
+            p.state_sharding(layout.zero),
+            ZeroStage::OptimizerStates,
+        )
         / (cluster.gpu.memory_bytes_per_s * ATTAINABLE_HBM_FRACTION)
 }
 
@@ -119,6 +140,6 @@ pub(crate) fn weight_cast_seconds(
     if cast == 0.0 {
         return 0.0;
     }
-    (opts.dtype.bytes() as f64 + 2.0 * cast) * held.sharded(layout, ZeroStage::Weights)
+    (opts.dtype.bytes() as f64 + 2.0 * cast) * held.sharded(layout, layout.zero, ZeroStage::Weights)
         / (cluster.gpu.memory_bytes_per_s * ATTAINABLE_HBM_FRACTION)
 }

@@ -363,6 +363,7 @@ pub(crate) fn validate_inputs(
     cluster.validate()?;
     cluster.gpu.peak_flops_per_s(opts.dtype)?;
     cluster.gpu.check_precision(opts.memory.gemm_precision)?;
+    opts.memory.precision.check_zero(layout.zero)?;
     crate::error::mul(layout.seq_len, layout.micro_batch, "tokens per micro-batch")?;
     Ok(crate::error::mul(layout.global_batch, layout.seq_len, "tokens per step")? as f64)
 }
