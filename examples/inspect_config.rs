@@ -14,7 +14,7 @@ mod common;
 
 use clap::Parser;
 use common::cli::{LayoutArgs, SetupArgs, positive_count};
-use common::{gib, grouped, load_config, or_die, si};
+use common::{gib, grouped, or_die, si};
 use lmshape::flops::{self, FlopsConvention, ParamBasis};
 use lmshape::memory::{self, MemoryOptions, Precision};
 use lmshape::{ParallelLayout, Recompute, Transformer};
@@ -102,24 +102,28 @@ fn main() {
         };
         args.gpu = Some(or_die(profile.gpu_spec()));
     }
-    let (path, model) = match &args.preset {
+    let (path, model, vision) = match &args.preset {
         Some(name) => (
             format!("preset {name}"),
             or_die(lmshape::presets::by_name(name)),
+            None,
         ),
         None => {
             let path = args
                 .config
                 .clone()
                 .unwrap_or_else(|| DEFAULT_CONFIG.to_string());
-            let model = load_config(&path);
-            (path, model)
+            let checkpoint = or_die(lmshape::model::hf::checkpoint_from_hf_config_str(
+                &common::read_input(&path),
+            ));
+            (path, checkpoint.language_model, checkpoint.vision)
         }
     };
     let seq = args
         .seq_len
         .unwrap_or_else(|| DEFAULT_SEQ_LEN.min(model.max_positions()));
     let mut report = or_die(Report::new(&model, seq, args.include_mtp));
+    report.vision = vision;
     report.seq_is_default = args.seq_len.is_none();
     let mut layout = args.layout.layout(seq);
     let profile = memory::FrameworkProfile::of(args.setup.framework);
@@ -335,6 +339,7 @@ struct Report {
     training: Option<memory::TrainingMemoryReport>,
     device: Option<DeviceReport>,
     inference: Option<memory::InferenceMemory>,
+    vision: Option<lmshape::model::vision::VisionEncoder>,
 }
 
 impl Report {
@@ -365,17 +370,46 @@ impl Report {
             training: None,
             device: None,
             inference: None,
+            vision: None,
         })
     }
 
-    /// Total parameters, with the multi-token-prediction modules when asked for.
-    fn total(&self) -> u64 {
+    /// The language model's parameters, with the multi-token-prediction modules when asked
+    /// for.
+    fn language_total(&self) -> u64 {
         self.counts.total_params
             + if self.include_mtp {
                 self.counts.mtp_params
             } else {
                 0
             }
+    }
+
+    /// The vision encoder's parameters: tower and projector (zero without one).
+    fn vision_counts(&self) -> lmshape::model::vision::VisionCounts {
+        self.vision.map(|v| or_die(v.params())).unwrap_or_default()
+    }
+
+    /// Everything the checkpoint stores: the language model and the vision encoder.
+    fn total(&self) -> u64 {
+        let v = self.vision_counts();
+        self.language_total() + v.vision_encoder_params + v.multimodal_projector_params
+    }
+
+    /// The vision encoder as JSON: its shape, parameters and forward FLOPs per image.
+    fn vision_json(&self) -> serde_json::Value {
+        match &self.vision {
+            Some(v) => {
+                let side = v.image_side();
+                json!({
+                    "encoder": v,
+                    "image_side_pixels": side,
+                    "image_side_assumed": v.tower.image_size.is_none(),
+                    "forward_flops_per_image": or_die(v.forward_flops_per_image(side)),
+                })
+            }
+            None => serde_json::Value::Null,
+        }
     }
 
     /// `N_active` of the `6·N_active` rule of thumb: the parameters a token multiplies by (the
@@ -405,9 +439,12 @@ impl Report {
             "layer_norms": c.layer_norm_params,
             "final_norm": c.final_norm_params,
             "output_head": c.output_head_params,
+            "vision_encoder": self.vision_counts().vision_encoder_params,
+            "multimodal_projector": self.vision_counts().multimodal_projector_params,
         });
         let mut params = json!({
             "total": self.total(),
+            "language_model": self.language_total(),
             "active": c.active_params,
             "active_non_embedding_input": c.active_non_embedding_input_params,
             "mtp": c.mtp_params,
@@ -423,6 +460,7 @@ impl Report {
         params["by_component"] = by_component;
         json!({
             "model": model,
+            "vision": self.vision_json(),
             "params": params,
             "flops_per_token": {
                 "seq_len": self.seq,
@@ -491,6 +529,46 @@ impl Report {
                 v
             }),
         })
+    }
+
+    /// The vision encoder's lines: the language model, tower, projector and checkpoint total,
+    /// and the FLOPs of one image.
+    fn print_vision(&self) {
+        let Some(v) = &self.vision else {
+            return;
+        };
+        let c = self.vision_counts();
+        let t = &v.tower;
+        outln!(
+            "\nvision encoder: {:?} tower, {} layers × {} hidden (mlp {}, {} heads), patch {}{}",
+            t.kind,
+            t.num_layers,
+            t.hidden_size,
+            t.intermediate_size,
+            t.num_heads,
+            t.patch_size,
+            t.image_size
+                .map_or(", dynamic resolution".to_string(), |s| format!(", {s} px"))
+        );
+        for (name, n) in [
+            ("language model", self.language_total()),
+            ("vision encoder", c.vision_encoder_params),
+            ("multimodal projector", c.multimodal_projector_params),
+            ("checkpoint total", self.total()),
+        ] {
+            outln!("  {name:<24}{:>20} {:>8}", grouped(n), si(n as f64));
+        }
+        let side = v.image_side();
+        outln!(
+            "  forward FLOPs per image: {:.3e} at {side} × {side} px{}",
+            or_die(v.forward_flops_per_image(side)),
+            if t.image_size.is_none() {
+                " (assumed: the tower takes any resolution)"
+            } else {
+                ""
+            }
+        );
+        outln!("  (FLOPs per token, memory and planning below describe the language model)");
     }
 
     fn print(&self, path: &str) {
@@ -598,7 +676,11 @@ impl Report {
         }
         outln!(
             "  {:<24}{:>20} {:>8}  {:>20} {:>8}",
-            "total",
+            if self.vision.is_some() {
+                "language model total"
+            } else {
+                "total"
+            },
             grouped(c.total_params),
             si(c.total_params as f64),
             grouped(c.active_params),
@@ -634,11 +716,12 @@ impl Report {
                 outln!(
                     "  {:<24}{:>20} {:>8}",
                     "total with MTP",
-                    grouped(self.total()),
-                    si(self.total() as f64)
+                    grouped(self.language_total()),
+                    si(self.language_total() as f64)
                 );
             }
         }
+        self.print_vision();
         let s = &self.summary;
         outln!(
             "\nFLOPs per token at context {}{}",

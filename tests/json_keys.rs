@@ -119,6 +119,37 @@ fn enumerate_shapes_keys() {
     );
 }
 
+/// A vision-language checkpoint: `params.total` is the checkpoint's, with the language
+/// model, vision encoder and projector beside it.
+#[test]
+fn inspect_config_vision_keys() {
+    let llava = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/configs/llava-1.5-7b.json"
+    );
+    check(
+        "inspect_config_vision",
+        "inspect_config",
+        &[llava, "--json"],
+    );
+    let out = Command::new(example("inspect_config"))
+        .args([llava, "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // llava-1.5-7b-hf's safetensors index: 14,126,854,144 bytes of fp16.
+    assert_eq!(v["params"]["total"], 7_063_427_072u64);
+    assert_eq!(v["params"]["language_model"], 6_738_939_904u64);
+    assert_eq!(
+        v["params"]["by_component"]["vision_encoder"],
+        303_507_456u64
+    );
+    assert_eq!(
+        v["params"]["by_component"]["multimodal_projector"],
+        20_979_712u64
+    );
+}
+
 #[test]
 fn inspect_config_keys() {
     check(

@@ -521,3 +521,83 @@ proptest! {
         prop_assert_eq!(moe.moe_layers_in(start..end), brute);
     }
 }
+
+fn vision_strategy() -> impl Strategy<Value = lmshape::model::vision::VisionEncoder> {
+    use lmshape::model::vision::{ProjectorKind, TowerKind, VisionEncoder, VisionTower};
+    let kind = prop_oneof![
+        any::<bool>().prop_map(|use_head| TowerKind::Siglip { use_head }),
+        Just(TowerKind::Clip),
+        Just(TowerKind::Pixtral),
+        Just(TowerKind::Qwen2Vl),
+        Just(TowerKind::Qwen25Vl),
+    ];
+    let projector = prop_oneof![
+        (1u64..1024).prop_map(|tokens_per_image| ProjectorKind::Gemma3 { tokens_per_image }),
+        (1u64..4, any::<bool>(), any::<bool>()).prop_map(
+            |(feature_layers, bias, image_newline)| {
+                ProjectorKind::Llava {
+                    feature_layers,
+                    bias,
+                    image_newline,
+                }
+            }
+        ),
+        (1u64..4, any::<bool>()).prop_map(|(spatial_merge, bias)| ProjectorKind::Mistral3 {
+            spatial_merge,
+            bias
+        }),
+        (1u64..4).prop_map(|spatial_merge| ProjectorKind::QwenMerger { spatial_merge }),
+    ];
+    (
+        kind,
+        projector,
+        1u64..4096,
+        1u64..16384,
+        1u64..64,
+        1u64..32,
+        1u64..64,
+        0u64..2048,
+        1u64..8192,
+    )
+        .prop_map(
+            |(kind, projector, h, i, layers, heads, patch, image, text)| VisionEncoder {
+                tower: VisionTower {
+                    kind,
+                    hidden_size: h,
+                    intermediate_size: i,
+                    num_layers: layers,
+                    num_heads: heads,
+                    patch_size: patch,
+                    image_size: (image > 0).then_some(image),
+                    num_channels: 3,
+                    temporal_patch_size: 1,
+                },
+                projector,
+                text_hidden_size: text,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(common::proptest_config("proptest-regressions/model_properties.txt", 256))]
+
+    /// A vision tower only adds parameters: every tower and projector counts something, one
+    /// layer more counts more, and a checkpoint's total is its language model plus both. Its
+    /// FLOPs per image are positive and grow with the image.
+    #[test]
+    fn vision_towers_only_add(v in vision_strategy()) {
+        use lmshape::model::vision::VisionTower;
+        let c = v.params().unwrap();
+        prop_assert!(c.vision_encoder_params > 0 && c.multimodal_projector_params > 0);
+        let deeper = lmshape::model::vision::VisionEncoder {
+            tower: VisionTower { num_layers: v.tower.num_layers + 1, ..v.tower },
+            ..v
+        };
+        prop_assert!(deeper.params().unwrap().vision_encoder_params > c.vision_encoder_params);
+        let side = v.image_side().max(v.tower.patch_size);
+        let f = v.forward_flops_per_image(side).unwrap();
+        prop_assert!(f > 0.0 && f.is_finite());
+        prop_assert!(v.forward_flops_per_image(side * 2).unwrap() > f);
+        prop_assert!(v.forward_flops_per_image(v.tower.patch_size - 1).is_err() || v.tower.patch_size == 1);
+    }
+}

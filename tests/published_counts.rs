@@ -436,3 +436,89 @@ fn gemma3_reads_its_text_config() {
         "{e}"
     );
 }
+
+/// Seven vision-language checkpoints (`tests/data/multimodal_models.json`: released configs,
+/// checkpoint totals with their sources, and a per-tensor split): the whole checkpoint, and
+/// its language model, image tower and projector each exactly.
+#[test]
+fn vision_language_checkpoints_match_their_totals() {
+    use lmshape::model::hf::checkpoint_from_hf_config;
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/multimodal_models.json"
+    ))
+    .unwrap();
+    let d: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let models = d["models"].as_array().unwrap();
+    assert_eq!(models.len(), 7);
+    for m in models {
+        let name = m["hf_repo"].as_str().unwrap();
+        let c = checkpoint_from_hf_config(&m["config"])
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .param_counts()
+            .unwrap();
+        let split = &m["independent_count"]["breakdown"];
+        let part = |keys: &[&str]| -> u64 {
+            keys.iter()
+                .filter_map(|k| split.get(*k).and_then(|v| v.as_u64()))
+                .sum()
+        };
+        assert_eq!(
+            c.total_params,
+            m["total_params"].as_u64().unwrap(),
+            "{name}: total"
+        );
+        assert_eq!(
+            c.language_model_params,
+            part(&["language_model"]),
+            "{name}: language model"
+        );
+        assert_eq!(
+            c.vision_encoder_params,
+            part(&["vision_tower", "vision_tower_without_merger"]),
+            "{name}: vision tower"
+        );
+        assert_eq!(
+            c.multimodal_projector_params,
+            part(&[
+                "multi_modal_projector",
+                "merger(projector)",
+                "image_newline"
+            ]),
+            "{name}: projector"
+        );
+    }
+}
+
+/// A `vision_config` whose tower the reader does not count is an error naming it, not a
+/// language model with the tower silently dropped; planning still reads the language model of
+/// a known one.
+#[test]
+fn unknown_vision_towers_are_errors() {
+    use lmshape::model::hf::{checkpoint_from_hf_config_str, from_hf_config_str};
+    let cfg = |vision: &str| {
+        format!(
+            r#"{{"model_type": "llava", "text_config": {{"model_type": "llama"}}, "vision_config": {vision}}}"#
+        )
+    };
+    for vision in [
+        r#"{"model_type": "intern_vit"}"#,
+        r#"{"model_type": "siglip_vision_model"}"#,
+    ] {
+        for e in [
+            checkpoint_from_hf_config_str(&cfg(vision)).unwrap_err(),
+            from_hf_config_str(&cfg(vision)).unwrap_err(),
+        ] {
+            let e = e.to_string();
+            assert!(e.contains("vision_config.model_type"), "{e}");
+        }
+    }
+    let known = from_hf_config_str(&cfg(r#"{"model_type": "clip_vision_model"}"#)).unwrap();
+    assert_eq!(known.hidden_size(), 4096);
+    let e = checkpoint_from_hf_config_str(&cfg(
+        r#"{"model_type": "clip_vision_model", "patch_size": 0}"#,
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("vision_config.patch_size"), "{e}");
+}

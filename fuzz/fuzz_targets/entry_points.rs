@@ -240,6 +240,12 @@ fuzz_target!(|data: &[u8]| {
                     let mut rest = Bytes(text.as_bytes());
                     exercise_model(&m, &mut rest);
                 }
+                if let Ok(c) = lmshape::model::hf::checkpoint_from_hf_config_str(text) {
+                    let _ = c.param_counts();
+                    if let Some(v) = c.vision {
+                        let _ = v.forward_flops_per_image(v.image_side());
+                    }
+                }
                 let _ = serde_json::from_str::<Transformer>(text);
                 let _ = serde_json::from_str::<ParallelLayout>(text);
             }

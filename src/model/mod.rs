@@ -6,6 +6,7 @@
 
 pub mod hf;
 pub mod params;
+pub mod vision;
 
 use crate::error::{Error, Result, divisible, positive};
 use serde::{Deserialize, Serialize};

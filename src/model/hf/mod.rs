@@ -46,6 +46,7 @@ mod opt;
 mod phi3;
 mod qwen;
 mod starcoder2;
+mod vision;
 
 pub use bloom::BloomConfig;
 pub use cohere::CohereConfig;
@@ -64,13 +65,14 @@ pub use opt::OptConfig;
 pub use phi3::Phi3Config;
 pub use qwen::QwenConfig;
 pub use starcoder2::Starcoder2Config;
+pub use vision::{Checkpoint, CheckpointCounts, MULTIMODAL_MODEL_TYPES};
 
 /// How one family's config becomes a model.
 type Reader = fn(&Value) -> Result<Transformer>;
 
 /// The registry: each `model_type` this module reads, with its reader. The supported list and
 /// the dispatch of [`from_hf_config`] both come from it, so they cannot disagree.
-const READERS: [(&str, Reader); 28] = [
+const READERS: [(&str, Reader); 33] = [
     ("gpt2", reader::<Gpt2Config>),
     ("gpt_neox", reader::<GptNeoXConfig>),
     ("bloom", reader::<BloomConfig>),
@@ -91,7 +93,12 @@ const READERS: [(&str, Reader); 28] = [
     ("gpt_oss", reader::<GptOssConfig>),
     ("gemma2", reader::<GemmaNextConfig>),
     ("gemma3_text", reader::<GemmaNextConfig>),
-    ("gemma3", read_gemma3),
+    ("gemma3", read_language_model),
+    ("llava", read_language_model),
+    ("llava_next", read_language_model),
+    ("mistral3", read_language_model),
+    ("qwen2_vl", read_language_model),
+    ("qwen2_5_vl", read_language_model),
     ("phi3", reader::<Phi3Config>),
     ("olmo2", reader::<OlmoConfig>),
     ("olmoe", reader::<OlmoConfig>),
@@ -121,21 +128,50 @@ where
     read::<C>(value)?.try_into()
 }
 
-/// Gemma 3's multimodal config: the language model is its `text_config`.
-fn read_gemma3(value: &Value) -> Result<Transformer> {
-    let mut text = match value.get("text_config") {
-        Some(t @ Value::Object(_)) => t.clone(),
-        Some(Value::Null) | None => Value::Object(Default::default()),
-        Some(other) => {
-            return Err(Error::InvalidKey {
-                key: "text_config".into(),
-                expected: "a json object",
-                found: short(other),
-            });
-        }
-    };
-    text["model_type"] = Value::from("gemma3_text");
-    reader::<GemmaNextConfig>(&text)
+/// A vision-language config's language model (its vision encoder read and checked too, so
+/// that an unknown `vision_config` is an error, not dropped).
+fn read_language_model(value: &Value) -> Result<Transformer> {
+    Ok(checkpoint_from_hf_config(value)?.language_model)
+}
+
+/// Read a whole checkpoint's config: the language model and, for the vision-language
+/// `model_type`s ([`MULTIMODAL_MODEL_TYPES`]), the vision encoder and projector its
+/// `vision_config` describes, so that counts match what the checkpoint stores. For a
+/// language-only config the encoder is `None`.
+///
+/// ```
+/// let cfg = r#"{"model_type": "llava", "text_config": {"model_type": "llama", "vocab_size": 32064},
+///     "vision_config": {"model_type": "clip_vision_model", "hidden_size": 1024, "image_size": 336,
+///     "intermediate_size": 4096, "num_attention_heads": 16, "num_hidden_layers": 24, "patch_size": 14}}"#;
+/// let c = lmshape::model::hf::checkpoint_from_hf_config(&serde_json::from_str(cfg).unwrap())?;
+/// let counts = c.param_counts()?;
+/// assert_eq!(counts.total_params, 7_063_427_072); // llava-1.5-7b-hf
+/// assert_eq!(counts.language_model_params, 6_738_939_904);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`from_hf_config`], and a `vision_config` of a tower this reader does not count
+/// ([`Error::InvalidKey`] naming `vision_config.model_type`).
+pub fn checkpoint_from_hf_config(value: &Value) -> Result<Checkpoint> {
+    let model_type = value.get("model_type").and_then(Value::as_str);
+    match model_type {
+        Some(t) if MULTIMODAL_MODEL_TYPES.contains(&t) => vision::read_checkpoint(t, value),
+        _ => Ok(Checkpoint {
+            language_model: from_hf_config(value)?,
+            vision: None,
+        }),
+    }
+}
+
+/// [`checkpoint_from_hf_config`] of config text.
+///
+/// # Errors
+/// As [`from_hf_config_str`] and [`checkpoint_from_hf_config`].
+pub fn checkpoint_from_hf_config_str(text: &str) -> Result<Checkpoint> {
+    crate::error::input_size(text, "config")?;
+    let value: Value = serde_json::from_str(text).map_err(Error::from)?;
+    checkpoint_from_hf_config(&value)
 }
 
 /// Parse config text. Invalid JSON, a non-object, an unknown `model_type`, a missing or
