@@ -26,6 +26,8 @@
 //! * [`system`]: measured profiles of machines (GEMM, attention and collective tables, memory
 //!   bandwidth, network) with provenance and their validated error band;
 //! * [`step`]: a training step's time on a cluster, layer by layer, with calibration;
+//! * [`serve`]: serving a model on a measured machine — prefill, decode, the concurrency its KV
+//!   cache holds, tokens per second per user and per GPU, dollars per million tokens;
 //! * [`scaling`]: compute budgets, published scaling laws (Kaplan, Chinchilla approaches 1–3,
 //!   Besiroglu et al.), fitting a law to your own runs, inference-aware sizing and constraints.
 //!
@@ -75,6 +77,7 @@
 //! | [`presets`] | `error`, `model`, `heuristics` |
 //! | [`search`] | `error`, `model`, `parallel`, `flops`, `heuristics` |
 //! | [`scaling`] | `error`, `model`, `parallel` |
+//! | [`serve`] | the above but `plan` |
 //! | [`plan`] | everything |
 //!
 //! ## Features
@@ -104,6 +107,7 @@ pub mod plan;
 pub mod presets;
 pub mod scaling;
 pub mod search;
+pub mod serve;
 pub mod step;
 pub mod system;
 

@@ -79,6 +79,21 @@ const LLAMA: &str = concat!(
 );
 
 #[test]
+fn serve_keys() {
+    check("serve", "serve", &["--json", "--gpu-hour-cost", "2.5"]);
+    check(
+        "serve_sweep",
+        "serve",
+        &["--json", "--sweep", "--config", QWEN2],
+    );
+}
+
+const QWEN2: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/examples/configs/qwen2-0.5b.json"
+);
+
+#[test]
 fn budget_keys() {
     check("budget", "budget", &["--json"]);
 }

@@ -117,7 +117,11 @@ fn references(line: &str) -> Vec<String> {
 
 #[test]
 fn modules_refer_only_to_lower_layers() {
-    let allowed: BTreeMap<&str, &[&str]> = ALLOWED.iter().copied().collect();
+    let mut allowed: BTreeMap<&str, Vec<&str>> =
+        ALLOWED.iter().map(|&(m, a)| (m, a.to_vec())).collect();
+    // Serving sits on the step model: what `step` may use, and `step` itself.
+    let serve: Vec<&str> = allowed["step"].iter().copied().chain(["step"]).collect();
+    allowed.insert("serve", serve);
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);

@@ -1,0 +1,128 @@
+//! Serving: the properties a serving estimate must keep, and its figures against first
+//! principles.
+
+mod common;
+
+use lmshape::Transformer;
+use lmshape::model::hf::from_hf_config_str;
+use lmshape::serve::{self, Deployment, KvCacheDtype, Workload};
+use lmshape::system::{SYSTEM_NAMES, SystemProfile};
+use proptest::prelude::*;
+
+fn config(name: &str) -> Transformer {
+    let path = format!(
+        "{}/examples/configs/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    from_hf_config_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Two dense and one mixture-of-experts model, each with a deployment it fits.
+fn cases() -> Vec<(Transformer, Deployment)> {
+    vec![
+        (config("llama-2-7b"), Deployment::default()),
+        (config("qwen2-0.5b"), Deployment::default()),
+        (
+            config("qwen3-30b-a3b"),
+            Deployment {
+                tp: 2,
+                ep: 2,
+                ..Deployment::default()
+            },
+        ),
+    ]
+}
+
+/// Decode at one sequence is at least the time to stream the weights once at the HBM's peak
+/// bandwidth (the floor no kernel beats), and the KV cache a sequence takes is the exact
+/// per-token count times its paged length.
+#[test]
+fn decode_streams_the_weights() {
+    let m = config("llama-2-7b");
+    let p = SystemProfile::by_name("dgx-h100").unwrap();
+    let gpu = p.gpu_spec().unwrap();
+    let r = serve::serve(
+        &m,
+        &p,
+        &Deployment::default(),
+        &Workload {
+            concurrency: Some(1),
+            ..Workload::default()
+        },
+    )
+    .unwrap();
+    let floor = 2.0 * m.total_params().unwrap() as f64 / gpu.memory_bytes_per_s;
+    assert!(r.tpot_seconds > floor, "{} vs {floor}", r.tpot_seconds);
+    assert!(
+        r.tpot_seconds < 3.0 * floor,
+        "{} vs {floor}",
+        r.tpot_seconds
+    );
+    // 2 · 32 layers · 32 kv heads · 128 · 2 bytes per token, 2048 tokens.
+    let per_sequence = 2 * 32 * 32 * 128 * 2 * 2048u64;
+    assert_eq!(
+        r.max_concurrency,
+        r.kv_cache_bytes_per_gpu / per_sequence,
+        "{} GiB",
+        r.kv_cache_bytes_per_gpu >> 30
+    );
+}
+
+#[test]
+fn impossible_requests_are_errors() {
+    let m = config("llama-2-7b");
+    let p = SystemProfile::by_name("dgx-h100").unwrap();
+    let too_many = Workload {
+        concurrency: Some(100_000),
+        ..Workload::default()
+    };
+    let e = serve::serve(&m, &p, &Deployment::default(), &too_many)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("KV cache holds every sequence"), "{e}");
+    let a100 = SystemProfile::by_name("dgx-a100").unwrap();
+    let fp8 = Deployment {
+        weights: lmshape::serve::WeightPrecision::Fp8,
+        ..Deployment::default()
+    };
+    let e = serve::serve(&m, &a100, &fp8, &Workload::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("fp8"), "{e}");
+    let big = lmshape::presets::by_name("gpt3-175b").unwrap();
+    let e = serve::serve(&big, &p, &Deployment::default(), &Workload::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("weights"), "{e}");
+}
+
+proptest! {
+    #![proptest_config(common::proptest_config("proptest-regressions/serve.txt", 48))]
+
+    /// Up to what the cache holds, more sequences never lower the replica's throughput (by
+    /// more than 0.1%, the wobble of interpolating measured tables where prefill saturates
+    /// it) and never raise a user's; a longer output never shortens the time per output token; an fp8
+    /// cache holds at least as many sequences as a bf16 one.
+    #[test]
+    fn serving_is_monotone(case in 0usize..3, system in 0usize..7, a in 1u64..512, b in 1u64..512,
+        isl in 16u64..4096, osl in 16u64..2048, extra in 1u64..2048) {
+        let (m, d) = &cases()[case];
+        let p = SystemProfile::by_name(SYSTEM_NAMES[system]).unwrap();
+        let w = Workload { isl, osl, ..Workload::default() };
+        let Ok(most) = serve::serve(m, &p, d, &w) else { return Ok(()); };
+        let (lo, hi) = (a.min(b).min(most.max_concurrency), a.max(b).min(most.max_concurrency));
+        let at = |c: u64, w: &Workload| serve::serve(m, &p, d, &Workload { concurrency: Some(c), ..*w }).unwrap();
+        let (x, y) = (at(lo, &w), at(hi, &w));
+        prop_assert!(y.output_tokens_per_second_per_replica >= x.output_tokens_per_second_per_replica * (1.0 - 1e-9),
+            "{lo}: {} > {hi}: {}", x.output_tokens_per_second_per_replica, y.output_tokens_per_second_per_replica);
+        prop_assert!(y.output_tokens_per_second_per_user <= x.output_tokens_per_second_per_user * (1.0 + 1e-9));
+        let longer = Workload { osl: osl + extra, ..w };
+        if let Ok(l) = serve::serve(m, &p, d, &Workload { concurrency: Some(lo), ..longer }) {
+            prop_assert!(l.tpot_seconds >= x.tpot_seconds * (1.0 - 1e-9));
+        }
+        let fp8 = Deployment { kv_cache: KvCacheDtype::Fp8, ..*d };
+        let f = serve::serve(m, &p, &fp8, &w).unwrap();
+        prop_assert!(f.max_concurrency >= most.max_concurrency);
+        prop_assert!(x.time_band.0 <= 1.0 && 1.0 <= x.time_band.1);
+    }
+}
