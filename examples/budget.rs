@@ -3,7 +3,7 @@
 //!
 //! `cargo run --release --example budget -- [--gpu a100-80gb --gpus 384 --hours 3024 |
 //! --gpu-hours H | --flops C] [--mfu 0.4] [--token-floor 350e9] [--param-cap N]
-//! [--law chinchilla|besiroglu|kaplan] [--target-loss L --inference-tokens T] [--json]`
+//! [--law kaplan|chinchilla-1|chinchilla-2|chinchilla-3|besiroglu|chinchilla] [--target-loss L --inference-tokens T] [--json]`
 
 #[macro_use]
 mod common;
@@ -49,8 +49,11 @@ struct Cli {
     /// Law of the constrained choice: chinchilla (Hoffmann et al. 2022 approach 3; also
     /// chinchilla3, hoffmann), besiroglu (Besiroglu et al. 2024's refit) or kaplan (Kaplan et
     /// al. 2020, non-embedding parameters).
-    #[arg(long, value_name = "LAW", default_value = "chinchilla", value_parser = law)]
+    #[arg(long, value_name = "LAW", default_value = "chinchilla", value_parser = common::cli::law)]
     law: LawChoice,
+    /// A law fitted to your runs (`fit_scaling_law --out LAW.json`), instead of --law.
+    #[arg(long, value_name = "LAW.json", conflicts_with = "law")]
+    law_file: Option<String>,
     /// Inference-aware sizing (Sardana et al. 2023): the loss to reach.
     #[arg(long, value_name = "L", value_parser = positive)]
     target_loss: Option<f64>,
@@ -60,11 +63,6 @@ struct Cli {
     /// Print JSON.
     #[arg(long)]
     json: bool,
-}
-
-/// A law by name ([`LawChoice`]'s names).
-fn law(s: &str) -> Result<LawChoice, String> {
-    s.parse().map_err(|e: lmshape::Error| e.to_string())
 }
 
 fn main() {
@@ -80,7 +78,10 @@ fn main() {
         Some(c) => c,
         None => or_die(scaling::training_flops(gpu_hours, peak, args.mfu)),
     };
-    let law = args.law;
+    let law = args
+        .law_file
+        .as_deref()
+        .map_or(args.law, common::cli::law_file);
     let cons = Constraints {
         token_floor: args.token_floor,
         param_cap: args.param_cap.map(|n| n as f64),

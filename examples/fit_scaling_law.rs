@@ -39,9 +39,53 @@ struct Cli {
     /// Threads for the starts (0: every core).
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = count)]
     threads: u64,
+    /// A compute budget in FLOPs to give the optimum at, with a 90% bootstrap interval
+    /// (repeatable) [default: 1e24].
+    #[arg(long, value_name = "C", value_parser = common::cli::positive)]
+    flops: Vec<f64>,
+    /// Write the fitted law and its bootstrap refits here, for --law-file of budget and plan.
+    #[arg(long, value_name = "LAW.json")]
+    out: Option<String>,
     /// Print the fit as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// The optimum at `flops` of the law and the 5th and 95th percentiles over the bootstrap
+/// refits.
+fn optimum(
+    l: &scaling::ParametricLaw,
+    laws: &[scaling::ParametricLaw],
+    flops: f64,
+) -> serde_json::Value {
+    let opt = or_die(l.compute_optimal(flops));
+    let mut ns: Vec<f64> = laws
+        .iter()
+        .filter_map(|b| b.compute_optimal(flops).ok())
+        .map(|a| a.params)
+        .collect();
+    let mut ds: Vec<f64> = laws
+        .iter()
+        .filter_map(|b| b.compute_optimal(flops).ok())
+        .map(|a| a.tokens)
+        .collect();
+    let pct = |v: &mut Vec<f64>, q: f64, fallback: f64| {
+        if v.is_empty() {
+            return fallback;
+        }
+        v.sort_by(f64::total_cmp);
+        v[((v.len() - 1) as f64 * q).round() as usize]
+    };
+    json!({
+        "flops": flops,
+        "params": opt.params,
+        "tokens": opt.tokens,
+        "params_low": pct(&mut ns, 0.05, opt.params),
+        "params_high": pct(&mut ns, 0.95, opt.params),
+        "tokens_low": pct(&mut ds, 0.05, opt.tokens),
+        "tokens_high": pct(&mut ds, 0.95, opt.tokens),
+        "resamples": laws.len(),
+    })
 }
 
 /// A bootstrap size from 0 to [`scaling::MAX_BOOTSTRAP_RESAMPLES`].
@@ -106,14 +150,19 @@ fn main() {
     bar.finish_and_clear();
     let seconds = t.elapsed().as_secs_f64();
     let boot = usize::try_from(args.bootstrap).unwrap_or(usize::MAX);
-    let se = if boot >= 2 {
-        match scaling::bootstrap_standard_errors(&runs, &fit, &opts, boot, 2024) {
-            Ok(se) => Some(se),
+    let laws = if boot >= 2 {
+        match scaling::bootstrap_laws(&runs, &fit, &opts, boot, 2024) {
+            Ok(laws) => laws,
             Err(e) => {
                 eprintln!("note: no bootstrap standard errors: {e}");
-                None
+                Vec::new()
             }
         }
+    } else {
+        Vec::new()
+    };
+    let se = if laws.len() >= 2 {
+        scaling::bootstrap_standard_errors(&runs, &fit, &opts, boot, 2024).ok()
     } else {
         None
     };
@@ -124,6 +173,26 @@ fn main() {
     });
     let l = fit.law;
     let opt = or_die(l.compute_optimal(1e24));
+    let budgets = if args.flops.is_empty() {
+        vec![1e24]
+    } else {
+        args.flops.clone()
+    };
+    let optima: Vec<serde_json::Value> = budgets.iter().map(|&c| optimum(&l, &laws, c)).collect();
+    if let Some(path) = &args.out {
+        let file = json!({
+            "law": l,
+            "bootstrap": laws,
+            "source": path_label(&args),
+            "runs_used": runs.len(),
+        });
+        if let Err(e) = std::fs::write(
+            path,
+            serde_json::to_string_pretty(&file).unwrap_or_default(),
+        ) {
+            common::die(&format!("cannot write {path}: {e}"));
+        }
+    }
     if args.json {
         let mut out = json!({
             "E": l.e, "A": l.a, "B": l.b, "alpha": l.alpha, "beta": l.beta,
@@ -137,6 +206,7 @@ fn main() {
             "params_exponent": l.beta / (l.alpha + l.beta),
             "tokens_exponent": l.alpha / (l.alpha + l.beta),
             "optimal_at_1e24_flops": {"params": opt.params, "tokens": opt.tokens},
+            "optima": optima,
         });
         if let Some(se) = &se {
             out["standard_errors"] = json!({"E": se.e, "A": se.a, "B": se.b, "alpha": se.alpha, "beta": se.beta, "resamples": se.resamples});
@@ -194,4 +264,28 @@ fn main() {
             f.r_squared
         );
     }
+    for o in &optima {
+        let g = |k: &str| o[k].as_f64().unwrap_or(f64::NAN);
+        outln!(
+            "  at {:.3e} FLOPs: {} params ({}..{}) on {} tokens ({}..{}), 90% over {} bootstrap refits",
+            g("flops"),
+            si(g("params")),
+            si(g("params_low")),
+            si(g("params_high")),
+            si(g("tokens")),
+            si(g("tokens_low")),
+            si(g("tokens_high")),
+            laws.len()
+        );
+    }
+    if let Some(path) = &args.out {
+        outln!("  wrote {path}: pass it to budget or plan with --law-file {path}");
+    }
+}
+
+/// Where the runs came from, for the law file.
+fn path_label(args: &Cli) -> String {
+    args.csv
+        .clone()
+        .unwrap_or_else(|| "tests/data/chinchilla_fig4_extracted.csv".into())
 }

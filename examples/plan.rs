@@ -30,17 +30,6 @@ use lmshape::parallel::EmbeddingSlots;
 use lmshape::plan::{self, LawChoice, Plan, PlanRequest};
 use serde_json::json;
 
-/// The law that sets the target and predicts the loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Law {
-    /// Kaplan et al. 2020, as BigScience's 2021–22 planning used it.
-    Kaplan,
-    /// Hoffmann et al. 2022 approach 3.
-    Chinchilla,
-    /// Besiroglu et al. 2024's refit.
-    Besiroglu,
-}
-
 /// When layouts count the embeddings as pipeline slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Slots {
@@ -166,9 +155,16 @@ struct Cli {
     memory_fraction: f64,
     #[command(flatten)]
     setup: SetupArgs,
-    /// The law that sets the target and predicts the loss.
-    #[arg(long, value_enum, default_value_t = Law::Kaplan)]
-    law: Law,
+    /// The law that sets the target and predicts the loss: kaplan (as BigScience's 2021–22
+    /// planning used it), chinchilla-1, chinchilla-2, chinchilla-3 (Hoffmann et al. 2022's
+    /// approaches), besiroglu (their 2024 refit of approach 3), or chinchilla, an alias of
+    /// besiroglu (the one Chinchilla-form law that agrees with approaches 1 and 2 and has a loss
+    /// to rank by).
+    #[arg(long, value_name = "LAW", default_value = "kaplan", value_parser = common::cli::law)]
+    law: LawChoice,
+    /// A law fitted to your runs (`fit_scaling_law --out LAW.json`), instead of --law.
+    #[arg(long, value_name = "LAW.json", conflicts_with = "law")]
+    law_file: Option<String>,
     /// Measured GEMM timings (JSON, as gemm_probe writes) instead of the analytical model.
     #[arg(long, value_name = "PATH")]
     table: Option<String>,
@@ -341,11 +337,10 @@ fn main() {
         ),
         ..args.setup.memory_options(req.step_options.memory)
     };
-    req.law = match args.law {
-        Law::Kaplan => LawChoice::Kaplan,
-        Law::Chinchilla => LawChoice::Chinchilla,
-        Law::Besiroglu => LawChoice::Besiroglu,
-    };
+    req.law = args
+        .law_file
+        .as_deref()
+        .map_or(args.law, common::cli::law_file);
 
     let table = args.table.as_deref().map(|path| {
         let t = or_die(TableTimer::from_json(
@@ -459,6 +454,8 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
             LawChoice::Kaplan => p.bounds.kaplan.params,
             LawChoice::Chinchilla => p.bounds.chinchilla_approach3.params,
             LawChoice::Besiroglu => p.bounds.besiroglu.params,
+            LawChoice::ChinchillaApproach1 => p.bounds.chinchilla_approach1.params,
+            LawChoice::ChinchillaApproach2 => p.bounds.chinchilla_approach2.params,
             LawChoice::Fitted(_) => p.target_params,
         };
         outln!(

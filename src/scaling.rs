@@ -992,8 +992,8 @@ pub use choice::{LawBounds, LawChoice};
 pub use fit::{
     FitOptions, FitResult, IsoflopMinimum, MAX_BOOTSTRAP_RESAMPLES, MAX_FITTED_EXPONENT, MAX_ITERS,
     MAX_START_MAGNITUDE, MAX_STARTS, MIN_DISTINCT_VALUES, MIN_RUNS, PowerLawFit, StandardErrors,
-    bootstrap_standard_errors, fit_parametric, fit_parametric_with_progress, fit_power_law,
-    isoflop_frontier,
+    bootstrap_laws, bootstrap_standard_errors, fit_parametric, fit_parametric_with_progress,
+    fit_power_law, isoflop_frontier,
 };
 
 #[cfg(test)]

@@ -510,3 +510,46 @@ fn hostile_command_lines_get_clear_errors() {
         assert!(!err.contains("panicked"), "{name}: {err}");
     }
 }
+
+/// A law fitted to runs travels: `fit_scaling_law --out` writes it, `budget --law-file` plans
+/// with it and lands on the law's own optimum for the budget (the fitted law's
+/// `compute_optimal`, recomputed here from the file), and `--flops` intervals bracket the
+/// point estimate.
+#[test]
+fn fitted_law_file_round_trips_to_budget() {
+    let dir = std::env::temp_dir().join(format!("lmshape-law-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("law.json");
+    let path = file.to_str().unwrap();
+    let (code, out, err) = run(
+        "fit_scaling_law",
+        &[
+            "--bootstrap",
+            "20",
+            "--flops",
+            "1e23",
+            "--out",
+            path,
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let fit: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let o = &fit["optima"][0];
+    assert!(o["params_low"].as_f64() <= o["params"].as_f64());
+    assert!(o["params"].as_f64() <= o["params_high"].as_f64());
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let law: lmshape::scaling::ParametricLaw = serde_json::from_value(doc["law"].clone()).unwrap();
+    let (code, out, err) = run("budget", &["--law-file", path, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let b: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let flops = b["compute_flops"].as_f64().unwrap();
+    let want = law.compute_optimal(flops).unwrap().params;
+    assert_eq!(b["constrained"]["law"], "fitted");
+    let got = b["constrained"]["params"].as_f64().unwrap();
+    assert!((got / want - 1.0).abs() < 1e-9, "{got} vs {want}");
+    let (code, _, err) = run("budget", &["--law-file", path, "--law", "kaplan"]);
+    assert_eq!(code, 2, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

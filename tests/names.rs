@@ -41,5 +41,7 @@ fn names_round_trip() {
         LawChoice::Kaplan,
         LawChoice::Chinchilla,
         LawChoice::Besiroglu,
+        LawChoice::ChinchillaApproach1,
+        LawChoice::ChinchillaApproach2,
     ]);
 }

@@ -431,6 +431,22 @@ pub fn capacity_factor(s: &str) -> Result<lmshape::parallel::CapacityFactor, Str
     lmshape::parallel::CapacityFactor::new(x).map_err(|e| e.to_string())
 }
 
+/// A scaling law by name ([`lmshape::scaling::LawChoice`]'s names: kaplan, chinchilla-1,
+/// chinchilla-2, chinchilla-3, besiroglu, chinchilla = besiroglu).
+pub fn law(s: &str) -> Result<lmshape::scaling::LawChoice, String> {
+    s.parse().map_err(|e: lmshape::Error| e.to_string())
+}
+
+/// The law a `--law-file` holds (as `fit_scaling_law --out` writes it: `{"law": {...}}`).
+pub fn law_file(path: &str) -> lmshape::scaling::LawChoice {
+    let text = super::read_input(path);
+    let doc: serde_json::Value =
+        super::or_die(serde_json::from_str(&text).map_err(lmshape::Error::from));
+    let law: lmshape::scaling::ParametricLaw =
+        super::or_die(serde_json::from_value(doc["law"].clone()).map_err(lmshape::Error::from));
+    lmshape::scaling::LawChoice::Fitted(law)
+}
+
 /// An optimizer name.
 pub fn optimizer(s: &str) -> Result<lmshape::framework::Optimizer, String> {
     s.parse().map_err(|e: lmshape::Error| e.to_string())

@@ -16,10 +16,20 @@ use serde::{Deserialize, Serialize};
 pub enum LawChoice {
     /// Kaplan et al. 2020: frontier of Table 6, loss by eq. 1.5 on non-embedding parameters.
     Kaplan,
-    /// Hoffmann et al. 2022 approach 3.
+    /// Hoffmann et al. 2022 approach 3 (`chinchilla-3`): the parametric fit of their eq. 10.
+    /// Besiroglu et al. 2024 found its parameters mis-estimated (its optimum is about half the
+    /// size of approaches 1 and 2).
     Chinchilla,
-    /// Besiroglu et al. 2024 refit.
+    /// Besiroglu et al. 2024 refit of approach 3 (also the name `chinchilla`: a whole
+    /// parametric law, so it ranks shapes by loss, and its optimum agrees with approaches 1 and
+    /// 2).
     Besiroglu,
+    /// Hoffmann et al. 2022 approach 1 (`chinchilla-1`): the size from its Table 2 frontier;
+    /// losses by the Besiroglu refit (approach 1 publishes no loss function).
+    ChinchillaApproach1,
+    /// Hoffmann et al. 2022 approach 2 (`chinchilla-2`): the size from its Table 2 frontier;
+    /// losses by the Besiroglu refit.
+    ChinchillaApproach2,
     /// A law you fitted ([`crate::scaling::fit_parametric`]).
     Fitted(ParametricLaw),
 }
@@ -27,24 +37,31 @@ pub enum LawChoice {
 impl std::str::FromStr for LawChoice {
     type Err = Error;
 
-    /// Parse `kaplan`, `chinchilla` (also `chinchilla3`, `chinchilla-3`, `hoffmann`: Hoffmann et
-    /// al. 2022 approach 3), `besiroglu`.
+    /// Parse `kaplan`, `chinchilla-1`, `chinchilla-2`, `chinchilla-3` (also `chinchilla3`,
+    /// `hoffmann`), `besiroglu`, and `chinchilla`, an alias of `besiroglu`: the refit is the one
+    /// Chinchilla-form law whose optimum agrees with Hoffmann et al.'s approaches 1 and 2 and
+    /// that has a loss to rank by (approach 3 as published gives about half their size).
     ///
     /// ```
     /// use lmshape::plan::LawChoice;
     /// assert_eq!("kaplan".parse::<LawChoice>()?, LawChoice::Kaplan);
     /// assert_eq!(LawChoice::Besiroglu.to_string(), "besiroglu");
+    /// assert_eq!("chinchilla".parse::<LawChoice>()?, LawChoice::Besiroglu);
+    /// assert_eq!("chinchilla-3".parse::<LawChoice>()?, LawChoice::Chinchilla);
     /// # Ok::<(), lmshape::Error>(())
     /// ```
     fn from_str(s: &str) -> Result<LawChoice> {
         match s.to_ascii_lowercase().as_str() {
             "kaplan" => Ok(LawChoice::Kaplan),
-            "chinchilla" | "chinchilla3" | "chinchilla-3" | "hoffmann" => Ok(LawChoice::Chinchilla),
-            "besiroglu" => Ok(LawChoice::Besiroglu),
+            "chinchilla3" | "chinchilla-3" | "hoffmann" => Ok(LawChoice::Chinchilla),
+            "chinchilla" | "besiroglu" => Ok(LawChoice::Besiroglu),
+            "chinchilla1" | "chinchilla-1" => Ok(LawChoice::ChinchillaApproach1),
+            "chinchilla2" | "chinchilla-2" => Ok(LawChoice::ChinchillaApproach2),
             _ => Err(Error::UnknownName {
                 kind: "scaling law",
                 name: s.into(),
-                known: "kaplan, chinchilla, besiroglu".into(),
+                known: "kaplan, chinchilla-1, chinchilla-2, chinchilla-3, besiroglu, chinchilla (= besiroglu)"
+                    .into(),
             }),
         }
     }
@@ -54,8 +71,10 @@ impl std::fmt::Display for LawChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             LawChoice::Kaplan => "kaplan",
-            LawChoice::Chinchilla => "chinchilla",
+            LawChoice::Chinchilla => "chinchilla-3",
             LawChoice::Besiroglu => "besiroglu",
+            LawChoice::ChinchillaApproach1 => "chinchilla-1",
+            LawChoice::ChinchillaApproach2 => "chinchilla-2",
             LawChoice::Fitted(_) => "fitted",
         })
     }
@@ -67,7 +86,9 @@ impl LawChoice {
         match self {
             LawChoice::Kaplan => None,
             LawChoice::Chinchilla => Some(ParametricLaw::CHINCHILLA),
-            LawChoice::Besiroglu => Some(ParametricLaw::BESIROGLU),
+            LawChoice::Besiroglu
+            | LawChoice::ChinchillaApproach1
+            | LawChoice::ChinchillaApproach2 => Some(ParametricLaw::BESIROGLU),
             LawChoice::Fitted(l) => Some(*l),
         }
     }
@@ -118,30 +139,37 @@ impl LawChoice {
     /// # Errors
     /// The law's errors for the budget and [`Constraints::clamp`]'s.
     pub fn constrained(&self, flops: f64, cons: &Constraints) -> Result<ConstrainedChoice> {
-        match self.parametric() {
-            Some(l) => l.constrained(flops, cons),
-            None => {
-                let optimal = PowerLawFrontier::KAPLAN.optimal(flops)?;
-                let (params, binding) = cons.clamp(flops, optimal.params)?;
-                let tokens = super::tokens_for_flops(flops, params)?;
-                let law = KaplanLaw::PUBLISHED;
-                let predicted_loss = law.loss(params, tokens)?;
-                // Compared on the same iso-FLOP curve.
-                let optimal_loss = law.loss(
-                    optimal.params,
-                    super::tokens_for_flops(flops, optimal.params)?,
-                )?;
-                Ok(ConstrainedChoice {
-                    params,
-                    tokens,
-                    binding,
-                    predicted_loss,
-                    optimal,
-                    optimal_loss,
-                    loss_cost: (predicted_loss - optimal_loss).max(0.0),
-                })
-            }
-        }
+        let frontier = match self {
+            LawChoice::Kaplan => PowerLawFrontier::KAPLAN,
+            LawChoice::ChinchillaApproach1 => PowerLawFrontier::CHINCHILLA_APPROACH1,
+            LawChoice::ChinchillaApproach2 => PowerLawFrontier::CHINCHILLA_APPROACH2,
+            _ => match self.parametric() {
+                Some(l) => return l.constrained(flops, cons),
+                None => PowerLawFrontier::KAPLAN,
+            },
+        };
+        let optimal = frontier.optimal(flops)?;
+        let (params, binding) = cons.clamp(flops, optimal.params)?;
+        let tokens = super::tokens_for_flops(flops, params)?;
+        let loss = |n: f64, d: f64| match self.parametric() {
+            Some(l) => l.loss(n, d),
+            None => KaplanLaw::PUBLISHED.loss(n, d),
+        };
+        let predicted_loss = loss(params, tokens)?;
+        // Compared on the same iso-FLOP curve.
+        let optimal_loss = loss(
+            optimal.params,
+            super::tokens_for_flops(flops, optimal.params)?,
+        )?;
+        Ok(ConstrainedChoice {
+            params,
+            tokens,
+            binding,
+            predicted_loss,
+            optimal,
+            optimal_loss,
+            loss_cost: (predicted_loss - optimal_loss).max(0.0),
+        })
     }
 }
 

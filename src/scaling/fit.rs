@@ -650,6 +650,59 @@ impl SplitMix64 {
     }
 }
 
+/// The laws refitted on `resamples` bootstrap samples of the runs (drawn with replacement
+/// from one seeded sequence, each refit started from the full-data `fit`): what
+/// [`bootstrap_standard_errors`] summarises, and what a confidence interval of any derived
+/// figure (an optimum at another budget) is read from.
+///
+/// # Errors
+/// As [`bootstrap_standard_errors`].
+pub fn bootstrap_laws(
+    runs: &[Run],
+    fit: &FitResult,
+    opts: &FitOptions,
+    resamples: usize,
+    seed: u64,
+) -> Result<Vec<ParametricLaw>> {
+    check_runs(runs, MIN_RUNS)?;
+    opts.validate()?;
+    if !(2..=MAX_BOOTSTRAP_RESAMPLES).contains(&resamples) {
+        return Err(Error::Fit(format!(
+            "bootstrap resamples must be between 2 and {MAX_BOOTSTRAP_RESAMPLES}, got {resamples}"
+        )));
+    }
+    let l = fit.law;
+    let start = [l.a.ln(), l.b.ln(), l.e.ln(), l.alpha, l.beta];
+    // Each resample's draws come from one seeded sequence, in resample order, so the result
+    // does not depend on the number of threads.
+    let mut rng = SplitMix64(seed);
+    let picks: Vec<Vec<usize>> = (0..resamples)
+        .map(|_| {
+            (0..runs.len())
+                .map(|_| (rng.next() % runs.len() as u64) as usize)
+                .collect()
+        })
+        .collect();
+    let draws: Vec<[f64; 5]> = parallel_map(resamples, opts.threads, |i| {
+        let x: Vec<(f64, f64, f64)> = picks[i]
+            .iter()
+            .map(|&j| (runs[j].params.ln(), runs[j].tokens.ln(), runs[j].loss.ln()))
+            .collect();
+        run_lbfgs(&x, opts, start).map(|(_, p)| [p[2].exp(), p[0].exp(), p[1].exp(), p[3], p[4]])
+    })
+    .into_iter()
+    .flatten()
+    .collect();
+    let laws: Vec<ParametricLaw> = draws
+        .iter()
+        .filter_map(|d| ParametricLaw::new(d[0], d[1], d[2], d[3], d[4]).ok())
+        .collect();
+    if laws.len() < 2 {
+        return Err(Error::Fit("fewer than 2 bootstrap refits completed".into()));
+    }
+    Ok(laws)
+}
+
 /// Bootstrap standard errors (Efron & Tibshirani 1993): refit the law on `resamples` samples
 /// of the runs drawn with replacement, each started from the full-data `fit` (one L-BFGS run
 /// per resample, not the whole grid — the full-data optimum is a good start for a resample),
@@ -682,38 +735,11 @@ pub fn bootstrap_standard_errors(
     resamples: usize,
     seed: u64,
 ) -> Result<StandardErrors> {
-    check_runs(runs, MIN_RUNS)?;
-    opts.validate()?;
-    if !(2..=MAX_BOOTSTRAP_RESAMPLES).contains(&resamples) {
-        return Err(Error::Fit(format!(
-            "bootstrap resamples must be between 2 and {MAX_BOOTSTRAP_RESAMPLES}, got {resamples}"
-        )));
-    }
-    let l = fit.law;
-    let start = [l.a.ln(), l.b.ln(), l.e.ln(), l.alpha, l.beta];
-    // Each resample's draws come from one seeded sequence, in resample order, so the result
-    // does not depend on the number of threads.
-    let mut rng = SplitMix64(seed);
-    let picks: Vec<Vec<usize>> = (0..resamples)
-        .map(|_| {
-            (0..runs.len())
-                .map(|_| (rng.next() % runs.len() as u64) as usize)
-                .collect()
-        })
+    let laws = bootstrap_laws(runs, fit, opts, resamples, seed)?;
+    let draws: Vec<[f64; 5]> = laws
+        .iter()
+        .map(|l| [l.e, l.a, l.b, l.alpha, l.beta])
         .collect();
-    let draws: Vec<[f64; 5]> = parallel_map(resamples, opts.threads, |i| {
-        let x: Vec<(f64, f64, f64)> = picks[i]
-            .iter()
-            .map(|&j| (runs[j].params.ln(), runs[j].tokens.ln(), runs[j].loss.ln()))
-            .collect();
-        run_lbfgs(&x, opts, start).map(|(_, p)| [p[2].exp(), p[0].exp(), p[1].exp(), p[3], p[4]])
-    })
-    .into_iter()
-    .flatten()
-    .collect();
-    if draws.len() < 2 {
-        return Err(Error::Fit("fewer than 2 bootstrap refits completed".into()));
-    }
     let sd = |k: usize| {
         let n = draws.len() as f64;
         let mean = draws.iter().map(|d| d[k]).sum::<f64>() / n;
