@@ -21,7 +21,7 @@ use clap::{Parser, ValueEnum};
 use common::cli::{ClusterArgs, FamilyArgs, count, non_negative, positive_count};
 use common::{MOE_SHAPE_HEADER, moe_shape_columns, or_die, si};
 use lmshape::heuristics;
-use lmshape::search::{self, FfnRule, KvHeads, ShapeSpace, SortKey};
+use lmshape::search::{self, ShapeSpace, SortKey};
 use serde_json::json;
 
 /// How to order the shapes.
@@ -35,17 +35,6 @@ enum Sort {
     Aspect,
     /// Fastest predicted TFLOP/s per GPU on the layout.
     Speed,
-}
-
-/// FFN width rule: `4d`, `llama` (8/3·d rounded up to 256) or a fixed width.
-fn ffn_rule(s: &str) -> Result<FfnRule, String> {
-    match s {
-        "4d" => Ok(FfnRule::FOUR_D),
-        "llama" => Ok(FfnRule::LLAMA),
-        n => count(n)
-            .map(FfnRule::Fixed)
-            .map_err(|_| format!("expected 4d, llama or a width, got {n:?}")),
-    }
 }
 
 /// Every valid shape near a target size, ranked by Kaplan's aspect ratio and Levine's
@@ -89,15 +78,8 @@ struct Cli {
     /// Step of the head-size range.
     #[arg(long, value_name = "K", default_value_t = 8, value_parser = positive_count)]
     head_dim_multiple: u64,
-    /// Grouped-query attention with this many query heads per kv head.
-    #[arg(long, value_name = "G", conflicts_with = "kv_heads", value_parser = positive_count)]
-    kv_group: Option<u64>,
-    /// A fixed number of kv heads (1: multi-query).
-    #[arg(long, value_name = "K", value_parser = positive_count)]
-    kv_heads: Option<u64>,
-    /// FFN width: 4d, llama or a width [default: 4d, llama for gated MLPs].
-    #[arg(long, value_name = "RULE", value_parser = ffn_rule)]
-    ffn: Option<FfnRule>,
+    #[command(flatten)]
+    rules: common::cli::ShapeRuleArgs,
     /// Require Megatron's fused-softmax rule at this micro-batch.
     #[arg(long, value_name = "MICRO_BATCH", value_parser = positive_count)]
     fused_softmax: Option<u64>,
@@ -308,12 +290,8 @@ fn main() {
             args.head_dim_multiple,
         )),
     };
-    space.kv_heads = match (args.kv_group, args.kv_heads) {
-        (Some(g), _) => KvHeads::GroupSize(g),
-        (None, Some(k)) => KvHeads::Fixed(k),
-        (None, None) => KvHeads::MultiHead,
-    };
-    if let Some(f) = args.ffn {
+    space.kv_heads = args.rules.kv_rule();
+    if let Some(f) = args.rules.ffn {
         space.ffn = f;
     }
     space.fused_softmax_micro_batch = args.fused_softmax;

@@ -8,12 +8,14 @@
 //! --token-floor D --param-cap N --min-params N --max-params N --max-head-dim D
 //! --head-dims A,B,.. --min-aspect A --max-aspect B --tp-options 1,2,4,8
 //! --micro-batches 1,2,4 --recompute none|selective|full --zero 0..3 --sequence-parallel
-//! --memory-fraction F --law kaplan|chinchilla|besiroglu --cluster selene|jean-zay
+//! --memory-fraction F --law kaplan|chinchilla-1|chinchilla-2|chinchilla-3|besiroglu|chinchilla --law-file PATH --kv-heads K | --kv-group G --ffn RULE --cluster selene|jean-zay
 //! --software-efficiency F --inter-node-gbps G --table PATH (measured GEMM timings) --top N
 //! --embedding-slots never|when-needed --json --report-json --svg PATH --mark H,L,A`
 //! (`--help` lists each with its default). `--json` prints the best layout of the top shapes as
 //! an array; `--report-json` the whole report (budget, bounds, target, counts, best per shape);
 //! `--svg` the decision chart, with `--mark` a shape to compare.
+
+#![recursion_limit = "256"]
 
 #[macro_use]
 mod common;
@@ -155,6 +157,15 @@ struct Cli {
     memory_fraction: f64,
     #[command(flatten)]
     setup: SetupArgs,
+    #[command(flatten)]
+    rules: common::cli::ShapeRuleArgs,
+    /// A named set of assumptions (every flag still overrides): bloom-2022 (the default:
+    /// BigScience's 2022 decision), dense-2026 (Llama-3-style: GQA, SwiGLU, RoPE, vocabulary
+    /// 128k, sequence 8192, FlashAttention, Megatron-Core, distributed optimizer, recompute
+    /// auto, no token floor, the Besiroglu refit) or moe-2026 (the same with
+    /// mixture-of-experts variants).
+    #[arg(long, value_name = "NAME", default_value = "bloom-2022")]
+    scenario: String,
     /// The law that sets the target and predicts the loss: kaplan (as BigScience's 2021–22
     /// planning used it), chinchilla-1, chinchilla-2, chinchilla-3 (Hoffmann et al. 2022's
     /// approaches), besiroglu (their 2024 refit of approach 3), or chinchilla, an alias of
@@ -205,6 +216,7 @@ fn candidate_json(c: &lmshape::plan::Candidate) -> serde_json::Value {
         "num_layers": c.shape.model.num_layers(),
         "num_heads": c.shape.model.num_heads(),
         "head_dim": c.shape.model.head_dim(),
+        "kv_heads": c.shape.model.num_kv_heads(),
         "ffn_size": c.shape.model.ffn_size(),
         "tp": c.layout.tp,
         "pp": c.layout.pp,
@@ -264,9 +276,80 @@ fn layout_extras(c: &lmshape::plan::Candidate) -> String {
     out
 }
 
+/// A named set of assumptions: each flag's default under it.
+struct Scenario {
+    name: &'static str,
+    about: &'static str,
+    defaults: &'static [(&'static str, &'static str)],
+}
+
+/// Llama-3-style dense training as teams run it in 2026: grouped-query attention (8 kv heads),
+/// SwiGLU with a 3.5·d FFN, rotary positions, a 128k vocabulary, sequence 8192,
+/// FlashAttention without dropout, Megatron-Core with the distributed optimizer and sequence
+/// parallelism, the least recomputation that fits, no token floor, the Besiroglu refit.
+const DENSE_2026: &[(&str, &str)] = &[
+    ("framework", "megatron-core"),
+    ("zero", "1"),
+    ("arch", "llama"),
+    ("vocab", "128256"),
+    ("seq_len", "8192"),
+    ("kv_heads", "8"),
+    ("ffn", "3.5d"),
+    ("flash", "true"),
+    ("no_dropout", "true"),
+    ("sequence_parallel", "true"),
+    ("recompute", "auto"),
+    ("token_floor", "none"),
+    ("law", "besiroglu"),
+    ("global_batch", "1024"),
+];
+
+const SCENARIOS: [Scenario; 3] = [
+    Scenario {
+        name: "bloom-2022",
+        about: "BigScience's 2022 decision: BLOOM architecture (ALiBi, GELU, vocabulary 250880), sequence 2048, Megatron-DeepSpeed with bf16 at ZeRO 0 (DeepSpeed's BF16_Optimizer), full recomputation, standard attention with dropout, a 350B-token floor, Kaplan's law",
+        defaults: &[("framework", "megatron-deepspeed")],
+    },
+    Scenario {
+        name: "dense-2026",
+        about: "a Llama-3-style dense run: GQA with 8 kv heads, SwiGLU FFN 3.5d, RoPE, vocabulary 128256, sequence 8192, FlashAttention, no dropout, Megatron-Core with the distributed optimizer (ZeRO 1) and sequence parallelism, the least recomputation that fits, no token floor, the Besiroglu refit",
+        defaults: DENSE_2026,
+    },
+    Scenario {
+        name: "moe-2026",
+        about: "dense-2026 with fine-grained mixture-of-experts variants of the best dense shapes",
+        defaults: DENSE_2026,
+    },
+];
+
+/// The scenario the command line names (`--scenario NAME`), read before the flags so that its
+/// defaults become theirs.
+fn scenario() -> &'static Scenario {
+    let args: Vec<String> = std::env::args().collect();
+    let named = args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--scenario=")
+            .map(str::to_string)
+            .or_else(|| (a == "--scenario").then(|| args.get(i + 1).cloned().unwrap_or_default()))
+    });
+    match named {
+        None => &SCENARIOS[0],
+        Some(n) => SCENARIOS.iter().find(|s| s.name == n).unwrap_or_else(|| {
+            usage_error::<Cli>(format!(
+                "unknown scenario {n:?} (known: {})",
+                SCENARIOS.map(|s| s.name).join(", ")
+            ))
+        }),
+    }
+}
+
 fn main() {
-    // BigScience trained BLOOM with Megatron-DeepSpeed.
-    let args: Cli = parse_with_defaults(&[("framework", "megatron-deepspeed")]);
+    let scenario = scenario();
+    let args: Cli = parse_with_defaults(scenario.defaults);
+    let args = Cli {
+        moe: args.moe || scenario.name == "moe-2026",
+        ..args
+    };
+    outln_scenario(&args, scenario);
     let mut req = PlanRequest::bloom_reference();
     let machine = args.cluster.machine(args.setup.framework);
     req.cluster = machine.cluster.clone();
@@ -337,6 +420,8 @@ fn main() {
         ),
         ..args.setup.memory_options(req.step_options.memory)
     };
+    req.kv_heads = args.rules.kv_rule();
+    req.ffn = args.rules.ffn;
     req.law = args
         .law_file
         .as_deref()
@@ -369,6 +454,7 @@ fn main() {
         // The machine by name and provenance, not its whole kernel tables.
         request["cluster"]["system"] = machine.system_json();
         let out = json!({
+            "scenario": scenario.name,
             "request": request,
             "budget": result.budget,
             "bounds": result.bounds,
@@ -393,12 +479,99 @@ fn main() {
             .iter()
             .take(top)
             .chain(moe.iter().flatten().take(top))
-            .map(candidate_json)
+            .map(|c| {
+                let mut v = candidate_json(c);
+                v["scenario"] = json!(scenario.name);
+                v
+            })
             .collect();
         outln!("{}", serde_json::to_string_pretty(&out).unwrap());
         return;
     }
     report(&req, &result, timer, seconds, top);
+}
+
+/// The scenario's assumptions as the flags leave them, printed before anything else (text
+/// output only).
+fn outln_scenario(args: &Cli, scenario: &Scenario) {
+    if args.json || args.report_json {
+        return;
+    }
+    outln!("== scenario {}: {}", scenario.name, scenario.about);
+    outln!(
+        "   in effect: arch {}, vocabulary {}, sequence {}, kv heads {}, FFN {}, {}{}, {} under {}, ZeRO {}, recompute {}, law {}, token floor {}{}",
+        args.family.arch,
+        args.family.vocab,
+        args.family.seq_len,
+        match args.rules.kv_rule() {
+            lmshape::search::KvHeads::MultiHead => "= heads".to_string(),
+            lmshape::search::KvHeads::GroupSize(g) => format!("heads / {g}"),
+            lmshape::search::KvHeads::Fixed(k) => k.to_string(),
+        },
+        args.rules
+            .ffn
+            .map_or("the architecture's".to_string(), ffn_words),
+        if args.setup.flash {
+            "FlashAttention"
+        } else {
+            "standard attention"
+        },
+        if args.setup.no_dropout {
+            ", no dropout"
+        } else {
+            ", dropout"
+        },
+        args.setup
+            .optimizer
+            .map_or("the engine's optimizer".to_string(), |o| format!(
+                "{o} optimizer"
+            )),
+        args.setup.framework,
+        args.zero.number(),
+        clap::ValueEnum::to_possible_value(&args.recompute)
+            .map_or_else(String::new, |v| v.get_name().to_string()),
+        args.law_file
+            .clone()
+            .unwrap_or_else(|| args.law.to_string()),
+        args.token_floor.0.map_or("none".to_string(), si),
+        if args.moe {
+            ", mixture-of-experts variants"
+        } else {
+            ""
+        }
+    );
+}
+
+/// The architecture of a shape in words: positions, MLP and its width, key/value heads.
+fn architecture_words(m: &lmshape::Transformer) -> String {
+    use lmshape::{MlpKind, PositionKind};
+    let a = m.arch();
+    let positions = match a.position {
+        PositionKind::Learned { .. } => "learned positions",
+        PositionKind::Rotary => "RoPE",
+        PositionKind::Alibi => "ALiBi",
+        PositionKind::None => "no positions",
+    };
+    let mlp = match a.mlp {
+        MlpKind::Standard => "MLP",
+        MlpKind::Gated => "gated MLP",
+    };
+    let kv = if m.num_kv_heads() == m.num_heads() {
+        "multi-head attention".to_string()
+    } else {
+        format!("{} kv heads", m.num_kv_heads())
+    };
+    format!("{positions}, {mlp} of {}, {kv}", m.ffn_size())
+}
+
+/// An FFN rule in words.
+fn ffn_words(f: lmshape::search::FfnRule) -> String {
+    match f {
+        lmshape::search::FfnRule::Fixed(w) => format!("width {w}"),
+        lmshape::search::FfnRule::Ratio { num, den, multiple } => {
+            format!("{}·d rounded up to {multiple}", num as f64 / den as f64)
+        }
+    }
 }
 
 fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top: usize) {
@@ -566,7 +739,8 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
     );
     match p.best() {
         Some(c) => outln!(
-            "\n== recommendation: {} layers × {} hidden, {} heads of {} ({} params) on tp {} × pp {} × dp {}, micro-batch {}{}: {:.1} TFLOP/s per GPU, {} tokens in {:.0} days (floor reached after {:.0} days); memory per GPU {} allocated, {} on the device under {}: {} on the {} GiB card, margin {}",
+            "\n== recommendation: {} — {} layers × {} hidden, {} heads of {} ({} params) on tp {} × pp {} × dp {}, micro-batch {}{}: {:.1} TFLOP/s per GPU, {} tokens in {:.0} days (floor reached after {:.0} days); memory per GPU {} allocated, {} on the device under {}: {} on the {} GiB card, margin {}",
+            architecture_words(&c.shape.model),
             c.shape.model.num_layers(),
             c.shape.model.hidden_size(),
             c.shape.model.num_heads(),

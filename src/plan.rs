@@ -73,6 +73,12 @@ pub struct PlanRequest {
     pub max_head_dim: u64,
     /// Hidden size multiple.
     pub hidden_multiple: u64,
+    /// Key/value heads of each shape (multi-head, a group size, or a fixed count).
+    #[serde(default)]
+    pub kv_heads: crate::search::KvHeads,
+    /// FFN width rule (`None`: `4d`, or LLaMA's `8/3·d` for gated MLPs).
+    #[serde(default)]
+    pub ffn: Option<crate::search::FfnRule>,
     /// Aspect ratio window `d / L` of the shapes searched.
     pub aspect_ratio_range: (f64, f64),
     /// Tensor-parallel degrees tried (those above GPUs per node are skipped).
@@ -256,6 +262,8 @@ impl PlanRequest {
             head_dims: (4..=16).map(|k| 16 * k).collect(),
             max_head_dim: 256,
             hidden_multiple: 128,
+            kv_heads: crate::search::KvHeads::MultiHead,
+            ffn: None,
             aspect_ratio_range: published_aspect_envelope(1e9),
             tp_options: vec![1, 2, 4, 8],
             micro_batches: vec![1, 2, 4],
@@ -623,6 +631,10 @@ fn shape_space(req: &PlanRequest, target: f64) -> Result<ShapeSpace> {
     space.seq_len = req.seq_len;
     space.head_dims = req.head_dims.iter().copied().sorted().dedup().collect();
     space.hidden_multiple = req.hidden_multiple;
+    space.kv_heads = req.kv_heads;
+    if let Some(f) = req.ffn {
+        space.ffn = f;
+    }
     space.min_aspect_ratio = req.aspect_ratio_range.0;
     space.max_aspect_ratio = req.aspect_ratio_range.1;
     Ok(space)

@@ -17,10 +17,11 @@ use itertools::Itertools;
 use serde::{Deserialize, Serialize};
 
 /// How many key/value heads a shape with `h` query heads has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "value")]
 pub enum KvHeads {
     /// Multi-head attention: as many as query heads.
+    #[default]
     MultiHead,
     /// Grouped-query attention with this many query heads per kv head (`h % g == 0`).
     GroupSize(u64),

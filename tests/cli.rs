@@ -553,3 +553,84 @@ fn fitted_law_file_round_trips_to_budget() {
     assert_eq!(code, 2, "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Each scenario's printed assumptions are the ones the plan used: the text's "in effect"
+/// line and the request the JSON report reads back agree, and every flag still overrides.
+#[test]
+fn plan_scenarios_use_what_they_print() {
+    let small = ["--gpus", "64", "--weeks", "1"];
+    for (scenario, vocab, seq, framework, law, kv) in [
+        (
+            "bloom-2022",
+            250880,
+            2048,
+            "megatron-deepspeed",
+            "kaplan",
+            None,
+        ),
+        (
+            "dense-2026",
+            128256,
+            8192,
+            "megatron-core",
+            "besiroglu",
+            Some(8),
+        ),
+        (
+            "moe-2026",
+            128256,
+            8192,
+            "megatron-core",
+            "besiroglu",
+            Some(8),
+        ),
+    ] {
+        let mut args = vec!["--scenario", scenario, "--report-json"];
+        args.extend(small);
+        let (code, out, err) = run("plan", &args);
+        assert_eq!(code, 0, "{scenario}: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let r = &v["request"];
+        assert_eq!(v["scenario"], scenario);
+        assert_eq!(r["vocab_size"], vocab, "{scenario}");
+        assert_eq!(r["seq_len"], seq, "{scenario}");
+        assert_eq!(r["framework"], framework, "{scenario}");
+        assert_eq!(r["law"]["kind"], law, "{scenario}");
+        assert_eq!(r["kv_heads"]["value"].as_u64(), kv, "{scenario}");
+        assert_eq!(r["moe"].is_null(), scenario != "moe-2026", "{scenario}");
+        let mut args = vec!["--scenario", scenario];
+        args.extend(small);
+        let (code, out, err) = run("plan", &args);
+        assert_eq!(code, 0, "{scenario}: {err}");
+        let line = out.lines().find(|l| l.contains("in effect:")).unwrap();
+        for want in [
+            format!("vocabulary {vocab}"),
+            format!("sequence {seq}"),
+            format!("under {framework}"),
+            format!("law {law}"),
+        ] {
+            assert!(line.contains(&want), "{scenario}: {want} not in {line}");
+        }
+    }
+    // A flag overrides its scenario's default.
+    let (code, out, err) = run(
+        "plan",
+        &[
+            "--scenario",
+            "dense-2026",
+            "--seq-len",
+            "4096",
+            "--report-json",
+            "--gpus",
+            "64",
+            "--weeks",
+            "1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["request"]["seq_len"], 4096);
+    let (code, _, err) = run("plan", &["--scenario", "gpt-1999"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("bloom-2022"), "{err}");
+}

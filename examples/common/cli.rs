@@ -479,6 +479,60 @@ impl SetupArgs {
     }
 }
 
+/// How shapes are built beside width and depth (enumerate_shapes, plan): grouped-query
+/// attention and the FFN width.
+#[derive(Debug, Clone, Args)]
+pub struct ShapeRuleArgs {
+    /// Grouped-query attention with this many query heads per kv head (Llama 3 70B: 8).
+    #[arg(long, value_name = "G", conflicts_with = "kv_heads", value_parser = positive_count)]
+    pub kv_group: Option<u64>,
+    /// A fixed number of kv heads per shape (1: multi-query; Llama 3: 8).
+    #[arg(long, value_name = "K", value_parser = positive_count)]
+    pub kv_heads: Option<u64>,
+    /// FFN width: 4d, llama (8/3·d rounded up to 256), a multiple such as 3.5d (Llama 3,
+    /// rounded up to 256) or a fixed width [default: 4d, llama for gated MLPs].
+    #[arg(long, value_name = "RULE", value_parser = ffn_rule)]
+    pub ffn: Option<lmshape::search::FfnRule>,
+}
+
+impl ShapeRuleArgs {
+    /// The key/value-head rule the flags give (multi-head attention without them).
+    pub fn kv_rule(&self) -> lmshape::search::KvHeads {
+        use lmshape::search::KvHeads;
+        match (self.kv_group, self.kv_heads) {
+            (Some(g), _) => KvHeads::GroupSize(g),
+            (None, Some(k)) => KvHeads::Fixed(k),
+            (None, None) => KvHeads::MultiHead,
+        }
+    }
+}
+
+/// FFN width rule: `4d`, `llama`, a multiple `Xd` (to hundredths, rounded up to 256) or a
+/// fixed width.
+pub fn ffn_rule(s: &str) -> Result<lmshape::search::FfnRule, String> {
+    use lmshape::search::FfnRule;
+    match s {
+        "4d" => Ok(FfnRule::FOUR_D),
+        "llama" => Ok(FfnRule::LLAMA),
+        x if x.ends_with('d') => {
+            let r: f64 = x[..x.len() - 1].parse().map_err(|_| {
+                format!("expected 4d, llama, a multiple like 3.5d or a width, got {x:?}")
+            })?;
+            if !(r.is_finite() && r > 0.0 && r <= 64.0) {
+                return Err(format!("an FFN multiple in (0, 64], got {x:?}"));
+            }
+            Ok(FfnRule::Ratio {
+                num: (r * 100.0).round() as u64,
+                den: 100,
+                multiple: 256,
+            })
+        }
+        n => count(n)
+            .map(FfnRule::Fixed)
+            .map_err(|_| format!("expected 4d, llama, a multiple like 3.5d or a width, got {n:?}")),
+    }
+}
+
 /// The flags that say how one training step runs: sequence, layout, machine and setup
 /// (throughput, and each run of the calibrate example).
 #[derive(Debug, Clone, Args)]
