@@ -85,16 +85,17 @@ fn runs(text: &str, system: &str) -> Vec<ProfileRun> {
             let Some(step_seconds) = r["step_seconds"].as_f64() else {
                 die(&format!("{name}: \"step_seconds\" must be a number"))
             };
+            let layout = flags.step.layout.layout(flags.step.seq_len);
             ProfileRun {
                 name,
                 model,
-                layout: flags.step.layout.layout(flags.step.seq_len),
+                layout,
                 cluster: machine.cluster,
                 opts: StepOptions {
                     memory: flags
                         .step
                         .setup
-                        .memory_options(lmshape::MemoryOptions::default()),
+                        .memory_options(lmshape::MemoryOptions::default(), layout.zero),
                     ..StepOptions::default()
                 },
                 step_seconds,

@@ -224,13 +224,13 @@ fn list_moe(args: &Cli, space: ShapeSpace) {
         return;
     }
     outln!(
-        "{} mixture-of-experts shapes of {} active params ± {:.1}% (experts {:?}, granularity {:?}, shared {:?}, ep {}, etp {}); settings ranked by Krajewski et al. 2024's loss at the target and {} tokens, shapes by Levine's depth",
+        "{} mixture-of-experts shapes of {} active params ± {:.1}% (experts {}, granularity {}, shared {}, ep {}, etp {}); settings ranked by Krajewski et al. 2024's loss at the target and {} tokens, shapes by Levine's depth",
         shapes.len(),
         si(moe.backbone.target_params as f64),
         args.tolerance * 100.0,
-        args.experts,
-        args.granularities,
-        args.shared_experts,
+        list(&args.experts),
+        list(&args.granularities),
+        list(&args.shared_experts),
         args.ep,
         args.etp,
         si(args.tokens)
@@ -509,4 +509,9 @@ fn main() {
             rows.len() - limit
         );
     }
+}
+
+/// Numbers as a person writes them: `8, 16, 32`.
+fn list(v: &[u64]) -> String {
+    v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
 }

@@ -127,7 +127,11 @@ fn main() {
     report.seq_is_default = args.seq_len.is_none();
     let mut layout = args.layout.layout(seq);
     let profile = memory::FrameworkProfile::of(args.setup.framework);
-    let mut opts = profile.memory_options(&args.setup.memory_options(MemoryOptions::default()));
+    let mut opts = profile.memory_options(
+        &args
+            .setup
+            .memory_options(MemoryOptions::default(), layout.zero),
+    );
     match args.bytes_per_param {
         Some(16) => opts.precision = Precision::MIXED_16,
         Some(_) => opts.precision = Precision::MIXED_18,
@@ -540,8 +544,14 @@ impl Report {
         let c = self.vision_counts();
         let t = &v.tower;
         outln!(
-            "\nvision encoder: {:?} tower, {} layers × {} hidden (mlp {}, {} heads), patch {}{}",
-            t.kind,
+            "\nvision encoder: {} tower, {} layers × {} hidden (mlp {}, {} heads), patch {}{}",
+            match t.kind {
+                lmshape::model::vision::TowerKind::Siglip { .. } => "SigLIP",
+                lmshape::model::vision::TowerKind::Clip => "CLIP",
+                lmshape::model::vision::TowerKind::Pixtral => "Pixtral",
+                lmshape::model::vision::TowerKind::Qwen2Vl => "Qwen2-VL",
+                lmshape::model::vision::TowerKind::Qwen25Vl => "Qwen2.5-VL",
+            },
             t.num_layers,
             t.hidden_size,
             t.intermediate_size,

@@ -412,14 +412,13 @@ fn main() {
     };
     req.memory_fraction = args.memory_fraction;
     req.framework = args.setup.framework;
-    req.step_options.memory = lmshape::MemoryOptions {
-        optimizer: Some(
-            args.setup
-                .optimizer
-                .unwrap_or(req.framework.bf16_optimizer(req.zero)),
-        ),
-        ..args.setup.memory_options(req.step_options.memory)
-    };
+    req.step_options.memory = args.setup.memory_options(
+        lmshape::MemoryOptions {
+            optimizer: None,
+            ..req.step_options.memory
+        },
+        req.zero,
+    );
     req.kv_heads = args.rules.kv_rule();
     req.ffn = args.rules.ffn;
     req.law = args
@@ -643,13 +642,21 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
         si(p.param_range.1 as f64)
     );
     outln!(
-        "shapes: aspect ratio {:.0}..{:.0} (published large models), head dims ≤ {} accepted; layouts: tp {:?} (≤ {} per node), every pp, micro-batch {:?}, recompute {}, ZeRO {}, {} optimizer under {}",
+        "shapes: aspect ratio {:.0}..{:.0} (published large models), head dims ≤ {} accepted; layouts: tp {} (≤ {} per node), every pp, micro-batch {}, recompute {}, ZeRO {}, {} optimizer under {}",
         req.aspect_ratio_range.0,
         req.aspect_ratio_range.1,
         req.max_head_dim,
-        req.tp_options,
+        req.tp_options
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         req.cluster.gpus_per_node,
-        req.micro_batches,
+        req.micro_batches
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         if req.recompute_auto {
             "auto (the least that fits)".to_string()
         } else {

@@ -138,15 +138,18 @@ fn main() {
     let machine = args.step.cluster.machine(args.step.setup.framework);
     let cluster = &machine.cluster;
     let timer = machine.timer.as_ref();
-    let opts = StepOptions {
-        memory: args
+    // The framework's byte counts, for memory and for the step's traffic alike.
+    let profile = lmshape::memory::FrameworkProfile::of(args.step.setup.framework);
+    let memory_opts = profile.memory_options(
+        &args
             .step
             .setup
-            .memory_options(lmshape::MemoryOptions::default()),
+            .memory_options(lmshape::MemoryOptions::default(), layout.zero),
+    );
+    let opts = StepOptions {
+        memory: memory_opts,
         ..StepOptions::default()
     };
-    let profile = lmshape::memory::FrameworkProfile::of(args.step.setup.framework);
-    let memory_opts = profile.memory_options(&opts.memory);
     if args.step.layout.recompute == common::cli::RecomputeArg::Auto {
         // The least recomputation whose device figure fits 90% of the card (full when none
         // does, and the verdict below says so).

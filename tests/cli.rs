@@ -634,3 +634,98 @@ fn plan_scenarios_use_what_they_print() {
     assert_eq!(code, 2);
     assert!(err.contains("bloom-2022"), "{err}");
 }
+
+/// One set of defaults: the layout `plan` picks, run through `throughput` and `inspect_config`
+/// with the same flags, gives the same step time and the same device memory, under
+/// Megatron-Core and under Megatron-DeepSpeed at ZeRO 0 (where every tool takes the optimizer
+/// DeepSpeed's engine picks, BF16_Optimizer).
+#[test]
+fn plan_throughput_and_inspect_agree() {
+    for framework in [
+        &["--framework", "megatron-core", "--zero", "1"][..],
+        &["--framework", "megatron-deepspeed", "--zero", "0"][..],
+    ] {
+        let mut args = vec![
+            "--scenario",
+            "dense-2026",
+            "--gpus",
+            "64",
+            "--weeks",
+            "1",
+            "--json",
+            "--top",
+            "1",
+        ];
+        args.extend(framework);
+        let (code, out, err) = run("plan", &args);
+        assert_eq!(code, 0, "{err}");
+        let c: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let c = &c[0];
+        let n = |k: &str| c[k].as_u64().unwrap().to_string();
+        assert_eq!(
+            c["embedding_pipeline_slots"], false,
+            "pick a shape without slots"
+        );
+        let dir = std::env::temp_dir().join(format!("lmshape-agree-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config.json");
+        std::fs::write(
+            &config,
+            format!(
+                r#"{{"model_type":"llama","hidden_size":{},"intermediate_size":{},"num_attention_heads":{},"num_key_value_heads":{},"head_dim":{},"num_hidden_layers":{},"vocab_size":128256,"max_position_embeddings":8192,"tie_word_embeddings":false}}"#,
+                n("hidden_size"), n("ffn_size"), n("num_heads"), n("kv_heads"), n("head_dim"), n("num_layers")
+            ),
+        )
+        .unwrap();
+        let recompute = c["recompute"].as_str().unwrap().to_string();
+        let (tp, pp, dp, mb) = (n("tp"), n("pp"), n("dp"), n("micro_batch"));
+        let mut common: Vec<&str> = vec![
+            "--seq-len",
+            "8192",
+            "--tp",
+            &tp,
+            "--pp",
+            &pp,
+            "--dp",
+            &dp,
+            "--micro-batch",
+            &mb,
+            "--global-batch",
+            "1024",
+            "--recompute",
+            &recompute,
+            "--flash",
+            "--no-dropout",
+            "--sequence-parallel",
+        ];
+        common.extend(framework);
+        let path = config.to_str().unwrap();
+        let mut t = vec!["--config", path, "--json"];
+        t.extend(&common);
+        let (code, out, err) = run("throughput", &t);
+        assert_eq!(code, 0, "{err}");
+        let th: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let mut i = vec![path, "--gpu", "a100-80gb", "--json"];
+        i.extend(&common);
+        let (code, out, err) = run("inspect_config", &i);
+        assert_eq!(code, 0, "{err}");
+        let ins: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let step = c["step_seconds"].as_f64().unwrap();
+        assert!(
+            (th["step_seconds"].as_f64().unwrap() / step - 1.0).abs() < 1e-9,
+            "{framework:?}"
+        );
+        let device = c["memory_device_bytes_per_gpu"].as_u64().unwrap();
+        assert_eq!(
+            th["memory_device_bytes"].as_u64().unwrap(),
+            device,
+            "{framework:?}"
+        );
+        assert_eq!(
+            ins["memory"]["training"]["device_bytes"].as_u64().unwrap(),
+            device,
+            "{framework:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

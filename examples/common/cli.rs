@@ -458,8 +458,14 @@ pub fn framework(s: &str) -> Result<lmshape::memory::Framework, String> {
 }
 
 impl SetupArgs {
-    /// The memory options these flags choose, with `base` for the rest.
-    pub fn memory_options(&self, base: lmshape::MemoryOptions) -> lmshape::MemoryOptions {
+    /// The memory options these flags choose at ZeRO stage `zero`, with `base` for the rest.
+    /// Without `--optimizer`, the optimizer the framework's engine picks for bf16 at that stage
+    /// ([`lmshape::framework::Framework::bf16_optimizer`]) — the same default in every tool.
+    pub fn memory_options(
+        &self,
+        base: lmshape::MemoryOptions,
+        zero: lmshape::ZeroStage,
+    ) -> lmshape::MemoryOptions {
         lmshape::MemoryOptions {
             attention: if self.flash {
                 lmshape::memory::AttentionKernel::Flash
@@ -468,7 +474,11 @@ impl SetupArgs {
             },
             dropout: !self.no_dropout,
             gemm_precision: self.precision.into(),
-            optimizer: self.optimizer.or(base.optimizer),
+            optimizer: Some(
+                self.optimizer
+                    .or(base.optimizer)
+                    .unwrap_or(self.framework.bf16_optimizer(zero)),
+            ),
             routing: self
                 .capacity_factor
                 .map_or(lmshape::parallel::Routing::Dropless, |factor| {
