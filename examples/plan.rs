@@ -246,6 +246,9 @@ fn candidate_json(c: &lmshape::plan::Candidate) -> serde_json::Value {
         "days": c.days,
         "days_to_token_floor": c.days_to_token_floor,
         "predicted_loss": c.predicted_loss,
+        "predicted_loss_low": c.loss_low,
+        "predicted_loss_high": c.loss_high,
+        "equivalent_to_best": c.equivalent_to_best,
         "moe": moe.is_some(),
         "num_experts": moe.map(|m| m.num_experts),
         "top_k": moe.map(|m| m.top_k),
@@ -707,7 +710,7 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
     }
     for (i, c) in best.iter().take(top).enumerate() {
         outln!(
-            "{:>3} {:>6} {:>6} {:>5} {:>4} {:>3} {:>4} {:>5} {:>3} {:>9} {:>13} {:>11.1} {:>6.1} {:>9} {:>8.4}",
+            "{:>3} {:>6} {:>6} {:>5} {:>4} {:>3} {:>4} {:>5} {:>3} {:>9} {:>13} {:>11.1} {:>6.1} {:>9} {:>8.4}{}",
             i + 1,
             c.shape.model.num_layers(),
             c.shape.model.hidden_size(),
@@ -722,9 +725,15 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
             c.step.tflops_per_gpu,
             c.step.mfu * 100.0,
             si(c.tokens),
-            c.predicted_loss
+            c.predicted_loss,
+            if c.equivalent_to_best { " ≈" } else { "" }
         );
     }
+    let equivalent = best.iter().filter(|c| c.equivalent_to_best).count();
+    outln!(
+        "  ≈: {equivalent} of the {} shapes are equivalent to the first — their loss at the fast end of their speed band is no worse than the first's at the slow end, so the prediction cannot tell them apart (loss in nats per token)",
+        best.len()
+    );
     outln!("\n== rejected (shape, layout) pairs by reason");
     for (reason, n) in &p.rejection_counts {
         outln!("  {:<36}{n:>10}", reason.to_string());

@@ -509,6 +509,16 @@ pub struct Candidate {
     /// Parameters one token uses (the total for a dense model).
     #[serde(default)]
     pub active_params: u64,
+    /// Predicted loss at the tokens the fast end of the speed band reaches.
+    #[serde(default)]
+    pub loss_low: f64,
+    /// Predicted loss at the tokens the slow end of the speed band reaches.
+    #[serde(default)]
+    pub loss_high: f64,
+    /// Its loss range overlaps the best candidate's: the prediction cannot tell them apart
+    /// ([`mark_equivalents`]).
+    #[serde(default)]
+    pub equivalent_to_best: bool,
 }
 
 /// The budget as the planner read it.
@@ -771,14 +781,29 @@ fn evaluate_precision(
     if req.token_floor.is_some_and(|f| tokens < f) {
         return Ok(Err((RejectReason::TooSlowForTokenFloor, tokens)));
     }
-    let (predicted_loss, active_params) = match &walk.moe_law {
-        Some(law) => {
-            let counts = model.param_counts()?;
-            let active = counts.active_params.saturating_sub(counts.embedding_params);
-            (law.loss(active as f64, tokens)?, counts.active_params)
-        }
-        None => (req.law.loss(model, tokens)?, shape.params),
+    let counts = model.param_counts()?;
+    let loss_at = |t: f64| match &walk.moe_law {
+        Some(law) => law.loss(
+            counts.active_params.saturating_sub(counts.embedding_params) as f64,
+            t,
+        ),
+        None => req.law.loss(model, t),
     };
+    let active_params = match &walk.moe_law {
+        Some(_) => counts.active_params,
+        None => shape.params,
+    };
+    let predicted_loss = loss_at(tokens)?;
+    // The speed band's tokens: a step as fast as the band's low end reaches more.
+    let scale = |step_seconds: f64| {
+        if step_seconds > 0.0 {
+            st.step_seconds / step_seconds
+        } else {
+            1.0
+        }
+    };
+    let loss_low = loss_at(tokens * scale(st.step_seconds_low))?.min(predicted_loss);
+    let loss_high = loss_at(tokens * scale(st.step_seconds_high))?.max(predicted_loss);
     Ok(Ok(Candidate {
         shape,
         layout,
@@ -793,6 +818,9 @@ fn evaluate_precision(
         predicted_loss,
         precision,
         active_params,
+        loss_low,
+        loss_high,
+        equivalent_to_best: false,
     }))
 }
 
@@ -943,13 +971,27 @@ pub fn plan(req: &PlanRequest, timer: &dyn GemmTimer) -> Result<Plan> {
     })
 }
 
-/// Best predicted loss first, more tokens first on ties.
+/// Best predicted loss first, more tokens first on ties; then [`mark_equivalents`].
 fn rank_by_loss(candidates: &mut [Candidate]) {
     candidates.sort_by(|a, b| {
         a.predicted_loss
             .total_cmp(&b.predicted_loss)
             .then(b.tokens.total_cmp(&a.tokens))
     });
+    mark_equivalents(candidates);
+}
+
+/// Mark the candidates the prediction cannot tell from the best: those whose loss at the fast
+/// end of their speed band is no worse than the best's loss at the slow end of its band
+/// (the loss ranges overlap). The speed band is the prediction's measured uncertainty
+/// ([`crate::system::SystemProfile::band`]); differences of loss inside it are not evidence.
+pub fn mark_equivalents(candidates: &mut [Candidate]) {
+    let Some(worst_best) = candidates.first().map(|b| b.loss_high) else {
+        return;
+    };
+    for c in candidates.iter_mut() {
+        c.equivalent_to_best = c.loss_low <= worst_best;
+    }
 }
 
 /// The mixture-of-experts search: the best feasible dense shapes (`backbones`) take every

@@ -97,6 +97,14 @@ fn bigscience_launch_is_a_feasible_candidate() {
     let c = launched.expect("BLOOM's launch configuration is feasible");
     assert_eq!(c.shape.params, 176_247_271_424);
     assert!(c.layout.embedding_pipeline_slots);
+    // Equivalence to the best: the best itself, every candidate whose optimistic loss reaches
+    // the best's pessimistic one, and no other; each loss range holds its prediction.
+    let best = p.best().unwrap();
+    assert!(best.equivalent_to_best);
+    for c in &p.candidates {
+        assert!(c.loss_low <= c.predicted_loss && c.predicted_loss <= c.loss_high);
+        assert_eq!(c.equivalent_to_best, c.loss_low <= best.loss_high);
+    }
 }
 
 #[test]
