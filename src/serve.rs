@@ -230,6 +230,19 @@ impl Default for Workload {
     }
 }
 
+impl Workload {
+    /// Prompt, output and chunk sizes positive.
+    ///
+    /// # Errors
+    /// [`Error::ZeroSize`] naming the size.
+    pub fn validate(&self) -> Result<()> {
+        crate::error::positive(self.isl, "isl")?;
+        crate::error::positive(self.osl, "osl")?;
+        crate::error::positive(self.prefill_chunk_tokens, "prefill_chunk_tokens")?;
+        Ok(())
+    }
+}
+
 /// What a replica does with a workload.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ServeReport {
@@ -349,6 +362,8 @@ fn capacity(model: &Transformer, gpu: &GpuSpec, d: &Deployment, w: &Workload) ->
         "in [0.05, 1]",
     )?;
     crate::error::positive(d.kv_block_tokens, "kv_block_tokens")?;
+    crate::error::positive(d.pp, "pp")?;
+    crate::error::positive(d.attention_dp, "attention_dp")?;
     let weights = weights_bytes(model, d)?;
     let context = crate::error::add(w.isl, w.osl, "context")?;
     let pages = context.div_ceil(d.kv_block_tokens);
@@ -638,11 +653,7 @@ pub fn serve(
     workload: &Workload,
 ) -> Result<ServeReport> {
     let gpu = profile.gpu_spec()?;
-    crate::error::positive(workload.isl, "isl")?;
-    crate::error::positive(workload.osl, "osl")?;
-    crate::error::positive(workload.prefill_chunk_tokens, "prefill_chunk_tokens")?;
-    crate::error::positive(deployment.pp, "pp")?;
-    crate::error::positive(deployment.attention_dp, "attention_dp")?;
+    workload.validate()?;
     let cap = capacity(model, &gpu, deployment, workload)?;
     let concurrency = concurrency_of(&cap, &gpu, workload)?;
     let d = deployment;

@@ -178,66 +178,27 @@ impl<'a> StageInputs<'a> {
             act = add(act, logits_bytes, W)?;
             transient = add(transient, self.logits_grad_bytes, W)?;
         }
-        let precision = &self.opts.precision;
         transient = add(
             transient,
             self.sharding_working_set(layer_share, add(params, experts, W)?)?,
             W,
         )?;
         let mut moment = PeakMoment::Backward;
-        // The first stage's embedding backward, at the end of a micro-batch's backward: one
-        // micro-batch fewer held, the embedding's dense gradient alive (and under ZeRO-3 its
-        // gathered weights).
-        if has_first {
-            let held = add(
-                held.embedding,
-                mul(self.embedding_mask_bytes, in_flight - 1, W)?,
-                W,
-            )?;
-            let mut grad = mul(self.first_extra_params, precision.activation_bytes, W)?;
-            if layout.zero >= ZeroStage::Weights {
-                grad = mul(grad, 2, W)?;
-            }
-            if add(held, grad, W)? > add(act, transient, W)? {
-                (act, transient, logits_bytes) = (held, grad, 0);
-                moment = PeakMoment::EmbeddingBackward;
-            }
-        }
-        if precision.full_grad_accum_bytes > 0 {
-            let largest = self.largest_tensor(has_first, has_last)?;
-            let held = add(
-                held.embedding,
-                mul(self.embedding_mask_bytes, in_flight - 1, W)?,
-                W,
-            )?;
-            let copy = mul(largest, precision.full_grad_accum_bytes, W)?;
-            if add(held, copy, W)? > add(act, transient, W)? {
-                (act, transient, logits_bytes) = (held, copy, 0);
-                moment = PeakMoment::GradientUpcast;
-            }
-        }
-        let dense = model_state_bytes(params, layout.weight_dp(), layout.zero, precision)?;
-        let expert = model_state_bytes(experts, layout.expert_dp()?, layout.zero, precision)?;
-        // FP8 weight copies of the weights the rank holds (after ZeRO-3 sharding).
-        let held = |params: u64, dp: u64| {
-            if layout.zero >= ZeroStage::Weights {
-                params.div_ceil(dp)
-            } else {
-                params
-            }
-        };
-        let copies = (held(params, layout.weight_dp()) + held(experts, layout.expert_dp()?)) as f64
-            * self.opts.gemm_precision.weight_copy_bytes();
-        let weights_bytes = crate::error::sum(
-            &[
-                dense.weights_bytes,
-                expert.weights_bytes,
-                crate::error::to_u64(copies.ceil(), W)?,
-            ],
+        // The end of a micro-batch's backward: one micro-batch fewer held, and what is alive
+        // then ([`StageInputs::end_of_backward`]).
+        let held_after = add(
+            held.embedding,
+            mul(self.embedding_mask_bytes, in_flight - 1, W)?,
             W,
         )?;
-        let gradients_bytes = add(dense.gradients_bytes, expert.gradients_bytes, W)?;
-        let optimizer_bytes = add(dense.optimizer_bytes, expert.optimizer_bytes, W)?;
+        if let Some((alive, at)) = self.end_of_backward(has_first, has_last)? {
+            if add(held_after, alive, W)? > add(act, transient, W)? {
+                (act, transient, logits_bytes) = (held_after, alive, 0);
+                moment = at;
+            }
+        }
+        let (weights_bytes, gradients_bytes, optimizer_bytes, experts_bytes) =
+            self.model_states(params, experts)?;
         let total_bytes = crate::error::sum(
             &[
                 weights_bytes,
@@ -262,7 +223,40 @@ impl<'a> StageInputs<'a> {
             in_flight_micro_batches: in_flight,
             total_bytes,
             expert_params_on_rank: experts,
-            experts_bytes: crate::error::sum(
+            experts_bytes,
+        })
+    }
+
+    /// The rank's model states: weights (with FP8 copies of the weights it holds, after
+    /// ZeRO-3 sharding), gradients and optimizer states of its dense parameters and routed
+    /// experts, and the experts' share of all three.
+    fn model_states(&self, params: u64, experts: u64) -> Result<(u64, u64, u64, u64)> {
+        let layout = self.layout;
+        let precision = &self.opts.precision;
+        let dense = model_state_bytes(params, layout.weight_dp(), layout.zero, precision)?;
+        let expert = model_state_bytes(experts, layout.expert_dp()?, layout.zero, precision)?;
+        let held = |params: u64, dp: u64| {
+            if layout.zero >= ZeroStage::Weights {
+                params.div_ceil(dp)
+            } else {
+                params
+            }
+        };
+        let copies = (held(params, layout.weight_dp()) + held(experts, layout.expert_dp()?)) as f64
+            * self.opts.gemm_precision.weight_copy_bytes();
+        let weights_bytes = crate::error::sum(
+            &[
+                dense.weights_bytes,
+                expert.weights_bytes,
+                crate::error::to_u64(copies.ceil(), W)?,
+            ],
+            W,
+        )?;
+        Ok((
+            weights_bytes,
+            add(dense.gradients_bytes, expert.gradients_bytes, W)?,
+            add(dense.optimizer_bytes, expert.optimizer_bytes, W)?,
+            crate::error::sum(
                 &[
                     expert.weights_bytes,
                     expert.gradients_bytes,
@@ -270,7 +264,36 @@ impl<'a> StageInputs<'a> {
                 ],
                 W,
             )?,
-        })
+        ))
+    }
+
+    /// What is alive at the end of a micro-batch's backward beside the held activations, and
+    /// which moment that is, when it can be the peak: on the first stage the embedding's dense
+    /// gradient (and under ZeRO-3 its gathered weights); under an optimizer with a full
+    /// accumulation buffer the copy of the stage's largest gradient in the buffer's type
+    /// ([`PeakMoment::GradientUpcast`]); the larger of the two.
+    fn end_of_backward(
+        &self,
+        has_first: bool,
+        has_last: bool,
+    ) -> Result<Option<(u64, PeakMoment)>> {
+        let precision = &self.opts.precision;
+        let mut best = None;
+        if has_first {
+            let mut grad = mul(self.first_extra_params, precision.activation_bytes, W)?;
+            if self.layout.zero >= ZeroStage::Weights {
+                grad = mul(grad, 2, W)?;
+            }
+            best = Some((grad, PeakMoment::EmbeddingBackward));
+        }
+        if precision.full_grad_accum_bytes > 0 {
+            let largest = self.largest_tensor(has_first, has_last)?;
+            let copy = mul(largest, precision.full_grad_accum_bytes, W)?;
+            if best.is_none_or(|(b, _)| copy > b) {
+                best = Some((copy, PeakMoment::GradientUpcast));
+            }
+        }
+        Ok(best)
     }
 
     /// The largest weight tensor on a rank of a stage: the word embedding on the first stage,
