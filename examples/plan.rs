@@ -71,9 +71,10 @@ struct Cli {
     /// Share of the wall-clock held back for failures and restarts.
     #[arg(long, value_name = "F", default_value_t = 0.1, value_parser = fraction)]
     safety_margin: f64,
-    /// MFU assumed to turn the budget into FLOPs for the laws.
-    #[arg(long, value_name = "U", default_value_t = 0.4, value_parser = share)]
-    mfu: f64,
+    /// MFU assumed to turn the budget into FLOPs for the laws, or `predicted`: the
+    /// recommendation's own predicted MFU, planned again until it settles.
+    #[arg(long, value_name = "U|predicted", default_value = "0.4", value_parser = mfu)]
+    mfu: Mfu,
     #[command(flatten)]
     family: FamilyArgs,
     /// Sequences per step.
@@ -279,6 +280,20 @@ fn layout_extras(c: &lmshape::plan::Candidate) -> String {
     out
 }
 
+/// The budget's MFU: a share, or the pick's predicted one.
+#[derive(Debug, Clone, Copy)]
+enum Mfu {
+    Assumed(f64),
+    Predicted,
+}
+
+fn mfu(s: &str) -> Result<Mfu, String> {
+    if s == "predicted" {
+        return Ok(Mfu::Predicted);
+    }
+    share(s).map(Mfu::Assumed)
+}
+
 /// A named set of assumptions: each flag's default under it.
 struct Scenario {
     name: &'static str,
@@ -289,7 +304,8 @@ struct Scenario {
 /// Llama-3-style dense training as teams run it in 2026: grouped-query attention (8 kv heads),
 /// SwiGLU with a 3.5·d FFN, rotary positions, a 128k vocabulary, sequence 8192,
 /// FlashAttention without dropout, Megatron-Core with the distributed optimizer and sequence
-/// parallelism, the least recomputation that fits, no token floor, the Besiroglu refit.
+/// parallelism, the least recomputation that fits, no token floor, the Besiroglu refit, and the
+/// budget at the pick's predicted MFU.
 const DENSE_2026: &[(&str, &str)] = &[
     ("framework", "megatron-core"),
     ("zero", "1"),
@@ -305,6 +321,7 @@ const DENSE_2026: &[(&str, &str)] = &[
     ("token_floor", "none"),
     ("law", "besiroglu"),
     ("global_batch", "1024"),
+    ("mfu", "predicted"),
 ];
 
 const SCENARIOS: [Scenario; 3] = [
@@ -315,7 +332,7 @@ const SCENARIOS: [Scenario; 3] = [
     },
     Scenario {
         name: "dense-2026",
-        about: "a Llama-3-style dense run: GQA with 8 kv heads, SwiGLU FFN 3.5d, RoPE, vocabulary 128256, sequence 8192, FlashAttention, no dropout, Megatron-Core with the distributed optimizer (ZeRO 1) and sequence parallelism, the least recomputation that fits, no token floor, the Besiroglu refit",
+        about: "a Llama-3-style dense run: GQA with 8 kv heads, SwiGLU FFN 3.5d, RoPE, vocabulary 128256, sequence 8192, FlashAttention, no dropout, Megatron-Core with the distributed optimizer (ZeRO 1) and sequence parallelism, the least recomputation that fits, no token floor, the Besiroglu refit, the budget at the pick's predicted MFU",
         defaults: DENSE_2026,
     },
     Scenario {
@@ -359,7 +376,9 @@ fn main() {
     req.gpus = args.gpus;
     req.hours = args.hours.unwrap_or(args.weeks * 7.0 * 24.0);
     req.safety_margin = args.safety_margin;
-    req.assumed_mfu = args.mfu;
+    if let Mfu::Assumed(u) = args.mfu {
+        req.assumed_mfu = u;
+    }
     req.arch = or_die(args.family.architecture());
     req.vocab_size = args.family.vocab;
     req.seq_len = args.family.seq_len;
@@ -442,7 +461,13 @@ fn main() {
         None => machine.timer.as_ref(),
     };
     let started = std::time::Instant::now();
-    let result = or_die(plan::plan(&req, timer));
+    let (result, mfus) = match args.mfu {
+        Mfu::Assumed(_) => (or_die(plan::plan(&req, timer)), Vec::new()),
+        Mfu::Predicted => or_die(plan::plan_with_predicted_mfu(&req, timer)),
+    };
+    if let Some(&last) = mfus.last() {
+        req.assumed_mfu = last;
+    }
     let seconds = started.elapsed().as_secs_f64();
 
     if let Some(path) = &args.svg {
@@ -457,6 +482,7 @@ fn main() {
         request["cluster"]["system"] = machine.system_json();
         let out = json!({
             "scenario": scenario.name,
+            "mfu_rounds": mfus,
             "request": request,
             "budget": result.budget,
             "bounds": result.bounds,
@@ -489,6 +515,13 @@ fn main() {
             .collect();
         outln!("{}", serde_json::to_string_pretty(&out).unwrap());
         return;
+    }
+    if mfus.len() > 1 {
+        let rounds: Vec<String> = mfus.iter().map(|m| format!("{:.1}%", m * 100.0)).collect();
+        outln!(
+            "== MFU: the budget's assumed MFU replaced by the pick's predicted one, planned again until it settled: {}",
+            rounds.join(" → ")
+        );
     }
     report(&req, &result, timer, seconds, top);
 }

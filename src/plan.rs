@@ -894,6 +894,40 @@ fn evaluate_shape(walk: &Walk<'_>, shape: Shape, tally: &mut Tally) {
     }
 }
 
+/// Most rounds [`plan_with_predicted_mfu`] takes.
+pub const MAX_MFU_ROUNDS: usize = 6;
+
+/// Run the planner with the budget's assumed MFU replaced by the recommendation's predicted
+/// MFU, again until the MFU the plan assumes and the one its pick predicts differ by less than
+/// 1% (at most [`MAX_MFU_ROUNDS`] rounds): the target then rests on the speed the pick
+/// reaches, not on a guess, and the pick does not sit at the edge of a window set by the
+/// guess. Returns the last plan and the MFU of each round (the first is the request's).
+///
+/// # Errors
+/// As [`plan`].
+pub fn plan_with_predicted_mfu(
+    req: &PlanRequest,
+    timer: &dyn GemmTimer,
+) -> Result<(Plan, Vec<f64>)> {
+    let mut req = req.clone();
+    let mut mfus = vec![req.assumed_mfu];
+    let mut p = plan(&req, timer)?;
+    for _ in 1..MAX_MFU_ROUNDS {
+        let Some(mfu) = p.best().map(|c| c.step.mfu) else {
+            break;
+        };
+        if !(mfu.is_finite() && mfu > 0.0 && mfu <= 1.0)
+            || (mfu / req.assumed_mfu - 1.0).abs() < 0.01
+        {
+            break;
+        }
+        req.assumed_mfu = mfu;
+        mfus.push(mfu);
+        p = plan(&req, timer)?;
+    }
+    Ok((p, mfus))
+}
+
 /// Run the planner (see the module docs). An impossible request gives a plan with no
 /// candidates and every rejection's reason, not an error; only malformed requests are errors.
 ///

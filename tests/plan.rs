@@ -400,3 +400,34 @@ fn balanced_pipelines_widen_the_plan() {
         );
     }
 }
+
+/// Planning at the pick's predicted MFU settles: the last plan's pick predicts the MFU its
+/// budget assumed (within 1%), or the rounds ran out; the first round is the request's guess.
+#[test]
+fn predicted_mfu_settles() {
+    let (req, timer) = reference();
+    let (p, mfus) = plan::plan_with_predicted_mfu(&req, &timer).unwrap();
+    assert_eq!(mfus[0], req.assumed_mfu);
+    let last = *mfus.last().unwrap();
+    let pick = p.best().unwrap().step.mfu;
+    assert!(
+        (pick / last - 1.0).abs() < 0.01 || mfus.len() == plan::MAX_MFU_ROUNDS,
+        "{mfus:?} then {pick}"
+    );
+    assert!(
+        (p.budget.compute_flops
+            / plan::plan(
+                &plan::PlanRequest {
+                    assumed_mfu: last,
+                    ..req.clone()
+                },
+                &timer
+            )
+            .unwrap()
+            .budget
+            .compute_flops
+            - 1.0)
+            .abs()
+            < 1e-12
+    );
+}
