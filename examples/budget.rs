@@ -65,8 +65,9 @@ struct Cli {
     json: bool,
 }
 
-fn main() {
-    let args = Cli::parse();
+/// Run the example with the process's command line.
+pub fn main() {
+    let args: Cli = common::parse();
     let gpu = &args.gpu;
     let peak = or_die(gpu.peak_flops_per_s(args.dtype));
     let gpu_hours = match (args.gpu_hours, args.flops) {

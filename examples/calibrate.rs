@@ -104,8 +104,9 @@ fn runs(text: &str, system: &str) -> Vec<ProfileRun> {
         .collect()
 }
 
-fn main() {
-    let args = Cli::parse();
+/// Run the example with the process's command line.
+pub fn main() {
+    let args: Cli = common::parse();
     let path = args.runs.clone().unwrap_or_else(|| DEFAULT_RUNS.into());
     let runs = runs(&read_input(&path), &args.system);
     let shown = args

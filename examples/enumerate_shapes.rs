@@ -260,8 +260,9 @@ fn list_moe(args: &Cli, space: ShapeSpace) {
     }
 }
 
-fn main() {
-    let args = Cli::parse();
+/// Run the example with the process's command line.
+pub fn main() {
+    let args: Cli = common::parse();
     let arch = or_die(args.family.architecture());
     let target = args.target_params;
     let tolerance = args.tolerance;

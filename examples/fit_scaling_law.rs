@@ -100,8 +100,9 @@ fn resamples(s: &str) -> Result<u64, String> {
     Ok(n)
 }
 
-fn main() {
-    let args = Cli::parse();
+/// Run the example with the process's command line.
+pub fn main() {
+    let args: Cli = common::parse();
     let path = args.csv.clone().unwrap_or_else(|| DEFAULT_CSV.into());
     let text = common::read_input(&path);
     let all = or_die(scaling::runs_from_csv(&text));

@@ -87,8 +87,9 @@ fn shapes(dtype: Dtype) -> Vec<Gemm> {
     ]
 }
 
-fn main() {
-    let args = Cli::parse();
+/// Run the example with the process's command line.
+pub fn main() {
+    let args: Cli = common::parse();
     let dtype = args.dtype;
     let timer = CudaTimer::new(0).unwrap_or_else(|e| die(&format!("no GPU to probe: {e}")));
     let model = AnalyticalTimer::new(args.gpu.clone());

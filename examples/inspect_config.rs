@@ -90,8 +90,9 @@ fn bytes_per_param(s: &str) -> Result<u64, String> {
     }
 }
 
-fn main() {
-    let mut args = Cli::parse();
+/// Run the example with the process's command line.
+pub fn main() {
+    let mut args: Cli = common::parse();
     if let Some(name) = &args.system {
         let profile = if std::path::Path::new(name).is_file() {
             or_die(lmshape::system::SystemProfile::from_json(

@@ -15,8 +15,6 @@
 //! an array; `--report-json` the whole report (budget, bounds, target, counts, best per shape);
 //! `--svg` the decision chart, with `--mark` a shape to compare.
 
-#![recursion_limit = "256"]
-
 #[macro_use]
 mod common;
 
@@ -212,7 +210,7 @@ fn token_floor(s: &str) -> Result<TokenFloor, String> {
 /// loss, and the mixture-of-experts keys (null for a dense shape).
 fn candidate_json(c: &lmshape::plan::Candidate) -> serde_json::Value {
     let moe = c.shape.model.moe();
-    json!({
+    let mut out = json!({
         "hidden_size": c.shape.model.hidden_size(),
         "num_layers": c.shape.model.num_layers(),
         "num_heads": c.shape.model.num_heads(),
@@ -246,6 +244,8 @@ fn candidate_json(c: &lmshape::plan::Candidate) -> serde_json::Value {
         "tokens": c.tokens,
         "days": c.days,
         "days_to_token_floor": c.days_to_token_floor,
+    });
+    let more = json!({
         "predicted_loss": c.predicted_loss,
         "predicted_loss_low": c.loss_low,
         "predicted_loss_high": c.loss_high,
@@ -258,7 +258,11 @@ fn candidate_json(c: &lmshape::plan::Candidate) -> serde_json::Value {
         "active_params": c.active_params,
         "ep": c.layout.ep,
         "etp": c.layout.expert_tp(),
-    })
+    });
+    if let (Some(v), serde_json::Value::Object(m)) = (out.as_object_mut(), more) {
+        v.extend(m);
+    }
+    out
 }
 
 /// What the recommendation line adds to tp × pp × dp: embedding slots, context parallelism,
@@ -345,7 +349,10 @@ const SCENARIOS: [Scenario; 3] = [
 /// The scenario the command line names (`--scenario NAME`), read before the flags so that its
 /// defaults become theirs.
 fn scenario() -> &'static Scenario {
-    let args: Vec<String> = std::env::args().collect();
+    let args: Vec<String> = common::args()
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let named = args.iter().enumerate().find_map(|(i, a)| {
         a.strip_prefix("--scenario=")
             .map(str::to_string)
@@ -362,7 +369,8 @@ fn scenario() -> &'static Scenario {
     }
 }
 
-fn main() {
+/// Run the example with the process's command line.
+pub fn main() {
     let scenario = scenario();
     let args: Cli = parse_with_defaults(scenario.defaults);
     let args = Cli {

@@ -278,8 +278,9 @@ fn write_svg(path: &str, frontier: &[(Deployment, ServeReport)], title: &str) {
     }
 }
 
-fn main() {
-    let args = Cli::parse();
+/// Run the example with the process's command line.
+pub fn main() {
+    let args: Cli = common::parse();
     let model = match (&args.preset, &args.config) {
         (Some(name), _) => or_die(lmshape::presets::by_name(name)),
         (None, path) => common::load_config(path.as_deref().unwrap_or(DEFAULT_CONFIG)),

@@ -120,7 +120,8 @@ fn model_of(args: &Cli) -> Transformer {
     )
 }
 
-fn main() {
+/// Run the example with the process's command line.
+pub fn main() {
     // BigScience's launch layout unless the flags say otherwise.
     let args: Cli = parse_with_defaults(&[
         ("tp", "4"),

@@ -669,7 +669,7 @@ pub fn parse_with_defaults<T: clap::Parser>(defaults: &[(&'static str, &'static 
     for &(id, value) in defaults {
         cmd = cmd.mut_arg(id, |a| a.default_value(value));
     }
-    let matches = cmd.get_matches();
+    let matches = cmd.get_matches_from(super::args());
     T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 

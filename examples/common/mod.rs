@@ -15,6 +15,30 @@ macro_rules! outln {
     }};
 }
 
+/// The command line as the example's parser reads it: under the `lmshape` command
+/// (`lmshape plan --gpus 64`), the subcommand joins the program's name so that the example
+/// sees only its own flags.
+pub fn args() -> Vec<std::ffi::OsString> {
+    let mut a: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let under_cli = a.first().is_some_and(|p| {
+        std::path::Path::new(p)
+            .file_stem()
+            .is_some_and(|s| s == "lmshape")
+    });
+    if under_cli && a.len() > 1 {
+        let sub = a.remove(1);
+        let mut name = std::ffi::OsString::from("lmshape ");
+        name.push(sub);
+        a[0] = name;
+    }
+    a
+}
+
+/// Parse the command line ([`args`]) into `T`, exiting with clap's message on an error.
+pub fn parse<T: clap::Parser>() -> T {
+    T::parse_from(args())
+}
+
 /// Print an error and exit with status 2.
 pub fn die(msg: &str) -> ! {
     eprintln!("error: {msg}");
