@@ -187,6 +187,20 @@ struct Cli {
     /// Print the whole report as JSON.
     #[arg(long)]
     report_json: bool,
+    /// Output tokens the model will serve over its life: each shape the prediction cannot tell
+    /// from the best is also served on the same machine, and those shapes are ranked by
+    /// training plus serving GPU-hours.
+    #[arg(long, value_name = "N", value_parser = positive)]
+    serve_tokens: Option<f64>,
+    /// Prompt tokens per served request (with --serve-tokens).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = positive_count)]
+    serve_isl: u64,
+    /// Output tokens per served request (with --serve-tokens).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = positive_count)]
+    serve_osl: u64,
+    /// The serving SLO: output tokens per second each user sees, at least (with --serve-tokens).
+    #[arg(long, value_name = "R", default_value_t = 20.0, value_parser = positive)]
+    serve_min_tokens_per_user: f64,
     /// Draw the decision chart to this SVG file.
     #[arg(long, value_name = "PATH")]
     svg: Option<String>,
@@ -532,6 +546,157 @@ pub fn main() {
         );
     }
     report(&req, &result, timer, seconds, top);
+    if let Some(n) = args.serve_tokens {
+        report_serving(&req, &result, &args, n);
+    }
+}
+
+/// A shape's cheapest way to serve within the SLO on the request's machine: over tp 1–8, the
+/// most sequences whose per-user speed still meets it (more sequences never speed a user
+/// up), and the output tokens per second per GPU there.
+fn best_serving(
+    model: &lmshape::Transformer,
+    profile: &lmshape::system::SystemProfile,
+    w: &lmshape::serve::Workload,
+    slo: f64,
+) -> Option<(lmshape::serve::Deployment, lmshape::serve::ServeReport)> {
+    use lmshape::serve::{self, Deployment, Workload};
+    let mut best: Option<(Deployment, serve::ServeReport)> = None;
+    for tp in [1u64, 2, 4, 8] {
+        let d = Deployment {
+            tp,
+            ..Deployment::default()
+        };
+        let at = |c: u64| {
+            serve::serve(
+                model,
+                profile,
+                &d,
+                &Workload {
+                    concurrency: Some(c),
+                    ..*w
+                },
+            )
+            .ok()
+        };
+        let Some(most) = serve::serve(model, profile, &d, w).ok() else {
+            continue;
+        };
+        let (mut lo, mut hi) = (1u64, most.max_concurrency);
+        if at(lo).is_none_or(|r| r.output_tokens_per_second_per_user < slo) {
+            continue;
+        }
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            match at(mid) {
+                Some(r) if r.output_tokens_per_second_per_user >= slo => lo = mid,
+                _ => hi = mid - 1,
+            }
+        }
+        if let Some(r) = at(lo) {
+            if best.is_none_or(|(_, b)| {
+                r.output_tokens_per_second_per_gpu > b.output_tokens_per_second_per_gpu
+            }) {
+                best = Some((d, r));
+            }
+        }
+    }
+    best
+}
+
+/// Training plus serving: the shapes equivalent to the best, each served at its cheapest
+/// deployment within the SLO, ranked by total GPU-hours; and Sardana et al.'s analytic
+/// inference-aware size beside.
+fn report_serving(req: &PlanRequest, p: &Plan, args: &Cli, serve_tokens: f64) {
+    let Some(profile) = req.cluster.system.as_deref() else {
+        common::die(
+            "--serve-tokens times serving from a measured machine profile; this machine has none (--system analytical)",
+        )
+    };
+    let w = lmshape::serve::Workload {
+        isl: args.serve_isl,
+        osl: args.serve_osl,
+        ..lmshape::serve::Workload::default()
+    };
+    let slo = args.serve_min_tokens_per_user;
+    let train_gpu_hours = p.budget.gpu_hours;
+    let mut rows: Vec<(
+        f64,
+        lmshape::plan::Candidate,
+        lmshape::serve::Deployment,
+        lmshape::serve::ServeReport,
+    )> = p
+        .best_per_shape()
+        .into_iter()
+        .filter(|c| c.equivalent_to_best)
+        .take(200)
+        .filter_map(|c| {
+            let (d, r) = best_serving(&c.shape.model, profile, &w, slo)?;
+            let serve_gpu_hours = serve_tokens / r.output_tokens_per_second_per_gpu / 3600.0;
+            Some((serve_gpu_hours, c, d, r))
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    outln!(
+        "\n== training plus serving {} output tokens ({} in / {} out per request, at least {slo} tokens/s per user) on {}",
+        si(serve_tokens),
+        w.isl,
+        w.osl,
+        profile.name
+    );
+    if rows.is_empty() {
+        outln!("  no shape equivalent to the best meets the SLO on one to eight GPUs per replica");
+        return;
+    }
+    outln!(
+        "  {:>6} {:>6} {:>9} {:>3} {:>6} {:>11} {:>11} {:>13} {:>13}",
+        "layers",
+        "hidden",
+        "params",
+        "tp",
+        "seqs",
+        "tok/s/GPU",
+        "tok/s/user",
+        "serve GPU-h",
+        "total GPU-h"
+    );
+    for (h, c, d, r) in rows.iter().take(10) {
+        outln!(
+            "  {:>6} {:>6} {:>9} {:>3} {:>6} {:>11.0} {:>11.1} {:>13} {:>13}",
+            c.shape.model.num_layers(),
+            c.shape.model.hidden_size(),
+            si(c.shape.params as f64),
+            d.tp,
+            r.concurrency,
+            r.output_tokens_per_second_per_gpu,
+            r.output_tokens_per_second_per_user,
+            si(*h),
+            si(train_gpu_hours + h)
+        );
+    }
+    let (h, c, _, _) = &rows[0];
+    let pick = p.best().map_or(0, |b| b.shape.params);
+    outln!(
+        "  cheapest in total: {} params ({} GPU-hours of serving); the loss-ranked pick has {} params",
+        si(c.shape.params as f64),
+        si(*h),
+        si(pick as f64)
+    );
+    if let Some(law) = req.law.parametric() {
+        match law.inference_optimal(c.predicted_loss, serve_tokens) {
+            Ok(i) => outln!(
+                "  Sardana et al. 2023 for the same loss and {} inference tokens: {} params on {} training tokens — the analytic answer counts 2N FLOPs per served token at one utilisation; the table prices each shape's serving on this machine, where width, kv heads and the KV cache change the speed (tile and wave effects, batching limits)",
+                si(serve_tokens),
+                si(i.params),
+                si(i.tokens)
+            ),
+            Err(e) => outln!("  Sardana et al. 2023: {e}"),
+        }
+    } else {
+        outln!(
+            "  (Sardana et al. 2023's sizing needs a Chinchilla-form law; Kaplan's has another form)"
+        );
+    }
 }
 
 /// The scenario's assumptions as the flags leave them, printed before anything else (text

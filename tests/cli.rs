@@ -635,6 +635,9 @@ fn plan_scenarios_use_what_they_print() {
     assert!(err.contains("bloom-2022"), "{err}");
 }
 
+/// A small 2026 plan: the dense scenario on 64 GPUs for a week.
+const SMALL_2026: [&str; 6] = ["--scenario", "dense-2026", "--gpus", "64", "--weeks", "1"];
+
 /// One set of defaults: the layout `plan` picks, run through `throughput` and `inspect_config`
 /// with the same flags, gives the same step time and the same device memory, under
 /// Megatron-Core and under Megatron-DeepSpeed at ZeRO 0 (where every tool takes the optimizer
@@ -645,17 +648,8 @@ fn plan_throughput_and_inspect_agree() {
         &["--framework", "megatron-core", "--zero", "1"][..],
         &["--framework", "megatron-deepspeed", "--zero", "0"][..],
     ] {
-        let mut args = vec![
-            "--scenario",
-            "dense-2026",
-            "--gpus",
-            "64",
-            "--weeks",
-            "1",
-            "--json",
-            "--top",
-            "1",
-        ];
+        let mut args = SMALL_2026.to_vec();
+        args.extend(["--json", "--top", "1"]);
         args.extend(framework);
         let (code, out, err) = run("plan", &args);
         assert_eq!(code, 0, "{err}");
@@ -728,4 +722,53 @@ fn plan_throughput_and_inspect_agree() {
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// `plan --serve-tokens` serves the shapes equivalent to the best on the same machine and
+/// ranks them by training plus serving GPU-hours, cheapest first; on the analytical machine
+/// (no measured kernels) it refuses, naming why.
+#[test]
+fn plan_prices_serving() {
+    let mut args = SMALL_2026.to_vec();
+    args.extend(["--serve-tokens", "1e12"]);
+    let (code, out, err) = run("plan", &args);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<f64> = out
+        .lines()
+        .skip_while(|l| !l.contains("== training plus serving"))
+        .skip(2)
+        .take_while(|l| !l.contains("cheapest in total"))
+        .filter_map(|l| l.split_whitespace().nth(7).map(str::to_string))
+        .map(|h| {
+            let (num, unit) = h.split_at(h.len() - 1);
+            num.parse::<f64>().unwrap()
+                * match unit {
+                    "K" => 1e3,
+                    "M" => 1e6,
+                    "B" => 1e9,
+                    _ => panic!("{h}"),
+                }
+        })
+        .collect();
+    assert!(!rows.is_empty(), "{out}");
+    assert!(rows.windows(2).all(|w| w[0] <= w[1]), "{rows:?}");
+    assert!(
+        out.contains("Sardana et al. 2023 for the same loss"),
+        "{out}"
+    );
+    let (code, _, err) = run(
+        "plan",
+        &[
+            "--gpus",
+            "64",
+            "--weeks",
+            "1",
+            "--system",
+            "analytical",
+            "--serve-tokens",
+            "1e12",
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("measured machine profile"), "{err}");
 }
