@@ -40,7 +40,7 @@ enum Sort {
 /// Every valid shape near a target size, ranked by Kaplan's aspect ratio and Levine's
 /// width–depth relation (defaults: the BLOOM case, ≈175B ± 5% on tp 4 × pp 12).
 #[derive(Parser, Debug)]
-#[command(name = "enumerate_shapes", version, long_about = None, allow_negative_numbers = true)]
+#[command(name = "enumerate_shapes", version, long_about = None, after_help = common::cli::GLOSSARY, allow_negative_numbers = true)]
 struct Cli {
     /// Size aimed at (total parameters).
     #[arg(long, value_name = "N", default_value = "175e9", value_parser = positive_count)]

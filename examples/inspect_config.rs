@@ -29,7 +29,7 @@ const DEFAULT_CONFIG: &str = concat!(
 
 /// Exact parameters, FLOPs per token, training and inference memory of a model.
 #[derive(Parser, Debug)]
-#[command(name = "inspect_config", version, long_about = None, allow_negative_numbers = true)]
+#[command(name = "inspect_config", version, long_about = None, after_help = common::cli::GLOSSARY, allow_negative_numbers = true)]
 struct Cli {
     /// A Hugging Face config.json [default: examples/configs/llama-2-7b.json].
     #[arg(conflicts_with = "preset")]

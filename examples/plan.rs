@@ -53,7 +53,7 @@ fn mark(s: &str) -> Result<(u64, u64, u64), String> {
 /// Plan a training run: budget → scaling-law bounds → target → every valid shape × layout →
 /// memory → speed → tokens → predicted loss → ranking (defaults: BigScience's BLOOM case).
 #[derive(Parser, Debug)]
-#[command(name = "plan", version, long_about = None, allow_negative_numbers = true)]
+#[command(name = "plan", version, long_about = None, after_help = common::cli::GLOSSARY, allow_negative_numbers = true)]
 struct Cli {
     #[command(flatten)]
     cluster: ClusterArgs,

@@ -29,7 +29,7 @@ const DEFAULT_CONFIG: &str = concat!(
 
 /// Serving cost of a model on a measured machine.
 #[derive(Parser, Debug)]
-#[command(name = "serve", version, long_about = None)]
+#[command(name = "serve", version, long_about = None, after_help = common::cli::GLOSSARY)]
 struct Cli {
     /// A Hugging Face config.json [default: Llama-2-7B].
     #[arg(long, value_name = "PATH", conflicts_with = "preset")]

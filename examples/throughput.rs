@@ -24,7 +24,7 @@ use serde_json::json;
 
 /// Predicted step time, TFLOP/s per GPU, MFU and days of a model on a layout.
 #[derive(Parser, Debug)]
-#[command(name = "throughput", version, long_about = None, allow_negative_numbers = true)]
+#[command(name = "throughput", version, long_about = None, after_help = common::cli::GLOSSARY, allow_negative_numbers = true)]
 struct Cli {
     /// A Hugging Face config.json.
     #[arg(long, value_name = "PATH", conflicts_with_all = ["preset", "arch"])]

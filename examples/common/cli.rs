@@ -431,6 +431,31 @@ pub fn capacity_factor(s: &str) -> Result<lmshape::parallel::CapacityFactor, Str
     lmshape::parallel::CapacityFactor::new(x).map_err(|e| e.to_string())
 }
 
+/// The terms the tools print, explained once (shown after `--help`).
+pub const GLOSSARY: &str = "Terms:
+  tp, pp, dp, cp, ep, etp  tensor, pipeline, data, context, expert and expert-tensor parallel
+                           degrees; GPUs = tp x pp x dp x cp; ep x etp must divide tp x dp
+  mb, micro-batch          sequences per forward/backward pass on one rank
+  embedding slots          BigScience's pipeline split that counts the embedding and the head
+                           as one layer each: (layers + 2) divisible by pp
+  recompute                activations rebuilt in the backward: none, selective (the attention
+                           core, Korthikanti et al. 2022) or full (each layer from its input)
+  ZeRO 0-3                 what data parallelism shards: nothing, optimizer states, also
+                           gradients, also weights (Rajbhandari et al. 2020)
+  eq. 3                    Narayanan et al. 2021's FLOPs per step, 96 B s L h^2 (1 + s/6h +
+                           V/16Lh), the count TFLOP/s per GPU is quoted in
+  MFU                      model FLOPs (no recomputation) per second over the GPU's peak:
+                           'of the bf16 peak' or 'of the precision's peak' says which
+  Kaplan N                 parameters without the token and position embeddings (Kaplan et
+                           al. 2020's N)
+  C/6N                     tokens a budget of C FLOPs trains a model of N parameters on
+  loss                     predicted training loss in nats per token under the chosen law
+  device/GPU, allocated,   what nvidia-smi shows; torch.cuda.max_memory_allocated; the caching
+  reserved                 allocator's pool
+  band                     the range measured runs fell in around predictions like this one
+                           (the profile's held-out error), carried by every speed figure
+  ≈                        in plan's table: the prediction cannot tell this shape from the best";
+
 /// A scaling law by name ([`lmshape::scaling::LawChoice`]'s names: kaplan, chinchilla-1,
 /// chinchilla-2, chinchilla-3, besiroglu, chinchilla = besiroglu).
 pub fn law(s: &str) -> Result<lmshape::scaling::LawChoice, String> {
