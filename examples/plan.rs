@@ -1117,6 +1117,7 @@ fn write_svg(
     let root = SVGBackend::new(path, (1400, 620)).into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(800);
+    let (right, bar) = right.split_horizontally(520);
     let span = |xs: &mut dyn Iterator<Item = f64>| {
         xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
             (a.min(x), b.max(x))
@@ -1163,8 +1164,21 @@ fn write_svg(
     chart
         .configure_mesh()
         .x_desc("parameters (billions)")
-        .y_desc("predicted loss")
+        .y_desc("predicted loss (nats per token)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.3}"))
         .draw()?;
+    // The shapes the prediction cannot tell from the recommendation.
+    chart
+        .draw_series(shapes.iter().filter(|c| c.equivalent_to_best).map(|c| {
+            Circle::new(
+                (c.shape.params as f64 / 1e9, c.predicted_loss),
+                5,
+                RGBColor(150, 150, 150).stroke_width(1),
+            )
+        }))?
+        .label("equivalent to the recommendation within the speed band (≈)")
+        .legend(|(x, y)| Circle::new((x, y), 5, RGBColor(150, 150, 150).stroke_width(1)));
     chart.draw_series(shapes.iter().map(|c| {
         Circle::new(
             (c.shape.params as f64 / 1e9, c.predicted_loss),
@@ -1234,7 +1248,7 @@ fn write_svg(
     let (t0p, t1p) = pad(t0, t1);
     let mut speed = ChartBuilder::on(&right)
         .caption(
-            "predicted TFLOP/s per GPU by hidden size (tile and wave quantization)",
+            "TFLOP/s per GPU by hidden size (tile, wave quantization)",
             ("sans-serif", 16),
         )
         .margin(15)
@@ -1245,6 +1259,8 @@ fn write_svg(
         .configure_mesh()
         .x_desc("hidden size")
         .y_desc("TFLOP/s per GPU")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
     speed.draw_series(shapes.iter().map(|c| {
         Circle::new(
@@ -1270,6 +1286,23 @@ fn write_svg(
             BLACK.stroke_width(3),
         )))?;
     }
+    // The colour bar: slow (blue) to fast (red), in TFLOP/s per GPU.
+    let (top, bottom) = (80i32, 520i32);
+    let steps = 60;
+    for i in 0..steps {
+        let f0 = i as f64 / steps as f64;
+        let y = bottom - ((bottom - top) as f64 * f0) as i32;
+        let h = ((bottom - top) as f64 / steps as f64).ceil() as i32 + 1;
+        bar.draw(&Rectangle::new(
+            [(20, y - h), (40, y)],
+            colour(t0 + (t1 - t0) * f0).filled(),
+        ))?;
+    }
+    for (t, y) in [(t0, bottom), ((t0 + t1) / 2.0, (top + bottom) / 2), (t1, top)] {
+        bar.draw(&Text::new(format!("{t:.0}"), (44, y - 6), ("sans-serif", 12)))?;
+    }
+    bar.draw(&Text::new("TFLOP/s", (10, top - 30), ("sans-serif", 12)))?;
+    bar.draw(&Text::new("per GPU", (10, top - 16), ("sans-serif", 12)))?;
     root.present()?;
     Ok(())
 }
