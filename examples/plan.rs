@@ -1298,8 +1298,16 @@ fn write_svg(
             colour(t0 + (t1 - t0) * f0).filled(),
         ))?;
     }
-    for (t, y) in [(t0, bottom), ((t0 + t1) / 2.0, (top + bottom) / 2), (t1, top)] {
-        bar.draw(&Text::new(format!("{t:.0}"), (44, y - 6), ("sans-serif", 12)))?;
+    for (t, y) in [
+        (t0, bottom),
+        ((t0 + t1) / 2.0, (top + bottom) / 2),
+        (t1, top),
+    ] {
+        bar.draw(&Text::new(
+            format!("{t:.0}"),
+            (44, y - 6),
+            ("sans-serif", 12),
+        ))?;
     }
     bar.draw(&Text::new("TFLOP/s", (10, top - 30), ("sans-serif", 12)))?;
     bar.draw(&Text::new("per GPU", (10, top - 16), ("sans-serif", 12)))?;

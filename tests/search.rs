@@ -67,16 +67,21 @@ fn small_space() -> impl Strategy<Value = ShapeSpace> {
         )
 }
 
-/// Every (layers, hidden, heads) with hidden up to a bound no valid shape can exceed.
+/// The widest hidden size a shape in the space can have: every layer holds at least its query
+/// and output projections, `2·d²` parameters, so `2·d² ≤ max_params`.
+fn width_bound(space: &ShapeSpace) -> u64 {
+    ((space.max_params as f64 / 2.0).sqrt()).floor() as u64 + 1
+}
+
+/// Every (layers, hidden, heads) with hidden up to [`width_bound`] and a head size of the
+/// space (any other head count breaks the head-size rule by definition).
 fn brute_force(space: &ShapeSpace) -> BTreeSet<(u64, u64, u64)> {
     let mut out = BTreeSet::new();
-    // With one layer and the smallest head, params grow past the range beyond this width.
-    let d_max = 1200;
     for l in 1..=space.max_layers {
-        for d in 1..=d_max {
-            for heads in 1..=d {
-                if d % heads == 0 && space.check(l, d, heads).is_some() {
-                    out.insert((l, d, heads));
+        for d in 1..=width_bound(space) {
+            for &hd in &space.head_dims {
+                if d % hd == 0 && space.check(l, d, d / hd).is_some() {
+                    out.insert((l, d, d / hd));
                 }
             }
         }
@@ -92,8 +97,8 @@ proptest! {
         let shapes: Vec<_> = space.iter().unwrap().collect();
         let set: BTreeSet<_> = shapes.iter().map(|s| (s.model.num_layers(), s.model.hidden_size(), s.model.num_heads())).collect();
         prop_assert_eq!(set.len(), shapes.len(), "a shape was yielded twice");
-        // Nothing beyond the brute-force width bound can be valid at these sizes.
-        prop_assert!(shapes.iter().all(|s| s.model.hidden_size() <= 1200));
+        // Nothing beyond the width bound can be valid at these sizes.
+        prop_assert!(shapes.iter().all(|s| s.model.hidden_size() <= width_bound(&space)));
         prop_assert_eq!(set, brute_force(&space));
     }
 }
