@@ -231,13 +231,46 @@ pub fn megatron_step_flops(
 /// # Errors
 /// A zero sequence length, or a model that breaks one of its rules ([`crate::Transformer::validate`]) or counts that overflow `u64`.
 pub fn matmul_flops_per_token(m: &Transformer, conv: &FlopsConvention) -> Result<TokenFlops> {
-    use crate::params::{LayerKind, layer_kind_params_on_rank};
     positive(conv.seq_len, "seq_len")?;
     let d = m.hidden_size as f64;
-    let t = conv.seq_len as f64;
     let v = m.vocab_size as f64;
     let e = m.embed_dim() as f64;
-    let l = m.num_layers as f64;
+    let cores = attention_core_flops(m, conv);
+    let projections = projection_flops(m)?;
+    let layers = projections + cores;
+    let proj = if m.embed_dim() != m.hidden_size {
+        2.0 * 2.0 * e * d
+    } else {
+        0.0
+    };
+    let logits = if conv.include_logits {
+        2.0 * e * v
+    } else {
+        0.0
+    };
+    let embed = if conv.include_embedding {
+        2.0 * v * e
+    } else {
+        0.0
+    };
+    let forward = embed + proj + layers + logits;
+    let recompute = match conv.recompute {
+        Recompute::None => 0.0,
+        Recompute::Selective => cores,
+        Recompute::Full => layers,
+    };
+    Ok(TokenFlops {
+        forward_flops: forward,
+        backward_flops: 2.0 * forward,
+        recompute_flops: recompute,
+    })
+}
+
+/// The attention core's FLOPs per token over every layer (see [`matmul_flops_per_token`]):
+/// scores and values `2·ctx·a·(d_qk + d_v)`, the softmax's `3·a·ctx` when counted, at the
+/// context a global or a local (sliding-window) layer attends.
+fn attention_core_flops(m: &Transformer, conv: &FlopsConvention) -> f64 {
+    let t = conv.seq_len as f64;
     let heads = m.num_heads as f64;
     let (qk_dim, v_dim) = match &m.attention {
         Attention::Standard => (m.head_dim as f64, m.head_dim as f64),
@@ -269,9 +302,15 @@ pub fn matmul_flops_per_token(m: &Transformer, conv: &FlopsConvention) -> Result
         .local_attention
         .map_or(0, |w| w.local_layer_count(m.num_layers)) as f64;
     let window = m.local_attention.map_or(t, |w| w.window as f64);
-    let cores =
-        (l - local_layers) * core_at(attended(t)) + local_layers * core_at(attended(window));
-    // Projections and MLPs: 2 × weights of every linear a token passes through.
+    (m.num_layers as f64 - local_layers) * core_at(attended(t))
+        + local_layers * core_at(attended(window))
+}
+
+/// The linear layers' FLOPs per token over every layer (see [`matmul_flops_per_token`]):
+/// `2 ×` the weights of every projection and MLP a token passes through, the routed experts'
+/// at the active fraction `k/E`, and the router's `2·d·E`.
+fn projection_flops(m: &Transformer) -> Result<f64> {
+    use crate::params::{LayerKind, layer_kind_params_on_rank};
     let linear = |p: &crate::params::LayerParams, active_fraction: f64| -> f64 {
         2.0 * (p.qkv_weight_params + p.attn_out_weight_params) as f64
             + 2.0 * (p.mlp_in_weight_params + p.mlp_out_weight_params) as f64
@@ -283,7 +322,7 @@ pub fn matmul_flops_per_token(m: &Transformer, conv: &FlopsConvention) -> Result
         Some(spec) => {
             let p = layer_kind_params_on_rank(m, 1, LayerKind::Moe)?;
             let frac = spec.top_k as f64 / spec.num_experts as f64;
-            let router = 2.0 * d * spec.num_experts as f64;
+            let router = 2.0 * m.hidden_size as f64 * spec.num_experts as f64;
             (
                 spec.moe_layers_in(0..m.num_layers) as f64,
                 linear(&p, frac) + router,
@@ -291,34 +330,7 @@ pub fn matmul_flops_per_token(m: &Transformer, conv: &FlopsConvention) -> Result
         }
         None => (0.0, 0.0),
     };
-    let projections = (l - moe_layers) * linear(&dense, 1.0) + moe_layers * moe_part;
-    let layers = projections + cores;
-    let proj = if m.embed_dim() != m.hidden_size {
-        2.0 * 2.0 * e * d
-    } else {
-        0.0
-    };
-    let logits = if conv.include_logits {
-        2.0 * e * v
-    } else {
-        0.0
-    };
-    let embed = if conv.include_embedding {
-        2.0 * v * e
-    } else {
-        0.0
-    };
-    let forward = embed + proj + layers + logits;
-    let recompute = match conv.recompute {
-        Recompute::None => 0.0,
-        Recompute::Selective => cores,
-        Recompute::Full => layers,
-    };
-    Ok(TokenFlops {
-        forward_flops: forward,
-        backward_flops: 2.0 * forward,
-        recompute_flops: recompute,
-    })
+    Ok((m.num_layers as f64 - moe_layers) * linear(&dense, 1.0) + moe_layers * moe_part)
 }
 
 /// Hoffmann et al. 2022 Appendix F per token at context `seq_len`: see

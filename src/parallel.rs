@@ -612,24 +612,7 @@ pub fn stage_partition(
         });
     }
     let stages = if pp == 1 {
-        if explicit
-            && (split.first_stage_layers.is_some_and(|f| f != num_layers)
-                || split.last_stage_layers.is_some_and(|l| l != num_layers))
-        {
-            return Err(Error::Inconsistent {
-                rule: "a single pipeline stage holds every layer",
-                detail: format!(
-                    "first stage {}, last stage {} of {num_layers} layers",
-                    split
-                        .first_stage_layers
-                        .map_or("unset".into(), |f| format!("{f} layers")),
-                    split
-                        .last_stage_layers
-                        .map_or("unset".into(), |l| format!("{l} layers")),
-                ),
-            });
-        }
-        StageLayers::even(num_layers)
+        single_stage(num_layers, split)?
     } else if explicit {
         explicit_partition(num_layers, pp, split)?
     } else {
@@ -652,9 +635,44 @@ pub fn stage_partition(
             });
         }
     }
-    if virtual_stages > 1 && (split.balanced || explicit) {
-        // Megatron-Core's pipeline layouts let model chunks differ by a layer (and the first
-        // and last stages hold fewer); each stage still needs a layer per chunk.
+    check_interleaving(&stages, num_layers, pp, split, virtual_stages)?;
+    Ok(stages)
+}
+
+/// The one stage of an unpipelined model: every layer, which explicit first or last stage
+/// layers must agree with.
+fn single_stage(num_layers: u64, split: &PipelineSplit) -> Result<StageLayers> {
+    let (first, last) = (split.first_stage_layers, split.last_stage_layers);
+    if first.is_some_and(|f| f != num_layers) || last.is_some_and(|l| l != num_layers) {
+        let named = |x: Option<u64>| x.map_or("unset".into(), |n| format!("{n} layers"));
+        return Err(Error::Inconsistent {
+            rule: "a single pipeline stage holds every layer",
+            detail: format!(
+                "first stage {}, last stage {} of {num_layers} layers",
+                named(first),
+                named(last),
+            ),
+        });
+    }
+    Ok(StageLayers::even(num_layers))
+}
+
+/// The interleaved schedule's rules on a partition into `pp` stages of `virtual_stages` model
+/// chunks each: an even split into `pp · v` chunks (Megatron-LM's
+/// `num_layers_per_virtual_pipeline_stage` check), or, under a balanced or explicit layout
+/// (Megatron-Core's `--pipeline-model-parallel-layout`), a layer per chunk on every stage.
+fn check_interleaving(
+    stages: &StageLayers,
+    num_layers: u64,
+    pp: u64,
+    split: &PipelineSplit,
+    virtual_stages: u64,
+) -> Result<()> {
+    if virtual_stages <= 1 {
+        return Ok(());
+    }
+    let explicit = split.first_stage_layers.is_some() || split.last_stage_layers.is_some();
+    if split.balanced || explicit {
         let lightest = if pp > 2 {
             stages.first.min(stages.last).min(stages.middle)
         } else {
@@ -668,25 +686,25 @@ pub fn stage_partition(
                 min: virtual_stages,
             });
         }
-    } else if virtual_stages > 1 {
-        divisible(
-            "interleaved schedule splits each stage's layers into virtual stages",
-            "num_layers",
-            num_layers,
-            "pp × virtual_stages",
-            crate::error::mul(pp, virtual_stages, "pp × virtual stages")?,
-        )?;
-        if !stages.is_even() {
-            return Err(Error::Inconsistent {
-                rule: "the interleaved schedule needs the same layers on every stage",
-                detail: format!(
-                    "first {}, middle {}, last {}",
-                    stages.first, stages.middle, stages.last
-                ),
-            });
-        }
+        return Ok(());
     }
-    Ok(stages)
+    divisible(
+        "interleaved schedule splits each stage's layers into virtual stages",
+        "num_layers",
+        num_layers,
+        "pp × virtual_stages",
+        crate::error::mul(pp, virtual_stages, "pp × virtual stages")?,
+    )?;
+    if !stages.is_even() {
+        return Err(Error::Inconsistent {
+            rule: "the interleaved schedule needs the same layers on every stage",
+            detail: format!(
+                "first {}, middle {}, last {}",
+                stages.first, stages.middle, stages.last
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Even or balanced split of the layers (and embedding slots) over `pp ≥ 2` stages.

@@ -781,29 +781,7 @@ fn evaluate_precision(
     if req.token_floor.is_some_and(|f| tokens < f) {
         return Ok(Err((RejectReason::TooSlowForTokenFloor, tokens)));
     }
-    let counts = model.param_counts()?;
-    let loss_at = |t: f64| match &walk.moe_law {
-        Some(law) => law.loss(
-            counts.active_params.saturating_sub(counts.embedding_params) as f64,
-            t,
-        ),
-        None => req.law.loss(model, t),
-    };
-    let active_params = match &walk.moe_law {
-        Some(_) => counts.active_params,
-        None => shape.params,
-    };
-    let predicted_loss = loss_at(tokens)?;
-    // The speed band's tokens: a step as fast as the band's low end reaches more.
-    let scale = |step_seconds: f64| {
-        if step_seconds > 0.0 {
-            st.step_seconds / step_seconds
-        } else {
-            1.0
-        }
-    };
-    let loss_low = loss_at(tokens * scale(st.step_seconds_low))?.min(predicted_loss);
-    let loss_high = loss_at(tokens * scale(st.step_seconds_high))?.max(predicted_loss);
+    let loss = Losses::of(walk, model, &st, tokens)?;
     Ok(Ok(Candidate {
         shape,
         layout,
@@ -815,13 +793,57 @@ fn evaluate_precision(
         days: walk.usable_seconds / 86_400.0,
         days_to_token_floor: req.token_floor.map(|f| st.days_for_tokens(f)),
         tokens,
-        predicted_loss,
+        predicted_loss: loss.predicted,
         precision,
-        active_params,
-        loss_low,
-        loss_high,
+        active_params: match &walk.moe_law {
+            Some(_) => model.param_counts()?.active_params,
+            None => shape.params,
+        },
+        loss_low: loss.low,
+        loss_high: loss.high,
         equivalent_to_best: false,
     }))
+}
+
+/// A candidate's predicted loss at the tokens it reaches, and at the tokens the ends of its
+/// step-time band reach (a step as fast as the band's low end reaches more tokens).
+struct Losses {
+    predicted: f64,
+    low: f64,
+    high: f64,
+}
+
+impl Losses {
+    /// Under the plan's law: the dense law of the model's size, or the mixture-of-experts law
+    /// of its active non-embedding parameters.
+    fn of(
+        walk: &Walk<'_>,
+        model: &Transformer,
+        st: &step::StepTime,
+        tokens: f64,
+    ) -> Result<Losses> {
+        let counts = model.param_counts()?;
+        let loss_at = |t: f64| match &walk.moe_law {
+            Some(law) => law.loss(
+                counts.active_params.saturating_sub(counts.embedding_params) as f64,
+                t,
+            ),
+            None => walk.req.law.loss(model, t),
+        };
+        let predicted = loss_at(tokens)?;
+        let scale = |step_seconds: f64| {
+            if step_seconds > 0.0 {
+                st.step_seconds / step_seconds
+            } else {
+                1.0
+            }
+        };
+        Ok(Losses {
+            predicted,
+            low: loss_at(tokens * scale(st.step_seconds_low))?.min(predicted),
+            high: loss_at(tokens * scale(st.step_seconds_high))?.max(predicted),
+        })
+    }
 }
 
 /// Steps 3–6 for one shape over every layout; a per-pair failure is a rejection, not an

@@ -521,8 +521,9 @@ pub struct ShapeRuleArgs {
     /// Grouped-query attention with this many query heads per kv head (Llama 3 70B: 8).
     #[arg(long, value_name = "G", conflicts_with = "kv_heads", value_parser = positive_count)]
     pub kv_group: Option<u64>,
-    /// A fixed number of kv heads per shape (1: multi-query; Llama 3: 8).
-    #[arg(long, value_name = "K", value_parser = positive_count)]
+    /// A fixed number of kv heads per shape (1: multi-query; Llama 3: 8); `--gqa-groups` is
+    /// the same count under Megatron's name (its query groups).
+    #[arg(long, visible_alias = "gqa-groups", value_name = "K", value_parser = positive_count)]
     pub kv_heads: Option<u64>,
     /// FFN width: 4d, llama (8/3·d rounded up to 256), a multiple such as 3.5d (Llama 3,
     /// rounded up to 256) or a fixed width [default: 4d, llama for gated MLPs].

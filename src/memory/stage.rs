@@ -147,23 +147,8 @@ impl<'a> StageInputs<'a> {
         };
         let range = self.stages.range(index, self.layout.pp);
         debug_assert_eq!(range.end - range.start, layers);
-        let layout = self.layout;
-        let (mut params, experts) = crate::params::layers_params_on_rank_by_part(
-            self.model,
-            layout.tp,
-            layout.ep,
-            layout.expert_tp(),
-            range.clone(),
-        )?;
-        // One layer's share of the stage's parameters on the rank (the mean over the stage's
-        // layers where dense and mixture-of-experts layers mix).
-        let layer_share = add(params, experts, W)?.div_ceil(layers.max(1));
-        if has_first {
-            params = add(params, self.first_extra_params, W)?;
-        }
-        if has_last {
-            params = add(params, self.last_extra_params, W)?;
-        }
+        let (params, experts, layer_share) =
+            self.stage_params(range.clone(), layers, has_first, has_last)?;
         let in_flight = (self.layout.pp - index).min(self.micro_batches).max(1);
         // The first backward under 1F1B: every in-flight micro-batch held, the last stage's
         // logits and their gradient, one layer's backward working set.
@@ -225,6 +210,35 @@ impl<'a> StageInputs<'a> {
             expert_params_on_rank: experts,
             experts_bytes,
         })
+    }
+
+    /// The parameters on a rank of the stage holding the layers `range` (`layers` of them):
+    /// its dense parameters (with the embedding on the first stage and the head on the last)
+    /// and routed experts, and one layer's share of both (the mean over the stage's layers
+    /// where dense and mixture-of-experts layers mix).
+    fn stage_params(
+        &self,
+        range: std::ops::Range<u64>,
+        layers: u64,
+        has_first: bool,
+        has_last: bool,
+    ) -> Result<(u64, u64, u64)> {
+        let layout = self.layout;
+        let (mut params, experts) = crate::params::layers_params_on_rank_by_part(
+            self.model,
+            layout.tp,
+            layout.ep,
+            layout.expert_tp(),
+            range,
+        )?;
+        let layer_share = add(params, experts, W)?.div_ceil(layers.max(1));
+        if has_first {
+            params = add(params, self.first_extra_params, W)?;
+        }
+        if has_last {
+            params = add(params, self.last_extra_params, W)?;
+        }
+        Ok((params, experts, layer_share))
     }
 
     /// The rank's model states: weights (with FP8 copies of the weights it holds, after

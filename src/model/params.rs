@@ -373,18 +373,72 @@ fn layer_params_sharded(
     ep: u64,
     etp: u64,
 ) -> Option<LayerParams> {
-    let d = m.hidden_size;
     let heads = m.num_heads / tp;
-    let b = m.arch.biases;
-    let norm = |x: u64| m.arch.norm.checked_params(x);
     let mut layer = LayerParams::default();
+    attention_params(m, heads, kv_heads, &mut layer)?;
+    layer.attn_out_bias_params = if m.arch.biases.attn_out {
+        m.hidden_size
+    } else {
+        0
+    };
+    if m.arch.attention_sinks {
+        layer.attn_extra_params = layer.attn_extra_params.checked_add(heads)?;
+    }
+    match (kind, &m.moe) {
+        (LayerKind::Moe, Some(moe)) => moe_params(m, moe, tp, ep, etp, &mut layer)?,
+        _ => {
+            let (wi, bi, wo, bo) = mlp_tensors(m, m.ffn_size / tp, m.arch.biases.mlp)?;
+            layer.mlp_in_weight_params = wi;
+            layer.mlp_in_bias_params = bi;
+            layer.mlp_out_weight_params = wo;
+            layer.mlp_out_bias_params = bo;
+        }
+    }
+    layer.norm_params = m
+        .arch
+        .norm
+        .checked_params(m.hidden_size)?
+        .checked_mul(m.arch.block.norms_per_layer())?;
+    // The whole layer fits in u64, so every partial sum of the methods above does too.
+    [
+        layer.qkv_weight_params,
+        layer.qkv_bias_params,
+        layer.attn_out_weight_params,
+        layer.attn_out_bias_params,
+        layer.attn_extra_params,
+        layer.mlp_in_weight_params,
+        layer.mlp_in_bias_params,
+        layer.mlp_out_weight_params,
+        layer.mlp_out_bias_params,
+        layer.router_params,
+        layer.routed_expert_params,
+        layer.shared_expert_params,
+        layer.norm_params,
+    ]
+    .iter()
+    .try_fold(0u64, |acc, &x| acc.checked_add(x))?;
+    Some(layer)
+}
+
+/// The attention's projections and norms on a rank holding `heads` query heads and
+/// `kv_heads` key/value heads, into `layer`: multi-head/grouped-query attention with its QK
+/// norms, or DeepSeek's multi-head latent attention (low-rank query and key/value
+/// projections, their norms).
+fn attention_params(
+    m: &Transformer,
+    heads: u64,
+    kv_heads: u64,
+    layer: &mut LayerParams,
+) -> Option<()> {
+    let d = m.hidden_size;
+    let norm = |x: u64| m.arch.norm.checked_params(x);
     match &m.attention {
         Attention::Standard => {
             let q = heads.checked_mul(m.head_dim)?;
             let kv = kv_heads.checked_mul(m.head_dim)?;
             let qkv_out = q.checked_add(kv.checked_mul(2)?)?;
             layer.qkv_weight_params = d.checked_mul(qkv_out)?;
-            layer.qkv_bias_params = if b.qkv { qkv_out } else { 0 };
+            layer.qkv_bias_params = if m.arch.biases.qkv { qkv_out } else { 0 };
             layer.attn_out_weight_params = q.checked_mul(d)?;
             layer.attn_extra_params = match m.arch.qk_norm {
                 QkNorm::None => 0,
@@ -409,61 +463,39 @@ fn layer_params_sharded(
                 norm(mla.kv_lora_rank)?.checked_add(mla.q_lora_rank.map_or(Some(0), norm)?)?;
         }
     }
-    layer.attn_out_bias_params = if b.attn_out { d } else { 0 };
-    if m.arch.attention_sinks {
-        layer.attn_extra_params = layer.attn_extra_params.checked_add(heads)?;
+    Some(())
+}
+
+/// A mixture-of-experts layer's router, routed experts (`E/ep` of them, each split over
+/// `etp`) and shared experts (split over `tp`), into `layer`.
+fn moe_params(
+    m: &Transformer,
+    moe: &crate::model::Moe,
+    tp: u64,
+    ep: u64,
+    etp: u64,
+    layer: &mut LayerParams,
+) -> Option<()> {
+    let (d, e) = (m.hidden_size, moe.num_experts);
+    let router_bias = if moe.router_bias { e } else { 0 };
+    let correction = if moe.score_correction_bias { e } else { 0 };
+    layer.router_params = d
+        .checked_mul(e)?
+        .checked_add(router_bias)?
+        .checked_add(correction)?;
+    let (wi, bi, wo, bo) = mlp_tensors(m, moe.expert_ffn_size / etp.max(1), moe.expert_biases)?;
+    layer.routed_expert_params =
+        (e / ep.max(1)).checked_mul(wi.checked_add(bi)?.checked_add(wo)?.checked_add(bo)?)?;
+    if moe.shared_ffn_size > 0 {
+        let (wi, bi, wo, bo) = mlp_tensors(m, moe.shared_ffn_size / tp, false)?;
+        let gate = if moe.shared_expert_gate { d } else { 0 };
+        layer.shared_expert_params = wi
+            .checked_add(bi)?
+            .checked_add(wo)?
+            .checked_add(bo)?
+            .checked_add(gate)?;
     }
-    match (kind, &m.moe) {
-        (LayerKind::Moe, Some(moe)) => {
-            let e = moe.num_experts;
-            let router_bias = if moe.router_bias { e } else { 0 };
-            let correction = if moe.score_correction_bias { e } else { 0 };
-            layer.router_params = d
-                .checked_mul(e)?
-                .checked_add(router_bias)?
-                .checked_add(correction)?;
-            let (wi, bi, wo, bo) =
-                mlp_tensors(m, moe.expert_ffn_size / etp.max(1), moe.expert_biases)?;
-            layer.routed_expert_params = (e / ep.max(1))
-                .checked_mul(wi.checked_add(bi)?.checked_add(wo)?.checked_add(bo)?)?;
-            if moe.shared_ffn_size > 0 {
-                let (wi, bi, wo, bo) = mlp_tensors(m, moe.shared_ffn_size / tp, false)?;
-                let gate = if moe.shared_expert_gate { d } else { 0 };
-                layer.shared_expert_params = wi
-                    .checked_add(bi)?
-                    .checked_add(wo)?
-                    .checked_add(bo)?
-                    .checked_add(gate)?;
-            }
-        }
-        _ => {
-            let (wi, bi, wo, bo) = mlp_tensors(m, m.ffn_size / tp, b.mlp)?;
-            layer.mlp_in_weight_params = wi;
-            layer.mlp_in_bias_params = bi;
-            layer.mlp_out_weight_params = wo;
-            layer.mlp_out_bias_params = bo;
-        }
-    }
-    layer.norm_params = norm(d)?.checked_mul(m.arch.block.norms_per_layer())?;
-    // The whole layer fits in u64, so every partial sum of the methods above does too.
-    [
-        layer.qkv_weight_params,
-        layer.qkv_bias_params,
-        layer.attn_out_weight_params,
-        layer.attn_out_bias_params,
-        layer.attn_extra_params,
-        layer.mlp_in_weight_params,
-        layer.mlp_in_bias_params,
-        layer.mlp_out_weight_params,
-        layer.mlp_out_bias_params,
-        layer.router_params,
-        layer.routed_expert_params,
-        layer.shared_expert_params,
-        layer.norm_params,
-    ]
-    .iter()
-    .try_fold(0u64, |acc, &x| acc.checked_add(x))?;
-    Some(layer)
+    Some(())
 }
 
 /// The parameters outside the transformer layers, split by the end of the model that holds

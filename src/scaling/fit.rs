@@ -330,6 +330,26 @@ pub fn fit_parametric_with_progress(
             opts.max_iters
         ))
     })?;
+    let law = fitted_law(&p)?;
+    let residuals: Vec<f64> = runs
+        .iter()
+        .map(|r| law.loss(r.params, r.tokens).map(|l| l.ln() - r.loss.ln()))
+        .collect::<Result<_>>()?;
+    let rms_residual =
+        (residuals.iter().map(|r| r * r).sum::<f64>() / residuals.len() as f64).sqrt();
+    Ok(FitResult {
+        law,
+        objective,
+        residuals,
+        rms_residual,
+        starts: total,
+        completed,
+    })
+}
+
+/// The law at the optimum `p = [ln A, ln B, ln E, α, β]`, refused when it is invalid or an
+/// exponent exceeds [`MAX_FITTED_EXPONENT`] (the runs then do not show a power law).
+fn fitted_law(p: &[f64; 5]) -> Result<ParametricLaw> {
     let law = ParametricLaw::new(p[2].exp(), p[0].exp(), p[1].exp(), p[3], p[4]).map_err(|e| {
         Error::FitRejected {
             context: "the fitted law is invalid, so the runs do not constrain it",
@@ -347,20 +367,7 @@ pub fn fit_parametric_with_progress(
             )));
         }
     }
-    let residuals: Vec<f64> = runs
-        .iter()
-        .map(|r| law.loss(r.params, r.tokens).map(|l| l.ln() - r.loss.ln()))
-        .collect::<Result<_>>()?;
-    let rms_residual =
-        (residuals.iter().map(|r| r * r).sum::<f64>() / residuals.len() as f64).sqrt();
-    Ok(FitResult {
-        law,
-        objective,
-        residuals,
-        rms_residual,
-        starts: total,
-        completed,
-    })
+    Ok(law)
 }
 
 /// L-BFGS from every start, on [`FitOptions::threads`] workers; results in start order, so the

@@ -177,76 +177,119 @@ pub(crate) fn variant_gemms(
     crate::error::positive(t, "tp")?;
     let local = layout.local_seq_len();
     let tokens = crate::error::mul(local, layout.micro_batch, "tokens per micro-batch")?;
-    let (s, b) = (layout.seq_len, layout.micro_batch);
-    let d = model.hidden_size;
     let heads = model.num_heads / t;
-    let linear = opts.gemm_dtype();
     // Context parallelism: ring attention computes the rank's `s/cp` queries against every
     // key; all-to-all attention the whole sequence's queries for `1/cp` of the heads.
     let (queries, core_heads) = match layout.cp_comm {
-        crate::parallel::CpComm::A2a if layout.cp > 1 => (s, heads / layout.cp),
+        crate::parallel::CpComm::A2a if layout.cp > 1 => (layout.seq_len, heads / layout.cp),
         _ => (local, heads),
     };
-    let block_scaled = opts.memory.gemm_precision == crate::hardware::GemmPrecision::Mxfp8;
-    let g = |m: u64, n: u64, k: u64, batch: u64, dtype: Dtype| Gemm {
-        m,
-        n,
-        k,
-        batch,
-        dtype,
-        pass: crate::hardware::GemmPass::Forward,
-        block_scaled: block_scaled && dtype == Dtype::Fp8,
+    let shapes = Shapes {
+        tokens,
+        linear: opts.gemm_dtype(),
+        block_scaled: opts.memory.gemm_precision == crate::hardware::GemmPrecision::Mxfp8,
     };
     let ctx = attended_keys(model, layout, opts, variant);
     let mut list = LayerGemms::new();
-    use GemmRole::{AttentionCore, Expert, Linear, Router, SharedExpert};
-    // Attention: projections, core, output.
-    const W: &str = "a layer's GEMM shapes";
-    let (mul, add) = (
-        |a: u64, b: u64| crate::error::mul(a, b, W),
-        |a: u64, b: u64| crate::error::add(a, b, W),
-    );
-    let (q_width, qk_dim, v_dim) = match &model.attention {
+    let (q_width, qk_dim, v_dim) = projection_gemms(model, t, &shapes, &mut list)?;
+    // Attention's score and value GEMMs stay in 16 bits (Transformer Engine casts only the
+    // linear layers).
+    let attn_batch = mul(layout.micro_batch, core_heads)?;
+    let core = |m, n, k| shapes.gemm(m, n, k, attn_batch, opts.dtype);
+    list.push(core(queries, ctx, qk_dim), GemmRole::AttentionCore)?;
+    list.push(core(queries, v_dim, ctx), GemmRole::AttentionCore)?;
+    list.push(shapes.linear(model.hidden_size, q_width), GemmRole::Linear)?;
+    let experts = mlp_gemms(model, layout, opts, variant, &shapes, &mut list)?;
+    Ok((list, experts))
+}
+
+/// What a layer's GEMM shapes name in their overflow errors.
+const W: &str = "a layer's GEMM shapes";
+
+fn mul(a: u64, b: u64) -> Result<u64> {
+    crate::error::mul(a, b, W)
+}
+
+fn add(a: u64, b: u64) -> Result<u64> {
+    crate::error::add(a, b, W)
+}
+
+/// The GEMMs of one layer's micro-batch: `tokens` rows, the linear layers' type, and whether
+/// FP8 GEMMs are block-scaled (MXFP8).
+struct Shapes {
+    tokens: u64,
+    linear: Dtype,
+    block_scaled: bool,
+}
+
+impl Shapes {
+    /// A forward GEMM of `batch` products of `m×k` by `k×n` in `dtype`.
+    fn gemm(&self, m: u64, n: u64, k: u64, batch: u64, dtype: Dtype) -> Gemm {
+        Gemm {
+            m,
+            n,
+            k,
+            batch,
+            dtype,
+            pass: crate::hardware::GemmPass::Forward,
+            block_scaled: self.block_scaled && dtype == Dtype::Fp8,
+        }
+    }
+
+    /// A linear layer from `k` to `n` features over every token of the micro-batch.
+    fn linear(&self, n: u64, k: u64) -> Gemm {
+        self.gemm(self.tokens, n, k, 1, self.linear)
+    }
+}
+
+/// The attention's input projections on a rank of `t`, pushed onto `list`; returns the
+/// attention output's width on the rank, and the query-key and value head sizes.
+fn projection_gemms(
+    model: &Transformer,
+    t: u64,
+    shapes: &Shapes,
+    list: &mut LayerGemms,
+) -> Result<(u64, u64, u64)> {
+    let d = model.hidden_size;
+    let heads = model.num_heads / t;
+    let linear = GemmRole::Linear;
+    Ok(match &model.attention {
         crate::model::Attention::Standard => {
             let kv = crate::parallel::kv_heads_per_rank(model.num_kv_heads, t)?;
             let hd = model.head_dim;
             let q = mul(heads, hd)?;
-            let n = add(q, mul(mul(kv, hd)?, 2)?)?;
-            list.push(g(tokens, n, d, 1, linear), Linear)?;
+            list.push(shapes.linear(add(q, mul(mul(kv, hd)?, 2)?)?, d), linear)?;
             (q, hd, hd)
         }
         crate::model::Attention::MultiLatent(mla) => {
             let qk = add(mla.qk_nope_head_dim, mla.qk_rope_head_dim)?;
             match mla.q_lora_rank {
                 Some(r) => {
-                    list.push(g(tokens, r, d, 1, linear), Linear)?;
-                    list.push(g(tokens, mul(heads, qk)?, r, 1, linear), Linear)?;
+                    list.push(shapes.linear(r, d), linear)?;
+                    list.push(shapes.linear(mul(heads, qk)?, r), linear)?;
                 }
-                None => list.push(g(tokens, mul(heads, qk)?, d, 1, linear), Linear)?,
+                None => list.push(shapes.linear(mul(heads, qk)?, d), linear)?,
             }
             let latent = mla.kv_lora_rank;
-            list.push(
-                g(tokens, add(latent, mla.qk_rope_head_dim)?, d, 1, linear),
-                Linear,
-            )?;
+            list.push(shapes.linear(add(latent, mla.qk_rope_head_dim)?, d), linear)?;
             let kv_up = mul(heads, add(mla.qk_nope_head_dim, mla.v_head_dim)?)?;
-            list.push(g(tokens, kv_up, latent, 1, linear), Linear)?;
+            list.push(shapes.linear(kv_up, latent), linear)?;
             (mul(heads, mla.v_head_dim)?, qk, mla.v_head_dim)
         }
-    };
-    // Attention's score and value GEMMs stay in 16 bits (Transformer Engine casts only the
-    // linear layers).
-    let attn_batch = mul(b, core_heads)?;
-    list.push(
-        g(queries, ctx, qk_dim, attn_batch, opts.dtype),
-        AttentionCore,
-    )?;
-    list.push(
-        g(queries, v_dim, ctx, attn_batch, opts.dtype),
-        AttentionCore,
-    )?;
-    list.push(g(tokens, d, q_width, 1, linear), Linear)?;
-    // Feed-forward.
+    })
+}
+
+/// The feed-forward's GEMMs pushed onto `list`: the dense MLP, or a mixture-of-experts layer's
+/// router, routed experts (grouped, at the expert batch it returns) and shared experts.
+fn mlp_gemms(
+    model: &Transformer,
+    layout: &ParallelLayout,
+    opts: &StepOptions,
+    variant: LayerVariant,
+    shapes: &Shapes,
+    list: &mut LayerGemms,
+) -> Result<Option<crate::parallel::ExpertBatch>> {
+    let (d, t) = (model.hidden_size, layout.tp);
     let gated = if model.arch.mlp == MlpKind::Gated {
         2
     } else {
@@ -254,26 +297,29 @@ pub(crate) fn variant_gemms(
     };
     match model.moe {
         Some(moe) if variant.moe => {
-            let x = crate::parallel::expert_batch(&moe, layout, opts.memory.routing, tokens)?;
-            list.push(
-                g(x.routed_tokens, moe.num_experts, d, 1, opts.dtype),
-                Router,
-            )?;
+            let x =
+                crate::parallel::expert_batch(&moe, layout, opts.memory.routing, shapes.tokens)?;
+            let router = shapes.gemm(x.routed_tokens, moe.num_experts, d, 1, opts.dtype);
+            list.push(router, GemmRole::Router)?;
             let (batch, te) = (x.local_experts, x.tokens_per_expert);
-            list.push(g(te, mul(gated, x.width)?, d, batch, linear), Expert)?;
-            list.push(g(te, d, x.width, batch, linear), Expert)?;
+            let up = shapes.gemm(te, mul(gated, x.width)?, d, batch, shapes.linear);
+            list.push(up, GemmRole::Expert)?;
+            list.push(
+                shapes.gemm(te, d, x.width, batch, shapes.linear),
+                GemmRole::Expert,
+            )?;
             let fs = moe.shared_ffn_size / t;
             if fs > 0 {
-                list.push(g(tokens, mul(gated, fs)?, d, 1, linear), SharedExpert)?;
-                list.push(g(tokens, d, fs, 1, linear), SharedExpert)?;
+                list.push(shapes.linear(mul(gated, fs)?, d), GemmRole::SharedExpert)?;
+                list.push(shapes.linear(d, fs), GemmRole::SharedExpert)?;
             }
-            Ok((list, Some(x)))
+            Ok(Some(x))
         }
         _ => {
             let f = model.ffn_size / t;
-            list.push(g(tokens, mul(gated, f)?, d, 1, linear), Linear)?;
-            list.push(g(tokens, d, f, 1, linear), Linear)?;
-            Ok((list, None))
+            list.push(shapes.linear(mul(gated, f)?, d), GemmRole::Linear)?;
+            list.push(shapes.linear(d, f), GemmRole::Linear)?;
+            Ok(None)
         }
     }
 }

@@ -208,27 +208,7 @@ fn memory_bound(
     let ctx = attended_keys(model, layout, opts, variant);
     let tokens = s as f64 * b as f64;
     let e = opts.dtype.bytes() as f64;
-    let act_inputs = if model.arch.mlp == MlpKind::Gated {
-        2.0
-    } else {
-        1.0
-    };
-    let (mlp_act_bytes, moe_bytes, a2a_elements, ff_tp) = match (model.moe, experts) {
-        (Some(moe), Some(x)) => {
-            let fs = (moe.shared_ffn_size / t) as f64;
-            let held = x.local_experts as f64 * x.tokens_per_expert as f64;
-            let routed = x.routed_tokens as f64;
-            let (h, k) = (d as f64, moe.top_k as f64);
-            let act = (act_inputs + 1.0) * e * (held * x.width as f64 + tokens * fs);
-            let permute = 2.0 * e * (routed * h + held * h);
-            let router = 2.0 * 4.0 * routed * moe.num_experts as f64;
-            (act, permute + router, routed * k * h, layout.expert_tp())
-        }
-        _ => {
-            let f = (model.ffn_size / t) as f64;
-            ((act_inputs + 1.0) * e * tokens * f, 0.0, 0.0, t)
-        }
-    };
+    let ff = feed_forward_bytes(model, layout, experts, tokens, e);
     let (sf, bf, h) = (s as f64, b as f64, d as f64);
     let sbh = if layout.sequence_parallel {
         sf * bf * h / t as f64
@@ -249,7 +229,7 @@ fn memory_bound(
             }
     };
     let dense_bytes =
-        norms * 2.0 * e * sbh + 2.0 * (3.0 * e + mask) * sbh + mlp_act_bytes + moe_bytes;
+        norms * 2.0 * e * sbh + 2.0 * (3.0 * e + mask) * sbh + ff.activation + ff.routing;
     // FP8: each linear GEMM's input is cast (read 16 bits, write 8 bits and its scale; current
     // scaling reads it once more for its amax). The backward casts the output gradients and
     // transposes the inputs for the weight gradients: twice as many bytes again (an
@@ -268,19 +248,74 @@ fn memory_bound(
     } else {
         1.0
     };
-    let rotary = f64::from(u8::from(matches!(
-        model.arch.position,
-        crate::model::PositionKind::Rotary
-    )));
-    let routing = if experts.is_some() { 4.0 } else { 0.0 };
     let casts = if cast > 0.0 { 4.0 } else { 0.0 };
     MemoryBoundWork {
         fwd_bytes: dense_bytes + softmax + cast_fwd,
-        fwd_kernels: norms + 2.0 + 1.0 + rotary + core_kernels + routing + casts,
+        fwd_kernels: norms + 2.0 + 1.0 + rotary_kernels(model) + core_kernels + ff.kernels + casts,
         core_bytes: softmax,
         core_kernels,
-        a2a_elements,
-        ff_tp,
+        a2a_elements: ff.a2a_elements,
+        ff_tp: ff.tp,
+    }
+}
+
+/// One kernel for the rotary embeddings where the model uses them.
+fn rotary_kernels(model: &Transformer) -> f64 {
+    f64::from(u8::from(matches!(
+        model.arch.position,
+        crate::model::PositionKind::Rotary
+    )))
+}
+
+/// The feed-forward block's memory-bound forward work: its activation's bytes, the routed
+/// experts' permutations and router softmax, the all-to-all's elements, the routing kernels
+/// and the tensor-parallel degree of its collective.
+struct FeedForwardWork {
+    activation: f64,
+    routing: f64,
+    a2a_elements: f64,
+    kernels: f64,
+    tp: u64,
+}
+
+/// [`FeedForwardWork`] of a dense MLP, or of a mixture-of-experts layer at its expert batch
+/// `experts`, over `tokens` tokens of `e` bytes per element.
+fn feed_forward_bytes(
+    model: &Transformer,
+    layout: &ParallelLayout,
+    experts: Option<&crate::parallel::ExpertBatch>,
+    tokens: f64,
+    e: f64,
+) -> FeedForwardWork {
+    let t = layout.tp;
+    let act_inputs = if model.arch.mlp == MlpKind::Gated {
+        2.0
+    } else {
+        1.0
+    };
+    match (model.moe, experts) {
+        (Some(moe), Some(x)) => {
+            let fs = (moe.shared_ffn_size / t) as f64;
+            let held = x.local_experts as f64 * x.tokens_per_expert as f64;
+            let routed = x.routed_tokens as f64;
+            let (h, k) = (model.hidden_size as f64, moe.top_k as f64);
+            let permute = 2.0 * e * (routed * h + held * h);
+            let router = 2.0 * 4.0 * routed * moe.num_experts as f64;
+            FeedForwardWork {
+                activation: (act_inputs + 1.0) * e * (held * x.width as f64 + tokens * fs),
+                routing: permute + router,
+                a2a_elements: routed * k * h,
+                kernels: 4.0,
+                tp: layout.expert_tp(),
+            }
+        }
+        _ => FeedForwardWork {
+            activation: (act_inputs + 1.0) * e * tokens * (model.ffn_size / t) as f64,
+            routing: 0.0,
+            a2a_elements: 0.0,
+            kernels: 0.0,
+            tp: t,
+        },
     }
 }
 

@@ -105,33 +105,7 @@ impl TryFrom<QwenConfig> for Transformer {
             .build()?;
         let experts = or(c.num_experts, e0);
         if c.model_type != "qwen3" && experts > 0 {
-            // Dense layers must be a leading run for the periodic rule of `Moe`.
-            let dense: Vec<u64> = c
-                .mlp_only_layers
-                .unwrap_or_default()
-                .into_iter()
-                .map(|x| x.0)
-                .collect();
-            if dense.iter().enumerate().any(|(i, &x)| x != i as u64) {
-                return Err(Error::Unsupported {
-                    what: "reading mlp_only_layers",
-                    feature: "dense layers other than a leading run",
-                });
-            }
-            let shared = or(c.shared_expert_intermediate_size, fs0);
-            m = m.with_moe(Moe {
-                num_shared_experts: u64::from(shared > 0),
-                shared_ffn_size: shared,
-                shared_expert_gate: shared > 0,
-                first_dense_layers: dense.len() as u64,
-                layer_period: or(c.decoder_sparse_step, 1),
-                layer_offset: 1,
-                ..Moe::routed(
-                    experts,
-                    or(c.num_experts_per_tok, k0),
-                    or(c.moe_intermediate_size, fe0),
-                )
-            })?;
+            m = m.with_moe(qwen_moe(&c, experts, k0, fe0, fs0)?)?;
         }
         let window = or(c.sliding_window, 4096);
         if let Some(types) = &c.layer_types {
@@ -144,4 +118,39 @@ impl TryFrom<QwenConfig> for Transformer {
         }
         Ok(m)
     }
+}
+
+/// The mixture of `experts` routed experts of a Qwen MoE config, with the class defaults for
+/// the experts per token `k0`, the expert width `fe0` and the shared expert's width `fs0`
+/// (`modeling_qwen2_moe.py`, `modeling_qwen3_moe.py`): the layers in `mlp_only_layers` dense
+/// (a leading run), sparse every `decoder_sparse_step` layers after them.
+fn qwen_moe(c: &QwenConfig, experts: u64, k0: u64, fe0: u64, fs0: u64) -> Result<Moe> {
+    // Dense layers must be a leading run for the periodic rule of `Moe`.
+    let dense: Vec<u64> = c
+        .mlp_only_layers
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|x| x.0)
+        .collect();
+    if dense.iter().enumerate().any(|(i, &x)| x != i as u64) {
+        return Err(Error::Unsupported {
+            what: "reading mlp_only_layers",
+            feature: "dense layers other than a leading run",
+        });
+    }
+    let shared = or(c.shared_expert_intermediate_size, fs0);
+    Ok(Moe {
+        num_shared_experts: u64::from(shared > 0),
+        shared_ffn_size: shared,
+        shared_expert_gate: shared > 0,
+        first_dense_layers: dense.len() as u64,
+        layer_period: or(c.decoder_sparse_step, 1),
+        layer_offset: 1,
+        ..Moe::routed(
+            experts,
+            or(c.num_experts_per_tok, k0),
+            or(c.moe_intermediate_size, fe0),
+        )
+    })
 }
