@@ -3,7 +3,7 @@
 //! dollars per million tokens, each speed with the machine profile's band.
 //!
 //! `cargo run --release --example serve -- [--config PATH | --preset NAME] [--gpu NAME |
-//! --system NAME|PATH] [--tp N --pp N --ep N --attention-dp N] [--weights bf16|fp8|fp8-block]
+//! --system NAME|PATH] [--tp N --pp N --ep N --attention-dp N] [--weights bf16|fp8|fp8-block|nvfp4|mxfp4]
 //! [--kv-cache bf16|fp8] [--isl N --osl N] [--concurrency N | --max-throughput]
 //! [--kv-block-tokens N] [--static-batching] [--gpu-hour-cost D] [--sweep [--svg PATH]]
 //! [--json]`. Without a model: Llama-2-7B on one H100 of a DGX H100, 1024 tokens in and out,
@@ -55,7 +55,7 @@ struct Cli {
     /// Attention data parallelism beside expert parallelism.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive_count)]
     attention_dp: u64,
-    /// Linear-layer weights: bf16, fp8 or fp8-block (where the machine measured them).
+    /// Linear-layer weights: bf16, fp8, fp8-block, nvfp4 or mxfp4 (FP4 on Blackwell and later).
     #[arg(long, value_name = "P", default_value = "bf16", value_parser = weights)]
     weights: WeightPrecision,
     /// KV cache: bf16 or fp8.

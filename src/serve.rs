@@ -45,35 +45,77 @@ pub enum WeightPrecision {
     Fp8,
     /// FP8 with 128-element block scales (DeepSeek-V3's recipe).
     Fp8Block,
+    /// NVFP4: 4-bit E2M1 values with an FP8 (E4M3) scale per 16 and an fp32 scale per
+    /// tensor (NVIDIA, "Introducing NVFP4", 2025), Blackwell and later.
+    Nvfp4,
+    /// MXFP4: 4-bit E2M1 values with an E8M0 scale per 32 (OCP Microscaling Formats v1.0;
+    /// gpt-oss's released weights), Blackwell and later.
+    Mxfp4,
 }
 
 crate::error::named!(WeightPrecision, "weight precision", [
     Bf16 => "bf16",
     Fp8 => "fp8",
     Fp8Block => "fp8-block",
+    Nvfp4 => "nvfp4",
+    Mxfp4 => "mxfp4",
 ]);
 
 impl WeightPrecision {
-    /// Bytes per weight (scales not counted: one per tensor or per 128×128 block).
+    /// Whole bytes per weight value on its own (FP4 packs two values per byte: see
+    /// [`WeightPrecision::bits_per_weight`] for what a weight costs).
     pub fn bytes(self) -> u64 {
+        self.dtype().bytes()
+    }
+
+    /// Bits a weight costs in memory with its share of the block scales: 16 (bf16), 8 (fp8; one
+    /// fp32 scale per tensor), 8 + 32/128² (fp8-block), 4 + 8/16 (nvfp4), 4 + 8/32 (mxfp4).
+    ///
+    /// ```
+    /// use lmshape::serve::WeightPrecision;
+    /// assert_eq!(WeightPrecision::Nvfp4.bits_per_weight(), 4.5);
+    /// assert_eq!(WeightPrecision::Mxfp4.bits_per_weight(), 4.25);
+    /// ```
+    pub fn bits_per_weight(self) -> f64 {
+        let value = self.dtype().bits() as f64;
+        value
+            + match self {
+                WeightPrecision::Bf16 | WeightPrecision::Fp8 => 0.0,
+                WeightPrecision::Fp8Block => 32.0 / (128.0 * 128.0),
+                WeightPrecision::Nvfp4 => 8.0 / 16.0,
+                WeightPrecision::Mxfp4 => 8.0 / 32.0,
+            }
+    }
+
+    /// Bytes of `params` weights with their scales ([`WeightPrecision::bits_per_weight`]),
+    /// rounded up.
+    ///
+    /// # Errors
+    /// Bytes that do not fit `u64`.
+    pub fn weights_bytes(self, params: u64) -> Result<u64> {
+        crate::error::to_u64(
+            (params as f64 * self.bits_per_weight() / 8.0).ceil(),
+            "weight bytes",
+        )
+    }
+
+    /// The Tensor Core type the linear layers' GEMMs run in.
+    pub fn dtype(self) -> Dtype {
         match self {
-            WeightPrecision::Bf16 => 2,
-            WeightPrecision::Fp8 | WeightPrecision::Fp8Block => 1,
+            WeightPrecision::Bf16 => Dtype::Bf16,
+            WeightPrecision::Fp8 | WeightPrecision::Fp8Block => Dtype::Fp8,
+            WeightPrecision::Nvfp4 | WeightPrecision::Mxfp4 => Dtype::Fp4,
         }
     }
 
+    /// A linear layer's GEMM in this precision: per-tensor FP8, or block-scaled FP8 and FP4
+    /// (both FP4 formats time as the measured NVFP4 kernels, activations cast to FP4 as
+    /// TensorRT-LLM's NVFP4 GEMM does; an assumption for MXFP4).
     fn gemm(self, g: Gemm) -> Gemm {
-        match self {
-            WeightPrecision::Bf16 => g,
-            WeightPrecision::Fp8 => Gemm {
-                dtype: Dtype::Fp8,
-                ..g
-            },
-            WeightPrecision::Fp8Block => Gemm {
-                dtype: Dtype::Fp8,
-                block_scaled: true,
-                ..g
-            },
+        Gemm {
+            dtype: self.dtype(),
+            block_scaled: !matches!(self, WeightPrecision::Bf16 | WeightPrecision::Fp8),
+            ..g
         }
     }
 }
@@ -332,7 +374,7 @@ fn weights_bytes(model: &Transformer, d: &Deployment) -> Result<u64> {
     ] {
         let rest = stage.params_on_rank - if first { embedding } else { 0 };
         let bytes = crate::error::add(
-            crate::error::mul(rest, d.weights.bytes(), W)?,
+            d.weights.weights_bytes(rest)?,
             if first { 2 * embedding } else { 0 },
             W,
         )?;
@@ -478,7 +520,7 @@ fn expert_seconds(r: &Replica, g: Gemm, tokens: f64) -> Result<f64> {
         ..g
     };
     let compute = p.gemm_seconds(&d.weights.gemm(all_rows), gpu)?;
-    let weight_bytes = (g.n as f64) * (g.k as f64) * d.weights.bytes() as f64;
+    let weight_bytes = (g.n as f64) * (g.k as f64) * d.weights.bits_per_weight() / 8.0;
     let stream = p.memory_seconds(gpu, touched * weight_bytes, 1.0);
     Ok(compute.max(stream))
 }

@@ -96,6 +96,45 @@ fn impossible_requests_are_errors() {
     assert!(e.contains("weights"), "{e}");
 }
 
+/// 4-bit weights: on a Blackwell node the weights take their bits (4.5 per value for NVFP4,
+/// 4.25 for MXFP4, against bf16's 16) and leave the KV cache more room; a Hopper node has no
+/// 4-bit kernels, and the error names the precision.
+#[test]
+fn four_bit_weights() {
+    use lmshape::serve::WeightPrecision;
+    let m = config("llama-2-7b");
+    let p = SystemProfile::by_name("dgx-b200").unwrap();
+    let at = |weights| {
+        let d = Deployment {
+            weights,
+            ..Deployment::default()
+        };
+        serve::serve(&m, &p, &d, &Workload::default()).unwrap()
+    };
+    let bf16 = at(WeightPrecision::Bf16);
+    // The 16-bit embedding table stays 16-bit: the rest shrinks by its bits.
+    let embedding = 32_000 * 4096u64 * 2;
+    for (w, bits) in [
+        (WeightPrecision::Nvfp4, 4.5),
+        (WeightPrecision::Mxfp4, 4.25),
+    ] {
+        let r = at(w);
+        let ratio = (r.weights_bytes_per_gpu - embedding) as f64
+            / (bf16.weights_bytes_per_gpu - embedding) as f64;
+        assert!((ratio - bits / 16.0).abs() < 1e-6, "{w}: {ratio}");
+        assert!(r.max_concurrency >= bf16.max_concurrency);
+    }
+    let h100 = SystemProfile::by_name("dgx-h100").unwrap();
+    let d = Deployment {
+        weights: WeightPrecision::Nvfp4,
+        ..Deployment::default()
+    };
+    let e = serve::serve(&m, &h100, &d, &Workload::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("fp4"), "{e}");
+}
+
 proptest! {
     #![proptest_config(common::proptest_config("proptest-regressions/serve.txt", 48))]
 

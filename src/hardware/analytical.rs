@@ -114,10 +114,10 @@ impl AnalyticalTimer {
 
     /// Whether the leading dimensions (`n` and `k`) meet the Tensor Core alignment.
     pub fn aligned(gemm: &Gemm) -> bool {
-        let b = gemm.dtype.bytes();
-        [gemm.n, gemm.k]
-            .iter()
-            .all(|&d| (u128::from(d) * u128::from(b)) % u128::from(TENSOR_CORE_ALIGN_BYTES) == 0)
+        let bits = gemm.dtype.bits();
+        [gemm.n, gemm.k].iter().all(|&d| {
+            (u128::from(d) * u128::from(bits)) % (8 * u128::from(TENSOR_CORE_ALIGN_BYTES)) == 0
+        })
     }
 
     /// Compute-bound seconds with the best tile (no launch cost, no roofline).
@@ -147,7 +147,7 @@ pub(crate) fn compute_seconds(
     };
     let sms = gpu.sm_count as f64;
     let per_sm = peak * efficiency / sms;
-    let slice = (K_SLICE_BYTES / gemm.dtype.bytes()).max(1);
+    let slice = (8 * K_SLICE_BYTES / gemm.dtype.bits()).max(1);
     let k_eff = gemm.k.div_ceil(slice) as f64 * slice as f64;
     let reuse = |tm: f64, tn: f64| {
         let r = tm * tn / (tm + tn);

@@ -95,7 +95,12 @@ impl CudaTimer {
                 bsys::cudaDataType_t::CUDA_R_32F,
                 bsys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
             ),
-            Dtype::Fp8 => return Err(Error::Gpu("fp8 GEMMs are not timed by this backend".into())),
+            Dtype::Fp8 | Dtype::Fp4 => {
+                return Err(Error::Gpu(format!(
+                    "{} GEMMs are not timed by this backend",
+                    g.dtype
+                )));
+            }
         };
         let int = |x: u64, what: &'static str| -> Result<i32> {
             i32::try_from(x).map_err(|_| Error::Inconsistent {

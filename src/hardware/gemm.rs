@@ -65,10 +65,10 @@ impl Gemm {
         2.0 * self.m as f64 * self.n as f64 * self.k as f64 * self.batch as f64
     }
 
-    /// Bytes read and written at least once: `(m·k + k·n + m·n) · batch · bytes`.
+    /// Bytes read and written at least once: `(m·k + k·n + m·n) · batch · bits / 8`.
     pub fn min_bytes(&self) -> f64 {
         let (m, n, k) = (self.m as f64, self.n as f64, self.k as f64);
-        (m * k + k * n + m * n) * self.batch as f64 * self.dtype.bytes() as f64
+        (m * k + k * n + m * n) * self.batch as f64 * self.dtype.bits() as f64 / 8.0
     }
 
     /// The data-gradient GEMM of `Y = X·W` in the backward pass: `dX[m×k] = dY[m×n]·Wᵀ`

@@ -33,27 +33,42 @@ pub enum Dtype {
     Bf16,
     /// 8-bit floating point (E4M3/E5M2), Hopper and later.
     Fp8,
+    /// 4-bit floating point (E2M1) with block scales, Blackwell and later: NVFP4 (an FP8 scale
+    /// per 16 values) or MXFP4 (an E8M0 scale per 32; OCP Microscaling Formats v1.0).
+    Fp4,
 }
 
 impl Dtype {
-    /// Bytes per element in memory.
+    /// Bits per element in memory (block scales not counted).
+    ///
+    /// ```
+    /// use lmshape::hardware::Dtype;
+    /// assert_eq!((Dtype::Bf16.bits(), Dtype::Fp4.bits()), (16, 4));
+    /// ```
+    pub fn bits(self) -> u64 {
+        match self {
+            Dtype::Fp32 | Dtype::Tf32 => 32,
+            Dtype::Fp16 | Dtype::Bf16 => 16,
+            Dtype::Fp8 => 8,
+            Dtype::Fp4 => 4,
+        }
+    }
+
+    /// Whole bytes an element occupies on its own: [`Dtype::bits`] rounded up to a byte (FP4
+    /// packs two values per byte; traffic is counted from the bits).
     ///
     /// ```
     /// assert_eq!(lmshape::hardware::Dtype::Bf16.bytes(), 2);
     /// ```
     pub fn bytes(self) -> u64 {
-        match self {
-            Dtype::Fp32 | Dtype::Tf32 => 4,
-            Dtype::Fp16 | Dtype::Bf16 => 2,
-            Dtype::Fp8 => 1,
-        }
+        self.bits().div_ceil(8)
     }
 
     /// Elements whose multiple a GEMM dimension should be for full Tensor Core speed: 16 bytes
     /// (NVIDIA "Matrix Multiplication Background" user guide, §"Tensor Core requirements":
-    /// multiples of 8 fp16 elements, 4 tf32, 16 int8/fp8).
+    /// multiples of 8 fp16 elements, 4 tf32, 16 int8/fp8; 32 for 4-bit values).
     pub fn alignment_elements(self) -> u64 {
-        16 / self.bytes()
+        128 / self.bits()
     }
 }
 
@@ -65,6 +80,7 @@ impl std::fmt::Display for Dtype {
             Dtype::Fp16 => "fp16",
             Dtype::Bf16 => "bf16",
             Dtype::Fp8 => "fp8",
+            Dtype::Fp4 => "fp4",
         })
     }
 }
@@ -72,7 +88,7 @@ impl std::fmt::Display for Dtype {
 impl std::str::FromStr for Dtype {
     type Err = Error;
 
-    /// Parse `fp32`, `tf32`, `fp16`, `bf16`, `fp8` (and the long names `float32`, `float16`,
+    /// Parse `fp32`, `tf32`, `fp16`, `bf16`, `fp8`, `fp4` (and the long names `float32`, `float16`,
     /// `half`, `bfloat16`).
     ///
     /// ```
@@ -88,11 +104,12 @@ impl std::str::FromStr for Dtype {
             "fp16" | "float16" | "half" => Dtype::Fp16,
             "bf16" | "bfloat16" => Dtype::Bf16,
             "fp8" => Dtype::Fp8,
+            "fp4" => Dtype::Fp4,
             _ => {
                 return Err(Error::UnknownName {
                     kind: "dtype",
                     name: s.into(),
-                    known: "fp32, tf32, fp16, bf16, fp8".into(),
+                    known: "fp32, tf32, fp16, bf16, fp8, fp4".into(),
                 });
             }
         })
@@ -188,6 +205,9 @@ pub struct GpuSpec {
     pub bf16_flops_per_s: f64,
     /// Dense fp8 Tensor Core peak, FLOP/s (0: not supported).
     pub fp8_flops_per_s: f64,
+    /// Dense 4-bit (NVFP4/MXFP4) Tensor Core peak, FLOP/s (0 or absent: not supported).
+    #[serde(default)]
+    pub fp4_flops_per_s: f64,
     /// HBM capacity.
     pub memory_bytes: u64,
     /// HBM bandwidth, bytes/s.
@@ -225,6 +245,7 @@ impl GpuSpec {
             fp16_flops_per_s: 312e12,
             bf16_flops_per_s: 312e12,
             fp8_flops_per_s: 0.0,
+            fp4_flops_per_s: 0.0,
             memory_bytes: 40 * GIB,
             memory_bytes_per_s: 1555e9,
             nvlink_bytes_per_s: 600e9,
@@ -255,6 +276,7 @@ impl GpuSpec {
             fp16_flops_per_s: 989.4e12,
             bf16_flops_per_s: 989.4e12,
             fp8_flops_per_s: 1978.9e12,
+            fp4_flops_per_s: 0.0,
             memory_bytes: 80 * GIB,
             memory_bytes_per_s: 3.35e12,
             nvlink_bytes_per_s: 900e9,
@@ -287,6 +309,7 @@ impl GpuSpec {
             fp16_flops_per_s: 756e12,
             bf16_flops_per_s: 756e12,
             fp8_flops_per_s: 1513e12,
+            fp4_flops_per_s: 0.0,
             memory_bytes: 80 * GIB,
             memory_bytes_per_s: 2.0e12,
             nvlink_bytes_per_s: 600e9,
@@ -297,7 +320,8 @@ impl GpuSpec {
         }
     }
 
-    /// NVIDIA B200 (HGX/DGX B200): 148 SMs, 2.25 dense BF16 and 4.5 dense FP8 PFLOP/s, 180 GB
+    /// NVIDIA B200 (HGX/DGX B200): 148 SMs, 2.25 dense BF16, 4.5 dense FP8 and 9 dense FP4
+    /// PFLOP/s (HGX B200 datasheet: 144 PFLOP/s FP4 over 8 GPUs with 2:4 sparsity), 180 GB
     /// HBM3e at 8 TB/s, NVLink 5 at 1.8 TB/s. The large-GEMM efficiency (0.80, as Hopper's) is
     /// an assumption to calibrate.
     pub fn b200() -> GpuSpec {
@@ -309,6 +333,7 @@ impl GpuSpec {
             fp16_flops_per_s: 2.25e15,
             bf16_flops_per_s: 2.25e15,
             fp8_flops_per_s: 4.5e15,
+            fp4_flops_per_s: 9e15,
             memory_bytes: 180_000_000_000,
             memory_bytes_per_s: 8e12,
             nvlink_bytes_per_s: 1.8e12,
@@ -319,7 +344,8 @@ impl GpuSpec {
         }
     }
 
-    /// One Blackwell GPU of a GB200 NVL72 rack: 2.5 dense BF16 and 5 dense FP8 PFLOP/s, 186 GB
+    /// One Blackwell GPU of a GB200 NVL72 rack: 2.5 dense BF16, 5 dense FP8 and 10 dense FP4
+    /// PFLOP/s (the rack: 1,440 PFLOP/s FP4 with 2:4 sparsity), 186 GB
     /// HBM3e at 8 TB/s, NVLink 5 at 1.8 TB/s across one 72-GPU NVLink domain (so tensor and
     /// expert parallelism can span the rack: the "node" here is the domain), one 400 Gb/s
     /// ConnectX-7 NIC per GPU for the scale-out fabric. Large-GEMM efficiency as for B200 (an
@@ -331,6 +357,7 @@ impl GpuSpec {
             fp16_flops_per_s: 2.5e15,
             tf32_flops_per_s: 1.25e15,
             fp8_flops_per_s: 5e15,
+            fp4_flops_per_s: 10e15,
             memory_bytes: 186_000_000_000,
             node_gpus: 72,
             node_network_bytes_per_s: 72.0 * 400e9 / 8.0,
@@ -370,10 +397,12 @@ impl GpuSpec {
     }
 
     /// What Blackwell Ultra changes from its Blackwell counterpart `base`: 160 SMs, 288 GB of
-    /// HBM3e and one 800 Gb/s ConnectX-8 NIC per GPU.
+    /// HBM3e, one 800 Gb/s ConnectX-8 NIC per GPU and 1.5× the dense FP4 peak (HGX B300: 108,
+    /// GB300 NVL72: 1,080 dense FP4 PFLOP/s; 13.5 and 15 per GPU).
     fn blackwell_ultra(name: &str, base: GpuSpec) -> GpuSpec {
         GpuSpec {
             name: name.into(),
+            fp4_flops_per_s: 1.5 * base.fp4_flops_per_s,
             sm_count: 160,
             memory_bytes: 288_000_000_000,
             node_network_bytes_per_s: base.node_gpus as f64 * 800e9 / 8.0,
@@ -395,6 +424,7 @@ impl GpuSpec {
             fp16_flops_per_s: 1307.4e12,
             bf16_flops_per_s: 1307.4e12,
             fp8_flops_per_s: 2614.9e12,
+            fp4_flops_per_s: 0.0,
             memory_bytes: 192_000_000_000,
             memory_bytes_per_s: 5.3e12,
             nvlink_bytes_per_s: 7.0 * 128e9,
@@ -547,6 +577,7 @@ impl GpuSpec {
             Dtype::Fp16 => self.fp16_flops_per_s,
             Dtype::Bf16 => self.bf16_flops_per_s,
             Dtype::Fp8 => self.fp8_flops_per_s,
+            Dtype::Fp4 => self.fp4_flops_per_s,
         };
         if p > 0.0 && p.is_finite() {
             Ok(p)

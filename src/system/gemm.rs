@@ -162,13 +162,16 @@ fn bracket(axis: &[u64], x: u64) -> (usize, usize, f64) {
 }
 
 /// The grid name a GEMM reads: `bf16` for 16-bit, `fp8` per-tensor, `fp8_block` for block or
-/// MX scales (falling back to `fp8` where the profile has no block rows).
+/// MX scales (falling back to `fp8` where the profile has no block rows), `nvfp4` for 4-bit
+/// (MXFP4 too: the tables measure NVFP4 only, and both run on the same Tensor Core path; an
+/// assumption).
 fn grid_for<'a>(p: &'a SystemProfile, g: &Gemm) -> Option<&'a GemmGrid> {
     let find = |name: &str| p.gemm.iter().find(|t| t.precision == name);
     match g.dtype {
         Dtype::Bf16 | Dtype::Fp16 => find("bf16"),
         Dtype::Fp8 if g.block_scaled => find("fp8_block").or_else(|| find("fp8")),
         Dtype::Fp8 => find("fp8"),
+        Dtype::Fp4 => find("nvfp4"),
         Dtype::Fp32 | Dtype::Tf32 => None,
     }
 }
