@@ -263,12 +263,76 @@ fn list_moe(args: &Cli, space: ShapeSpace) {
 /// Run the example with the process's command line.
 pub fn main() {
     let args: Cli = common::parse();
+    let space = build_space(&args);
+    if args.moe {
+        list_moe(&args, space);
+        return;
+    }
+    let mut iter = or_die(space.iter());
+    let shapes: Vec<_> = iter.by_ref().collect();
+    let candidates = iter.candidates();
+    let mut scored: Vec<_> = shapes
+        .iter()
+        .map(|s| or_die(search::score(&space, s)))
+        .collect();
+    let by_speed = args.sort == Sort::Speed;
+    let sort: Vec<SortKey> = match args.sort {
+        Sort::Levine | Sort::Speed => vec![
+            SortKey::LevineDistance,
+            SortKey::HeadDimNear(128),
+            SortKey::ParamError,
+        ],
+        Sort::Params => vec![SortKey::ParamError, SortKey::LevineDistance],
+        Sort::Aspect => vec![SortKey::AspectRatio, SortKey::ParamError],
+    };
+    search::rank(&mut scored, &sort);
+    // Predicted TFLOP/s per GPU of each shape on the given layout (speed ranking).
+    let speed = if by_speed {
+        rank_by_speed(&args, &space, &mut scored)
+    } else {
+        vec![None; scored.len()]
+    };
+    let speed_index: std::collections::HashMap<search::Shape, usize> = scored
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.shape, i))
+        .collect();
+    let speed_of = |s: &search::ScoredShape| -> Option<f64> {
+        speed_index.get(&s.shape).and_then(|&i| speed[i])
+    };
+    if args.json {
+        print_json(&args, &scored, &speed_of);
+        return;
+    }
+    let rows = if args.all_heads {
+        scored.clone()
+    } else if by_speed {
+        // The fastest head configuration of each (layers, hidden).
+        let mut seen = std::collections::HashSet::new();
+        scored
+            .iter()
+            .filter(|s| seen.insert((s.shape.model.num_layers(), s.shape.model.hidden_size())))
+            .copied()
+            .collect()
+    } else {
+        search::one_per_width_depth(&scored, 128)
+    };
+    print_header(&args, &space, shapes.len(), &scored, candidates);
+    if rows.is_empty() {
+        outln!(
+            "\nno shape satisfies every constraint: widen the size tolerance, the head sizes or the layer range"
+        );
+        return;
+    }
+    print_table(&args, &rows, &speed_of);
+}
+
+/// The shape space the flags describe.
+fn build_space(args: &Cli) -> ShapeSpace {
     let arch = or_die(args.family.architecture());
-    let target = args.target_params;
-    let tolerance = args.tolerance;
     let mut space = or_die(ShapeSpace::around(
-        target,
-        tolerance,
+        args.target_params,
+        args.tolerance,
         arch,
         args.family.vocab,
     ));
@@ -300,116 +364,95 @@ pub fn main() {
     space.max_aspect_ratio = args.max_aspect.unwrap_or(f64::INFINITY);
     space.min_layers = args.min_layers;
     space.max_layers = args.max_layers;
-    if args.moe {
-        list_moe(&args, space);
-        return;
-    }
+    space
+}
 
-    let mut iter = or_die(space.iter());
-    let shapes: Vec<_> = iter.by_ref().collect();
-    let candidates = iter.candidates();
-    let mut scored: Vec<_> = shapes
-        .iter()
-        .map(|s| or_die(search::score(&space, s)))
-        .collect();
-    let by_speed = args.sort == Sort::Speed;
-    let sort: Vec<SortKey> = match args.sort {
-        Sort::Levine | Sort::Speed => vec![
-            SortKey::LevineDistance,
-            SortKey::HeadDimNear(128),
-            SortKey::ParamError,
-        ],
-        Sort::Params => vec![SortKey::ParamError, SortKey::LevineDistance],
-        Sort::Aspect => vec![SortKey::AspectRatio, SortKey::ParamError],
+/// Each shape's predicted TFLOP/s per GPU on the flags' layout (under Megatron-Core, the step
+/// model's setup); reorders `scored` fastest first and returns the speeds in that order.
+fn rank_by_speed(
+    args: &Cli,
+    space: &ShapeSpace,
+    scored: &mut Vec<search::ScoredShape>,
+) -> Vec<Option<f64>> {
+    let machine = args
+        .cluster
+        .machine(lmshape::memory::Framework::MegatronCore);
+    let (cluster, timer) = (&machine.cluster, machine.timer.as_ref());
+    let layout = lmshape::ParallelLayout {
+        tp: space.tp,
+        pp: space.pp,
+        dp: args.dp,
+        micro_batch: args.micro_batch,
+        global_batch: args.global_batch,
+        seq_len: space.seq_len,
+        recompute: lmshape::Recompute::Full,
+        embedding_pipeline_slots: space.embedding_pipeline_slots,
+        balanced_pipeline: space.balanced_pipeline,
+        ..lmshape::ParallelLayout::default()
     };
-    search::rank(&mut scored, &sort);
-    // Predicted TFLOP/s per GPU of each shape on the given layout (speed ranking).
-    let mut speed: Vec<Option<f64>> = vec![None; scored.len()];
-    if by_speed {
-        // Speed under Megatron-Core (the step model's setup) when --calibrated-speed is given.
-        let machine = args
-            .cluster
-            .machine(lmshape::memory::Framework::MegatronCore);
-        let (cluster, timer) = (&machine.cluster, machine.timer.as_ref());
-        let layout = lmshape::ParallelLayout {
-            tp: space.tp,
-            pp: space.pp,
-            dp: args.dp,
-            micro_batch: args.micro_batch,
-            global_batch: args.global_batch,
-            seq_len: space.seq_len,
-            recompute: lmshape::Recompute::Full,
-            embedding_pipeline_slots: space.embedding_pipeline_slots,
-            balanced_pipeline: space.balanced_pipeline,
-            ..lmshape::ParallelLayout::default()
-        };
-        let opts = lmshape::step::StepOptions::default();
-        for (s, v) in scored.iter().zip(speed.iter_mut()) {
+    let opts = lmshape::step::StepOptions::default();
+    let speed: Vec<Option<f64>> = scored
+        .iter()
+        .map(|s| {
             let model = or_die(space.model_of(&s.shape));
-            *v = lmshape::step::step_time(&model, &layout, cluster, timer, &opts)
+            lmshape::step::step_time(&model, &layout, cluster, timer, &opts)
                 .ok()
-                .map(|t| t.tflops_per_gpu);
-        }
-        let mut order: Vec<usize> = (0..scored.len()).collect();
-        order.sort_by(|&a, &b| speed[b].unwrap_or(0.0).total_cmp(&speed[a].unwrap_or(0.0)));
-        scored = order.iter().map(|&i| scored[i]).collect();
-        speed = order.iter().map(|&i| speed[i]).collect();
-    }
-    let speed_index: std::collections::HashMap<search::Shape, usize> = scored
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.shape, i))
+                .map(|t| t.tflops_per_gpu)
+        })
         .collect();
-    let speed_of = |s: &search::ScoredShape| -> Option<f64> {
-        speed_index.get(&s.shape).and_then(|&i| speed[i])
-    };
-    let rows = if args.all_heads {
-        scored.clone()
-    } else if by_speed {
-        // The fastest head configuration of each (layers, hidden).
-        let mut seen = std::collections::HashSet::new();
-        scored
-            .iter()
-            .filter(|s| seen.insert((s.shape.model.num_layers(), s.shape.model.hidden_size())))
-            .copied()
-            .collect()
-    } else {
-        search::one_per_width_depth(&scored, 128)
-    };
-    if args.json {
-        let limit = args.limit.map_or(usize::MAX, |n| n as usize);
-        let out: Vec<_> = scored
-            .iter()
-            .take(limit)
-            .map(|s| {
-                let h = &s.heuristics;
-                json!({
-                    "hidden_size": s.shape.model.hidden_size(),
-                    "num_layers": s.shape.model.num_layers(),
-                    "num_heads": s.shape.model.num_heads(),
-                    "num_kv_heads": s.shape.model.num_kv_heads(),
-                    "head_dim": s.shape.model.head_dim(),
-                    "ffn_size": s.shape.model.ffn_size(),
-                    "vocab_size": s.shape.model.vocab_size(),
-                    "params": s.shape.params,
-                    "param_error": s.param_error,
-                    "aspect_ratio": h.aspect_ratio,
-                    "kaplan_aspect_verdict": h.aspect_verdict,
-                    "levine_depth": h.levine_depth,
-                    "levine_depth_delta": h.levine_depth_delta,
-                    "levine_width_ratio": h.levine_width_ratio,
-                    "predicted_tflops_per_gpu": speed_of(s),
-                })
+    let mut order: Vec<usize> = (0..scored.len()).collect();
+    order.sort_by(|&a, &b| speed[b].unwrap_or(0.0).total_cmp(&speed[a].unwrap_or(0.0)));
+    *scored = order.iter().map(|&i| scored[i]).collect();
+    order.iter().map(|&i| speed[i]).collect()
+}
+
+/// The ranked shapes as JSON (every head configuration, up to `--limit`).
+fn print_json(
+    args: &Cli,
+    scored: &[search::ScoredShape],
+    speed_of: &dyn Fn(&search::ScoredShape) -> Option<f64>,
+) {
+    let limit = args.limit.map_or(usize::MAX, |n| n as usize);
+    let out: Vec<_> = scored
+        .iter()
+        .take(limit)
+        .map(|s| {
+            let h = &s.heuristics;
+            json!({
+                "hidden_size": s.shape.model.hidden_size(),
+                "num_layers": s.shape.model.num_layers(),
+                "num_heads": s.shape.model.num_heads(),
+                "num_kv_heads": s.shape.model.num_kv_heads(),
+                "head_dim": s.shape.model.head_dim(),
+                "ffn_size": s.shape.model.ffn_size(),
+                "vocab_size": s.shape.model.vocab_size(),
+                "params": s.shape.params,
+                "param_error": s.param_error,
+                "aspect_ratio": h.aspect_ratio,
+                "kaplan_aspect_verdict": h.aspect_verdict,
+                "levine_depth": h.levine_depth,
+                "levine_depth_delta": h.levine_depth_delta,
+                "levine_width_ratio": h.levine_width_ratio,
+                "predicted_tflops_per_gpu": speed_of(s),
             })
-            .collect();
-        outln!("{}", serde_json::to_string_pretty(&out).unwrap());
-        return;
-    }
-    let limit = args.limit.map_or(40, |n| n as usize);
+        })
+        .collect();
+    outln!("{}", serde_json::to_string_pretty(&out).unwrap());
+}
+
+/// What was searched, how many shapes passed, Levine's depth and the published neighbours.
+fn print_header(
+    args: &Cli,
+    space: &ShapeSpace,
+    valid: usize,
+    scored: &[search::ScoredShape],
+    candidates: u64,
+) {
+    let target = args.target_params;
     outln!(
         "shapes of {} ± {:.1}% ({} architecture), vocab {} (padded {}), seq {}, tp {}, pp {}{}, hidden a multiple of {}, head dims {}..{}",
         si(target as f64),
-        tolerance * 100.0,
+        args.tolerance * 100.0,
         args.family.arch,
         space.vocab_size,
         or_die(space.padded_vocab()),
@@ -428,8 +471,8 @@ pub fn main() {
     );
     outln!(
         "{} valid shapes ({} distinct depth × width) from {} candidates examined",
-        shapes.len(),
-        search::one_per_width_depth(&scored, 128).len(),
+        valid,
+        search::one_per_width_depth(scored, 128).len(),
         candidates
     );
     if let Ok(l) = heuristics::levine_depth_for_params(target as f64) {
@@ -455,12 +498,16 @@ pub fn main() {
         })
         .collect();
     outln!("published neighbours: {}", near.join("; "));
-    if rows.is_empty() {
-        outln!(
-            "\nno shape satisfies every constraint: widen the size tolerance, the head sizes or the layer range"
-        );
-        return;
-    }
+}
+
+/// The table of shapes, up to `--limit` (40 by default).
+fn print_table(
+    args: &Cli,
+    rows: &[search::ScoredShape],
+    speed_of: &dyn Fn(&search::ScoredShape) -> Option<f64>,
+) {
+    let by_speed = args.sort == Sort::Speed;
+    let limit = args.limit.map_or(40, |n| n as usize);
     outln!(
         "\ncolumns: size error vs the target; aspect = hidden / layers and Kaplan et al.'s verdict on it (flat: within the range they found ~3% apart, {:.0}..{:.0}); Δ layers from Levine's preferred depth{}",
         heuristics::KAPLAN_FLAT_ASPECT_RANGE.0,

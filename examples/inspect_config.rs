@@ -583,8 +583,17 @@ impl Report {
     }
 
     fn print(&self, path: &str) {
+        self.print_architecture(path);
+        self.print_params();
+        self.print_vision();
+        self.print_flops();
+        self.print_training();
+        self.print_inference();
+    }
+
+    /// The model's dimensions, experts, latent attention and sliding windows.
+    fn print_architecture(&self, path: &str) {
         let m = &self.model;
-        let c = &self.counts;
         outln!("{path}");
         outln!(
             "  vocab {}  hidden {}  layers {}  heads {} (kv {}, dim {})  ffn {}  positions {}",
@@ -628,6 +637,12 @@ impl Report {
                 m.num_layers()
             );
         }
+    }
+
+    /// Parameters by component, total and active per token.
+    fn print_params(&self) {
+        let m = &self.model;
+        let c = &self.counts;
         outln!("\nparameters {:>42}  {:>20}", "total", "active per token");
         let used_share = m
             .moe()
@@ -732,7 +747,11 @@ impl Report {
                 );
             }
         }
-        self.print_vision();
+    }
+
+    /// FLOPs per token under each convention.
+    fn print_flops(&self) {
+        let m = &self.model;
         let s = &self.summary;
         outln!(
             "\nFLOPs per token at context {}{}",
@@ -765,6 +784,10 @@ impl Report {
             }
             outln!("  {name:<28}{f:>14.4e}");
         }
+    }
+
+    /// Training memory per stage and under the framework.
+    fn print_training(&self) {
         if let Some(t) = &self.training {
             let l = &self.layout;
             outln!(
@@ -835,6 +858,10 @@ impl Report {
                 }
             }
         }
+    }
+
+    /// Inference memory per GPU.
+    fn print_inference(&self) {
         if let Some(i) = &self.inference {
             outln!(
                 "\ninference memory per GPU: weights {} + KV cache {} = {}",

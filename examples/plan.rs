@@ -392,8 +392,62 @@ pub fn main() {
         ..args
     };
     outln_scenario(&args, scenario);
-    let mut req = PlanRequest::bloom_reference();
     let machine = args.cluster.machine(args.setup.framework);
+    let mut req = request(&args, &machine);
+    let table = args.table.as_deref().map(|path| {
+        let t = or_die(TableTimer::from_json(
+            &common::read_input(path),
+            Missing::ScaleNearest,
+        ));
+        or_die(t.check_gpu(&req.cluster.gpu));
+        t
+    });
+    let timer: &dyn GemmTimer = match &table {
+        Some(t) => t,
+        None => machine.timer.as_ref(),
+    };
+    let started = std::time::Instant::now();
+    let (result, mfus) = match args.mfu {
+        Mfu::Assumed(_) => (or_die(plan::plan(&req, timer)), Vec::new()),
+        Mfu::Predicted => or_die(plan::plan_with_predicted_mfu(&req, timer)),
+    };
+    if let Some(&last) = mfus.last() {
+        req.assumed_mfu = last;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+
+    if let Some(path) = &args.svg {
+        if let Err(e) = write_svg(path, &result, args.mark) {
+            die(&format!("cannot write {path}: {e}"));
+        }
+    }
+    let top = usize::try_from(args.top).unwrap_or(usize::MAX);
+    if args.report_json || args.json {
+        let run = Run {
+            scenario: scenario.name,
+            mfus: &mfus,
+            seconds,
+            top,
+        };
+        print_json(&args, &req, &machine, &result, &run);
+        return;
+    }
+    if mfus.len() > 1 {
+        let rounds: Vec<String> = mfus.iter().map(|m| format!("{:.1}%", m * 100.0)).collect();
+        outln!(
+            "== MFU: the budget's assumed MFU replaced by the pick's predicted one, planned again until it settled: {}",
+            rounds.join(" → ")
+        );
+    }
+    report(&req, &result, timer, seconds, top);
+    if let Some(n) = args.serve_tokens {
+        report_serving(&req, &result, &args, n);
+    }
+}
+
+/// The planner's request from the flags on `machine`.
+fn request(args: &Cli, machine: &common::cli::Machine) -> PlanRequest {
+    let mut req = PlanRequest::bloom_reference();
     req.cluster = machine.cluster.clone();
     req.gpus = args.gpus;
     req.hours = args.hours.unwrap_or(args.weeks * 7.0 * 24.0);
@@ -470,41 +524,33 @@ pub fn main() {
         .as_deref()
         .map_or(args.law, common::cli::law_file);
 
-    let table = args.table.as_deref().map(|path| {
-        let t = or_die(TableTimer::from_json(
-            &common::read_input(path),
-            Missing::ScaleNearest,
-        ));
-        or_die(t.check_gpu(&req.cluster.gpu));
-        t
-    });
-    let timer: &dyn GemmTimer = match &table {
-        Some(t) => t,
-        None => machine.timer.as_ref(),
-    };
-    let started = std::time::Instant::now();
-    let (result, mfus) = match args.mfu {
-        Mfu::Assumed(_) => (or_die(plan::plan(&req, timer)), Vec::new()),
-        Mfu::Predicted => or_die(plan::plan_with_predicted_mfu(&req, timer)),
-    };
-    if let Some(&last) = mfus.last() {
-        req.assumed_mfu = last;
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    req
+}
 
-    if let Some(path) = &args.svg {
-        if let Err(e) = write_svg(path, &result, args.mark) {
-            die(&format!("cannot write {path}: {e}"));
-        }
-    }
-    let top = usize::try_from(args.top).unwrap_or(usize::MAX);
+/// What a run of the planner adds to its JSON: the scenario, the MFU rounds, the time taken
+/// and how many shapes to show.
+struct Run<'a> {
+    scenario: &'static str,
+    mfus: &'a [f64],
+    seconds: f64,
+    top: usize,
+}
+
+/// `--report-json` (the whole plan) or `--json` (the best layout of each top shape).
+fn print_json(
+    args: &Cli,
+    req: &PlanRequest,
+    machine: &common::cli::Machine,
+    result: &Plan,
+    run: &Run<'_>,
+) {
     if args.report_json {
-        let mut request = serde_json::to_value(&req).unwrap_or_default();
+        let mut request = serde_json::to_value(req).unwrap_or_default();
         // The machine by name and provenance, not its whole kernel tables.
         request["cluster"]["system"] = machine.system_json();
         let out = json!({
-            "scenario": scenario.name,
-            "mfu_rounds": mfus,
+            "scenario": run.scenario,
+            "mfu_rounds": run.mfus,
             "request": request,
             "budget": result.budget,
             "bounds": result.bounds,
@@ -513,41 +559,27 @@ pub fn main() {
             "param_range": result.param_range,
             "shapes": result.shapes,
             "evaluated": result.evaluated,
-            "seconds": seconds,
+            "seconds": run.seconds,
             "rejection_counts": result.rejection_counts,
             "rejected_shapes": result.rejected_shapes.len(),
-            "top": result.best_per_shape().into_iter().take(top).collect::<Vec<_>>(),
+            "top": result.best_per_shape().into_iter().take(run.top).collect::<Vec<_>>(),
         });
         outln!("{}", serde_json::to_string_pretty(&out).unwrap());
-        return;
-    }
-    if args.json {
+    } else {
         // The best layout of each of the top shapes, as the table shows them.
         let moe = result.moe.as_ref().map(|m| m.best_per_shape());
         let out: Vec<_> = result
             .best_per_shape()
             .iter()
-            .take(top)
-            .chain(moe.iter().flatten().take(top))
+            .take(run.top)
+            .chain(moe.iter().flatten().take(run.top))
             .map(|c| {
                 let mut v = candidate_json(c);
-                v["scenario"] = json!(scenario.name);
+                v["scenario"] = json!(run.scenario);
                 v
             })
             .collect();
         outln!("{}", serde_json::to_string_pretty(&out).unwrap());
-        return;
-    }
-    if mfus.len() > 1 {
-        let rounds: Vec<String> = mfus.iter().map(|m| format!("{:.1}%", m * 100.0)).collect();
-        outln!(
-            "== MFU: the budget's assumed MFU replaced by the pick's predicted one, planned again until it settled: {}",
-            rounds.join(" → ")
-        );
-    }
-    report(&req, &result, timer, seconds, top);
-    if let Some(n) = args.serve_tokens {
-        report_serving(&req, &result, &args, n);
     }
 }
 
@@ -783,6 +815,18 @@ fn ffn_words(f: lmshape::search::FfnRule) -> String {
 }
 
 fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top: usize) {
+    report_budget(req, p);
+    report_target(req, p, timer, seconds);
+    report_table(p, top);
+    report_rejections(p);
+    report_recommendation(req, p);
+    if let Some(m) = &p.moe {
+        report_moe(req, m, top);
+    }
+}
+
+/// The budget and the scaling laws' compute-optimal bounds.
+fn report_budget(req: &PlanRequest, p: &Plan) {
     let b = &p.budget;
     outln!("== budget");
     outln!(
@@ -816,6 +860,11 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
     outln!(
         "  (Kaplan's N_opt and D_opt are separate published fits: 6·N·D = 1.81 × the budget, not 1 ×;\n   its D comes from the critical-batch fit. Constraints move along C = 6ND.)"
     );
+}
+
+/// The size target, the search window and what was evaluated.
+fn report_target(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64) {
+    let b = &p.budget;
     outln!("\n== target");
     let basis = match req.law.size_basis() {
         lmshape::flops::ParamBasis::NonEmbedding => "non-embedding",
@@ -886,6 +935,10 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
         timer.describe(),
         p.candidates.len()
     );
+}
+
+/// The best layout of each of the top shapes.
+fn report_table(p: &Plan, top: usize) {
     let best = p.best_per_shape();
     if best.is_empty() {
         outln!("\n== no feasible shape: the rejection reasons follow");
@@ -940,6 +993,10 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
         "  ≈: {equivalent} of the {} shapes are equivalent to the first — their loss at the fast end of their speed band is no worse than the first's at the slow end, so the prediction cannot tell them apart (loss in nats per token)",
         best.len()
     );
+}
+
+/// Rejected pairs by reason.
+fn report_rejections(p: &Plan) {
     outln!("\n== rejected (shape, layout) pairs by reason");
     for (reason, n) in &p.rejection_counts {
         outln!("  {:<36}{n:>10}", reason.to_string());
@@ -959,6 +1016,10 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
         "  shapes with no feasible layout: {}",
         p.rejected_shapes.len()
     );
+}
+
+/// The recommendation and its speed band.
+fn report_recommendation(req: &PlanRequest, p: &Plan) {
     match p.best() {
         Some(c) => outln!(
             "\n== recommendation: {} — {} layers × {} hidden, {} heads of {} ({} params) on tp {} × pp {} × dp {}, micro-batch {}{}: {:.1} TFLOP/s per GPU, {} tokens in {:.0} days (floor reached after {:.0} days); memory per GPU {} allocated, {} on the device under {}: {} on the {} GiB card, margin {}",
@@ -999,9 +1060,6 @@ fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top:
                 None => "unvalidated analytical model: a wide default band".into(),
             }
         );
-    }
-    if let Some(m) = &p.moe {
-        report_moe(req, m, top);
     }
 }
 
@@ -1136,18 +1194,63 @@ fn write_svg(
         root.present()?;
         return Ok(());
     }
-    // Slow (blue) to fast (red).
-    let colour = |t: f64| {
-        let f = if t1 > t0 { (t - t0) / (t1 - t0) } else { 1.0 };
-        HSLColor(0.66 * (1.0 - f), 0.8, 0.45)
+    let marked = mark.and_then(|(h, l, a)| {
+        shapes.iter().find(|c| {
+            (
+                c.shape.model.hidden_size(),
+                c.shape.model.num_layers(),
+                c.shape.model.num_heads(),
+            ) == (h, l, a)
+        })
+    });
+    let panel = Panel {
+        shapes: &shapes,
+        best: p.best(),
+        marked,
+        speed: (t0, t1),
     };
-    let pad = |a: f64, b: f64| {
-        let d = (b - a).abs().max(1e-9) * 0.05;
-        (a - d, b + d)
-    };
-    let (x0, x1) = pad(x0, x1);
-    let (y0, y1) = pad(y0, y1);
-    let mut chart = ChartBuilder::on(&left)
+    draw_loss_panel(&left, &panel, pad(x0, x1), pad(y0, y1))?;
+    draw_speed_panel(&right, &panel, pad(h0, h1))?;
+    draw_colour_bar(&bar, (t0, t1))?;
+    root.present()?;
+    Ok(())
+}
+
+/// Slow (blue) to fast (red) over the speed range `(t0, t1)`.
+fn speed_colour(t: f64, (t0, t1): (f64, f64)) -> plotters::style::HSLColor {
+    let f = if t1 > t0 { (t - t0) / (t1 - t0) } else { 1.0 };
+    plotters::style::HSLColor(0.66 * (1.0 - f), 0.8, 0.45)
+}
+
+/// A range widened by 5% on each side.
+fn pad(a: f64, b: f64) -> (f64, f64) {
+    let d = (b - a).abs().max(1e-9) * 0.05;
+    (a - d, b + d)
+}
+
+/// What the chart's panels draw: the feasible shapes (best layout each), the recommendation,
+/// the shape `--mark` names, and the speed range the colours span.
+struct Panel<'a> {
+    shapes: &'a [lmshape::plan::Candidate],
+    best: Option<&'a lmshape::plan::Candidate>,
+    marked: Option<&'a lmshape::plan::Candidate>,
+    speed: (f64, f64),
+}
+
+type Area<'a> =
+    plotters::drawing::DrawingArea<plotters::prelude::SVGBackend<'a>, plotters::coord::Shift>;
+
+/// Left panel: predicted loss against parameters, coloured by speed.
+fn draw_loss_panel(
+    left: &Area<'_>,
+    panel: &Panel<'_>,
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let (shapes, (t0, t1)) = (panel.shapes, panel.speed);
+    let colour = |t: f64| speed_colour(t, panel.speed);
+    let mut chart = ChartBuilder::on(left)
         .caption(
             format!(
                 "predicted loss of {} feasible shapes (best layout each), colour: TFLOP/s per GPU {:.0}..{:.0}",
@@ -1202,7 +1305,7 @@ fn write_svg(
         }))?
         .label("best shape of its hidden size")
         .legend(|(x, y)| Circle::new((x, y), 5, BLACK.stroke_width(1)));
-    if let Some(best) = p.best() {
+    if let Some(best) = panel.best {
         let b = (best.shape.params as f64 / 1e9, best.predicted_loss);
         chart
             .draw_series(std::iter::once(TriangleMarker::new(b, 10, RED.filled())))?
@@ -1215,16 +1318,7 @@ fn write_svg(
             ))
             .legend(|(x, y)| TriangleMarker::new((x, y), 8, RED.filled()));
     }
-    let marked = mark.and_then(|(h, l, a)| {
-        shapes.iter().find(|c| {
-            (
-                c.shape.model.hidden_size(),
-                c.shape.model.num_layers(),
-                c.shape.model.num_heads(),
-            ) == (h, l, a)
-        })
-    });
-    if let Some(m) = marked {
+    if let Some(m) = panel.marked {
         let pt = (m.shape.params as f64 / 1e9, m.predicted_loss);
         chart
             .draw_series(std::iter::once(Cross::new(pt, 9, BLACK.stroke_width(3))))?
@@ -1243,10 +1337,20 @@ fn write_svg(
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()?;
-    // Right panel: speed against width.
-    let (h0, h1) = pad(h0, h1);
-    let (t0p, t1p) = pad(t0, t1);
-    let mut speed = ChartBuilder::on(&right)
+    Ok(())
+}
+
+/// Right panel: speed against width (tile and wave quantization).
+fn draw_speed_panel(
+    right: &Area<'_>,
+    panel: &Panel<'_>,
+    (h0, h1): (f64, f64),
+) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let shapes = panel.shapes;
+    let colour = |t: f64| speed_colour(t, panel.speed);
+    let (t0p, t1p) = pad(panel.speed.0, panel.speed.1);
+    let mut speed = ChartBuilder::on(right)
         .caption(
             "TFLOP/s per GPU by hidden size (tile, wave quantization)",
             ("sans-serif", 16),
@@ -1269,7 +1373,7 @@ fn write_svg(
             colour(c.step.tflops_per_gpu).filled(),
         )
     }))?;
-    if let Some(best) = p.best() {
+    if let Some(best) = panel.best {
         speed.draw_series(std::iter::once(TriangleMarker::new(
             (
                 best.shape.model.hidden_size() as f64,
@@ -1279,14 +1383,20 @@ fn write_svg(
             RED.filled(),
         )))?;
     }
-    if let Some(m) = marked {
+    if let Some(m) = panel.marked {
         speed.draw_series(std::iter::once(Cross::new(
             (m.shape.model.hidden_size() as f64, m.step.tflops_per_gpu),
             9,
             BLACK.stroke_width(3),
         )))?;
     }
-    // The colour bar: slow (blue) to fast (red), in TFLOP/s per GPU.
+    Ok(())
+}
+
+/// The colour bar: slow (blue) to fast (red), in TFLOP/s per GPU.
+fn draw_colour_bar(bar: &Area<'_>, (t0, t1): (f64, f64)) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let colour = |t: f64| speed_colour(t, (t0, t1));
     let (top, bottom) = (80i32, 520i32);
     let steps = 60;
     for i in 0..steps {
@@ -1311,6 +1421,5 @@ fn write_svg(
     }
     bar.draw(&Text::new("TFLOP/s", (10, top - 30), ("sans-serif", 12)))?;
     bar.draw(&Text::new("per GPU", (10, top - 16), ("sans-serif", 12)))?;
-    root.present()?;
     Ok(())
 }
