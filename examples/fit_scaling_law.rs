@@ -103,53 +103,12 @@ fn resamples(s: &str) -> Result<u64, String> {
 /// Run the example with the process's command line.
 pub fn main() {
     let args: Cli = common::parse();
-    let path = args.csv.clone().unwrap_or_else(|| DEFAULT_CSV.into());
-    let text = common::read_input(&path);
-    let all = or_die(scaling::runs_from_csv(&text));
-    let excluded = usize::try_from(args.exclude_highest_loss).unwrap_or(usize::MAX);
-    if all.len() < scaling::MIN_RUNS {
-        die(&format!(
-            "{path} holds {} runs; a five-parameter fit needs at least {}",
-            all.len(),
-            scaling::MIN_RUNS
-        ));
-    }
-    if all.len().saturating_sub(excluded) < scaling::MIN_RUNS {
-        die(&format!(
-            "--exclude-highest-loss {excluded} leaves {} of {} runs; a five-parameter fit needs at least {}",
-            all.len().saturating_sub(excluded),
-            all.len(),
-            scaling::MIN_RUNS
-        ));
-    }
-    let runs = scaling::exclude_highest_loss(&all, excluded);
+    let (path, all, runs) = load_runs(&args);
     let opts = FitOptions {
         threads: usize::try_from(args.threads).unwrap_or(0),
         ..FitOptions::default()
     };
-    let bar = if args.json || !std::io::stderr().is_terminal() {
-        ProgressBar::hidden()
-    } else {
-        let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-        b.set_style(
-            ProgressStyle::with_template(
-                "fitting {bar:40} {pos}/{len} starts, {elapsed} elapsed, ~{eta} left",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        b
-    };
-    let t = std::time::Instant::now();
-    let fit = or_die(scaling::fit_parametric_with_progress(
-        &runs,
-        &opts,
-        &|done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        },
-    ));
-    bar.finish_and_clear();
-    let seconds = t.elapsed().as_secs_f64();
+    let (fit, seconds) = fit_with_progress(&args, &runs, &opts);
     let boot = usize::try_from(args.bootstrap).unwrap_or(usize::MAX);
     let laws = if boot >= 2 {
         match scaling::bootstrap_laws(&runs, &fit, &opts, boot, 2024) {
@@ -173,7 +132,6 @@ pub fn main() {
         scaling::fit_power_law(&cs, &ns).ok().map(|f| (m.len(), f))
     });
     let l = fit.law;
-    let opt = or_die(l.compute_optimal(1e24));
     let budgets = if args.flops.is_empty() {
         vec![1e24]
     } else {
@@ -194,34 +152,129 @@ pub fn main() {
             common::die(&format!("cannot write {path}: {e}"));
         }
     }
+    let r = Report {
+        path,
+        all_runs: all.len(),
+        runs_used: runs.len(),
+        fit,
+        seconds,
+        laws,
+        se,
+        frontier,
+        optima,
+    };
     if args.json {
-        let mut out = json!({
-            "E": l.e, "A": l.a, "B": l.b, "alpha": l.alpha, "beta": l.beta,
-            "objective": fit.objective,
-            "rms_log_residual": fit.rms_residual,
-            "max_abs_log_residual": fit.residuals.iter().fold(0.0f64, |m, r| m.max(r.abs())),
-            "runs_used": runs.len(),
-            "runs_excluded": all.len() - runs.len(),
-            "starts": fit.starts,
-            "fit_seconds": seconds,
-            "params_exponent": l.beta / (l.alpha + l.beta),
-            "tokens_exponent": l.alpha / (l.alpha + l.beta),
-            "optimal_at_1e24_flops": {"params": opt.params, "tokens": opt.tokens},
-            "optima": optima,
-        });
-        if let Some(se) = &se {
-            out["standard_errors"] = json!({"E": se.e, "A": se.a, "B": se.b, "alpha": se.alpha, "beta": se.beta, "resamples": se.resamples});
-        }
-        if let Some((groups, f)) = &frontier {
-            out["isoflop_frontier"] = json!({"groups": groups, "params_exponent": f.exponent, "coef": f.coef, "r_squared": f.r_squared});
-        }
-        outln!("{}", serde_json::to_string_pretty(&out).unwrap());
-        return;
+        print_json(&r);
+    } else {
+        print_text(&args, &r);
     }
+}
+
+/// The runs from the CSV, and those left after the highest-loss outliers are dropped (the
+/// path, every run, the runs kept); exits when too few remain for a fit.
+fn load_runs(args: &Cli) -> (String, Vec<scaling::Run>, Vec<scaling::Run>) {
+    let path = args.csv.clone().unwrap_or_else(|| DEFAULT_CSV.into());
+    let text = common::read_input(&path);
+    let all = or_die(scaling::runs_from_csv(&text));
+    let excluded = usize::try_from(args.exclude_highest_loss).unwrap_or(usize::MAX);
+    if all.len() < scaling::MIN_RUNS {
+        die(&format!(
+            "{path} holds {} runs; a five-parameter fit needs at least {}",
+            all.len(),
+            scaling::MIN_RUNS
+        ));
+    }
+    if all.len().saturating_sub(excluded) < scaling::MIN_RUNS {
+        die(&format!(
+            "--exclude-highest-loss {excluded} leaves {} of {} runs; a five-parameter fit needs at least {}",
+            all.len().saturating_sub(excluded),
+            all.len(),
+            scaling::MIN_RUNS
+        ));
+    }
+    let runs = scaling::exclude_highest_loss(&all, excluded);
+    (path, all, runs)
+}
+
+/// The fit, with a progress bar on a terminal, and the seconds it took.
+fn fit_with_progress(
+    args: &Cli,
+    runs: &[scaling::Run],
+    opts: &FitOptions,
+) -> (scaling::FitResult, f64) {
+    let bar = if args.json || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        b.set_style(
+            ProgressStyle::with_template(
+                "fitting {bar:40} {pos}/{len} starts, {elapsed} elapsed, ~{eta} left",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    };
+    let t = std::time::Instant::now();
+    let fit = or_die(scaling::fit_parametric_with_progress(
+        runs,
+        opts,
+        &|done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    ));
+    bar.finish_and_clear();
+    let seconds = t.elapsed().as_secs_f64();
+    (fit, seconds)
+}
+
+/// What the fit found: the law, its bootstrap refits and standard errors, the IsoFLOP
+/// frontier and the optima at the budgets asked for.
+struct Report {
+    path: String,
+    all_runs: usize,
+    runs_used: usize,
+    fit: scaling::FitResult,
+    seconds: f64,
+    laws: Vec<scaling::ParametricLaw>,
+    se: Option<scaling::StandardErrors>,
+    frontier: Option<(usize, scaling::PowerLawFit)>,
+    optima: Vec<serde_json::Value>,
+}
+
+fn print_json(r: &Report) {
+    let (fit, l, seconds, optima) = (&r.fit, &r.fit.law, r.seconds, &r.optima);
+    let opt = or_die(l.compute_optimal(1e24));
+    let mut out = json!({
+        "E": l.e, "A": l.a, "B": l.b, "alpha": l.alpha, "beta": l.beta,
+        "objective": fit.objective,
+        "rms_log_residual": fit.rms_residual,
+        "max_abs_log_residual": fit.residuals.iter().fold(0.0f64, |m, r| m.max(r.abs())),
+        "runs_used": r.runs_used,
+        "runs_excluded": r.all_runs - r.runs_used,
+        "starts": fit.starts,
+        "fit_seconds": seconds,
+        "params_exponent": l.beta / (l.alpha + l.beta),
+        "tokens_exponent": l.alpha / (l.alpha + l.beta),
+        "optimal_at_1e24_flops": {"params": opt.params, "tokens": opt.tokens},
+        "optima": optima,
+    });
+    if let Some(se) = &r.se {
+        out["standard_errors"] = json!({"E": se.e, "A": se.a, "B": se.b, "alpha": se.alpha, "beta": se.beta, "resamples": se.resamples});
+    }
+    if let Some((groups, f)) = &r.frontier {
+        out["isoflop_frontier"] = json!({"groups": groups, "params_exponent": f.exponent, "coef": f.coef, "r_squared": f.r_squared});
+    }
+    outln!("{}", serde_json::to_string_pretty(&out).unwrap());
+}
+
+fn print_text(args: &Cli, r: &Report) {
+    let (fit, l, seconds, path) = (&r.fit, &r.fit.law, r.seconds, &r.path);
+    let opt = or_die(l.compute_optimal(1e24));
     outln!(
         "{path}: {} runs, {} left out as highest-loss outliers",
-        all.len(),
-        all.len() - runs.len()
+        r.all_runs,
+        r.all_runs - r.runs_used
     );
     outln!(
         "fit (Huber d=1e-3 on log loss, L-BFGS from {} starts, {seconds:.2} s):",
@@ -235,7 +288,7 @@ pub fn main() {
         l.alpha,
         l.beta
     );
-    if let Some(se) = &se {
+    if let Some(se) = &r.se {
         outln!(
             "  bootstrap SE ({} resamples): E {:.4}  A {:.2}  B {:.2}  alpha {:.4}  beta {:.4}",
             se.resamples,
@@ -258,14 +311,14 @@ pub fn main() {
         si(opt.params),
         si(opt.tokens)
     );
-    if let Some((groups, f)) = frontier {
+    if let Some((groups, f)) = &r.frontier {
         outln!(
             "  IsoFLOP (approach 2) over {groups} groups: N_opt ∝ C^{:.3} (r² {:.3})",
             f.exponent,
             f.r_squared
         );
     }
-    for o in &optima {
+    for o in &r.optima {
         let g = |k: &str| o[k].as_f64().unwrap_or(f64::NAN);
         outln!(
             "  at {:.3e} FLOPs: {} params ({}..{}) on {} tokens ({}..{}), 90% over {} bootstrap refits",
@@ -276,7 +329,7 @@ pub fn main() {
             si(g("tokens")),
             si(g("tokens_low")),
             si(g("tokens_high")),
-            laws.len()
+            r.laws.len()
         );
     }
     if let Some(path) = &args.out {

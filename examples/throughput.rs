@@ -170,54 +170,96 @@ pub fn main() {
         &memory_opts,
     ));
     let device = or_die(profile.most_loaded(&memory));
+    let (verdict, margin) = device.verdict(cluster.gpu.memory_bytes);
+    let step = or_die(step::step_time(&model, &layout, cluster, timer, &opts));
+    let e = Estimate {
+        model,
+        layout,
+        opts,
+        device,
+        verdict,
+        margin,
+        step,
+        profile,
+    };
+    if args.json {
+        print_json(&args, &machine, &e);
+    } else {
+        print_text(&args, &machine, &e);
+    }
+}
+
+/// What the example found for the layout: the memory under the framework and its verdict on
+/// the card, and the step.
+struct Estimate {
+    model: lmshape::Transformer,
+    layout: lmshape::ParallelLayout,
+    opts: StepOptions,
+    device: lmshape::memory::DeviceMemory,
+    verdict: lmshape::memory::Verdict,
+    margin: i64,
+    step: step::StepTime,
+    profile: lmshape::memory::FrameworkProfile,
+}
+
+/// Tokens/s and TFLOP/s scale inversely with the step time: `x` at a step of `step_seconds`.
+fn at_step(e: &Estimate, x: f64, step_seconds: f64) -> f64 {
+    x * e.step.step_seconds / step_seconds
+}
+
+fn print_json(args: &Cli, machine: &common::cli::Machine, e: &Estimate) {
+    let (s, b, layout, opts, device) = (&e.step, &e.step.breakdown, &e.layout, &e.opts, &e.device);
+    let (model, verdict, margin) = (&e.model, e.verdict, e.margin);
+    let (tokens, timer) = (args.tokens, machine.timer.as_ref());
+    let speed = |x: f64, step_seconds: f64| at_step(e, x, step_seconds);
+    let memory_bytes = device.allocated_bytes;
+    let capacity = machine.cluster.gpu.memory_bytes;
+    let fits = verdict == lmshape::memory::Verdict::Fits;
+    let out = json!({
+        "system": machine.system_json(),
+        "step_seconds_low": s.step_seconds_low,
+        "step_seconds_high": s.step_seconds_high,
+        "tokens_per_second_low": speed(s.tokens_per_second, s.step_seconds_high),
+        "tokens_per_second_high": speed(s.tokens_per_second, s.step_seconds_low),
+        "tflops_per_gpu_low": speed(s.tflops_per_gpu, s.step_seconds_high),
+        "tflops_per_gpu_high": speed(s.tflops_per_gpu, s.step_seconds_low),
+        "mfu_at_precision_peak": s.mfu_at_precision_peak,
+        "precision": opts.memory.gemm_precision.to_string(),
+        "step_seconds": s.step_seconds,
+        "tflops_per_gpu": s.tflops_per_gpu,
+        "mfu": s.mfu,
+        "tokens_per_second": s.tokens_per_second,
+        "days_for_tokens": s.days_for_tokens(tokens),
+        "tokens": tokens,
+        "num_micro_batches": s.num_micro_batches,
+        "stage_seconds": s.stage_seconds,
+        "gpus": or_die(layout.gpus()),
+        "breakdown": b,
+        "model": model,
+        "layout": layout,
+        "timer": timer.describe(),
+        "memory_bytes_per_gpu": memory_bytes,
+        "memory_reserved_bytes": device.reserved_bytes,
+        "memory_device_bytes": device.device_bytes,
+        "memory_capacity_bytes": capacity,
+        "memory_fits": fits,
+        "verdict": verdict,
+        "margin_bytes": margin,
+        "memory_band_bytes": device.band_bytes,
+        "optimizer": opts.memory.optimizer.unwrap_or(args.step.setup.framework.default_optimizer()).to_string(),
+        "framework": args.step.setup.framework.to_string(),
+        "recompute": layout.recompute,
+    });
+    outln!("{}", serde_json::to_string_pretty(&out).unwrap());
+}
+
+fn print_text(args: &Cli, machine: &common::cli::Machine, e: &Estimate) {
+    let (s, b, layout, opts, device) = (&e.step, &e.step.breakdown, &e.layout, &e.opts, &e.device);
+    let (model, verdict, margin, profile) = (&e.model, e.verdict, e.margin, &e.profile);
+    let (tokens, timer, cluster) = (args.tokens, machine.timer.as_ref(), &machine.cluster);
+    let speed = |x: f64, step_seconds: f64| at_step(e, x, step_seconds);
     let memory_bytes = device.allocated_bytes;
     let capacity = cluster.gpu.memory_bytes;
-    let (verdict, margin) = device.verdict(capacity);
-    let fits = verdict == lmshape::memory::Verdict::Fits;
-    let s = or_die(step::step_time(&model, &layout, cluster, timer, &opts));
-    let tokens = args.tokens;
-    let b = &s.breakdown;
-    // The band: tokens/s and TFLOP/s scale inversely with the step time.
-    let speed = |x: f64, step_seconds: f64| x * s.step_seconds / step_seconds;
-    if args.json {
-        let out = json!({
-            "system": machine.system_json(),
-            "step_seconds_low": s.step_seconds_low,
-            "step_seconds_high": s.step_seconds_high,
-            "tokens_per_second_low": speed(s.tokens_per_second, s.step_seconds_high),
-            "tokens_per_second_high": speed(s.tokens_per_second, s.step_seconds_low),
-            "tflops_per_gpu_low": speed(s.tflops_per_gpu, s.step_seconds_high),
-            "tflops_per_gpu_high": speed(s.tflops_per_gpu, s.step_seconds_low),
-            "mfu_at_precision_peak": s.mfu_at_precision_peak,
-            "precision": opts.memory.gemm_precision.to_string(),
-            "step_seconds": s.step_seconds,
-            "tflops_per_gpu": s.tflops_per_gpu,
-            "mfu": s.mfu,
-            "tokens_per_second": s.tokens_per_second,
-            "days_for_tokens": s.days_for_tokens(tokens),
-            "tokens": tokens,
-            "num_micro_batches": s.num_micro_batches,
-            "stage_seconds": s.stage_seconds,
-            "gpus": or_die(layout.gpus()),
-            "breakdown": b,
-            "model": model,
-            "layout": layout,
-            "timer": timer.describe(),
-            "memory_bytes_per_gpu": memory_bytes,
-            "memory_reserved_bytes": device.reserved_bytes,
-            "memory_device_bytes": device.device_bytes,
-            "memory_capacity_bytes": capacity,
-            "memory_fits": fits,
-            "verdict": verdict,
-            "margin_bytes": margin,
-            "memory_band_bytes": device.band_bytes,
-            "optimizer": opts.memory.optimizer.unwrap_or(args.step.setup.framework.default_optimizer()).to_string(),
-            "framework": args.step.setup.framework.to_string(),
-            "recompute": layout.recompute,
-        });
-        outln!("{}", serde_json::to_string_pretty(&out).unwrap());
-        return;
-    }
     outln!(
         "{} params: {} layers × {} hidden, {} heads; tp {}{} × pp {} × dp {} ({} GPUs), micro-batch {}, global batch {}, sequence {}, recompute {}",
         si(or_die(model.total_params()) as f64),
