@@ -286,6 +286,33 @@ pub fn main() {
         (None, path) => common::load_config(path.as_deref().unwrap_or(DEFAULT_CONFIG)),
     };
     let p = profile(&args);
+    let (d, w) = deployment_and_workload(&args);
+    let r = or_die(serve::serve(&model, &p, &d, &w));
+    let frontier = if args.sweep {
+        sweep(&model, &p, &d, &w)
+    } else {
+        Vec::new()
+    };
+    if let Some(path) = &args.svg {
+        write_svg(
+            path,
+            &frontier,
+            &format!(
+                "{} on {}: throughput against interactivity",
+                si(or_die(model.total_params()) as f64),
+                p.name
+            ),
+        );
+    }
+    if args.json {
+        print_json(&args, &p, &d, &w, &r, &frontier);
+    } else {
+        print_text(&args, &model, &p, (&d, &w), &r, &frontier);
+    }
+}
+
+/// The replica and the workload the flags describe.
+fn deployment_and_workload(args: &Cli) -> (Deployment, Workload) {
     let d = Deployment {
         tp: args.tp,
         pp: args.pp,
@@ -311,40 +338,41 @@ pub fn main() {
             Batching::Continuous
         },
     };
-    let r = or_die(serve::serve(&model, &p, &d, &w));
-    let frontier = if args.sweep {
-        sweep(&model, &p, &d, &w)
-    } else {
-        Vec::new()
-    };
-    if let Some(path) = &args.svg {
-        write_svg(
-            path,
-            &frontier,
-            &format!(
-                "{} on {}: throughput against interactivity",
-                si(or_die(model.total_params()) as f64),
-                p.name
-            ),
-        );
+    (d, w)
+}
+
+fn print_json(
+    args: &Cli,
+    p: &SystemProfile,
+    d: &Deployment,
+    w: &Workload,
+    r: &serve::ServeReport,
+    frontier: &[(Deployment, serve::ServeReport)],
+) {
+    let mut out = record(r, d, args.gpu_hour_cost);
+    out["system"] = json!({"name": p.name, "gpu": p.gpu, "provenance": p.provenance});
+    out["band_basis"] = json!(serve::SERVING_BAND_BASIS);
+    out["isl"] = json!(w.isl);
+    out["osl"] = json!(w.osl);
+    out["weights"] = json!(d.weights.to_string());
+    out["kv_cache"] = json!(d.kv_cache.to_string());
+    if args.sweep {
+        out["frontier"] = frontier
+            .iter()
+            .map(|(d, r)| record(r, d, args.gpu_hour_cost))
+            .collect();
     }
-    if args.json {
-        let mut out = record(&r, &d, args.gpu_hour_cost);
-        out["system"] = json!({"name": p.name, "gpu": p.gpu, "provenance": p.provenance});
-        out["band_basis"] = json!(serve::SERVING_BAND_BASIS);
-        out["isl"] = json!(w.isl);
-        out["osl"] = json!(w.osl);
-        out["weights"] = json!(d.weights.to_string());
-        out["kv_cache"] = json!(d.kv_cache.to_string());
-        if args.sweep {
-            out["frontier"] = frontier
-                .iter()
-                .map(|(d, r)| record(r, d, args.gpu_hour_cost))
-                .collect();
-        }
-        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-        return;
-    }
+    outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+}
+
+fn print_text(
+    args: &Cli,
+    model: &lmshape::Transformer,
+    p: &SystemProfile,
+    (d, w): (&Deployment, &Workload),
+    r: &serve::ServeReport,
+    frontier: &[(Deployment, serve::ServeReport)],
+) {
     outln!(
         "{} params on {} ({}): tp {} × pp {} × ep {} × attention-dp {} = {} GPUs per replica; weights {}, KV cache {}",
         si(or_die(model.total_params()) as f64),
@@ -422,7 +450,7 @@ pub fn main() {
             "tok/s/GPU",
             "TTFT ms"
         );
-        for (d, r) in &frontier {
+        for (d, r) in frontier {
             outln!(
                 "  {:>3} {:>7} {:>14.1} {:>13.1} {:>9.1}",
                 d.tp,
