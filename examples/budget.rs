@@ -89,13 +89,6 @@ pub fn main() {
         param_floor: None,
     };
     let bounds = or_die(LawBounds::for_flops(flops));
-    let (kaplan, a1, a2, a3, be) = (
-        bounds.kaplan,
-        bounds.chinchilla_approach1,
-        bounds.chinchilla_approach2,
-        bounds.chinchilla_approach3,
-        bounds.besiroglu,
-    );
     let choice = or_die(law.constrained(flops, &cons));
     let inference = match args.target_loss {
         Some(l) => {
@@ -110,6 +103,44 @@ pub fn main() {
         }
         None => None,
     };
+    let b = Budget {
+        gpu_hours,
+        peak,
+        flops,
+        law,
+        bounds,
+        choice,
+        inference,
+    };
+    if args.json {
+        print_json(&args, &b);
+    } else {
+        print_text(&args, &b);
+    }
+}
+
+/// What the example found: the budget, every law's optimum, the constrained choice and the
+/// inference-aware size.
+struct Budget {
+    gpu_hours: f64,
+    peak: f64,
+    flops: f64,
+    law: LawChoice,
+    bounds: LawBounds,
+    choice: scaling::ConstrainedChoice,
+    inference: Option<scaling::InferenceChoice>,
+}
+
+fn print_json(args: &Cli, b: &Budget) {
+    let (flops, gpu_hours, gpu, law, choice) = (b.flops, b.gpu_hours, &args.gpu, &b.law, &b.choice);
+    let bounds = &b.bounds;
+    let (kaplan, a1, a2, a3, be) = (
+        bounds.kaplan,
+        bounds.chinchilla_approach1,
+        bounds.chinchilla_approach2,
+        bounds.chinchilla_approach3,
+        bounds.besiroglu,
+    );
     let alloc = |a: &Allocation, loss: Option<f64>| {
         let mut v = json!({"params": a.params, "tokens": a.tokens});
         if let Some(l) = loss {
@@ -117,34 +148,44 @@ pub fn main() {
         }
         v
     };
-    if args.json {
-        let mut out = json!({
-            "compute_flops": flops,
-            "gpu_hours": gpu_hours,
-            "pf_days": flops / scaling::PF_DAY_FLOPS,
-            "gpu": gpu.name,
-            "mfu": args.mfu,
-            "kaplan": alloc(&kaplan, None),
-            "chinchilla_approach1": alloc(&a1, None),
-            "chinchilla_approach2": alloc(&a2, None),
-            "chinchilla_approach3": alloc(&a3, Some(or_die(ParametricLaw::CHINCHILLA.loss(a3.params, a3.tokens)))),
-            "besiroglu": alloc(&be, Some(or_die(ParametricLaw::BESIROGLU.loss(be.params, be.tokens)))),
-            "constrained": {
-                "params": choice.params,
-                "tokens": choice.tokens,
-                "binding": choice.binding,
-                "predicted_loss": choice.predicted_loss,
-                "optimal_loss": choice.optimal_loss,
-                "loss_cost": choice.loss_cost,
-                "law": law.to_string(),
-            },
-        });
-        if let Some(i) = inference {
-            out["inference_aware"] = json!(i);
-        }
-        outln!("{}", serde_json::to_string_pretty(&out).unwrap());
-        return;
+    let mut out = json!({
+        "compute_flops": flops,
+        "gpu_hours": gpu_hours,
+        "pf_days": flops / scaling::PF_DAY_FLOPS,
+        "gpu": gpu.name,
+        "mfu": args.mfu,
+        "kaplan": alloc(&kaplan, None),
+        "chinchilla_approach1": alloc(&a1, None),
+        "chinchilla_approach2": alloc(&a2, None),
+        "chinchilla_approach3": alloc(&a3, Some(or_die(ParametricLaw::CHINCHILLA.loss(a3.params, a3.tokens)))),
+        "besiroglu": alloc(&be, Some(or_die(ParametricLaw::BESIROGLU.loss(be.params, be.tokens)))),
+        "constrained": {
+            "params": choice.params,
+            "tokens": choice.tokens,
+            "binding": choice.binding,
+            "predicted_loss": choice.predicted_loss,
+            "optimal_loss": choice.optimal_loss,
+            "loss_cost": choice.loss_cost,
+            "law": law.to_string(),
+        },
+    });
+    if let Some(i) = &b.inference {
+        out["inference_aware"] = json!(i);
     }
+    outln!("{}", serde_json::to_string_pretty(&out).unwrap());
+}
+
+fn print_text(args: &Cli, b: &Budget) {
+    let (flops, gpu_hours, gpu, law, choice, peak) =
+        (b.flops, b.gpu_hours, &args.gpu, &b.law, &b.choice, b.peak);
+    let bounds = &b.bounds;
+    let (kaplan, a1, a2, a3, be) = (
+        bounds.kaplan,
+        bounds.chinchilla_approach1,
+        bounds.chinchilla_approach2,
+        bounds.chinchilla_approach3,
+        bounds.besiroglu,
+    );
     outln!(
         "budget: {} GPU-hours of {} at {:.0}% MFU of {:.0} TFLOP/s = {:.3e} FLOPs ({} PF-days)",
         si(gpu_hours),
@@ -191,7 +232,7 @@ pub fn main() {
         choice.predicted_loss,
         choice.loss_cost
     );
-    if let Some(i) = inference {
+    if let Some(i) = &b.inference {
         outln!(
             "inference-aware (Sardana et al. 2023): {} params on {} tokens; training {:.3e} + inference {:.3e} FLOPs",
             si(i.params),
