@@ -1,7 +1,8 @@
 //! Every public entry point on arbitrary input: the Hugging Face config reader, parameter
 //! counts (also of models built field by field, unvalidated), FLOPs, training and inference
 //! memory, step time, shape enumeration, a small plan, scaling-law fits with their bootstrap,
-//! measured-table timers, and the scaling functions at the edges of `f64`. Each must return
+//! measured-table timers, serving on the shipped machine profiles, and the scaling functions
+//! at the edges of `f64`. Each must return
 //! `Ok` or a typed error; a panic, an overflow trap or a hang is a finding.
 #![no_main]
 
@@ -210,6 +211,43 @@ fn exercise_literal(b: &mut Bytes) {
     let _ = memory::training_memory(&m, &layout(b), &MemoryOptions::default());
 }
 
+/// Serving a model built from numbers on a shipped machine profile, with an arbitrary
+/// deployment and workload.
+fn exercise_serve(b: &mut Bytes) {
+    use lmshape::serve::{Batching, Deployment, KvCacheDtype, WeightPrecision, Workload};
+    let names = lmshape::system::SYSTEM_NAMES;
+    let Ok(profile) = lmshape::system::SystemProfile::shared(names[usize::from(b.u8()) % names.len()])
+    else {
+        return;
+    };
+    let Some(m) = model(b) else { return };
+    let weights = [
+        WeightPrecision::Bf16,
+        WeightPrecision::Fp8,
+        WeightPrecision::Fp8Block,
+        WeightPrecision::Nvfp4,
+        WeightPrecision::Mxfp4,
+    ];
+    let d = Deployment {
+        tp: b.u64(1),
+        pp: b.u64(1),
+        ep: b.u64(1),
+        attention_dp: b.u64(1),
+        weights: weights[usize::from(b.u8()) % weights.len()],
+        kv_cache: if b.u8() & 1 == 1 { KvCacheDtype::Fp8 } else { KvCacheDtype::Bf16 },
+        kv_block_tokens: b.u64(1),
+        memory_utilization: b.f64(),
+    };
+    let w = Workload {
+        isl: b.u64(3),
+        osl: b.u64(3),
+        concurrency: (b.u8() & 1 == 1).then(|| b.u64(2)),
+        prefill_chunk_tokens: b.u64(2),
+        batching: if b.u8() & 1 == 1 { Batching::Static } else { Batching::Continuous },
+    };
+    let _ = lmshape::serve::serve(&m, &profile, &d, &w);
+}
+
 /// The scaling functions at arbitrary floats.
 fn exercise_floats(b: &mut Bytes) {
     use lmshape::scaling;
@@ -228,7 +266,8 @@ fn exercise_floats(b: &mut Bytes) {
 
 fuzz_target!(|data: &[u8]| {
     let mut b = Bytes(data);
-    match b.u8() % 8 {
+    match b.u8() % 9 {
+        8 => exercise_serve(&mut b),
         4 => exercise_fit(&mut b),
         5 => exercise_table(&mut b),
         6 => exercise_literal(&mut b),
