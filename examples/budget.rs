@@ -131,16 +131,44 @@ struct Budget {
     inference: Option<scaling::InferenceChoice>,
 }
 
+impl Budget {
+    /// Each law's compute-optimal allocation: its JSON key, its name, the allocation and the
+    /// loss the law predicts there (the parametric laws only).
+    fn laws(&self) -> [(&'static str, &'static str, Allocation, Option<f64>); 5] {
+        let l = &self.bounds;
+        let loss = |law: ParametricLaw, a: Allocation| Some(or_die(law.loss(a.params, a.tokens)));
+        [
+            ("kaplan", "Kaplan 2020 (non-embedding N)", l.kaplan, None),
+            (
+                "chinchilla_approach1",
+                "Chinchilla approach 1",
+                l.chinchilla_approach1,
+                None,
+            ),
+            (
+                "chinchilla_approach2",
+                "Chinchilla approach 2",
+                l.chinchilla_approach2,
+                None,
+            ),
+            (
+                "chinchilla_approach3",
+                "Chinchilla approach 3",
+                l.chinchilla_approach3,
+                loss(ParametricLaw::CHINCHILLA, l.chinchilla_approach3),
+            ),
+            (
+                "besiroglu",
+                "Besiroglu et al. 2024 refit",
+                l.besiroglu,
+                loss(ParametricLaw::BESIROGLU, l.besiroglu),
+            ),
+        ]
+    }
+}
+
 fn print_json(args: &Cli, b: &Budget) {
     let (flops, gpu_hours, gpu, law, choice) = (b.flops, b.gpu_hours, &args.gpu, &b.law, &b.choice);
-    let bounds = &b.bounds;
-    let (kaplan, a1, a2, a3, be) = (
-        bounds.kaplan,
-        bounds.chinchilla_approach1,
-        bounds.chinchilla_approach2,
-        bounds.chinchilla_approach3,
-        bounds.besiroglu,
-    );
     let alloc = |a: &Allocation, loss: Option<f64>| {
         let mut v = json!({"params": a.params, "tokens": a.tokens});
         if let Some(l) = loss {
@@ -154,11 +182,6 @@ fn print_json(args: &Cli, b: &Budget) {
         "pf_days": flops / scaling::PF_DAY_FLOPS,
         "gpu": gpu.name,
         "mfu": args.mfu,
-        "kaplan": alloc(&kaplan, None),
-        "chinchilla_approach1": alloc(&a1, None),
-        "chinchilla_approach2": alloc(&a2, None),
-        "chinchilla_approach3": alloc(&a3, Some(or_die(ParametricLaw::CHINCHILLA.loss(a3.params, a3.tokens)))),
-        "besiroglu": alloc(&be, Some(or_die(ParametricLaw::BESIROGLU.loss(be.params, be.tokens)))),
         "constrained": {
             "params": choice.params,
             "tokens": choice.tokens,
@@ -169,6 +192,9 @@ fn print_json(args: &Cli, b: &Budget) {
             "law": law.to_string(),
         },
     });
+    for (key, _, a, loss) in b.laws() {
+        out[key] = alloc(&a, loss);
+    }
     if let Some(i) = &b.inference {
         out["inference_aware"] = json!(i);
     }
@@ -178,14 +204,6 @@ fn print_json(args: &Cli, b: &Budget) {
 fn print_text(args: &Cli, b: &Budget) {
     let (flops, gpu_hours, gpu, law, choice, peak) =
         (b.flops, b.gpu_hours, &args.gpu, &b.law, &b.choice, b.peak);
-    let bounds = &b.bounds;
-    let (kaplan, a1, a2, a3, be) = (
-        bounds.kaplan,
-        bounds.chinchilla_approach1,
-        bounds.chinchilla_approach2,
-        bounds.chinchilla_approach3,
-        bounds.besiroglu,
-    );
     outln!(
         "budget: {} GPU-hours of {} at {:.0}% MFU of {:.0} TFLOP/s = {:.3e} FLOPs ({} PF-days)",
         si(gpu_hours),
@@ -210,20 +228,12 @@ fn print_text(args: &Cli, b: &Budget) {
             loss.map_or("-".into(), |l| format!("{l:.3}"))
         )
     };
-    row("Kaplan 2020 (non-embedding N)", &kaplan, None);
-    outln!("  (Kaplan's N and D are separate published fits: 6·N·D = 1.81 × the budget)");
-    row("Chinchilla approach 1", &a1, None);
-    row("Chinchilla approach 2", &a2, None);
-    row(
-        "Chinchilla approach 3",
-        &a3,
-        ParametricLaw::CHINCHILLA.loss(a3.params, a3.tokens).ok(),
-    );
-    row(
-        "Besiroglu et al. 2024 refit",
-        &be,
-        ParametricLaw::BESIROGLU.loss(be.params, be.tokens).ok(),
-    );
+    for (key, name, a, loss) in b.laws() {
+        row(name, &a, loss);
+        if key == "kaplan" {
+            outln!("  (Kaplan's N and D are separate published fits: 6·N·D = 1.81 × the budget)");
+        }
+    }
     outln!(
         "\nconstrained ({law}): {} params on {} tokens ({}), predicted loss {:.4} (+{:.4} vs the optimum on the same budget)",
         si(choice.params),
