@@ -79,6 +79,12 @@ struct Cli {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// A named training setup, as the planner's scenarios set it (every flag still
+    /// overrides): dense-2026 and moe-2026 (Megatron-Core with the distributed optimizer,
+    /// sequence 8192, FlashAttention without dropout, sequence parallelism, the least
+    /// recomputation that fits) or bloom-2022 (Megatron-DeepSpeed).
+    #[arg(long, value_name = "NAME")]
+    scenario: Option<String>,
 }
 
 /// 16 or 18 bytes per parameter.
@@ -92,7 +98,9 @@ fn bytes_per_param(s: &str) -> Result<u64, String> {
 
 /// Run the example with the process's command line.
 pub fn main() {
-    let mut args: Cli = common::parse();
+    let scenario = common::scenario::given::<Cli>();
+    let mut args: Cli =
+        common::cli::parse_with_defaults(&common::scenario::setup_defaults(&[], scenario));
     if let Some(name) = &args.system {
         let profile = if std::path::Path::new(name).is_file() {
             or_die(lmshape::system::SystemProfile::from_json(
@@ -175,11 +183,21 @@ pub fn main() {
         }
     }
     if args.json {
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&report.to_json()).unwrap()
-        );
+        let mut out = report.to_json();
+        if let Some(s) = scenario {
+            out["scenario"] = json!(s.name);
+        }
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap());
     } else {
+        if let Some(s) = scenario {
+            let seq = args
+                .seq_len
+                .map_or("the model's default".to_string(), |s| s.to_string());
+            outln!(
+                "{}",
+                common::scenario::setup_line(s, &args.setup, &args.layout, &seq)
+            );
+        }
         report.print(&path);
     }
 }

@@ -312,80 +312,9 @@ fn mfu(s: &str) -> Result<Mfu, String> {
     share(s).map(Mfu::Assumed)
 }
 
-/// A named set of assumptions: each flag's default under it.
-struct Scenario {
-    name: &'static str,
-    about: &'static str,
-    defaults: &'static [(&'static str, &'static str)],
-}
-
-/// Llama-3-style dense training as teams run it in 2026: grouped-query attention (8 kv heads),
-/// SwiGLU with a 3.5·d FFN, rotary positions, a 128k vocabulary, sequence 8192,
-/// FlashAttention without dropout, Megatron-Core with the distributed optimizer and sequence
-/// parallelism, the least recomputation that fits, no token floor, the Besiroglu refit, and the
-/// budget at the pick's predicted MFU.
-const DENSE_2026: &[(&str, &str)] = &[
-    ("framework", "megatron-core"),
-    ("zero", "1"),
-    ("arch", "llama"),
-    ("vocab", "128256"),
-    ("seq_len", "8192"),
-    ("kv_heads", "8"),
-    ("ffn", "3.5d"),
-    ("flash", "true"),
-    ("no_dropout", "true"),
-    ("sequence_parallel", "true"),
-    ("recompute", "auto"),
-    ("token_floor", "none"),
-    ("law", "besiroglu"),
-    ("global_batch", "1024"),
-    ("mfu", "predicted"),
-];
-
-const SCENARIOS: [Scenario; 3] = [
-    Scenario {
-        name: "bloom-2022",
-        about: "BigScience's 2022 decision: BLOOM architecture (ALiBi, GELU, vocabulary 250880), sequence 2048, Megatron-DeepSpeed with bf16 at ZeRO 0 (DeepSpeed's BF16_Optimizer), full recomputation, standard attention with dropout, a 350B-token floor, Kaplan's law",
-        defaults: &[("framework", "megatron-deepspeed")],
-    },
-    Scenario {
-        name: "dense-2026",
-        about: "a Llama-3-style dense run: GQA with 8 kv heads, SwiGLU FFN 3.5d, RoPE, vocabulary 128256, sequence 8192, FlashAttention, no dropout, Megatron-Core with the distributed optimizer (ZeRO 1) and sequence parallelism, the least recomputation that fits, no token floor, the Besiroglu refit, the budget at the pick's predicted MFU",
-        defaults: DENSE_2026,
-    },
-    Scenario {
-        name: "moe-2026",
-        about: "dense-2026 with fine-grained mixture-of-experts variants of the best dense shapes",
-        defaults: DENSE_2026,
-    },
-];
-
-/// The scenario the command line names (`--scenario NAME`), read before the flags so that its
-/// defaults become theirs.
-fn scenario() -> &'static Scenario {
-    let args: Vec<String> = common::args()
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let named = args.iter().enumerate().find_map(|(i, a)| {
-        a.strip_prefix("--scenario=")
-            .map(str::to_string)
-            .or_else(|| (a == "--scenario").then(|| args.get(i + 1).cloned().unwrap_or_default()))
-    });
-    match named {
-        None => &SCENARIOS[0],
-        Some(n) => SCENARIOS.iter().find(|s| s.name == n).unwrap_or_else(|| {
-            usage_error::<Cli>(format!(
-                "unknown scenario {n:?} (known: {})",
-                SCENARIOS.map(|s| s.name).join(", ")
-            ))
-        }),
-    }
-}
-
 /// Run the example with the process's command line.
 pub fn main() {
-    let scenario = scenario();
+    let scenario = common::scenario::named::<Cli>();
     let args: Cli = parse_with_defaults(scenario.defaults);
     let args = Cli {
         moe: args.moe || scenario.name == "moe-2026",
@@ -733,7 +662,7 @@ fn report_serving(req: &PlanRequest, p: &Plan, args: &Cli, serve_tokens: f64) {
 
 /// The scenario's assumptions as the flags leave them, printed before anything else (text
 /// output only).
-fn outln_scenario(args: &Cli, scenario: &Scenario) {
+fn outln_scenario(args: &Cli, scenario: &common::scenario::Scenario) {
     if args.json || args.report_json {
         return;
     }

@@ -59,6 +59,12 @@ struct Cli {
     head_dim: Option<u64>,
     #[command(flatten)]
     step: StepArgs,
+    /// A named training setup, as the planner's scenarios set it (every flag still
+    /// overrides): dense-2026 and moe-2026 (Megatron-Core with the distributed optimizer,
+    /// sequence 8192, FlashAttention without dropout, sequence parallelism, the least
+    /// recomputation that fits) or bloom-2022 (Megatron-DeepSpeed).
+    #[arg(long, value_name = "NAME")]
+    scenario: Option<String>,
     /// Tokens to train on, for the days.
     #[arg(long, value_name = "T", default_value_t = 350e9, value_parser = positive)]
     tokens: f64,
@@ -123,15 +129,19 @@ fn model_of(args: &Cli) -> Transformer {
 /// Run the example with the process's command line.
 pub fn main() {
     // BigScience's launch layout unless the flags say otherwise.
-    let args: Cli = parse_with_defaults(&[
-        ("tp", "4"),
-        ("pp", "12"),
-        ("dp", "8"),
-        ("micro_batch", "2"),
-        ("global_batch", "2048"),
-        ("recompute", "full"),
-        ("zero", "1"),
-    ]);
+    let scenario = common::scenario::given::<Cli>();
+    let args: Cli = parse_with_defaults(&common::scenario::setup_defaults(
+        &[
+            ("tp", "4"),
+            ("pp", "12"),
+            ("dp", "8"),
+            ("micro_batch", "2"),
+            ("global_batch", "2048"),
+            ("recompute", "full"),
+            ("zero", "1"),
+        ],
+        scenario,
+    ));
     let model = model_of(&args);
     let bloom_default = args.config.is_none() && args.preset.is_none() && args.arch.is_none();
     let mut layout = args.step.layout.layout(args.step.seq_len);
@@ -250,6 +260,10 @@ fn print_json(args: &Cli, machine: &common::cli::Machine, e: &Estimate) {
         "framework": args.step.setup.framework.to_string(),
         "recompute": layout.recompute,
     });
+    let mut out = out;
+    if let Some(name) = &args.scenario {
+        out["scenario"] = json!(name);
+    }
     outln!("{}", serde_json::to_string_pretty(&out).unwrap());
 }
 
@@ -260,6 +274,17 @@ fn print_text(args: &Cli, machine: &common::cli::Machine, e: &Estimate) {
     let speed = |x: f64, step_seconds: f64| at_step(e, x, step_seconds);
     let memory_bytes = device.allocated_bytes;
     let capacity = cluster.gpu.memory_bytes;
+    if let Some(scenario) = common::scenario::given::<Cli>() {
+        outln!(
+            "{}",
+            common::scenario::setup_line(
+                scenario,
+                &args.step.setup,
+                &args.step.layout,
+                &args.step.seq_len.to_string()
+            )
+        );
+    }
     outln!(
         "{} params: {} layers × {} hidden, {} heads; tp {}{} × pp {} × dp {} ({} GPUs), micro-batch {}, global batch {}, sequence {}, recompute {}",
         si(or_die(model.total_params()) as f64),

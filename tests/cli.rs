@@ -641,12 +641,24 @@ const SMALL_2026: [&str; 6] = ["--scenario", "dense-2026", "--gpus", "64", "--we
 /// One set of defaults: the layout `plan` picks, run through `throughput` and `inspect_config`
 /// with the same flags, gives the same step time and the same device memory, under
 /// Megatron-Core and under Megatron-DeepSpeed at ZeRO 0 (where every tool takes the optimizer
-/// DeepSpeed's engine picks, BF16_Optimizer).
+/// DeepSpeed's engine picks, BF16_Optimizer); and with the setup named by the scenario alone
+/// (`--scenario dense-2026` in every tool, no setup flags).
 #[test]
 fn plan_throughput_and_inspect_agree() {
-    for framework in [
-        &["--framework", "megatron-core", "--zero", "1"][..],
-        &["--framework", "megatron-deepspeed", "--zero", "0"][..],
+    const SETUP: [&str; 5] = [
+        "--seq-len",
+        "8192",
+        "--flash",
+        "--no-dropout",
+        "--sequence-parallel",
+    ];
+    for (framework, setup) in [
+        (&["--framework", "megatron-core", "--zero", "1"][..], &SETUP[..]),
+        (
+            &["--framework", "megatron-deepspeed", "--zero", "0"][..],
+            &SETUP[..],
+        ),
+        (&[][..], &["--scenario", "dense-2026"][..]),
     ] {
         let mut args = SMALL_2026.to_vec();
         args.extend(["--json", "--top", "1"]);
@@ -673,9 +685,8 @@ fn plan_throughput_and_inspect_agree() {
         .unwrap();
         let recompute = c["recompute"].as_str().unwrap().to_string();
         let (tp, pp, dp, mb) = (n("tp"), n("pp"), n("dp"), n("micro_batch"));
-        let mut common: Vec<&str> = vec![
-            "--seq-len",
-            "8192",
+        let mut common: Vec<&str> = setup.to_vec();
+        common.extend([
             "--tp",
             &tp,
             "--pp",
@@ -688,10 +699,7 @@ fn plan_throughput_and_inspect_agree() {
             "1024",
             "--recompute",
             &recompute,
-            "--flash",
-            "--no-dropout",
-            "--sequence-parallel",
-        ];
+        ]);
         common.extend(framework);
         let path = config.to_str().unwrap();
         let mut t = vec!["--config", path, "--json"];

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod scenario;
 
 /// `println!` that ends the program quietly (status 0) when standard output is closed, as
 /// when the output is piped into `head`.
