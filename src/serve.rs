@@ -298,7 +298,10 @@ pub struct ServeReport {
     pub weights_bytes_per_gpu: u64,
     /// KV cache room per GPU.
     pub kv_cache_bytes_per_gpu: u64,
-    /// Time to first token: the request's prefill and one decode step.
+    /// Time to first token: the request's prefill and the decode steps its chunks ride on
+    /// (continuous batching: one per prefill chunk, as a chunked-prefill scheduler such as
+    /// vLLM's mixes each chunk into a decode step; static batching: the whole batch's prefill
+    /// and one step). Time waiting for a free slot is not counted.
     pub ttft_seconds: f64,
     /// Time per output token of the decode step alone.
     pub tpot_seconds: f64,
@@ -731,9 +734,10 @@ pub fn serve(
                 / workload.osl as f64
                 / d.pp as f64;
             let step = tpot + prefill_per_step;
+            let chunks = workload.isl.div_ceil(chunk) as f64;
             (
                 step,
-                prefill_request + tpot,
+                prefill_request + chunks * tpot,
                 concurrency as f64 / step,
                 prefill_per_step / step,
             )

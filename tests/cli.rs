@@ -653,7 +653,10 @@ fn plan_throughput_and_inspect_agree() {
         "--sequence-parallel",
     ];
     for (framework, setup) in [
-        (&["--framework", "megatron-core", "--zero", "1"][..], &SETUP[..]),
+        (
+            &["--framework", "megatron-core", "--zero", "1"][..],
+            &SETUP[..],
+        ),
         (
             &["--framework", "megatron-deepspeed", "--zero", "0"][..],
             &SETUP[..],

@@ -96,6 +96,35 @@ fn impossible_requests_are_errors() {
     assert!(e.contains("weights"), "{e}");
 }
 
+/// Chunked prefill under continuous batching: a prompt of four chunks reaches its first token
+/// after its prefill and the four decode steps its chunks ride on, so it waits at least three
+/// steps more than its prefill and one step; one chunk waits its prefill and one step.
+#[test]
+fn chunked_prefill_rides_on_decode_steps() {
+    let m = config("llama-2-7b");
+    let p = SystemProfile::by_name("dgx-h100").unwrap();
+    let at = |isl: u64| {
+        let w = Workload {
+            isl,
+            osl: 128,
+            concurrency: Some(4),
+            prefill_chunk_tokens: 1024,
+            ..Workload::default()
+        };
+        serve::serve(&m, &p, &Deployment::default(), &w).unwrap()
+    };
+    let one = at(1024);
+    let four = at(4096);
+    let prefill = |r: &serve::ServeReport, isl: f64| r.prefill_seconds_per_token * isl;
+    assert!((one.ttft_seconds - prefill(&one, 1024.0) - one.tpot_seconds).abs() < 1e-12);
+    let waited = four.ttft_seconds - prefill(&four, 4096.0);
+    assert!(
+        (waited / four.tpot_seconds - 4.0).abs() < 1e-9,
+        "{waited} vs {}",
+        four.tpot_seconds
+    );
+}
+
 /// 4-bit weights: on a Blackwell node the weights take their bits (4.5 per value for NVFP4,
 /// 4.25 for MXFP4, against bf16's 16) and leave the KV cache more room; a Hopper node has no
 /// 4-bit kernels, and the error names the precision.
