@@ -522,3 +522,21 @@ fn unknown_vision_towers_are_errors() {
     .to_string();
     assert!(e.contains("vision_config.patch_size"), "{e}");
 }
+
+/// Smoke test: every config shipped under `examples/configs/` reads and counts (a user's
+/// first command must not fail on the repository's own files).
+#[test]
+fn example_configs_read() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/configs");
+    let mut read = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let c = lmshape::model::hf::checkpoint_from_hf_config_str(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        c.param_counts()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        read += 1;
+    }
+    assert!(read >= 12, "{read}");
+}
