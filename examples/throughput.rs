@@ -11,6 +11,7 @@
 //! BigScience launched it (tp 4, pp 12 with embedding slots, dp 8, micro-batch 2, global batch
 //! 2048, full recomputation, ZeRO-1) on a DGX A100 cluster timed by its measured profile
 //! (`--system NAME|PATH` for another machine, `--system analytical` for the analytical model).
+//! With a model of the user's the layout starts from one GPU, as `inspect_config`'s does.
 
 #[macro_use]
 mod common;
@@ -126,11 +127,25 @@ fn model_of(args: &Cli) -> Transformer {
     )
 }
 
+/// Whether the command line names a model (`--config`, `--preset` or `--arch`), read before
+/// the flags so that the layout's defaults can follow it.
+fn model_named() -> bool {
+    common::args().iter().any(|a| {
+        let a = a.to_string_lossy();
+        ["--config", "--preset", "--arch"]
+            .iter()
+            .any(|f| a == *f || a.starts_with(&format!("{f}=")))
+    })
+}
+
 /// Run the example with the process's command line.
 pub fn main() {
-    // BigScience's launch layout unless the flags say otherwise.
+    // BigScience's launch layout for the default model, unless the flags say otherwise; a
+    // model of the user's starts from one GPU, as in inspect_config.
     let scenario = common::scenario::given::<Cli>();
-    let args: Cli = parse_with_defaults(&common::scenario::setup_defaults(
+    let bloom_launch: &[(&str, &str)] = if model_named() {
+        &[]
+    } else {
         &[
             ("tp", "4"),
             ("pp", "12"),
@@ -139,9 +154,9 @@ pub fn main() {
             ("global_batch", "2048"),
             ("recompute", "full"),
             ("zero", "1"),
-        ],
-        scenario,
-    ));
+        ]
+    };
+    let args: Cli = parse_with_defaults(&common::scenario::setup_defaults(bloom_launch, scenario));
     let model = model_of(&args);
     let bloom_default = args.config.is_none() && args.preset.is_none() && args.arch.is_none();
     let mut layout = args.step.layout.layout(args.step.seq_len);
