@@ -503,7 +503,7 @@ fn unknown_vision_towers_are_errors() {
     };
     for vision in [
         r#"{"model_type": "intern_vit"}"#,
-        r#"{"model_type": "siglip_vision_model"}"#,
+        r#"{"model_type": "siglip2_vision_model"}"#,
     ] {
         for e in [
             checkpoint_from_hf_config_str(&cfg(vision)).unwrap_err(),
@@ -521,6 +521,70 @@ fn unknown_vision_towers_are_errors() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("vision_config.patch_size"), "{e}");
+}
+
+/// Four more vision-language families against their published totals (the Hugging Face
+/// model pages' rounded figures: LLaVA-OneVision-Qwen2-0.5B 894M, PaliGemma-3B 2.92B,
+/// Idefics3-8B-Llama3 8.46B, Gemma-3-4B 4.30B — the last the figure the checkpoint holds), and
+/// their towers and projectors recounted tensor by tensor here.
+#[test]
+fn more_vision_language_families_match_published_totals() {
+    use lmshape::model::hf::checkpoint_from_hf_config_str;
+    // SigLIP layers as `transformers` stores them: q, k, v, o with biases, a biased GELU MLP,
+    // two LayerNorms; the stem a biased 3-channel patch convolution and a position per patch;
+    // a final LayerNorm; no pooling head (`vision_use_head: false`).
+    let siglip = |h: u64, i: u64, layers: u64, patch: u64, image: u64| {
+        let layer = 4 * (h * h + h) + (h * i + i) + (i * h + h) + 2 * 2 * h;
+        let positions = (image / patch).pow(2);
+        3 * patch * patch * h + h + positions * h + layers * layer + 2 * h
+    };
+    let cases = [
+        (
+            r#"{"model_type":"llava_onevision","text_config":{"hidden_size":896,"intermediate_size":4864,"max_position_embeddings":32768,"model_type":"qwen2","num_attention_heads":14,"num_hidden_layers":24,"num_key_value_heads":2,"tie_word_embeddings":true,"vocab_size":152000},"tie_word_embeddings":true,"vision_config":{"hidden_size":1152,"image_size":384,"intermediate_size":4304,"model_type":"siglip_vision_model","num_attention_heads":16,"num_hidden_layers":26,"patch_size":14,"vision_use_head":false},"vision_feature_layer":-1}"#,
+            siglip(1152, 4304, 26, 14, 384),
+            // Two biased linear layers and the image-newline row.
+            1152 * 896 + 896 + 896 * 896 + 896 + 896,
+            1e6,
+            894.0,
+        ),
+        (
+            r#"{"model_type":"paligemma","projection_dim":2048,"text_config":{"hidden_size":2048,"intermediate_size":16384,"model_type":"gemma","num_attention_heads":8,"num_hidden_layers":18,"num_key_value_heads":1,"vocab_size":257216},"vision_config":{"hidden_size":1152,"intermediate_size":4304,"model_type":"siglip_vision_model","num_attention_heads":16,"num_hidden_layers":27,"patch_size":14,"projection_dim":2048,"vision_use_head":false}}"#,
+            siglip(1152, 4304, 27, 14, 224),
+            1152 * 2048 + 2048,
+            1e7,
+            292.0,
+        ),
+        (
+            r#"{"model_type":"idefics3","scale_factor":2,"text_config":{"hidden_size":4096,"intermediate_size":14336,"max_position_embeddings":131072,"model_type":"llama","num_attention_heads":32,"num_hidden_layers":32,"num_key_value_heads":8,"tie_word_embeddings":false,"vocab_size":128259},"vision_config":{"hidden_size":1152,"image_size":364,"intermediate_size":4304,"model_type":"idefics3","num_attention_heads":16,"num_hidden_layers":27,"patch_size":14}}"#,
+            siglip(1152, 4304, 27, 14, 364),
+            // Four patches folded into one token, one unbiased linear layer.
+            1152 * 4 * 4096,
+            1e7,
+            846.0,
+        ),
+        (
+            r#"{"model_type":"gemma3","mm_tokens_per_image":256,"text_config":{"hidden_size":2560,"intermediate_size":10240,"model_type":"gemma3_text","num_hidden_layers":34,"sliding_window":1024},"vision_config":{"hidden_size":1152,"image_size":896,"intermediate_size":4304,"model_type":"siglip_vision_model","num_attention_heads":16,"num_hidden_layers":27,"patch_size":14,"vision_use_head":false}}"#,
+            siglip(1152, 4304, 27, 14, 896),
+            // The soft-embedding RMSNorm and one unbiased projection.
+            1152 + 1152 * 2560,
+            1e7,
+            430.0,
+        ),
+    ];
+    for (config, tower, projector, unit, published) in cases {
+        let c = checkpoint_from_hf_config_str(config)
+            .unwrap()
+            .param_counts()
+            .unwrap();
+        assert_eq!(c.vision_encoder_params, tower, "{config}");
+        assert_eq!(c.multimodal_projector_params, projector, "{config}");
+        assert_eq!(
+            (c.total_params as f64 / unit).round(),
+            published,
+            "{}",
+            c.total_params
+        );
+    }
 }
 
 /// Smoke test: every config shipped under `examples/configs/` reads and counts (a user's

@@ -5,8 +5,9 @@
 //! The module layouts follow Hugging Face `transformers`: `SiglipVisionModel` (Gemma 3),
 //! `CLIPVisionModel` (LLaVA, LLaVA-NeXT), `PixtralVisionModel` (Pixtral, Mistral 3),
 //! `Qwen2VisionTransformerPretrainedModel` and `Qwen2_5_VisionTransformerPretrainedModel`; the
-//! projectors `Gemma3MultiModalProjector`, `LlavaMultiModalProjector`,
-//! `Mistral3MultiModalProjector` and the Qwen patch mergers.
+//! projectors `Gemma3MultiModalProjector`, `LlavaMultiModalProjector` (LLaVA-OneVision's
+//! alike), `Mistral3MultiModalProjector`, the Qwen patch mergers, `PaliGemmaMultiModalProjector`
+//! and the Idefics3/SmolVLM connector (whose towers are SigLIP's layout without the head).
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -92,6 +93,16 @@ pub enum ProjectorKind {
     QwenMerger {
         /// Patches merged per side.
         spatial_merge: u64,
+    },
+    /// PaliGemma: one biased linear layer from the tower's width to the language model's
+    /// (`PaliGemmaMultiModalProjector`).
+    Linear,
+    /// Idefics3 and SmolVLM: a pixel shuffle folding `scale²` patches into one token, then one
+    /// unbiased linear layer of `scale²` × the tower's width to the language model's
+    /// (`Idefics3Connector`, `SmolVLMConnector`).
+    PixelShuffle {
+        /// Patches folded per side (`scale_factor`).
+        scale: u64,
     },
 }
 
@@ -247,6 +258,8 @@ impl VisionEncoder {
             | ProjectorKind::QwenMerger { spatial_merge } => {
                 sizes.push((spatial_merge, "spatial_merge_size"));
             }
+            ProjectorKind::Linear => {}
+            ProjectorKind::PixelShuffle { scale } => sizes.push((scale, "scale_factor")),
         }
         for (value, field) in sizes {
             crate::error::positive(value, field)?;
@@ -310,6 +323,8 @@ impl VisionEncoder {
                     linear(merged, t, true)?,
                 ])?
             }
+            ProjectorKind::Linear => linear(v, t, true)?,
+            ProjectorKind::PixelShuffle { scale } => linear(mul(v, mul(scale, scale)?)?, t, false)?,
         };
         Ok(VisionCounts {
             vision_encoder_params: self.tower.params()?,
@@ -366,6 +381,11 @@ impl VisionEncoder {
                 let merged = (spatial_merge as f64).powi(2);
                 let m = v * merged;
                 (m * m + m * txt, n / merged)
+            }
+            ProjectorKind::Linear => (v * txt, n),
+            ProjectorKind::PixelShuffle { scale } => {
+                let folded = (scale as f64).powi(2);
+                (v * folded * txt, n / folded)
             }
         };
         let flops = tower + 2.0 * projector_tokens * projector_macs;

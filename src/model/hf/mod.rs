@@ -72,7 +72,7 @@ type Reader = fn(&Value) -> Result<Transformer>;
 
 /// The registry: each `model_type` this module reads, with its reader. The supported list and
 /// the dispatch of [`from_hf_config`] both come from it, so they cannot disagree.
-const READERS: [(&str, Reader); 33] = [
+const READERS: [(&str, Reader); 37] = [
     ("gpt2", reader::<Gpt2Config>),
     ("gpt_neox", reader::<GptNeoXConfig>),
     ("bloom", reader::<BloomConfig>),
@@ -96,6 +96,10 @@ const READERS: [(&str, Reader); 33] = [
     ("gemma3", read_language_model),
     ("llava", read_language_model),
     ("llava_next", read_language_model),
+    ("llava_onevision", read_language_model),
+    ("paligemma", read_language_model),
+    ("idefics3", read_language_model),
+    ("smolvlm", read_language_model),
     ("mistral3", read_language_model),
     ("qwen2_vl", read_language_model),
     ("qwen2_5_vl", read_language_model),

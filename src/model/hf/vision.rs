@@ -14,13 +14,17 @@ use serde_json::Value;
 
 /// The vision-language `model_type`s: their language model is read from `text_config`, their
 /// encoder from `vision_config`.
-pub const MULTIMODAL_MODEL_TYPES: [&str; 6] = [
+pub const MULTIMODAL_MODEL_TYPES: [&str; 10] = [
     "gemma3",
     "llava",
     "llava_next",
+    "llava_onevision",
     "mistral3",
     "qwen2_vl",
     "qwen2_5_vl",
+    "paligemma",
+    "idefics3",
+    "smolvlm",
 ];
 
 /// The top-level keys of a vision-language config.
@@ -32,6 +36,8 @@ struct Keys {
     vision_feature_layer: Option<Value>,
     multimodal_projector_bias: Option<bool>,
     spatial_merge_size: Option<Count>,
+    projection_dim: Option<Count>,
+    scale_factor: Option<Count>,
 }
 
 /// The keys of a `vision_config`, under every family's names.
@@ -54,6 +60,7 @@ struct TowerKeys {
     vision_use_head: Option<bool>,
     out_hidden_size: Option<Count>,
     spatial_merge_size: Option<Count>,
+    projection_dim: Option<Count>,
 }
 
 /// A vision-language checkpoint: its language model and its vision encoder.
@@ -89,7 +96,8 @@ fn language_model(model_type: &str, value: &Value, keys: &Keys) -> Result<Transf
     let default_type = match model_type {
         "gemma3" => "gemma3_text",
         "mistral3" => "mistral",
-        "qwen2_vl" | "qwen2_5_vl" => "qwen2",
+        "qwen2_vl" | "qwen2_5_vl" | "llava_onevision" => "qwen2",
+        "paligemma" => "gemma",
         _ => "llama",
     };
     let inner = text.get("model_type").and_then(Value::as_str);
@@ -128,11 +136,10 @@ fn feature_layers(v: Option<&Value>) -> Result<u64> {
 fn tower(
     kind: TowerKind,
     k: &TowerKeys,
-    clip_defaults: (u64, u64, u64, u64, u64, u64),
+    family_defaults: (u64, u64, u64, u64, u64, u64),
 ) -> Result<VisionTower> {
     let (hidden, inter, layers, heads, patch, image) = match kind {
-        TowerKind::Siglip { .. } => (768, 3072, 12, 12, 16, 224),
-        TowerKind::Clip => clip_defaults,
+        TowerKind::Siglip { .. } | TowerKind::Clip => family_defaults,
         TowerKind::Pixtral => (1024, 4096, 24, 16, 16, 1024),
         TowerKind::Qwen2Vl | TowerKind::Qwen25Vl => (1280, 3420, 32, 16, 14, 0),
     };
@@ -183,20 +190,41 @@ fn encoder(model_type: &str, keys: &Keys, text_hidden: u64) -> Result<VisionEnco
     let tower_type = k.model_type.as_deref();
     let unknown = |found: &str| Error::InvalidKey {
         key: "vision_config.model_type".into(),
-        expected: "a vision tower this reader counts (siglip_vision_model, clip_vision_model, pixtral, or Qwen's own)",
+        expected: "a vision tower this reader counts (siglip_vision_model, clip_vision_model, pixtral, idefics3_vision, smolvlm_vision, or Qwen's own)",
         found: found.into(),
     };
-    // LLaVA's default tower when `vision_config` is absent: CLIP ViT-L/14 at 336 px.
-    let llava_clip = (1024, 4096, 24, 16, 14, 336);
-    let clip = if keys.vision_config.is_some() {
-        (768, 3072, 12, 12, 32, 224)
-    } else {
-        llava_clip
+    // The tower's class defaults for keys the config leaves out (`transformers`): LLaVA's
+    // CLIP ViT-L/14 at 336 px when `vision_config` is absent, else CLIPVisionConfig's;
+    // LLaVA-OneVision's SigLIP (26 layers at 384 px), PaliGemma's (27 layers, MLP 4096, 224 px),
+    // Idefics3VisionConfig's and SmolVLMVisionConfig's, else SiglipVisionConfig's.
+    let defaults = match (model_type, tower_type) {
+        ("llava" | "llava_next", None) if keys.vision_config.is_none() => {
+            (1024, 4096, 24, 16, 14, 336)
+        }
+        ("llava_onevision", _) => (1152, 4304, 26, 16, 14, 384),
+        ("paligemma", _) => (1152, 4096, 27, 16, 14, 224),
+        ("idefics3", _) => (1152, 3072, 12, 16, 32, 224),
+        ("smolvlm", _) => (1152, 3072, 12, 16, 32, 224),
+        (_, Some("clip_vision_model")) | ("llava" | "llava_next", None) => {
+            (768, 3072, 12, 12, 32, 224)
+        }
+        _ => (768, 3072, 12, 12, 16, 224),
+    };
+    let siglip = |head_by_default: bool| TowerKind::Siglip {
+        use_head: k.vision_use_head.unwrap_or(head_by_default),
     };
     let kind = match (model_type, tower_type) {
-        ("gemma3", None | Some("siglip_vision_model")) => TowerKind::Siglip {
-            use_head: k.vision_use_head.unwrap_or(true),
-        },
+        ("gemma3", None | Some("siglip_vision_model")) => siglip(true),
+        ("llava" | "llava_next", Some("siglip_vision_model")) => siglip(true),
+        ("llava_onevision", None) => siglip(false),
+        ("llava_onevision", Some("siglip_vision_model")) => siglip(true),
+        ("paligemma", None | Some("siglip_vision_model")) => siglip(false),
+        // Idefics3's and SmolVLM's towers are SigLIP's layers without the head.
+        // (their released configs name the tower `idefics3` and `smolvlm_vision`).
+        ("idefics3", None | Some("idefics3" | "idefics3_vision"))
+        | ("smolvlm", None | Some("smolvlm" | "smolvlm_vision")) => {
+            TowerKind::Siglip { use_head: false }
+        }
         ("llava" | "llava_next", None | Some("clip_vision_model")) => TowerKind::Clip,
         ("llava" | "llava_next" | "mistral3", Some("pixtral")) | ("mistral3", None) => {
             TowerKind::Pixtral
@@ -206,7 +234,7 @@ fn encoder(model_type: &str, keys: &Keys, text_hidden: u64) -> Result<VisionEnco
         (_, Some(t)) => return Err(unknown(t)),
         (t, None) => return Err(unknown(t)),
     };
-    let tower = tower(kind, &k, clip)?;
+    let tower = tower(kind, &k, defaults)?;
     let merge = |default: u64, key: Option<Count>| or(key, default);
     let (projector, text_hidden_size) = match model_type {
         "gemma3" => (
@@ -215,11 +243,23 @@ fn encoder(model_type: &str, keys: &Keys, text_hidden: u64) -> Result<VisionEnco
             },
             text_hidden,
         ),
-        "llava" | "llava_next" => (
+        "llava" | "llava_next" | "llava_onevision" => (
             ProjectorKind::Llava {
                 feature_layers: feature_layers(keys.vision_feature_layer.as_ref())?,
                 bias: keys.multimodal_projector_bias.unwrap_or(true),
-                image_newline: model_type == "llava_next",
+                image_newline: model_type != "llava",
+            },
+            text_hidden,
+        ),
+        // `vision_config.projection_dim` (the top level's when absent), the language model's
+        // width by default.
+        "paligemma" => (
+            ProjectorKind::Linear,
+            or(k.projection_dim.or(keys.projection_dim), text_hidden),
+        ),
+        "idefics3" | "smolvlm" => (
+            ProjectorKind::PixelShuffle {
+                scale: or(keys.scale_factor, 2),
             },
             text_hidden,
         ),
