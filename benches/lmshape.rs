@@ -34,8 +34,12 @@ fn accounting(c: &mut Criterion) {
 fn enumeration(c: &mut Criterion) {
     let mut g = c.benchmark_group("enumeration");
     let bloom = ShapeSpace::bloom_reference().unwrap();
-    let mut wide = ShapeSpace::around(100_000_000_000, 0.9, Architecture::gpt2(), 50257).unwrap();
-    wide.hidden_multiple = 64;
+    let wide = ShapeSpace::around(100_000_000_000, 0.9, Architecture::gpt2(), 50257)
+        .unwrap()
+        .to_builder()
+        .hidden_multiple(64)
+        .build()
+        .unwrap();
     for (name, space) in [("bloom_reference", &bloom), ("wide_10b_to_190b", &wide)] {
         let mut it = space.iter().unwrap();
         let shapes = it.by_ref().count();
@@ -56,10 +60,12 @@ fn enumeration(c: &mut Criterion) {
         );
     }
     // Mixture-of-experts variants of every Llama-style shape of 6.3–7.7B active parameters.
-    let backbone = ShapeSpace {
-        seq_len: 4096,
-        ..ShapeSpace::around(7_000_000_000, 0.1, Architecture::llama(), 32000).unwrap()
-    };
+    let backbone = ShapeSpace::around(7_000_000_000, 0.1, Architecture::llama(), 32000)
+        .unwrap()
+        .to_builder()
+        .seq_len(4096)
+        .build()
+        .unwrap();
     let moe = lmshape::search::MoeSpace::new(backbone);
     let shapes = moe.iter().unwrap().count() as u64;
     g.throughput(Throughput::Elements(shapes));

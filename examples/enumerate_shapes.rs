@@ -174,7 +174,7 @@ fn list_moe(args: &Cli, space: ShapeSpace) {
     // Each key is computed once per shape, not once per comparison.
     let at_target = |m: &search::MoeShape| {
         or_die(law.loss(
-            moe.backbone.target_params as f64,
+            moe.backbone.target_params() as f64,
             args.tokens,
             m.granularity as f64,
         ))
@@ -226,7 +226,7 @@ fn list_moe(args: &Cli, space: ShapeSpace) {
     outln!(
         "{} mixture-of-experts shapes of {} active params ± {:.1}% (experts {}, granularity {}, shared {}, ep {}, etp {}); settings ranked by Krajewski et al. 2024's loss at the target and {} tokens, shapes by Levine's depth",
         shapes.len(),
-        si(moe.backbone.target_params as f64),
+        si(moe.backbone.target_params() as f64),
         args.tolerance * 100.0,
         list(&args.experts),
         list(&args.granularities),
@@ -330,19 +330,7 @@ pub fn main() {
 /// The shape space the flags describe.
 fn build_space(args: &Cli) -> ShapeSpace {
     let arch = or_die(args.family.architecture());
-    let mut space = or_die(ShapeSpace::around(
-        args.target_params,
-        args.tolerance,
-        arch,
-        args.family.vocab,
-    ));
-    space.seq_len = args.family.seq_len;
-    space.tp = args.tp;
-    space.pp = args.pp;
-    space.embedding_pipeline_slots = args.embedding_slots;
-    space.balanced_pipeline = args.balanced_pipeline;
-    space.hidden_multiple = args.hidden_multiple;
-    space.head_dims = match &args.head_dims {
+    let head_dims = match &args.head_dims {
         Some(v) => {
             let mut v = v.clone();
             v.sort_unstable();
@@ -355,16 +343,30 @@ fn build_space(args: &Cli) -> ShapeSpace {
             args.head_dim_multiple,
         )),
     };
-    space.kv_heads = args.rules.kv_rule();
+    let mut space = or_die(ShapeSpace::around(
+        args.target_params,
+        args.tolerance,
+        arch,
+        args.family.vocab,
+    ))
+    .to_builder()
+    .seq_len(args.family.seq_len)
+    .tp(args.tp)
+    .pp(args.pp)
+    .embedding_pipeline_slots(args.embedding_slots)
+    .balanced_pipeline(args.balanced_pipeline)
+    .hidden_multiple(args.hidden_multiple)
+    .head_dims(head_dims)
+    .kv_heads(args.rules.kv_rule())
+    .fused_softmax_micro_batch(args.fused_softmax)
+    .min_aspect_ratio(args.min_aspect)
+    .max_aspect_ratio(args.max_aspect.unwrap_or(f64::INFINITY))
+    .min_layers(args.min_layers)
+    .max_layers(args.max_layers);
     if let Some(f) = args.rules.ffn {
-        space.ffn = f;
+        space = space.ffn(f);
     }
-    space.fused_softmax_micro_batch = args.fused_softmax;
-    space.min_aspect_ratio = args.min_aspect;
-    space.max_aspect_ratio = args.max_aspect.unwrap_or(f64::INFINITY);
-    space.min_layers = args.min_layers;
-    space.max_layers = args.max_layers;
-    space
+    or_die(space.build())
 }
 
 /// Each shape's predicted TFLOP/s per GPU on the flags' layout (under Megatron-Core, the step
@@ -379,15 +381,15 @@ fn rank_by_speed(
         .machine(lmshape::memory::Framework::MegatronCore);
     let (cluster, timer) = (&machine.cluster, machine.timer.as_ref());
     let layout = lmshape::ParallelLayout {
-        tp: space.tp,
-        pp: space.pp,
+        tp: space.tp(),
+        pp: space.pp(),
         dp: args.dp,
         micro_batch: args.micro_batch,
         global_batch: args.global_batch,
-        seq_len: space.seq_len,
+        seq_len: space.seq_len(),
         recompute: lmshape::Recompute::Full,
-        embedding_pipeline_slots: space.embedding_pipeline_slots,
-        balanced_pipeline: space.balanced_pipeline,
+        embedding_pipeline_slots: space.embedding_pipeline_slots(),
+        balanced_pipeline: space.balanced_pipeline(),
         ..lmshape::ParallelLayout::default()
     };
     let opts = lmshape::step::StepOptions::default();
@@ -454,20 +456,20 @@ fn print_header(
         si(target as f64),
         args.tolerance * 100.0,
         args.family.arch,
-        space.vocab_size,
+        space.vocab_size(),
         or_die(space.padded_vocab()),
-        space.seq_len,
-        space.tp,
-        space.pp,
-        match (space.embedding_pipeline_slots, space.balanced_pipeline) {
+        space.seq_len(),
+        space.tp(),
+        space.pp(),
+        match (space.embedding_pipeline_slots(), space.balanced_pipeline()) {
             (true, true) => " (embedding slots, balanced)",
             (true, false) => " (embedding slots)",
             (false, true) => " (balanced)",
             (false, false) => "",
         },
-        space.hidden_multiple,
-        space.head_dims.first().unwrap_or(&0),
-        space.head_dims.last().unwrap_or(&0),
+        space.hidden_multiple(),
+        space.head_dims().first().unwrap_or(&0),
+        space.head_dims().last().unwrap_or(&0),
     );
     outln!(
         "{} valid shapes ({} distinct depth × width) from {} candidates examined",

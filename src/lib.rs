@@ -65,6 +65,7 @@
 //! | module | may refer to |
 //! |---|---|
 //! | [`error`] | — |
+//! | `checked` (types whose builder checks their rules) | `error` |
 //! | [`model`] (with [`params`], the counts its validation needs) | `error` |
 //! | [`parallel`] | `error`, `model` |
 //! | [`flops`] | `error`, `model`, `parallel` |
@@ -75,7 +76,7 @@
 //! | [`step`] | the above, `memory` and `system` |
 //! | [`heuristics`] | `error`, `model` |
 //! | [`presets`] | `error`, `model`, `heuristics` |
-//! | [`search`] | `error`, `model`, `parallel`, `flops`, `heuristics` |
+//! | [`search`] | `error`, `checked`, `model`, `parallel`, `flops`, `heuristics` |
 //! | [`scaling`] | `error`, `model`, `parallel` |
 //! | [`serve`] | the above but `plan` |
 //! | [`plan`] | everything |
@@ -94,6 +95,7 @@
 #![deny(missing_docs)]
 #![warn(clippy::missing_errors_doc)]
 
+mod checked;
 pub mod error;
 pub mod flops;
 pub mod framework;

@@ -632,22 +632,23 @@ fn shape_space(req: &PlanRequest, target: f64) -> Result<ShapeSpace> {
             (target * (1.0 + req.range_above)) as u64,
         ),
     };
-    let mut space = ShapeSpace::around(target.max(1.0) as u64, 0.0, req.arch, req.vocab_size)?;
-    space.min_params = lo;
-    space.max_params = hi;
-    space.target_params = (target as u64).clamp(lo.min(hi), hi.max(lo));
-    space.size_basis = req.law.size_basis();
-    space.pad_vocab = false;
-    space.seq_len = req.seq_len;
-    space.head_dims = req.head_dims.iter().copied().sorted().dedup().collect();
-    space.hidden_multiple = req.hidden_multiple;
-    space.kv_heads = req.kv_heads;
+    let mut space = ShapeSpace::around(target.max(1.0) as u64, 0.0, req.arch, req.vocab_size)?
+        .to_builder()
+        .min_params(lo)
+        .max_params(hi)
+        .target_params((target as u64).clamp(lo.min(hi), hi.max(lo)))
+        .size_basis(req.law.size_basis())
+        .pad_vocab(false)
+        .seq_len(req.seq_len)
+        .head_dims(req.head_dims.iter().copied().sorted().dedup().collect())
+        .hidden_multiple(req.hidden_multiple)
+        .kv_heads(req.kv_heads)
+        .min_aspect_ratio(req.aspect_ratio_range.0)
+        .max_aspect_ratio(req.aspect_ratio_range.1);
     if let Some(f) = req.ffn {
-        space.ffn = f;
+        space = space.ffn(f);
     }
-    space.min_aspect_ratio = req.aspect_ratio_range.0;
-    space.max_aspect_ratio = req.aspect_ratio_range.1;
-    Ok(space)
+    space.build()
 }
 
 /// What the planner keeps while it walks the shapes.
@@ -1081,11 +1082,13 @@ fn plan_moe(
         first_dense_layers: search.first_dense_layers.clone(),
         // The backbones are the dense plan's own; the window is theirs.
         max_total_params: None,
-        ..crate::search::MoeSpace::new(ShapeSpace {
-            min_params: 0,
-            max_params: u64::MAX,
-            ..walk.space.clone()
-        })
+        ..crate::search::MoeSpace::new(
+            walk.space
+                .to_builder()
+                .min_params(0)
+                .max_params(u64::MAX)
+                .build()?,
+        )
     };
     for &g in &search.granularities {
         let law = search.law.at(g as f64)?;

@@ -77,55 +77,70 @@ impl FfnRule {
     }
 }
 
-/// A region of shape space.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ShapeSpace {
-    /// The size aimed at (for parameter error), counted in `size_basis`.
-    pub target_params: u64,
-    /// Smallest parameter count accepted, counted in `size_basis`.
-    pub min_params: u64,
-    /// Largest parameter count accepted, counted in `size_basis`.
-    pub max_params: u64,
-    /// Which count the size window applies to: every parameter, or Kaplan et al.'s
-    /// non-embedding `N` (the size Kaplan's laws speak of).
-    #[serde(default = "total_basis")]
-    pub size_basis: ParamBasis,
-    /// Architecture knobs of every shape.
-    pub arch: Architecture,
-    /// Vocabulary before padding.
-    pub vocab_size: u64,
-    /// Pad the vocabulary to a multiple of `128 · tp` (Megatron-LM).
-    pub pad_vocab: bool,
-    /// Sequence length (learned position rows).
-    pub seq_len: u64,
-    /// Tensor-parallel degree.
-    pub tp: u64,
-    /// Pipeline-parallel degree.
-    pub pp: u64,
-    /// Count the embeddings as pipeline slots: `(L + 2) % pp == 0`.
-    pub embedding_pipeline_slots: bool,
-    /// Accept depths that do not split evenly over `pp`, balanced ([`parallel::PipelineSplit`]).
-    #[serde(default)]
-    pub balanced_pipeline: bool,
-    /// Allowed head dimensions (sorted, unique).
-    pub head_dims: Vec<u64>,
-    /// Hidden size must be a multiple of this.
-    pub hidden_multiple: u64,
-    /// Key/value heads rule.
-    pub kv_heads: KvHeads,
-    /// FFN rule.
-    pub ffn: FfnRule,
-    /// When set, require Megatron's fused-softmax rule `(heads/tp) · micro_batch % 4 == 0` at
-    /// this micro-batch.
-    pub fused_softmax_micro_batch: Option<u64>,
-    /// Smallest `d / L`.
-    pub min_aspect_ratio: f64,
-    /// Largest `d / L`.
-    pub max_aspect_ratio: f64,
-    /// Fewest layers.
-    pub min_layers: u64,
-    /// Most layers.
-    pub max_layers: u64,
+crate::checked::checked_type! {
+    /// A region of shape space: its rules hold once built ([`ShapeSpace::validate`]); start
+    /// from [`ShapeSpace::around`] or [`ShapeSpace::bloom_reference`] and derive variants with
+    /// [`ShapeSpace::to_builder`].
+    ///
+    /// ```
+    /// use lmshape::search::ShapeSpace;
+    /// let space = ShapeSpace::bloom_reference()?.to_builder().tp(8).build()?;
+    /// assert_eq!(space.tp(), 8);
+    /// assert!(space.to_builder().tp(0).build().is_err());
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    pub struct ShapeSpace;
+    /// The one way to set a [`ShapeSpace`]'s fields, and its serde form: `build` checks the
+    /// space's rules ([`ShapeSpace::validate`]).
+    pub struct ShapeSpaceBuilder = "ShapeSpaceBuilder";
+    check = validate;
+    fields {
+        /// The size aimed at (for parameter error), counted in `size_basis`.
+        target_params: u64 [copy],
+        /// Smallest parameter count accepted, counted in `size_basis`.
+        min_params: u64 [copy],
+        /// Largest parameter count accepted, counted in `size_basis`.
+        max_params: u64 [copy],
+        /// Which count the size window applies to: every parameter, or Kaplan et al.'s
+        /// non-embedding `N` (the size Kaplan's laws speak of).
+        size_basis: ParamBasis [copy, default = "total_basis"],
+        /// Architecture knobs of every shape.
+        arch: Architecture [copy],
+        /// Vocabulary before padding.
+        vocab_size: u64 [copy],
+        /// Pad the vocabulary to a multiple of `128 · tp` (Megatron-LM).
+        pad_vocab: bool [copy],
+        /// Sequence length (learned position rows).
+        seq_len: u64 [copy],
+        /// Tensor-parallel degree.
+        tp: u64 [copy],
+        /// Pipeline-parallel degree.
+        pp: u64 [copy],
+        /// Count the embeddings as pipeline slots: `(L + 2) % pp == 0`.
+        embedding_pipeline_slots: bool [copy],
+        /// Accept depths that do not split evenly over `pp`, balanced
+        /// ([`parallel::PipelineSplit`]).
+        balanced_pipeline: bool [copy, default = "Default::default"],
+        /// Allowed head dimensions (sorted, unique).
+        head_dims: Vec<u64> [ref],
+        /// Hidden size must be a multiple of this.
+        hidden_multiple: u64 [copy],
+        /// Key/value heads rule.
+        kv_heads: KvHeads [copy],
+        /// FFN rule.
+        ffn: FfnRule [copy],
+        /// When set, require Megatron's fused-softmax rule `(heads/tp) · micro_batch % 4 == 0`
+        /// at this micro-batch.
+        fused_softmax_micro_batch: Option<u64> [copy],
+        /// Smallest `d / L`.
+        min_aspect_ratio: f64 [copy],
+        /// Largest `d / L` (infinite: no bound; `null` in JSON).
+        max_aspect_ratio: f64 [copy, with = "crate::checked::unbounded"],
+        /// Fewest layers.
+        min_layers: u64 [copy],
+        /// Most layers.
+        max_layers: u64 [copy],
+    }
 }
 
 /// One valid shape: the model the space builds (its vocabulary padded as the space pads it)
@@ -217,7 +232,7 @@ impl ShapeSpace {
     /// architecture (4·d, or LLaMA's 8/3·d for gated MLPs), vocabulary padded, sequence 2048.
     ///
     /// # Errors
-    /// A zero target, or a tolerance outside `[0, 1)`.
+    /// A zero target or vocabulary, or a tolerance outside `[0, 1)`.
     pub fn around(
         target_params: u64,
         tolerance: f64,
@@ -233,7 +248,7 @@ impl ShapeSpace {
             });
         }
         let t = target_params as f64;
-        Ok(ShapeSpace {
+        let space = ShapeSpace {
             target_params,
             min_params: (t * (1.0 - tolerance)).ceil() as u64,
             max_params: (t * (1.0 + tolerance)).floor() as u64,
@@ -258,7 +273,9 @@ impl ShapeSpace {
             max_aspect_ratio: f64::INFINITY,
             min_layers: 1,
             max_layers: 1000,
-        })
+        };
+        space.validate()?;
+        Ok(space)
     }
 
     /// The BLOOM case: ≈175B ± 5%, BLOOM architecture, vocabulary 250880, sequence
@@ -273,12 +290,12 @@ impl ShapeSpace {
     /// # Errors
     /// None in practice: the reference space is valid.
     pub fn bloom_reference() -> Result<ShapeSpace> {
-        Ok(ShapeSpace {
-            tp: 4,
-            pp: 12,
-            embedding_pipeline_slots: true,
-            ..ShapeSpace::around(175_000_000_000, 0.05, Architecture::bloom(), 250_880)?
-        })
+        ShapeSpace::around(175_000_000_000, 0.05, Architecture::bloom(), 250_880)?
+            .to_builder()
+            .tp(4)
+            .pp(12)
+            .embedding_pipeline_slots(true)
+            .build()
     }
 
     /// Check the space's own settings.
@@ -947,11 +964,11 @@ impl MoeSpace {
     /// # Errors
     /// The dense space's rules ([`ShapeSpace::validate`]).
     pub fn iter(&self) -> Result<impl Iterator<Item = MoeShape> + '_> {
-        self.backbone.validate()?;
-        let dense = ShapeSpace {
-            min_params: self.backbone.min_params - self.backbone.min_params / 20,
-            ..self.backbone.clone()
-        };
+        let dense = self
+            .backbone
+            .to_builder()
+            .min_params(self.backbone.min_params - self.backbone.min_params / 20)
+            .build()?;
         Ok(dense.into_shapes()?.flat_map(move |b| {
             itertools::iproduct!(
                 self.num_experts.iter().copied(),

@@ -105,12 +105,21 @@ fn bounded_fit_options() {
 /// `--max-head-dim 1e9`) are refused before any work, or end at once.
 #[test]
 fn bounded_shape_ranges() {
-    let mut s = ShapeSpace::bloom_reference().unwrap();
-    s.min_layers = u64::MAX;
-    s.max_layers = u64::MAX;
+    let s = ShapeSpace::bloom_reference()
+        .unwrap()
+        .to_builder()
+        .min_layers(u64::MAX)
+        .max_layers(u64::MAX)
+        .build()
+        .unwrap();
     assert_eq!(s.iter().unwrap().count(), 0);
-    s.min_layers = 1;
-    let e = s.iter().unwrap_err().to_string();
+    // A space of 2^64 depths cannot be built.
+    let e = s
+        .to_builder()
+        .min_layers(1)
+        .build()
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("100,000 depths"), "{e}");
     let e = search::head_dim_range(1, 1_000_000_000, 1).unwrap_err();
     assert!(e.to_string().contains("4096"), "{e}");
@@ -412,22 +421,28 @@ proptest! {
         multiple in 1u64..512, tp in 1u64..16, pp in 1u64..16,
         min_aspect in 0.0f64..400.0,
     ) {
-        let Ok(mut s) = ShapeSpace::around(target, tol, Architecture::llama(), 32000) else {
+        let Ok(s) = ShapeSpace::around(target, tol, Architecture::llama(), 32000) else {
             return Ok(());
         };
-        s.min_layers = min_layers;
-        s.max_layers = min_layers + extra_layers;
         let Ok(hds) = search::head_dim_range(hd_lo, hd_lo + hd_span, hd_step) else {
             return Ok(());
         };
-        s.head_dims = hds;
-        s.hidden_multiple = multiple;
-        s.tp = tp;
-        s.pp = pp;
-        s.min_aspect_ratio = min_aspect;
+        let Ok(s) = s
+            .to_builder()
+            .min_layers(min_layers)
+            .max_layers(min_layers + extra_layers)
+            .head_dims(hds)
+            .hidden_multiple(multiple)
+            .tp(tp)
+            .pp(pp)
+            .min_aspect_ratio(min_aspect)
+            .build()
+        else {
+            return Ok(());
+        };
         let Ok(mut it) = s.iter() else { return Ok(()); };
-        let depths = s.max_layers - s.min_layers + 1;
-        let bound = depths * s.head_dims.len() as u64 * (search::MAX_HIDDEN + 1);
+        let depths = s.max_layers() - s.min_layers() + 1;
+        let bound = depths * s.head_dims().len() as u64 * (search::MAX_HIDDEN + 1);
         for _ in it.by_ref().take(2000) {}
         prop_assert!(it.candidates() <= bound);
     }

@@ -11,6 +11,7 @@ use std::path::Path;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("error", &[]),
     ("numeric", &["error"]),
+    ("checked", &["error"]),
     ("model", &["error", "numeric", "params"]),
     ("parallel", &["error", "model", "params"]),
     ("flops", &["error", "model", "params", "parallel"]),
@@ -51,6 +52,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "search",
         &[
             "error",
+            "checked",
             "model",
             "params",
             "parallel",

@@ -49,20 +49,23 @@ fn small_space() -> impl Strategy<Value = ShapeSpace> {
                     Architecture::llama(),
                     Architecture::bloom(),
                 ][arch];
-                let mut s = ShapeSpace::around(target, tol, arch, vocab).unwrap();
-                s.tp = tp;
-                s.pp = pp;
-                s.embedding_pipeline_slots = slots;
-                s.hidden_multiple = m;
-                s.head_dims = hds;
-                s.kv_heads = kv;
-                s.ffn = ffn;
-                s.fused_softmax_micro_batch = fused;
-                s.min_aspect_ratio = amin;
-                s.max_aspect_ratio = amax;
-                s.max_layers = 24;
-                s.seq_len = 128;
-                s
+                ShapeSpace::around(target, tol, arch, vocab)
+                    .unwrap()
+                    .to_builder()
+                    .tp(tp)
+                    .pp(pp)
+                    .embedding_pipeline_slots(slots)
+                    .hidden_multiple(m)
+                    .head_dims(hds)
+                    .kv_heads(kv)
+                    .ffn(ffn)
+                    .fused_softmax_micro_batch(fused)
+                    .min_aspect_ratio(amin)
+                    .max_aspect_ratio(amax)
+                    .max_layers(24)
+                    .seq_len(128)
+                    .build()
+                    .unwrap()
             },
         )
 }
@@ -70,16 +73,16 @@ fn small_space() -> impl Strategy<Value = ShapeSpace> {
 /// The widest hidden size a shape in the space can have: every layer holds at least its query
 /// and output projections, `2·d²` parameters, so `2·d² ≤ max_params`.
 fn width_bound(space: &ShapeSpace) -> u64 {
-    ((space.max_params as f64 / 2.0).sqrt()).floor() as u64 + 1
+    ((space.max_params() as f64 / 2.0).sqrt()).floor() as u64 + 1
 }
 
 /// Every (layers, hidden, heads) with hidden up to [`width_bound`] and a head size of the
 /// space (any other head count breaks the head-size rule by definition).
 fn brute_force(space: &ShapeSpace) -> BTreeSet<(u64, u64, u64)> {
     let mut out = BTreeSet::new();
-    for l in 1..=space.max_layers {
+    for l in 1..=space.max_layers() {
         for d in 1..=width_bound(space) {
-            for &hd in &space.head_dims {
+            for &hd in space.head_dims() {
                 if d % hd == 0 && space.check(l, d, d / hd).is_some() {
                     out.insert((l, d, d / hd));
                 }
@@ -111,19 +114,19 @@ proptest! {
         for s in space.iter().unwrap() {
             let m = space.model_of(&s).unwrap();
             prop_assert_eq!(m.total_params().unwrap(), s.params);
-            prop_assert!(s.params >= space.min_params && s.params <= space.max_params);
-            prop_assert_eq!(s.model.hidden_size() % space.hidden_multiple, 0);
-            prop_assert!(space.head_dims.contains(&s.model.head_dim()));
+            prop_assert!(s.params >= space.min_params() && s.params <= space.max_params());
+            prop_assert_eq!(s.model.hidden_size() % space.hidden_multiple(), 0);
+            prop_assert!(space.head_dims().contains(&s.model.head_dim()));
             prop_assert_eq!(s.model.num_heads() * s.model.head_dim(), s.model.hidden_size());
-            prop_assert_eq!(s.model.vocab_size() % (128 * space.tp), 0);
+            prop_assert_eq!(s.model.vocab_size() % (128 * space.tp()), 0);
             let aspect = s.model.hidden_size() as f64 / s.model.num_layers() as f64;
-            prop_assert!(aspect >= space.min_aspect_ratio && aspect <= space.max_aspect_ratio);
-            if let Some(mb) = space.fused_softmax_micro_batch {
-                prop_assert_eq!((s.model.num_heads() / space.tp) * mb % 4, 0);
+            prop_assert!(aspect >= space.min_aspect_ratio() && aspect <= space.max_aspect_ratio());
+            if let Some(mb) = space.fused_softmax_micro_batch() {
+                prop_assert_eq!((s.model.num_heads() / space.tp()) * mb % 4, 0);
             }
             // The parallel layout of the space accepts the model.
-            let layout = ParallelLayout { tp: space.tp, pp: space.pp,
-                embedding_pipeline_slots: space.embedding_pipeline_slots, seq_len: space.seq_len,
+            let layout = ParallelLayout { tp: space.tp(), pp: space.pp(),
+                embedding_pipeline_slots: space.embedding_pipeline_slots(), seq_len: space.seq_len(),
                 ..ParallelLayout::default() };
             prop_assert!(layout.validate(&m).is_ok(), "{:?}", layout.validate(&m));
         }
@@ -134,14 +137,13 @@ proptest! {
     #[test]
     fn arbitrary_spaces_never_panic(target in 1u64..u64::MAX, tol in 0.0f64..0.99, tp in 0u64..300,
         pp in 0u64..300, m in 0u64..5000, hd in proptest::collection::vec(0u64..5000, 0..4), max_layers in 0u64..200) {
-        if let Ok(mut s) = ShapeSpace::around(target, tol, Architecture::gpt2(), 50257) {
-            s.tp = tp;
-            s.pp = pp;
-            s.hidden_multiple = m;
-            s.head_dims = hd;
-            s.head_dims.sort();
-            s.head_dims.dedup();
-            s.max_layers = max_layers;
+        let mut hd = hd;
+        hd.sort();
+        hd.dedup();
+        let built = ShapeSpace::around(target, tol, Architecture::gpt2(), 50257).and_then(|s| {
+            s.to_builder().tp(tp).pp(pp).hidden_multiple(m).head_dims(hd).max_layers(max_layers).build()
+        });
+        if let Ok(s) = built {
             if let Ok(it) = s.iter() {
                 for shape in it.take(1000) {
                     let m = shape.model;
@@ -198,31 +200,42 @@ fn levine_prefers_about_80_layers_for_175b() {
 
 #[test]
 fn contradictory_constraints_give_empty_or_error() {
-    let mut s = ShapeSpace::around(1_000_000_000, 0.0, Architecture::gpt2(), 50257).unwrap();
+    let s = ShapeSpace::around(1_000_000_000, 0.0, Architecture::gpt2(), 50257).unwrap();
     // Zero tolerance: only exact matches; at 1B exactly there are none.
     assert_eq!(s.iter().unwrap().count(), 0);
-    s = ShapeSpace::around(1_000_000_000, 0.05, Architecture::gpt2(), 50257).unwrap();
-    s.head_dims = vec![64];
-    s.max_layers = 24;
-    s.tp = 1 << 20; // more tensor-parallel ranks than any shape has heads
+    let b = ShapeSpace::around(1_000_000_000, 0.05, Architecture::gpt2(), 50257)
+        .unwrap()
+        .to_builder()
+        .head_dims(vec![64])
+        .max_layers(24);
+    // More tensor-parallel ranks than any shape has heads.
+    let s = b.clone().tp(1 << 20).build().unwrap();
     assert_eq!(s.iter().unwrap().count(), 0);
-    s.tp = 0;
+    // Spaces that break a rule cannot be built.
     assert_eq!(
-        s.iter().unwrap_err(),
+        b.clone().tp(0).build().unwrap_err(),
         lmshape::Error::ZeroSize { field: "tp" }
     );
-    s.tp = 1;
-    s.head_dims = vec![];
-    let e = s.iter().unwrap_err().to_string();
+    let e = b.clone().head_dims(vec![]).build().unwrap_err().to_string();
     assert!(
         e.contains("allowed head dims are 1 to 4096 positive sizes"),
         "{e}"
     );
-    s.head_dims = vec![64];
-    s.min_params = 10;
-    s.max_params = 5;
-    let e = s.iter().unwrap_err().to_string();
+    let e = b
+        .clone()
+        .min_params(10)
+        .max_params(5)
+        .build()
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("parameter range must not be empty"), "{e}");
+    // The serde form goes through the same rules.
+    let mut json = serde_json::to_value(b.build().unwrap()).unwrap();
+    json["tp"] = serde_json::json!(0);
+    let e = serde_json::from_value::<ShapeSpace>(json)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tp"), "{e}");
     assert!(matches!(
         ShapeSpace::around(1_000, f64::NAN, Architecture::gpt2(), 1).unwrap_err(),
         lmshape::Error::InvalidValue {
@@ -255,21 +268,25 @@ proptest! {
         fused in proptest::option::of(1u64..5),
         vocab in 1u64..60_000, pad in any::<bool>(),
     ) {
-        let mut s = ShapeSpace::around(1, 0.0, Architecture::llama(), vocab).unwrap();
-        s.min_params = 0;
-        s.max_params = u64::MAX;
-        s.min_layers = 1;
-        s.max_layers = lmshape::search::MAX_LAYER_SPAN;
-        s.hidden_multiple = 1;
-        s.head_dims = (1..=2048).collect();
-        s.tp = tp;
-        s.pp = pp;
-        s.embedding_pipeline_slots = slots;
-        s.kv_heads = kv;
-        s.ffn = ffn;
-        s.fused_softmax_micro_batch = fused;
-        s.pad_vocab = pad;
-        s.seq_len = 64;
+        let s = ShapeSpace::around(1, 0.0, Architecture::llama(), vocab)
+            .unwrap()
+            .to_builder()
+            .min_params(0)
+            .max_params(u64::MAX)
+            .min_layers(1)
+            .max_layers(lmshape::search::MAX_LAYER_SPAN)
+            .hidden_multiple(1)
+            .head_dims((1..=2048).collect())
+            .tp(tp)
+            .pp(pp)
+            .embedding_pipeline_slots(slots)
+            .kv_heads(kv)
+            .ffn(ffn)
+            .fused_softmax_micro_batch(fused)
+            .pad_vocab(pad)
+            .seq_len(64)
+            .build()
+            .unwrap();
         let got = s.check(l, d, heads);
         // The model the space would build, by hand: kv heads from the rule, ffn from the rule.
         let kv_heads = match kv {
@@ -293,25 +310,21 @@ proptest! {
     }
 }
 
-/// Inputs that used to panic (division by zero) are rejected: a zero hidden multiple, and a
-/// zero pipeline degree without vocabulary padding.
+/// Inputs that used to panic (division by zero) are rejected when the space is built: a zero
+/// hidden multiple, and a zero pipeline degree without vocabulary padding.
 #[test]
-fn check_rejects_zero_settings_without_panicking() {
-    let mut s = ShapeSpace::around(1_000_000, 0.5, Architecture::gpt2(), 1000).unwrap();
-    s.hidden_multiple = 0;
-    assert_eq!(s.check(2, 128, 2), None);
+fn zero_settings_are_rejected_without_panicking() {
+    let b = ShapeSpace::around(1_000_000, 0.5, Architecture::gpt2(), 1000)
+        .unwrap()
+        .to_builder();
     assert!(matches!(
-        s.iter().unwrap_err(),
+        b.clone().hidden_multiple(0).build().unwrap_err(),
         lmshape::Error::ZeroSize {
             field: "hidden_multiple"
         }
     ));
-    s.hidden_multiple = 64;
-    s.pp = 0;
-    s.pad_vocab = false;
-    assert_eq!(s.check(2, 128, 2), None);
     assert!(matches!(
-        s.iter().unwrap_err(),
+        b.pp(0).pad_vocab(false).build().unwrap_err(),
         lmshape::Error::ZeroSize { field: "pp" }
     ));
 }
@@ -323,10 +336,12 @@ fn check_rejects_zero_settings_without_panicking() {
 #[test]
 fn moe_shapes_match_their_backbones_and_recount() {
     use lmshape::search::MoeSpace;
-    let dense = ShapeSpace {
-        seq_len: 4096,
-        ..ShapeSpace::around(7_000_000_000, 0.1, Architecture::llama(), 32000).unwrap()
-    };
+    let dense = ShapeSpace::around(7_000_000_000, 0.1, Architecture::llama(), 32000)
+        .unwrap()
+        .to_builder()
+        .seq_len(4096)
+        .build()
+        .unwrap();
     let space = MoeSpace {
         ep: 8,
         ..MoeSpace::new(dense.clone())
@@ -347,8 +362,8 @@ fn moe_shapes_match_their_backbones_and_recount() {
         let per_expert = c.routed_expert_params / (model.num_layers() * moe.num_experts);
         let skipped = per_expert * (moe.num_experts - moe.top_k) * model.num_layers();
         assert_eq!(m.active_params, c.total_params - skipped);
-        assert!(m.active_in(dense.size_basis) >= dense.min_params);
-        assert!(m.active_in(dense.size_basis) <= dense.max_params);
+        assert!(m.active_in(dense.size_basis()) >= dense.min_params());
+        assert!(m.active_in(dense.size_basis()) <= dense.max_params());
         let layout = ParallelLayout {
             dp: 8,
             ep: 8,
@@ -367,10 +382,7 @@ fn moe_shapes_match_their_backbones_and_recount() {
 #[test]
 fn balanced_pipelines_add_uneven_depths() {
     let even = ShapeSpace::bloom_reference().unwrap();
-    let balanced = ShapeSpace {
-        balanced_pipeline: true,
-        ..even.clone()
-    };
+    let balanced = even.to_builder().balanced_pipeline(true).build().unwrap();
     let key = |s: &search::Shape| {
         (
             s.model.num_layers(),

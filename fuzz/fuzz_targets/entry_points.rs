@@ -324,15 +324,27 @@ fuzz_target!(|data: &[u8]| {
         }
         // Shape enumeration on a small, arbitrary space.
         2 => {
-            if let Ok(mut s) =
-                ShapeSpace::around(b.u64(4), f64::from(b.u8()) / 256.0, Architecture::llama(), b.u64(3))
-            {
-                s.tp = b.u64(1);
-                s.pp = b.u64(1);
-                s.hidden_multiple = b.u64(2);
-                s.embedding_pipeline_slots = b.u8() & 1 == 1;
-                s.max_layers = b.u64(1);
-                s.balanced_pipeline = b.u8() & 1 == 1;
+            let built = ShapeSpace::around(
+                b.u64(4),
+                f64::from(b.u8()) / 256.0,
+                Architecture::llama(),
+                b.u64(3),
+            )
+            .map(|s| {
+                s.to_builder()
+                    .tp(b.u64(1))
+                    .pp(b.u64(1))
+                    .hidden_multiple(b.u64(2))
+                    .embedding_pipeline_slots(b.u8() & 1 == 1)
+                    .max_layers(b.u64(1))
+                    .balanced_pipeline(b.u8() & 1 == 1)
+            });
+            let text = serde_json::to_string(&built.as_ref().ok()).unwrap_or_default();
+            let via_serde = serde_json::from_str::<Option<ShapeSpace>>(&text).ok().flatten();
+            // The serde form obeys the same rules as the builder.
+            let result = built.and_then(|b| b.build());
+            assert_eq!(via_serde.as_ref(), result.as_ref().ok());
+            if let Ok(s) = result {
                 let _ = s.check(b.u64(1), b.u64(2), b.u64(1));
                 if let Ok(it) = s.iter() {
                     for _ in it.take(200) {}
