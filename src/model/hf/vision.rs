@@ -187,6 +187,25 @@ fn tower(
 fn encoder(model_type: &str, keys: &Keys, text_hidden: u64) -> Result<VisionEncoder> {
     let vision = object(keys.vision_config.as_ref(), "vision_config")?;
     let k: TowerKeys = read(&vision)?;
+    let (kind, defaults) = tower_kind(model_type, keys, &k)?;
+    let tower = tower(kind, &k, defaults)?;
+    let (projector, text_hidden_size) = projector(model_type, kind, keys, &k, text_hidden)?;
+    let encoder = VisionEncoder {
+        tower,
+        projector,
+        text_hidden_size,
+    };
+    encoder.validate()?;
+    Ok(encoder)
+}
+
+/// The tower's module layout for `model_type` and the `vision_config`'s own `model_type`,
+/// with the class defaults of the keys it leaves out; an unknown tower is an error naming it.
+fn tower_kind(
+    model_type: &str,
+    keys: &Keys,
+    k: &TowerKeys,
+) -> Result<(TowerKind, (u64, u64, u64, u64, u64, u64))> {
     let tower_type = k.model_type.as_deref();
     let unknown = |found: &str| Error::InvalidKey {
         key: "vision_config.model_type".into(),
@@ -234,9 +253,20 @@ fn encoder(model_type: &str, keys: &Keys, text_hidden: u64) -> Result<VisionEnco
         (_, Some(t)) => return Err(unknown(t)),
         (t, None) => return Err(unknown(t)),
     };
-    let tower = tower(kind, &k, defaults)?;
+    Ok((kind, defaults))
+}
+
+/// The projector of `model_type` and the width it writes (the language model's, but for
+/// PaliGemma's `projection_dim` and Qwen's merger output).
+fn projector(
+    model_type: &str,
+    kind: TowerKind,
+    keys: &Keys,
+    k: &TowerKeys,
+    text_hidden: u64,
+) -> Result<(ProjectorKind, u64)> {
     let merge = |default: u64, key: Option<Count>| or(key, default);
-    let (projector, text_hidden_size) = match model_type {
+    Ok(match model_type {
         "gemma3" => (
             ProjectorKind::Gemma3 {
                 tokens_per_image: or(keys.mm_tokens_per_image, 256),
@@ -284,14 +314,7 @@ fn encoder(model_type: &str, keys: &Keys, text_hidden: u64) -> Result<VisionEnco
                 out,
             )
         }
-    };
-    let encoder = VisionEncoder {
-        tower,
-        projector,
-        text_hidden_size,
-    };
-    encoder.validate()?;
-    Ok(encoder)
+    })
 }
 
 /// Read a vision-language config of `model_type` (one of [`MULTIMODAL_MODEL_TYPES`]).
