@@ -132,12 +132,11 @@ fn feature_layers(v: Option<&Value>) -> Result<u64> {
     }
 }
 
+/// A tower class's defaults: hidden size, MLP width, layers, heads, patch size, image side.
+type TowerDefaults = (u64, u64, u64, u64, u64, u64);
+
 /// The tower of a `vision_config` whose module layout is `kind`, with its class's defaults.
-fn tower(
-    kind: TowerKind,
-    k: &TowerKeys,
-    family_defaults: (u64, u64, u64, u64, u64, u64),
-) -> Result<VisionTower> {
+fn tower(kind: TowerKind, k: &TowerKeys, family_defaults: TowerDefaults) -> Result<VisionTower> {
     let (hidden, inter, layers, heads, patch, image) = match kind {
         TowerKind::Siglip { .. } | TowerKind::Clip => family_defaults,
         TowerKind::Pixtral => (1024, 4096, 24, 16, 16, 1024),
@@ -201,11 +200,7 @@ fn encoder(model_type: &str, keys: &Keys, text_hidden: u64) -> Result<VisionEnco
 
 /// The tower's module layout for `model_type` and the `vision_config`'s own `model_type`,
 /// with the class defaults of the keys it leaves out; an unknown tower is an error naming it.
-fn tower_kind(
-    model_type: &str,
-    keys: &Keys,
-    k: &TowerKeys,
-) -> Result<(TowerKind, (u64, u64, u64, u64, u64, u64))> {
+fn tower_kind(model_type: &str, keys: &Keys, k: &TowerKeys) -> Result<(TowerKind, TowerDefaults)> {
     let tower_type = k.model_type.as_deref();
     let unknown = |found: &str| Error::InvalidKey {
         key: "vision_config.model_type".into(),
