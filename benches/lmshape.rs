@@ -164,7 +164,7 @@ fn training_memory(c: &mut Criterion) {
 /// The whole reference plan: every shape × layout evaluated.
 fn planning(c: &mut Criterion) {
     let req = lmshape::PlanRequest::bloom_reference();
-    let timer = AnalyticalTimer::new(req.cluster.gpu.clone());
+    let timer = AnalyticalTimer::new(req.cluster().gpu.clone());
     let evaluated = lmshape::plan::plan(&req, &timer).unwrap().evaluated;
     let mut g = c.benchmark_group("plan");
     g.sample_size(10);
@@ -179,10 +179,11 @@ fn planning(c: &mut Criterion) {
             )
         })
     });
-    let moe = lmshape::PlanRequest {
-        moe: Some(lmshape::plan::MoeSearch::default()),
-        ..lmshape::PlanRequest::bloom_reference()
-    };
+    let moe = req
+        .to_builder()
+        .moe(Some(lmshape::plan::MoeSearch::default()))
+        .build()
+        .unwrap();
     let moe_pairs = lmshape::plan::plan(&moe, &timer)
         .unwrap()
         .moe
@@ -200,8 +201,7 @@ fn planning(c: &mut Criterion) {
             })
         },
     );
-    let mut huge = lmshape::PlanRequest::bloom_reference();
-    huge.gpus = 1_000_000_000;
+    let huge = req.to_builder().gpus(1_000_000_000).build().unwrap();
     g.bench_function("a_billion_gpus", |b| {
         b.iter(|| {
             black_box(

@@ -328,7 +328,7 @@ pub fn main() {
             &common::read_input(path),
             Missing::ScaleNearest,
         ));
-        or_die(t.check_gpu(&req.cluster.gpu));
+        or_die(t.check_gpu(&req.cluster().gpu));
         t
     });
     let timer: &dyn GemmTimer = match &table {
@@ -341,7 +341,7 @@ pub fn main() {
         Mfu::Predicted => or_die(plan::plan_with_predicted_mfu(&req, timer)),
     };
     if let Some(&last) = mfus.last() {
-        req.assumed_mfu = last;
+        req = or_die(req.to_builder().assumed_mfu(last).build());
     }
     let seconds = started.elapsed().as_secs_f64();
 
@@ -376,46 +376,42 @@ pub fn main() {
 
 /// The planner's request from the flags on `machine`.
 fn request(args: &Cli, machine: &common::cli::Machine) -> PlanRequest {
-    let mut req = PlanRequest::bloom_reference();
-    req.cluster = machine.cluster.clone();
-    req.gpus = args.gpus;
-    req.hours = args.hours.unwrap_or(args.weeks * 7.0 * 24.0);
-    req.safety_margin = args.safety_margin;
+    let base = PlanRequest::bloom_reference();
+    let mut req = base
+        .to_builder()
+        .cluster(machine.cluster.clone())
+        .gpus(args.gpus)
+        .hours(args.hours.unwrap_or(args.weeks * 7.0 * 24.0))
+        .safety_margin(args.safety_margin)
+        .arch(or_die(args.family.architecture()))
+        .vocab_size(args.family.vocab)
+        .seq_len(args.family.seq_len)
+        .global_batch(args.global_batch)
+        .token_floor(args.token_floor.0)
+        .param_cap(args.param_cap)
+        .max_head_dim(args.max_head_dim);
     if let Mfu::Assumed(u) = args.mfu {
-        req.assumed_mfu = u;
+        req = req.assumed_mfu(u);
     }
-    req.arch = or_die(args.family.architecture());
-    req.vocab_size = args.family.vocab;
-    req.seq_len = args.family.seq_len;
-    req.global_batch = args.global_batch;
-    req.token_floor = args.token_floor.0;
-    req.param_cap = args.param_cap;
     if let (Some(lo), Some(hi)) = (args.min_params, args.max_params) {
         if lo > hi {
             usage_error::<Cli>(format!("--min-params {lo} is above --max-params {hi}"));
         }
-        req.param_range = Some((lo, hi));
+        req = req.param_range(Some((lo, hi)));
     }
-    req.max_head_dim = args.max_head_dim;
     if let Some(h) = &args.head_dims {
-        req.head_dims = h.clone();
+        req = req.head_dims(h.clone());
     }
-    req.aspect_ratio_range = (
-        args.min_aspect.unwrap_or(req.aspect_ratio_range.0),
-        args.max_aspect.unwrap_or(req.aspect_ratio_range.1),
+    let aspect = (
+        args.min_aspect.unwrap_or(base.aspect_ratio_range().0),
+        args.max_aspect.unwrap_or(base.aspect_ratio_range().1),
     );
-    if req.aspect_ratio_range.0 > req.aspect_ratio_range.1 {
+    if aspect.0 > aspect.1 {
         usage_error::<Cli>(format!(
             "the aspect window is empty: --min-aspect {} is above --max-aspect {}",
-            req.aspect_ratio_range.0, req.aspect_ratio_range.1
+            aspect.0, aspect.1
         ));
     }
-    req.tp_options = args.tp_options.clone();
-    req.micro_batches = args.micro_batches.clone();
-    req.cp_options = args.cp_options.clone();
-    req.balanced_pipeline = args.balanced_pipeline;
-    req.virtual_stage_options = args.virtual_stage_options.clone();
-    req.precisions = args.precisions.iter().map(|&p| p.into()).collect();
     if args.moe {
         let mut search = lmshape::plan::MoeSearch::default();
         if !args.moe_experts.is_empty() {
@@ -427,33 +423,43 @@ fn request(args: &Cli, machine: &common::cli::Machine) -> PlanRequest {
         if !args.ep_options.is_empty() {
             search.ep_options = args.ep_options.clone();
         }
-        req.moe = Some(search);
+        req = req.moe(Some(search));
     }
-    req.recompute = args.recompute.into();
-    req.recompute_auto = args.recompute == RecomputeArg::Auto;
-    req.zero = args.zero;
-    req.sequence_parallel = args.sequence_parallel;
-    req.embedding_slots = match args.embedding_slots {
-        Slots::Never => EmbeddingSlots::Never,
-        Slots::WhenNeeded => EmbeddingSlots::WhenLayersDoNotDivide,
-    };
-    req.memory_fraction = args.memory_fraction;
-    req.framework = args.setup.framework;
-    req.step_options.memory = args.setup.memory_options(
+    let mut step_options = base.step_options();
+    step_options.memory = args.setup.memory_options(
         lmshape::MemoryOptions {
             optimizer: None,
-            ..req.step_options.memory
+            ..step_options.memory
         },
-        req.zero,
+        args.zero,
     );
-    req.kv_heads = args.rules.kv_rule();
-    req.ffn = args.rules.ffn;
-    req.law = args
-        .law_file
-        .as_deref()
-        .map_or(args.law, common::cli::law_file);
-
-    req
+    let req = req
+        .aspect_ratio_range(aspect)
+        .tp_options(args.tp_options.clone())
+        .micro_batches(args.micro_batches.clone())
+        .cp_options(args.cp_options.clone())
+        .balanced_pipeline(args.balanced_pipeline)
+        .virtual_stage_options(args.virtual_stage_options.clone())
+        .precisions(args.precisions.iter().map(|&p| p.into()).collect())
+        .recompute(args.recompute.into())
+        .recompute_auto(args.recompute == RecomputeArg::Auto)
+        .zero(args.zero)
+        .sequence_parallel(args.sequence_parallel)
+        .embedding_slots(match args.embedding_slots {
+            Slots::Never => EmbeddingSlots::Never,
+            Slots::WhenNeeded => EmbeddingSlots::WhenLayersDoNotDivide,
+        })
+        .memory_fraction(args.memory_fraction)
+        .framework(args.setup.framework)
+        .step_options(step_options)
+        .kv_heads(args.rules.kv_rule())
+        .ffn(args.rules.ffn)
+        .law(
+            args.law_file
+                .as_deref()
+                .map_or(args.law, common::cli::law_file),
+        );
+    or_die(req.build())
 }
 
 /// What a run of the planner adds to its JSON: the scenario, the MFU rounds, the time taken
@@ -569,7 +575,7 @@ fn best_serving(
 /// deployment within the SLO, ranked by total GPU-hours; and Sardana et al.'s analytic
 /// inference-aware size beside.
 fn report_serving(req: &PlanRequest, p: &Plan, args: &Cli, serve_tokens: f64) {
-    let Some(profile) = req.cluster.system.as_deref() else {
+    let Some(profile) = req.cluster().system.as_deref() else {
         common::die(
             "--serve-tokens times serving from a measured machine profile; this machine has none (--system analytical)",
         )
@@ -643,7 +649,7 @@ fn report_serving(req: &PlanRequest, p: &Plan, args: &Cli, serve_tokens: f64) {
         si(*h),
         si(pick as f64)
     );
-    if let Some(law) = req.law.parametric() {
+    if let Some(law) = req.law().parametric() {
         match law.inference_optimal(c.predicted_loss, serve_tokens) {
             Ok(i) => outln!(
                 "  Sardana et al. 2023 for the same loss and {} inference tokens: {} params on {} training tokens — the analytic answer counts 2N FLOPs per served token at one utilisation; the table prices each shape's serving on this machine, where width, kv heads and the KV cache change the speed (tile and wave effects, batching limits)",
@@ -760,18 +766,18 @@ fn report_budget(req: &PlanRequest, p: &Plan) {
     outln!("== budget");
     outln!(
         "{} × {} for {:.0} h ({:.1} weeks) = {} GPU-hours; {:.0}% held back: {} GPU-hours ({:.0} h) to train",
-        req.gpus,
-        req.cluster.gpu.name,
-        req.hours,
-        req.hours / 168.0,
+        req.gpus(),
+        req.cluster().gpu.name,
+        req.hours(),
+        req.hours() / 168.0,
         si(b.gpu_hours),
-        req.safety_margin * 100.0,
+        req.safety_margin() * 100.0,
         si(b.usable_gpu_hours),
         b.usable_hours
     );
     outln!(
         "at an assumed {:.0}% MFU: {:.3e} training FLOPs ({:.0} PF-days)",
-        req.assumed_mfu * 100.0,
+        req.assumed_mfu() * 100.0,
         b.compute_flops,
         b.compute_flops / lmshape::scaling::PF_DAY_FLOPS
     );
@@ -795,21 +801,21 @@ fn report_budget(req: &PlanRequest, p: &Plan) {
 fn report_target(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64) {
     let b = &p.budget;
     outln!("\n== target");
-    let basis = match req.law.size_basis() {
+    let basis = match req.law().size_basis() {
         lmshape::flops::ParamBasis::NonEmbedding => "non-embedding",
         lmshape::flops::ParamBasis::Total => "total",
     };
     let on_curve = |n: f64| b.compute_flops / (lmshape::scaling::FLOPS_PER_PARAM_TOKEN * n);
     outln!(
         "{} law, token floor {}: target {} {basis} params, trained on C/6N = {} tokens ({})",
-        req.law,
-        req.token_floor.map_or("none".into(), si),
+        req.law(),
+        req.token_floor().map_or("none".into(), si),
         si(p.target_params),
         si(on_curve(p.target_params)),
         p.target_binding
     );
     if p.target_binding != lmshape::scaling::Binding::None {
-        let optimal = match req.law {
+        let optimal = match req.law() {
             LawChoice::Kaplan => p.bounds.kaplan.params,
             LawChoice::Chinchilla => p.bounds.chinchilla_approach3.params,
             LawChoice::Besiroglu => p.bounds.besiroglu.params,
@@ -830,31 +836,31 @@ fn report_target(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f6
     );
     outln!(
         "shapes: aspect ratio {:.0}..{:.0} (published large models), head dims ≤ {} accepted; layouts: tp {} (≤ {} per node), every pp, micro-batch {}, recompute {}, ZeRO {}, {} optimizer under {}",
-        req.aspect_ratio_range.0,
-        req.aspect_ratio_range.1,
-        req.max_head_dim,
-        req.tp_options
+        req.aspect_ratio_range().0,
+        req.aspect_ratio_range().1,
+        req.max_head_dim(),
+        req.tp_options()
             .iter()
             .map(u64::to_string)
             .collect::<Vec<_>>()
             .join(", "),
-        req.cluster.gpus_per_node,
-        req.micro_batches
+        req.cluster().gpus_per_node,
+        req.micro_batches()
             .iter()
             .map(u64::to_string)
             .collect::<Vec<_>>()
             .join(", "),
-        if req.recompute_auto {
+        if req.recompute_auto() {
             "auto (the least that fits)".to_string()
         } else {
-            req.recompute.to_string()
+            req.recompute().to_string()
         },
-        req.zero.number(),
-        req.step_options
+        req.zero().number(),
+        req.step_options()
             .memory
             .optimizer
-            .unwrap_or(req.framework.default_optimizer()),
-        req.framework,
+            .unwrap_or(req.framework().default_optimizer()),
+        req.framework(),
     );
     outln!(
         "evaluated {} (shape, layout) pairs over {} shapes in {:.3} s with {}; {} feasible",
@@ -969,9 +975,9 @@ fn report_recommendation(req: &PlanRequest, p: &Plan) {
             c.days_to_token_floor.unwrap_or(c.days),
             gib(c.memory_bytes_per_gpu),
             gib(c.memory_device_bytes_per_gpu),
-            req.framework,
+            req.framework(),
             c.verdict,
-            req.cluster.gpu.memory_bytes >> 30,
+            req.cluster().gpu.memory_bytes >> 30,
             gib(c.memory_margin_bytes.unsigned_abs())
         ),
         None => outln!("\n== no feasible candidate: see the rejection reasons above"),
@@ -984,7 +990,7 @@ fn report_recommendation(req: &PlanRequest, p: &Plan) {
             c.step.tflops_per_gpu * at(c.step.step_seconds_low),
             si(c.tokens * at(c.step.step_seconds_high)),
             si(c.tokens * at(c.step.step_seconds_low)),
-            match &req.cluster.system {
+            match &req.cluster().system {
                 Some(s) => s.band_basis(),
                 None => "unvalidated analytical model: a wide default band".into(),
             }
@@ -1082,7 +1088,7 @@ fn report_moe(req: &PlanRequest, m: &lmshape::plan::MoePlan, top: usize) {
             si(c.tokens),
             c.days,
             gib(c.memory_device_bytes_per_gpu),
-            req.framework,
+            req.framework(),
             c.verdict
         );
     }

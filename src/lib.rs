@@ -48,9 +48,11 @@
 //!
 //! ```
 //! use lmshape::{hardware::AnalyticalTimer, plan, PlanRequest};
-//! let mut req = PlanRequest::bloom_reference();      // 384 A100 80GB, 18 weeks, BLOOM, ≥350B tokens
-//! req.param_range = Some((170_000_000_000, 180_000_000_000));
-//! let timer = AnalyticalTimer::new(req.cluster.gpu.clone());
+//! let req = PlanRequest::bloom_reference()      // 384 A100 80GB, 18 weeks, BLOOM, ≥350B tokens
+//!     .to_builder()
+//!     .param_range(Some((170_000_000_000, 180_000_000_000)))
+//!     .build()?;
+//! let timer = AnalyticalTimer::new(req.cluster().gpu.clone());
 //! let p = plan::plan(&req, &timer)?;
 //! let best = p.best().expect("a feasible candidate");
 //! assert!(best.tokens >= 350e9 && best.memory_bytes_per_gpu <= 80 << 30);

@@ -35,98 +35,105 @@ use crate::step::{self, Cluster, StepOptions};
 use itertools::Itertools;
 use serde::{Deserialize, Serialize};
 
-/// Everything the planner needs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PlanRequest {
-    /// Cluster description (GPU, GPUs per node, interconnect, software efficiency).
-    pub cluster: Cluster,
-    /// GPUs to use.
-    pub gpus: u64,
-    /// Wall-clock hours available.
-    pub hours: f64,
-    /// Fraction of the wall-clock held back for failures, restarts and evaluation.
-    pub safety_margin: f64,
-    /// MFU assumed when turning the budget into FLOPs for the scaling laws (the candidates' real
-    /// speed comes from the timer).
-    pub assumed_mfu: f64,
-    /// Architecture family.
-    pub arch: Architecture,
-    /// Vocabulary (Megatron pads it per layout).
-    pub vocab_size: u64,
-    /// Sequence length.
-    pub seq_len: u64,
-    /// Sequences per optimizer step.
-    pub global_batch: u64,
-    /// Minimum training tokens.
-    pub token_floor: Option<f64>,
-    /// Maximum parameters (serving).
-    pub param_cap: Option<f64>,
-    /// Explicit parameter range; otherwise `[target·(1 − range_below), target·(1 + range_above)]`.
-    pub param_range: Option<(u64, u64)>,
-    /// Fraction below the target searched.
-    pub range_below: f64,
-    /// Fraction above the target searched.
-    pub range_above: f64,
-    /// Head dimensions enumerated.
-    pub head_dims: Vec<u64>,
-    /// Larger heads are rejected ("heads too large").
-    pub max_head_dim: u64,
-    /// Hidden size multiple.
-    pub hidden_multiple: u64,
-    /// Key/value heads of each shape (multi-head, a group size, or a fixed count).
-    #[serde(default)]
-    pub kv_heads: crate::search::KvHeads,
-    /// FFN width rule (`None`: `4d`, or LLaMA's `8/3·d` for gated MLPs).
-    #[serde(default)]
-    pub ffn: Option<crate::search::FfnRule>,
-    /// Aspect ratio window `d / L` of the shapes searched.
-    pub aspect_ratio_range: (f64, f64),
-    /// Tensor-parallel degrees tried (those above GPUs per node are skipped).
-    pub tp_options: Vec<u64>,
-    /// Micro-batch sizes tried.
-    pub micro_batches: Vec<u64>,
-    /// Recomputation of every layout.
-    pub recompute: Recompute,
-    /// ZeRO stage of every layout.
-    pub zero: ZeroStage,
-    /// Sequence parallelism.
-    pub sequence_parallel: bool,
-    /// Share of the card the device figure may fill (the rest is the stated margin).
-    pub memory_fraction: f64,
-    /// Step-model options, with the memory assumptions the memory estimate uses too
-    /// (`step_options.memory`).
-    pub step_options: StepOptions,
-    /// The law for the target and the loss.
-    pub law: LawChoice,
-    /// When a layout counts the embeddings as pipeline slots (BigScience's partition for
-    /// BLOOM); never by default.
-    #[serde(default)]
-    pub embedding_slots: EmbeddingSlots,
-    /// Instead of `recompute`, each layout takes the least recomputation that fits
-    /// ([`memory::least_recompute`]).
-    #[serde(default)]
-    pub recompute_auto: bool,
-    /// The training framework whose buffers and allocator turn the estimate into the device
-    /// figure that must fit `memory_fraction` of the card.
-    #[serde(default = "default_framework")]
-    pub framework: Framework,
-    /// Context-parallel degrees tried (none: 1).
-    #[serde(default)]
-    pub cp_options: Vec<u64>,
-    /// Virtual stages per pipeline rank tried (none: 1F1B only).
-    #[serde(default)]
-    pub virtual_stage_options: Vec<u64>,
-    /// GEMM precisions tried per layout, the fastest that fits kept (none: that of
-    /// `step_options.memory`).
-    #[serde(default)]
-    pub precisions: Vec<GemmPrecision>,
-    /// Also search mixture-of-experts shapes under the same budget.
-    #[serde(default)]
-    pub moe: Option<MoeSearch>,
-    /// Accept depths that do not split evenly over the pipeline, balanced (DeepSpeed's
-    /// partition; the most loaded stage bounds memory and time).
-    #[serde(default)]
-    pub balanced_pipeline: bool,
+crate::checked::checked_type! {
+    /// Everything the planner needs; its rules hold once built ([`PlanRequest::validate`]).
+    /// Start from [`PlanRequest::builder`] (generic defaults) or [`PlanRequest::bloom_reference`]
+    /// and derive variants with [`PlanRequest::to_builder`].
+    ///
+    /// ```
+    /// use lmshape::{plan::PlanRequest, step::Cluster, Architecture};
+    /// let req = PlanRequest::bloom_reference().to_builder().gpus(512).build()?;
+    /// assert_eq!(req.gpus(), 512);
+    /// assert!(req.to_builder().hours(-1.0).build().is_err());
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    pub struct PlanRequest;
+    /// The one way to set a [`PlanRequest`]'s fields, and its serde form: `build` checks the
+    /// request's rules ([`PlanRequest::validate`]).
+    pub struct PlanRequestBuilder = "PlanRequestBuilder";
+    check = validate;
+    fields {
+        /// Cluster description (GPU, GPUs per node, interconnect, software efficiency).
+        cluster: Cluster [ref],
+        /// GPUs to use.
+        gpus: u64 [copy],
+        /// Wall-clock hours available.
+        hours: f64 [copy],
+        /// Fraction of the wall-clock held back for failures, restarts and evaluation.
+        safety_margin: f64 [copy],
+        /// MFU assumed when turning the budget into FLOPs for the scaling laws (the
+        /// candidates' real speed comes from the timer).
+        assumed_mfu: f64 [copy],
+        /// Architecture family.
+        arch: Architecture [copy],
+        /// Vocabulary (Megatron pads it per layout).
+        vocab_size: u64 [copy],
+        /// Sequence length.
+        seq_len: u64 [copy],
+        /// Sequences per optimizer step.
+        global_batch: u64 [copy],
+        /// Minimum training tokens.
+        token_floor: Option<f64> [copy],
+        /// Maximum parameters (serving).
+        param_cap: Option<f64> [copy],
+        /// Explicit parameter range (in the law's own count); otherwise
+        /// `[target·(1 − range_below), target·(1 + range_above)]`.
+        param_range: Option<(u64, u64)> [copy],
+        /// Fraction below the target searched.
+        range_below: f64 [copy],
+        /// Fraction above the target searched.
+        range_above: f64 [copy],
+        /// Head dimensions enumerated.
+        head_dims: Vec<u64> [ref],
+        /// Larger heads are rejected ("heads too large").
+        max_head_dim: u64 [copy],
+        /// Hidden size multiple.
+        hidden_multiple: u64 [copy],
+        /// Key/value heads of each shape (multi-head, a group size, or a fixed count).
+        kv_heads: crate::search::KvHeads [copy, default = "Default::default"],
+        /// FFN width rule (`None`: `4d`, or LLaMA's `8/3·d` for gated MLPs).
+        ffn: Option<crate::search::FfnRule> [copy, default = "Default::default"],
+        /// Aspect ratio window `d / L` of the shapes searched.
+        aspect_ratio_range: (f64, f64) [copy],
+        /// Tensor-parallel degrees tried (those above GPUs per node are skipped).
+        tp_options: Vec<u64> [ref],
+        /// Micro-batch sizes tried.
+        micro_batches: Vec<u64> [ref],
+        /// Recomputation of every layout.
+        recompute: Recompute [copy],
+        /// ZeRO stage of every layout.
+        zero: ZeroStage [copy],
+        /// Sequence parallelism.
+        sequence_parallel: bool [copy],
+        /// Share of the card the device figure may fill (the rest is the stated margin).
+        memory_fraction: f64 [copy],
+        /// Step-model options, with the memory assumptions the memory estimate uses too
+        /// (`step_options.memory`).
+        step_options: StepOptions [copy],
+        /// The law for the target and the loss.
+        law: LawChoice [copy],
+        /// When a layout counts the embeddings as pipeline slots (BigScience's partition for
+        /// BLOOM); never by default.
+        embedding_slots: EmbeddingSlots [copy, default = "Default::default"],
+        /// Instead of `recompute`, each layout takes the least recomputation that fits
+        /// ([`memory::least_recompute`]).
+        recompute_auto: bool [copy, default = "Default::default"],
+        /// The training framework whose buffers and allocator turn the estimate into the
+        /// device figure that must fit `memory_fraction` of the card.
+        framework: Framework [copy, default = "default_framework"],
+        /// Context-parallel degrees tried (none: 1).
+        cp_options: Vec<u64> [ref, default = "Default::default"],
+        /// Virtual stages per pipeline rank tried (none: 1F1B only).
+        virtual_stage_options: Vec<u64> [ref, default = "Default::default"],
+        /// GEMM precisions tried per layout, the fastest that fits kept (none: that of
+        /// `step_options.memory`).
+        precisions: Vec<GemmPrecision> [ref, default = "Default::default"],
+        /// Also search mixture-of-experts shapes under the same budget.
+        moe: Option<MoeSearch> [ref, default = "Default::default"],
+        /// Accept depths that do not split evenly over the pipeline, balanced (DeepSpeed's
+        /// partition; the most loaded stage bounds memory and time).
+        balanced_pipeline: bool [copy, default = "Default::default"],
+    }
 }
 
 /// The mixture-of-experts part of a plan: which expert settings to try, on which
@@ -189,7 +196,7 @@ impl PlanRequest {
     /// micro-batches {1, 2, 4}, full recomputation, BLOOM's embedding slots where needed, the
     /// device figure under Megatron-DeepSpeed with bf16 at ZeRO stage 0 and DeepSpeed's
     /// `BF16_Optimizer` (as BigScience trained from March 2022) within 90% of the card, search from 40% below to 10% above the target; the rest as
-    /// [`PlanRequest::new`].
+    /// [`PlanRequest::builder`].
     pub fn bloom_reference() -> PlanRequest {
         PlanRequest {
             safety_margin: 0.1,
@@ -211,7 +218,7 @@ impl PlanRequest {
                 },
                 ..StepOptions::default()
             },
-            ..PlanRequest::new(
+            ..PlanRequest::generic(
                 Cluster::selene(),
                 384,
                 18.0 * 7.0 * 24.0,
@@ -228,16 +235,31 @@ impl PlanRequest {
     /// those above 256), hidden a multiple of 128, any aspect ratio of published ≥1B models,
     /// tp ∈ {1, 2, 4, 8}, micro-batches {1, 2, 4}, selective recomputation, the distributed
     /// optimizer (ZeRO-1), sequence parallelism, 90% of GPU memory, search from 40% below to
-    /// 10% above the target, no embedding slots. Adjust with the setters or the public fields.
+    /// 10% above the target, no embedding slots; a builder, so that any field can be set
+    /// before the rules are checked.
     ///
     /// ```
     /// use lmshape::{plan::{LawChoice, PlanRequest}, step::Cluster, Architecture};
-    /// let req = PlanRequest::new(Cluster::selene(), 64, 24.0 * 7.0, Architecture::llama(), 32000)
+    /// let req = PlanRequest::builder(Cluster::selene(), 64, 24.0 * 7.0, Architecture::llama(), 32000)
     ///     .law(LawChoice::Besiroglu)
-    ///     .token_floor(Some(20e9));
-    /// assert_eq!(req.gpus, 64);
+    ///     .token_floor(Some(20e9))
+    ///     .build()?;
+    /// assert_eq!(req.gpus(), 64);
+    /// # Ok::<(), lmshape::Error>(())
     /// ```
-    pub fn new(
+    pub fn builder(
+        cluster: Cluster,
+        gpus: u64,
+        hours: f64,
+        arch: Architecture,
+        vocab_size: u64,
+    ) -> PlanRequestBuilder {
+        PlanRequest::generic(cluster, gpus, hours, arch, vocab_size).to_builder()
+    }
+
+    /// The generic defaults of [`PlanRequest::builder`], unchecked (the inputs are the
+    /// caller's to check through the builder).
+    fn generic(
         cluster: Cluster,
         gpus: u64,
         hours: f64,
@@ -284,37 +306,6 @@ impl PlanRequest {
         }
     }
 
-    /// Set the law.
-    pub fn law(mut self, law: LawChoice) -> PlanRequest {
-        self.law = law;
-        self
-    }
-
-    /// Set the token floor.
-    pub fn token_floor(mut self, tokens: Option<f64>) -> PlanRequest {
-        self.token_floor = tokens;
-        self
-    }
-
-    /// Set the size cap.
-    pub fn param_cap(mut self, params: Option<f64>) -> PlanRequest {
-        self.param_cap = params;
-        self
-    }
-
-    /// Search this parameter range (in the law's own count) instead of one around the target.
-    pub fn param_range(mut self, lo: u64, hi: u64) -> PlanRequest {
-        self.param_range = Some((lo, hi));
-        self
-    }
-
-    /// Set the sequence length and the global batch (sequences per step).
-    pub fn batch(mut self, seq_len: u64, global_batch: u64) -> PlanRequest {
-        self.seq_len = seq_len;
-        self.global_batch = global_batch;
-        self
-    }
-
     /// The layouts the plan tries.
     pub fn layout_space(&self) -> LayoutSpace {
         LayoutSpace {
@@ -337,7 +328,12 @@ impl PlanRequest {
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Check the request's own settings (what a built request always passes; the planner's
+    /// entry points check it again for requests built inside the crate).
+    ///
+    /// # Errors
+    /// The first setting out of its domain, naming it and its value.
+    pub fn validate(&self) -> Result<()> {
         positive(self.gpus, "gpus")?;
         positive_f64(self.hours, "hours")?;
         positive_f64(self.assumed_mfu, "assumed_mfu")?;

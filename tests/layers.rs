@@ -68,6 +68,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "plan",
         &[
             "error",
+            "checked",
             "numeric",
             "model",
             "params",

@@ -17,7 +17,7 @@ impl GemmTimer for Slower {
 
 fn reference() -> (PlanRequest, AnalyticalTimer) {
     let req = PlanRequest::bloom_reference();
-    let timer = AnalyticalTimer::new(req.cluster.gpu.clone());
+    let timer = AnalyticalTimer::new(req.cluster().gpu.clone());
     (req, timer)
 }
 
@@ -44,7 +44,7 @@ fn reference_plan_recommendation_is_feasible() {
         0,
         "layers (with embedding slots) split over pp"
     );
-    assert_eq!(req.global_batch % (t.micro_batch * t.dp), 0);
+    assert_eq!(req.global_batch() % (t.micro_batch * t.dp), 0);
     // The model states of a middle stage alone, under DeepSpeed's ZeRO-1 bytes (16-bit weights
     // and gradients, fp32 gradient partition, master weights and Adam moments over dp):
     // a lower bound of the allocated figure.
@@ -57,7 +57,7 @@ fn reference_plan_recommendation_is_feasible() {
     );
     assert!(best.memory_bytes_per_gpu <= 80 << 30);
     assert!(best.tokens >= 350e9);
-    assert!(best.shape.model.head_dim() <= req.max_head_dim);
+    assert!(best.shape.model.head_dim() <= req.max_head_dim());
     assert!(best.days_to_token_floor.unwrap() <= best.days);
     // Ranked by predicted loss.
     assert!(
@@ -109,9 +109,13 @@ fn bigscience_launch_is_a_feasible_candidate() {
 
 #[test]
 fn impossible_requests_give_empty_plans_with_reasons() {
-    let (mut req, timer) = reference();
-    req.hours = 24.0 * 7.0; // one week cannot reach 350B tokens at ~175B parameters
-    req.param_range = Some((170_000_000_000, 180_000_000_000));
+    let (req, timer) = reference();
+    let req = req
+        .to_builder()
+        .hours(24.0 * 7.0) // one week cannot reach 350B tokens at ~175B parameters
+        .param_range(Some((170_000_000_000, 180_000_000_000)))
+        .build()
+        .unwrap();
     let p = plan::plan(&req, &timer).unwrap();
     assert!(p.candidates.is_empty());
     assert!(
@@ -121,10 +125,14 @@ fn impossible_requests_give_empty_plans_with_reasons() {
     );
     assert!(!p.rejected_shapes.is_empty());
 
-    let (mut req, timer) = reference();
-    req.gpus = 8; // a ~175B model fits on no layout of one node
-    req.token_floor = None;
-    req.param_range = Some((170_000_000_000, 180_000_000_000));
+    let (req, timer) = reference();
+    let req = req
+        .to_builder()
+        .gpus(8) // a ~175B model fits on no layout of one node
+        .token_floor(None)
+        .param_range(Some((170_000_000_000, 180_000_000_000)))
+        .build()
+        .unwrap();
     let p = plan::plan(&req, &timer).unwrap();
     assert!(p.candidates.is_empty());
     assert!(p.rejected_shapes.iter().all(|r| matches!(
@@ -132,10 +140,10 @@ fn impossible_requests_give_empty_plans_with_reasons() {
         RejectReason::DoesNotFit | RejectReason::Indivisible | RejectReason::HeadsTooLarge
     )));
 
-    let (mut req, timer) = reference();
-    req.hours = -1.0;
+    // A request that breaks a rule cannot be built.
+    let (req, _) = reference();
     assert!(matches!(
-        plan::plan(&req, &timer).unwrap_err(),
+        req.to_builder().hours(-1.0).build().unwrap_err(),
         lmshape::Error::InvalidValue { field: "hours", .. }
     ));
 }
@@ -143,9 +151,13 @@ fn impossible_requests_give_empty_plans_with_reasons() {
 /// Swapping the timer changes step times, TFLOPs, tokens and loss, and nothing else.
 #[test]
 fn timer_changes_only_timing_figures() {
-    let (mut req, timer) = reference();
-    req.token_floor = None; // feasibility then does not depend on speed
-    req.param_range = Some((170_000_000_000, 180_000_000_000));
+    let (req, timer) = reference();
+    let req = req
+        .to_builder()
+        .token_floor(None) // feasibility then does not depend on speed
+        .param_range(Some((170_000_000_000, 180_000_000_000)))
+        .build()
+        .unwrap();
     let a = plan::plan(&req, &timer).unwrap();
     let slow = Slower(AnalyticalTimer::new(GpuSpec::a100_80gb()), 1.25);
     let b = plan::plan(&req, &slow).unwrap();
@@ -177,25 +189,33 @@ proptest! {
     #[test]
     fn small_requests_are_consistent(gpus in 1u64..33, hours in 0.1f64..500.0, floor in proptest::option::of(1e6f64..1e10),
         lo in 10_000_000u64..60_000_000, width in 1_000_000u64..20_000_000, mb in 1u64..4, law in 0usize..3) {
-        let (mut req, _) = reference();
-        req.cluster.gpu = GpuSpec::a100_40gb();
-        req.gpus = gpus;
-        req.hours = hours;
-        req.token_floor = floor;
-        req.vocab_size = 32000;
-        req.global_batch = 64;
-        req.param_range = Some((lo, lo + width));
-        req.aspect_ratio_range = (10.0, 200.0);
-        req.micro_batches = vec![mb];
-        req.law = [plan::LawChoice::Kaplan, plan::LawChoice::Chinchilla, plan::LawChoice::Besiroglu][law];
-        let timer = AnalyticalTimer::new(req.cluster.gpu.clone());
+        let (req, _) = reference();
+        let mut cluster = req.cluster().clone();
+        cluster.gpu = GpuSpec::a100_40gb();
+        let Ok(req) = req
+            .to_builder()
+            .cluster(cluster)
+            .gpus(gpus)
+            .hours(hours)
+            .token_floor(floor)
+            .vocab_size(32000)
+            .global_batch(64)
+            .param_range(Some((lo, lo + width)))
+            .aspect_ratio_range((10.0, 200.0))
+            .micro_batches(vec![mb])
+            .law([plan::LawChoice::Kaplan, plan::LawChoice::Chinchilla, plan::LawChoice::Besiroglu][law])
+            .build()
+        else {
+            return Ok(());
+        };
+        let timer = AnalyticalTimer::new(req.cluster().gpu.clone());
         let p = plan::plan(&req, &timer).unwrap();
         for c in &p.candidates {
-            prop_assert!(c.memory_bytes_per_gpu as f64 <= req.cluster.gpu.memory_bytes as f64 * req.memory_fraction);
+            prop_assert!(c.memory_bytes_per_gpu as f64 <= req.cluster().gpu.memory_bytes as f64 * req.memory_fraction());
             prop_assert!(floor.is_none_or(|f| c.tokens >= f));
             prop_assert_eq!(c.layout.gpus().unwrap(), gpus);
             // The range is in the law's own count: non-embedding for Kaplan, total otherwise.
-            let size = c.shape.params_in(req.law.size_basis());
+            let size = c.shape.params_in(req.law().size_basis());
             prop_assert!(size >= lo && size <= lo + width);
         }
         prop_assert!(p.candidates.windows(2).all(|w| w[0].predicted_loss <= w[1].predicted_loss));
@@ -219,8 +239,12 @@ impl GemmTimer for NoTimings {
 
 #[test]
 fn a_failing_estimate_is_a_rejection_not_an_error() {
-    let (mut req, _) = reference();
-    req.param_range = Some((170_000_000_000, 180_000_000_000));
+    let (req, _) = reference();
+    let req = req
+        .to_builder()
+        .param_range(Some((170_000_000_000, 180_000_000_000)))
+        .build()
+        .unwrap();
     let p = plan::plan(&req, &NoTimings).unwrap();
     assert!(p.candidates.is_empty());
     let failed = p
@@ -242,11 +266,15 @@ fn a_failing_estimate_is_a_rejection_not_an_error() {
 /// rule for those layouts instead of counting every shape as indivisible.
 #[test]
 fn layouts_that_break_their_own_rules_are_named() {
-    let (mut req, timer) = reference();
-    req.gpus = 7;
-    req.token_floor = None;
-    req.param_range = Some((1_000_000_000, 1_100_000_000));
-    req.aspect_ratio_range = (10.0, 300.0);
+    let (req, timer) = reference();
+    let req = req
+        .to_builder()
+        .gpus(7)
+        .token_floor(None)
+        .param_range(Some((1_000_000_000, 1_100_000_000)))
+        .aspect_ratio_range((10.0, 300.0))
+        .build()
+        .unwrap();
     let p = plan::plan(&req, &timer).unwrap();
     assert!(p.candidates.iter().all(|c| c.layout.dp == 1));
     assert!(!p.invalid_layouts.is_empty());
@@ -264,8 +292,8 @@ fn layouts_that_break_their_own_rules_are_named() {
 /// bench reports how fast); every layout is invalid for a global batch of 2048.
 #[test]
 fn a_billion_gpus_answers() {
-    let (mut req, timer) = reference();
-    req.gpus = 1_000_000_000;
+    let (req, timer) = reference();
+    let req = req.to_builder().gpus(1_000_000_000).build().unwrap();
     let p = plan::plan(&req, &timer).unwrap();
     assert!(p.candidates.is_empty());
     assert!(!p.invalid_layouts.is_empty());
@@ -279,20 +307,24 @@ fn widened_search_never_loses() {
     use lmshape::memory::GemmPrecision;
     use lmshape::step::Cluster;
     let cluster = Cluster::reference_node(GpuSpec::h100_sxm());
-    let narrow = PlanRequest::new(
+    let narrow = PlanRequest::builder(
         cluster.clone(),
         64,
         24.0 * 14.0,
         lmshape::Architecture::llama(),
         32000,
     )
-    .batch(4096, 256);
-    let wide = PlanRequest {
-        cp_options: vec![1, 2],
-        virtual_stage_options: vec![1, 2],
-        precisions: vec![GemmPrecision::Bf16, GemmPrecision::Fp8],
-        ..narrow.clone()
-    };
+    .seq_len(4096)
+    .global_batch(256)
+    .build()
+    .unwrap();
+    let wide = narrow
+        .to_builder()
+        .cp_options(vec![1, 2])
+        .virtual_stage_options(vec![1, 2])
+        .precisions(vec![GemmPrecision::Bf16, GemmPrecision::Fp8])
+        .build()
+        .unwrap();
     let timer = AnalyticalTimer::new(cluster.gpu.clone());
     let a = plan::plan(&narrow, &timer).unwrap();
     let b = plan::plan(&wide, &timer).unwrap();
@@ -310,11 +342,13 @@ fn widened_search_never_loses() {
     }
     // A100 has no FP8: the request is refused before any search, naming the GPU.
     let a100 = Cluster::selene();
-    let on_a100 = PlanRequest {
-        cluster: a100.clone(),
-        ..wide
-    };
-    let e = plan::plan(&on_a100, &AnalyticalTimer::new(a100.gpu.clone())).unwrap_err();
+    let timer = AnalyticalTimer::new(a100.gpu.clone());
+    let e = wide
+        .to_builder()
+        .cluster(a100)
+        .build()
+        .and_then(|r| plan::plan(&r, &timer))
+        .unwrap_err();
     assert!(e.to_string().contains("a100-80gb has no fp8"), "{e}");
 }
 
@@ -326,10 +360,7 @@ fn moe_search_beside_the_dense_plan() {
     let (req, timer) = reference();
     let dense = plan::plan(&req, &timer).unwrap();
     let search = plan::MoeSearch::default();
-    let with = PlanRequest {
-        moe: Some(search.clone()),
-        ..req.clone()
-    };
+    let with = req.to_builder().moe(Some(search.clone())).build().unwrap();
     let p = plan::plan(&with, &timer).unwrap();
     assert_eq!(p.best(), dense.best());
     let moe = p.moe.unwrap();
@@ -365,10 +396,7 @@ fn balanced_pipelines_widen_the_plan() {
     let (req, timer) = reference();
     let even = plan::plan(&req, &timer).unwrap();
     let balanced = plan::plan(
-        &PlanRequest {
-            balanced_pipeline: true,
-            ..req
-        },
+        &req.to_builder().balanced_pipeline(true).build().unwrap(),
         &timer,
     )
     .unwrap();
@@ -407,7 +435,7 @@ fn balanced_pipelines_widen_the_plan() {
 fn predicted_mfu_settles() {
     let (req, timer) = reference();
     let (p, mfus) = plan::plan_with_predicted_mfu(&req, &timer).unwrap();
-    assert_eq!(mfus[0], req.assumed_mfu);
+    assert_eq!(mfus[0], req.assumed_mfu());
     let last = *mfus.last().unwrap();
     let pick = p.best().unwrap().step.mfu;
     assert!(
@@ -416,16 +444,10 @@ fn predicted_mfu_settles() {
     );
     assert!(
         (p.budget.compute_flops
-            / plan::plan(
-                &plan::PlanRequest {
-                    assumed_mfu: last,
-                    ..req.clone()
-                },
-                &timer
-            )
-            .unwrap()
-            .budget
-            .compute_flops
+            / plan::plan(&req.to_builder().assumed_mfu(last).build().unwrap(), &timer)
+                .unwrap()
+                .budget
+                .compute_flops
             - 1.0)
             .abs()
             < 1e-12

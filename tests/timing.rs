@@ -709,19 +709,28 @@ fn shared_expert_overlap_hides_all_to_all() {
 fn step_prices_the_byte_counts_memory_uses() {
     use lmshape::memory::{Framework, FrameworkProfile};
     use lmshape::plan::{self, PlanRequest};
-    let mut req = PlanRequest::bloom_reference();
-    req.param_range = Some((12_000_000_000, 13_500_000_000));
-    req.token_floor = None;
-    let timer = AnalyticalTimer::new(req.cluster.gpu.clone());
+    let req = PlanRequest::bloom_reference()
+        .to_builder()
+        .param_range(Some((12_000_000_000, 13_500_000_000)))
+        .token_floor(None)
+        .build()
+        .unwrap();
+    let timer = AnalyticalTimer::new(req.cluster().gpu.clone());
     let p = plan::plan(&req, &timer).unwrap();
     let best = p.best().unwrap();
     let opts = StepOptions {
-        memory: FrameworkProfile::of(req.framework).memory_options(&req.step_options.memory),
-        ..req.step_options
+        memory: FrameworkProfile::of(req.framework()).memory_options(&req.step_options().memory),
+        ..req.step_options()
     };
     assert_eq!(opts.memory.precision.grad_bytes, 2);
-    let again =
-        step::step_time(&best.shape.model, &best.layout, &req.cluster, &timer, &opts).unwrap();
+    let again = step::step_time(
+        &best.shape.model,
+        &best.layout,
+        req.cluster(),
+        &timer,
+        &opts,
+    )
+    .unwrap();
     assert_eq!(again, best.step);
     // FSDP2 under ZeRO-3: gathers and reduce-scatters over 64 ranks take time.
     let m = lmshape::presets::by_name("gpt3-13b").unwrap();
