@@ -783,3 +783,42 @@ fn plan_prices_serving() {
     assert_eq!(code, 2);
     assert!(err.contains("measured machine profile"), "{err}");
 }
+
+/// A scenario names the same training setup in every tool: `inspect_config` and `throughput`
+/// under `--scenario dense-2026` report Megatron-Core at sequence 8192 and name the scenario;
+/// and `throughput` starts a model of the user's from one GPU, as `inspect_config` does.
+#[test]
+fn scenarios_and_defaults_agree_across_tools() {
+    let config = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/configs/llama-2-7b.json"
+    );
+    let (code, out, err) = run(
+        "inspect_config",
+        &[config, "--scenario", "dense-2026", "--json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["scenario"], "dense-2026");
+    assert_eq!(v["memory"]["training"]["framework"], "megatron-core");
+    let (code, out, err) = run(
+        "throughput",
+        &["--config", config, "--scenario", "dense-2026", "--json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let t: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(t["scenario"], "dense-2026");
+    assert_eq!(t["framework"], "megatron-core");
+    assert_eq!(t["layout"]["seq_len"], 8192);
+    assert_eq!(t["gpus"], 1);
+    let (code, out, err) = run("throughput", &["--config", config, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let t: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (t["gpus"].as_u64(), t["layout"]["pp"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let (code, _, err) = run("throughput", &["--scenario", "nope"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown scenario"), "{err}");
+}
