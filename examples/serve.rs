@@ -126,41 +126,7 @@ fn profile(args: &Cli) -> SystemProfile {
 
 /// One record of the report, with the band of each speed figure.
 fn record(r: &ServeReport, d: &Deployment, cost: Option<f64>) -> serde_json::Value {
-    let (lo, hi) = r.time_band;
-    let mut v = json!({
-        "tp": d.tp,
-        "pp": d.pp,
-        "ep": d.ep,
-        "attention_dp": d.attention_dp,
-        "gpus": r.gpus,
-        "concurrency": r.concurrency,
-        "max_concurrency": r.max_concurrency,
-        "weights_bytes_per_gpu": r.weights_bytes_per_gpu,
-        "kv_cache_bytes_per_gpu": r.kv_cache_bytes_per_gpu,
-        "ttft_seconds": r.ttft_seconds,
-        "ttft_seconds_low": r.ttft_seconds * lo,
-        "ttft_seconds_high": r.ttft_seconds * hi,
-        "tpot_seconds": r.tpot_seconds,
-        "tpot_seconds_low": r.tpot_seconds * lo,
-        "tpot_seconds_high": r.tpot_seconds * hi,
-        "inter_token_seconds": r.inter_token_seconds,
-        "output_tokens_per_second_per_user": r.output_tokens_per_second_per_user,
-        "output_tokens_per_second_per_user_low": r.output_tokens_per_second_per_user / hi,
-        "output_tokens_per_second_per_user_high": r.output_tokens_per_second_per_user / lo,
-        "output_tokens_per_second_per_gpu": r.output_tokens_per_second_per_gpu,
-        "output_tokens_per_second_per_gpu_low": r.output_tokens_per_second_per_gpu / hi,
-        "output_tokens_per_second_per_gpu_high": r.output_tokens_per_second_per_gpu / lo,
-        "output_tokens_per_second_per_replica": r.output_tokens_per_second_per_replica,
-        "prefill_share": r.prefill_share,
-    });
-    if let Some(c) = cost {
-        let (out, input) = r.cost_per_million(c);
-        v["cost_per_million_output_tokens"] = json!(out);
-        v["cost_per_million_output_tokens_low"] = json!(out * lo);
-        v["cost_per_million_output_tokens_high"] = json!(out * hi);
-        v["cost_per_million_input_tokens"] = json!(input);
-    }
-    v
+    serde_json::to_value(r.record(d, cost)).unwrap_or_default()
 }
 
 /// Every (tp, concurrency) point that runs, and the Pareto frontier of tokens/s per GPU

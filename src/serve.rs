@@ -323,7 +323,92 @@ pub struct ServeReport {
     pub time_band: (f64, f64),
 }
 
+/// One serving estimate as the tools print it: the deployment's parallel degrees, the report,
+/// each speed figure with the ends of its band (`_low`, `_high`: times scale by
+/// [`ServeReport::time_band`], rates by its inverse), and at a GPU-hour price the cost per
+/// million tokens with its band.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ServeRecord {
+    /// Attention tensor parallelism.
+    pub tp: u64,
+    /// Pipeline stages.
+    pub pp: u64,
+    /// Expert parallelism.
+    pub ep: u64,
+    /// Attention data parallelism.
+    pub attention_dp: u64,
+    /// The estimate.
+    #[serde(flatten)]
+    pub report: ServeReport,
+    /// Time to first token at the fast end of the band.
+    pub ttft_seconds_low: f64,
+    /// Time to first token at the slow end of the band.
+    pub ttft_seconds_high: f64,
+    /// Time per output token at the fast end of the band.
+    pub tpot_seconds_low: f64,
+    /// Time per output token at the slow end of the band.
+    pub tpot_seconds_high: f64,
+    /// Output tokens per second per user at the slow end of the band.
+    pub output_tokens_per_second_per_user_low: f64,
+    /// Output tokens per second per user at the fast end of the band.
+    pub output_tokens_per_second_per_user_high: f64,
+    /// Output tokens per second per GPU at the slow end of the band.
+    pub output_tokens_per_second_per_gpu_low: f64,
+    /// Output tokens per second per GPU at the fast end of the band.
+    pub output_tokens_per_second_per_gpu_high: f64,
+    /// Dollars per million output tokens (with a GPU-hour price).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_per_million_output_tokens: Option<f64>,
+    /// The same at the fast end of the band.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_per_million_output_tokens_low: Option<f64>,
+    /// The same at the slow end of the band.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_per_million_output_tokens_high: Option<f64>,
+    /// Dollars per million input tokens (with a GPU-hour price).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_per_million_input_tokens: Option<f64>,
+}
+
 impl ServeReport {
+    /// The record of this estimate for deployment `d`, with costs at `gpu_hour_cost` dollars
+    /// per GPU-hour when given.
+    ///
+    /// ```
+    /// use lmshape::serve::{self, Deployment, Workload};
+    /// use lmshape::system::SystemProfile;
+    /// let m = lmshape::presets::by_name("gpt3-xl")?;
+    /// let p = SystemProfile::by_name("dgx-h100")?;
+    /// let d = Deployment::default();
+    /// let r = serve::serve(&m, &p, &d, &Workload::default())?.record(&d, Some(2.0));
+    /// assert!(r.tpot_seconds_low <= r.report.tpot_seconds && r.report.tpot_seconds <= r.tpot_seconds_high);
+    /// assert!(r.cost_per_million_output_tokens.is_some());
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    pub fn record(&self, d: &Deployment, gpu_hour_cost: Option<f64>) -> ServeRecord {
+        let (lo, hi) = self.time_band;
+        let costs = gpu_hour_cost.map(|c| self.cost_per_million(c));
+        ServeRecord {
+            tp: d.tp,
+            pp: d.pp,
+            ep: d.ep,
+            attention_dp: d.attention_dp,
+            report: *self,
+            ttft_seconds_low: self.ttft_seconds * lo,
+            ttft_seconds_high: self.ttft_seconds * hi,
+            tpot_seconds_low: self.tpot_seconds * lo,
+            tpot_seconds_high: self.tpot_seconds * hi,
+            output_tokens_per_second_per_user_low: self.output_tokens_per_second_per_user / hi,
+            output_tokens_per_second_per_user_high: self.output_tokens_per_second_per_user / lo,
+            output_tokens_per_second_per_gpu_low: self.output_tokens_per_second_per_gpu / hi,
+            output_tokens_per_second_per_gpu_high: self.output_tokens_per_second_per_gpu / lo,
+            cost_per_million_output_tokens: costs.map(|(out, _)| out),
+            cost_per_million_output_tokens_low: costs.map(|(out, _)| out * lo),
+            cost_per_million_output_tokens_high: costs.map(|(out, _)| out * hi),
+            cost_per_million_input_tokens: costs.map(|(_, input)| input),
+        }
+    }
+
     /// Dollars per million output tokens and per million input tokens at `gpu_hour_cost`
     /// dollars per GPU-hour: the replica's time split between decode (output) and prefill
     /// (input) by the share each takes.
