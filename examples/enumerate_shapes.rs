@@ -7,7 +7,8 @@
 //! --embedding-slots true|false --hidden-multiple M --head-dims 64,128 | --min-head-dim A
 //! --max-head-dim B --head-dim-multiple K --kv-group G | --kv-heads K --ffn 4d|llama|N
 //! --fused-softmax MICRO_BATCH --min-aspect A --max-aspect B --min-layers L --max-layers L
-//! --sort levine|params|aspect|speed --limit N --all-heads --json`. `--moe` lists
+//! --sort levine|params|aspect|speed --law NAME | --law-file PATH --tokens T --limit N
+//! --all-heads --json`. `--moe` lists
 //! mixture-of-experts shapes on those backbones instead (`--experts`, `--granularities`,
 //! `--shared-experts`, `--ep`, `--etp`, `--max-total-params`, ranked at `--tokens`). `--sort speed` times each
 //! shape's training step on a DGX A100 timed by its measured profile (or `--gpu`, `--system`),
@@ -140,9 +141,28 @@ struct Cli {
     /// Largest total parameter count (--moe).
     #[arg(long, value_name = "N", value_parser = positive_count)]
     max_total_params: Option<u64>,
-    /// Training tokens at which --moe ranks by the law's loss.
+    /// Training tokens at which --moe ranks by the law's loss, and at which --law or
+    /// --law-file predict each dense shape's loss.
     #[arg(long, value_name = "T", default_value = "1e12", value_parser = common::cli::positive)]
     tokens: f64,
+    /// A scaling law by name (kaplan, chinchilla-1, chinchilla-2, chinchilla-3, besiroglu,
+    /// chinchilla): each dense shape's predicted loss at --tokens, a column and a JSON key
+    /// (`predicted_loss`).
+    #[arg(long, value_name = "NAME", value_parser = common::cli::law)]
+    law: Option<lmshape::scaling::LawChoice>,
+    /// A law fitted with `fit_scaling_law --out`, used as --law.
+    #[arg(long, value_name = "PATH", conflicts_with = "law")]
+    law_file: Option<String>,
+}
+
+impl Cli {
+    /// The law the dense shapes' losses are predicted under: `--law-file`, else `--law`.
+    fn law(&self) -> Option<lmshape::scaling::LawChoice> {
+        match &self.law_file {
+            Some(path) => Some(common::cli::law_file(path)),
+            None => self.law,
+        }
+    }
 }
 
 /// `--moe`: the mixture-of-experts shapes of `space`, ranked by Krajewski et al. 2024's law at
@@ -265,6 +285,11 @@ pub fn main() {
     let args: Cli = common::parse();
     let space = build_space(&args);
     if args.moe {
+        if args.law.is_some() || args.law_file.is_some() {
+            common::cli::usage_error::<Cli>(
+                "--moe ranks by Krajewski et al. 2024's granularity law; --law and --law-file are for dense shapes".into(),
+            );
+        }
         list_moe(&args, space);
         return;
     }
@@ -300,8 +325,20 @@ pub fn main() {
     let speed_of = |s: &search::ScoredShape| -> Option<f64> {
         speed_index.get(&s.shape).and_then(|&i| speed[i])
     };
+    let law = args.law();
+    let loss_of = |s: &search::ScoredShape| -> Option<f64> {
+        let law = law?;
+        Some(or_die(
+            law.loss(&or_die(space.model_of(&s.shape)), args.tokens),
+        ))
+    };
+    let columns = Columns {
+        speed: &speed_of,
+        loss: &loss_of,
+        law: law.map(|l| l.to_string()),
+    };
     if args.json {
-        print_json(&args, &scored, &speed_of);
+        print_json(&args, &scored, &columns);
         return;
     }
     let rows = if args.all_heads {
@@ -324,7 +361,16 @@ pub fn main() {
         );
         return;
     }
-    print_table(&args, &rows, &speed_of);
+    print_table(&args, &rows, &columns);
+}
+
+/// The figures a row may carry beside the shape: predicted TFLOP/s per GPU (`--sort speed`)
+/// and predicted loss (`--law`, `--law-file`, `--sort loss`).
+struct Columns<'a> {
+    speed: &'a dyn Fn(&search::ScoredShape) -> Option<f64>,
+    loss: &'a dyn Fn(&search::ScoredShape) -> Option<f64>,
+    /// The law's name, when losses are predicted.
+    law: Option<String>,
 }
 
 /// The shape space the flags describe.
@@ -409,11 +455,7 @@ fn rank_by_speed(
 }
 
 /// The ranked shapes as JSON (every head configuration, up to `--limit`).
-fn print_json(
-    args: &Cli,
-    scored: &[search::ScoredShape],
-    speed_of: &dyn Fn(&search::ScoredShape) -> Option<f64>,
-) {
+fn print_json(args: &Cli, scored: &[search::ScoredShape], columns: &Columns<'_>) {
     let limit = args.limit.map_or(usize::MAX, |n| n as usize);
     let out: Vec<_> = scored
         .iter()
@@ -435,7 +477,8 @@ fn print_json(
                 "levine_depth": h.levine_depth,
                 "levine_depth_delta": h.levine_depth_delta,
                 "levine_width_ratio": h.levine_width_ratio,
-                "predicted_tflops_per_gpu": speed_of(s),
+                "predicted_tflops_per_gpu": (columns.speed)(s),
+                "predicted_loss": (columns.loss)(s),
             })
         })
         .collect();
@@ -503,11 +546,7 @@ fn print_header(
 }
 
 /// The table of shapes, up to `--limit` (40 by default).
-fn print_table(
-    args: &Cli,
-    rows: &[search::ScoredShape],
-    speed_of: &dyn Fn(&search::ScoredShape) -> Option<f64>,
-) {
+fn print_table(args: &Cli, rows: &[search::ScoredShape], columns: &Columns<'_>) {
     let by_speed = args.sort == Sort::Speed;
     let limit = args.limit.map_or(40, |n| n as usize);
     outln!(
@@ -515,13 +554,21 @@ fn print_table(
         heuristics::KAPLAN_FLAT_ASPECT_RANGE.0,
         heuristics::KAPLAN_FLAT_ASPECT_RANGE.1,
         if by_speed {
-            "; predicted TFLOP/s per GPU on the layout"
+            "; predicted TFLOP/s per GPU on the layout".to_string()
         } else {
-            ""
-        }
+            String::new()
+        } + &columns.law.as_ref().map_or(String::new(), |l| format!(
+            "; predicted loss (nats per token) at {} tokens under {l}",
+            si(args.tokens)
+        ))
     );
+    let loss_header = if columns.law.is_some() {
+        "     loss"
+    } else {
+        ""
+    };
     outln!(
-        "{:>4} {:>7} {:>6} {:>5} {:>6} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>11}",
+        "{:>4} {:>7} {:>6} {:>5} {:>6} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>11}{loss_header}",
         "rank",
         "layers",
         "hidden",
@@ -538,7 +585,7 @@ fn print_table(
     for (i, s) in rows.iter().take(limit).enumerate() {
         let h = &s.heuristics;
         outln!(
-            "{:>4} {:>7} {:>6} {:>5} {:>6} {:>9} {:>9} {:>+8.2} {:>8.1} {:>8} {:>+9.1} {:>11}",
+            "{:>4} {:>7} {:>6} {:>5} {:>6} {:>9} {:>9} {:>+8.2} {:>8.1} {:>8} {:>+9.1} {:>11}{}",
             i + 1,
             s.shape.model.num_layers(),
             s.shape.model.hidden_size(),
@@ -550,7 +597,8 @@ fn print_table(
             h.aspect_ratio,
             format!("{:?}", h.aspect_verdict).to_lowercase(),
             h.levine_depth_delta,
-            speed_of(s).map_or("-".into(), |t| format!("{t:.1}")),
+            (columns.speed)(s).map_or("-".into(), |t| format!("{t:.1}")),
+            (columns.loss)(s).map_or(String::new(), |l| format!(" {l:>8.4}")),
         );
     }
     if rows.len() > limit {

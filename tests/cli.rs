@@ -513,8 +513,8 @@ fn hostile_command_lines_get_clear_errors() {
 
 /// A law fitted to runs travels: `fit_scaling_law --out` writes it, `budget --law-file` plans
 /// with it and lands on the law's own optimum for the budget (the fitted law's
-/// `compute_optimal`, recomputed here from the file), and `--flops` intervals bracket the
-/// point estimate.
+/// `compute_optimal`, recomputed here from the file), `enumerate_shapes --law-file` predicts
+/// each shape's loss with it, and `--flops` intervals bracket the point estimate.
 #[test]
 fn fitted_law_file_round_trips_to_budget() {
     let dir = std::env::temp_dir().join(format!("lmshape-law-{}", std::process::id()));
@@ -550,6 +550,29 @@ fn fitted_law_file_round_trips_to_budget() {
     let got = b["constrained"]["params"].as_f64().unwrap();
     assert!((got / want - 1.0).abs() < 1e-9, "{got} vs {want}");
     let (code, _, err) = run("budget", &["--law-file", path, "--law", "kaplan"]);
+    assert_eq!(code, 2, "{err}");
+    // enumerate_shapes predicts each shape's loss under the file's law at --tokens: the
+    // fitted law's own loss of the shape's total parameters.
+    let (code, out, err) = run(
+        "enumerate_shapes",
+        &[
+            "--law-file",
+            path,
+            "--tokens",
+            "3e11",
+            "--json",
+            "--limit",
+            "3",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let shapes: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for s in shapes.as_array().unwrap() {
+        let n = s["params"].as_f64().unwrap();
+        let want = law.loss(n, 3e11).unwrap();
+        assert!((s["predicted_loss"].as_f64().unwrap() / want - 1.0).abs() < 1e-12);
+    }
+    let (code, _, err) = run("enumerate_shapes", &["--moe", "--law-file", path]);
     assert_eq!(code, 2, "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
