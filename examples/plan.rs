@@ -458,6 +458,11 @@ fn request(args: &Cli, machine: &common::cli::Machine) -> PlanRequest {
             args.law_file
                 .as_deref()
                 .map_or(args.law, common::cli::law_file),
+        )
+        .law_samples(
+            args.law_file
+                .as_deref()
+                .map_or_else(Vec::new, common::cli::law_file_samples),
         );
     or_die(req.build())
 }
@@ -752,7 +757,7 @@ fn ffn_words(f: lmshape::search::FfnRule) -> String {
 fn report(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f64, top: usize) {
     report_budget(req, p);
     report_target(req, p, timer, seconds);
-    report_table(p, top);
+    report_table(req, p, top);
     report_rejections(p);
     report_recommendation(req, p);
     if let Some(m) = &p.moe {
@@ -873,7 +878,7 @@ fn report_target(req: &PlanRequest, p: &Plan, timer: &dyn GemmTimer, seconds: f6
 }
 
 /// The best layout of each of the top shapes.
-fn report_table(p: &Plan, top: usize) {
+fn report_table(req: &PlanRequest, p: &Plan, top: usize) {
     let best = p.best_per_shape();
     if best.is_empty() {
         outln!("\n== no feasible shape: the rejection reasons follow");
@@ -925,8 +930,15 @@ fn report_table(p: &Plan, top: usize) {
     }
     let equivalent = best.iter().filter(|c| c.equivalent_to_best).count();
     outln!(
-        "  ≈: {equivalent} of the {} shapes are equivalent to the first — their loss at the fast end of their speed band is no worse than the first's at the slow end, so the prediction cannot tell them apart (loss in nats per token)",
-        best.len()
+        "  ≈: {equivalent} of the {} shapes are equivalent to the first — their loss at the fast end of their speed band is no worse than the first's at the slow end{}, so the prediction cannot tell them apart (loss in nats per token)",
+        best.len(),
+        match req.law_samples().len() {
+            0 => String::new(),
+            n => format!(
+                ", or fewer than {:.0}% of the law's {n} bootstrap refits rank them below it",
+                lmshape::plan::LAW_RESOLUTION_AGREEMENT * 100.0
+            ),
+        }
     );
 }
 

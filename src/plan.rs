@@ -133,6 +133,11 @@ crate::checked::checked_type! {
         /// Accept depths that do not split evenly over the pipeline, balanced (DeepSpeed's
         /// partition; the most loaded stage bounds memory and time).
         balanced_pipeline: bool [copy, default = "Default::default"],
+        /// Refits of the law that carry its own uncertainty (`fit_scaling_law`'s bootstrap,
+        /// which `--law-file` brings): the dense candidates the refits cannot rank below the
+        /// best are marked equivalent too ([`mark_equivalents_under`]). None: the speed band
+        /// alone decides.
+        law_samples: Vec<ParametricLaw> [ref, default = "Default::default"],
     }
 }
 
@@ -303,6 +308,7 @@ impl PlanRequest {
             precisions: Vec::new(),
             moe: None,
             balanced_pipeline: false,
+            law_samples: Vec::new(),
         }
     }
 
@@ -981,6 +987,7 @@ pub fn plan(req: &PlanRequest, timer: &dyn GemmTimer) -> Result<Plan> {
     }
     // Step 7: rank by predicted loss, more tokens first on ties.
     rank_by_loss(&mut tally.candidates);
+    mark_equivalents_under(&mut tally.candidates, &req.law_samples);
     let moe = match &req.moe {
         Some(search) => {
             let backbones: Vec<Shape> = tally
@@ -1044,6 +1051,57 @@ pub fn mark_equivalents(candidates: &mut [Candidate]) {
     };
     for c in candidates.iter_mut() {
         c.equivalent_to_best = c.loss_low <= worst_best;
+    }
+}
+
+/// Share of a law's refits that must rank a candidate below the best before it stops being
+/// equivalent: 95%, so the order the point law gives is kept only where its refits agree.
+pub const LAW_RESOLUTION_AGREEMENT: f64 = 0.95;
+
+/// [`mark_equivalents`], then also mark the candidates (ranked, best first) whose loss, each
+/// of the law's `samples` predicting it at the candidate's size and tokens, is no worse than
+/// the best's in more than `1 − LAW_RESOLUTION_AGREEMENT` of the samples: the law's own
+/// parameter uncertainty cannot put them below the best (its resolution, as the bootstrap of
+/// Besiroglu et al. 2024 §3 measures it). Parametric laws count every parameter.
+///
+/// ```
+/// use lmshape::plan::{self, PlanRequest};
+/// use lmshape::scaling::ParametricLaw;
+/// let req = PlanRequest::bloom_reference().to_builder()
+///     .param_range(Some((150_000_000_000, 190_000_000_000))).build()?;
+/// let timer = lmshape::hardware::AnalyticalTimer::new(req.cluster().gpu.clone());
+/// let mut p = plan::plan(&req, &timer)?;
+/// let before = p.candidates.iter().filter(|c| c.equivalent_to_best).count();
+/// // Refits that disagree on the exponents cannot rank these sizes apart.
+/// let refits = [ParametricLaw::CHINCHILLA, ParametricLaw::BESIROGLU];
+/// plan::mark_equivalents_under(&mut p.candidates, &refits);
+/// assert!(p.candidates.iter().filter(|c| c.equivalent_to_best).count() >= before);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn mark_equivalents_under(candidates: &mut [Candidate], samples: &[ParametricLaw]) {
+    let Some(best) = candidates
+        .first()
+        .map(|b| (b.shape.params as f64, b.tokens))
+    else {
+        return;
+    };
+    if samples.is_empty() {
+        return;
+    }
+    for c in candidates.iter_mut().skip(1) {
+        if c.equivalent_to_best {
+            continue;
+        }
+        let (n, d) = (c.shape.params as f64, c.tokens);
+        let not_worse = samples
+            .iter()
+            .filter(|law| match (law.loss(n, d), law.loss(best.0, best.1)) {
+                (Ok(x), Ok(b)) => x <= b,
+                _ => false,
+            })
+            .count();
+        c.equivalent_to_best =
+            not_worse as f64 > (1.0 - LAW_RESOLUTION_AGREEMENT) * samples.len() as f64;
     }
 }
 

@@ -453,3 +453,48 @@ fn predicted_mfu_settles() {
             < 1e-12
     );
 }
+
+/// The law's own uncertainty: refits identical to the law change nothing (the best has the
+/// lowest loss under it), refits that disagree only add equivalents, and a candidate one refit
+/// in twenty or more cannot rank below the best is marked.
+#[test]
+fn law_refits_widen_the_equivalence_set() {
+    use lmshape::scaling::ParametricLaw;
+    let (req, timer) = reference();
+    let req = req
+        .to_builder()
+        .law(plan::LawChoice::Besiroglu)
+        .param_range(Some((150_000_000_000, 190_000_000_000)))
+        .build()
+        .unwrap();
+    let p = plan::plan(&req, &timer).unwrap();
+    let marked =
+        |c: &[plan::Candidate]| -> Vec<bool> { c.iter().map(|c| c.equivalent_to_best).collect() };
+    let before = marked(&p.candidates);
+    let mut same = p.candidates.clone();
+    plan::mark_equivalents_under(&mut same, &[ParametricLaw::BESIROGLU; 10]);
+    assert_eq!(marked(&same), before);
+    let refits = [ParametricLaw::BESIROGLU, ParametricLaw::CHINCHILLA];
+    let mut wide = p.candidates.clone();
+    plan::mark_equivalents_under(&mut wide, &refits);
+    let after = marked(&wide);
+    assert!(before.iter().zip(&after).all(|(b, a)| !b || *a));
+    let best = &p.candidates[0];
+    for c in &wide {
+        let reached = refits.iter().any(|l| {
+            l.loss(c.shape.params as f64, c.tokens).unwrap()
+                <= l.loss(best.shape.params as f64, best.tokens).unwrap()
+        });
+        assert!(!reached || c.equivalent_to_best);
+    }
+    // Through the request: the plan marks with the refits it carries.
+    let with = req
+        .to_builder()
+        .law_samples(refits.to_vec())
+        .build()
+        .unwrap();
+    assert_eq!(
+        marked(&plan::plan(&with, &timer).unwrap().candidates),
+        after
+    );
+}

@@ -464,12 +464,25 @@ pub fn law(s: &str) -> Result<lmshape::scaling::LawChoice, String> {
 
 /// The law a `--law-file` holds (as `fit_scaling_law --out` writes it: `{"law": {...}}`).
 pub fn law_file(path: &str) -> lmshape::scaling::LawChoice {
-    let text = super::read_input(path);
-    let doc: serde_json::Value =
-        super::or_die(serde_json::from_str(&text).map_err(lmshape::Error::from));
+    let doc = law_document(path);
     let law: lmshape::scaling::ParametricLaw =
         super::or_die(serde_json::from_value(doc["law"].clone()).map_err(lmshape::Error::from));
     lmshape::scaling::LawChoice::Fitted(law)
+}
+
+/// The bootstrap refits a `--law-file` holds (`{"bootstrap": [...]}`; none in a file without
+/// them).
+pub fn law_file_samples(path: &str) -> Vec<lmshape::scaling::ParametricLaw> {
+    let doc = law_document(path);
+    match doc.get("bootstrap") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(v) => super::or_die(serde_json::from_value(v.clone()).map_err(lmshape::Error::from)),
+    }
+}
+
+fn law_document(path: &str) -> serde_json::Value {
+    let text = super::read_input(path);
+    super::or_die(serde_json::from_str(&text).map_err(lmshape::Error::from))
 }
 
 /// An optimizer name.
