@@ -514,7 +514,8 @@ fn hostile_command_lines_get_clear_errors() {
 /// A law fitted to runs travels: `fit_scaling_law --out` writes it, `budget --law-file` plans
 /// with it and lands on the law's own optimum for the budget (the fitted law's
 /// `compute_optimal`, recomputed here from the file), `enumerate_shapes --law-file` predicts
-/// each shape's loss with it, and `--flops` intervals bracket the point estimate.
+/// each shape's loss with it, `plan --law-file` aims at its optimum and carries its refits,
+/// and `--flops` intervals bracket the point estimate.
 #[test]
 fn fitted_law_file_round_trips_to_budget() {
     let dir = std::env::temp_dir().join(format!("lmshape-law-{}", std::process::id()));
@@ -574,6 +575,32 @@ fn fitted_law_file_round_trips_to_budget() {
     }
     let (code, _, err) = run("enumerate_shapes", &["--moe", "--law-file", path]);
     assert_eq!(code, 2, "{err}");
+    // plan aims at the fitted law's own optimum for its budget and carries the refits.
+    let (code, out, err) = run(
+        "plan",
+        &[
+            "--law-file",
+            path,
+            "--token-floor",
+            "none",
+            "--gpus",
+            "64",
+            "--weeks",
+            "2",
+            "--report-json",
+            "--top",
+            "1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let p: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(p["request"]["law"]["kind"], "fitted");
+    assert_eq!(p["request"]["law_samples"].as_array().unwrap().len(), 20);
+    assert_eq!(p["target_binding"], "none");
+    let flops = p["budget"]["compute_flops"].as_f64().unwrap();
+    let want = law.compute_optimal(flops).unwrap().params;
+    let got = p["target_params"].as_f64().unwrap();
+    assert!((got / want - 1.0).abs() < 1e-9, "{got} vs {want}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
