@@ -121,6 +121,11 @@ fn malformed_command_lines_are_errors() {
             "aspect window is empty",
         ),
         (
+            "plan",
+            &["--tp-options", "16", "--gpus", "8"],
+            "no layout of 8 GPUs satisfies the layout rules",
+        ),
+        (
             "fit_scaling_law",
             &["--exclude-highest-loss", "240"],
             "needs at least 10",
