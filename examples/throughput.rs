@@ -21,7 +21,6 @@ use common::cli::{StepArgs, parse_with_defaults, positive, positive_count, usage
 use common::{gib, load_config, or_die, si};
 use lmshape::step::{self, StepOptions};
 use lmshape::{Architecture, Transformer};
-use serde_json::json;
 
 /// Predicted step time, TFLOP/s per GPU, MFU and days of a model on a layout.
 #[derive(Parser, Debug)]
@@ -232,53 +231,77 @@ fn at_step(e: &Estimate, x: f64, step_seconds: f64) -> f64 {
     x * e.step.step_seconds / step_seconds
 }
 
+/// The JSON record: the step as the library serialises it, with the band's rates, the memory
+/// figures under the framework and the setup beside.
+#[derive(serde::Serialize)]
+struct Record<'a> {
+    #[serde(flatten)]
+    step: &'a step::StepTime,
+    tokens_per_second_low: f64,
+    tokens_per_second_high: f64,
+    tflops_per_gpu_low: f64,
+    tflops_per_gpu_high: f64,
+    days_for_tokens: f64,
+    tokens: f64,
+    gpus: u64,
+    precision: String,
+    model: &'a lmshape::Transformer,
+    layout: &'a lmshape::ParallelLayout,
+    recompute: lmshape::Recompute,
+    timer: String,
+    system: serde_json::Value,
+    memory_bytes_per_gpu: u64,
+    memory_reserved_bytes: u64,
+    memory_device_bytes: u64,
+    memory_capacity_bytes: u64,
+    memory_band_bytes: u64,
+    memory_fits: bool,
+    verdict: lmshape::memory::Verdict,
+    margin_bytes: i64,
+    optimizer: String,
+    framework: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scenario: Option<&'a str>,
+}
+
 fn print_json(args: &Cli, machine: &common::cli::Machine, e: &Estimate) {
-    let (s, b, layout, opts, device) = (&e.step, &e.step.breakdown, &e.layout, &e.opts, &e.device);
-    let (model, verdict, margin) = (&e.model, e.verdict, e.margin);
-    let (tokens, timer) = (args.tokens, machine.timer.as_ref());
+    let (s, device) = (&e.step, &e.device);
     let speed = |x: f64, step_seconds: f64| at_step(e, x, step_seconds);
-    let memory_bytes = device.allocated_bytes;
-    let capacity = machine.cluster.gpu.memory_bytes;
-    let fits = verdict == lmshape::memory::Verdict::Fits;
-    let out = json!({
-        "system": machine.system_json(),
-        "step_seconds_low": s.step_seconds_low,
-        "step_seconds_high": s.step_seconds_high,
-        "tokens_per_second_low": speed(s.tokens_per_second, s.step_seconds_high),
-        "tokens_per_second_high": speed(s.tokens_per_second, s.step_seconds_low),
-        "tflops_per_gpu_low": speed(s.tflops_per_gpu, s.step_seconds_high),
-        "tflops_per_gpu_high": speed(s.tflops_per_gpu, s.step_seconds_low),
-        "mfu_at_precision_peak": s.mfu_at_precision_peak,
-        "precision": opts.memory.gemm_precision.to_string(),
-        "step_seconds": s.step_seconds,
-        "tflops_per_gpu": s.tflops_per_gpu,
-        "mfu": s.mfu,
-        "tokens_per_second": s.tokens_per_second,
-        "days_for_tokens": s.days_for_tokens(tokens),
-        "tokens": tokens,
-        "num_micro_batches": s.num_micro_batches,
-        "stage_seconds": s.stage_seconds,
-        "gpus": or_die(layout.gpus()),
-        "breakdown": b,
-        "model": model,
-        "layout": layout,
-        "timer": timer.describe(),
-        "memory_bytes_per_gpu": memory_bytes,
-        "memory_reserved_bytes": device.reserved_bytes,
-        "memory_device_bytes": device.device_bytes,
-        "memory_capacity_bytes": capacity,
-        "memory_fits": fits,
-        "verdict": verdict,
-        "margin_bytes": margin,
-        "memory_band_bytes": device.band_bytes,
-        "optimizer": opts.memory.optimizer.unwrap_or(args.step.setup.framework.default_optimizer()).to_string(),
-        "framework": args.step.setup.framework.to_string(),
-        "recompute": layout.recompute,
-    });
-    let mut out = out;
-    if let Some(name) = &args.scenario {
-        out["scenario"] = json!(name);
-    }
+    let framework = args.step.setup.framework;
+    let record = Record {
+        step: s,
+        tokens_per_second_low: speed(s.tokens_per_second, s.step_seconds_high),
+        tokens_per_second_high: speed(s.tokens_per_second, s.step_seconds_low),
+        tflops_per_gpu_low: speed(s.tflops_per_gpu, s.step_seconds_high),
+        tflops_per_gpu_high: speed(s.tflops_per_gpu, s.step_seconds_low),
+        days_for_tokens: s.days_for_tokens(args.tokens),
+        tokens: args.tokens,
+        gpus: or_die(e.layout.gpus()),
+        precision: e.opts.memory.gemm_precision.to_string(),
+        model: &e.model,
+        layout: &e.layout,
+        recompute: e.layout.recompute,
+        timer: machine.timer.describe(),
+        system: machine.system_json(),
+        memory_bytes_per_gpu: device.allocated_bytes,
+        memory_reserved_bytes: device.reserved_bytes,
+        memory_device_bytes: device.device_bytes,
+        memory_capacity_bytes: machine.cluster.gpu.memory_bytes,
+        memory_band_bytes: device.band_bytes,
+        memory_fits: e.verdict == lmshape::memory::Verdict::Fits,
+        verdict: e.verdict,
+        margin_bytes: e.margin,
+        optimizer: e
+            .opts
+            .memory
+            .optimizer
+            .unwrap_or(framework.default_optimizer())
+            .to_string(),
+        framework: framework.to_string(),
+        scenario: args.scenario.as_deref(),
+    };
+    // Through a JSON value, so the keys print sorted as every tool prints them.
+    let out = serde_json::to_value(&record).unwrap_or_default();
     outln!("{}", serde_json::to_string_pretty(&out).unwrap());
 }
 
