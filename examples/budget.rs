@@ -167,33 +167,41 @@ impl Budget {
     }
 }
 
+/// A law's compute-optimal allocation as the JSON shows it: the library's `Allocation`, and
+/// the loss the law predicts there (parametric laws only).
+#[derive(serde::Serialize)]
+struct LawRecord {
+    #[serde(flatten)]
+    allocation: Allocation,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    predicted_loss: Option<f64>,
+}
+
+/// The constrained choice as the library serialises it, with the law's name.
+#[derive(serde::Serialize)]
+struct ChoiceRecord<'a> {
+    #[serde(flatten)]
+    choice: &'a scaling::ConstrainedChoice,
+    law: String,
+}
+
 fn print_json(args: &Cli, b: &Budget) {
-    let (flops, gpu_hours, gpu, law, choice) = (b.flops, b.gpu_hours, &args.gpu, &b.law, &b.choice);
-    let alloc = |a: &Allocation, loss: Option<f64>| {
-        let mut v = json!({"params": a.params, "tokens": a.tokens});
-        if let Some(l) = loss {
-            v["predicted_loss"] = json!(l);
-        }
-        v
-    };
     let mut out = json!({
-        "compute_flops": flops,
-        "gpu_hours": gpu_hours,
-        "pf_days": flops / scaling::PF_DAY_FLOPS,
-        "gpu": gpu.name,
+        "compute_flops": b.flops,
+        "gpu_hours": b.gpu_hours,
+        "pf_days": b.flops / scaling::PF_DAY_FLOPS,
+        "gpu": args.gpu.name,
         "mfu": args.mfu,
-        "constrained": {
-            "params": choice.params,
-            "tokens": choice.tokens,
-            "binding": choice.binding,
-            "predicted_loss": choice.predicted_loss,
-            "optimal_loss": choice.optimal_loss,
-            "loss_cost": choice.loss_cost,
-            "law": law.to_string(),
+        "constrained": ChoiceRecord {
+            choice: &b.choice,
+            law: b.law.to_string(),
         },
     });
-    for (key, _, a, loss) in b.laws() {
-        out[key] = alloc(&a, loss);
+    for (key, _, allocation, predicted_loss) in b.laws() {
+        out[key] = json!(LawRecord {
+            allocation,
+            predicted_loss
+        });
     }
     if let Some(i) = &b.inference {
         out["inference_aware"] = json!(i);
