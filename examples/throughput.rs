@@ -129,12 +129,9 @@ fn model_of(args: &Cli) -> Transformer {
 /// Whether the command line names a model (`--config`, `--preset` or `--arch`), read before
 /// the flags so that the layout's defaults can follow it.
 fn model_named() -> bool {
-    common::args().iter().any(|a| {
-        let a = a.to_string_lossy();
-        ["--config", "--preset", "--arch"]
-            .iter()
-            .any(|f| a == *f || a.starts_with(&format!("{f}=")))
-    })
+    ["--config", "--preset", "--arch"]
+        .iter()
+        .any(|f| common::flag_value(f).is_some())
 }
 
 /// Run the example with the process's command line.

@@ -10,7 +10,7 @@
 //! | every matmul (+ softmax, embeddings), backward 2× | [`matmul_flops_per_token`], [`chinchilla_flops_per_token`] | Hoffmann et al. 2022, Appendix F |
 
 use crate::error::{Result, positive};
-use crate::model::{Attention, Transformer};
+use crate::model::Transformer;
 pub use crate::parallel::Recompute;
 pub use crate::params::ParamBasis;
 use serde::{Deserialize, Serialize};
@@ -272,22 +272,14 @@ pub fn matmul_flops_per_token(m: &Transformer, conv: &FlopsConvention) -> Result
 fn attention_core_flops(m: &Transformer, conv: &FlopsConvention) -> f64 {
     let t = conv.seq_len as f64;
     let heads = m.num_heads as f64;
-    let (qk_dim, v_dim) = match &m.attention {
-        Attention::Standard => (m.head_dim as f64, m.head_dim as f64),
-        Attention::MultiLatent(mla) => (
-            (mla.qk_nope_head_dim + mla.qk_rope_head_dim) as f64,
-            mla.v_head_dim as f64,
-        ),
-    };
+    let (qk_dim, v_dim) = m.head_widths();
+    let (qk_dim, v_dim) = (qk_dim as f64, v_dim as f64);
     // Context attended per token: global and local layers.
     let attended = |window: f64| -> f64 {
-        let w = window.min(t);
-        if !conv.causal {
-            w
-        } else if w >= t {
-            0.5 * t
+        if conv.causal {
+            causal_attended_keys(window, t)
         } else {
-            w - w * w / (2.0 * t)
+            window.min(t)
         }
     };
     let core_at = |ctx: f64| {
@@ -304,6 +296,26 @@ fn attention_core_flops(m: &Transformer, conv: &FlopsConvention) -> f64 {
     let window = m.local_attention.map_or(t, |w| w.window as f64);
     (m.num_layers as f64 - local_layers) * core_at(attended(t))
         + local_layers * core_at(attended(window))
+}
+
+/// Keys a query attends on average under a causal mask, over a sequence of `seq` tokens with a
+/// window of `window` keys (`window ≥ seq`: global attention): `w − w²/(2T)` for
+/// `w = min(window, T)`, `T/2` for global attention — the mean over positions `p < T` of
+/// `min(p, w)` in the continuum (an identity: `(w²/2 + (T − w)·w)/T`); FlashAttention-2 skips
+/// the masked blocks likewise (Dao 2023 §3.1).
+///
+/// ```
+/// use lmshape::flops::causal_attended_keys;
+/// assert_eq!(causal_attended_keys(4096.0, 2048.0), 1024.0);
+/// assert_eq!(causal_attended_keys(512.0, 2048.0), 512.0 - 512.0 * 512.0 / 4096.0);
+/// ```
+pub fn causal_attended_keys(window: f64, seq: f64) -> f64 {
+    let w = window.min(seq);
+    if w >= seq {
+        0.5 * seq
+    } else {
+        w - w * w / (2.0 * seq)
+    }
 }
 
 /// The linear layers' FLOPs per token over every layer (see [`matmul_flops_per_token`]):

@@ -1055,14 +1055,16 @@ pub fn mark_equivalents(candidates: &mut [Candidate]) {
 }
 
 /// Share of a law's refits that must rank a candidate below the best before it stops being
-/// equivalent: 95%, so the order the point law gives is kept only where its refits agree.
+/// equivalent: 95%, so the order the point law gives is kept only where its refits agree (an
+/// assumption: the usual two-sided 90% interval's upper end).
 pub const LAW_RESOLUTION_AGREEMENT: f64 = 0.95;
 
 /// [`mark_equivalents`], then also mark the candidates (ranked, best first) whose loss, each
 /// of the law's `samples` predicting it at the candidate's size and tokens, is no worse than
 /// the best's in more than `1 − LAW_RESOLUTION_AGREEMENT` of the samples: the law's own
-/// parameter uncertainty cannot put them below the best (its resolution, as the bootstrap of
-/// Besiroglu et al. 2024 §3 measures it). Parametric laws count every parameter.
+/// parameter uncertainty cannot put them below the best (its resolution, measured by refitting
+/// resampled runs as Besiroglu et al. 2024 bootstrap the Chinchilla fit). Parametric laws count
+/// every parameter.
 ///
 /// ```
 /// use lmshape::plan::{self, PlanRequest};
@@ -1088,6 +1090,11 @@ pub fn mark_equivalents_under(candidates: &mut [Candidate], samples: &[Parametri
     if samples.is_empty() {
         return;
     }
+    // Each refit's loss of the best, once.
+    let best_losses: Vec<Option<f64>> = samples
+        .iter()
+        .map(|law| law.loss(best.0, best.1).ok())
+        .collect();
     for c in candidates.iter_mut().skip(1) {
         if c.equivalent_to_best {
             continue;
@@ -1095,8 +1102,9 @@ pub fn mark_equivalents_under(candidates: &mut [Candidate], samples: &[Parametri
         let (n, d) = (c.shape.params as f64, c.tokens);
         let not_worse = samples
             .iter()
-            .filter(|law| match (law.loss(n, d), law.loss(best.0, best.1)) {
-                (Ok(x), Ok(b)) => x <= b,
+            .zip(&best_losses)
+            .filter(|(law, best)| match (law.loss(n, d), best) {
+                (Ok(x), Some(b)) => x <= *b,
                 _ => false,
             })
             .count();

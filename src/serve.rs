@@ -447,7 +447,7 @@ fn weights_bytes(model: &Transformer, d: &Deployment) -> Result<u64> {
     let layout = ParallelLayout {
         pp: d.pp,
         balanced_pipeline: true,
-        global_batch: d.pp.max(1) * d.attention_dp,
+        global_batch: crate::error::mul(d.pp.max(1), d.attention_dp, W)?,
         seq_len: 1,
         ..d.layout(model, 1, 1)?
     };
@@ -463,7 +463,11 @@ fn weights_bytes(model: &Transformer, d: &Deployment) -> Result<u64> {
         let rest = stage.params_on_rank - if first { embedding } else { 0 };
         let bytes = crate::error::add(
             d.weights.weights_bytes(rest)?,
-            if first { 2 * embedding } else { 0 },
+            if first {
+                WeightPrecision::Bf16.weights_bytes(embedding)?
+            } else {
+                0
+            },
             W,
         )?;
         most = most.max(bytes);
@@ -619,19 +623,14 @@ fn attention_seconds(r: &Replica, pass: &Pass, layer: u64) -> Result<f64> {
     let (model, p, gpu, d) = (r.model, r.p, r.gpu, r.d);
     let heads = model.num_heads.div_ceil(d.tp);
     let kv_heads = crate::params::kv_heads_per_rank(model.num_kv_heads, d.tp)?;
-    let (d_qk, d_v) = match model.attention {
-        crate::model::Attention::MultiLatent(a) => {
-            (a.qk_nope_head_dim + a.qk_rope_head_dim, a.v_head_dim)
-        }
-        crate::model::Attention::Standard => (model.head_dim, model.head_dim),
-    };
+    let (d_qk, d_v) = model.head_widths();
     let window = model
         .local_attention
         .filter(|w| w.is_local_layer(layer))
         .map(|w| w.window);
     if !pass.decode {
         let keys = window.map_or(pass.queries, |w| w.min(pass.queries));
-        let attended = keys as f64 - (keys * keys) as f64 / (2.0 * pass.queries as f64);
+        let attended = crate::flops::causal_attended_keys(keys as f64, pass.queries as f64);
         let (f, _) = p.attention_seconds(
             gpu,
             pass.batch,

@@ -35,6 +35,21 @@ pub fn args() -> Vec<std::ffi::OsString> {
     a
 }
 
+/// The value the command line gives `flag` (`--flag VALUE` or `--flag=VALUE`; empty when it
+/// ends at the flag), read before the flags are parsed so that defaults can follow it.
+pub fn flag_value(flag: &str) -> Option<String> {
+    let args: Vec<String> = args()
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let prefix = format!("{flag}=");
+    args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix(&prefix)
+            .map(str::to_string)
+            .or_else(|| (a == flag).then(|| args.get(i + 1).cloned().unwrap_or_default()))
+    })
+}
+
 /// Parse the command line ([`args`]) into `T`, exiting with clap's message on an error.
 pub fn parse<T: clap::Parser>() -> T {
     T::parse_from(args())

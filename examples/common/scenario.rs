@@ -70,15 +70,7 @@ pub const SETUP_FLAGS: [&str; 7] = [
 /// The scenario the command line names (`--scenario NAME`), read before the flags so that its
 /// defaults become theirs; `None` when it names none.
 pub fn given<T: clap::CommandFactory>() -> Option<&'static Scenario> {
-    let args: Vec<String> = super::args()
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let named = args.iter().enumerate().find_map(|(i, a)| {
-        a.strip_prefix("--scenario=")
-            .map(str::to_string)
-            .or_else(|| (a == "--scenario").then(|| args.get(i + 1).cloned().unwrap_or_default()))
-    })?;
+    let named = super::flag_value("--scenario")?;
     Some(
         SCENARIOS
             .iter()

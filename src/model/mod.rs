@@ -903,6 +903,22 @@ impl Transformer {
         self.attention
     }
 
+    /// Widths of one attention head's query/key and value: `head_dim` both for standard
+    /// attention; for multi-head latent attention `qk_nope + qk_rope` (the model's `head_dim`,
+    /// which its rules hold equal) and `v_head_dim` (DeepSeek-AI 2024, DeepSeek-V2 §2.1.2).
+    ///
+    /// ```
+    /// let m = lmshape::presets::by_name("gpt3-175b")?;
+    /// assert_eq!(m.head_widths(), (128, 128));
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    pub fn head_widths(&self) -> (u64, u64) {
+        match &self.attention {
+            Attention::Standard => (self.head_dim, self.head_dim),
+            Attention::MultiLatent(mla) => (self.head_dim, mla.v_head_dim),
+        }
+    }
+
     /// Mixture-of-experts block.
     pub fn moe(&self) -> Option<Moe> {
         self.moe

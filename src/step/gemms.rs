@@ -116,8 +116,8 @@ impl LayerGemms {
 /// Keys each query's attention GEMMs cover: the sequence, or the window of a sliding-window
 /// layer; with FlashAttention the causal mask's skipped blocks leave half the sequence
 /// (FlashAttention-2, Dao 2023 §3.1: blocks above the diagonal are not computed), and
-/// `w − w²/(2s)` of a window `w < s` (the band's average, as
-/// [`crate::flops::matmul_flops_per_token`] counts it). Standard attention computes every score
+/// `w − w²/(2s)` of a window `w < s` (the band's average,
+/// [`crate::flops::causal_attended_keys`]). Standard attention computes every score
 /// and masks them.
 pub(crate) fn attended_keys(
     model: &Transformer,
@@ -133,8 +133,7 @@ pub(crate) fn attended_keys(
     if !opts.flash_attention() {
         return window;
     }
-    let (w, sf) = (window as f64, s as f64);
-    ((w - w * w / (2.0 * sf)).ceil() as u64).max(1)
+    (crate::flops::causal_attended_keys(window as f64, s as f64).ceil() as u64).max(1)
 }
 
 /// The forward GEMMs of layer `layer` (from 0) of `model` under `layout`, for one micro-batch

@@ -139,7 +139,7 @@ fn gemm_times(
     if let (Some(p), Some(scores)) = (&cluster.system, core_shape) {
         // The scores GEMM is `[queries × keys] = [queries × d_qk]·[d_qk × keys]`, batched over
         // micro-batch × heads; attention×V gives `d_v`.
-        let (d_qk, d_v) = core_widths(model);
+        let (d_qk, d_v) = model.head_widths();
         let heads = scores.batch / layout.micro_batch.max(1);
         let kv = match &model.attention {
             crate::model::Attention::Standard => {
@@ -163,16 +163,6 @@ fn gemm_times(
         t.core_fwd += f;
     }
     Ok(t)
-}
-
-/// Query/key and value widths of one head.
-fn core_widths(model: &Transformer) -> (u64, u64) {
-    match &model.attention {
-        crate::model::Attention::Standard => (model.head_dim, model.head_dim),
-        crate::model::Attention::MultiLatent(mla) => {
-            (mla.qk_nope_head_dim + mla.qk_rope_head_dim, mla.v_head_dim)
-        }
-    }
 }
 
 /// A layer's memory-bound work for one micro-batch's forward (the backward moves twice it):
@@ -425,10 +415,10 @@ pub(crate) fn context_parallel_seconds(
             let hd = model.head_dim as f64;
             (heads * hd, 2.0 * kv * hd)
         }
-        crate::model::Attention::MultiLatent(mla) => (
-            heads * (mla.qk_nope_head_dim + mla.qk_rope_head_dim) as f64,
-            heads * (mla.qk_nope_head_dim + mla.qk_rope_head_dim + mla.v_head_dim) as f64,
-        ),
+        crate::model::Attention::MultiLatent(_) => {
+            let (qk, v) = model.head_widths();
+            (heads * qk as f64, heads * (qk + v) as f64)
+        }
     };
     let c = cp as f64;
     if cluster.system.is_some() {
