@@ -6,7 +6,8 @@
 //! 2. **Target**: the chosen law's optimum moved along the iso-FLOP curve by the token floor and
 //!    a size cap ([`crate::scaling::ParametricLaw::constrained`]; for Kaplan's law the frontier
 //!    of Kaplan et al. 2020 clamped the same way), widened to a search range (or a range you
-//!    give).
+//!    give). A token floor that no shape of the range reaches even at the GPU's peak ends
+//!    the plan here, before the search ([`most_tokens_at_peak`]).
 //! 3. **Shapes** ([`crate::search`]): every shape in the range; shapes with heads larger than
 //!    the limit are rejected ("heads too large", as BigScience rejected a finalist).
 //! 4. **Layouts** ([`crate::parallel::LayoutSpace`]): every `tp ≤ GPUs per node` from the
@@ -953,11 +954,14 @@ pub fn plan_with_predicted_mfu(
     Ok((p, mfus))
 }
 
-/// Run the planner (see the module docs). An impossible request gives a plan with no
-/// candidates and every rejection's reason, not an error; only malformed requests are errors.
+/// Run the planner (see the module docs).
 ///
 /// # Errors
-/// A malformed request (a zero or non-finite figure, empty options, a precision the GPU lacks) or a target the law cannot reach; an impossible request is a plan with no candidates, not an error.
+/// A malformed request (a zero or non-finite figure, empty options, a precision the GPU
+/// lacks), a target the law cannot reach, or a token floor no shape of the window reaches
+/// even at the GPU's peak ([`most_tokens_at_peak`]: found before the search, in one error
+/// naming the floor); any other impossible request is a plan with no candidates and every
+/// rejection's reason, not an error.
 pub fn plan(req: &PlanRequest, timer: &dyn GemmTimer) -> Result<Plan> {
     req.validate()?;
     let budget = read_budget(req)?;
@@ -969,6 +973,9 @@ pub fn plan(req: &PlanRequest, timer: &dyn GemmTimer) -> Result<Plan> {
     };
     let (target, binding) = req.law.target(budget.compute_flops, &cons)?;
     let space = shape_space(req, target)?;
+    if let Some(floor) = req.token_floor {
+        check_token_floor(req, &budget, &space, floor, target, binding)?;
+    }
     let layout_space = req.layout_space();
     let layouts = layout_space.enumerate()?;
     let walk = Walk {
@@ -1029,6 +1036,96 @@ pub fn plan(req: &PlanRequest, timer: &dyn GemmTimer) -> Result<Plan> {
             .collect(),
         moe,
     })
+}
+
+/// The most tokens any shape of `space` could train on in the usable time: the request's
+/// GPUs at the highest peak among its GEMM precisions, divided by the shape's model matmul
+/// FLOPs per token (Megatron-LM's count without recomputation, the numerator of MFU). No
+/// step runs faster, since the step model refuses a step above its precision's peak, so a
+/// token floor above this bound is unreachable whatever the search finds; `None` when the
+/// window holds no shape the head limit admits (or no precision has a peak on the GPU).
+///
+/// # Errors
+/// A shape whose FLOPs cannot be counted.
+pub fn most_tokens_at_peak(
+    req: &PlanRequest,
+    usable_gpu_hours: f64,
+    space: &ShapeSpace,
+) -> Result<Option<(Shape, f64)>> {
+    let peak = req
+        .gemm_precisions()
+        .iter()
+        .filter_map(|&p| {
+            let opts = StepOptions {
+                memory: memory::MemoryOptions {
+                    gemm_precision: p,
+                    ..req.step_options.memory
+                },
+                ..req.step_options
+            };
+            req.cluster.gpu.peak_flops_per_s(opts.gemm_dtype()).ok()
+        })
+        .fold(0.0_f64, f64::max);
+    if peak <= 0.0 {
+        return Ok(None);
+    }
+    let mut best: Option<(Shape, f64)> = None;
+    for shape in space.iter()? {
+        if shape.model.head_dim > req.max_head_dim {
+            continue;
+        }
+        let model = space.model_of(&shape)?;
+        let per_token = crate::flops::matmul_flops_per_token(
+            &model,
+            &crate::flops::FlopsConvention::megatron(req.seq_len, Recompute::None),
+        )?
+        .model_flops();
+        let tokens = usable_gpu_hours * 3600.0 * peak / per_token;
+        if best.is_none_or(|(_, t)| tokens > t) {
+            best = Some((shape, tokens));
+        }
+    }
+    Ok(best)
+}
+
+/// A token floor no shape of the window reaches even at the GPU's peak
+/// ([`most_tokens_at_peak`]) ends the plan before the search, naming the floor.
+fn check_token_floor(
+    req: &PlanRequest,
+    budget: &PlanBudget,
+    space: &ShapeSpace,
+    floor: f64,
+    target: f64,
+    binding: Binding,
+) -> Result<()> {
+    const RULE: &str =
+        "the token floor must be reachable by some shape of the search window at the GPU's peak";
+    let e = |x: f64| format!("{x:.3e}");
+    let detail = match most_tokens_at_peak(req, budget.usable_gpu_hours, space)? {
+        Some((_, most)) if most >= floor => return Ok(()),
+        Some((shape, most)) => format!(
+            "a floor of {} tokens; the cheapest shape per token, {} layers × {} hidden ({} params), \
+             trains on at most {} tokens in {} usable GPU-hours at 100% MFU",
+            e(floor),
+            shape.model.num_layers,
+            shape.model.hidden_size,
+            e(shape.params as f64),
+            e(most),
+            e(budget.usable_gpu_hours),
+        ),
+        // Only the floor's doing when it moved the target out of every shape's reach.
+        None if binding == Binding::TokenFloor => format!(
+            "a floor of {} tokens moves the target to {} params (C/6D at {} FLOPs), \
+             and the window {}..{} holds no shape of the architecture's rules",
+            e(floor),
+            e(target),
+            e(budget.compute_flops),
+            e(space.min_params as f64),
+            e(space.max_params as f64),
+        ),
+        None => return Ok(()),
+    };
+    Err(Error::Inconsistent { rule: RULE, detail })
 }
 
 /// Best predicted loss first, more tokens first on ties; then [`mark_equivalents`].

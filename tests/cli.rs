@@ -126,6 +126,20 @@ fn malformed_command_lines_are_errors() {
             "no layout of 8 GPUs satisfies the layout rules",
         ),
         (
+            "plan",
+            &[
+                "--gpus",
+                "16",
+                "--hours",
+                "100",
+                "--min-params",
+                "100000000000",
+                "--max-params",
+                "120000000000",
+            ],
+            "token floor must be reachable",
+        ),
+        (
             "fit_scaling_law",
             &["--exclude-highest-loss", "240"],
             "needs at least 10",

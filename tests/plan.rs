@@ -112,7 +112,8 @@ fn impossible_requests_give_empty_plans_with_reasons() {
     let (req, timer) = reference();
     let req = req
         .to_builder()
-        .hours(24.0 * 7.0) // one week cannot reach 350B tokens at ~175B parameters
+        // 1,500 hours reach 350B tokens at ~175B parameters only above ~65% MFU
+        .hours(1500.0)
         .param_range(Some((170_000_000_000, 180_000_000_000)))
         .build()
         .unwrap();
@@ -139,6 +140,22 @@ fn impossible_requests_give_empty_plans_with_reasons() {
         r.reason,
         RejectReason::DoesNotFit | RejectReason::Indivisible | RejectReason::HeadsTooLarge
     )));
+
+    // One week cannot reach 350B tokens at 170B+ parameters even at the GPU's peak: by hand,
+    // each token costs at least 6 FLOPs per non-embedding parameter (Kaplan et al. 2020
+    // §2.1), so 384 GPUs × 151.2 usable hours × 312 TFLOP/s buy at most 6.4e10 tokens.
+    let (req, timer) = reference();
+    let req = req
+        .to_builder()
+        .hours(24.0 * 7.0)
+        .param_range(Some((170_000_000_000, 180_000_000_000)))
+        .build()
+        .unwrap();
+    let by_hand = 384.0 * 24.0 * 7.0 * 0.9 * 3600.0 * 312e12 / (6.0 * 170e9);
+    assert!(by_hand < 350e9);
+    let err = plan::plan(&req, &timer).unwrap_err().to_string();
+    assert!(err.contains("token floor must be reachable"), "{err}");
+    assert!(err.contains("3.500e11 tokens"), "{err}");
 
     // A request that breaks a rule cannot be built.
     let (req, _) = reference();
@@ -209,8 +226,21 @@ proptest! {
             return Ok(());
         };
         let timer = AnalyticalTimer::new(req.cluster().gpu.clone());
-        let p = plan::plan(&req, &timer).unwrap();
+        let p = match plan::plan(&req, &timer) {
+            Ok(p) => p,
+            Err(e) => {
+                // Only a floor no shape reaches at the peak ends the plan early.
+                prop_assert!(floor.is_some());
+                prop_assert!(e.to_string().contains("token floor must be reachable"), "{}", e);
+                return Ok(());
+            }
+        };
+        // At most the peak's FLOPs over 6 per non-embedding parameter per token.
+        let usable_seconds = hours * (1.0 - req.safety_margin()) * 3600.0;
+        let peak = req.cluster().gpu.peak_flops_per_s(req.step_options().dtype).unwrap();
         for c in &p.candidates {
+            let most = gpus as f64 * usable_seconds * peak / (6.0 * c.shape.non_embedding_params as f64);
+            prop_assert!(c.tokens <= most * (1.0 + 1e-9), "{} > {}", c.tokens, most);
             prop_assert!(c.memory_bytes_per_gpu as f64 <= req.cluster().gpu.memory_bytes as f64 * req.memory_fraction());
             prop_assert!(floor.is_none_or(|f| c.tokens >= f));
             prop_assert_eq!(c.layout.gpus().unwrap(), gpus);
