@@ -27,7 +27,7 @@ use common::{MOE_SHAPE_HEADER, die, gib, moe_shape_columns, or_die, si};
 use lmshape::ZeroStage;
 use lmshape::hardware::{GemmTimer, Missing, TableTimer};
 use lmshape::parallel::EmbeddingSlots;
-use lmshape::plan::{self, LawChoice, Plan, PlanRequest};
+use lmshape::plan::{self, EquivalentOrder, LawChoice, Plan, PlanRequest};
 use serde_json::json;
 
 /// When layouts count the embeddings as pipeline slots.
@@ -172,6 +172,13 @@ struct Cli {
     /// to rank by).
     #[arg(long, value_name = "LAW", default_value = "kaplan", value_parser = common::cli::law)]
     law: LawChoice,
+    /// How the shapes the prediction cannot tell from the best (≈) are ordered among
+    /// themselves, the first becoming the recommendation: loss (the predicted loss), robust
+    /// (the loss at the slow end of the speed band), speed (TFLOP/s per GPU, BigScience's
+    /// criterion among its equally good finalists), time (days to the token floor, so also
+    /// the fewest GPU-hours; needs a floor) or margin (memory margin on the card).
+    #[arg(long, value_name = "ORDER", default_value = "loss", value_parser = equivalent_order)]
+    order_equivalents: EquivalentOrder,
     /// A law fitted to your runs (`fit_scaling_law --out LAW.json`), instead of --law.
     #[arg(long, value_name = "LAW.json", conflicts_with = "law")]
     law_file: Option<String>,
@@ -207,6 +214,10 @@ struct Cli {
     /// A shape to compare on the chart: HIDDEN,LAYERS,HEADS (e.g. BigScience's 14336,70,112).
     #[arg(long, value_name = "H,L,A", value_parser = mark)]
     mark: Option<(u64, u64, u64)>,
+}
+
+fn equivalent_order(s: &str) -> Result<EquivalentOrder, String> {
+    s.parse().map_err(|e: lmshape::Error| e.to_string())
 }
 
 /// A token floor, or none.
@@ -486,7 +497,8 @@ fn request(args: &Cli, machine: &common::cli::Machine) -> PlanRequest {
             args.law_file
                 .as_deref()
                 .map_or_else(Vec::new, common::cli::law_file_samples),
-        );
+        )
+        .equivalent_order(args.order_equivalents);
     or_die(req.build())
 }
 
@@ -513,6 +525,7 @@ fn print_json(
         request["cluster"]["system"] = machine.system_json();
         let out = json!({
             "scenario": run.scenario,
+            "equivalent_order": req.equivalent_order(),
             "mfu_rounds": run.mfus,
             "request": request,
             "budget": result.budget,
@@ -539,6 +552,7 @@ fn print_json(
             .map(|c| {
                 let mut v = candidate_json(c);
                 v["scenario"] = json!(run.scenario);
+                v["equivalent_order"] = json!(req.equivalent_order());
                 v
             })
             .collect();
@@ -956,8 +970,18 @@ fn report_table(req: &PlanRequest, p: &Plan, top: usize) {
     }
     let equivalent = best.iter().filter(|c| c.equivalent_to_best).count();
     outln!(
-        "  ≈: {equivalent} of the {} shapes are equivalent to the first — their loss at the fast end of their speed band is no worse than the first's at the slow end{}, so the prediction cannot tell them apart (loss in nats per token)",
+        "  ≈: {equivalent} of the {} shapes are equivalent to the {} — their loss at the fast end of their speed band is no worse than the {}'s at the slow end{}, so the prediction cannot tell them apart (loss in nats per token)",
         best.len(),
+        if req.equivalent_order() == EquivalentOrder::Loss {
+            "first"
+        } else {
+            "best by loss"
+        },
+        if req.equivalent_order() == EquivalentOrder::Loss {
+            "first"
+        } else {
+            "best"
+        },
         match req.law_samples().len() {
             0 => String::new(),
             n => format!(
@@ -966,6 +990,24 @@ fn report_table(req: &PlanRequest, p: &Plan, top: usize) {
             ),
         }
     );
+    if let Some(words) = order_words(req.equivalent_order()) {
+        outln!("  the ≈ shapes are ordered among themselves by {words} (--order-equivalents)");
+    }
+}
+
+/// What `order` ranks the equivalent shapes by, in words (`None` for the loss order).
+fn order_words(order: EquivalentOrder) -> Option<&'static str> {
+    match order {
+        EquivalentOrder::Loss => None,
+        EquivalentOrder::Robust => {
+            Some("their loss at the slow end of the speed band, lowest first")
+        }
+        EquivalentOrder::Speed => Some("TFLOP/s per GPU, highest first"),
+        EquivalentOrder::Time => {
+            Some("days to the token floor, fewest first (also the fewest GPU-hours)")
+        }
+        EquivalentOrder::Margin => Some("memory margin on the card, widest first"),
+    }
 }
 
 /// Rejected pairs by reason.

@@ -21,7 +21,10 @@
 //!    card.
 //! 6. **Speed** ([`crate::step`]) with the timer you pass: tokens reachable in the
 //!    usable wall-clock; below the token floor is "too slow".
-//! 7. **Rank** by the law's predicted loss at those tokens (ties: more tokens first).
+//! 7. **Rank** by the law's predicted loss at those tokens (ties: more tokens first); the
+//!    candidates the prediction cannot tell from the best ([`mark_equivalents`]) come first,
+//!    ordered among themselves by [`PlanRequest::equivalent_order`] (loss unless set), the
+//!    others after them in loss order.
 
 use crate::error::{Error, Result, positive, positive_f64};
 use crate::hardware::GemmTimer;
@@ -139,7 +142,78 @@ crate::checked::checked_type! {
         /// best are marked equivalent too ([`mark_equivalents_under`]). None: the speed band
         /// alone decides.
         law_samples: Vec<ParametricLaw> [ref, default = "Default::default"],
+        /// How the candidates the prediction cannot tell from the best are ordered among
+        /// themselves ([`order_equivalents`]); by predicted loss unless set.
+        equivalent_order: EquivalentOrder [copy, default = "Default::default"],
     }
+}
+
+/// What orders the candidates the prediction cannot tell from the best (those marked
+/// [`Candidate::equivalent_to_best`]): their predicted losses differ by less than the
+/// prediction resolves, so another criterion may decide among them. The set itself is the
+/// same under every order; only the order inside it, and so the recommendation, changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EquivalentOrder {
+    /// The predicted loss at the predicted speed, lowest first (more tokens first on ties).
+    #[default]
+    Loss,
+    /// The loss at the slow end of the speed band, lowest first: the best worst case.
+    Robust,
+    /// TFLOP/s per GPU, highest first: BigScience's criterion among its equally good
+    /// finalists (the fastest was chosen).
+    Speed,
+    /// Days to the token floor, fewest first; on a fixed cluster also the fewest GPU-hours.
+    /// Needs a token floor.
+    Time,
+    /// Memory margin on the card, widest first.
+    Margin,
+}
+
+crate::error::named!(EquivalentOrder, "equivalent order", [
+    Loss => "loss",
+    Robust => "robust",
+    Speed => "speed",
+    Time => "time",
+    Margin => "margin",
+]);
+
+/// Put the candidates marked equivalent to the best first, ordered among themselves by
+/// `order`, then the others in their loss order. Each ordering is stable, so ties keep the
+/// loss order. A candidate without a figure for the order (no token floor for
+/// [`EquivalentOrder::Time`]) keeps its place relative to the others without one, after them.
+///
+/// ```
+/// use lmshape::plan::{self, EquivalentOrder, PlanRequest};
+/// let req = PlanRequest::bloom_reference().to_builder()
+///     .param_range(Some((150_000_000_000, 190_000_000_000))).build()?;
+/// let timer = lmshape::hardware::AnalyticalTimer::new(req.cluster().gpu.clone());
+/// let mut p = plan::plan(&req, &timer)?;
+/// plan::order_equivalents(&mut p.candidates, EquivalentOrder::Speed);
+/// let set: Vec<_> = p.candidates.iter().take_while(|c| c.equivalent_to_best).collect();
+/// assert!(set.windows(2).all(|w| w[0].step.tflops_per_gpu >= w[1].step.tflops_per_gpu));
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+pub fn order_equivalents(candidates: &mut [Candidate], order: EquivalentOrder) {
+    // Equivalents first (a stable sort on the mark), keeping the loss order.
+    candidates.sort_by_key(|c| !c.equivalent_to_best);
+    if order == EquivalentOrder::Loss {
+        return;
+    }
+    let set = candidates
+        .iter()
+        .take_while(|c| c.equivalent_to_best)
+        .count();
+    let key = |c: &Candidate| -> f64 {
+        match order {
+            EquivalentOrder::Loss => c.predicted_loss,
+            EquivalentOrder::Robust => c.loss_high,
+            EquivalentOrder::Speed => -c.step.tflops_per_gpu,
+            EquivalentOrder::Time => c.days_to_token_floor.unwrap_or(f64::INFINITY),
+            EquivalentOrder::Margin => -(c.memory_margin_bytes as f64),
+        }
+    };
+    candidates[..set].sort_by(|a, b| key(a).total_cmp(&key(b)));
 }
 
 /// The mixture-of-experts part of a plan: which expert settings to try, on which
@@ -310,6 +384,7 @@ impl PlanRequest {
             moe: None,
             balanced_pipeline: false,
             law_samples: Vec::new(),
+            equivalent_order: EquivalentOrder::Loss,
         }
     }
 
@@ -374,6 +449,12 @@ impl PlanRequest {
                     self.tp_options.len(),
                     self.micro_batches.len()
                 ),
+            });
+        }
+        if self.equivalent_order == EquivalentOrder::Time && self.token_floor.is_none() {
+            return Err(Error::Inconsistent {
+                rule: "ordering equivalent shapes by time to the token floor needs a token floor",
+                detail: "equivalent_order = time, token_floor = none".to_string(),
             });
         }
         self.cluster.validate()?;
@@ -995,6 +1076,7 @@ pub fn plan(req: &PlanRequest, timer: &dyn GemmTimer) -> Result<Plan> {
     // Step 7: rank by predicted loss, more tokens first on ties.
     rank_by_loss(&mut tally.candidates);
     mark_equivalents_under(&mut tally.candidates, &req.law_samples);
+    order_equivalents(&mut tally.candidates, req.equivalent_order);
     let moe = match &req.moe {
         Some(search) => {
             let backbones: Vec<Shape> = tally

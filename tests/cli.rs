@@ -140,6 +140,16 @@ fn malformed_command_lines_are_errors() {
             "token floor must be reachable",
         ),
         (
+            "plan",
+            &["--order-equivalents", "time", "--token-floor", "none"],
+            "needs a token floor",
+        ),
+        (
+            "plan",
+            &["--order-equivalents", "cheapest"],
+            "unknown equivalent order",
+        ),
+        (
             "fit_scaling_law",
             &["--exclude-highest-loss", "240"],
             "needs at least 10",

@@ -248,7 +248,13 @@ proptest! {
             let size = c.shape.params_in(req.law().size_basis());
             prop_assert!(size >= lo && size <= lo + width);
         }
-        prop_assert!(p.candidates.windows(2).all(|w| w[0].predicted_loss <= w[1].predicted_loss));
+        // Ranked: the shapes equivalent to the best first, each part in loss order.
+        let set = p.candidates.iter().take_while(|c| c.equivalent_to_best).count();
+        let (head, tail) = p.candidates.split_at(set);
+        prop_assert!(tail.iter().all(|c| !c.equivalent_to_best));
+        for part in [head, tail] {
+            prop_assert!(part.windows(2).all(|w| w[0].predicted_loss <= w[1].predicted_loss));
+        }
     }
 }
 
@@ -527,4 +533,73 @@ fn law_refits_widen_the_equivalence_set() {
         marked(&plan::plan(&with, &timer).unwrap().candidates),
         after
     );
+}
+
+/// Ordering the equivalent shapes moves only them: the same set comes first, sorted by the
+/// order's figure, and the others keep their loss order behind it.
+#[test]
+fn equivalent_orders_reorder_only_the_set() {
+    use plan::EquivalentOrder;
+    // On the measured A100 machine, whose band is narrow enough to leave shapes out of the set.
+    let system = lmshape::system::SystemProfile::shared("dgx-a100").unwrap();
+    let timer = lmshape::system::SystemTimer::new(system.clone()).unwrap();
+    let base = PlanRequest::bloom_reference()
+        .to_builder()
+        .cluster(lmshape::step::Cluster::from_system(system).unwrap())
+        .build()
+        .unwrap();
+    let by_loss = plan::plan(&base, &timer).unwrap();
+    let key_of = |c: &plan::Candidate| (c.shape.params, c.shape.model.num_layers(), c.layout);
+    let set = |cs: &[plan::Candidate]| {
+        let mut v: Vec<_> = cs
+            .iter()
+            .filter(|c| c.equivalent_to_best)
+            .map(|c| format!("{:?}", key_of(c)))
+            .collect();
+        v.sort();
+        v
+    };
+    let equivalents = by_loss
+        .candidates
+        .iter()
+        .filter(|c| c.equivalent_to_best)
+        .count();
+    assert!(
+        equivalents > 1 && equivalents < by_loss.candidates.len(),
+        "{equivalents} of {}",
+        by_loss.candidates.len()
+    );
+    for order in EquivalentOrder::ALL {
+        let req = base.to_builder().equivalent_order(order).build().unwrap();
+        let p = plan::plan(&req, &timer).unwrap();
+        assert_eq!(set(&p.candidates), set(&by_loss.candidates), "{order}");
+        let (head, tail) = p.candidates.split_at(equivalents);
+        assert!(head.iter().all(|c| c.equivalent_to_best), "{order}");
+        assert!(tail.iter().all(|c| !c.equivalent_to_best), "{order}");
+        // Each order's figure, read from the candidate's own fields.
+        let figure = |c: &plan::Candidate| match order {
+            EquivalentOrder::Loss => c.predicted_loss,
+            EquivalentOrder::Robust => c.loss_high,
+            EquivalentOrder::Speed => -c.step.tflops_per_gpu,
+            EquivalentOrder::Time => c.days_to_token_floor.unwrap(),
+            EquivalentOrder::Margin => -(c.memory_margin_bytes as f64),
+        };
+        assert!(
+            head.windows(2).all(|w| figure(&w[0]) <= figure(&w[1])),
+            "{order}"
+        );
+        assert!(
+            tail.windows(2)
+                .all(|w| w[0].predicted_loss <= w[1].predicted_loss),
+            "{order}"
+        );
+    }
+    // Time to the floor needs a floor.
+    let err = base
+        .to_builder()
+        .token_floor(None)
+        .equivalent_order(EquivalentOrder::Time)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("needs a token floor"), "{err}");
 }
