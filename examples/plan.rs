@@ -231,65 +231,6 @@ fn token_floor(s: &str) -> Result<TokenFloor, String> {
     }
 }
 
-/// One candidate as `plan --json` prints it: the shape, the layout, memory, speed, tokens and
-/// loss, and the mixture-of-experts keys (null for a dense shape).
-fn candidate_json(c: &lmshape::plan::Candidate) -> serde_json::Value {
-    let moe = c.shape.model.moe();
-    let mut out = json!({
-        "hidden_size": c.shape.model.hidden_size(),
-        "num_layers": c.shape.model.num_layers(),
-        "num_heads": c.shape.model.num_heads(),
-        "head_dim": c.shape.model.head_dim(),
-        "kv_heads": c.shape.model.num_kv_heads(),
-        "ffn_size": c.shape.model.ffn_size(),
-        "tp": c.layout.tp,
-        "pp": c.layout.pp,
-        "dp": c.layout.dp,
-        "micro_batch": c.layout.micro_batch,
-        "embedding_pipeline_slots": c.layout.embedding_pipeline_slots,
-        "params": c.shape.params,
-        "tflops_per_gpu": c.step.tflops_per_gpu,
-        "mfu": c.step.mfu,
-        "step_seconds": c.step.step_seconds,
-        "step_seconds_low": c.step.step_seconds_low,
-        "step_seconds_high": c.step.step_seconds_high,
-        "tokens_low": c.tokens * c.step.step_seconds / c.step.step_seconds_high,
-        "tokens_high": c.tokens * c.step.step_seconds / c.step.step_seconds_low,
-        "tflops_per_gpu_low": c.step.tflops_per_gpu * c.step.step_seconds / c.step.step_seconds_high,
-        "tflops_per_gpu_high": c.step.tflops_per_gpu * c.step.step_seconds / c.step.step_seconds_low,
-        "mfu_at_precision_peak": c.step.mfu_at_precision_peak,
-        "memory_bytes_per_gpu": c.memory_bytes_per_gpu,
-        "memory_device_bytes_per_gpu": c.memory_device_bytes_per_gpu,
-        "verdict": c.verdict,
-        "memory_margin_bytes": c.memory_margin_bytes,
-        "recompute": c.layout.recompute,
-        "cp": c.layout.cp,
-        "virtual_stages": c.layout.virtual_stages(),
-        "precision": c.precision,
-        "tokens": c.tokens,
-        "days": c.days,
-        "days_to_token_floor": c.days_to_token_floor,
-    });
-    let more = json!({
-        "predicted_loss": c.predicted_loss,
-        "predicted_loss_low": c.loss_low,
-        "predicted_loss_high": c.loss_high,
-        "equivalent_to_best": c.equivalent_to_best,
-        "moe": moe.is_some(),
-        "num_experts": moe.map(|m| m.num_experts),
-        "top_k": moe.map(|m| m.top_k),
-        "expert_ffn_size": moe.map(|m| m.expert_ffn_size),
-        "num_shared_experts": moe.map(|m| m.num_shared_experts),
-        "active_params": c.active_params,
-        "ep": c.layout.ep,
-        "etp": c.layout.expert_tp(),
-    });
-    if let (Some(v), serde_json::Value::Object(m)) = (out.as_object_mut(), more) {
-        v.extend(m);
-    }
-    out
-}
-
 /// What the recommendation line adds to tp × pp × dp: embedding slots, context parallelism,
 /// the interleaved schedule and the GEMM precision, when not the defaults.
 fn layout_extras(c: &lmshape::plan::Candidate) -> String {
@@ -550,7 +491,7 @@ fn print_json(
             .take(run.top)
             .chain(moe.iter().flatten().take(run.top))
             .map(|c| {
-                let mut v = candidate_json(c);
+                let mut v = serde_json::to_value(c.record()).unwrap_or_default();
                 v["scenario"] = json!(run.scenario);
                 v["equivalent_order"] = json!(req.equivalent_order());
                 v

@@ -223,11 +223,6 @@ struct Estimate {
     profile: lmshape::memory::FrameworkProfile,
 }
 
-/// Tokens/s and TFLOP/s scale inversely with the step time: `x` at a step of `step_seconds`.
-fn at_step(e: &Estimate, x: f64, step_seconds: f64) -> f64 {
-    x * e.step.step_seconds / step_seconds
-}
-
 /// The JSON record: the step as the library serialises it, with the band's rates, the memory
 /// figures under the framework and the setup beside.
 #[derive(serde::Serialize)]
@@ -263,14 +258,15 @@ struct Record<'a> {
 
 fn print_json(args: &Cli, machine: &common::cli::Machine, e: &Estimate) {
     let (s, device) = (&e.step, &e.device);
-    let speed = |x: f64, step_seconds: f64| at_step(e, x, step_seconds);
+    let (tokens_per_second_low, tokens_per_second_high) = s.rate_band(s.tokens_per_second);
+    let (tflops_per_gpu_low, tflops_per_gpu_high) = s.rate_band(s.tflops_per_gpu);
     let framework = args.step.setup.framework;
     let record = Record {
         step: s,
-        tokens_per_second_low: speed(s.tokens_per_second, s.step_seconds_high),
-        tokens_per_second_high: speed(s.tokens_per_second, s.step_seconds_low),
-        tflops_per_gpu_low: speed(s.tflops_per_gpu, s.step_seconds_high),
-        tflops_per_gpu_high: speed(s.tflops_per_gpu, s.step_seconds_low),
+        tokens_per_second_low,
+        tokens_per_second_high,
+        tflops_per_gpu_low,
+        tflops_per_gpu_high,
         days_for_tokens: s.days_for_tokens(args.tokens),
         tokens: args.tokens,
         gpus: or_die(e.layout.gpus()),
@@ -306,7 +302,8 @@ fn print_text(args: &Cli, machine: &common::cli::Machine, e: &Estimate) {
     let (s, b, layout, opts, device) = (&e.step, &e.step.breakdown, &e.layout, &e.opts, &e.device);
     let (model, verdict, margin, profile) = (&e.model, e.verdict, e.margin, &e.profile);
     let (tokens, timer, cluster) = (args.tokens, machine.timer.as_ref(), &machine.cluster);
-    let speed = |x: f64, step_seconds: f64| at_step(e, x, step_seconds);
+    let (tokens_per_second_low, tokens_per_second_high) = s.rate_band(s.tokens_per_second);
+    let (tflops_per_gpu_low, tflops_per_gpu_high) = s.rate_band(s.tflops_per_gpu);
     let memory_bytes = device.allocated_bytes;
     let capacity = cluster.gpu.memory_bytes;
     if let Some(scenario) = common::scenario::given::<Cli>() {
@@ -392,10 +389,10 @@ fn print_text(args: &Cli, machine: &common::cli::Machine, e: &Estimate) {
         "  band: step {:.2}..{:.2} s, {:.0}..{:.0} tokens/s, {:.1}..{:.1} TFLOP/s per GPU ({})",
         s.step_seconds_low,
         s.step_seconds_high,
-        speed(s.tokens_per_second, s.step_seconds_high),
-        speed(s.tokens_per_second, s.step_seconds_low),
-        speed(s.tflops_per_gpu, s.step_seconds_high),
-        speed(s.tflops_per_gpu, s.step_seconds_low),
+        tokens_per_second_low,
+        tokens_per_second_high,
+        tflops_per_gpu_low,
+        tflops_per_gpu_high,
         machine.band_basis()
     );
     let rows = [

@@ -682,6 +682,172 @@ impl Plan {
     }
 }
 
+/// One candidate as the planner's tools print it (`plan --json`): a flat record of the
+/// shape, the layout, memory, speed with the band's ends ([`step::StepTime::rate_band`]),
+/// tokens and loss, and the mixture-of-experts keys (`None` for a dense shape). Built by
+/// [`Candidate::record`]; the key names are a public interface.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CandidateRecord {
+    /// Hidden size.
+    pub hidden_size: u64,
+    /// Layers.
+    pub num_layers: u64,
+    /// Query heads.
+    pub num_heads: u64,
+    /// Head width.
+    pub head_dim: u64,
+    /// Key/value heads.
+    pub kv_heads: u64,
+    /// FFN width.
+    pub ffn_size: u64,
+    /// Tensor parallelism.
+    pub tp: u64,
+    /// Pipeline stages.
+    pub pp: u64,
+    /// Data parallelism.
+    pub dp: u64,
+    /// Micro-batch size.
+    pub micro_batch: u64,
+    /// The embeddings count as pipeline slots.
+    pub embedding_pipeline_slots: bool,
+    /// Exact total parameters.
+    pub params: u64,
+    /// TFLOP/s per GPU.
+    pub tflops_per_gpu: f64,
+    /// MFU against the 16-bit peak.
+    pub mfu: f64,
+    /// Predicted step time.
+    pub step_seconds: f64,
+    /// The band's fast end.
+    pub step_seconds_low: f64,
+    /// The band's slow end.
+    pub step_seconds_high: f64,
+    /// Tokens at the slow end of the band.
+    pub tokens_low: f64,
+    /// Tokens at the fast end of the band.
+    pub tokens_high: f64,
+    /// TFLOP/s per GPU at the slow end of the band.
+    pub tflops_per_gpu_low: f64,
+    /// TFLOP/s per GPU at the fast end of the band.
+    pub tflops_per_gpu_high: f64,
+    /// MFU against the peak of the GEMMs' precision.
+    pub mfu_at_precision_peak: f64,
+    /// Allocated bytes on the most loaded GPU.
+    pub memory_bytes_per_gpu: u64,
+    /// The device figure on that GPU.
+    pub memory_device_bytes_per_gpu: u64,
+    /// Fits, tight or out of memory.
+    pub verdict: Verdict,
+    /// Card capacity minus the device figure.
+    pub memory_margin_bytes: i64,
+    /// Recomputation.
+    pub recompute: Recompute,
+    /// Context parallelism.
+    pub cp: u64,
+    /// Virtual stages per pipeline rank.
+    pub virtual_stages: u64,
+    /// GEMM precision.
+    pub precision: GemmPrecision,
+    /// Tokens reachable in the usable time.
+    pub tokens: f64,
+    /// Days of training.
+    pub days: f64,
+    /// Days to the token floor (when one is set).
+    pub days_to_token_floor: Option<f64>,
+    /// Predicted loss (nats per token).
+    pub predicted_loss: f64,
+    /// Loss at the fast end of the band.
+    pub predicted_loss_low: f64,
+    /// Loss at the slow end of the band.
+    pub predicted_loss_high: f64,
+    /// The prediction cannot tell it from the best.
+    pub equivalent_to_best: bool,
+    /// A mixture-of-experts shape.
+    pub moe: bool,
+    /// Routed experts.
+    pub num_experts: Option<u64>,
+    /// Experts per token.
+    pub top_k: Option<u64>,
+    /// Expert FFN width.
+    pub expert_ffn_size: Option<u64>,
+    /// Shared experts.
+    pub num_shared_experts: Option<u64>,
+    /// Parameters one token uses.
+    pub active_params: u64,
+    /// Expert parallelism.
+    pub ep: u64,
+    /// Expert tensor parallelism.
+    pub etp: u64,
+}
+
+impl Candidate {
+    /// The candidate as the planner's tools print it ([`CandidateRecord`]).
+    ///
+    /// ```
+    /// use lmshape::plan::{self, PlanRequest};
+    /// let req = PlanRequest::bloom_reference().to_builder()
+    ///     .param_range(Some((170_000_000_000, 180_000_000_000))).build()?;
+    /// let timer = lmshape::hardware::AnalyticalTimer::new(req.cluster().gpu.clone());
+    /// let best = plan::plan(&req, &timer)?.best().unwrap().record();
+    /// assert_eq!(best.tp * best.pp * best.dp, 384);
+    /// assert!(best.tokens_low <= best.tokens && best.tokens <= best.tokens_high);
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    pub fn record(&self) -> CandidateRecord {
+        let (m, l, s) = (&self.shape.model, &self.layout, &self.step);
+        let moe = m.moe();
+        let (tokens_low, tokens_high) = s.rate_band(self.tokens);
+        let (tflops_per_gpu_low, tflops_per_gpu_high) = s.rate_band(s.tflops_per_gpu);
+        CandidateRecord {
+            hidden_size: m.hidden_size(),
+            num_layers: m.num_layers(),
+            num_heads: m.num_heads(),
+            head_dim: m.head_dim(),
+            kv_heads: m.num_kv_heads(),
+            ffn_size: m.ffn_size(),
+            tp: l.tp,
+            pp: l.pp,
+            dp: l.dp,
+            micro_batch: l.micro_batch,
+            embedding_pipeline_slots: l.embedding_pipeline_slots,
+            params: self.shape.params,
+            tflops_per_gpu: s.tflops_per_gpu,
+            mfu: s.mfu,
+            step_seconds: s.step_seconds,
+            step_seconds_low: s.step_seconds_low,
+            step_seconds_high: s.step_seconds_high,
+            tokens_low,
+            tokens_high,
+            tflops_per_gpu_low,
+            tflops_per_gpu_high,
+            mfu_at_precision_peak: s.mfu_at_precision_peak,
+            memory_bytes_per_gpu: self.memory_bytes_per_gpu,
+            memory_device_bytes_per_gpu: self.memory_device_bytes_per_gpu,
+            verdict: self.verdict,
+            memory_margin_bytes: self.memory_margin_bytes,
+            recompute: l.recompute,
+            cp: l.cp,
+            virtual_stages: l.virtual_stages(),
+            precision: self.precision,
+            tokens: self.tokens,
+            days: self.days,
+            days_to_token_floor: self.days_to_token_floor,
+            predicted_loss: self.predicted_loss,
+            predicted_loss_low: self.loss_low,
+            predicted_loss_high: self.loss_high,
+            equivalent_to_best: self.equivalent_to_best,
+            moe: moe.is_some(),
+            num_experts: moe.map(|e| e.num_experts),
+            top_k: moe.map(|e| e.top_k),
+            expert_ffn_size: moe.map(|e| e.expert_ffn_size),
+            num_shared_experts: moe.map(|e| e.num_shared_experts),
+            active_params: self.active_params,
+            ep: l.ep,
+            etp: l.expert_tp(),
+        }
+    }
+}
+
 impl MoePlan {
     /// The best layout of each mixture-of-experts shape, best first ([`best_per_shape`]).
     pub fn best_per_shape(&self) -> Vec<Candidate> {

@@ -186,6 +186,22 @@ impl StepTime {
     pub fn days_for_tokens(&self, tokens: f64) -> f64 {
         tokens / self.tokens_per_second / 86_400.0
     }
+
+    /// A rate of this step (tokens/s, TFLOP/s, tokens in a fixed time: anything inversely
+    /// proportional to the step time) at the slow and the fast end of the speed band
+    /// ([`StepTime::step_seconds_high`], [`StepTime::step_seconds_low`]).
+    ///
+    /// ```
+    /// # use lmshape::step::StepTime;
+    /// let s = StepTime { step_seconds: 1.0, step_seconds_low: 0.8, step_seconds_high: 1.25, ..StepTime::default() };
+    /// assert_eq!(s.rate_band(100.0), (80.0, 125.0));
+    /// ```
+    pub fn rate_band(&self, rate: f64) -> (f64, f64) {
+        (
+            rate * self.step_seconds / self.step_seconds_high,
+            rate * self.step_seconds / self.step_seconds_low,
+        )
+    }
 }
 
 /// Per-micro-batch times of one layer on one rank (forward, backward and recomputation).
