@@ -51,43 +51,6 @@ struct Cli {
     json: bool,
 }
 
-/// The optimum at `flops` of the law and the 5th and 95th percentiles over the bootstrap
-/// refits.
-fn optimum(
-    l: &scaling::ParametricLaw,
-    laws: &[scaling::ParametricLaw],
-    flops: f64,
-) -> serde_json::Value {
-    let opt = or_die(l.compute_optimal(flops));
-    let mut ns: Vec<f64> = laws
-        .iter()
-        .filter_map(|b| b.compute_optimal(flops).ok())
-        .map(|a| a.params)
-        .collect();
-    let mut ds: Vec<f64> = laws
-        .iter()
-        .filter_map(|b| b.compute_optimal(flops).ok())
-        .map(|a| a.tokens)
-        .collect();
-    let pct = |v: &mut Vec<f64>, q: f64, fallback: f64| {
-        if v.is_empty() {
-            return fallback;
-        }
-        v.sort_by(f64::total_cmp);
-        v[((v.len() - 1) as f64 * q).round() as usize]
-    };
-    json!({
-        "flops": flops,
-        "params": opt.params,
-        "tokens": opt.tokens,
-        "params_low": pct(&mut ns, 0.05, opt.params),
-        "params_high": pct(&mut ns, 0.95, opt.params),
-        "tokens_low": pct(&mut ds, 0.05, opt.tokens),
-        "tokens_high": pct(&mut ds, 0.95, opt.tokens),
-        "resamples": laws.len(),
-    })
-}
-
 /// A bootstrap size from 0 to [`scaling::MAX_BOOTSTRAP_RESAMPLES`].
 fn resamples(s: &str) -> Result<u64, String> {
     let n = count(s)?;
@@ -137,17 +100,22 @@ pub fn main() {
     } else {
         args.flops.clone()
     };
-    let optima: Vec<serde_json::Value> = budgets.iter().map(|&c| optimum(&l, &laws, c)).collect();
+    let optima: Vec<scaling::OptimumInterval> = budgets
+        .iter()
+        .map(|&c| or_die(scaling::optimum_interval(&l, &laws, c)))
+        .collect();
     if let Some(path) = &args.out {
-        let file = json!({
-            "law": l,
-            "bootstrap": laws,
-            "source": path_label(&args),
-            "runs_used": runs.len(),
-        });
+        let file = scaling::LawFile {
+            law: l,
+            bootstrap: laws.clone(),
+            source: path_label(&args),
+            runs_used: runs.len(),
+        };
+        // Through a JSON value, so the keys print sorted as every tool prints them.
+        let value = serde_json::to_value(&file).unwrap_or_default();
         if let Err(e) = std::fs::write(
             path,
-            serde_json::to_string_pretty(&file).unwrap_or_default(),
+            serde_json::to_string_pretty(&value).unwrap_or_default(),
         ) {
             common::die(&format!("cannot write {path}: {e}"));
         }
@@ -239,7 +207,7 @@ struct Report {
     laws: Vec<scaling::ParametricLaw>,
     se: Option<scaling::StandardErrors>,
     frontier: Option<(usize, scaling::PowerLawFit)>,
-    optima: Vec<serde_json::Value>,
+    optima: Vec<scaling::OptimumInterval>,
 }
 
 fn print_json(r: &Report) {
@@ -319,16 +287,15 @@ fn print_text(args: &Cli, r: &Report) {
         );
     }
     for o in &r.optima {
-        let g = |k: &str| o[k].as_f64().unwrap_or(f64::NAN);
         outln!(
             "  at {:.3e} FLOPs: {} params ({}..{}) on {} tokens ({}..{}), 90% over {} bootstrap refits",
-            g("flops"),
-            si(g("params")),
-            si(g("params_low")),
-            si(g("params_high")),
-            si(g("tokens")),
-            si(g("tokens_low")),
-            si(g("tokens_high")),
+            o.flops,
+            si(o.params),
+            si(o.params_low),
+            si(o.params_high),
+            si(o.tokens),
+            si(o.tokens_low),
+            si(o.tokens_high),
             r.laws.len()
         );
     }

@@ -988,6 +988,7 @@ impl GranularityLaw {
 
 mod choice;
 mod fit;
+mod law_file;
 pub use choice::{LawBounds, LawChoice};
 pub use fit::{
     FitOptions, FitResult, IsoflopMinimum, MAX_BOOTSTRAP_RESAMPLES, MAX_FITTED_EXPONENT, MAX_ITERS,
@@ -995,6 +996,7 @@ pub use fit::{
     bootstrap_laws, bootstrap_standard_errors, fit_parametric, fit_parametric_with_progress,
     fit_power_law, isoflop_frontier,
 };
+pub use law_file::{LawFile, OptimumInterval, optimum_interval};
 
 #[cfg(test)]
 mod tests {

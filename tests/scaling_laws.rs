@@ -219,3 +219,50 @@ proptest! {
         prop_assert!((la - target).abs() < 1e-6 * target);
     }
 }
+
+/// A law file reads back what was written, takes `null` for no refits, and refuses a law that
+/// breaks a rule; the interval of its optimum is the nearest-rank 5th–95th percentile of the
+/// refits' optima (recounted here by sorting them) and collapses to the point without refits.
+#[test]
+fn law_files_and_optimum_intervals() {
+    use scaling::{LawFile, optimum_interval};
+    let text = r#"{"law": {"e": 1.8172, "a": 482.01, "b": 2085.43, "alpha": 0.3478, "beta": 0.3658}, "bootstrap": null}"#;
+    let file = LawFile::from_json(text).unwrap();
+    assert_eq!(file.law, ParametricLaw::BESIROGLU);
+    assert!(file.bootstrap.is_empty());
+    let bad = r#"{"law": {"e": 1.8, "a": 482.0, "b": 2085.0, "alpha": -0.3, "beta": 0.37}}"#;
+    assert!(LawFile::from_json(bad).is_err());
+    assert!(LawFile::from_json(r#"{"bootstrap": []}"#).is_err());
+
+    let point = optimum_interval(&ParametricLaw::BESIROGLU, &[], 1e24).unwrap();
+    assert_eq!(
+        (point.params_low, point.params_high),
+        (point.params, point.params)
+    );
+    assert_eq!(point.resamples, 0);
+
+    // 21 refits spreading α: ranks 1 and 19 of 0..=20 are the 5th and 95th percentiles.
+    let refits: Vec<ParametricLaw> = (0..21)
+        .map(|i| {
+            let mut l = ParametricLaw::BESIROGLU;
+            l.alpha += 0.002 * (i as f64 - 10.0);
+            l
+        })
+        .collect();
+    let o = optimum_interval(&ParametricLaw::BESIROGLU, &refits, 1e24).unwrap();
+    let mut ns: Vec<f64> = refits
+        .iter()
+        .map(|l| l.compute_optimal(1e24).unwrap().params)
+        .collect();
+    ns.sort_by(f64::total_cmp);
+    assert_eq!((o.params_low, o.params_high), (ns[1], ns[19]));
+    assert!(o.params_low < o.params && o.params < o.params_high);
+    assert_eq!(o.resamples, 21);
+    let with_file = LawFile {
+        law: ParametricLaw::BESIROGLU,
+        bootstrap: refits,
+        source: String::new(),
+        runs_used: 0,
+    };
+    assert_eq!(with_file.optimum(1e24).unwrap(), o);
+}

@@ -462,27 +462,21 @@ pub fn law(s: &str) -> Result<lmshape::scaling::LawChoice, String> {
     s.parse().map_err(|e: lmshape::Error| e.to_string())
 }
 
-/// The law a `--law-file` holds (as `fit_scaling_law --out` writes it: `{"law": {...}}`).
+/// The law file at `path` (as `fit_scaling_law --out` writes it).
+fn read_law_file(path: &str) -> lmshape::scaling::LawFile {
+    super::or_die(lmshape::scaling::LawFile::from_json(&super::read_input(
+        path,
+    )))
+}
+
+/// The law a `--law-file` holds.
 pub fn law_file(path: &str) -> lmshape::scaling::LawChoice {
-    let doc = law_document(path);
-    let law: lmshape::scaling::ParametricLaw =
-        super::or_die(serde_json::from_value(doc["law"].clone()).map_err(lmshape::Error::from));
-    lmshape::scaling::LawChoice::Fitted(law)
+    lmshape::scaling::LawChoice::Fitted(read_law_file(path).law)
 }
 
-/// The bootstrap refits a `--law-file` holds (`{"bootstrap": [...]}`; none in a file without
-/// them).
+/// The bootstrap refits a `--law-file` holds (none when it has none).
 pub fn law_file_samples(path: &str) -> Vec<lmshape::scaling::ParametricLaw> {
-    let doc = law_document(path);
-    match doc.get("bootstrap") {
-        None | Some(serde_json::Value::Null) => Vec::new(),
-        Some(v) => super::or_die(serde_json::from_value(v.clone()).map_err(lmshape::Error::from)),
-    }
-}
-
-fn law_document(path: &str) -> serde_json::Value {
-    let text = super::read_input(path);
-    super::or_die(serde_json::from_str(&text).map_err(lmshape::Error::from))
+    read_law_file(path).bootstrap
 }
 
 /// An optimizer name.
