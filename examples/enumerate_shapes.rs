@@ -23,7 +23,6 @@ use common::cli::{ClusterArgs, FamilyArgs, count, non_negative, positive_count};
 use common::{MOE_SHAPE_HEADER, moe_shape_columns, or_die, si};
 use lmshape::heuristics;
 use lmshape::search::{self, ShapeSpace, SortKey};
-use serde_json::json;
 
 /// How to order the shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -220,25 +219,8 @@ fn list_moe(args: &Cli, space: ShapeSpace) {
         let out: Vec<_> = shapes
             .iter()
             .take(limit)
-            .filter_map(|(m, loss)| {
-                let e = m.shape.model.moe()?;
-                Some(json!({
-                    "num_layers": m.shape.model.num_layers(),
-                    "hidden_size": m.shape.model.hidden_size(),
-                    "num_heads": m.shape.model.num_heads(),
-                    "head_dim": m.shape.model.head_dim(),
-                    "ffn_size": m.shape.model.ffn_size(),
-                    "num_experts": e.num_experts,
-                    "top_k": e.top_k,
-                    "expert_ffn_size": e.expert_ffn_size,
-                    "num_shared_experts": e.num_shared_experts,
-                    "granularity": m.granularity,
-                    "params": m.shape.params,
-                    "active_params": m.active_params,
-                    "active_non_embedding_params": m.active_non_embedding_params,
-                    "predicted_loss": loss,
-                }))
-            })
+            .filter_map(|(m, loss)| m.record(*loss))
+            .map(|r| serde_json::to_value(r).unwrap_or_default())
             .collect();
         outln!("{}", serde_json::to_string_pretty(&out).unwrap());
         return;
@@ -460,26 +442,10 @@ fn print_json(args: &Cli, scored: &[search::ScoredShape], columns: &Columns<'_>)
     let out: Vec<_> = scored
         .iter()
         .take(limit)
+        // Through a JSON value, so the keys print sorted as every tool prints them.
         .map(|s| {
-            let h = &s.heuristics;
-            json!({
-                "hidden_size": s.shape.model.hidden_size(),
-                "num_layers": s.shape.model.num_layers(),
-                "num_heads": s.shape.model.num_heads(),
-                "num_kv_heads": s.shape.model.num_kv_heads(),
-                "head_dim": s.shape.model.head_dim(),
-                "ffn_size": s.shape.model.ffn_size(),
-                "vocab_size": s.shape.model.vocab_size(),
-                "params": s.shape.params,
-                "param_error": s.param_error,
-                "aspect_ratio": h.aspect_ratio,
-                "kaplan_aspect_verdict": h.aspect_verdict,
-                "levine_depth": h.levine_depth,
-                "levine_depth_delta": h.levine_depth_delta,
-                "levine_width_ratio": h.levine_width_ratio,
-                "predicted_tflops_per_gpu": (columns.speed)(s),
-                "predicted_loss": (columns.loss)(s),
-            })
+            serde_json::to_value(s.record((columns.speed)(s), (columns.loss)(s)))
+                .unwrap_or_default()
         })
         .collect();
     outln!("{}", serde_json::to_string_pretty(&out).unwrap());

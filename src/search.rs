@@ -734,6 +734,86 @@ pub struct ScoredShape {
     pub heuristics: ShapeHeuristics,
 }
 
+/// A ranked shape as the shape tools print it (`enumerate_shapes --json`): a flat record of
+/// the shape, its distance from the target and its heuristics, with the tool's predicted
+/// speed and loss when it has them. Built by [`ScoredShape::record`]; the key names are a
+/// public interface.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShapeRecord {
+    /// Hidden size.
+    pub hidden_size: u64,
+    /// Layers.
+    pub num_layers: u64,
+    /// Query heads.
+    pub num_heads: u64,
+    /// Key/value heads.
+    pub num_kv_heads: u64,
+    /// Head width.
+    pub head_dim: u64,
+    /// FFN width.
+    pub ffn_size: u64,
+    /// Vocabulary.
+    pub vocab_size: u64,
+    /// Exact total parameters.
+    pub params: u64,
+    /// `(params − target) / target` in the space's size basis.
+    pub param_error: f64,
+    /// `d / L`.
+    pub aspect_ratio: f64,
+    /// Kaplan et al. 2020's verdict on the aspect ratio.
+    pub kaplan_aspect_verdict: heuristics::AspectVerdict,
+    /// Levine et al. 2020's preferred depth.
+    pub levine_depth: f64,
+    /// `L −` that depth.
+    pub levine_depth_delta: f64,
+    /// `d` over Levine's optimal width for the depth.
+    pub levine_width_ratio: f64,
+    /// Predicted TFLOP/s per GPU on the tool's layout (when timed).
+    pub predicted_tflops_per_gpu: Option<f64>,
+    /// Predicted loss under the tool's law (when one is given).
+    pub predicted_loss: Option<f64>,
+}
+
+impl ScoredShape {
+    /// The shape as the shape tools print it, with the tool's own speed and loss figures
+    /// ([`ShapeRecord`]).
+    ///
+    /// ```
+    /// use lmshape::search::{rank, ShapeSpace, SortKey};
+    /// let space = ShapeSpace::around(7_000_000_000, 0.02, lmshape::Architecture::Llama, 32000)?;
+    /// let shapes: Vec<_> = space.iter()?.collect();
+    /// let best = &rank(&space, shapes, SortKey::ParamError)?[0];
+    /// let r = best.record(None, None);
+    /// assert_eq!((r.hidden_size, r.params), (best.shape.model.hidden_size(), best.shape.params));
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    pub fn record(
+        &self,
+        predicted_tflops_per_gpu: Option<f64>,
+        predicted_loss: Option<f64>,
+    ) -> ShapeRecord {
+        let (m, h) = (&self.shape.model, &self.heuristics);
+        ShapeRecord {
+            hidden_size: m.hidden_size(),
+            num_layers: m.num_layers(),
+            num_heads: m.num_heads(),
+            num_kv_heads: m.num_kv_heads(),
+            head_dim: m.head_dim(),
+            ffn_size: m.ffn_size(),
+            vocab_size: m.vocab_size(),
+            params: self.shape.params,
+            param_error: self.param_error,
+            aspect_ratio: h.aspect_ratio,
+            kaplan_aspect_verdict: h.aspect_verdict,
+            levine_depth: h.levine_depth,
+            levine_depth_delta: h.levine_depth_delta,
+            levine_width_ratio: h.levine_width_ratio,
+            predicted_tflops_per_gpu,
+            predicted_loss,
+        }
+    }
+}
+
 /// Orderings for [`rank`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "value")]
@@ -831,7 +911,65 @@ pub struct MoeShape {
     pub granularity: u64,
 }
 
+/// A mixture-of-experts shape as the shape tools print it (`enumerate_shapes --moe --json`),
+/// with the tool's predicted loss. Built by [`MoeShape::record`]; the key names are a public
+/// interface.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MoeShapeRecord {
+    /// Layers.
+    pub num_layers: u64,
+    /// Hidden size.
+    pub hidden_size: u64,
+    /// Query heads.
+    pub num_heads: u64,
+    /// Head width.
+    pub head_dim: u64,
+    /// The dense backbone's FFN width.
+    pub ffn_size: u64,
+    /// Routed experts.
+    pub num_experts: u64,
+    /// Experts per token.
+    pub top_k: u64,
+    /// One expert's FFN width.
+    pub expert_ffn_size: u64,
+    /// Shared experts.
+    pub num_shared_experts: u64,
+    /// Granularity `G`.
+    pub granularity: u64,
+    /// Exact total parameters.
+    pub params: u64,
+    /// Parameters one token uses.
+    pub active_params: u64,
+    /// Active parameters without the embeddings and the output head.
+    pub active_non_embedding_params: u64,
+    /// Predicted loss under the tool's law.
+    pub predicted_loss: f64,
+}
+
 impl MoeShape {
+    /// The shape as the shape tools print it, with the tool's predicted loss
+    /// ([`MoeShapeRecord`]); `None` for a shape without experts.
+    pub fn record(&self, predicted_loss: f64) -> Option<MoeShapeRecord> {
+        let m = &self.shape.model;
+        let e = m.moe()?;
+        Some(MoeShapeRecord {
+            num_layers: m.num_layers(),
+            hidden_size: m.hidden_size(),
+            num_heads: m.num_heads(),
+            head_dim: m.head_dim(),
+            ffn_size: m.ffn_size(),
+            num_experts: e.num_experts,
+            top_k: e.top_k,
+            expert_ffn_size: e.expert_ffn_size,
+            num_shared_experts: e.num_shared_experts,
+            granularity: self.granularity,
+            params: self.shape.params,
+            active_params: self.active_params,
+            active_non_embedding_params: self.active_non_embedding_params,
+            predicted_loss,
+        })
+    }
+
     /// The active parameter count in `basis` (the window a [`MoeSpace`] applies).
     pub fn active_in(&self, basis: ParamBasis) -> u64 {
         match basis {
