@@ -779,12 +779,13 @@ impl ScoredShape {
     /// ([`ShapeRecord`]).
     ///
     /// ```
-    /// use lmshape::search::{rank, ShapeSpace, SortKey};
-    /// let space = ShapeSpace::around(7_000_000_000, 0.02, lmshape::Architecture::Llama, 32000)?;
-    /// let shapes: Vec<_> = space.iter()?.collect();
-    /// let best = &rank(&space, shapes, SortKey::ParamError)?[0];
-    /// let r = best.record(None, None);
-    /// assert_eq!((r.hidden_size, r.params), (best.shape.model.hidden_size(), best.shape.params));
+    /// use lmshape::search::{score, ShapeSpace};
+    /// let space = ShapeSpace::around(7_000_000_000, 0.02, lmshape::Architecture::llama(), 32000)?;
+    /// let shape = space.iter()?.next().unwrap();
+    /// let scored = score(&space, &shape)?;
+    /// let r = scored.record(None, Some(2.0));
+    /// assert_eq!((r.hidden_size, r.params), (shape.model.hidden_size(), shape.params));
+    /// assert_eq!(r.predicted_loss, Some(2.0));
     /// # Ok::<(), lmshape::Error>(())
     /// ```
     pub fn record(
