@@ -85,16 +85,16 @@ fn enumeration(c: &mut Criterion) {
 
 /// BLOOM-176B's launch layout: tp 4, pp 12, dp 8, micro-batch 2, full recomputation.
 fn bloom_launch_layout() -> ParallelLayout {
-    ParallelLayout {
-        tp: 4,
-        pp: 12,
-        dp: 8,
-        micro_batch: 2,
-        global_batch: 2048,
-        recompute: Recompute::Full,
-        embedding_pipeline_slots: true,
-        ..ParallelLayout::default()
-    }
+    ParallelLayout::builder()
+        .tp(4)
+        .pp(12)
+        .dp(8)
+        .micro_batch(2)
+        .global_batch(2048)
+        .recompute(Recompute::Full)
+        .embedding_pipeline_slots(true)
+        .build()
+        .unwrap()
 }
 
 /// One full 70-layer BLOOM-176B step on its launch layout with the analytical timer.
@@ -125,14 +125,14 @@ fn training_memory(c: &mut Criterion) {
         "../examples/configs/qwen3-30b-a3b.json"
     ))
     .unwrap();
-    let qwen_layout = ParallelLayout {
-        dp: 8,
-        ep: 8,
-        micro_batch: 4,
-        global_batch: 512,
-        seq_len: 4096,
-        ..ParallelLayout::default()
-    };
+    let qwen_layout = ParallelLayout::builder()
+        .dp(8)
+        .ep(8)
+        .micro_batch(4)
+        .global_batch(512)
+        .seq_len(4096)
+        .build()
+        .unwrap();
     let mut g = c.benchmark_group("memory");
     g.throughput(Throughput::Elements(1));
     for (name, model, layout, framework) in [

@@ -95,7 +95,7 @@ fn runs(text: &str, system: &str) -> Vec<ProfileRun> {
                     memory: flags
                         .step
                         .setup
-                        .memory_options(lmshape::MemoryOptions::default(), layout.zero),
+                        .memory_options(lmshape::MemoryOptions::default(), layout.zero()),
                     ..StepOptions::default()
                 },
                 step_seconds,

@@ -408,18 +408,19 @@ fn rank_by_speed(
         .cluster
         .machine(lmshape::memory::Framework::MegatronCore);
     let (cluster, timer) = (&machine.cluster, machine.timer.as_ref());
-    let layout = lmshape::ParallelLayout {
-        tp: space.tp(),
-        pp: space.pp(),
-        dp: args.dp,
-        micro_batch: args.micro_batch,
-        global_batch: args.global_batch,
-        seq_len: space.seq_len(),
-        recompute: lmshape::Recompute::Full,
-        embedding_pipeline_slots: space.embedding_pipeline_slots(),
-        balanced_pipeline: space.balanced_pipeline(),
-        ..lmshape::ParallelLayout::default()
-    };
+    let layout = or_die(
+        lmshape::ParallelLayout::builder()
+            .tp(space.tp())
+            .pp(space.pp())
+            .dp(args.dp)
+            .micro_batch(args.micro_batch)
+            .global_batch(args.global_batch)
+            .seq_len(space.seq_len())
+            .recompute(lmshape::Recompute::Full)
+            .embedding_pipeline_slots(space.embedding_pipeline_slots())
+            .balanced_pipeline(space.balanced_pipeline())
+            .build(),
+    );
     let opts = lmshape::step::StepOptions::default();
     let speed: Vec<Option<f64>> = scored
         .iter()

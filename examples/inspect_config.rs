@@ -139,7 +139,7 @@ pub fn main() {
     let mut opts = profile.memory_options(
         &args
             .setup
-            .memory_options(MemoryOptions::default(), layout.zero),
+            .memory_options(MemoryOptions::default(), layout.zero()),
     );
     match args.bytes_per_param {
         Some(16) => opts.precision = Precision::MIXED_16,
@@ -151,10 +151,11 @@ pub fn main() {
     }
     if args.layout.recompute == common::cli::RecomputeArg::Auto {
         let capacity = args.gpu.as_ref().map_or(u64::MAX, |g| g.memory_bytes);
-        layout.recompute = or_die(memory::least_recompute(
+        let recompute = or_die(memory::least_recompute(
             &model, &layout, &opts, &profile, capacity, 0.9,
         ))
         .map_or(Recompute::Full, |(rc, _)| rc);
+        layout = or_die(layout.to_builder().recompute(recompute).build());
     }
     report.layout = layout;
     let training = or_die(memory::training_memory(&model, &layout, &opts));
@@ -172,8 +173,8 @@ pub fn main() {
         &memory::InferenceQuery {
             batch: args.batch,
             context: args.context.unwrap_or(seq),
-            tp: layout.tp,
-            pp: layout.pp,
+            tp: layout.tp(),
+            pp: layout.pp(),
             ..memory::InferenceQuery::default()
         },
     )));
@@ -222,7 +223,7 @@ impl Report {
         };
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         let stages: Vec<(String, &lmshape::TrainingMemory, &memory::DeviceMemory)> =
-            if self.layout.pp == 1 {
+            if self.layout.pp() == 1 {
                 vec![("only".into(), &t.first, &d.first)]
             } else {
                 vec![
@@ -267,7 +268,10 @@ impl Report {
             .caption(
                 format!(
                     "training memory per GPU under {} (tp {} pp {} dp {})",
-                    d.framework, self.layout.tp, self.layout.pp, self.layout.dp
+                    d.framework,
+                    self.layout.tp(),
+                    self.layout.pp(),
+                    self.layout.dp()
                 ),
                 ("sans-serif", 18),
             )
@@ -810,15 +814,15 @@ impl Report {
             let l = &self.layout;
             outln!(
                 "\ntraining memory per GPU: tp {} pp {} dp {} zero {} sp {} micro {} global {} seq {} recompute {}",
-                l.tp,
-                l.pp,
-                l.dp,
-                l.zero.number(),
-                l.sequence_parallel,
-                l.micro_batch,
-                l.global_batch,
-                l.seq_len,
-                l.recompute
+                l.tp(),
+                l.pp(),
+                l.dp(),
+                l.zero().number(),
+                l.sequence_parallel(),
+                l.micro_batch(),
+                l.global_batch(),
+                l.seq_len(),
+                l.recompute()
             );
             outln!(
                 "  {:<10}{:>18}{:>18}{:>18}{:>18}{:>18}{:>18}  peak moment",

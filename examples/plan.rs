@@ -235,11 +235,11 @@ fn token_floor(s: &str) -> Result<TokenFloor, String> {
 /// the interleaved schedule and the GEMM precision, when not the defaults.
 fn layout_extras(c: &lmshape::plan::Candidate) -> String {
     let mut out = String::new();
-    if c.layout.embedding_pipeline_slots {
+    if c.layout.embedding_pipeline_slots() {
         out.push_str(" (embedding slots)");
     }
-    if c.layout.cp > 1 {
-        out.push_str(&format!(", cp {}", c.layout.cp));
+    if c.layout.cp() > 1 {
+        out.push_str(&format!(", cp {}", c.layout.cp()));
     }
     if c.layout.virtual_stages() > 1 {
         out.push_str(&format!(", {} virtual stages", c.layout.virtual_stages()));
@@ -334,7 +334,7 @@ fn refuse_without_layouts(req: &PlanRequest) {
     if layouts.valid.is_empty() {
         let reason = layouts.invalid.first().map_or(
             "no tensor-parallel option fits a node".to_string(),
-            |(l, e)| format!("e.g. tp {} × pp {} × dp {}: {e}", l.tp, l.pp, l.dp),
+            |(l, e)| format!("e.g. {l}: {e}"),
         );
         die(&format!(
             "no layout of {} GPUs satisfies the layout rules ({} GPUs per node, tp options {}): {reason}",
@@ -893,10 +893,10 @@ fn report_table(req: &PlanRequest, p: &Plan, top: usize) {
             c.shape.model.hidden_size(),
             c.shape.model.num_heads(),
             c.shape.model.head_dim(),
-            c.layout.tp,
-            c.layout.pp,
-            c.layout.dp,
-            c.layout.micro_batch,
+            c.layout.tp(),
+            c.layout.pp(),
+            c.layout.dp(),
+            c.layout.micro_batch(),
             si(c.shape.params as f64),
             gib(c.memory_device_bytes_per_gpu),
             c.step.tflops_per_gpu,
@@ -959,12 +959,9 @@ fn report_rejections(p: &Plan) {
     }
     if !p.invalid_layouts.is_empty() {
         outln!(
-            "  layouts no shape can use: {} (e.g. tp {} × pp {} × dp {}, micro-batch {}: {})",
+            "  layouts no shape can use: {} (e.g. {}: {})",
             p.invalid_layouts.len(),
-            p.invalid_layouts[0].layout.tp,
-            p.invalid_layouts[0].layout.pp,
-            p.invalid_layouts[0].layout.dp,
-            p.invalid_layouts[0].layout.micro_batch,
+            p.invalid_layouts[0].layout,
             p.invalid_layouts[0].reason
         );
     }
@@ -985,10 +982,10 @@ fn report_recommendation(req: &PlanRequest, p: &Plan) {
             c.shape.model.num_heads(),
             c.shape.model.head_dim(),
             si(c.shape.params as f64),
-            c.layout.tp,
-            c.layout.pp,
-            c.layout.dp,
-            c.layout.micro_batch,
+            c.layout.tp(),
+            c.layout.pp(),
+            c.layout.dp(),
+            c.layout.micro_batch(),
             layout_extras(c),
             c.step.tflops_per_gpu,
             si(c.tokens),
@@ -1075,10 +1072,10 @@ fn report_moe(req: &PlanRequest, m: &lmshape::plan::MoePlan, top: usize) {
         outln!(
             "{:>3} {shape} {:>3} {:>3} {:>4} {:>5} {:>9} {:>9} {:>13} {:>11.1} {:>9} {:>8.4}",
             i + 1,
-            c.layout.tp,
-            c.layout.ep,
-            c.layout.pp,
-            c.layout.dp,
+            c.layout.tp(),
+            c.layout.ep(),
+            c.layout.pp(),
+            c.layout.dp(),
             si(c.shape.params as f64),
             si(c.active_params as f64),
             gib(c.memory_device_bytes_per_gpu),
@@ -1101,10 +1098,10 @@ fn report_moe(req: &PlanRequest, m: &lmshape::plan::MoePlan, top: usize) {
             e.num_shared_experts,
             si(c.shape.params as f64),
             si(c.active_params as f64),
-            c.layout.tp,
-            c.layout.ep,
-            c.layout.pp,
-            c.layout.dp,
+            c.layout.tp(),
+            c.layout.ep(),
+            c.layout.pp(),
+            c.layout.dp(),
             c.step.tflops_per_gpu,
             si(c.tokens),
             c.days,

@@ -156,7 +156,9 @@ pub fn main() {
     let model = model_of(&args);
     let bloom_default = args.config.is_none() && args.preset.is_none() && args.arch.is_none();
     let mut layout = args.step.layout.layout(args.step.seq_len);
-    layout.embedding_pipeline_slots |= bloom_default;
+    if bloom_default {
+        layout = or_die(layout.to_builder().embedding_pipeline_slots(true).build());
+    }
     let machine = args.step.cluster.machine(args.step.setup.framework);
     let cluster = &machine.cluster;
     let timer = machine.timer.as_ref();
@@ -166,7 +168,7 @@ pub fn main() {
         &args
             .step
             .setup
-            .memory_options(lmshape::MemoryOptions::default(), layout.zero),
+            .memory_options(lmshape::MemoryOptions::default(), layout.zero()),
     );
     let opts = StepOptions {
         memory: memory_opts,
@@ -175,7 +177,7 @@ pub fn main() {
     if args.step.layout.recompute == common::cli::RecomputeArg::Auto {
         // The least recomputation whose device figure fits 90% of the card (full when none
         // does, and the verdict below says so).
-        layout.recompute = or_die(lmshape::memory::least_recompute(
+        let recompute = or_die(lmshape::memory::least_recompute(
             &model,
             &layout,
             &memory_opts,
@@ -184,6 +186,7 @@ pub fn main() {
             0.9,
         ))
         .map_or(lmshape::Recompute::Full, |(rc, _)| rc);
+        layout = or_die(layout.to_builder().recompute(recompute).build());
     }
     let memory = or_die(lmshape::memory::training_memory(
         &model,
@@ -273,7 +276,7 @@ fn print_json(args: &Cli, machine: &common::cli::Machine, e: &Estimate) {
         precision: e.opts.memory.gemm_precision.to_string(),
         model: &e.model,
         layout: &e.layout,
-        recompute: e.layout.recompute,
+        recompute: e.layout.recompute(),
         timer: machine.timer.describe(),
         system: machine.system_json(),
         memory_bytes_per_gpu: device.allocated_bytes,
@@ -323,19 +326,19 @@ fn print_text(args: &Cli, machine: &common::cli::Machine, e: &Estimate) {
         model.num_layers(),
         model.hidden_size(),
         model.num_heads(),
-        layout.tp,
-        if layout.cp > 1 {
-            format!(" × cp {}", layout.cp)
+        layout.tp(),
+        if layout.cp() > 1 {
+            format!(" × cp {}", layout.cp())
         } else {
             String::new()
         },
-        layout.pp,
-        layout.dp,
+        layout.pp(),
+        layout.dp(),
         or_die(layout.gpus()),
-        layout.micro_batch,
-        layout.global_batch,
-        layout.seq_len,
-        layout.recompute
+        layout.micro_batch(),
+        layout.global_batch(),
+        layout.seq_len(),
+        layout.recompute()
     );
     outln!(
         "machine: {} ({}); GEMMs timed by {}",

@@ -69,7 +69,7 @@
 //! | [`error`] | — |
 //! | `checked` (types whose builder checks their rules) | `error` |
 //! | [`model`] (with [`params`], the counts its validation needs) | `error` |
-//! | [`parallel`] | `error`, `model` |
+//! | [`parallel`] | `error`, `checked`, `model` |
 //! | [`flops`] | `error`, `model`, `parallel` |
 //! | [`hardware`] (GPU facts and GEMM timers) | `error` |
 //! | [`framework`] (byte counts, memory and speed profiles) | `error`, `parallel` (ZeRO stages) |

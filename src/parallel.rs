@@ -127,134 +127,112 @@ pub enum CpComm {
 
 crate::error::named!(CpComm, "context-parallel communication", [P2p => "p2p", A2a => "a2a"]);
 
-/// A parallel layout and batch configuration for training.
-///
-/// ```
-/// use lmshape::{ParallelLayout, presets};
-/// let bloom = presets::by_name("bloom-176b")?;
-/// let layout = ParallelLayout { tp: 4, pp: 12, dp: 8, micro_batch: 2, global_batch: 2048,
-///     embedding_pipeline_slots: true, ..ParallelLayout::default() };
-/// layout.validate(&bloom)?;
-/// assert_eq!(layout.gpus()?, 384);
-/// assert_eq!(layout.num_micro_batches()?, 128);
-/// # Ok::<(), lmshape::Error>(())
-/// ```
-///
-/// Deserializing checks the rules of the layout alone ([`ParallelLayout::validate_batch`]);
-/// the rules that involve a model are checked where a model meets it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "LayoutFields")]
-pub struct ParallelLayout {
-    /// Tensor-parallel degree.
-    pub tp: u64,
-    /// Pipeline-parallel degree.
-    pub pp: u64,
-    /// Data-parallel degree.
-    pub dp: u64,
-    /// Sequence parallelism (Korthikanti et al. 2022 §4.2.2) over the tensor-parallel group.
-    pub sequence_parallel: bool,
-    /// ZeRO stage over data parallelism.
-    pub zero: ZeroStage,
-    /// Sequences per micro-batch.
-    pub micro_batch: u64,
-    /// Sequences per optimizer step (all replicas).
-    pub global_batch: u64,
-    /// Tokens per sequence.
-    pub seq_len: u64,
-    /// Activation recomputation.
-    pub recompute: Recompute,
-    /// Pipeline schedule.
-    pub schedule: Schedule,
-    /// Count the input embedding and the output head as one pipeline slot each, as BigScience
-    /// did for BLOOM: `(L + 2) % pp == 0`; the first and last stages then hold one layer fewer.
-    pub embedding_pipeline_slots: bool,
-    /// Balance layers that do not split evenly over the stages ([`PipelineSplit::balanced`]).
-    #[serde(default)]
-    pub balanced_pipeline: bool,
-    /// Layers of the first stage (Megatron-Core's uneven first stage).
-    #[serde(default)]
-    pub first_stage_layers: Option<u64>,
-    /// Layers of the last stage (Megatron-Core's uneven last stage).
-    #[serde(default)]
-    pub last_stage_layers: Option<u64>,
-    /// Context-parallel degree: each sequence split over `cp` ranks (Megatron-Core
-    /// `--context-parallel-size`; Liu et al. 2023, ring attention), into `2·cp` chunks for
-    /// causal load balancing.
-    #[serde(default = "one")]
-    pub cp: u64,
-    /// How context-parallel ranks exchange keys and values.
-    #[serde(default)]
-    pub cp_comm: CpComm,
-    /// Expert-parallel degree: routed experts spread over `ep` ranks of the `tp × dp` grid
-    /// (Megatron-Core `--expert-model-parallel-size`).
-    #[serde(default = "one")]
-    pub ep: u64,
-    /// Expert-tensor-parallel degree (Megatron-Core `--expert-tensor-parallel-size`; `None`:
-    /// equal to `tp`).
-    #[serde(default)]
-    pub etp: Option<u64>,
+crate::checked::checked_type! {
+    /// A parallel layout and batch configuration for training. Its own rules
+    /// ([`ParallelLayout::validate_batch`]) hold once built, serde included; the rules that
+    /// involve a model are checked where a model meets it ([`ParallelLayout::validate`]).
+    ///
+    /// ```
+    /// use lmshape::{ParallelLayout, presets};
+    /// let bloom = presets::by_name("bloom-176b")?;
+    /// let layout = ParallelLayout::builder().tp(4).pp(12).dp(8).micro_batch(2)
+    ///     .global_batch(2048).embedding_pipeline_slots(true).build()?;
+    /// layout.validate(&bloom)?;
+    /// assert_eq!(layout.gpus()?, 384);
+    /// assert_eq!(layout.num_micro_batches()?, 128);
+    /// // A global batch that does not split over the replicas cannot be built.
+    /// assert!(layout.to_builder().global_batch(100).build().is_err());
+    /// # Ok::<(), lmshape::Error>(())
+    /// ```
+    #[derive(Copy, Eq, Hash)]
+    pub struct ParallelLayout;
+    /// The one way to set a [`ParallelLayout`]'s fields, and its serde form: `build` checks
+    /// the layout's own rules ([`ParallelLayout::validate_batch`]).
+    #[derive(Copy, Eq, Hash)]
+    pub struct ParallelLayoutBuilder = "ParallelLayoutBuilder";
+    check = validate_batch;
+    fields {
+        /// Tensor-parallel degree.
+        tp: u64 [copy],
+        /// Pipeline-parallel degree.
+        pp: u64 [copy],
+        /// Data-parallel degree.
+        dp: u64 [copy],
+        /// Sequence parallelism (Korthikanti et al. 2022 §4.2.2) over the tensor-parallel group.
+        sequence_parallel: bool [copy],
+        /// ZeRO stage over data parallelism.
+        zero: ZeroStage [copy],
+        /// Sequences per micro-batch.
+        micro_batch: u64 [copy],
+        /// Sequences per optimizer step (all replicas).
+        global_batch: u64 [copy],
+        /// Tokens per sequence.
+        seq_len: u64 [copy],
+        /// Activation recomputation.
+        recompute: Recompute [copy],
+        /// Pipeline schedule.
+        schedule: Schedule [copy],
+        /// Count the input embedding and the output head as one pipeline slot each, as
+        /// BigScience did for BLOOM: `(L + 2) % pp == 0`; the first and last stages then hold
+        /// one layer fewer.
+        embedding_pipeline_slots: bool [copy],
+        /// Balance layers that do not split evenly over the stages
+        /// ([`PipelineSplit::balanced`]).
+        balanced_pipeline: bool [copy, default = "Default::default"],
+        /// Layers of the first stage (Megatron-Core's uneven first stage).
+        first_stage_layers: Option<u64> [copy, default = "Default::default"],
+        /// Layers of the last stage (Megatron-Core's uneven last stage).
+        last_stage_layers: Option<u64> [copy, default = "Default::default"],
+        /// Context-parallel degree: each sequence split over `cp` ranks (Megatron-Core
+        /// `--context-parallel-size`; Liu et al. 2023, ring attention), into `2·cp` chunks for
+        /// causal load balancing.
+        cp: u64 [copy, default = "one"],
+        /// How context-parallel ranks exchange keys and values.
+        cp_comm: CpComm [copy, default = "Default::default"],
+        /// Expert-parallel degree: routed experts spread over `ep` ranks of the `tp × dp` grid
+        /// (Megatron-Core `--expert-model-parallel-size`).
+        ep: u64 [copy, default = "one"],
+        /// Expert-tensor-parallel degree (Megatron-Core `--expert-tensor-parallel-size`;
+        /// `None`: equal to `tp`).
+        etp: Option<u64> [copy, default = "Default::default"],
+    }
 }
 
 fn one() -> u64 {
     1
 }
 
-/// The fields of a [`ParallelLayout`] as they arrive from serde, before validation.
-#[derive(Deserialize)]
-struct LayoutFields {
-    tp: u64,
-    pp: u64,
-    dp: u64,
-    sequence_parallel: bool,
-    zero: ZeroStage,
-    micro_batch: u64,
-    global_batch: u64,
-    seq_len: u64,
-    recompute: Recompute,
-    schedule: Schedule,
-    embedding_pipeline_slots: bool,
-    #[serde(default)]
-    balanced_pipeline: bool,
-    #[serde(default)]
-    first_stage_layers: Option<u64>,
-    #[serde(default)]
-    last_stage_layers: Option<u64>,
-    #[serde(default = "one")]
-    cp: u64,
-    #[serde(default)]
-    cp_comm: CpComm,
-    #[serde(default = "one")]
-    ep: u64,
-    #[serde(default)]
-    etp: Option<u64>,
+impl std::fmt::Display for ParallelLayoutBuilder {
+    /// The degrees and the micro-batch, as the tools print a layout: `tp 4 × pp 12 × dp 8,
+    /// micro-batch 2` (context parallelism and virtual stages when used). A builder may hold a
+    /// layout that breaks a rule (a rejected layout is reported this way).
+    ///
+    /// ```
+    /// let b = lmshape::ParallelLayout::builder().tp(4).pp(12).dp(8).micro_batch(2);
+    /// assert_eq!(b.to_string(), "tp 4 × pp 12 × dp 8, micro-batch 2");
+    /// ```
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tp {}", self.tp)?;
+        if self.cp > 1 {
+            write!(f, " × cp {}", self.cp)?;
+        }
+        write!(
+            f,
+            " × pp {} × dp {}, micro-batch {}",
+            self.pp, self.dp, self.micro_batch
+        )?;
+        if let Schedule::Interleaved { virtual_stages } = self.schedule {
+            write!(f, ", {virtual_stages} virtual stages")?;
+        }
+        Ok(())
+    }
 }
 
-impl TryFrom<LayoutFields> for ParallelLayout {
-    type Error = Error;
-
-    fn try_from(f: LayoutFields) -> Result<ParallelLayout> {
-        let l = ParallelLayout {
-            tp: f.tp,
-            pp: f.pp,
-            dp: f.dp,
-            sequence_parallel: f.sequence_parallel,
-            zero: f.zero,
-            micro_batch: f.micro_batch,
-            global_batch: f.global_batch,
-            seq_len: f.seq_len,
-            recompute: f.recompute,
-            schedule: f.schedule,
-            embedding_pipeline_slots: f.embedding_pipeline_slots,
-            balanced_pipeline: f.balanced_pipeline,
-            first_stage_layers: f.first_stage_layers,
-            last_stage_layers: f.last_stage_layers,
-            cp: f.cp,
-            cp_comm: f.cp_comm,
-            ep: f.ep,
-            etp: f.etp,
-        };
-        l.validate_batch()?;
-        Ok(l)
+impl ParallelLayout {
+    /// A builder from the default layout (one GPU, micro-batch 1, global batch 1, sequence
+    /// 2048, no recomputation).
+    pub fn builder() -> ParallelLayoutBuilder {
+        ParallelLayout::default().to_builder()
     }
 }
 
@@ -403,7 +381,7 @@ impl Routing {
 /// ```
 /// use lmshape::{model::Moe, parallel::{self, Routing}, ParallelLayout};
 /// // 128 experts, top-8, over ep 8 with tp 2 and etp 1: a rank dispatches half of 4096 tokens.
-/// let layout = ParallelLayout { tp: 2, dp: 8, ep: 8, etp: Some(1), ..ParallelLayout::default() };
+/// let layout = ParallelLayout::builder().tp(2).dp(8).ep(8).etp(Some(1)).global_batch(8).build()?;
 /// let x = parallel::expert_batch(&Moe::routed(128, 8, 768), &layout, Routing::Dropless, 4096)?;
 /// assert_eq!((x.routed_tokens, x.local_experts, x.tokens_per_expert, x.width), (2048, 16, 1024, 768));
 /// // Per rank: 16 experts × 1024 tokens = 2048 tokens × 8 experts each, half the micro-batch.
@@ -1015,8 +993,8 @@ impl ParallelLayout {
     ///
     /// ```
     /// use lmshape::ParallelLayout;
-    /// let l = ParallelLayout { dp: 7, global_batch: 2048, ..ParallelLayout::default() };
-    /// let e = l.validate_batch().unwrap_err();
+    /// // The builder runs these rules: dp = 7 cannot split a global batch of 2048.
+    /// let e = ParallelLayout::builder().dp(7).global_batch(2048).build().unwrap_err();
     /// assert!(e.to_string().contains("global batch must split"));
     /// ```
     ///
@@ -1201,16 +1179,16 @@ impl EmbeddingSlots {
 ///     max_tp: 8,
 ///     tp_options: vec![1, 2, 4, 8],
 ///     micro_batches: vec![1, 2, 4],
-///     template: ParallelLayout { global_batch: 2048, ..ParallelLayout::default() },
+///     template: ParallelLayout::builder().global_batch(2048).build()?,
 ///     embedding_slots: Default::default(),
 ///     cp_options: vec![],
 ///     virtual_stage_options: vec![],
 ///     balanced_pipeline: false,
 /// };
 /// let layouts = space.enumerate()?;
-/// assert!(layouts.valid.iter().any(|l| (l.tp, l.pp, l.dp, l.micro_batch) == (4, 12, 8, 2)));
+/// assert!(layouts.valid.iter().any(|l| (l.tp(), l.pp(), l.dp(), l.micro_batch()) == (4, 12, 8, 2)));
 /// // dp = 3 cannot split a global batch of 2048.
-/// assert!(layouts.invalid.iter().any(|(l, _)| l.dp == 3));
+/// assert!(layouts.invalid.iter().any(|(l, _)| l.to_string().contains("dp 3,")));
 /// # Ok::<(), lmshape::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1245,8 +1223,9 @@ pub struct LayoutSpace {
 pub struct Layouts {
     /// Layouts that pass [`ParallelLayout::validate_batch`].
     pub valid: Vec<ParallelLayout>,
-    /// Layouts that do not, with the rule each breaks.
-    pub invalid: Vec<(ParallelLayout, Error)>,
+    /// Layouts that do not, with the rule each breaks (as builders: a layout that breaks a
+    /// rule cannot be built).
+    pub invalid: Vec<(ParallelLayoutBuilder, Error)>,
 }
 
 /// The divisors of `n` in increasing order (trial division up to `√n`).
@@ -1312,21 +1291,21 @@ impl LayoutSpace {
                     if v > 1 && pp < 2 {
                         continue;
                     }
-                    let layout = ParallelLayout {
-                        tp,
-                        cp,
-                        pp,
-                        dp: rest / pp,
-                        micro_batch: mb,
-                        schedule: if v > 1 {
+                    let layout = self
+                        .template
+                        .to_builder()
+                        .tp(tp)
+                        .cp(cp)
+                        .pp(pp)
+                        .dp(rest / pp)
+                        .micro_batch(mb)
+                        .schedule(if v > 1 {
                             Schedule::Interleaved { virtual_stages: v }
                         } else {
                             Schedule::OneFOneB
-                        },
-                        ..self.template
-                    };
-                    match layout.validate_batch() {
-                        Ok(()) => layouts.valid.push(layout),
+                        });
+                    match layout.build() {
+                        Ok(l) => layouts.valid.push(l),
                         Err(e) => layouts.invalid.push((layout, e)),
                     }
                 }

@@ -555,8 +555,8 @@ pub struct Rejection {
 /// not splitting over data parallelism).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InvalidLayout {
-    /// The layout.
-    pub layout: ParallelLayout,
+    /// The layout (as a builder: a layout that breaks a rule cannot be built).
+    pub layout: crate::parallel::ParallelLayoutBuilder,
     /// The rule it breaks.
     pub reason: String,
 }

@@ -74,7 +74,10 @@ impl Run {
     fn measured(&self) -> MeasuredRun {
         let flops = lmshape::flops::matmul_flops_per_token(
             &self.model,
-            &lmshape::flops::FlopsConvention::megatron(self.layout.seq_len, self.layout.recompute),
+            &lmshape::flops::FlopsConvention::megatron(
+                self.layout.seq_len(),
+                self.layout.recompute(),
+            ),
         )
         .unwrap()
         .training_flops();
@@ -110,31 +113,31 @@ fn runs() -> Vec<Run> {
         let (tp, pp, cp) = (n("tp"), n("pp"), n("cp"));
         let dp = n("gpus") / (tp * pp * cp);
         let v = r["vp"].as_u64().unwrap_or(1);
-        let layout = ParallelLayout {
-            tp,
-            pp,
-            dp,
-            cp,
-            micro_batch: n("mbs"),
-            global_batch: n("gbs"),
-            seq_len: n("seq_len"),
-            sequence_parallel: tp > 1,
-            zero: if n("fsdp") == 1 {
+        let layout = ParallelLayout::builder()
+            .tp(tp)
+            .pp(pp)
+            .dp(dp)
+            .cp(cp)
+            .micro_batch(n("mbs"))
+            .global_batch(n("gbs"))
+            .seq_len(n("seq_len"))
+            .sequence_parallel(tp > 1)
+            .zero(if n("fsdp") == 1 {
                 ZeroStage::Weights
             } else {
                 ZeroStage::OptimizerStates
-            },
-            recompute: Recompute::None,
-            schedule: if v > 1 {
+            })
+            .recompute(Recompute::None)
+            .schedule(if v > 1 {
                 Schedule::Interleaved { virtual_stages: v }
             } else {
                 Schedule::OneFOneB
-            },
-            balanced_pipeline: true,
-            ep: n("ep"),
-            etp: model.moe().map(|_| 1),
-            ..ParallelLayout::default()
-        };
+            })
+            .balanced_pipeline(true)
+            .ep(n("ep"))
+            .etp(model.moe().map(|_| 1))
+            .build()
+            .unwrap();
         let precision = match r["precision"].as_str().unwrap() {
             "bf16" => GemmPrecision::Bf16,
             "fp8-mx" => GemmPrecision::Mxfp8,
@@ -325,10 +328,7 @@ fn measured_profiles_untuned() {
         let (rc, _) = memory::least_recompute(&run.model, &run.layout, &opts, &mp, capacity, 1.0)
             .unwrap()
             .unwrap();
-        let layout = ParallelLayout {
-            recompute: rc,
-            ..run.layout
-        };
+        let layout = run.layout.to_builder().recompute(rc).build().unwrap();
         let s = step::step_time(&run.model, &layout, &cluster, &timer, &run.opts)
             .unwrap_or_else(|e| panic!("{}: {e}", run.name));
         let measured_step = s.step_seconds

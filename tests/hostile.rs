@@ -190,17 +190,19 @@ fn bounded_table_lookup_matches_brute_force() {
 
 // ---- overflow and division by zero ----
 
-/// `layer_gemms` with an expert-tensor-parallel degree of zero divided by zero; it is a layout
-/// rule's error now.
+/// `layer_gemms` with an expert-tensor-parallel degree of zero divided by zero; such a layout
+/// cannot be built now (the fields are private, the builder and serde validate), and a valid
+/// one times the mixture-of-experts layer.
 #[test]
 fn overflow_zero_etp_is_an_error() {
     let m = from_hf_config_str(r#"{"model_type":"mixtral"}"#).unwrap();
-    let layout = ParallelLayout {
-        etp: Some(0),
-        ..ParallelLayout::default()
-    };
-    let e = step::layer_gemms(&m, &layout, &StepOptions::default(), 0).unwrap_err();
+    let e = ParallelLayout::builder().etp(Some(0)).build().unwrap_err();
     assert!(e.to_string().contains("etp"), "{e}");
+    let mut text = serde_json::to_value(ParallelLayout::default()).unwrap();
+    text["etp"] = serde_json::json!(0);
+    assert!(serde_json::from_value::<ParallelLayout>(text).is_err());
+    let layout = ParallelLayout::builder().etp(Some(1)).build().unwrap();
+    assert!(step::layer_gemms(&m, &layout, &StepOptions::default(), 0).is_ok());
 }
 
 /// A model with zero experts divided by zero when counted; it cannot be built now (the fields
@@ -255,10 +257,7 @@ fn impossible_timer_is_refused() {
         }
     }
     let m = presets::by_name("gpt3-xl").unwrap();
-    let layout = ParallelLayout {
-        seq_len: 2048,
-        ..ParallelLayout::default()
-    };
+    let layout = ParallelLayout::builder().seq_len(2048).build().unwrap();
     let e = step::step_time(
         &m,
         &layout,
@@ -309,10 +308,10 @@ fn impossible_fit_without_information_is_refused() {
 #[test]
 fn impossible_context_and_layer_types_are_refused() {
     let gpt2 = from_hf_config_str(r#"{"model_type":"gpt2"}"#).unwrap();
-    let layout = ParallelLayout {
-        seq_len: 1_000_000,
-        ..ParallelLayout::default()
-    };
+    let layout = ParallelLayout::builder()
+        .seq_len(1_000_000)
+        .build()
+        .unwrap();
     let e = layout.validate(&gpt2).unwrap_err().to_string();
     assert!(
         e.contains("seq_len = 1000000 > max_positions = 1024"),

@@ -13,7 +13,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("numeric", &["error"]),
     ("checked", &["error"]),
     ("model", &["error", "numeric", "params"]),
-    ("parallel", &["error", "model", "params"]),
+    ("parallel", &["error", "checked", "model", "params"]),
     ("flops", &["error", "model", "params", "parallel"]),
     ("hardware", &["error", "numeric"]),
     ("framework", &["error", "parallel"]),

@@ -46,13 +46,13 @@ fn example_config(name: &str) -> Transformer {
 #[test]
 fn gpt3_175b_tp8_pp8_model_states() {
     let m = presets::by_name("gpt3-175b").unwrap();
-    let layout = ParallelLayout {
-        tp: 8,
-        pp: 8,
-        dp: 1,
-        global_batch: 8,
-        ..ParallelLayout::default()
-    };
+    let layout = ParallelLayout::builder()
+        .tp(8)
+        .pp(8)
+        .dp(1)
+        .global_batch(8)
+        .build()
+        .unwrap();
     let r = memory::training_memory(&m, &layout, &MemoryOptions::default()).unwrap();
     let h: u64 = 12288;
     let layer = (12 * h * h + 7 * h) / 8 + 6 * h;
@@ -92,12 +92,12 @@ fn zero_paper_figure_1() {
         (ZeroStage::Gradients, 16.6),
         (ZeroStage::Weights, 1.9),
     ] {
-        let layout = ParallelLayout {
-            dp: 64,
-            zero,
-            global_batch: 64,
-            ..ParallelLayout::default()
-        };
+        let layout = ParallelLayout::builder()
+            .dp(64)
+            .zero(zero)
+            .global_batch(64)
+            .build()
+            .unwrap();
         let r = memory::training_memory(&m, &layout, &opts).unwrap().peak;
         let gb = (r.weights_bytes + r.gradients_bytes + r.optimizer_bytes) as f64 / 1e9;
         assert!(
@@ -111,11 +111,11 @@ fn zero_paper_figure_1() {
 /// pads the vocabulary to a multiple of 128, 50257 -> 50304 rows of 2048.
 fn gpt3_xl_dp8() -> (Transformer, ParallelLayout, u64) {
     let m = presets::by_name("gpt3-xl").unwrap();
-    let base = ParallelLayout {
-        dp: 8,
-        global_batch: 8,
-        ..ParallelLayout::default()
-    };
+    let base = ParallelLayout::builder()
+        .dp(8)
+        .global_batch(8)
+        .build()
+        .unwrap();
     let p = m.total_params().unwrap() + (50304 - 50257) * 2048;
     (m, base, p)
 }
@@ -127,7 +127,7 @@ fn zero_stage_arithmetic_is_exact() {
     let at = |z| {
         memory::training_memory(
             &m,
-            &ParallelLayout { zero: z, ..base },
+            &base.to_builder().zero(z).build().unwrap(),
             &MemoryOptions::default(),
         )
         .unwrap()
@@ -169,7 +169,8 @@ fn deepspeed_bf16_optimizer_keeps_its_buffers() {
         ..MemoryOptions::default()
     };
     for zero in [ZeroStage::None, ZeroStage::OptimizerStates] {
-        let r = memory::training_memory(&m, &ParallelLayout { zero, ..base }, &opts).unwrap();
+        let r = memory::training_memory(&m, &base.to_builder().zero(zero).build().unwrap(), &opts)
+            .unwrap();
         assert_eq!(
             (
                 r.peak.weights_bytes,
@@ -181,7 +182,7 @@ fn deepspeed_bf16_optimizer_keeps_its_buffers() {
         );
     }
     for zero in [ZeroStage::Gradients, ZeroStage::Weights] {
-        let e = memory::training_memory(&m, &ParallelLayout { zero, ..base }, &opts)
+        let e = memory::training_memory(&m, &base.to_builder().zero(zero).build().unwrap(), &opts)
             .unwrap_err()
             .to_string();
         assert!(e.contains("ZeRO stage 0 or 1"), "{e}");
@@ -197,16 +198,16 @@ fn bf16_gradient_upcast_is_the_largest_tensor() {
     use lmshape::framework::Optimizer;
     use lmshape::memory::PeakMoment;
     let m = presets::by_name("bloom-176b").unwrap();
-    let layout = ParallelLayout {
-        tp: 2,
-        pp: 24,
-        dp: 8,
-        micro_batch: 1,
-        global_batch: 2048,
-        recompute: Recompute::Full,
-        embedding_pipeline_slots: true,
-        ..ParallelLayout::default()
-    };
+    let layout = ParallelLayout::builder()
+        .tp(2)
+        .pp(24)
+        .dp(8)
+        .micro_batch(1)
+        .global_batch(2048)
+        .recompute(Recompute::Full)
+        .embedding_pipeline_slots(true)
+        .build()
+        .unwrap();
     let opts = MemoryOptions {
         precision: Optimizer::DeepspeedBf16.precision(),
         ..flash_no_dropout()
@@ -215,10 +216,11 @@ fn bf16_gradient_upcast_is_the_largest_tensor() {
     assert_eq!(r.first.peak_moment, PeakMoment::GradientUpcast);
     assert_eq!(r.first.transient_bytes, 4 * (250_880 / 2) * 14336);
     // Under DeepSpeed's ZeRO optimizer (fp16 + ZeRO-1, as the TP8 rounds ran) no such copy.
-    let zero1 = ParallelLayout {
-        zero: ZeroStage::OptimizerStates,
-        ..layout
-    };
+    let zero1 = layout
+        .to_builder()
+        .zero(ZeroStage::OptimizerStates)
+        .build()
+        .unwrap();
     let r = memory::training_memory(&m, &zero1, &flash_no_dropout()).unwrap();
     assert_ne!(r.first.peak_moment, PeakMoment::GradientUpcast);
 }
@@ -228,14 +230,14 @@ fn bf16_gradient_upcast_is_the_largest_tensor() {
 #[test]
 fn first_stage_holds_pp_micro_batches() {
     let m = presets::by_name("gpt3-175b").unwrap();
-    let layout = ParallelLayout {
-        tp: 8,
-        pp: 8,
-        global_batch: 64,
-        sequence_parallel: true,
-        recompute: Recompute::Selective,
-        ..ParallelLayout::default()
-    };
+    let layout = ParallelLayout::builder()
+        .tp(8)
+        .pp(8)
+        .global_batch(64)
+        .sequence_parallel(true)
+        .recompute(Recompute::Selective)
+        .build()
+        .unwrap();
     let opts = MemoryOptions {
         include_logits: false,
         dropout: false,
@@ -295,50 +297,37 @@ fn kv_cache_and_fit() {
 #[test]
 fn invalid_layouts_are_typed_errors() {
     let m = presets::by_name("bloom-176b").unwrap();
-    // Each layout breaks one rule; the error names it.
-    let bad: [(ParallelLayout, &str); 4] = [
+    // Each layout breaks one rule, its own (refused when built) or one the model sets
+    // (refused when the two meet); the error names it.
+    let bad: [(lmshape::parallel::ParallelLayoutBuilder, &str); 4] = [
         (
-            ParallelLayout {
-                tp: 3,
-                ..ParallelLayout::default()
-            },
+            ParallelLayout::builder().tp(3),
             "attention heads must split over tensor parallelism",
         ),
         (
-            ParallelLayout {
-                pp: 12,
-                global_batch: 12,
-                ..ParallelLayout::default()
-            },
+            ParallelLayout::builder().pp(12).global_batch(12),
             "layers must split over pipeline stages",
         ),
         (
-            ParallelLayout {
-                dp: 3,
-                global_batch: 4,
-                ..ParallelLayout::default()
-            },
+            ParallelLayout::builder().dp(3).global_batch(4),
             "global batch must split into micro-batches over data parallelism",
         ),
-        (
-            ParallelLayout {
-                tp: 0,
-                ..ParallelLayout::default()
-            },
-            "tp must be positive",
-        ),
+        (ParallelLayout::builder().tp(0), "tp must be positive"),
     ];
-    for (l, rule) in bad {
-        let e = memory::training_memory(&m, &l, &MemoryOptions::default()).unwrap_err();
+    for (b, rule) in bad {
+        let e = b
+            .build()
+            .and_then(|l| memory::training_memory(&m, &l, &MemoryOptions::default()))
+            .unwrap_err();
         assert!(e.to_string().contains(rule), "{e}");
     }
     // BigScience's embedding slots make pp = 12 valid for 70 layers.
-    let ok = ParallelLayout {
-        pp: 12,
-        embedding_pipeline_slots: true,
-        global_batch: 12,
-        ..ParallelLayout::default()
-    };
+    let ok = ParallelLayout::builder()
+        .pp(12)
+        .embedding_pipeline_slots(true)
+        .global_batch(12)
+        .build()
+        .unwrap();
     assert!(memory::training_memory(&m, &ok, &MemoryOptions::default()).is_ok());
 }
 
@@ -395,17 +384,19 @@ fn layout() -> impl Strategy<Value = ParallelLayout> {
             Just(Recompute::Full)
         ],
     )
-        .prop_map(|(tp, pp, dp, micro, m, sp, zero, rc)| ParallelLayout {
-            tp,
-            pp,
-            dp,
-            micro_batch: micro,
-            global_batch: micro * 8 * m,
-            seq_len: 1024,
-            sequence_parallel: sp,
-            zero: ZeroStage::from_number(zero).unwrap(),
-            recompute: rc,
-            ..ParallelLayout::default()
+        .prop_map(|(tp, pp, dp, micro, m, sp, zero, rc)| {
+            ParallelLayout::builder()
+                .tp(tp)
+                .pp(pp)
+                .dp(dp)
+                .micro_batch(micro)
+                .global_batch(micro * 8 * m)
+                .seq_len(1024)
+                .sequence_parallel(sp)
+                .zero(ZeroStage::from_number(zero).unwrap())
+                .recompute(rc)
+                .build()
+                .unwrap()
         })
 }
 
@@ -445,7 +436,7 @@ proptest! {
         use lmshape::memory::{Framework, FrameworkProfile, Verdict};
         let at = |opt: Optimizer, zero: ZeroStage| {
             let opts = MemoryOptions { precision: opt.precision(), ..o };
-            memory::training_memory(&m, &ParallelLayout { zero, ..l }, &opts)
+            memory::training_memory(&m, &l.to_builder().zero(zero).build().unwrap(), &opts)
         };
         if let (Ok(bf16), Ok(z1)) = (at(Optimizer::DeepspeedBf16, ZeroStage::None), at(Optimizer::DeepspeedZero, ZeroStage::OptimizerStates)) {
             prop_assert!(bf16.peak.total_bytes >= z1.peak.total_bytes);
@@ -466,49 +457,49 @@ proptest! {
     #[test]
     fn memory_never_grows_with_more_parallelism(m in model(), l in layout(), o in opts()) {
         let base = peak(&m, &l, &o);
-        if l.tp < 8 {
-            let more = ParallelLayout { tp: l.tp * 2, ..l };
+        if l.tp() < 8 {
+            let more = l.to_builder().tp(l.tp() * 2).build().unwrap();
             prop_assert!(peak(&m, &more, &o) <= base, "tp");
         }
-        if l.pp < 8 {
+        if l.pp() < 8 {
             // Under 1F1B the first stage keeps min(pp, m) micro-batches in flight: doubling pp
             // halves its layers but doubles what is in flight, so the layers' activations stay
             // level while the embedding's dropout mask (s·b·h bytes per micro-batch, split by
             // tp with sequence parallelism) is kept for the extra micro-batches.
-            let more = ParallelLayout { pp: l.pp * 2, ..l };
+            let more = l.to_builder().pp(l.pp() * 2).build().unwrap();
             let m_count = l.num_micro_batches().unwrap();
-            let extra_in_flight = (2 * l.pp).min(m_count) - l.pp.min(m_count);
+            let extra_in_flight = (2 * l.pp()).min(m_count) - l.pp().min(m_count);
             let mask = if o.dropout {
-                let sbh = l.seq_len * l.micro_batch * m.hidden_size();
-                if l.sequence_parallel { sbh / l.tp } else { sbh }
+                let sbh = l.seq_len() * l.micro_batch() * m.hidden_size();
+                if l.sequence_parallel() { sbh / l.tp() } else { sbh }
             } else {
                 0
             };
             prop_assert!(peak(&m, &more, &o) <= base + extra_in_flight * mask, "pp");
         }
-        if l.dp < 8 {
-            let more = ParallelLayout { dp: l.dp * 2, ..l };
+        if l.dp() < 8 {
+            let more = l.to_builder().dp(l.dp() * 2).build().unwrap();
             prop_assert!(peak(&m, &more, &o) <= base, "dp");
         }
-        if l.zero < ZeroStage::Weights {
+        if l.zero() < ZeroStage::Weights {
             // Sharding saves model states but adds a working set: ZeRO-2 the layer's whole
             // gradient, ZeRO-3 two gathered layers and the gathered embedding — never more.
-            let more = ParallelLayout { zero: ZeroStage::from_number(l.zero.number() + 1).unwrap(), ..l };
-            let layer = lmshape::params::layer_params_on_rank(&m, l.tp).unwrap().total_params();
+            let more = l.to_builder().zero(ZeroStage::from_number(l.zero().number() + 1).unwrap()).build().unwrap();
+            let layer = lmshape::params::layer_params_on_rank(&m, l.tp()).unwrap().total_params();
             let p = &o.precision;
-            let allowance = match more.zero {
+            let allowance = match more.zero() {
                 ZeroStage::Gradients => layer * p.grad_bytes,
                 ZeroStage::Weights => {
                     let vocab = l.padded_vocab(&m).unwrap();
-                    let embedding = lmshape::params::input_end_params(&m, vocab, l.tp).unwrap().total_params();
+                    let embedding = lmshape::params::input_end_params(&m, vocab, l.tp()).unwrap().total_params();
                     (2 * layer + embedding) * p.weight_bytes
                 }
                 _ => 0,
             };
             prop_assert!(peak(&m, &more, &o) <= base + allowance, "zero");
         }
-        if !l.sequence_parallel {
-            let more = ParallelLayout { sequence_parallel: true, ..l };
+        if !l.sequence_parallel() {
+            let more = l.to_builder().sequence_parallel(true).build().unwrap();
             prop_assert!(peak(&m, &more, &o) <= base, "sp");
         }
     }
@@ -516,7 +507,7 @@ proptest! {
     /// Per stage (the most loaded rank may change stage between modes), and for the peak total.
     #[test]
     fn more_recompute_never_more_activations(m in model(), l in layout(), o in opts()) {
-        let at = |rc| memory::training_memory(&m, &ParallelLayout { recompute: rc, ..l }, &o).unwrap();
+        let at = |rc| memory::training_memory(&m, &l.to_builder().recompute(rc).build().unwrap(), &o).unwrap();
         let (none, sel, full) = (at(Recompute::None), at(Recompute::Selective), at(Recompute::Full));
         for (a, b) in [(&none, &sel), (&sel, &full)] {
             prop_assert!(b.first.activations_bytes <= a.first.activations_bytes);
@@ -550,10 +541,9 @@ proptest! {
     #[test]
     fn arbitrary_layouts_never_panic(m in model(), tp in 0u64..20, pp in 0u64..20, dp in 0u64..20,
         mb in 0u64..9, gb in 0u64..200, seq in 0u64..5000, slots in any::<bool>(), v in 0u64..4) {
-        let l = ParallelLayout { tp, pp, dp, micro_batch: mb, global_batch: gb, seq_len: seq,
-            embedding_pipeline_slots: slots,
-            schedule: if v == 0 { lmshape::Schedule::OneFOneB } else { lmshape::Schedule::Interleaved { virtual_stages: v } },
-            ..ParallelLayout::default() };
+        let l = ParallelLayout::builder().tp(tp).pp(pp).dp(dp).micro_batch(mb).global_batch(gb).seq_len(seq).embedding_pipeline_slots(slots).schedule(if v == 0 { lmshape::Schedule::OneFOneB } else { lmshape::Schedule::Interleaved { virtual_stages: v } }).build();
+        // A layout that breaks a rule of its own is not built.
+        let Ok(l) = l else { return Ok(()); };
         // Never a panic; when the layout is valid, the peak is the most loaded stage.
         if let Ok(r) = memory::training_memory(&m, &l, &MemoryOptions::default()) {
             let most = r.first.total_bytes.max(r.middle.total_bytes).max(r.last.total_bytes);
@@ -574,10 +564,12 @@ fn estimate_brackets_measured_bigscience_peaks() {
         let Some(gb) = row.max_gpu_memory_gb else {
             continue;
         };
-        let layout = ParallelLayout {
-            zero: ZeroStage::OptimizerStates,
-            ..row.layout
-        };
+        let layout = row
+            .layout
+            .to_builder()
+            .zero(ZeroStage::OptimizerStates)
+            .build()
+            .unwrap();
         let est = memory::training_memory(&row.model, &layout, &MemoryOptions::default())
             .unwrap()
             .peak
@@ -598,22 +590,19 @@ fn estimate_brackets_measured_bigscience_peaks() {
 #[test]
 fn zero_degrees_are_errors_not_panics() {
     let m = presets::by_name("gpt3-175b").unwrap();
-    let pp0 = ParallelLayout {
-        pp: 0,
-        ..ParallelLayout::default()
-    };
+    // A zero degree cannot be built (the fields are private; the builder and serde check).
     assert_eq!(
-        pp0.stage_layers(&m).unwrap_err(),
+        ParallelLayout::builder().pp(0).build().unwrap_err(),
         lmshape::Error::ZeroSize { field: "pp" }
     );
-    let tp0 = ParallelLayout {
-        tp: 0,
-        ..ParallelLayout::default()
-    };
     assert_eq!(
-        memory::layer_activation_bytes(&m, &tp0, &MemoryOptions::default(), Recompute::None)
-            .unwrap_err(),
+        ParallelLayout::builder().tp(0).build().unwrap_err(),
         lmshape::Error::ZeroSize { field: "tp" }
+    );
+    let tp1 = ParallelLayout::default();
+    assert!(
+        memory::layer_activation_bytes(&m, &tp1, &MemoryOptions::default(), Recompute::None)
+            .is_ok()
     );
 }
 
@@ -726,17 +715,17 @@ proptest! {
 #[test]
 fn llama3_405b_uneven_pipeline() {
     let m = llama(16384, 53248, 128, 8, 126, 128256);
-    let layout = ParallelLayout {
-        tp: 8,
-        pp: 16,
-        dp: 1,
-        global_batch: 16,
-        seq_len: 8192,
-        first_stage_layers: Some(7),
-        last_stage_layers: Some(7),
-        recompute: Recompute::Full,
-        ..ParallelLayout::default()
-    };
+    let layout = ParallelLayout::builder()
+        .tp(8)
+        .pp(16)
+        .dp(1)
+        .global_batch(16)
+        .seq_len(8192)
+        .first_stage_layers(Some(7))
+        .last_stage_layers(Some(7))
+        .recompute(Recompute::Full)
+        .build()
+        .unwrap();
     let s = layout.stage_layers(&m).unwrap();
     assert_eq!((s.first, s.heaviest_middle(), s.last), (7, 8, 7));
     let r = memory::training_memory(&m, &layout, &MemoryOptions::default()).unwrap();
@@ -748,11 +737,12 @@ fn llama3_405b_uneven_pipeline() {
     assert_eq!(r.middle.params_on_rank, 8 * layer);
     assert_eq!(r.first.params_on_rank, 7 * layer + 129_024 * 16384 / 8);
     // Without the uneven ends the layers do not split over 16 stages.
-    let even = ParallelLayout {
-        first_stage_layers: None,
-        last_stage_layers: None,
-        ..layout
-    };
+    let even = layout
+        .to_builder()
+        .first_stage_layers(None)
+        .last_stage_layers(None)
+        .build()
+        .unwrap();
     assert!(
         even.validate(&m)
             .unwrap_err()
@@ -774,10 +764,12 @@ fn megatron_deepspeed_device_figure_out_of_sample() {
         .into_iter()
         .filter_map(|row| {
             let gb = row.max_gpu_memory_gb?;
-            let layout = ParallelLayout {
-                zero: ZeroStage::OptimizerStates,
-                ..row.layout
-            };
+            let layout = row
+                .layout
+                .to_builder()
+                .zero(ZeroStage::OptimizerStates)
+                .build()
+                .unwrap();
             let opts = MemoryOptions {
                 precision: Framework::MegatronDeepspeed.precision(),
                 ..MemoryOptions::default()
@@ -865,9 +857,9 @@ fn megatron_core_b200_allocated_and_reserved() {
         );
         eprintln!(
             "tp {} pp {} dp {}: allocated {:.2} vs {alloc} GiB ({:+.1}%), reserved {:.2} vs {reserved} GiB ({:+.1}%)",
-            layout.tp,
-            layout.pp,
-            layout.dp,
+            layout.tp(),
+            layout.pp(),
+            layout.dp(),
             gib(d.allocated_bytes),
             ea * 100.0,
             gib(d.reserved_bytes),
@@ -891,12 +883,12 @@ fn megatron_core_b200_allocated_and_reserved() {
             .iter()
             .map(|x| x.as_f64().unwrap())
             .collect();
-        let per_stage = by_rank.len() / layout.pp as usize;
+        let per_stage = by_rank.len() / layout.pp() as usize;
         let stages = [
             (&r.first, &by_rank[..per_stage]),
             (&r.last, &by_rank[by_rank.len() - per_stage..]),
         ];
-        for (stage, ranks) in stages.into_iter().take(layout.pp.min(2) as usize) {
+        for (stage, ranks) in stages.into_iter().take(layout.pp().min(2) as usize) {
             let measured = ranks.iter().cloned().fold(0.0, f64::max);
             let e = gib(stage.total_bytes) / measured - 1.0;
             eprintln!(
@@ -927,12 +919,12 @@ proptest! {
         let (est, d) = device(&l);
         prop_assert!(est <= d.allocated_bytes && d.allocated_bytes <= d.reserved_bytes
             && d.reserved_bytes <= d.device_bytes);
-        if l.tp < 8 {
-            let more = ParallelLayout { tp: l.tp * 2, ..l };
+        if l.tp() < 8 {
+            let more = l.to_builder().tp(l.tp() * 2).build().unwrap();
             prop_assert!(device(&more).1.device_bytes <= d.device_bytes);
         }
-        if l.recompute != Recompute::Full {
-            let more = ParallelLayout { recompute: Recompute::Full, ..l };
+        if l.recompute() != Recompute::Full {
+            let more = l.to_builder().recompute(Recompute::Full).build().unwrap();
             prop_assert!(device(&more).1.device_bytes <= d.device_bytes);
         }
     }
@@ -942,37 +934,26 @@ proptest! {
 #[test]
 fn expert_parallel_rules() {
     let mixtral = from_hf_config_str(r#"{"model_type":"mixtral"}"#).unwrap(); // 8 experts of 14336
-    let base = ParallelLayout {
-        tp: 2,
-        dp: 8,
-        global_batch: 8,
-        ..ParallelLayout::default()
-    };
-    let ok = ParallelLayout {
-        ep: 8,
-        etp: Some(2),
-        ..base
-    };
+    let base = ParallelLayout::builder()
+        .tp(2)
+        .dp(8)
+        .global_batch(8)
+        .build()
+        .unwrap();
+    let ok = base.to_builder().ep(8).etp(Some(2)).build().unwrap();
     ok.validate(&mixtral).unwrap();
     assert_eq!(ok.expert_dp().unwrap(), 1);
     let cases: [(ParallelLayout, &str); 3] = [
         (
-            ParallelLayout { ep: 3, ..base },
+            base.to_builder().ep(3).build().unwrap(),
             "routed experts must split over expert parallelism",
         ),
         (
-            ParallelLayout {
-                ep: 8,
-                etp: Some(4),
-                ..base
-            },
+            base.to_builder().ep(8).etp(Some(4)).build().unwrap(),
             "must divide tp × cp × dp",
         ),
         (
-            ParallelLayout {
-                etp: Some(5),
-                ..base
-            },
+            base.to_builder().etp(Some(5)).build().unwrap(),
             "expert width must split",
         ),
     ];
@@ -981,7 +962,11 @@ fn expert_parallel_rules() {
         assert!(e.contains(rule), "{e}");
     }
     let dense = presets::by_name("gpt3-175b").unwrap();
-    let e = ParallelLayout { ep: 2, ..base }
+    let e = base
+        .to_builder()
+        .ep(2)
+        .build()
+        .unwrap()
         .validate(&dense)
         .unwrap_err()
         .to_string();
@@ -997,18 +982,18 @@ fn expert_parallel_rules() {
 #[test]
 fn expert_parallelism_shards_the_experts() {
     let mixtral = from_hf_config_str(r#"{"model_type":"mixtral"}"#).unwrap();
-    let base = ParallelLayout {
-        tp: 1,
-        dp: 8,
-        global_batch: 8,
-        seq_len: 4096,
-        zero: ZeroStage::OptimizerStates,
-        ..ParallelLayout::default()
-    };
+    let base = ParallelLayout::builder()
+        .tp(1)
+        .dp(8)
+        .global_batch(8)
+        .seq_len(4096)
+        .zero(ZeroStage::OptimizerStates)
+        .build()
+        .unwrap();
     let at = |ep: u64| {
         memory::training_memory(
             &mixtral,
-            &ParallelLayout { ep, ..base },
+            &base.to_builder().ep(ep).build().unwrap(),
             &MemoryOptions::default(),
         )
         .unwrap()
@@ -1042,8 +1027,7 @@ proptest! {
             .with_moe(lmshape::model::Moe::routed(experts, 1, 2048))
             .unwrap();
         let dp = 1u64 << dp_log;
-        let layout = |ep: u64| ParallelLayout { tp, dp, ep, global_batch: dp, seq_len: 512,
-            zero: ZeroStage::from_number(zero).unwrap(), ..ParallelLayout::default() };
+        let layout = |ep: u64| ParallelLayout::builder().tp(tp).dp(dp).ep(ep).global_batch(dp).seq_len(512).zero(ZeroStage::from_number(zero).unwrap()).build().unwrap();
         let mut ep = 1;
         let mut last = memory::training_memory(&m, &layout(1), &MemoryOptions::default()).unwrap().peak;
         while ep * 2 <= experts && (tp * dp) % (ep * 2 * tp) == 0 {
@@ -1066,7 +1050,7 @@ proptest! {
         let profile = FrameworkProfile::of(Framework::ALL[f]);
         let capacity = cap_gib << 30;
         let device = |rc: Recompute| {
-            let r = memory::training_memory(&m, &ParallelLayout { recompute: rc, ..l }, &o).unwrap();
+            let r = memory::training_memory(&m, &l.to_builder().recompute(rc).build().unwrap(), &o).unwrap();
             profile.most_loaded(&r).unwrap().device_bytes as f64
         };
         let order = [Recompute::None, Recompute::Selective, Recompute::Full];
@@ -1090,28 +1074,24 @@ proptest! {
 fn context_parallelism_splits_tokens_and_shards_over_dp_times_cp() {
     let m = llama(4096, 14336, 32, 8, 32, 128256);
     let opts = flash_no_dropout();
-    let base = ParallelLayout {
-        tp: 2,
-        dp: 4,
-        micro_batch: 1,
-        global_batch: 8,
-        seq_len: 32768,
-        sequence_parallel: true,
-        zero: ZeroStage::OptimizerStates,
-        ..ParallelLayout::default()
-    };
+    let base = ParallelLayout::builder()
+        .tp(2)
+        .dp(4)
+        .micro_batch(1)
+        .global_batch(8)
+        .seq_len(32768)
+        .sequence_parallel(true)
+        .zero(ZeroStage::OptimizerStates)
+        .build()
+        .unwrap();
     let one = memory::training_memory(&m, &base, &opts).unwrap().peak;
-    let two = memory::training_memory(&m, &ParallelLayout { cp: 2, ..base }, &opts)
+    let two = memory::training_memory(&m, &base.to_builder().cp(2).build().unwrap(), &opts)
         .unwrap()
         .peak;
     assert_eq!(2 * two.activations_bytes, one.activations_bytes);
     let wide = memory::training_memory(
         &m,
-        &ParallelLayout {
-            dp: 8,
-            global_batch: 16,
-            ..base
-        },
+        &base.to_builder().dp(8).global_batch(16).build().unwrap(),
         &opts,
     )
     .unwrap()
@@ -1119,14 +1099,15 @@ fn context_parallelism_splits_tokens_and_shards_over_dp_times_cp() {
     assert_eq!(two.optimizer_bytes, wide.optimizer_bytes);
     assert_eq!(two.weights_bytes, one.weights_bytes);
     // The rules: 2·cp chunks per sequence; all-to-all needs the heads to split.
-    let odd = ParallelLayout { cp: 3, ..base };
-    assert!(odd.validate(&m).unwrap_err().to_string().contains("2 × cp"));
-    let a2a = ParallelLayout {
-        cp: 32,
-        seq_len: 65536,
-        cp_comm: lmshape::parallel::CpComm::A2a,
-        ..base
-    };
+    let odd = base.to_builder().cp(3).build().unwrap_err();
+    assert!(odd.to_string().contains("2 × cp"), "{odd}");
+    let a2a = base
+        .to_builder()
+        .cp(32)
+        .seq_len(65536)
+        .cp_comm(lmshape::parallel::CpComm::A2a)
+        .build()
+        .unwrap();
     assert!(
         a2a.validate(&m)
             .unwrap_err()
@@ -1143,10 +1124,7 @@ fn context_parallelism_splits_tokens_and_shards_over_dp_times_cp() {
 fn fp8_keeps_linear_inputs_in_one_byte() {
     use lmshape::memory::GemmPrecision;
     let m = presets::by_name("gpt3-175b").unwrap();
-    let layout = ParallelLayout {
-        seq_len: 2048,
-        ..ParallelLayout::default()
-    };
+    let layout = ParallelLayout::builder().seq_len(2048).build().unwrap();
     let bytes = |p: GemmPrecision| {
         let opts = MemoryOptions {
             gemm_precision: p,
@@ -1174,13 +1152,13 @@ fn fp8_keeps_linear_inputs_in_one_byte() {
 #[test]
 fn embedding_gradient_peaks_the_first_stage_of_a_large_vocabulary() {
     let m = example_config("bloom-560m");
-    let layout = ParallelLayout {
-        pp: 2,
-        global_batch: 8,
-        seq_len: 2048,
-        recompute: Recompute::Full,
-        ..ParallelLayout::default()
-    };
+    let layout = ParallelLayout::builder()
+        .pp(2)
+        .global_batch(8)
+        .seq_len(2048)
+        .recompute(Recompute::Full)
+        .build()
+        .unwrap();
     let opts = flash_no_dropout();
     let r = memory::training_memory(&m, &layout, &opts).unwrap();
     assert_eq!(r.first.peak_moment, memory::PeakMoment::EmbeddingBackward);
@@ -1195,15 +1173,15 @@ fn embedding_gradient_peaks_the_first_stage_of_a_large_vocabulary() {
 /// exactly `2 · s · b · ΔV / t`, and its held logits by twice that.
 #[test]
 fn logits_gradient_copy_is_two_bytes_per_logit() {
-    let layout = ParallelLayout {
-        tp: 2,
-        pp: 2,
-        micro_batch: 2,
-        global_batch: 8,
-        seq_len: 4096,
-        sequence_parallel: true,
-        ..ParallelLayout::default()
-    };
+    let layout = ParallelLayout::builder()
+        .tp(2)
+        .pp(2)
+        .micro_batch(2)
+        .global_batch(8)
+        .seq_len(4096)
+        .sequence_parallel(true)
+        .build()
+        .unwrap();
     let last = |vocab| {
         let m = llama(4096, 11008, 32, 32, 8, vocab);
         memory::training_memory(&m, &layout, &MemoryOptions::default())
@@ -1225,16 +1203,16 @@ const GPT3_LAYER_ON_TP8: u64 = (12 * 12288 * 12288 + 7 * 12288) / 8 + 6 * 12288;
 /// GPT-3 175B's middle stage at tp 8, pp 8 and `dp` (at dp 1 no model state shrinks with
 /// ZeRO) under full recomputation, 8 sequences a step.
 fn gpt3_middle_stage(zero: ZeroStage, dp: u64, opts: &MemoryOptions) -> memory::TrainingMemory {
-    let layout = ParallelLayout {
-        tp: 8,
-        pp: 8,
-        dp,
-        global_batch: 8,
-        seq_len: 2048,
-        zero,
-        recompute: Recompute::Full,
-        ..ParallelLayout::default()
-    };
+    let layout = ParallelLayout::builder()
+        .tp(8)
+        .pp(8)
+        .dp(dp)
+        .global_batch(8)
+        .seq_len(2048)
+        .zero(zero)
+        .recompute(Recompute::Full)
+        .build()
+        .unwrap();
     let m = presets::by_name("gpt3-175b").unwrap();
     memory::training_memory(&m, &layout, opts).unwrap().middle
 }
@@ -1306,10 +1284,7 @@ fn fsdp2_keeps_no_sixteen_bit_state() {
 fn megatron_core_weights_experts_in_the_activation() {
     use lmshape::memory::Framework;
     let m = example_config("qwen3-30b-a3b");
-    let layout = ParallelLayout {
-        seq_len: 4096,
-        ..ParallelLayout::default()
-    };
+    let layout = ParallelLayout::builder().seq_len(4096).build().unwrap();
     let act = |framework| {
         let opts = MemoryOptions {
             framework,
@@ -1338,12 +1313,12 @@ fn context_parallel_exchange_buffers() {
     let m = llama(4096, 1024, 32, 8, 4, 32000);
     let opts = flash_no_dropout();
     let transient = |cp_comm| {
-        let layout = ParallelLayout {
-            cp: 2,
-            cp_comm,
-            seq_len: 8192,
-            ..ParallelLayout::default()
-        };
+        let layout = ParallelLayout::builder()
+            .cp(2)
+            .cp_comm(cp_comm)
+            .seq_len(8192)
+            .build()
+            .unwrap();
         memory::training_memory(&m, &layout, &opts)
             .unwrap()
             .peak
@@ -1372,12 +1347,14 @@ fn interleaved_stages_hold_their_warm_up() {
         include_logits: false,
         ..MemoryOptions::default()
     };
-    let layout = |global_batch| ParallelLayout {
-        pp: 4,
-        global_batch,
-        seq_len: 8192,
-        schedule: lmshape::Schedule::Interleaved { virtual_stages: 5 },
-        ..ParallelLayout::default()
+    let layout = |global_batch| {
+        ParallelLayout::builder()
+            .pp(4)
+            .global_batch(global_batch)
+            .seq_len(8192)
+            .schedule(lmshape::Schedule::Interleaved { virtual_stages: 5 })
+            .build()
+            .unwrap()
     };
     let per_layer =
         memory::layer_activation_bytes(&m, &layout(16), &opts, Recompute::None).unwrap();

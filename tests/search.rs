@@ -125,9 +125,7 @@ proptest! {
                 prop_assert_eq!((s.model.num_heads() / space.tp()) * mb % 4, 0);
             }
             // The parallel layout of the space accepts the model.
-            let layout = ParallelLayout { tp: space.tp(), pp: space.pp(),
-                embedding_pipeline_slots: space.embedding_pipeline_slots(), seq_len: space.seq_len(),
-                ..ParallelLayout::default() };
+            let layout = ParallelLayout::builder().tp(space.tp()).pp(space.pp()).embedding_pipeline_slots(space.embedding_pipeline_slots()).seq_len(space.seq_len()).build().unwrap();
             prop_assert!(layout.validate(&m).is_ok(), "{:?}", layout.validate(&m));
         }
     }
@@ -299,8 +297,7 @@ proptest! {
             (true, Some(kv_heads), Some(ffn_size)) => {
                 let vocab_rows = if pad { vocab.div_ceil(128 * tp) * 128 * tp } else { vocab };
                 let m = lmshape::Transformer::builder().vocab_size(vocab_rows).hidden_size(d).num_layers(l).num_heads(heads).num_kv_heads(kv_heads).head_dim(d / heads).ffn_size(ffn_size).max_positions(64).arch(Architecture::llama()).build().unwrap();
-                let layout = ParallelLayout { tp, pp, embedding_pipeline_slots: slots,
-                    seq_len: 64, ..ParallelLayout::default() };
+                let layout = ParallelLayout::builder().tp(tp).pp(pp).embedding_pipeline_slots(slots).seq_len(64).build().unwrap();
                 let fused_ok = fused.is_none_or(|mb| (heads / tp) * mb % 4 == 0);
                 layout.validate(&m).is_ok() && fused_ok
             }
@@ -364,14 +361,14 @@ fn moe_shapes_match_their_backbones_and_recount() {
         assert_eq!(m.active_params, c.total_params - skipped);
         assert!(m.active_in(dense.size_basis()) >= dense.min_params());
         assert!(m.active_in(dense.size_basis()) <= dense.max_params());
-        let layout = ParallelLayout {
-            dp: 8,
-            ep: 8,
-            etp: Some(1),
-            global_batch: 8,
-            seq_len: 4096,
-            ..ParallelLayout::default()
-        };
+        let layout = ParallelLayout::builder()
+            .dp(8)
+            .ep(8)
+            .etp(Some(1))
+            .global_batch(8)
+            .seq_len(4096)
+            .build()
+            .unwrap();
         layout.validate(&model).unwrap();
     }
     assert!(n > 100, "{n}");
@@ -395,15 +392,15 @@ fn balanced_pipelines_add_uneven_depths() {
     let keys: BTreeSet<_> = b.iter().map(key).collect();
     assert!(a.is_subset(&keys) && keys.len() > a.len());
     for s in b.iter().filter(|s| (s.model.num_layers() + 2) % 12 != 0) {
-        let layout = ParallelLayout {
-            tp: 4,
-            pp: 12,
-            dp: 8,
-            global_batch: 2048,
-            embedding_pipeline_slots: true,
-            balanced_pipeline: true,
-            ..ParallelLayout::default()
-        };
+        let layout = ParallelLayout::builder()
+            .tp(4)
+            .pp(12)
+            .dp(8)
+            .global_batch(2048)
+            .embedding_pipeline_slots(true)
+            .balanced_pipeline(true)
+            .build()
+            .unwrap();
         layout.validate(&s.model).unwrap();
     }
 }

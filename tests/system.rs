@@ -108,8 +108,7 @@ proptest! {
         mb in 1u64..4, m in 1u64..6,
     ) {
         let base = SystemProfile::shared(SYSTEM_NAMES[which]).unwrap();
-        let layout = ParallelLayout { tp, dp: 8 / tp, micro_batch: mb, global_batch: mb * (8 / tp) * m,
-            seq_len: 4096, sequence_parallel: tp > 1, ..ParallelLayout::default() };
+        let layout = ParallelLayout::builder().tp(tp).dp(8 / tp).micro_batch(mb).global_batch(mb * (8 / tp) * m).seq_len(4096).sequence_parallel(tp > 1).build().unwrap();
         let s = step_on(base.clone(), &layout);
         prop_assert!(s.step_seconds_low <= s.step_seconds && s.step_seconds <= s.step_seconds_high);
         let mut slower = (*base).clone();
@@ -119,9 +118,9 @@ proptest! {
             }
         }
         prop_assert!(step_on(Arc::new(slower), &layout).step_seconds >= s.step_seconds);
-        let longer = ParallelLayout { micro_batch: mb + 1, global_batch: (mb + 1) * (8 / tp) * m, ..layout };
+        let longer = layout.to_builder().micro_batch(mb + 1).global_batch((mb + 1) * (8 / tp) * m).build().unwrap();
         prop_assert!(step_on(base.clone(), &longer).step_seconds >= s.step_seconds);
-        let more = ParallelLayout { global_batch: layout.global_batch + mb * (8 / tp), ..layout };
+        let more = layout.to_builder().global_batch(layout.global_batch() + mb * (8 / tp)).build().unwrap();
         prop_assert!(step_on(base, &more).step_seconds >= s.step_seconds);
     }
 

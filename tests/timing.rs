@@ -81,7 +81,7 @@ fn hidden_13824_beats_14400() {
     let pick = |h: u64| {
         runs.iter()
             .find(|(r, _)| {
-                r.model.hidden_size() == h && r.layout.dp == 4 && r.layout.micro_batch == 1
+                r.model.hidden_size() == h && r.layout.dp() == 4 && r.layout.micro_batch() == 1
             })
             .unwrap()
             .0
@@ -127,14 +127,14 @@ fn untuned_selene_vs_narayanan_table_1() {
     let timer = AnalyticalTimer::new(cluster.gpu.clone());
     for (heads, h, l, tp, pp, gpus, batch, published) in rows {
         let m = Transformer::standard(51200, h, l, heads, 2048, Architecture::gpt2()).unwrap();
-        let layout = ParallelLayout {
-            tp,
-            pp,
-            dp: gpus / (tp * pp),
-            global_batch: batch,
-            recompute: Recompute::Full,
-            ..ParallelLayout::default()
-        };
+        let layout = ParallelLayout::builder()
+            .tp(tp)
+            .pp(pp)
+            .dp(gpus / (tp * pp))
+            .global_batch(batch)
+            .recompute(Recompute::Full)
+            .build()
+            .unwrap();
         let s = step::step_time(&m, &layout, &cluster, &timer, &StepOptions::default()).unwrap();
         let err = s.tflops_per_gpu / published - 1.0;
         eprintln!(
@@ -220,9 +220,7 @@ proptest! {
         let d = heads * hd;
         let ffn = if arch.mlp == lmshape::MlpKind::Gated { 8 * d / 3 / 64 * 64 } else { 4 * d };
         let model = |l| Transformer::builder().vocab_size(32000).hidden_size(d).num_layers(l).num_heads(heads).num_kv_heads(heads).head_dim(hd).ffn_size(ffn).max_positions(2048).arch(arch).build().unwrap();
-        let layout = ParallelLayout { tp, pp, dp, micro_batch: micro, global_batch: micro * dp * m,
-            seq_len: 1024, sequence_parallel: sp,
-            recompute: [Recompute::None, Recompute::Selective, Recompute::Full][rc], ..ParallelLayout::default() };
+        let layout = ParallelLayout::builder().tp(tp).pp(pp).dp(dp).micro_batch(micro).global_batch(micro * dp * m).seq_len(1024).sequence_parallel(sp).recompute([Recompute::None, Recompute::Selective, Recompute::Full][rc]).build().unwrap();
         let cluster = Cluster::selene();
         let timer = AnalyticalTimer::new(cluster.gpu.clone());
         let l = 4 * layers_mul;
@@ -239,13 +237,13 @@ proptest! {
 #[test]
 fn unphysical_inputs_are_errors() {
     let m = lmshape::presets::by_name("gpt3-175b").unwrap();
-    let layout = ParallelLayout {
-        tp: 8,
-        pp: 8,
-        dp: 2,
-        global_batch: 16,
-        ..ParallelLayout::default()
-    };
+    let layout = ParallelLayout::builder()
+        .tp(8)
+        .pp(8)
+        .dp(2)
+        .global_batch(16)
+        .build()
+        .unwrap();
     let good = Cluster::selene();
     let timer = AnalyticalTimer::new(good.gpu.clone());
     let opts = StepOptions::default();
@@ -281,14 +279,14 @@ fn unphysical_inputs_are_errors() {
         }
     );
     // Tokens per step that overflow u64.
-    let huge = ParallelLayout {
-        tp: 8,
-        pp: 8,
-        dp: 1,
-        global_batch: u64::MAX / 2,
-        seq_len: 1024,
-        ..ParallelLayout::default()
-    };
+    let huge = ParallelLayout::builder()
+        .tp(8)
+        .pp(8)
+        .dp(1)
+        .global_batch(u64::MAX / 2)
+        .seq_len(1024)
+        .build()
+        .unwrap();
     assert!(matches!(
         step::step_time(&m, &huge, &good, &timer, &opts).unwrap_err(),
         lmshape::Error::Overflow { .. }
@@ -332,11 +330,11 @@ fn presets_add_up_to_their_systems() {
         let cluster = Cluster::reference_node(gpu.clone());
         let timer = AnalyticalTimer::new(gpu.clone());
         let m = Transformer::standard(50257, 4096, 32, 32, 2048, Architecture::gpt2()).unwrap();
-        let layout = ParallelLayout {
-            tp: 8,
-            global_batch: 8,
-            ..ParallelLayout::default()
-        };
+        let layout = ParallelLayout::builder()
+            .tp(8)
+            .global_batch(8)
+            .build()
+            .unwrap();
         let dtype = if gpu.bf16_flops_per_s > 0.0 {
             Dtype::Bf16
         } else {
@@ -358,14 +356,14 @@ fn presets_add_up_to_their_systems() {
 fn fp8_is_faster_and_keeps_weight_copies() {
     use lmshape::memory::{GemmPrecision, MemoryOptions};
     let m = lmshape::presets::by_name("gpt3-175b").unwrap();
-    let layout = ParallelLayout {
-        tp: 8,
-        pp: 8,
-        dp: 16,
-        global_batch: 1536,
-        recompute: Recompute::Selective,
-        ..ParallelLayout::default()
-    };
+    let layout = ParallelLayout::builder()
+        .tp(8)
+        .pp(8)
+        .dp(16)
+        .global_batch(1536)
+        .recompute(Recompute::Selective)
+        .build()
+        .unwrap();
     let cluster = Cluster::reference_node(GpuSpec::h100_sxm());
     let timer = AnalyticalTimer::new(cluster.gpu.clone());
     let with = |p: GemmPrecision| StepOptions {
@@ -418,14 +416,14 @@ fn one_expert_runs_the_dense_gemms_plus_a_router() {
     use lmshape::step::GemmRole;
     let dense = common::llama_8_layers(4096);
     let moe = dense.with_moe(Moe::routed(1, 1, 14336)).unwrap();
-    let layout = ParallelLayout {
-        tp: 2,
-        dp: 4,
-        micro_batch: 2,
-        global_batch: 16,
-        seq_len: 4096,
-        ..ParallelLayout::default()
-    };
+    let layout = ParallelLayout::builder()
+        .tp(2)
+        .dp(4)
+        .micro_batch(2)
+        .global_batch(16)
+        .seq_len(4096)
+        .build()
+        .unwrap();
     let opts = StepOptions::default();
     let a = step::layer_gemms(&dense, &layout, &opts, 0).unwrap();
     let b = step::layer_gemms(&moe, &layout, &opts, 0).unwrap();
@@ -470,8 +468,7 @@ proptest! {
         let ep = (1u64 << ep_log).min(e);
         let dense = Transformer::builder().vocab_size(32000).hidden_size(1024).num_layers(4).num_heads(16).num_kv_heads(4).head_dim(64).ffn_size(2816).max_positions(2048).arch(Architecture::llama()).build().unwrap();
         let model = dense.with_moe(Moe::routed(e, k, 1408)).unwrap();
-        let layout = ParallelLayout { tp, dp: 8, ep, etp: Some(1), micro_batch: micro,
-            global_batch: micro * 8 * 2, seq_len: 1024, ..ParallelLayout::default() };
+        let layout = ParallelLayout::builder().tp(tp).dp(8).ep(ep).etp(Some(1)).micro_batch(micro).global_batch(micro * 8 * 2).seq_len(1024).build().unwrap();
         let cluster = Cluster::reference_node(GpuSpec::h100_sxm());
         let timer = AnalyticalTimer::new(cluster.gpu.clone());
         let with = |routing: Routing| StepOptions {
@@ -487,7 +484,7 @@ proptest! {
         prop_assert_eq!(dropless.breakdown.all_to_all_seconds == 0.0, ep == 1);
         if ep < e && (8 * tp) % (2 * ep) == 0 {
             let mem = |ep: u64| lmshape::memory::training_memory(&model,
-                &ParallelLayout { ep, ..layout }, &MemoryOptions::default()).unwrap().peak.experts_bytes;
+                &layout.to_builder().ep(ep).build().unwrap(), &MemoryOptions::default()).unwrap().peak.experts_bytes;
             prop_assert!(mem(2 * ep) <= mem(ep));
         }
     }
@@ -499,25 +496,26 @@ proptest! {
 fn interleaving_shrinks_the_bubble_and_multiplies_the_sends() {
     use lmshape::parallel::Schedule;
     let m = lmshape::presets::by_name("gpt3-175b").unwrap();
-    let layout = ParallelLayout {
-        tp: 8,
-        pp: 8,
-        dp: 4,
-        global_batch: 128,
-        recompute: Recompute::Selective,
-        ..ParallelLayout::default()
-    };
+    let layout = ParallelLayout::builder()
+        .tp(8)
+        .pp(8)
+        .dp(4)
+        .global_batch(128)
+        .recompute(Recompute::Selective)
+        .build()
+        .unwrap();
     let cluster = Cluster::selene();
     let timer = AnalyticalTimer::new(cluster.gpu.clone());
     let run = |v: u64| {
-        let l = ParallelLayout {
-            schedule: if v > 1 {
+        let l = layout
+            .to_builder()
+            .schedule(if v > 1 {
                 Schedule::Interleaved { virtual_stages: v }
             } else {
                 Schedule::OneFOneB
-            },
-            ..layout
-        };
+            })
+            .build()
+            .unwrap();
         step::step_time(&m, &l, &cluster, &timer, &StepOptions::default()).unwrap()
     };
     let (one, three) = (run(1), run(3));
@@ -558,21 +556,21 @@ fn llama3_405b_runs(cluster: &Cluster, timer: &dyn GemmTimer) -> [(f64, f64); 2]
         ..StepOptions::default()
     };
     let tflops = |cp: u64, dp: u64, seq_len: u64| {
-        let layout = ParallelLayout {
-            tp: 8,
-            cp,
-            pp: 16,
-            dp,
-            micro_batch: 1,
-            global_batch: 16 * 1024 * 1024 / seq_len,
-            seq_len,
-            sequence_parallel: true,
-            zero: lmshape::ZeroStage::OptimizerStates,
-            first_stage_layers: Some(7),
-            last_stage_layers: Some(7),
-            schedule: lmshape::parallel::Schedule::Interleaved { virtual_stages: 2 },
-            ..ParallelLayout::default()
-        };
+        let layout = ParallelLayout::builder()
+            .tp(8)
+            .cp(cp)
+            .pp(16)
+            .dp(dp)
+            .micro_batch(1)
+            .global_batch(16 * 1024 * 1024 / seq_len)
+            .seq_len(seq_len)
+            .sequence_parallel(true)
+            .zero(lmshape::ZeroStage::OptimizerStates)
+            .first_stage_layers(Some(7))
+            .last_stage_layers(Some(7))
+            .schedule(lmshape::parallel::Schedule::Interleaved { virtual_stages: 2 })
+            .build()
+            .unwrap();
         let s = step::step_time(&m, &layout, cluster, timer, &opts).unwrap();
         let conv = lmshape::flops::FlopsConvention {
             causal: true,
@@ -624,10 +622,7 @@ proptest! {
         } else {
             dense
         };
-        let layout = ParallelLayout { tp, pp, cp, dp: 8, micro_batch: 1, global_batch: 32,
-            seq_len: 8192, sequence_parallel: tp > 1, ep: if moe { 8 } else { 1 },
-            etp: if moe { Some(1) } else { None }, zero: lmshape::ZeroStage::OptimizerStates,
-            ..ParallelLayout::default() };
+        let layout = ParallelLayout::builder().tp(tp).pp(pp).cp(cp).dp(8).micro_batch(1).global_batch(32).seq_len(8192).sequence_parallel(tp > 1).ep(if moe { 8 } else { 1 }).etp(if moe { Some(1) } else { None }).zero(lmshape::ZeroStage::OptimizerStates).build().unwrap();
         let base = Cluster::reference_node(GpuSpec::h100_sxm());
         let opts = |p| StepOptions { memory: MemoryOptions { attention: AttentionKernel::Flash,
             dropout: false, gemm_precision: p, ..MemoryOptions::default() }, ..StepOptions::default() };
@@ -668,15 +663,15 @@ fn shared_expert_overlap_hides_all_to_all() {
         .arch(Architecture::llama())
         .build()
         .unwrap();
-    let layout = ParallelLayout {
-        dp: 8,
-        ep: 8,
-        etp: Some(1),
-        micro_batch: 2,
-        global_batch: 32,
-        seq_len: 4096,
-        ..ParallelLayout::default()
-    };
+    let layout = ParallelLayout::builder()
+        .dp(8)
+        .ep(8)
+        .etp(Some(1))
+        .micro_batch(2)
+        .global_batch(32)
+        .seq_len(4096)
+        .build()
+        .unwrap();
     let cluster = Cluster::reference_node(GpuSpec::h100_sxm());
     let overlapped = Cluster {
         overlap_shared_experts: true,
@@ -734,12 +729,12 @@ fn step_prices_the_byte_counts_memory_uses() {
     assert_eq!(again, best.step);
     // FSDP2 under ZeRO-3: gathers and reduce-scatters over 64 ranks take time.
     let m = lmshape::presets::by_name("gpt3-13b").unwrap();
-    let layout = ParallelLayout {
-        dp: 64,
-        global_batch: 64,
-        zero: lmshape::ZeroStage::Weights,
-        ..ParallelLayout::default()
-    };
+    let layout = ParallelLayout::builder()
+        .dp(64)
+        .global_batch(64)
+        .zero(lmshape::ZeroStage::Weights)
+        .build()
+        .unwrap();
     let fsdp = StepOptions {
         memory: FrameworkProfile::of(Framework::Fsdp)
             .memory_options(&lmshape::MemoryOptions::default()),
@@ -781,14 +776,14 @@ fn measured_profiles_on_a100_and_h100_runs() {
     let mut ratios = Vec::new();
     for (heads, h, l, tp, pp, gpus, batch, published) in NARAYANAN_TABLE_1 {
         let m = Transformer::standard(51200, h, l, heads, 2048, Architecture::gpt2()).unwrap();
-        let layout = ParallelLayout {
-            tp,
-            pp,
-            dp: gpus / (tp * pp),
-            global_batch: batch,
-            recompute: Recompute::Full,
-            ..ParallelLayout::default()
-        };
+        let layout = ParallelLayout::builder()
+            .tp(tp)
+            .pp(pp)
+            .dp(gpus / (tp * pp))
+            .global_batch(batch)
+            .recompute(Recompute::Full)
+            .build()
+            .unwrap();
         let s = step::step_time(&m, &layout, &c, &t, &StepOptions::default()).unwrap();
         let e = s.tflops_per_gpu / published - 1.0;
         eprintln!("  dgx-a100 {h}x{l}: {:+.1}%", 100.0 * e);

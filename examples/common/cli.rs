@@ -661,37 +661,37 @@ pub enum CpCommArg {
 impl LayoutArgs {
     /// The layout for sequences of `seq_len` tokens.
     pub fn layout(&self, seq_len: u64) -> lmshape::ParallelLayout {
-        lmshape::ParallelLayout {
-            tp: self.tp,
-            pp: self.pp,
-            dp: self.dp,
-            sequence_parallel: self.sequence_parallel,
-            zero: self.zero,
-            micro_batch: self.micro_batch,
-            global_batch: self.global_batch.unwrap_or_else(|| {
+        let builder = lmshape::ParallelLayout::builder()
+            .tp(self.tp)
+            .pp(self.pp)
+            .dp(self.dp)
+            .sequence_parallel(self.sequence_parallel)
+            .zero(self.zero)
+            .micro_batch(self.micro_batch)
+            .global_batch(self.global_batch.unwrap_or_else(|| {
                 self.micro_batch
                     .saturating_mul(self.dp)
                     .saturating_mul(self.pp)
-            }),
-            seq_len,
-            recompute: self.recompute.into(),
-            schedule: match self.virtual_stages {
+            }))
+            .seq_len(seq_len)
+            .recompute(self.recompute.into())
+            .schedule(match self.virtual_stages {
                 1 => lmshape::Schedule::OneFOneB,
                 v => lmshape::Schedule::Interleaved { virtual_stages: v },
-            },
-            embedding_pipeline_slots: self.embedding_slots,
+            })
+            .embedding_pipeline_slots(self.embedding_slots)
             // DeepSpeed balances the slots when they do not split evenly.
-            balanced_pipeline: self.balanced_pipeline || self.embedding_slots,
-            first_stage_layers: self.first_stage_layers,
-            last_stage_layers: self.last_stage_layers,
-            cp: self.cp,
-            cp_comm: match self.cp_comm {
+            .balanced_pipeline(self.balanced_pipeline || self.embedding_slots)
+            .first_stage_layers(self.first_stage_layers)
+            .last_stage_layers(self.last_stage_layers)
+            .cp(self.cp)
+            .cp_comm(match self.cp_comm {
                 CpCommArg::P2p => lmshape::parallel::CpComm::P2p,
                 CpCommArg::A2a => lmshape::parallel::CpComm::A2a,
-            },
-            ep: self.ep,
-            etp: self.etp,
-        }
+            })
+            .ep(self.ep)
+            .etp(self.etp);
+        super::or_die(builder.build())
     }
 }
 

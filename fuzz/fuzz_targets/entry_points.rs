@@ -37,45 +37,47 @@ impl Bytes<'_> {
     }
 }
 
-fn layout(b: &mut Bytes) -> ParallelLayout {
-    ParallelLayout {
-        tp: b.u64(1),
-        pp: b.u64(1),
-        dp: b.u64(2),
-        sequence_parallel: b.u8() & 1 == 1,
-        zero: ZeroStage::from_number(u64::from(b.u8() % 4)).unwrap_or_default(),
-        micro_batch: b.u64(1),
-        global_batch: b.u64(3),
-        seq_len: b.u64(2),
-        recompute: [Recompute::None, Recompute::Selective, Recompute::Full][usize::from(b.u8() % 3)],
-        schedule: match b.u8() % 3 {
+/// A layout from the bytes, through the public builder (`None` when it breaks a rule).
+fn layout(b: &mut Bytes) -> Option<ParallelLayout> {
+    ParallelLayout::builder()
+        .tp(b.u64(1))
+        .pp(b.u64(1))
+        .dp(b.u64(2))
+        .sequence_parallel(b.u8() & 1 == 1)
+        .zero(ZeroStage::from_number(u64::from(b.u8() % 4)).unwrap_or_default())
+        .micro_batch(b.u64(1))
+        .global_batch(b.u64(3))
+        .seq_len(b.u64(2))
+        .recompute([Recompute::None, Recompute::Selective, Recompute::Full][usize::from(b.u8() % 3)])
+        .schedule(match b.u8() % 3 {
             0 => Schedule::OneFOneB,
             _ => Schedule::Interleaved {
                 virtual_stages: b.u64(1),
             },
-        },
-        embedding_pipeline_slots: b.u8() & 1 == 1,
-        balanced_pipeline: b.u8() & 1 == 1,
-        first_stage_layers: match b.u8() % 3 {
+        })
+        .embedding_pipeline_slots(b.u8() & 1 == 1)
+        .balanced_pipeline(b.u8() & 1 == 1)
+        .first_stage_layers(match b.u8() % 3 {
             0 => None,
             _ => Some(b.u64(1)),
-        },
-        last_stage_layers: match b.u8() % 3 {
+        })
+        .last_stage_layers(match b.u8() % 3 {
             0 => None,
             _ => Some(b.u64(1)),
-        },
-        cp: b.u64(1),
-        cp_comm: if b.u8() & 1 == 1 {
+        })
+        .cp(b.u64(1))
+        .cp_comm(if b.u8() & 1 == 1 {
             lmshape::parallel::CpComm::A2a
         } else {
             lmshape::parallel::CpComm::P2p
-        },
-        ep: b.u64(1),
-        etp: match b.u8() % 2 {
+        })
+        .ep(b.u64(1))
+        .etp(match b.u8() % 2 {
             0 => None,
             _ => Some(b.u64(1)),
-        },
-    }
+        })
+        .build()
+        .ok()
 }
 
 fn model(b: &mut Bytes) -> Option<Transformer> {
@@ -94,7 +96,9 @@ fn model(b: &mut Bytes) -> Option<Transformer> {
 fn exercise_model(m: &Transformer, b: &mut Bytes) {
     let _ = m.param_counts();
     let _ = flops::summary(m, b.u64(2));
-    let l = layout(b);
+    let Some(l) = layout(b) else {
+        return;
+    };
     let framework = memory::Framework::ALL[usize::from(b.u8() % 4)];
     let profile = memory::FrameworkProfile::of(framework);
     let opts = profile.memory_options(&MemoryOptions::default());
@@ -114,7 +118,7 @@ fn exercise_model(m: &Transformer, b: &mut Bytes) {
     let _ = memory::inference_memory(m, &q);
     let _ = memory::max_inference_batch(m, &q, b.u64(6));
     // Step time only for modest models, so one input stays fast.
-    if m.num_layers() <= 64 && l.global_batch <= 4096 {
+    if m.num_layers() <= 64 && l.global_batch() <= 4096 {
         let mut cluster = Cluster::selene();
         if b.u8() & 1 == 1 {
             cluster.inter_node_bytes_per_s = b.f64();
@@ -208,7 +212,9 @@ fn exercise_literal(b: &mut Bytes) {
     let _ = m.param_counts();
     let _ = m.total_params();
     let _ = flops::summary(&m, b.u64(2));
-    let _ = memory::training_memory(&m, &layout(b), &MemoryOptions::default());
+    if let Some(l) = layout(b) {
+        let _ = memory::training_memory(&m, &l, &MemoryOptions::default());
+    }
 }
 
 /// Serving a model built from numbers on a shipped machine profile, with an arbitrary

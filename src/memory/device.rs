@@ -81,7 +81,7 @@ impl FrameworkProfile {
 /// ```
 /// use lmshape::{memory::{self, Framework, FrameworkProfile, MemoryOptions}, presets, ParallelLayout, Recompute};
 /// let m = presets::by_name("gpt3-175b")?;
-/// let layout = ParallelLayout { tp: 8, pp: 8, dp: 2, micro_batch: 1, global_batch: 64, ..ParallelLayout::default() };
+/// let layout = ParallelLayout::builder().tp(8).pp(8).dp(2).micro_batch(1).global_batch(64).build()?;
 /// let profile = FrameworkProfile::of(Framework::MegatronCore);
 /// let (rc, _) = memory::least_recompute(&m, &layout, &MemoryOptions::default(), &profile, 80 << 30, 0.9)?
 ///     .expect("some recomputation fits");

@@ -157,7 +157,7 @@ impl std::fmt::Display for StageKind {
 /// ```
 /// use lmshape::{memory::{self, MemoryOptions, PeakMoment}, presets, ParallelLayout};
 /// let gpt3 = presets::by_name("gpt3-175b")?;
-/// let layout = ParallelLayout { tp: 8, pp: 8, global_batch: 64, ..ParallelLayout::default() };
+/// let layout = ParallelLayout::builder().tp(8).pp(8).global_batch(64).build()?;
 /// let r = memory::training_memory(&gpt3, &layout, &MemoryOptions::default())?;
 /// // Without recomputation the first stage holds eight micro-batches at its first backward.
 /// assert_eq!(r.first.peak_moment, PeakMoment::Backward);

@@ -17,7 +17,7 @@ use crate::params::LayerKind;
 /// ```
 /// use lmshape::{memory::{self, MemoryOptions}, presets, ParallelLayout};
 /// let gpt3 = presets::by_name("gpt3-175b")?;
-/// let layout = ParallelLayout { tp: 8, pp: 8, dp: 1, global_batch: 8, ..ParallelLayout::default() };
+/// let layout = ParallelLayout::builder().tp(8).pp(8).dp(1).global_batch(8).build()?;
 /// let report = memory::training_memory(&gpt3, &layout, &MemoryOptions::default())?;
 /// let states = report.last.weights_bytes + report.last.gradients_bytes + report.last.optimizer_bytes;
 /// assert!((states as f64 / (1u64 << 30) as f64 - 46.9).abs() < 0.05);

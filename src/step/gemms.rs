@@ -143,7 +143,7 @@ pub(crate) fn attended_keys(
 /// use lmshape::step::{self, GemmRole, StepOptions};
 /// use lmshape::{presets, ParallelLayout};
 /// let m = presets::by_name("bloom-176b")?;
-/// let layout = ParallelLayout { tp: 4, micro_batch: 2, global_batch: 2, ..ParallelLayout::default() };
+/// let layout = ParallelLayout::builder().tp(4).micro_batch(2).global_batch(2).build()?;
 /// let g = step::layer_gemms(&m, &layout, &StepOptions::default(), 0)?;
 /// let (qkv, _) = g.as_slice()[0];
 /// assert_eq!((qkv.m, qkv.n, qkv.k), (4096, 3 * 14336 / 4, 14336));

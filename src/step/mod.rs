@@ -224,8 +224,8 @@ pub(crate) struct LayerTimes {
 /// let cluster = Cluster::selene();
 /// let timer = AnalyticalTimer::new(cluster.gpu.clone());
 /// let m = presets::by_name("gpt3-175b")?;
-/// let layout = ParallelLayout { tp: 8, pp: 8, dp: 16, micro_batch: 1, global_batch: 1536,
-///     recompute: Recompute::Full, ..ParallelLayout::default() };
+/// let layout = ParallelLayout::builder().tp(8).pp(8).dp(16).micro_batch(1)
+///     .global_batch(1536).recompute(Recompute::Full).build()?;
 /// let s = step::step_time(&m, &layout, &cluster, &timer, &StepOptions::default())?;
 /// assert!(s.tflops_per_gpu > 80.0 && s.tflops_per_gpu < 250.0);
 /// # Ok::<(), lmshape::Error>(())

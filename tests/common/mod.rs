@@ -79,16 +79,16 @@ pub fn bloom_rows() -> Vec<BloomRow> {
                     lmshape::Architecture::bloom(),
                 )
                 .unwrap(),
-                layout: lmshape::ParallelLayout {
-                    tp: u("tp"),
-                    pp: u("pp"),
-                    dp: u("dp"),
-                    micro_batch: u("micro_batch"),
-                    global_batch: 2048,
-                    seq_len: 2048,
-                    recompute: lmshape::Recompute::Full,
-                    ..lmshape::ParallelLayout::default()
-                },
+                layout: lmshape::ParallelLayout::builder()
+                    .tp(u("tp"))
+                    .pp(u("pp"))
+                    .dp(u("dp"))
+                    .micro_batch(u("micro_batch"))
+                    .global_batch(2048)
+                    .seq_len(2048)
+                    .recompute(lmshape::Recompute::Full)
+                    .build()
+                    .unwrap(),
                 tflops_per_gpu: r["tflops_per_gpu"].as_f64().unwrap(),
                 max_gpu_memory_gb: r["max_gpu_memory_gb"].as_f64(),
             }
@@ -116,17 +116,17 @@ pub fn b200_runs() -> (
         .iter()
         .map(|run| {
             let n = |k: &str| run[k].as_u64().unwrap();
-            let layout = lmshape::ParallelLayout {
-                tp: n("tp"),
-                pp: n("pp"),
-                dp: n("dp"),
-                micro_batch: n("micro_batch"),
-                global_batch: n("global_batch"),
-                seq_len: n("seq_len"),
-                sequence_parallel: run["sequence_parallel"].as_bool().unwrap(),
-                zero: lmshape::ZeroStage::OptimizerStates,
-                ..lmshape::ParallelLayout::default()
-            };
+            let layout = lmshape::ParallelLayout::builder()
+                .tp(n("tp"))
+                .pp(n("pp"))
+                .dp(n("dp"))
+                .micro_batch(n("micro_batch"))
+                .global_batch(n("global_batch"))
+                .seq_len(n("seq_len"))
+                .sequence_parallel(run["sequence_parallel"].as_bool().unwrap())
+                .zero(lmshape::ZeroStage::OptimizerStates)
+                .build()
+                .unwrap();
             (layout, run.clone())
         })
         .collect();
