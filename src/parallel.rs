@@ -1319,17 +1319,93 @@ impl LayoutSpace {
     ///
     /// # Errors
     /// A layout that breaks a rule for the model ([`crate::ParallelLayout::validate`]).
-    pub fn for_model(
+    pub fn for_model<'m>(
         &self,
         layout: &ParallelLayout,
-        model: &Transformer,
-    ) -> Result<ParallelLayout> {
+        model: &'m Transformer,
+    ) -> Result<Placement<'m>> {
         let l = ParallelLayout {
             embedding_pipeline_slots: self.embedding_slots.applies(model.num_layers, layout.pp),
             balanced_pipeline: layout.balanced_pipeline || self.balanced_pipeline,
             ..*layout
         };
-        l.validate(model)?;
-        Ok(l)
+        Placement::new(model, &l)
+    }
+}
+
+/// A model on a layout, checked together once ([`ParallelLayout::validate`]), with what the
+/// layout derives for the model computed once: the stage partition
+/// ([`ParallelLayout::stage_layers`]) and the padded vocabulary
+/// ([`ParallelLayout::padded_vocab`]). Memory ([`crate::memory::training_memory_placed`]) and
+/// the step model ([`crate::step::step_time_placed`]) take it and neither checks nor derives
+/// these again; it cannot be built from a pair that breaks a rule.
+///
+/// ```
+/// use lmshape::{parallel::Placement, presets, ParallelLayout};
+/// let bloom = presets::by_name("bloom-176b")?;
+/// let layout = ParallelLayout::builder().tp(4).pp(12).dp(8).micro_batch(2)
+///     .global_batch(2048).embedding_pipeline_slots(true).build()?;
+/// let placed = Placement::new(&bloom, &layout)?;
+/// assert_eq!(placed.stages().first, 5); // 70 layers + 2 embedding slots over 12 stages
+/// assert_eq!(placed.padded_vocab(), 250_880);
+/// // tp 3 does not split 112 heads.
+/// let tp3 = layout.to_builder().tp(3).dp(1).pp(1).global_batch(2).build()?;
+/// assert!(Placement::new(&bloom, &tp3).is_err());
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Placement<'m> {
+    model: &'m Transformer,
+    layout: ParallelLayout,
+    stages: StageLayers,
+    padded_vocab: u64,
+}
+
+impl<'m> Placement<'m> {
+    /// `model` on `layout`, once every rule of the pair holds.
+    ///
+    /// # Errors
+    /// The first rule broken ([`ParallelLayout::validate`]), or a vocabulary whose padding
+    /// overflows `u64`.
+    pub fn new(model: &'m Transformer, layout: &ParallelLayout) -> Result<Placement<'m>> {
+        layout.validate(model)?;
+        Ok(Placement {
+            model,
+            layout: *layout,
+            stages: layout.stage_layers(model)?,
+            padded_vocab: layout.padded_vocab(model)?,
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &'m Transformer {
+        self.model
+    }
+
+    /// The layout.
+    pub fn layout(&self) -> &ParallelLayout {
+        &self.layout
+    }
+
+    /// Layers per pipeline stage.
+    pub fn stages(&self) -> StageLayers {
+        self.stages
+    }
+
+    /// Vocabulary rows after Megatron's padding to `128 · tp`.
+    pub fn padded_vocab(&self) -> u64 {
+        self.padded_vocab
+    }
+
+    /// The same pair under another recomputation, which no rule constrains and nothing derived
+    /// depends on.
+    pub fn with_recompute(&self, recompute: Recompute) -> Placement<'m> {
+        Placement {
+            layout: ParallelLayout {
+                recompute,
+                ..self.layout
+            },
+            ..*self
+        }
     }
 }

@@ -31,7 +31,7 @@ use crate::hardware::GemmTimer;
 use crate::memory::{self, Framework, FrameworkProfile, GemmPrecision, Verdict};
 use crate::model::{Architecture, Transformer};
 use crate::parallel::Recompute;
-use crate::parallel::{EmbeddingSlots, LayoutSpace, ParallelLayout, ZeroStage};
+use crate::parallel::{EmbeddingSlots, LayoutSpace, ParallelLayout, Placement, ZeroStage};
 use crate::scaling::{self, Binding, Constraints, ParametricLaw};
 pub use crate::scaling::{LawBounds, LawChoice};
 use crate::search::{Shape, ShapeSpace};
@@ -953,8 +953,7 @@ type Furthest = Option<(RejectReason, ParallelLayout, f64, Option<String>)>;
 fn evaluate_pair(
     walk: &Walk<'_>,
     shape: Shape,
-    model: &Transformer,
-    layout: ParallelLayout,
+    placed: &Placement<'_>,
 ) -> Result<std::result::Result<Candidate, (RejectReason, f64)>> {
     let req = walk.req;
     let precisions = req.gemm_precisions();
@@ -962,7 +961,7 @@ fn evaluate_pair(
     let mut first_error = None;
     for &precision in precisions {
         // A precision the GPU lacks fails alone; the others are still tried.
-        let outcome = match evaluate_precision(walk, shape, model, layout, precision) {
+        let outcome = match evaluate_precision(walk, shape, placed, precision) {
             Ok(outcome) => outcome,
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -987,10 +986,10 @@ fn evaluate_pair(
 fn evaluate_precision(
     walk: &Walk<'_>,
     shape: Shape,
-    model: &Transformer,
-    layout: ParallelLayout,
+    placed: &Placement<'_>,
     precision: GemmPrecision,
 ) -> Result<std::result::Result<Candidate, (RejectReason, f64)>> {
+    let model = placed.model();
     let req = walk.req;
     let opts = StepOptions {
         memory: memory::MemoryOptions {
@@ -1002,21 +1001,21 @@ fn evaluate_precision(
     let profile = FrameworkProfile::of(req.framework);
     // The memory estimate counts the framework's bytes per parameter.
     let memory_opts = profile.memory_options(&opts.memory);
-    let mut layout = layout;
+    let mut placed = *placed;
     if req.recompute_auto {
-        match memory::least_recompute(
-            model,
-            &layout,
+        match memory::least_recompute_placed(
+            &placed,
             &memory_opts,
             &profile,
             req.cluster.gpu.memory_bytes,
             req.memory_fraction,
         )? {
-            Some((rc, _)) => layout.recompute = rc,
+            Some((rc, _)) => placed = placed.with_recompute(rc),
             None => return Ok(Err((RejectReason::DoesNotFit, 0.0))),
         }
     }
-    let mem = memory::training_memory(model, &layout, &memory_opts)?;
+    let layout = *placed.layout();
+    let mem = memory::training_memory_placed(&placed, &memory_opts)?;
     let device = profile.most_loaded(&mem)?;
     if device.device_bytes > walk.memory_bytes {
         return Ok(Err((RejectReason::DoesNotFit, 0.0)));
@@ -1027,7 +1026,7 @@ fn evaluate_precision(
         memory: memory_opts,
         ..opts
     };
-    let st = step::step_time(model, &layout, &req.cluster, walk.timer, &opts)?;
+    let st = step::step_time_placed(&placed, &req.cluster, walk.timer, &opts)?;
     let tokens = st.tokens_per_second * walk.usable_seconds;
     if req.token_floor.is_some_and(|f| tokens < f) {
         return Ok(Err((RejectReason::TooSlowForTokenFloor, tokens)));
@@ -1131,12 +1130,12 @@ fn evaluate_shape(walk: &Walk<'_>, shape: Shape, tally: &mut Tally) {
         tally.evaluated += 1;
         let outcome = match walk.layout_space.for_model(base, &model) {
             Err(_) => Err((RejectReason::Indivisible, *base, 0.0, None)),
-            Ok(layout) => match evaluate_pair(walk, shape, &model, layout) {
+            Ok(placed) => match evaluate_pair(walk, shape, &placed) {
                 Ok(Ok(c)) => Ok(c),
-                Ok(Err((reason, tokens))) => Err((reason, layout, tokens, None)),
+                Ok(Err((reason, tokens))) => Err((reason, *placed.layout(), tokens, None)),
                 Err(e) => Err((
                     RejectReason::EstimateFailed,
-                    layout,
+                    *placed.layout(),
                     0.0,
                     Some(e.to_string()),
                 )),

@@ -1,9 +1,7 @@
 //! From the allocated estimate to what the tools report: reserved and device figures under a
 //! framework's profile, the verdict against a card, and the least recomputation that fits.
 
-use super::{
-    FrameworkProfile, MemoryOptions, TrainingMemory, TrainingMemoryReport, training_memory,
-};
+use super::{FrameworkProfile, MemoryOptions, TrainingMemory, TrainingMemoryReport};
 use crate::error::{Result, add};
 use crate::flops::Recompute;
 use crate::model::Transformer;
@@ -99,13 +97,25 @@ pub fn least_recompute(
     capacity_bytes: u64,
     fraction: f64,
 ) -> Result<Option<(Recompute, DeviceMemory)>> {
+    let placed = crate::parallel::Placement::new(model, layout)?;
+    least_recompute_placed(&placed, opts, profile, capacity_bytes, fraction)
+}
+
+/// [`least_recompute`] of a model and layout already checked together
+/// ([`crate::parallel::Placement`]).
+///
+/// # Errors
+/// A fraction outside `[0, 1]`, or the errors of [`crate::memory::training_memory_placed`].
+pub fn least_recompute_placed(
+    placed: &crate::parallel::Placement<'_>,
+    opts: &MemoryOptions,
+    profile: &FrameworkProfile,
+    capacity_bytes: u64,
+    fraction: f64,
+) -> Result<Option<(Recompute, DeviceMemory)>> {
     crate::error::in_range_f64(fraction, 0.0, 1.0, "fraction", "in [0, 1]")?;
     for recompute in [Recompute::None, Recompute::Selective, Recompute::Full] {
-        let l = ParallelLayout {
-            recompute,
-            ..*layout
-        };
-        let report = training_memory(model, &l, opts)?;
+        let report = super::training_memory_placed(&placed.with_recompute(recompute), opts)?;
         let device = profile.most_loaded(&report)?;
         if device.device_bytes as f64 <= capacity_bytes as f64 * fraction {
             return Ok(Some((recompute, device)));

@@ -243,12 +243,12 @@ pub struct TrainingMemoryReport {
 }
 
 pub use activations::{korthikanti_table2_bytes, layer_activation_bytes};
-pub use device::{DeviceMemory, Verdict, least_recompute};
+pub use device::{DeviceMemory, Verdict, least_recompute, least_recompute_placed};
 pub use inference::{
     InferenceMemory, InferenceQuery, inference_memory, kv_cache_bytes, max_inference_batch,
     max_inference_context,
 };
-pub use stage::training_memory;
+pub use stage::{training_memory, training_memory_placed};
 
 #[cfg(test)]
 mod tests {

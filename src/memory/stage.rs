@@ -9,7 +9,7 @@ use super::{
 use crate::error::{Result, add, mul};
 use crate::flops::Recompute;
 use crate::model::Transformer;
-use crate::parallel::{ParallelLayout, ZeroStage};
+use crate::parallel::{ParallelLayout, Placement, ZeroStage};
 use crate::params::LayerKind;
 
 /// Training memory of every stage and the most loaded rank.
@@ -31,10 +31,32 @@ pub fn training_memory(
     layout: &ParallelLayout,
     opts: &MemoryOptions,
 ) -> Result<TrainingMemoryReport> {
-    layout.validate(model)?;
+    training_memory_placed(&Placement::new(model, layout)?, opts)
+}
+
+/// [`training_memory`] of a model and layout already checked together ([`Placement`]): the
+/// pair is not checked, nor its stage partition and padded vocabulary derived, again.
+///
+/// ```
+/// use lmshape::{memory::{self, MemoryOptions}, parallel::Placement, presets, ParallelLayout};
+/// let gpt3 = presets::by_name("gpt3-175b")?;
+/// let layout = ParallelLayout::builder().tp(8).pp(8).global_batch(8).build()?;
+/// let placed = Placement::new(&gpt3, &layout)?;
+/// let opts = MemoryOptions::default();
+/// assert_eq!(memory::training_memory_placed(&placed, &opts)?, memory::training_memory(&gpt3, &layout, &opts)?);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+///
+/// # Errors
+/// Optimizer byte counts the layout's ZeRO stage does not allow, or bytes that overflow `u64`.
+pub fn training_memory_placed(
+    placed: &Placement<'_>,
+    opts: &MemoryOptions,
+) -> Result<TrainingMemoryReport> {
+    let layout = placed.layout();
     opts.precision.check_zero(layout.zero)?;
-    let inputs = StageInputs::new(model, layout, opts)?;
-    let stages = layout.stage_layers(model)?;
+    let inputs = StageInputs::new(placed, opts)?;
+    let stages = placed.stages();
     let pp = layout.pp;
     let (first, middle, last) = if pp == 1 {
         let only = inputs.stage(StageKind::Only, 0, stages.layers(0, pp))?;
@@ -73,6 +95,7 @@ pub(crate) struct StageInputs<'a> {
     pub(crate) micro_batches: u64,
     pub(crate) model: &'a Transformer,
     pub(crate) stages: crate::parallel::StageLayers,
+    pub(crate) padded_vocab: u64,
     pub(crate) first_extra_params: u64,
     pub(crate) last_extra_params: u64,
     pub(crate) parts: ActivationParts,
@@ -84,12 +107,12 @@ pub(crate) struct StageInputs<'a> {
 
 impl<'a> StageInputs<'a> {
     pub(crate) fn new(
-        model: &'a Transformer,
-        layout: &'a ParallelLayout,
+        placed: &'a Placement<'a>,
         opts: &'a MemoryOptions,
     ) -> Result<StageInputs<'a>> {
+        let (model, layout) = (placed.model(), placed.layout());
         let tp = layout.tp;
-        let vocab = layout.padded_vocab(model)?;
+        let vocab = placed.padded_vocab();
         // A tied head is the embedding itself on a single stage, a copy on the last stage
         // otherwise.
         let separate_head = layout.pp > 1 || !model.arch.tied_embeddings;
@@ -99,7 +122,8 @@ impl<'a> StageInputs<'a> {
             opts,
             micro_batches: layout.num_micro_batches()?,
             model,
-            stages: layout.stage_layers(model)?,
+            stages: placed.stages(),
+            padded_vocab: vocab,
             first_extra_params: crate::params::input_end_params(model, vocab, tp)?.total_params(),
             last_extra_params: crate::params::output_end_params(model, vocab, tp, separate_head)?
                 .total_params(),
@@ -317,8 +341,7 @@ impl<'a> StageInputs<'a> {
         let tp = self.layout.tp;
         let layers =
             crate::params::largest_layer_tensor_on_rank(self.model, tp, self.layout.expert_tp())?;
-        let vocab = self.layout.padded_vocab(self.model)?;
-        let table = mul(vocab / tp, self.model.hidden_size, W)?;
+        let table = mul(self.padded_vocab / tp, self.model.hidden_size, W)?;
         let separate_head = self.layout.pp > 1 || !self.model.arch.tied_embeddings;
         let ends = if has_first || (has_last && separate_head) {
             table

@@ -58,7 +58,7 @@ pub use crate::framework::SpeedProfile;
 use crate::hardware::{Dtype, GemmTimer};
 use crate::memory::{AttentionKernel, MemoryOptions};
 use crate::model::Transformer;
-use crate::parallel::ParallelLayout;
+use crate::parallel::{ParallelLayout, Placement};
 pub use calibrate::{
     CalibrationReport, MeasuredRun, calibrate_software_efficiency, prediction_errors,
 };
@@ -240,9 +240,39 @@ pub fn step_time(
     timer: &dyn GemmTimer,
     opts: &StepOptions,
 ) -> Result<StepTime> {
-    let tokens_per_step = validate_inputs(model, layout, cluster, opts)?;
-    let ends = end_times(model, layout, cluster, timer, opts)?;
-    let slowest = slowest_stage(model, layout, cluster, timer, opts, &ends)?;
+    step_time_placed(&Placement::new(model, layout)?, cluster, timer, opts)
+}
+
+/// [`step_time`] of a model and layout already checked together ([`Placement`]): the pair is
+/// not checked, nor its stage partition and padded vocabulary derived, again — by the step or
+/// by the memory figure it reads.
+///
+/// ```
+/// use lmshape::hardware::AnalyticalTimer;
+/// use lmshape::step::{self, Cluster, StepOptions};
+/// use lmshape::{parallel::Placement, presets, ParallelLayout};
+/// let cluster = Cluster::selene();
+/// let timer = AnalyticalTimer::new(cluster.gpu.clone());
+/// let m = presets::by_name("gpt3-xl")?;
+/// let layout = ParallelLayout::builder().tp(2).dp(4).global_batch(64).build()?;
+/// let opts = StepOptions::default();
+/// let placed = step::step_time_placed(&Placement::new(&m, &layout)?, &cluster, &timer, &opts)?;
+/// assert_eq!(placed, step::step_time(&m, &layout, &cluster, &timer, &opts)?);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+///
+/// # Errors
+/// A cluster that breaks a rule, a precision the GPU lacks, a timer result that is not finite or is faster than the GPU's peak, or figures that overflow.
+pub fn step_time_placed(
+    placed: &Placement<'_>,
+    cluster: &Cluster,
+    timer: &dyn GemmTimer,
+    opts: &StepOptions,
+) -> Result<StepTime> {
+    let (model, layout) = (placed.model(), placed.layout());
+    let tokens_per_step = check_run(layout, cluster, opts)?;
+    let ends = end_times(placed, cluster, timer, opts)?;
+    let slowest = slowest_stage(placed, cluster, timer, opts, &ends)?;
     let p2p = p2p_seconds(model, layout, cluster, opts);
     let host = cluster
         .system
@@ -251,13 +281,13 @@ pub fn step_time(
     let stage_seconds = slowest.total() + p2p + host;
     let m = layout.num_micro_batches()?;
     let slots = pipeline_slots(layout, m);
-    let peak = crate::memory::training_memory(model, layout, &opts.memory)?.peak;
+    let peak = crate::memory::training_memory_placed(placed, &opts.memory)?.peak;
     let held = HeldParams {
         dense: (peak.params_on_rank - peak.expert_params_on_rank) as f64,
         experts: peak.expert_params_on_rank as f64,
         expert_dp: layout.expert_dp()?,
     };
-    let stage_layers = layout.stage_layers(model)?.heaviest();
+    let stage_layers = placed.stages().heaviest();
     let dp_comm = data_parallel_seconds(layout, cluster, opts, &held, stage_seconds, stage_layers)?;
     let optimizer = optimizer_seconds(layout, cluster, opts, &held)
         + weight_cast_seconds(layout, cluster, opts, &held);
@@ -366,16 +396,10 @@ fn utilisation(
     })
 }
 
-/// Step 0: the model, the layout and the cluster obey their rules, and the tokens of a step
-/// and of a micro-batch fit `u64`. Returns the tokens per step.
-pub(crate) fn validate_inputs(
-    model: &Transformer,
-    layout: &ParallelLayout,
-    cluster: &Cluster,
-    opts: &StepOptions,
-) -> Result<f64> {
-    model.validate()?;
-    layout.validate(model)?;
+/// Step 0 (the model and the layout were checked together by [`Placement::new`]): the
+/// cluster obeys its rules, the GPU has the precisions, and the tokens of a step and of a
+/// micro-batch fit `u64`. Returns the tokens per step.
+fn check_run(layout: &ParallelLayout, cluster: &Cluster, opts: &StepOptions) -> Result<f64> {
     cluster.validate()?;
     cluster.gpu.peak_flops_per_s(opts.dtype)?;
     cluster.gpu.check_precision(opts.memory.gemm_precision)?;

@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::hardware::analytical::ATTAINABLE_HBM_FRACTION;
 use crate::hardware::{Gemm, GemmTimer};
 use crate::model::Transformer;
-use crate::parallel::ParallelLayout;
+use crate::parallel::{ParallelLayout, Placement};
 use crate::system::CollectiveOp;
 
 /// Per-micro-batch times of the work outside the layers: the last stage's logits (forward
@@ -21,12 +21,12 @@ pub(crate) struct EndTimes {
 }
 
 pub(crate) fn end_times(
-    model: &Transformer,
-    layout: &ParallelLayout,
+    placed: &Placement<'_>,
     cluster: &Cluster,
     timer: &dyn GemmTimer,
     opts: &StepOptions,
 ) -> Result<EndTimes> {
+    let (model, layout) = (placed.model(), placed.layout());
     let e = opts.dtype.bytes() as f64;
     let (s, b, h) = (
         layout.local_seq_len() as f64,
@@ -34,7 +34,7 @@ pub(crate) fn end_times(
         model.hidden_size as f64,
     );
     let bw = cluster.gpu.memory_bytes_per_s * ATTAINABLE_HBM_FRACTION;
-    let vocab_per_rank = layout.padded_vocab(model)? / layout.tp;
+    let vocab_per_rank = placed.padded_vocab() / layout.tp;
     let logits = Gemm {
         m: layout.local_seq_len() * layout.micro_batch,
         n: vocab_per_rank,
@@ -74,14 +74,14 @@ impl StageTimes {
 /// timed once, when a stage first holds it), the first stage's embedding and the last stage's
 /// logits added.
 pub(crate) fn slowest_stage(
-    model: &Transformer,
-    layout: &ParallelLayout,
+    placed: &Placement<'_>,
     cluster: &Cluster,
     timer: &dyn GemmTimer,
     opts: &StepOptions,
     ends: &EndTimes,
 ) -> Result<StageTimes> {
-    let stages = layout.stage_layers(model)?;
+    let (model, layout) = (placed.model(), placed.layout());
+    let stages = placed.stages();
     let uniform = model.moe.is_none() && model.local_attention.is_none();
     let mut times: [Option<LayerTimes>; 4] = [None; 4];
     let sw = cluster.software_efficiency;
