@@ -15,7 +15,6 @@ use common::cli::count;
 use common::{die, or_die, si};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lmshape::scaling::{self, FitOptions};
-use serde_json::json;
 use std::io::IsTerminal;
 
 const DEFAULT_CSV: &str = concat!(
@@ -210,30 +209,98 @@ struct Report {
     optima: Vec<scaling::OptimumInterval>,
 }
 
+/// `fit_scaling_law --json`: the law's parameters under the names of Hoffmann et al. 2022
+/// eq. 2 (`E`, `A`, `B`, `alpha`, `beta`), the fit's figures, the compute-optimal frontier's
+/// exponents, the optima asked for, and the bootstrap standard errors and IsoFLOP frontier
+/// when there are some.
+#[derive(serde::Serialize)]
+struct FitRecord<'a> {
+    #[serde(rename = "E")]
+    e: f64,
+    #[serde(rename = "A")]
+    a: f64,
+    #[serde(rename = "B")]
+    b: f64,
+    alpha: f64,
+    beta: f64,
+    objective: f64,
+    rms_log_residual: f64,
+    max_abs_log_residual: f64,
+    runs_used: usize,
+    runs_excluded: usize,
+    starts: usize,
+    fit_seconds: f64,
+    params_exponent: f64,
+    tokens_exponent: f64,
+    optimal_at_1e24_flops: scaling::Allocation,
+    optima: &'a [scaling::OptimumInterval],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    standard_errors: Option<ErrorsRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    isoflop_frontier: Option<FrontierRecord>,
+}
+
+/// Bootstrap standard errors under the same names as the law's parameters.
+#[derive(serde::Serialize)]
+struct ErrorsRecord {
+    #[serde(rename = "E")]
+    e: f64,
+    #[serde(rename = "A")]
+    a: f64,
+    #[serde(rename = "B")]
+    b: f64,
+    alpha: f64,
+    beta: f64,
+    resamples: usize,
+}
+
+/// The IsoFLOP (approach 2) frontier's power law over its groups.
+#[derive(serde::Serialize)]
+struct FrontierRecord {
+    groups: usize,
+    params_exponent: f64,
+    coef: f64,
+    r_squared: f64,
+}
+
 fn print_json(r: &Report) {
-    let (fit, l, seconds, optima) = (&r.fit, &r.fit.law, r.seconds, &r.optima);
-    let opt = or_die(l.compute_optimal(1e24));
-    let mut out = json!({
-        "E": l.e, "A": l.a, "B": l.b, "alpha": l.alpha, "beta": l.beta,
-        "objective": fit.objective,
-        "rms_log_residual": fit.rms_residual,
-        "max_abs_log_residual": fit.residuals.iter().fold(0.0f64, |m, r| m.max(r.abs())),
-        "runs_used": r.runs_used,
-        "runs_excluded": r.all_runs - r.runs_used,
-        "starts": fit.starts,
-        "fit_seconds": seconds,
-        "params_exponent": l.beta / (l.alpha + l.beta),
-        "tokens_exponent": l.alpha / (l.alpha + l.beta),
-        "optimal_at_1e24_flops": {"params": opt.params, "tokens": opt.tokens},
-        "optima": optima,
-    });
-    if let Some(se) = &r.se {
-        out["standard_errors"] = json!({"E": se.e, "A": se.a, "B": se.b, "alpha": se.alpha, "beta": se.beta, "resamples": se.resamples});
-    }
-    if let Some((groups, f)) = &r.frontier {
-        out["isoflop_frontier"] = json!({"groups": groups, "params_exponent": f.exponent, "coef": f.coef, "r_squared": f.r_squared});
-    }
-    outln!("{}", serde_json::to_string_pretty(&out).unwrap());
+    let (fit, l) = (&r.fit, &r.fit.law);
+    let (params_exponent, tokens_exponent) = l.optimal_exponents();
+    let record = FitRecord {
+        e: l.e,
+        a: l.a,
+        b: l.b,
+        alpha: l.alpha,
+        beta: l.beta,
+        objective: fit.objective,
+        rms_log_residual: fit.rms_residual,
+        max_abs_log_residual: fit.residuals.iter().fold(0.0f64, |m, r| m.max(r.abs())),
+        runs_used: r.runs_used,
+        runs_excluded: r.all_runs - r.runs_used,
+        starts: fit.starts,
+        fit_seconds: r.seconds,
+        params_exponent,
+        tokens_exponent,
+        optimal_at_1e24_flops: or_die(l.compute_optimal(1e24)),
+        optima: &r.optima,
+        standard_errors: r.se.as_ref().map(|se| ErrorsRecord {
+            e: se.e,
+            a: se.a,
+            b: se.b,
+            alpha: se.alpha,
+            beta: se.beta,
+            resamples: se.resamples,
+        }),
+        isoflop_frontier: r.frontier.as_ref().map(|(groups, f)| FrontierRecord {
+            groups: *groups,
+            params_exponent: f.exponent,
+            coef: f.coef,
+            r_squared: f.r_squared,
+        }),
+    };
+    // Through a JSON value, so the keys print sorted as every tool prints them.
+    let value = serde_json::to_value(&record).unwrap_or_default();
+    outln!("{}", serde_json::to_string_pretty(&value).unwrap());
 }
 
 fn print_text(args: &Cli, r: &Report) {
@@ -274,8 +341,8 @@ fn print_text(args: &Cli, r: &Report) {
     );
     outln!(
         "  compute-optimal: N_opt ∝ C^{:.3}, D_opt ∝ C^{:.3}; at 1e24 FLOPs: {} params on {} tokens",
-        l.beta / (l.alpha + l.beta),
-        l.alpha / (l.alpha + l.beta),
+        l.optimal_exponents().0,
+        l.optimal_exponents().1,
         si(opt.params),
         si(opt.tokens)
     );

@@ -667,10 +667,25 @@ impl ParametricLaw {
         let g = (self.alpha * self.a / (self.beta * self.b)).powf(1.0 / s);
         let c6 = flops / 6.0;
         let inputs = || format!("{} FLOPs", readable(flops));
+        let (a, b) = self.optimal_exponents();
         Ok(Allocation {
-            params: finite_result(g * c6.powf(self.beta / s), "optimal parameters", inputs)?,
-            tokens: finite_result(c6.powf(self.alpha / s) / g, "optimal tokens", inputs)?,
+            params: finite_result(g * c6.powf(a), "optimal parameters", inputs)?,
+            tokens: finite_result(c6.powf(b) / g, "optimal tokens", inputs)?,
         })
+    }
+
+    /// The exponents of the compute-optimal frontier, `N_opt ∝ C^a` and `D_opt ∝ C^b` with
+    /// `a = β/(α+β)` and `b = α/(α+β)` (Hoffmann et al. 2022 eq. 4; Table 2 lists them as `a`
+    /// and `b`: 0.46 and 0.54 for approach 3).
+    ///
+    /// ```
+    /// use lmshape::scaling::ParametricLaw;
+    /// let (a, b) = ParametricLaw::CHINCHILLA.optimal_exponents();
+    /// assert!((a - 0.46).abs() < 0.005 && (a + b - 1.0).abs() < 1e-12);
+    /// ```
+    pub fn optimal_exponents(&self) -> (f64, f64) {
+        let s = self.alpha + self.beta;
+        (self.beta / s, self.alpha / s)
     }
 
     /// Loss along the iso-FLOP curve `D = C / 6N`.
@@ -1024,7 +1039,7 @@ mod tests {
     #[test]
     fn approach3_exponents_match_table_2() {
         let l = ParametricLaw::CHINCHILLA;
-        let a = l.beta / (l.alpha + l.beta);
+        let a = l.optimal_exponents().0;
         assert!((a - 0.46).abs() < 0.005, "{a}");
         let c1 = l.compute_optimal(1e22).unwrap();
         let c2 = l.compute_optimal(1e24).unwrap();
