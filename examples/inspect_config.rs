@@ -334,21 +334,22 @@ impl DeviceReport {
             .unwrap_or(self.first)
     }
 
-    /// A stage's figures (and verdict when a GPU is given) as JSON keys.
-    fn stage_json(&self, d: &memory::DeviceMemory) -> serde_json::Value {
-        let mut v = json!({
-            "allocated_bytes": d.allocated_bytes,
-            "reserved_bytes": d.reserved_bytes,
-            "device_bytes": d.device_bytes,
-            "band_bytes": d.band_bytes,
-        });
-        if let Some(g) = &self.gpu {
-            let (verdict, margin) = d.verdict(g.memory_bytes);
-            v["fits"] = json!(verdict == memory::Verdict::Fits);
-            v["verdict"] = json!(verdict);
-            v["margin_bytes"] = json!(margin);
+    /// A stage's device figures, and its verdict when a GPU is given.
+    fn stage_record(&self, d: &memory::DeviceMemory) -> StageDeviceRecord {
+        StageDeviceRecord {
+            allocated_bytes: d.allocated_bytes,
+            reserved_bytes: d.reserved_bytes,
+            device_bytes: d.device_bytes,
+            band_bytes: d.band_bytes,
+            verdict: self.gpu.as_ref().map(|g| {
+                let (verdict, margin_bytes) = d.verdict(g.memory_bytes);
+                VerdictRecord {
+                    fits: verdict == memory::Verdict::Fits,
+                    verdict,
+                    margin_bytes,
+                }
+            }),
         }
-        v
     }
 }
 
@@ -423,20 +424,17 @@ impl Report {
         self.language_total() + v.vision_encoder_params + v.multimodal_projector_params
     }
 
-    /// The vision encoder as JSON: its shape, parameters and forward FLOPs per image.
-    fn vision_json(&self) -> serde_json::Value {
-        match &self.vision {
-            Some(v) => {
-                let side = v.image_side();
-                json!({
-                    "encoder": v,
-                    "image_side_pixels": side,
-                    "image_side_assumed": v.tower.image_size.is_none(),
-                    "forward_flops_per_image": or_die(v.forward_flops_per_image(side)),
-                })
+    /// The vision encoder: its shape, parameters and forward FLOPs per image.
+    fn vision_record(&self) -> Option<VisionRecord<'_>> {
+        self.vision.as_ref().map(|v| {
+            let side = v.image_side();
+            VisionRecord {
+                encoder: v,
+                image_side_pixels: side,
+                image_side_assumed: v.tower.image_size.is_none(),
+                forward_flops_per_image: or_die(v.forward_flops_per_image(side)),
             }
-            None => serde_json::Value::Null,
-        }
+        })
     }
 
     /// `N_active` of the `6·N_active` rule of thumb: the parameters a token multiplies by (the
@@ -445,117 +443,136 @@ impl Report {
         self.counts.active_non_embedding_input_params as f64
     }
 
-    fn to_json(&self) -> serde_json::Value {
-        let c = &self.counts;
-        let s = &self.summary;
+    /// The model as the library serialises it, with its leading dense layers beside the
+    /// mixture-of-experts settings.
+    fn model_json(&self) -> serde_json::Value {
         let mut model = serde_json::to_value(self.model).unwrap_or_default();
         if let (Some(moe), Some(obj)) = (self.model.moe(), model.get_mut("moe")) {
             let dense = self.model.num_layers() - moe.moe_layers_in(0..self.model.num_layers());
-            obj["dense_layers"] = json!(dense);
+            obj["dense_layers"] = serde_json::json!(dense);
         }
-        let by_component = json!({
-            "token_embedding": c.token_embedding_params,
-            "position_embedding": c.position_embedding_params,
-            "embedding_norm": c.embedding_norm_params,
-            "embedding_projection": c.embedding_projection_params,
-            "attention": c.attention_params,
-            "mlp": c.mlp_params,
-            "router": c.router_params,
-            "routed_experts": c.routed_expert_params,
-            "shared_experts": c.shared_expert_params,
-            "layer_norms": c.layer_norm_params,
-            "final_norm": c.final_norm_params,
-            "output_head": c.output_head_params,
-            "vision_encoder": self.vision_counts().vision_encoder_params,
-            "multimodal_projector": self.vision_counts().multimodal_projector_params,
-        });
-        let mut params = json!({
-            "total": self.total(),
-            "language_model": self.language_total(),
-            "active": c.active_params,
-            "active_non_embedding_input": c.active_non_embedding_input_params,
-            "mtp": c.mtp_params,
-            "mtp_included": self.include_mtp,
-            "non_embedding": c.non_embedding_params,
-            "embedding": c.embedding_params,
-            "per_layer": c.layer.total_params(),
-        });
-        // Each component also sits at the top level, where scripts have read it.
-        for (key, value) in by_component.as_object().into_iter().flatten() {
-            params[key.as_str()] = value.clone();
+        model
+    }
+
+    fn params_record(&self) -> ParamsRecord {
+        let c = &self.counts;
+        let v = self.vision_counts();
+        let components = Components {
+            token_embedding: c.token_embedding_params,
+            position_embedding: c.position_embedding_params,
+            embedding_norm: c.embedding_norm_params,
+            embedding_projection: c.embedding_projection_params,
+            attention: c.attention_params,
+            mlp: c.mlp_params,
+            router: c.router_params,
+            routed_experts: c.routed_expert_params,
+            shared_experts: c.shared_expert_params,
+            layer_norms: c.layer_norm_params,
+            final_norm: c.final_norm_params,
+            output_head: c.output_head_params,
+            vision_encoder: v.vision_encoder_params,
+            multimodal_projector: v.multimodal_projector_params,
+        };
+        ParamsRecord {
+            total: self.total(),
+            language_model: self.language_total(),
+            active: c.active_params,
+            active_non_embedding_input: c.active_non_embedding_input_params,
+            mtp: c.mtp_params,
+            mtp_included: self.include_mtp,
+            non_embedding: c.non_embedding_params,
+            embedding: c.embedding_params,
+            per_layer: c.layer.total_params(),
+            components,
+            by_component: components,
         }
-        params["by_component"] = by_component;
-        json!({
-            "model": model,
-            "vision": self.vision_json(),
-            "params": params,
-            "flops_per_token": {
-                "seq_len": self.seq,
-                "convention": "every matmul of the layers and the logits, full attention, backward = 2x forward (Narayanan et al. 2021 derivation of eq. 3)",
-                "forward": self.matmul.forward_flops,
-                "training": self.matmul.model_flops(),
-                "forward_active": 2.0 * self.matmul_active(),
-                "training_active": lmshape::scaling::FLOPS_PER_PARAM_TOKEN * self.matmul_active(),
-                "training_causal": self.causal.model_flops(),
-                "kaplan_forward": s.kaplan_forward,
-                "kaplan_training": s.kaplan_training,
-                "palm_model": s.palm_model,
-                "palm_model_non_embedding": self.palm_non_embedding,
-                "megatron_full_recompute": s.megatron_full_recompute,
-                "chinchilla_forward": s.chinchilla.forward_flops,
-                "chinchilla_training": s.chinchilla.model_flops(),
+    }
+
+    fn flops_record(&self) -> FlopsRecord {
+        let s = &self.summary;
+        FlopsRecord {
+            seq_len: self.seq,
+            convention: "every matmul of the layers and the logits, full attention, backward = 2x forward (Narayanan et al. 2021 derivation of eq. 3)",
+            forward: self.matmul.forward_flops,
+            training: self.matmul.model_flops(),
+            forward_active: 2.0 * self.matmul_active(),
+            training_active: lmshape::scaling::FLOPS_PER_PARAM_TOKEN * self.matmul_active(),
+            training_causal: self.causal.model_flops(),
+            kaplan_forward: s.kaplan_forward,
+            kaplan_training: s.kaplan_training,
+            palm_model: s.palm_model,
+            palm_model_non_embedding: self.palm_non_embedding,
+            megatron_full_recompute: s.megatron_full_recompute,
+            chinchilla_forward: s.chinchilla.forward_flops,
+            chinchilla_training: s.chinchilla.model_flops(),
+        }
+    }
+
+    /// Training memory at the peak, per stage and by part, with the device figures and the
+    /// verdict under the framework when there are some.
+    fn training_record(&self, t: &memory::TrainingMemoryReport) -> TrainingRecord {
+        let p = &t.peak;
+        let d = self.device.as_ref();
+        let stage = |m: &memory::TrainingMemory, dev: Option<&memory::DeviceMemory>| StageRecord {
+            memory: *m,
+            device: d.zip(dev).map(|(d, dev)| d.stage_record(dev)),
+        };
+        TrainingRecord {
+            weights_bytes: p.weights_bytes,
+            gradients_bytes: p.gradients_bytes,
+            optimizer_bytes: p.optimizer_bytes,
+            activations_bytes: p.activations_bytes,
+            logits_bytes: p.logits_bytes,
+            transient_bytes: p.transient_bytes,
+            peak_moment: p.peak_moment,
+            // With a framework, the allocated figure of the stage whose device figure is the
+            // largest.
+            total_bytes: d.map_or(p.total_bytes, |d| d.peak().allocated_bytes),
+            stage: p.stage,
+            params_on_rank: p.params_on_rank,
+            in_flight_micro_batches: p.in_flight_micro_batches,
+            stages: StagesRecord {
+                first: stage(&t.first, d.map(|d| &d.first)),
+                middle: stage(&t.middle, d.map(|d| &d.middle)),
+                last: stage(&t.last, d.map(|d| &d.last)),
             },
-            "memory": self.training.map(|t| {
-                let mut v = json!({
-                "layout": self.layout,
-                "training": {
-                    "weights_bytes": t.peak.weights_bytes,
-                    "gradients_bytes": t.peak.gradients_bytes,
-                    "optimizer_bytes": t.peak.optimizer_bytes,
-                    "activations_bytes": t.peak.activations_bytes,
-                    "logits_bytes": t.peak.logits_bytes,
-                    "transient_bytes": t.peak.transient_bytes,
-                    "peak_moment": t.peak.peak_moment,
-                    "total_bytes": t.peak.total_bytes,
-                    "stage": t.peak.stage,
-                    "params_on_rank": t.peak.params_on_rank,
-                    "in_flight_micro_batches": t.peak.in_flight_micro_batches,
-                    "stages": {"first": t.first, "middle": t.middle, "last": t.last},
-                    "by_part": {
-                        "weights_bytes": t.peak.weights_bytes,
-                        "gradients_bytes": t.peak.gradients_bytes,
-                        "optimizer_bytes": t.peak.optimizer_bytes,
-                        "activations_bytes": t.peak.activations_bytes,
-                        "transient_bytes": t.peak.transient_bytes,
-                        "experts_bytes": t.peak.experts_bytes,
-                    },
-                },
-                "inference": self.inference,
-                });
-                if let Some(d) = &self.device {
-                    let training = &mut v["training"];
-                    training["framework"] = json!(d.framework.to_string());
-                    let peak = d.peak();
-                    for (key, value) in d.stage_json(&peak).as_object().into_iter().flatten() {
-                        if key != "allocated_bytes" {
-                            training[key.as_str()] = value.clone();
-                        }
-                    }
+            by_part: PartsRecord {
+                weights_bytes: p.weights_bytes,
+                gradients_bytes: p.gradients_bytes,
+                optimizer_bytes: p.optimizer_bytes,
+                activations_bytes: p.activations_bytes,
+                transient_bytes: p.transient_bytes,
+                experts_bytes: p.experts_bytes,
+            },
+            device: d.map(|d| {
+                let peak = d.stage_record(&d.peak());
+                TrainingDeviceRecord {
+                    framework: d.framework.to_string(),
+                    reserved_bytes: peak.reserved_bytes,
+                    device_bytes: peak.device_bytes,
+                    band_bytes: peak.band_bytes,
+                    verdict: peak.verdict,
                     // The buffers alive at the peak moment, inside the allocated peak.
-                    training["buffers_bytes"] = json!(t.peak.transient_bytes);
-                    training["total_bytes"] = json!(peak.allocated_bytes);
-                    for (name, stage) in [("first", &d.first), ("middle", &d.middle), ("last", &d.last)] {
-                        if let (Some(obj), Some(extra)) = (
-                            training["stages"][name].as_object_mut(),
-                            d.stage_json(stage).as_object().cloned(),
-                        ) {
-                            obj.extend(extra);
-                        }
-                    }
+                    buffers_bytes: p.transient_bytes,
                 }
-                v
             }),
-        })
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let record = InspectRecord {
+            model: self.model_json(),
+            vision: self.vision_record(),
+            params: self.params_record(),
+            flops_per_token: self.flops_record(),
+            memory: self.training.as_ref().map(|t| MemoryRecord {
+                layout: self.layout,
+                training: self.training_record(t),
+                inference: self.inference,
+            }),
+        };
+        // Through a JSON value, so the keys print sorted as every tool prints them.
+        serde_json::to_value(&record).unwrap_or_default()
     }
 
     /// The vision encoder's lines: the language model, tower, projector and checkpoint total,
@@ -893,4 +910,167 @@ impl Report {
             );
         }
     }
+}
+
+/// `inspect_config --json`: the model, its vision encoder, parameters, FLOPs per token and
+/// memory.
+#[derive(serde::Serialize)]
+struct InspectRecord<'a> {
+    model: serde_json::Value,
+    vision: Option<VisionRecord<'a>>,
+    params: ParamsRecord,
+    flops_per_token: FlopsRecord,
+    memory: Option<MemoryRecord>,
+}
+
+/// The vision encoder, the image side its FLOPs are counted at, and those FLOPs.
+#[derive(serde::Serialize)]
+struct VisionRecord<'a> {
+    encoder: &'a lmshape::model::vision::VisionEncoder,
+    image_side_pixels: u64,
+    image_side_assumed: bool,
+    forward_flops_per_image: f64,
+}
+
+/// Parameters per component (printed at the top level, where scripts have read them, and
+/// under `by_component`).
+#[derive(serde::Serialize, Clone, Copy)]
+struct Components {
+    token_embedding: u64,
+    position_embedding: u64,
+    embedding_norm: u64,
+    embedding_projection: u64,
+    attention: u64,
+    mlp: u64,
+    router: u64,
+    routed_experts: u64,
+    shared_experts: u64,
+    layer_norms: u64,
+    final_norm: u64,
+    output_head: u64,
+    vision_encoder: u64,
+    multimodal_projector: u64,
+}
+
+/// The parameter counts.
+#[derive(serde::Serialize)]
+struct ParamsRecord {
+    total: u64,
+    language_model: u64,
+    active: u64,
+    active_non_embedding_input: u64,
+    mtp: u64,
+    mtp_included: bool,
+    non_embedding: u64,
+    embedding: u64,
+    per_layer: u64,
+    #[serde(flatten)]
+    components: Components,
+    by_component: Components,
+}
+
+/// FLOPs per token under each named convention.
+#[derive(serde::Serialize)]
+struct FlopsRecord {
+    seq_len: u64,
+    convention: &'static str,
+    forward: f64,
+    training: f64,
+    forward_active: f64,
+    training_active: f64,
+    training_causal: f64,
+    kaplan_forward: f64,
+    kaplan_training: f64,
+    palm_model: f64,
+    palm_model_non_embedding: f64,
+    megatron_full_recompute: f64,
+    chinchilla_forward: f64,
+    chinchilla_training: f64,
+}
+
+/// The layout, training memory and inference memory.
+#[derive(serde::Serialize)]
+struct MemoryRecord {
+    layout: ParallelLayout,
+    training: TrainingRecord,
+    inference: Option<memory::InferenceMemory>,
+}
+
+/// Training memory at the peak (see [`Report::training_record`]).
+#[derive(serde::Serialize)]
+struct TrainingRecord {
+    weights_bytes: u64,
+    gradients_bytes: u64,
+    optimizer_bytes: u64,
+    activations_bytes: u64,
+    logits_bytes: u64,
+    transient_bytes: u64,
+    peak_moment: memory::PeakMoment,
+    total_bytes: u64,
+    stage: memory::StageKind,
+    params_on_rank: u64,
+    in_flight_micro_batches: u64,
+    stages: StagesRecord,
+    by_part: PartsRecord,
+    #[serde(flatten)]
+    device: Option<TrainingDeviceRecord>,
+}
+
+/// The first, a middle and the last stage.
+#[derive(serde::Serialize)]
+struct StagesRecord {
+    first: StageRecord,
+    middle: StageRecord,
+    last: StageRecord,
+}
+
+/// A stage's training memory, with its device figures under the framework when given.
+#[derive(serde::Serialize)]
+struct StageRecord {
+    #[serde(flatten)]
+    memory: memory::TrainingMemory,
+    #[serde(flatten)]
+    device: Option<StageDeviceRecord>,
+}
+
+/// The peak's parts.
+#[derive(serde::Serialize)]
+struct PartsRecord {
+    weights_bytes: u64,
+    gradients_bytes: u64,
+    optimizer_bytes: u64,
+    activations_bytes: u64,
+    transient_bytes: u64,
+    experts_bytes: u64,
+}
+
+/// A stage's device figures.
+#[derive(serde::Serialize)]
+struct StageDeviceRecord {
+    allocated_bytes: u64,
+    reserved_bytes: u64,
+    device_bytes: u64,
+    band_bytes: u64,
+    #[serde(flatten)]
+    verdict: Option<VerdictRecord>,
+}
+
+/// The device figures of the most loaded stage under the framework.
+#[derive(serde::Serialize)]
+struct TrainingDeviceRecord {
+    framework: String,
+    reserved_bytes: u64,
+    device_bytes: u64,
+    band_bytes: u64,
+    #[serde(flatten)]
+    verdict: Option<VerdictRecord>,
+    buffers_bytes: u64,
+}
+
+/// Against the card given with `--gpu`.
+#[derive(serde::Serialize)]
+struct VerdictRecord {
+    fits: bool,
+    verdict: memory::Verdict,
+    margin_bytes: i64,
 }
