@@ -18,7 +18,6 @@ use common::cli::StepArgs;
 use common::{die, or_die, read_input};
 use lmshape::step::{self, ProfileRun, StepOptions};
 use lmshape::system::SystemProfile;
-use serde_json::json;
 
 const DEFAULT_RUNS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -126,27 +125,26 @@ pub fn main() {
     }
     let m = c.profile.multipliers;
     if args.json {
-        let rows: Vec<_> = runs
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                json!({
-                    "name": r.name,
-                    "step_seconds": r.step_seconds,
-                    "in_sample_error": c.in_sample[i],
-                    "held_out_error": c.held_out.get(i),
+        let record = CalibrationRecord {
+            base: &base.name,
+            profile: &c.profile.name,
+            multipliers: m,
+            host_overhead_seconds: c.profile.host_overhead_seconds,
+            validation: &c.profile.validation,
+            runs: runs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| RunRecord {
+                    name: &r.name,
+                    step_seconds: r.step_seconds,
+                    in_sample_error: c.in_sample[i],
+                    held_out_error: c.held_out.get(i).copied(),
                 })
-            })
-            .collect();
-        let out = json!({
-            "base": base.name,
-            "profile": c.profile.name,
-            "multipliers": m,
-            "host_overhead_seconds": c.profile.host_overhead_seconds,
-            "validation": c.profile.validation,
-            "runs": rows,
-        });
-        outln!("{}", serde_json::to_string_pretty(&out).unwrap());
+                .collect(),
+        };
+        // Through a JSON value, so the keys print sorted as every tool prints them.
+        let value = serde_json::to_value(&record).unwrap_or_default();
+        outln!("{}", serde_json::to_string_pretty(&value).unwrap());
         return;
     }
     outln!(
@@ -186,4 +184,25 @@ pub fn main() {
         Some(out) => outln!("wrote {out}: use it with --system {out}"),
         None => outln!("(--out PROFILE.json writes the calibrated profile)"),
     }
+}
+
+/// `calibrate --json`: the profile fitted, its multipliers and validation, and each run's
+/// in-sample and held-out errors.
+#[derive(serde::Serialize)]
+struct CalibrationRecord<'a> {
+    base: &'a str,
+    profile: &'a str,
+    multipliers: lmshape::system::Multipliers,
+    host_overhead_seconds: f64,
+    validation: &'a Option<lmshape::system::Validation>,
+    runs: Vec<RunRecord<'a>>,
+}
+
+/// One measured step and the calibrated profile's errors on it.
+#[derive(serde::Serialize)]
+struct RunRecord<'a> {
+    name: &'a str,
+    step_seconds: f64,
+    in_sample_error: f64,
+    held_out_error: Option<f64>,
 }

@@ -452,6 +452,28 @@ struct Run<'a> {
     top: usize,
 }
 
+/// `plan --report-json`: the request as it ran (its machine by name), the budget, the
+/// laws' bounds, the target, what was searched and rejected, and the best layout of each top
+/// shape as the library serialises it.
+#[derive(serde::Serialize)]
+struct ReportRecord<'a> {
+    scenario: &'a str,
+    equivalent_order: EquivalentOrder,
+    mfu_rounds: &'a [f64],
+    request: serde_json::Value,
+    budget: &'a plan::PlanBudget,
+    bounds: &'a plan::LawBounds,
+    target_params: f64,
+    target_binding: lmshape::scaling::Binding,
+    param_range: (u64, u64),
+    shapes: u64,
+    evaluated: u64,
+    seconds: f64,
+    rejection_counts: &'a [(plan::RejectReason, u64)],
+    rejected_shapes: usize,
+    top: Vec<plan::Candidate>,
+}
+
 /// `--report-json` (the whole plan) or `--json` (the best layout of each top shape).
 fn print_json(
     args: &Cli,
@@ -464,24 +486,26 @@ fn print_json(
         let mut request = serde_json::to_value(req).unwrap_or_default();
         // The machine by name and provenance, not its whole kernel tables.
         request["cluster"]["system"] = machine.system_json();
-        let out = json!({
-            "scenario": run.scenario,
-            "equivalent_order": req.equivalent_order(),
-            "mfu_rounds": run.mfus,
-            "request": request,
-            "budget": result.budget,
-            "bounds": result.bounds,
-            "target_params": result.target_params,
-            "target_binding": result.target_binding,
-            "param_range": result.param_range,
-            "shapes": result.shapes,
-            "evaluated": result.evaluated,
-            "seconds": run.seconds,
-            "rejection_counts": result.rejection_counts,
-            "rejected_shapes": result.rejected_shapes.len(),
-            "top": result.best_per_shape().into_iter().take(run.top).collect::<Vec<_>>(),
-        });
-        outln!("{}", serde_json::to_string_pretty(&out).unwrap());
+        let record = ReportRecord {
+            scenario: run.scenario,
+            equivalent_order: req.equivalent_order(),
+            mfu_rounds: run.mfus,
+            request,
+            budget: &result.budget,
+            bounds: &result.bounds,
+            target_params: result.target_params,
+            target_binding: result.target_binding,
+            param_range: result.param_range,
+            shapes: result.shapes,
+            evaluated: result.evaluated,
+            seconds: run.seconds,
+            rejection_counts: &result.rejection_counts,
+            rejected_shapes: result.rejected_shapes.len(),
+            top: result.best_per_shape().into_iter().take(run.top).collect(),
+        };
+        // Through a JSON value, so the keys print sorted as every tool prints them.
+        let value = serde_json::to_value(&record).unwrap_or_default();
+        outln!("{}", serde_json::to_string_pretty(&value).unwrap());
     } else {
         // The best layout of each of the top shapes, as the table shows them.
         let moe = result.moe.as_ref().map(|m| m.best_per_shape());
