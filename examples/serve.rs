@@ -20,7 +20,6 @@ use lmshape::serve::{
     self, Batching, Deployment, KvCacheDtype, ServeReport, WeightPrecision, Workload,
 };
 use lmshape::system::SystemProfile;
-use serde_json::json;
 
 const DEFAULT_CONFIG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -122,11 +121,6 @@ fn profile(args: &Cli) -> SystemProfile {
         return or_die(SystemProfile::from_json(&common::read_input(&name)));
     }
     or_die(SystemProfile::by_name(&name))
-}
-
-/// One record of the report, with the band of each speed figure.
-fn record(r: &ServeReport, d: &Deployment, cost: Option<f64>) -> serde_json::Value {
-    serde_json::to_value(r.record(d, cost)).unwrap_or_default()
 }
 
 /// Every (tp, concurrency) point that runs, and the Pareto frontier of tokens/s per GPU
@@ -315,20 +309,55 @@ fn print_json(
     r: &serve::ServeReport,
     frontier: &[(Deployment, serve::ServeReport)],
 ) {
-    let mut out = record(r, d, args.gpu_hour_cost);
-    out["system"] = json!({"name": p.name, "gpu": p.gpu, "provenance": p.provenance});
-    out["band_basis"] = json!(serve::SERVING_BAND_BASIS);
-    out["isl"] = json!(w.isl);
-    out["osl"] = json!(w.osl);
-    out["weights"] = json!(d.weights.to_string());
-    out["kv_cache"] = json!(d.kv_cache.to_string());
-    if args.sweep {
-        out["frontier"] = frontier
-            .iter()
-            .map(|(d, r)| record(r, d, args.gpu_hour_cost))
-            .collect();
-    }
-    outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    let out = ServeOut {
+        record: r.record(d, args.gpu_hour_cost),
+        system: SystemRecord {
+            name: &p.name,
+            gpu: &p.gpu,
+            provenance: &p.provenance,
+        },
+        band_basis: serve::SERVING_BAND_BASIS,
+        isl: w.isl,
+        osl: w.osl,
+        weights: d.weights.to_string(),
+        kv_cache: d.kv_cache.to_string(),
+        frontier: args.sweep.then(|| {
+            frontier
+                .iter()
+                .map(|(d, r)| r.record(d, args.gpu_hour_cost))
+                .collect()
+        }),
+    };
+    // Through a JSON value, so the keys print sorted as every tool prints them.
+    let value = serde_json::to_value(&out).unwrap_or_default();
+    outln!(
+        "{}",
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    );
+}
+
+/// `serve --json`: the deployment's record as the library serialises it, the machine, the
+/// band's basis, the workload and the precisions, and with `--sweep` the frontier's records.
+#[derive(serde::Serialize)]
+struct ServeOut<'a> {
+    #[serde(flatten)]
+    record: serve::ServeRecord,
+    system: SystemRecord<'a>,
+    band_basis: &'static str,
+    isl: u64,
+    osl: u64,
+    weights: String,
+    kv_cache: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frontier: Option<Vec<serve::ServeRecord>>,
+}
+
+/// The machine by name, GPU and provenance (not its kernel tables).
+#[derive(serde::Serialize)]
+struct SystemRecord<'a> {
+    name: &'a str,
+    gpu: &'a str,
+    provenance: &'a lmshape::system::Provenance,
 }
 
 fn print_text(
