@@ -843,7 +843,12 @@ fn megatron_deepspeed_device_figure_out_of_sample() {
 fn megatron_core_b200_allocated_and_reserved() {
     use lmshape::memory::{Framework, FrameworkProfile};
     let (model, runs) = common::b200_runs();
-    let opts = flash_no_dropout();
+    // The runs' setup: fused cross-entropy (`cross_entropy_fusion`), as Megatron-Core's
+    // profile assumes.
+    let opts = MemoryOptions {
+        cross_entropy: lmshape::framework::CrossEntropy::Fused,
+        ..flash_no_dropout()
+    };
     let profile = FrameworkProfile::of(Framework::MegatronCore);
     for (layout, run) in runs {
         let r = memory::training_memory(&model, &layout, &opts).unwrap();

@@ -54,7 +54,9 @@
 //! sequence-parallel input, the all-to-all and context-parallel exchange buffers, and on the
 //! last stage a 16-bit copy of the logits gradient), or on the first stage the embedding's
 //! backward (one micro-batch fewer held, the embedding's dense gradient alive). Against the
-//! four measured B200 runs the allocated estimate is 0.8–2.0% low.
+//! four measured B200 runs the allocated estimate is 0.2–2.0% low (the pipelined run's first
+//! stage 2.0%; its last stage and the three unpipelined runs 0.2–0.4%, with Megatron-Core's
+//! fused cross-entropy, [`crate::framework::CrossEntropy`]).
 
 mod activations;
 mod device;
@@ -108,6 +110,10 @@ pub struct MemoryOptions {
     /// [`MemoryOptions::precision`] from it.
     #[serde(default)]
     pub optimizer: Option<crate::framework::Optimizer>,
+    /// How the loss's cross-entropy runs (what its backward holds on the last stage);
+    /// [`FrameworkProfile::memory_options`] sets the framework's.
+    #[serde(default)]
+    pub cross_entropy: crate::framework::CrossEntropy,
 }
 
 impl Default for MemoryOptions {
@@ -123,6 +129,7 @@ impl Default for MemoryOptions {
             routing: Routing::Dropless,
             framework: Framework::MegatronCore,
             optimizer: None,
+            cross_entropy: crate::framework::CrossEntropy::Unfused,
         }
     }
 }

@@ -138,12 +138,17 @@ impl<'a> StageInputs<'a> {
             } else {
                 0
             },
-            // Their gradient, computed in place in fp32 by the vocab-parallel cross-entropy
-            // (Megatron-LM `_VocabParallelCrossEntropy.backward`), is cast to the 16-bit logits'
-            // type for the output layer's backward: a second copy while both are alive.
+            // Their gradient beside the saved fp32 softmax: the 16-bit cast of the in-place
+            // fp32 gradient (Megatron-LM `_VocabParallelCrossEntropy.backward`), or a second
+            // fp32 buffer under the fused, compiled one (`framework::CrossEntropy`).
             logits_grad_bytes: if opts.include_logits {
                 mul(
-                    mul(opts.precision.activation_bytes, tokens, W)?,
+                    mul(
+                        opts.cross_entropy
+                            .gradient_bytes(opts.precision.activation_bytes),
+                        tokens,
+                        W,
+                    )?,
                     vocab / tp,
                     W,
                 )?
