@@ -215,14 +215,8 @@ struct Report {
 /// when there are some.
 #[derive(serde::Serialize)]
 struct FitRecord<'a> {
-    #[serde(rename = "E")]
-    e: f64,
-    #[serde(rename = "A")]
-    a: f64,
-    #[serde(rename = "B")]
-    b: f64,
-    alpha: f64,
-    beta: f64,
+    #[serde(flatten)]
+    law: LawTerms,
     objective: f64,
     rms_log_residual: f64,
     max_abs_log_residual: f64,
@@ -240,9 +234,9 @@ struct FitRecord<'a> {
     isoflop_frontier: Option<FrontierRecord>,
 }
 
-/// Bootstrap standard errors under the same names as the law's parameters.
+/// A figure per term of the law, under the names of Hoffmann et al. 2022 eq. 2.
 #[derive(serde::Serialize)]
-struct ErrorsRecord {
+struct LawTerms {
     #[serde(rename = "E")]
     e: f64,
     #[serde(rename = "A")]
@@ -251,6 +245,13 @@ struct ErrorsRecord {
     b: f64,
     alpha: f64,
     beta: f64,
+}
+
+/// Bootstrap standard errors under the same names as the law's parameters.
+#[derive(serde::Serialize)]
+struct ErrorsRecord {
+    #[serde(flatten)]
+    terms: LawTerms,
     resamples: usize,
 }
 
@@ -267,11 +268,13 @@ fn print_json(r: &Report) {
     let (fit, l) = (&r.fit, &r.fit.law);
     let (params_exponent, tokens_exponent) = l.optimal_exponents();
     let record = FitRecord {
-        e: l.e,
-        a: l.a,
-        b: l.b,
-        alpha: l.alpha,
-        beta: l.beta,
+        law: LawTerms {
+            e: l.e,
+            a: l.a,
+            b: l.b,
+            alpha: l.alpha,
+            beta: l.beta,
+        },
         objective: fit.objective,
         rms_log_residual: fit.rms_residual,
         max_abs_log_residual: fit.residuals.iter().fold(0.0f64, |m, r| m.max(r.abs())),
@@ -284,11 +287,13 @@ fn print_json(r: &Report) {
         optimal_at_1e24_flops: or_die(l.compute_optimal(1e24)),
         optima: &r.optima,
         standard_errors: r.se.as_ref().map(|se| ErrorsRecord {
-            e: se.e,
-            a: se.a,
-            b: se.b,
-            alpha: se.alpha,
-            beta: se.beta,
+            terms: LawTerms {
+                e: se.e,
+                a: se.a,
+                b: se.b,
+                alpha: se.alpha,
+                beta: se.beta,
+            },
             resamples: se.resamples,
         }),
         isoflop_frontier: r.frontier.as_ref().map(|(groups, f)| FrontierRecord {

@@ -564,12 +564,7 @@ fn estimate_brackets_measured_bigscience_peaks() {
         let Some(gb) = row.max_gpu_memory_gb else {
             continue;
         };
-        let layout = row
-            .layout
-            .to_builder()
-            .zero(ZeroStage::OptimizerStates)
-            .build()
-            .unwrap();
+        let layout = row.zero1_layout();
         let est = memory::training_memory(&row.model, &layout, &MemoryOptions::default())
             .unwrap()
             .peak
@@ -764,12 +759,7 @@ fn megatron_deepspeed_device_figure_out_of_sample() {
         .into_iter()
         .filter_map(|row| {
             let gb = row.max_gpu_memory_gb?;
-            let layout = row
-                .layout
-                .to_builder()
-                .zero(ZeroStage::OptimizerStates)
-                .build()
-                .unwrap();
+            let layout = row.zero1_layout();
             let opts = MemoryOptions {
                 precision: Framework::MegatronDeepspeed.precision(),
                 ..MemoryOptions::default()

@@ -45,6 +45,18 @@ pub struct BloomRow {
 /// The BigScience rows. Rows whose head count was not recorded take the count recorded for the
 /// same hidden size and depth, else for the same hidden size (BigScience varied one thing at a
 /// time).
+impl BloomRow {
+    /// The row's layout under DeepSpeed's ZeRO stage 1, as BigScience's fp16 rounds ran.
+    #[allow(dead_code)]
+    pub fn zero1_layout(&self) -> lmshape::ParallelLayout {
+        self.layout
+            .to_builder()
+            .zero(lmshape::ZeroStage::OptimizerStates)
+            .build()
+            .unwrap()
+    }
+}
+
 pub fn bloom_rows() -> Vec<BloomRow> {
     use serde_json::Value;
     let text = std::fs::read_to_string(concat!(
