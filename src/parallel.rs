@@ -1315,7 +1315,8 @@ impl LayoutSpace {
     }
 
     /// `layout` (one of [`LayoutSpace::enumerate`]'s) as used for `model`: the embedding
-    /// slots set by the space's policy, then every rule checked.
+    /// slots set by the space's policy, then every rule checked, the pair returned as a
+    /// [`Placement`].
     ///
     /// # Errors
     /// A layout that breaks a rule for the model ([`crate::ParallelLayout::validate`]).
