@@ -7,10 +7,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lmshape::step::{self, Cluster, StepOptions};
 use lmshape::hardware::{AnalyticalTimer, GpuSpec};
 use lmshape::memory::{self, InferenceQuery, MemoryOptions};
 use lmshape::search::ShapeSpace;
+use lmshape::step::{self, Cluster, StepOptions};
 use lmshape::{Architecture, ParallelLayout, Recompute, Schedule, Transformer, ZeroStage, flops};
 
 /// Reads little numbers off the input, then zeros once it runs out.
@@ -48,7 +48,9 @@ fn layout(b: &mut Bytes) -> Option<ParallelLayout> {
         .micro_batch(b.u64(1))
         .global_batch(b.u64(3))
         .seq_len(b.u64(2))
-        .recompute([Recompute::None, Recompute::Selective, Recompute::Full][usize::from(b.u8() % 3)])
+        .recompute(
+            [Recompute::None, Recompute::Selective, Recompute::Full][usize::from(b.u8() % 3)],
+        )
         .schedule(match b.u8() % 3 {
             0 => Schedule::OneFOneB,
             _ => Schedule::Interleaved {
@@ -89,8 +91,18 @@ fn model(b: &mut Bytes) -> Option<Transformer> {
         Architecture::falcon(),
     ][usize::from(b.u8() % 5)];
     let heads = b.u64(1);
-    Transformer::builder().vocab_size(b.u64(3)).hidden_size(b.u64(2)).num_layers(b.u64(1)).num_heads(heads).num_kv_heads(b.u64(1)).head_dim(b.u64(2)).ffn_size(b.u64(3)).max_positions(b.u64(2)).arch(arch).build()
-    .ok()
+    Transformer::builder()
+        .vocab_size(b.u64(3))
+        .hidden_size(b.u64(2))
+        .num_layers(b.u64(1))
+        .num_heads(heads)
+        .num_kv_heads(b.u64(1))
+        .head_dim(b.u64(2))
+        .ffn_size(b.u64(3))
+        .max_positions(b.u64(2))
+        .arch(arch)
+        .build()
+        .ok()
 }
 
 fn exercise_model(m: &Transformer, b: &mut Bytes) {
@@ -99,13 +111,22 @@ fn exercise_model(m: &Transformer, b: &mut Bytes) {
     let Some(l) = layout(b) else {
         return;
     };
+    // The layout's serde form obeys the same rules as its builder.
+    let text = serde_json::to_string(&l).unwrap_or_default();
+    assert_eq!(serde_json::from_str::<ParallelLayout>(&text).ok(), Some(l));
     let framework = memory::Framework::ALL[usize::from(b.u8() % 4)];
     let profile = memory::FrameworkProfile::of(framework);
     let opts = profile.memory_options(&MemoryOptions::default());
-    if let Ok(report) = memory::training_memory(m, &l, &opts) {
-        if let Ok(d) = profile.most_loaded(&report) {
+    let report = memory::training_memory(m, &l, &opts);
+    if let Ok(report) = &report {
+        if let Ok(d) = profile.most_loaded(report) {
             let _ = d.verdict(b.u64(6));
         }
+    }
+    // Checked once, the pair gives the same figures.
+    if let Ok(placed) = lmshape::parallel::Placement::new(m, &l) {
+        assert_eq!(memory::training_memory_placed(&placed, &opts), report);
+        let _ = memory::least_recompute_placed(&placed, &opts, &profile, b.u64(6), 0.9);
     }
     let q = InferenceQuery {
         batch: b.u64(2),
@@ -130,6 +151,16 @@ fn exercise_model(m: &Transformer, b: &mut Bytes) {
     }
 }
 
+/// A law file read from arbitrary text, and the optimum's interval at an arbitrary budget.
+fn exercise_law_file(b: &mut Bytes) {
+    let flops = b.f64();
+    if let Ok(text) = std::str::from_utf8(b.0) {
+        if let Ok(file) = lmshape::scaling::LawFile::from_json(text) {
+            let _ = file.optimum(flops);
+        }
+    }
+}
+
 /// A parametric fit on a few arbitrary runs from a small grid, then its bootstrap.
 fn exercise_fit(b: &mut Bytes) {
     let n = 10 + usize::from(b.u8() % 6);
@@ -147,7 +178,13 @@ fn exercise_fit(b: &mut Bytes) {
         ..Default::default()
     };
     if let Ok(fit) = lmshape::scaling::fit_parametric(&runs, &opts) {
-        let _ = lmshape::scaling::bootstrap_standard_errors(&runs, &fit, &opts, 2 + usize::from(b.u8() % 4), 1);
+        let _ = lmshape::scaling::bootstrap_standard_errors(
+            &runs,
+            &fit,
+            &opts,
+            2 + usize::from(b.u8() % 4),
+            1,
+        );
         let _ = fit.law.compute_optimal(b.f64());
     }
     let _ = lmshape::scaling::runs_from_csv(&String::from_utf8_lossy(b.0));
@@ -222,7 +259,8 @@ fn exercise_literal(b: &mut Bytes) {
 fn exercise_serve(b: &mut Bytes) {
     use lmshape::serve::{Batching, Deployment, KvCacheDtype, WeightPrecision, Workload};
     let names = lmshape::system::SYSTEM_NAMES;
-    let Ok(profile) = lmshape::system::SystemProfile::shared(names[usize::from(b.u8()) % names.len()])
+    let Ok(profile) =
+        lmshape::system::SystemProfile::shared(names[usize::from(b.u8()) % names.len()])
     else {
         return;
     };
@@ -240,7 +278,11 @@ fn exercise_serve(b: &mut Bytes) {
         ep: b.u64(1),
         attention_dp: b.u64(1),
         weights: weights[usize::from(b.u8()) % weights.len()],
-        kv_cache: if b.u8() & 1 == 1 { KvCacheDtype::Fp8 } else { KvCacheDtype::Bf16 },
+        kv_cache: if b.u8() & 1 == 1 {
+            KvCacheDtype::Fp8
+        } else {
+            KvCacheDtype::Bf16
+        },
         kv_block_tokens: b.u64(1),
         memory_utilization: b.f64(),
     };
@@ -249,7 +291,11 @@ fn exercise_serve(b: &mut Bytes) {
         osl: b.u64(3),
         concurrency: (b.u8() & 1 == 1).then(|| b.u64(2)),
         prefill_chunk_tokens: b.u64(2),
-        batching: if b.u8() & 1 == 1 { Batching::Static } else { Batching::Continuous },
+        batching: if b.u8() & 1 == 1 {
+            Batching::Static
+        } else {
+            Batching::Continuous
+        },
     };
     let _ = lmshape::serve::serve(&m, &profile, &d, &w);
 }
@@ -261,7 +307,12 @@ fn exercise_floats(b: &mut Bytes) {
     let _ = scaling::gpu_hours_for(b.f64(), b.f64(), b.f64());
     let _ = scaling::tokens_for_flops(b.f64(), b.f64());
     let _ = scaling::PowerLawFrontier::KAPLAN.optimal(b.f64());
-    let k = scaling::KaplanLaw { n_c: b.f64(), alpha_n: b.f64(), d_c: b.f64(), alpha_d: b.f64() };
+    let k = scaling::KaplanLaw {
+        n_c: b.f64(),
+        alpha_n: b.f64(),
+        d_c: b.f64(),
+        alpha_d: b.f64(),
+    };
     let _ = k.loss(b.f64(), b.f64());
     if let Ok(law) = scaling::ParametricLaw::new(b.f64(), b.f64(), b.f64(), b.f64(), b.f64()) {
         let _ = law.compute_optimal(b.f64());
@@ -272,7 +323,8 @@ fn exercise_floats(b: &mut Bytes) {
 
 fuzz_target!(|data: &[u8]| {
     let mut b = Bytes(data);
-    match b.u8() % 9 {
+    match b.u8() % 10 {
+        9 => exercise_law_file(&mut b),
         8 => exercise_serve(&mut b),
         4 => exercise_fit(&mut b),
         5 => exercise_table(&mut b),
@@ -346,7 +398,9 @@ fuzz_target!(|data: &[u8]| {
                     .balanced_pipeline(b.u8() & 1 == 1)
             });
             let text = serde_json::to_string(&built.as_ref().ok()).unwrap_or_default();
-            let via_serde = serde_json::from_str::<Option<ShapeSpace>>(&text).ok().flatten();
+            let via_serde = serde_json::from_str::<Option<ShapeSpace>>(&text)
+                .ok()
+                .flatten();
             // The serde form obeys the same rules as the builder.
             let result = built.and_then(|b| b.build());
             assert_eq!(via_serde.is_some(), result.is_ok());
@@ -407,7 +461,13 @@ fuzz_target!(|data: &[u8]| {
             // (Equal up to the last digit serde_json's float parsing may round.)
             assert!(via_serde.is_some());
             let timer = AnalyticalTimer::new(GpuSpec::a100_80gb());
-            let _ = lmshape::plan::plan(&req, &timer);
+            if let Ok(mut p) = lmshape::plan::plan(&req, &timer) {
+                let order = lmshape::plan::EquivalentOrder::ALL[usize::from(b.u8() % 5)];
+                lmshape::plan::order_equivalents(&mut p.candidates, order);
+                for c in p.candidates.iter().take(3) {
+                    let _ = c.record();
+                }
+            }
         }
     }
 });
