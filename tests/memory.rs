@@ -1359,3 +1359,32 @@ fn interleaved_stages_hold_their_warm_up() {
     let few = memory::training_memory(&m, &layout(4), &opts).unwrap();
     assert_eq!(few.first.activations_bytes, 80 * per_layer);
 }
+
+/// The fused cross-entropy's second fp32 buffer replaces the unfused loss's 16-bit cast: the
+/// last stage's peak grows by `(4 − 2)·s·b·V/t` bytes (padded vocabulary), recounted here, and
+/// no other stage changes.
+#[test]
+fn fused_cross_entropy_adds_one_fp32_logits_buffer_on_the_last_stage() {
+    use lmshape::framework::CrossEntropy;
+    let m = presets::by_name("gpt3-175b").unwrap();
+    let layout = ParallelLayout::builder()
+        .tp(8)
+        .pp(8)
+        .micro_batch(2)
+        .global_batch(16)
+        .build()
+        .unwrap();
+    let at = |cross_entropy| {
+        let opts = MemoryOptions {
+            cross_entropy,
+            ..flash_no_dropout()
+        };
+        memory::training_memory(&m, &layout, &opts).unwrap()
+    };
+    let (unfused, fused) = (at(CrossEntropy::Unfused), at(CrossEntropy::Fused));
+    // 50257 rows padded to a multiple of 128 · 8 = 1024: 51200, 6400 per rank.
+    let by_hand = (4 - 2) * 2048 * 2 * (51200 / 8);
+    assert_eq!(fused.last.total_bytes - unfused.last.total_bytes, by_hand);
+    assert_eq!(fused.first, unfused.first);
+    assert_eq!(fused.middle, unfused.middle);
+}
