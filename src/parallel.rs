@@ -957,6 +957,12 @@ impl ParallelLayout {
     /// # Errors
     /// The first rule broken, naming it and its values.
     pub fn validate(&self, model: &Transformer) -> Result<()> {
+        self.checked_stages(model).map(|_| ())
+    }
+
+    /// [`ParallelLayout::validate`], returning the stage partition its last check computes
+    /// (what [`ParallelLayout::stage_layers`] gives: the virtual stages only add checks).
+    fn checked_stages(&self, model: &Transformer) -> Result<StageLayers> {
         self.validate_batch()?;
         model.check_context(self.seq_len, "seq_len")?;
         self.check_experts(model)?;
@@ -982,7 +988,6 @@ impl ParallelLayout {
             &self.pipeline_split(),
             self.virtual_stages(),
         )
-        .map(|_| ())
     }
 
     /// The rules that do not depend on the model: positive degrees and batches, a GPU count
@@ -1369,11 +1374,10 @@ impl<'m> Placement<'m> {
     /// The first rule broken ([`ParallelLayout::validate`]), or a vocabulary whose padding
     /// overflows `u64`.
     pub fn new(model: &'m Transformer, layout: &ParallelLayout) -> Result<Placement<'m>> {
-        layout.validate(model)?;
         Ok(Placement {
             model,
             layout: *layout,
-            stages: layout.stage_layers(model)?,
+            stages: layout.checked_stages(model)?,
             padded_vocab: layout.padded_vocab(model)?,
         })
     }

@@ -29,7 +29,7 @@
 use crate::error::{Error, Result, positive, positive_f64};
 use crate::hardware::GemmTimer;
 use crate::memory::{self, Framework, FrameworkProfile, GemmPrecision, Verdict};
-use crate::model::{Architecture, Transformer};
+use crate::model::Architecture;
 use crate::parallel::Recompute;
 use crate::parallel::{EmbeddingSlots, LayoutSpace, ParallelLayout, Placement, ZeroStage};
 use crate::scaling::{self, Binding, Constraints, ParametricLaw};
@@ -197,9 +197,6 @@ crate::error::named!(EquivalentOrder, "equivalent order", [
 pub fn order_equivalents(candidates: &mut [Candidate], order: EquivalentOrder) {
     // Equivalents first (a stable sort on the mark), keeping the loss order.
     candidates.sort_by_key(|c| !c.equivalent_to_best);
-    if order == EquivalentOrder::Loss {
-        return;
-    }
     let set = candidates
         .iter()
         .take_while(|c| c.equivalent_to_best)
@@ -1031,7 +1028,8 @@ fn evaluate_precision(
     if req.token_floor.is_some_and(|f| tokens < f) {
         return Ok(Err((RejectReason::TooSlowForTokenFloor, tokens)));
     }
-    let loss = Losses::of(walk, model, &st, tokens)?;
+    let counts = model.param_counts()?;
+    let loss = Losses::of(walk, &counts, &st, tokens)?;
     Ok(Ok(Candidate {
         shape,
         layout,
@@ -1046,7 +1044,7 @@ fn evaluate_precision(
         predicted_loss: loss.predicted,
         precision,
         active_params: match &walk.moe_law {
-            Some(_) => model.param_counts()?.active_params,
+            Some(_) => counts.active_params,
             None => shape.params,
         },
         loss_low: loss.low,
@@ -1065,33 +1063,26 @@ struct Losses {
 
 impl Losses {
     /// Under the plan's law: the dense law of the model's size, or the mixture-of-experts law
-    /// of its active non-embedding parameters.
+    /// of its active non-embedding parameters (`counts` are the model's).
     fn of(
         walk: &Walk<'_>,
-        model: &Transformer,
+        counts: &crate::params::ParamCounts,
         st: &step::StepTime,
         tokens: f64,
     ) -> Result<Losses> {
-        let counts = model.param_counts()?;
         let loss_at = |t: f64| match &walk.moe_law {
             Some(law) => law.loss(
                 counts.active_params.saturating_sub(counts.embedding_params) as f64,
                 t,
             ),
-            None => walk.req.law.loss(model, t),
+            None => walk.req.law.loss_of_counts(counts, t),
         };
         let predicted = loss_at(tokens)?;
-        let scale = |step_seconds: f64| {
-            if step_seconds > 0.0 {
-                st.step_seconds / step_seconds
-            } else {
-                1.0
-            }
-        };
+        let (slow, fast) = st.rate_band(tokens);
         Ok(Losses {
             predicted,
-            low: loss_at(tokens * scale(st.step_seconds_low))?.min(predicted),
-            high: loss_at(tokens * scale(st.step_seconds_high))?.max(predicted),
+            low: loss_at(fast)?.min(predicted),
+            high: loss_at(slow)?.max(predicted),
         })
     }
 }
@@ -1316,6 +1307,8 @@ pub fn most_tokens_at_peak(
     if peak <= 0.0 {
         return Ok(None);
     }
+    // Every FLOP the usable time buys at the peak (MFU 1).
+    let flops = scaling::training_flops(usable_gpu_hours, peak, 1.0)?;
     let mut best: Option<(Shape, f64)> = None;
     for shape in space.iter()? {
         if shape.model.head_dim > req.max_head_dim {
@@ -1327,7 +1320,7 @@ pub fn most_tokens_at_peak(
             &crate::flops::FlopsConvention::megatron(req.seq_len, Recompute::None),
         )?
         .model_flops();
-        let tokens = usable_gpu_hours * 3600.0 * peak / per_token;
+        let tokens = flops / per_token;
         if best.is_none_or(|(_, t)| tokens > t) {
             best = Some((shape, tokens));
         }

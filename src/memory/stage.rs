@@ -90,12 +90,10 @@ pub(crate) const W: &str = "training memory";
 /// one layer's activations by part, the last stage's logits and the first stage's embedding
 /// dropout mask (per micro-batch).
 pub(crate) struct StageInputs<'a> {
-    pub(crate) layout: &'a ParallelLayout,
+    /// The model, the layout and what the layout derives for it.
+    pub(crate) placed: &'a Placement<'a>,
     pub(crate) opts: &'a MemoryOptions,
     pub(crate) micro_batches: u64,
-    pub(crate) model: &'a Transformer,
-    pub(crate) stages: crate::parallel::StageLayers,
-    pub(crate) padded_vocab: u64,
     pub(crate) first_extra_params: u64,
     pub(crate) last_extra_params: u64,
     pub(crate) parts: ActivationParts,
@@ -106,6 +104,14 @@ pub(crate) struct StageInputs<'a> {
 }
 
 impl<'a> StageInputs<'a> {
+    fn model(&self) -> &'a Transformer {
+        self.placed.model()
+    }
+
+    fn layout(&self) -> &'a ParallelLayout {
+        self.placed.layout()
+    }
+
     pub(crate) fn new(
         placed: &'a Placement<'a>,
         opts: &'a MemoryOptions,
@@ -118,12 +124,9 @@ impl<'a> StageInputs<'a> {
         let separate_head = layout.pp > 1 || !model.arch.tied_embeddings;
         let tokens = mul(layout.local_seq_len(), layout.micro_batch, W)?;
         Ok(StageInputs {
-            layout,
+            placed,
             opts,
             micro_batches: layout.num_micro_batches()?,
-            model,
-            stages: placed.stages(),
-            padded_vocab: vocab,
             first_extra_params: crate::params::input_end_params(model, vocab, tp)?.total_params(),
             last_extra_params: crate::params::output_end_params(model, vocab, tp, separate_head)?
                 .total_params(),
@@ -174,11 +177,11 @@ impl<'a> StageInputs<'a> {
             StageKind::Middle => (false, false),
             StageKind::Last => (false, true),
         };
-        let range = self.stages.range(index, self.layout.pp);
+        let range = self.placed.stages().range(index, self.layout().pp);
         debug_assert_eq!(range.end - range.start, layers);
         let (params, experts, layer_share) =
             self.stage_params(range.clone(), layers, has_first, has_last)?;
-        let in_flight = (self.layout.pp - index).min(self.micro_batches).max(1);
+        let in_flight = (self.layout().pp - index).min(self.micro_batches).max(1);
         // The first backward under 1F1B: every in-flight micro-batch held, the last stage's
         // logits and their gradient, one layer's backward working set.
         let held = self.layer_activations(index, range, in_flight)?;
@@ -252,9 +255,9 @@ impl<'a> StageInputs<'a> {
         has_first: bool,
         has_last: bool,
     ) -> Result<(u64, u64, u64)> {
-        let layout = self.layout;
+        let layout = self.layout();
         let (mut params, experts) = crate::params::layers_params_on_rank_by_part(
-            self.model,
+            self.model(),
             layout.tp,
             layout.ep,
             layout.expert_tp(),
@@ -274,7 +277,7 @@ impl<'a> StageInputs<'a> {
     /// ZeRO-3 sharding), gradients and optimizer states of its dense parameters and routed
     /// experts, and the experts' share of all three.
     fn model_states(&self, params: u64, experts: u64) -> Result<(u64, u64, u64, u64)> {
-        let layout = self.layout;
+        let layout = self.layout();
         let precision = &self.opts.precision;
         let dense = model_state_bytes(params, layout.weight_dp(), layout.zero, precision)?;
         let expert = model_state_bytes(experts, layout.expert_dp()?, layout.zero, precision)?;
@@ -324,7 +327,7 @@ impl<'a> StageInputs<'a> {
         let mut best = None;
         if has_first {
             let mut grad = mul(self.first_extra_params, precision.activation_bytes, W)?;
-            if self.layout.zero >= ZeroStage::Weights {
+            if self.layout().zero >= ZeroStage::Weights {
                 grad = mul(grad, 2, W)?;
             }
             best = Some((grad, PeakMoment::EmbeddingBackward));
@@ -343,11 +346,14 @@ impl<'a> StageInputs<'a> {
     /// the output head on the last (where it is its own tensor), else the layers' largest
     /// ([`crate::params::largest_layer_tensor_on_rank`]).
     fn largest_tensor(&self, has_first: bool, has_last: bool) -> Result<u64> {
-        let tp = self.layout.tp;
-        let layers =
-            crate::params::largest_layer_tensor_on_rank(self.model, tp, self.layout.expert_tp())?;
-        let table = mul(self.padded_vocab / tp, self.model.hidden_size, W)?;
-        let separate_head = self.layout.pp > 1 || !self.model.arch.tied_embeddings;
+        let tp = self.layout().tp;
+        let layers = crate::params::largest_layer_tensor_on_rank(
+            self.model(),
+            tp,
+            self.layout().expert_tp(),
+        )?;
+        let table = mul(self.placed.padded_vocab() / tp, self.model().hidden_size, W)?;
+        let separate_head = self.layout().pp > 1 || !self.model().arch.tied_embeddings;
         let ends = if has_first || (has_last && separate_head) {
             table
         } else {
@@ -375,7 +381,7 @@ impl<'a> StageInputs<'a> {
         const REDUCE_BUCKET_ELEMENTS: u64 = 500_000_000;
         const PREFETCH_BUCKET_ELEMENTS: u64 = 50_000_000;
         let p = &self.opts.precision;
-        let zero = self.layout.zero;
+        let zero = self.layout().zero;
         let deepspeed = matches!(
             self.opts.framework,
             Framework::Deepspeed | Framework::MegatronDeepspeed
@@ -426,8 +432,8 @@ impl<'a> StageInputs<'a> {
         range: std::ops::Range<u64>,
         in_flight: u64,
     ) -> Result<HeldActivations> {
-        let pp = self.layout.pp;
-        let v = self.layout.virtual_stages();
+        let pp = self.layout().pp;
+        let v = self.layout().virtual_stages();
         // Layer-micro-batches held at the first backward, and at the end of one.
         let units = |layers: u64| -> Result<(u64, u64)> {
             if v > 1 && pp > 1 {
@@ -440,7 +446,7 @@ impl<'a> StageInputs<'a> {
             }
         };
         let layers = range.end.saturating_sub(range.start);
-        let moe_layers = self.model.moe.map_or(0, |m| m.moe_layers_in(range));
+        let moe_layers = self.model().moe.map_or(0, |m| m.moe_layers_in(range));
         let (mut total, mut fewer) = (0, 0);
         let mut largest = 0;
         let mut checkpoint = 0;
@@ -458,7 +464,7 @@ impl<'a> StageInputs<'a> {
             let (u, u_fewer) = units(n)?;
             checkpoint = checkpoint.max(parts.checkpoint);
             working = working.max(parts.backward);
-            let per_unit = match self.layout.recompute {
+            let per_unit = match self.layout().recompute {
                 Recompute::None => per_layer,
                 Recompute::Selective => {
                     largest = largest.max(parts.core);
@@ -472,7 +478,7 @@ impl<'a> StageInputs<'a> {
             total = add(total, mul(u, per_unit, W)?, W)?;
             fewer = add(fewer, mul(u_fewer, per_unit, W)?, W)?;
         }
-        let backward = match self.layout.recompute {
+        let backward = match self.layout().recompute {
             Recompute::None => total,
             Recompute::Selective => add(total, largest, W)?,
             // One layer's checkpoint is its full activations while it is rebuilt.

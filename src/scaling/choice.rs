@@ -107,7 +107,15 @@ impl LawChoice {
     /// # Errors
     /// A model that breaks one of its rules ([`crate::Transformer::validate`]) or counts that overflow `u64`, or the law's own errors.
     pub fn loss(&self, model: &Transformer, tokens: f64) -> Result<f64> {
-        let c = model.param_counts()?;
+        self.loss_of_counts(&model.param_counts()?, tokens)
+    }
+
+    /// Predicted loss of a model whose parameter counts are `c`, trained on `tokens`: the
+    /// law reads the count of its basis ([`LawChoice::size_basis`]).
+    ///
+    /// # Errors
+    /// The law's own errors.
+    pub fn loss_of_counts(&self, c: &crate::params::ParamCounts, tokens: f64) -> Result<f64> {
         match self.parametric() {
             None => KaplanLaw::PUBLISHED.loss(c.non_embedding_params as f64, tokens),
             Some(l) => l.loss(c.total_params as f64, tokens),
