@@ -287,7 +287,6 @@ pub fn main() {
         Some(t) => t,
         None => machine.timer.as_ref(),
     };
-    refuse_without_layouts(&req);
     let started = std::time::Instant::now();
     let (result, mfus) = match args.mfu {
         Mfu::Assumed(_) => (or_die(plan::plan(&req, timer)), Vec::new()),
@@ -324,28 +323,6 @@ pub fn main() {
     report(&req, &result, timer, seconds, top);
     if let Some(n) = args.serve_tokens {
         report_serving(&req, &result, &args, n);
-    }
-}
-
-/// A request no layout can serve ends here, in one line naming the rule, before any search
-/// (the library's plan would list every layout's reason instead).
-fn refuse_without_layouts(req: &PlanRequest) {
-    let layouts = or_die(req.layout_space().enumerate());
-    if layouts.valid.is_empty() {
-        let reason = layouts.invalid.first().map_or(
-            "no tensor-parallel option fits a node".to_string(),
-            |(l, e)| format!("e.g. {l}: {e}"),
-        );
-        die(&format!(
-            "no layout of {} GPUs satisfies the layout rules ({} GPUs per node, tp options {}): {reason}",
-            req.gpus(),
-            req.cluster().gpus_per_node,
-            req.tp_options()
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
     }
 }
 

@@ -13,7 +13,8 @@
 //! 4. **Layouts** ([`crate::parallel::LayoutSpace`]): every `tp ≤ GPUs per node` from the
 //!    options, every `pp` dividing the rest, `dp` filling the cluster, every micro-batch
 //!    option, found once; layouts that break a rule of their own (the global batch does not
-//!    split over `dp`) are listed in [`Plan::invalid_layouts`]; with BigScience's embedding
+//!    split over `dp`) are listed in [`Plan::invalid_layouts`], and a request none of whose
+//!    layouts keeps its own rules ends the plan before the search; with BigScience's embedding
 //!    slots ([`PlanRequest::embedding_slots`]) when only `(L + 2) % pp` holds; a layout that
 //!    breaks a rule for the shape is "indivisible".
 //! 5. **Memory** ([`crate::memory`]): the device figure of the most loaded GPU under the
@@ -1195,12 +1196,16 @@ pub fn plan_with_predicted_mfu(
 ///
 /// # Errors
 /// A malformed request (a zero or non-finite figure, empty options, a precision the GPU
-/// lacks), a target the law cannot reach, or a token floor no shape of the window reaches
-/// even at the GPU's peak ([`most_tokens_at_peak`]: found before the search, in one error
-/// naming the floor); any other impossible request is a plan with no candidates and every
+/// lacks), a target the law cannot reach, and, found before the search in one error each, a
+/// token floor no shape of the window reaches even at the GPU's peak
+/// ([`most_tokens_at_peak`]) or GPUs no layout of the options can use; any other impossible
+/// request is a plan with no candidates and every
 /// rejection's reason, not an error.
 pub fn plan(req: &PlanRequest, timer: &dyn GemmTimer) -> Result<Plan> {
     req.validate()?;
+    let layout_space = req.layout_space();
+    let layouts = layout_space.enumerate()?;
+    check_layouts(req, &layouts)?;
     let budget = read_budget(req)?;
     let bounds = LawBounds::for_flops(budget.compute_flops)?;
     let cons = Constraints {
@@ -1213,8 +1218,6 @@ pub fn plan(req: &PlanRequest, timer: &dyn GemmTimer) -> Result<Plan> {
     if let Some(floor) = req.token_floor {
         check_token_floor(req, &budget, &space, floor, target, binding)?;
     }
-    let layout_space = req.layout_space();
-    let layouts = layout_space.enumerate()?;
     let walk = Walk {
         req,
         timer,
@@ -1326,6 +1329,27 @@ pub fn most_tokens_at_peak(
         }
     }
     Ok(best)
+}
+
+/// A request whose GPUs no layout of its options can use ends the plan before the search,
+/// naming the node, the options and a rule the first rejected layout breaks.
+fn check_layouts(req: &PlanRequest, layouts: &crate::parallel::Layouts) -> Result<()> {
+    if !layouts.valid.is_empty() {
+        return Ok(());
+    }
+    let reason = layouts.invalid.first().map_or(
+        "no tensor-parallel option fits a node".to_string(),
+        |(l, e)| format!("e.g. {l}: {e}"),
+    );
+    Err(Error::Inconsistent {
+        rule: "the layout rules must leave some layout of the request's GPUs",
+        detail: format!(
+            "no layout of {} GPUs satisfies the layout rules ({} GPUs per node, tp options {}): {reason}",
+            req.gpus,
+            req.cluster.gpus_per_node,
+            req.tp_options.iter().join(", ")
+        ),
+    })
 }
 
 /// A token floor no shape of the window reaches even at the GPU's peak

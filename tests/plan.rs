@@ -166,6 +166,18 @@ fn impossible_requests_give_empty_plans_with_reasons() {
     assert!(err.contains("token floor must be reachable"), "{err}");
     assert!(err.contains("3.500e11 tokens"), "{err}");
 
+    // No tp option fits a node of 8: no layout at all, refused before the search.
+    let (req, timer) = reference();
+    let req = req
+        .to_builder()
+        .gpus(8)
+        .tp_options(vec![16])
+        .build()
+        .unwrap();
+    assert!(req.layout_space().enumerate().unwrap().valid.is_empty());
+    let err = plan::plan(&req, &timer).unwrap_err().to_string();
+    assert!(err.contains("no layout of 8 GPUs"), "{err}");
+
     // A request that breaks a rule cannot be built.
     let (req, _) = reference();
     assert!(matches!(
@@ -238,9 +250,15 @@ proptest! {
         let p = match plan::plan(&req, &timer) {
             Ok(p) => p,
             Err(e) => {
-                // Only a floor no shape reaches at the peak ends the plan early.
-                prop_assert!(floor.is_some());
-                prop_assert!(e.to_string().contains("token floor must be reachable"), "{}", e);
+                // Only GPUs no layout can use, or a floor no shape reaches at the peak, end
+                // the plan early.
+                let no_layout = req.layout_space().enumerate().unwrap().valid.is_empty();
+                if no_layout {
+                    prop_assert!(e.to_string().contains("no layout of"), "{}", e);
+                } else {
+                    prop_assert!(floor.is_some());
+                    prop_assert!(e.to_string().contains("token floor must be reachable"), "{}", e);
+                }
                 return Ok(());
             }
         };
