@@ -619,6 +619,40 @@ fn latent_attention_caches_the_latent() {
     assert_eq!(tp8, per_token);
 }
 
+/// Latent attention's stored activations recounted by hand for DeepSeek-V3's attention with a
+/// dense MLP: queries and keys `n + r = 192` wide per head, values and the attention output
+/// `v = 128` (not 192), and each compressed latent (`r_q = 1536`, `r_kv = 512`) kept as its
+/// norm's input and its up-projection's input, on every tensor-parallel rank.
+#[test]
+fn latent_attention_activations_recounted() {
+    let dense = example_config("deepseek-v3")
+        .to_builder()
+        .moe(None)
+        .build()
+        .unwrap();
+    let (s, h, heads, f) = (4096u64, 7168u64, 128u64, 18432u64);
+    let (qk, v, r_q, r_kv) = (192u64, 128u64, 1536u64, 512u64);
+    for t in [1u64, 8] {
+        let layout = ParallelLayout::builder()
+            .tp(t)
+            .seq_len(s)
+            .global_batch(1)
+            .build()
+            .unwrap();
+        let got =
+            memory::layer_activation_bytes(&dense, &layout, &flash_no_dropout(), Recompute::None)
+                .unwrap();
+        let a = heads / t;
+        // 16-bit values per token: two norm inputs and two linear inputs of width h, the
+        // latents twice; Q, K, V, the attention output, the gated MLP's gate, up and product.
+        let replicated = 4 * h + 2 * (r_q + r_kv);
+        let split = a * qk * 2 + a * v * 2 + 3 * f / t;
+        // FlashAttention's fp32 statistics: one per head and token.
+        let expected = s * (2 * (replicated + split) + 4 * a);
+        assert_eq!(got, expected, "tp {t}");
+    }
+}
+
 /// Sliding-window layers keep at most the window: a layer-by-layer recount.
 #[test]
 fn sliding_windows_bound_the_cache() {

@@ -3,7 +3,7 @@
 use super::{AttentionKernel, Framework, GemmPrecision, MemoryOptions};
 use crate::error::{Result, add};
 use crate::flops::Recompute;
-use crate::model::{BlockKind, MlpKind, Transformer};
+use crate::model::{Attention, BlockKind, MlpKind, Transformer};
 use crate::numeric::{Checked, c};
 use crate::parallel::{ParallelLayout, kv_heads_per_rank};
 use crate::params::LayerKind;
@@ -18,7 +18,10 @@ use crate::params::LayerKind;
 /// input `2sbh` (shared with the QKV input in a parallel block with one norm), dropout masks
 /// `sbh` after attention and MLP; split over `t` — Q `2sbq`, K and V `2sbk` each,
 /// attention-output input `2sbq`, MLP activations `4sbf` (standard: activation input and
-/// output) or `6sbf` (gated: gate, up and their product); attention core `5asb·s` (`2asb·s`
+/// output) or `6sbf` (gated: gate, up and their product); under multi-head latent attention V
+/// and the attention-output input are `v_head_dim` wide per head, and each compressed latent
+/// (query and key/value, `r_q + r_kv` wide, not split over `t`) is kept as its norm's input
+/// and as its up-projection's input, `4sb(r_q + r_kv)`; attention core `5asb·s` (`2asb·s`
 /// without dropout; none with FlashAttention, which keeps `4asb` of fp32 statistics). With FP8
 /// GEMMs ([`GemmPrecision`]) the inputs of the linear layers — the QKV and MLP inputs, the
 /// attention-output input and the MLP-output input — are kept as the GEMMs read them, one byte
@@ -74,7 +77,8 @@ pub(crate) struct ActivationParts {
 
 /// The sizes one layer's activations are made of, on one rank (see the module docs): tokens
 /// `s` (local under context parallelism) and `b`, the keys `s_k` each query attends, widths
-/// split over `t = tp` (`q`, `k`, the MLP's `f`), bytes per 16-bit element `e`, and bytes of a
+/// split over `t = tp` (`q`, `k`, `v`, the attention output `o`, the MLP's `f`), the
+/// latent-attention ranks (`latent`, not split), bytes per 16-bit element `e`, and bytes of a
 /// linear layer's saved input in 32nds (`lin32`: FP8 keeps the cast input, one byte per value
 /// plus MXFP8's scale per 32).
 struct LayerDims {
@@ -86,6 +90,9 @@ struct LayerDims {
     heads: u64,
     q: u64,
     k: u64,
+    v: u64,
+    o: u64,
+    latent: u64,
     f: u64,
     e: u64,
     e32: u64,
@@ -105,6 +112,17 @@ impl LayerDims {
         let hd = model.head_dim;
         let heads = model.num_heads / t;
         let e = opts.precision.activation_bytes;
+        let k = (c(kv_heads_per_rank(model.num_kv_heads, t)?) * hd).get(A)?;
+        // Latent attention's values and output are `v_head_dim` wide per head, and its
+        // compressed query and key/value latents are kept twice each ([`ActivationParts::new`]).
+        let (v, o, latent) = match &model.attention {
+            Attention::Standard => (k, (c(heads) * hd).get(A)?, 0),
+            Attention::MultiLatent(mla) => {
+                let v = (c(heads) * model.head_widths().1).get(A)?;
+                let latent = (c(mla.q_lora_rank.unwrap_or(0)) + mla.kv_lora_rank).get(A)?;
+                (v, v, latent)
+            }
+        };
         Ok(LayerDims {
             t,
             s: layout.local_seq_len(),
@@ -113,7 +131,10 @@ impl LayerDims {
             keys: layout.seq_len,
             heads,
             q: (c(heads) * hd).get(A)?,
-            k: (c(kv_heads_per_rank(model.num_kv_heads, t)?) * hd).get(A)?,
+            k,
+            v,
+            o,
+            latent,
             // The dense MLP, or a mixture-of-experts layer's shared experts (split over tp
             // like the dense MLP); its routed experts are counted apart.
             f: match (kind, &model.moe) {
@@ -170,12 +191,17 @@ impl ActivationParts {
         let masks = if opts.dropout { 2 } else { 0 };
         let per_token32 =
             c(d.e32) * model.arch.block.norms_per_layer() + c(d.lin32) * inputs + c(32) * masks;
-        let mut replicated = (d.tokens() * h * per_token32).div_ceil(32);
-        // Split over tp: Q (q wide) and K, V (k wide) in 16 bits, the MLP's activations but
-        // the last in 16 bits; the attention-output input (q wide) and the MLP-output input
-        // (f wide) as linear inputs.
-        let wide16 = c(d.q) + c(2) * d.k + c(d.mlp - 1) * d.f;
-        let wide_lin = c(d.q) + d.f;
+        // Latent attention's compressed query and key/value latents, each the input of its
+        // norm (16 bits) and, normalised, of its up-projection (a linear input): the
+        // down-projections are not split over tp (DeepSeek-V2 §2.1.2, eqs. 9 and 12;
+        // Megatron-Core `MLASelfAttention`, whose up-projections fuse the latent norms).
+        let latent32 = c(d.latent) * (c(d.e32) + d.lin32);
+        let mut replicated = (d.tokens() * (c(h) * per_token32 + latent32)).div_ceil(32);
+        // Split over tp: Q (q wide), K (k wide) and V (v wide) in 16 bits, the MLP's
+        // activations but the last in 16 bits; the attention-output input (o wide) and the
+        // MLP-output input (f wide) as linear inputs.
+        let wide16 = c(d.q) + d.k + d.v + c(d.mlp - 1) * d.f;
+        let wide_lin = c(d.o) + d.f;
         let mut split32 = d.tokens() * (wide16 * d.e32 + wide_lin * d.lin32);
         // The MLP's intermediate gradients while its backward runs: of the activation's output
         // and of the first linear layer's output(s), `2f` standard, `3f` gated.
@@ -227,7 +253,8 @@ impl ActivationParts {
 /// attention's gradients of the probabilities and of the scores, `2·e·a·s·s_k·b`; plus
 /// context parallelism's exchange buffers — ring attention double-buffers the key/value chunk
 /// and the chunk's key/value gradients (Transformer Engine's `AttnFuncWithCPAndKVP2P`),
-/// `8·e·s·b·k` for the local `s`; all-to-all sends and receives q, k and v, `2·e·s·b·(q + 2k)`.
+/// `4·e·s·b·(k + v)` for the local `s` (`8·e·s·b·k` when values are as wide as keys);
+/// all-to-all sends and receives q, k and v, `2·e·s·b·(q + k + v)`.
 fn attention_backward_bytes(
     layout: &ParallelLayout,
     opts: &MemoryOptions,
@@ -236,12 +263,12 @@ fn attention_backward_bytes(
     let (s, b, e) = (d.s, d.b, d.e);
     let grads = match opts.attention {
         AttentionKernel::Standard => c(2) * e * d.heads * s * d.keys * b,
-        AttentionKernel::Flash => d.tokens() * ((c(d.q) + c(2) * d.k) * e + c(4) * d.q),
+        AttentionKernel::Flash => d.tokens() * ((c(d.q) + d.k + d.v) * e + c(4) * d.q),
     };
     let cp_buffers = if layout.cp > 1 {
         match layout.cp_comm {
-            crate::parallel::CpComm::P2p => c(8) * e * s * b * d.k,
-            crate::parallel::CpComm::A2a => c(2) * e * s * b * (c(d.q) + c(2) * d.k),
+            crate::parallel::CpComm::P2p => c(4) * e * s * b * (c(d.k) + d.v),
+            crate::parallel::CpComm::A2a => c(2) * e * s * b * (c(d.q) + d.k + d.v),
         }
     } else {
         Checked::ZERO
