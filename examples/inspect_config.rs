@@ -16,7 +16,7 @@ use clap::Parser;
 use common::cli::{LayoutArgs, SetupArgs, positive_count};
 use common::{gib, grouped, or_die, si};
 use lmshape::flops::{self, FlopsConvention, ParamBasis};
-use lmshape::memory::{self, MemoryOptions, Precision};
+use lmshape::memory::{self, Precision};
 use lmshape::{ParallelLayout, Recompute, Transformer};
 use serde_json::json;
 
@@ -136,11 +136,7 @@ pub fn main() {
     report.seq_is_default = args.seq_len.is_none();
     let mut layout = args.layout.layout(seq);
     let profile = memory::FrameworkProfile::of(args.setup.framework);
-    let mut opts = profile.memory_options(
-        &args
-            .setup
-            .memory_options(MemoryOptions::default(), layout.zero()),
-    );
+    let mut opts = args.setup.framework_options(layout.zero());
     match args.bytes_per_param {
         Some(16) => opts.precision = Precision::MIXED_16,
         Some(_) => opts.precision = Precision::MIXED_18,
@@ -162,6 +158,10 @@ pub fn main() {
     let device = |t: &lmshape::TrainingMemory| or_die(profile.device(t));
     report.device = Some(DeviceReport {
         framework: args.setup.framework,
+        optimizer: opts
+            .optimizer
+            .unwrap_or(args.setup.framework.default_optimizer()),
+        cross_entropy: opts.cross_entropy,
         first: device(&training.first),
         middle: device(&training.middle),
         last: device(&training.last),
@@ -206,6 +206,8 @@ pub fn main() {
 /// The reserved and device figures of each stage under a framework, and the card to check.
 struct DeviceReport {
     framework: memory::Framework,
+    optimizer: lmshape::framework::Optimizer,
+    cross_entropy: lmshape::framework::CrossEntropy,
     first: memory::DeviceMemory,
     middle: memory::DeviceMemory,
     last: memory::DeviceMemory,
@@ -548,6 +550,8 @@ impl Report {
                 let peak = d.stage_record(&d.peak());
                 TrainingDeviceRecord {
                     framework: d.framework.to_string(),
+                    optimizer: d.optimizer.to_string(),
+                    cross_entropy: d.cross_entropy.to_string(),
                     reserved_bytes: peak.reserved_bytes,
                     device_bytes: peak.device_bytes,
                     band_bytes: peak.band_bytes,
@@ -1059,6 +1063,8 @@ struct StageDeviceRecord {
 #[derive(serde::Serialize)]
 struct TrainingDeviceRecord {
     framework: String,
+    optimizer: String,
+    cross_entropy: String,
     reserved_bytes: u64,
     device_bytes: u64,
     band_bytes: u64,

@@ -164,12 +164,7 @@ pub fn main() {
     let timer = machine.timer.as_ref();
     // The framework's byte counts, for memory and for the step's traffic alike.
     let profile = lmshape::memory::FrameworkProfile::of(args.step.setup.framework);
-    let memory_opts = profile.memory_options(
-        &args
-            .step
-            .setup
-            .memory_options(lmshape::MemoryOptions::default(), layout.zero()),
-    );
+    let memory_opts = args.step.setup.framework_options(layout.zero());
     let opts = StepOptions {
         memory: memory_opts,
         ..StepOptions::default()
@@ -254,6 +249,7 @@ struct Record<'a> {
     verdict: lmshape::memory::Verdict,
     margin_bytes: i64,
     optimizer: String,
+    cross_entropy: String,
     framework: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     scenario: Option<&'a str>,
@@ -293,6 +289,7 @@ fn print_json(args: &Cli, machine: &common::cli::Machine, e: &Estimate) {
             .optimizer
             .unwrap_or(framework.default_optimizer())
             .to_string(),
+        cross_entropy: e.opts.memory.cross_entropy.to_string(),
         framework: framework.to_string(),
         scenario: args.scenario.as_deref(),
     };
