@@ -161,7 +161,6 @@ pub fn main() {
         optimizer: opts
             .optimizer
             .unwrap_or(args.setup.framework.default_optimizer()),
-        cross_entropy: opts.cross_entropy,
         first: device(&training.first),
         middle: device(&training.middle),
         last: device(&training.last),
@@ -207,7 +206,6 @@ pub fn main() {
 struct DeviceReport {
     framework: memory::Framework,
     optimizer: lmshape::framework::Optimizer,
-    cross_entropy: lmshape::framework::CrossEntropy,
     first: memory::DeviceMemory,
     middle: memory::DeviceMemory,
     last: memory::DeviceMemory,
@@ -216,8 +214,8 @@ struct DeviceReport {
 
 impl Report {
     /// Per-stage stacked bars — weights, gradients, optimizer states, activations, transient
-    /// buffers at the peak moment, allocator, runtime — with the card's capacity as a line when
-    /// a GPU is given.
+    /// buffers at the peak moment, the framework's own buffers, allocator, runtime — with the
+    /// card's capacity as a line when a GPU is given.
     fn write_svg(&self, path: &str) -> Result<(), Box<dyn std::error::Error>> {
         use plotters::prelude::*;
         let (Some(t), Some(d)) = (&self.training, &self.device) else {
@@ -244,6 +242,11 @@ impl Report {
                     "transient buffers",
                     gib(m.transient_bytes),
                     RGBColor(255, 140, 0),
+                ),
+                (
+                    "framework buffers",
+                    gib(m.framework_buffers_bytes),
+                    RGBColor(160, 82, 45),
                 ),
                 (
                     "allocator (reserved - allocated)",
@@ -551,7 +554,6 @@ impl Report {
                 TrainingDeviceRecord {
                     framework: d.framework.to_string(),
                     optimizer: d.optimizer.to_string(),
-                    cross_entropy: d.cross_entropy.to_string(),
                     reserved_bytes: peak.reserved_bytes,
                     device_bytes: peak.device_bytes,
                     band_bytes: peak.band_bytes,
@@ -846,13 +848,14 @@ impl Report {
                 l.recompute()
             );
             outln!(
-                "  {:<10}{:>18}{:>18}{:>18}{:>18}{:>18}{:>18}  peak moment",
+                "  {:<10}{:>18}{:>18}{:>18}{:>18}{:>18}{:>18}{:>18}  peak moment",
                 "stage",
                 "weights",
                 "gradients",
                 "optimizer",
                 "activations",
                 "transient",
+                "buffers",
                 "total"
             );
             let mut shown = Vec::new();
@@ -862,13 +865,14 @@ impl Report {
                 }
                 shown.push(s.stage);
                 outln!(
-                    "  {:<10}{:>18}{:>18}{:>18}{:>18}{:>18}{:>18}  {}",
+                    "  {:<10}{:>18}{:>18}{:>18}{:>18}{:>18}{:>18}{:>18}  {}",
                     s.stage.to_string(),
                     gib(s.weights_bytes),
                     gib(s.gradients_bytes),
                     gib(s.optimizer_bytes),
                     gib(s.activations_bytes),
                     gib(s.transient_bytes),
+                    gib(s.framework_buffers_bytes),
                     gib(s.total_bytes),
                     s.peak_moment
                 );
@@ -1064,7 +1068,6 @@ struct StageDeviceRecord {
 struct TrainingDeviceRecord {
     framework: String,
     optimizer: String,
-    cross_entropy: String,
     reserved_bytes: u64,
     device_bytes: u64,
     band_bytes: u64,

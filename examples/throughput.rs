@@ -249,7 +249,6 @@ struct Record<'a> {
     verdict: lmshape::memory::Verdict,
     margin_bytes: i64,
     optimizer: String,
-    cross_entropy: String,
     framework: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     scenario: Option<&'a str>,
@@ -289,7 +288,6 @@ fn print_json(args: &Cli, machine: &common::cli::Machine, e: &Estimate) {
             .optimizer
             .unwrap_or(framework.default_optimizer())
             .to_string(),
-        cross_entropy: e.opts.memory.cross_entropy.to_string(),
         framework: framework.to_string(),
         scenario: args.scenario.as_deref(),
     };

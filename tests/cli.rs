@@ -245,50 +245,6 @@ fn throughput_counts_the_shape_it_is_given() {
     assert!(v["memory_fits"].is_boolean() && v["memory_bytes_per_gpu"].as_u64().is_some());
 }
 
-/// `--cross-entropy` overrides the framework's kind: under Megatron-Core (fused by default)
-/// `unfused` holds the 16-bit gradient instead of a second fp32 buffer, `(4 − 2)·s·b·V/t`
-/// bytes less on the last stage (Llama-2-7B: V = 32000, s = 4096, t = 2) and nothing less on
-/// the first; the JSON names the kind.
-#[test]
-fn cross_entropy_flag_sets_the_last_stage() {
-    let llama = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/configs/llama-2-7b.json"
-    );
-    let figures = |extra: &[&str]| {
-        let mut args = vec![
-            llama,
-            "--json",
-            "--tp",
-            "2",
-            "--pp",
-            "2",
-            "--flash",
-            "--no-dropout",
-        ];
-        args.extend_from_slice(extra);
-        let (code, out, err) = run("inspect_config", &args);
-        assert_eq!(code, 0, "{err}");
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let t = &v["memory"]["training"];
-        let stage = |s: &str| t["stages"][s]["transient_bytes"].as_u64().unwrap();
-        (
-            t["cross_entropy"].as_str().unwrap().to_string(),
-            stage("first"),
-            stage("last"),
-        )
-    };
-    let (kind, first, last) = figures(&[]);
-    assert_eq!(kind, "fused");
-    let (kind_u, first_u, last_u) = figures(&["--cross-entropy", "unfused"]);
-    assert_eq!(kind_u, "unfused");
-    assert_eq!(first, first_u);
-    assert_eq!(last - last_u, 2 * 4096 * 32000 / 2);
-    let (code, _, err) = run("inspect_config", &[llama, "--cross-entropy", "chunked"]);
-    assert_ne!(code, 0);
-    assert!(err.contains("unknown cross-entropy"), "{err}");
-}
-
 /// The training context is a stated default, not the model's longest context.
 #[test]
 fn inspect_config_states_its_training_context() {

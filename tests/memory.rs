@@ -520,7 +520,7 @@ proptest! {
     #[test]
     fn parts_add_up(m in model(), l in layout(), o in opts()) {
         for s in [memory::training_memory(&m, &l, &o).unwrap()].iter().flat_map(|r| [r.first, r.middle, r.last, r.peak]) {
-            prop_assert_eq!(s.weights_bytes + s.gradients_bytes + s.optimizer_bytes + s.activations_bytes + s.transient_bytes + o.overhead_bytes, s.total_bytes);
+            prop_assert_eq!(s.weights_bytes + s.gradients_bytes + s.optimizer_bytes + s.activations_bytes + s.transient_bytes + s.framework_buffers_bytes + o.overhead_bytes, s.total_bytes);
         }
     }
 
@@ -782,8 +782,8 @@ fn llama3_405b_uneven_pipeline() {
 
 /// BigScience's nine measured peaks (A100 80GB, Megatron-DeepSpeed with ZeRO-1, the
 /// framework's byte counts): the device figure `reserved_factor · allocated + runtime` with the
-/// factor fitted leave-one-out. Each held-out row lands within ±10% (measured: −7.5% to
-/// +6.0%); the profile's constant is the all-rows fit.
+/// factor fitted leave-one-out. Each held-out row lands within ±10% (measured: −7.6% to
+/// +6.9%); the profile's constant is the all-rows fit.
 #[test]
 fn megatron_deepspeed_device_figure_out_of_sample() {
     use lmshape::memory::{Framework, FrameworkProfile};
@@ -794,10 +794,7 @@ fn megatron_deepspeed_device_figure_out_of_sample() {
         .filter_map(|row| {
             let gb = row.max_gpu_memory_gb?;
             let layout = row.zero1_layout();
-            let opts = MemoryOptions {
-                precision: Framework::MegatronDeepspeed.precision(),
-                ..MemoryOptions::default()
-            };
+            let opts = profile.memory_options(&MemoryOptions::default());
             let report = memory::training_memory(&row.model, &layout, &opts).unwrap();
             let est = profile.most_loaded(&report).unwrap().allocated_bytes as f64;
             Some((gb * 1e9, est))
@@ -860,19 +857,95 @@ fn megatron_deepspeed_device_figure_out_of_sample() {
     }
 }
 
+/// Transformer Engine's weight-gradient placeholders under Megatron-Core, one 16-bit tensor
+/// per distinct linear weight shape on the rank, recounted by hand for the Llama-3-70B layer
+/// of the B200 runs (`h` 8192, 64 heads of 128, 8 kv heads, gated FFN 28672): the fused QKV
+/// `(8192 + 2·1024)/t × 8192`, the output `8192 × 8192/t`, FC1 `2·28672/t × 8192` and FC2
+/// `8192 × 28672/t`; with sequence parallelism the last stage also keeps the output layer's
+/// all-gather buffer, `2·s·b·h`. Other frameworks keep none.
+#[test]
+fn transformer_engine_placeholders_recounted() {
+    use lmshape::memory::Framework;
+    let (model, _) = common::b200_runs();
+    let (h, q, kv, f, s) = (8192u64, 8192u64, 2 * 1024u64, 28672u64, 4096u64);
+    let by_hand = |t: u64| 2 * ((q + kv) / t * h + h * (q / t) + 2 * f / t * h + h * (f / t));
+    for (tp, pp, sp) in [(1u64, 2u64, false), (2, 1, true), (8, 1, true)] {
+        let layout = ParallelLayout::builder()
+            .tp(tp)
+            .pp(pp)
+            .global_batch(8)
+            .seq_len(s)
+            .sequence_parallel(sp)
+            .build()
+            .unwrap();
+        let r = memory::training_memory(&model, &layout, &flash_no_dropout()).unwrap();
+        assert_eq!(
+            r.first.framework_buffers_bytes - if pp == 1 && sp { 2 * s * h } else { 0 },
+            by_hand(tp)
+        );
+        let gathered = if sp && tp > 1 { 2 * s * h } else { 0 };
+        assert_eq!(r.last.framework_buffers_bytes, by_hand(tp) + gathered);
+        let opts = MemoryOptions {
+            framework: Framework::MegatronDeepspeed,
+            ..flash_no_dropout()
+        };
+        let other = memory::training_memory(&model, &layout, &opts).unwrap();
+        assert_eq!(other.last.framework_buffers_bytes, 0);
+    }
+}
+
+/// The linear weight shapes cover every weight of a layer but biases, norms and the router:
+/// their elements add up to the layer's weight counts on a rank, for multi-head, grouped-query
+/// and latent attention, dense and mixture-of-experts layers, at several degrees.
+#[test]
+fn linear_weight_shapes_add_up_to_the_weights() {
+    use lmshape::params::{LayerKind, layer_kind_params_on_rank, linear_weight_shapes_on_rank};
+    for name in [
+        "gpt3-175b",
+        "llama-2-7b",
+        "deepseek-v3",
+        "qwen3-30b-a3b",
+        "mixtral-8x7b",
+    ] {
+        let m = presets::by_name(name).unwrap_or_else(|_| example_config(name));
+        for t in [1u64, 2, 8] {
+            for kind in [LayerKind::Dense, LayerKind::Moe] {
+                if kind == LayerKind::Moe && m.moe().is_none() {
+                    continue;
+                }
+                let shapes = linear_weight_shapes_on_rank(&m, t, t, kind).unwrap();
+                let elements: u64 = shapes.as_slice().iter().map(|&(r, c)| r * c).sum();
+                let l = layer_kind_params_on_rank(&m, t, kind).unwrap();
+                let mut weights = l.qkv_weight_params
+                    + l.attn_out_weight_params
+                    + l.mlp_in_weight_params
+                    + l.mlp_out_weight_params;
+                if let (LayerKind::Moe, Some(moe)) = (kind, m.moe()) {
+                    // One routed expert's pair stands for all of them (each its own tensor of
+                    // that shape); the shared experts' pair is whole.
+                    let gated = 2;
+                    let d = m.hidden_size();
+                    let expert = (gated + 1) * moe.expert_ffn_size / t * d;
+                    assert_eq!(l.routed_expert_params % expert, 0, "{name} tp {t}");
+                    weights += expert;
+                    weights += (gated + 1) * moe.shared_ffn_size / t * d;
+                }
+                assert_eq!(elements, weights, "{name} tp {t} {kind:?}");
+            }
+        }
+    }
+}
+
 /// The four measured B200 runs (Megatron-Core, distributed optimizer, flash attention, no
 /// dropout, fp32 gradients, no recomputation): the allocated estimate of the most loaded rank
-/// against `max_memory_allocated`, and the reserved figure against `max_memory_reserved`.
+/// against `max_memory_allocated`, and the reserved figure against `max_memory_reserved`;
+/// every stage, first and last included, within 2% of its ranks' allocated peak. Nothing in
+/// the estimate is fitted to these runs (the reserved factor is their own measured ratio).
 #[test]
 fn megatron_core_b200_allocated_and_reserved() {
     use lmshape::memory::{Framework, FrameworkProfile};
     let (model, runs) = common::b200_runs();
-    // The runs' setup: fused cross-entropy (`cross_entropy_fusion`), as Megatron-Core's
-    // profile assumes.
-    let opts = MemoryOptions {
-        cross_entropy: lmshape::framework::CrossEntropy::Fused,
-        ..flash_no_dropout()
-    };
+    let opts = flash_no_dropout();
     let profile = FrameworkProfile::of(Framework::MegatronCore);
     for (layout, run) in runs {
         let r = memory::training_memory(&model, &layout, &opts).unwrap();
@@ -885,7 +958,7 @@ fn megatron_core_b200_allocated_and_reserved() {
             gib(d.reserved_bytes) / reserved - 1.0,
         );
         eprintln!(
-            "tp {} pp {} dp {}: allocated {:.2} vs {alloc} GiB ({:+.1}%), reserved {:.2} vs {reserved} GiB ({:+.1}%)",
+            "tp {} pp {} dp {}: allocated {:.2} vs {alloc} GiB ({:+.2}%), reserved {:.2} vs {reserved} GiB ({:+.2}%)",
             layout.tp(),
             layout.pp(),
             layout.dp(),
@@ -894,7 +967,7 @@ fn megatron_core_b200_allocated_and_reserved() {
             gib(d.reserved_bytes),
             er * 100.0
         );
-        assert!(ea.abs() < 0.03, "allocated {ea}");
+        assert!(ea.abs() < 0.02, "allocated {ea}");
         // The reserved factor is the runs' median (1.03); the pipelined run reserved 1.065×.
         assert!(er.abs() < 0.07, "reserved {er}");
         // The profile's memory band rests on these errors.
@@ -926,7 +999,7 @@ fn megatron_core_b200_allocated_and_reserved() {
                 gib(stage.total_bytes),
                 e * 100.0
             );
-            assert!(e.abs() < 0.03, "{} stage {e}", stage.stage);
+            assert!(e.abs() < 0.02, "{} stage {e}", stage.stage);
         }
     }
 }
@@ -1194,34 +1267,77 @@ fn embedding_gradient_peaks_the_first_stage_of_a_large_vocabulary() {
     assert_eq!(r.first.transient_bytes, 2 * (250_880 * 1024 + 2 * 1024));
     // One micro-batch fewer is held: one layer input per layer of the stage, in flight 2 − 1.
     assert_eq!(r.first.activations_bytes, 12 * 2 * 2048 * 1024);
-    assert_eq!(r.last.peak_moment, memory::PeakMoment::Backward);
+    assert_eq!(r.last.peak_moment, memory::PeakMoment::LossBackward);
 }
 
-/// The last stage's logits gradient is cast to 16 bits beside the fp32 one: doubling the
-/// vocabulary of a Llama-style model at tp 2 raises the last stage's transient bytes by
-/// exactly `2 · s · b · ΔV / t`, and its held logits by twice that.
+/// The last stage's backward meets the loss, the output head and the last layer one after
+/// the other, every layer's activations held throughout, and peaks at the largest: the fp32
+/// softmax with its 16-bit gradient, `(4 + 2)·N` for `N = s·b·V/t` logits; the head's
+/// backward, the logits' gradient `2N`, the head's 16-bit weight gradient `2·(V/t)·h` and its
+/// input's gradient `2·s·b·h`; the layer's working set (a middle stage's, the same layers).
+/// Recounted by hand for a Llama-style model at tp 2 with FlashAttention, where the loss
+/// peaks, and for GPT-3 175B at tp 8, whose wide head peaks at its backward.
 #[test]
-fn logits_gradient_copy_is_two_bytes_per_logit() {
-    let layout = ParallelLayout::builder()
+fn last_stage_peaks_at_the_largest_of_loss_head_and_layer() {
+    let llama_layout = ParallelLayout::builder()
         .tp(2)
-        .pp(2)
+        .pp(4)
         .micro_batch(2)
         .global_batch(8)
         .seq_len(4096)
         .sequence_parallel(true)
         .build()
         .unwrap();
-    let last = |vocab| {
-        let m = llama(4096, 11008, 32, 32, 8, vocab);
-        memory::training_memory(&m, &layout, &MemoryOptions::default())
-            .unwrap()
-            .last
-    };
-    let (small, large) = (last(32_000), last(64_000));
-    assert_eq!(small.peak_moment, memory::PeakMoment::Backward);
-    let extra = 2 * 4096 * 2 * 32_000 / 2;
-    assert_eq!(large.transient_bytes - small.transient_bytes, extra);
-    assert_eq!(large.logits_bytes - small.logits_bytes, 2 * extra);
+    let gpt3_layout = ParallelLayout::builder()
+        .tp(8)
+        .pp(8)
+        .micro_batch(2)
+        .global_batch(16)
+        .seq_len(2048)
+        .build()
+        .unwrap();
+    // (model, layout, padded vocabulary, hidden, tokens)
+    let cases = [
+        (
+            llama(4096, 11008, 32, 32, 16, 64_000),
+            llama_layout,
+            64_000u64,
+            4096u64,
+            4096u64 * 2,
+        ),
+        // GPT-3's 50257 rows padded to a multiple of 128·8: 51200.
+        (
+            presets::by_name("gpt3-175b").unwrap(),
+            gpt3_layout,
+            51_200,
+            12_288,
+            2048 * 2,
+        ),
+    ];
+    for (m, layout, vocab, h, tokens) in cases {
+        let t = layout.tp();
+        let r = memory::training_memory(&m, &layout, &flash_no_dropout()).unwrap();
+        let n = tokens * vocab / t;
+        let loss = 6 * n;
+        let head = 2 * n + 2 * (vocab / t) * h + 2 * tokens * h;
+        let layer = r.middle.transient_bytes;
+        let expected = loss.max(head).max(layer);
+        let last = r.last;
+        assert_eq!(last.logits_bytes + last.transient_bytes, expected, "tp {t}");
+        let moment = if expected == loss {
+            memory::PeakMoment::LossBackward
+        } else if expected == head {
+            memory::PeakMoment::HeadBackward
+        } else {
+            memory::PeakMoment::Backward
+        };
+        assert_eq!(last.peak_moment, moment, "tp {t}");
+    }
+    // The Llama case peaks at its loss and GPT-3's at its head, so both branches are met.
+    let r = memory::training_memory(&cases[0].0, &cases[0].1, &flash_no_dropout()).unwrap();
+    assert_eq!(r.last.peak_moment, memory::PeakMoment::LossBackward);
+    let r = memory::training_memory(&cases[1].0, &cases[1].1, &flash_no_dropout()).unwrap();
+    assert_eq!(r.last.peak_moment, memory::PeakMoment::HeadBackward);
 }
 
 /// GPT-3 175B's parameters per layer on one of 8 tensor-parallel ranks: `12h²/8` of split
@@ -1295,12 +1411,24 @@ fn fsdp2_keeps_no_sixteen_bit_state() {
         let opts = FrameworkProfile::of(framework).memory_options(&MemoryOptions::default());
         gpt3_middle_stage(zero, dp, &opts)
     };
-    let sharded = |framework| stage(framework, ZeroStage::Weights, 8).total_bytes;
+    // Beside the model states, Megatron-Core keeps Transformer Engine's 16-bit
+    // weight-gradient placeholders, one per weight shape of a layer: `2 · 12h²/8` bytes.
+    let placeholders = stage(Framework::MegatronCore, ZeroStage::Weights, 8);
+    assert_eq!(
+        placeholders.framework_buffers_bytes,
+        2 * 12 * 12288 * 12288 / 8
+    );
+    assert_eq!(
+        stage(Framework::Fsdp, ZeroStage::Weights, 8).framework_buffers_bytes,
+        0
+    );
+    let without_buffers = |s: memory::TrainingMemory| s.total_bytes - s.framework_buffers_bytes;
+    let sharded = |framework| without_buffers(stage(framework, ZeroStage::Weights, 8));
     assert_eq!(
         sharded(Framework::MegatronCore) - sharded(Framework::Fsdp),
         2 * 12 * GPT3_LAYER_ON_TP8 / 8
     );
-    let whole = |framework| stage(framework, ZeroStage::OptimizerStates, 1).total_bytes;
+    let whole = |framework| without_buffers(stage(framework, ZeroStage::OptimizerStates, 1));
     assert_eq!(whole(Framework::Fsdp), whole(Framework::MegatronCore));
 }
 
@@ -1340,7 +1468,11 @@ fn megatron_core_weights_experts_in_the_activation() {
 #[test]
 fn context_parallel_exchange_buffers() {
     let m = llama(4096, 1024, 32, 8, 4, 32000);
-    let opts = flash_no_dropout();
+    // The layer's working set alone (the loss would peak above it).
+    let opts = MemoryOptions {
+        include_logits: false,
+        ..flash_no_dropout()
+    };
     let transient = |cp_comm| {
         let layout = ParallelLayout::builder()
             .cp(2)
@@ -1392,33 +1524,4 @@ fn interleaved_stages_hold_their_warm_up() {
     assert_eq!(r.middle.activations_bytes, 84 * per_layer);
     let few = memory::training_memory(&m, &layout(4), &opts).unwrap();
     assert_eq!(few.first.activations_bytes, 80 * per_layer);
-}
-
-/// The fused cross-entropy's second fp32 buffer replaces the unfused loss's 16-bit cast: the
-/// last stage's peak grows by `(4 − 2)·s·b·V/t` bytes (padded vocabulary), recounted here, and
-/// no other stage changes.
-#[test]
-fn fused_cross_entropy_adds_one_fp32_logits_buffer_on_the_last_stage() {
-    use lmshape::framework::CrossEntropy;
-    let m = presets::by_name("gpt3-175b").unwrap();
-    let layout = ParallelLayout::builder()
-        .tp(8)
-        .pp(8)
-        .micro_batch(2)
-        .global_batch(16)
-        .build()
-        .unwrap();
-    let at = |cross_entropy| {
-        let opts = MemoryOptions {
-            cross_entropy,
-            ..flash_no_dropout()
-        };
-        memory::training_memory(&m, &layout, &opts).unwrap()
-    };
-    let (unfused, fused) = (at(CrossEntropy::Unfused), at(CrossEntropy::Fused));
-    // 50257 rows padded to a multiple of 128 · 8 = 1024: 51200, 6400 per rank.
-    let by_hand = (4 - 2) * 2048 * 2 * (51200 / 8);
-    assert_eq!(fused.last.total_bytes - unfused.last.total_bytes, by_hand);
-    assert_eq!(fused.first, unfused.first);
-    assert_eq!(fused.middle, unfused.middle);
 }

@@ -413,11 +413,6 @@ pub struct SetupArgs {
     /// BLOOM trained: bf16 at --zero 0) or fsdp2 [default: the framework's usual one].
     #[arg(long, value_name = "NAME", value_parser = optimizer)]
     pub optimizer: Option<lmshape::framework::Optimizer>,
-    /// The loss's cross-entropy: unfused (Megatron-LM's, a 16-bit gradient beside the fp32
-    /// softmax) or fused (Megatron-Core's compiled one, a second fp32 buffer) [default: the
-    /// framework's: fused under megatron-core, unfused otherwise].
-    #[arg(long, value_name = "NAME", value_parser = cross_entropy)]
-    pub cross_entropy: Option<lmshape::framework::CrossEntropy>,
     /// Precision of the linear layers' GEMMs (FP8 adds casts and weight copies).
     #[arg(long, value_enum, default_value_t = PrecisionArg::Bf16)]
     pub precision: PrecisionArg,
@@ -489,11 +484,6 @@ pub fn optimizer(s: &str) -> Result<lmshape::framework::Optimizer, String> {
     s.parse().map_err(|e: lmshape::Error| e.to_string())
 }
 
-/// A cross-entropy kind's name (unfused or fused).
-pub fn cross_entropy(s: &str) -> Result<lmshape::framework::CrossEntropy, String> {
-    s.parse().map_err(|e: lmshape::Error| e.to_string())
-}
-
 /// A framework name.
 pub fn framework(s: &str) -> Result<lmshape::memory::Framework, String> {
     s.parse().map_err(|e: lmshape::Error| e.to_string())
@@ -501,16 +491,10 @@ pub fn framework(s: &str) -> Result<lmshape::memory::Framework, String> {
 
 impl SetupArgs {
     /// The memory options of these flags at ZeRO stage `zero` under the framework's profile
-    /// ([`lmshape::memory::FrameworkProfile::memory_options`]: its byte counts and
-    /// cross-entropy), with `--cross-entropy` over the framework's.
+    /// ([`lmshape::memory::FrameworkProfile::memory_options`]: its byte counts).
     pub fn framework_options(&self, zero: lmshape::ZeroStage) -> lmshape::MemoryOptions {
         let profile = lmshape::memory::FrameworkProfile::of(self.framework);
-        let opts =
-            profile.memory_options(&self.memory_options(lmshape::MemoryOptions::default(), zero));
-        lmshape::MemoryOptions {
-            cross_entropy: self.cross_entropy.unwrap_or(opts.cross_entropy),
-            ..opts
-        }
+        profile.memory_options(&self.memory_options(lmshape::MemoryOptions::default(), zero))
     }
 
     /// The memory options these flags choose at ZeRO stage `zero`, with `base` for the rest.

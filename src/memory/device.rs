@@ -9,10 +9,9 @@ use crate::parallel::ParallelLayout;
 use serde::{Deserialize, Serialize};
 
 impl FrameworkProfile {
-    /// `opts` with the framework, the byte counts of its optimizer (`opts.optimizer`, else
-    /// the framework's usual one, [`crate::framework::Framework::default_optimizer`]) and its
-    /// cross-entropy ([`crate::framework::Framework::cross_entropy`]): the memory options its
-    /// estimate is made under.
+    /// `opts` with the framework and the byte counts of its optimizer (`opts.optimizer`, else
+    /// the framework's usual one, [`crate::framework::Framework::default_optimizer`]): the
+    /// memory options its estimate is made under.
     ///
     /// ```
     /// use lmshape::memory::{Framework, FrameworkProfile, MemoryOptions, Precision};
@@ -24,7 +23,6 @@ impl FrameworkProfile {
         MemoryOptions {
             precision: optimizer.precision(),
             framework: self.framework,
-            cross_entropy: self.framework.cross_entropy(),
             ..*opts
         }
     }

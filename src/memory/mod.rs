@@ -51,12 +51,21 @@
 //! **The peak moment.** Each stage's figure is taken at the moment it peaks, not as a sum of
 //! maxima ([`PeakMoment`]): the first backward under 1F1B (every in-flight micro-batch held,
 //! plus the backward's working set — one layer's intermediate gradients, its re-gathered
-//! sequence-parallel input, the all-to-all and context-parallel exchange buffers, and on the
-//! last stage a 16-bit copy of the logits gradient), or on the first stage the embedding's
-//! backward (one micro-batch fewer held, the embedding's dense gradient alive). Against the
-//! four measured B200 runs the allocated estimate is 0.2–2.0% low (the pipelined run's first
-//! stage 2.0%; its last stage and the three unpipelined runs 0.2–0.4%, with Megatron-Core's
-//! fused cross-entropy, [`crate::framework::CrossEntropy`]).
+//! sequence-parallel input, the all-to-all and context-parallel exchange buffers); on the last
+//! stage, which the backward reaches through the loss and the output head before its last
+//! layer, the largest of the loss's backward (the fp32 softmax and its 16-bit gradient), the
+//! head's (the logits' 16-bit gradient, the head's 16-bit weight gradient and its input's
+//! gradient) and the layer's; or on the first stage the embedding's backward (one micro-batch
+//! fewer held, the embedding's dense gradient alive).
+//!
+//! **What the framework keeps.** Beyond the model states, Megatron-Core with Transformer
+//! Engine keeps one 16-bit weight-gradient placeholder per distinct linear weight shape for
+//! the whole run (gradient-accumulation fusion writes the real gradient into the fp32 buffer)
+//! and, with sequence parallelism, the output layer's all-gather buffer
+//! ([`TrainingMemory::framework_buffers_bytes`]). Against the four measured B200 runs
+//! (Megatron-Core, nothing fitted to them) the allocated estimate of every stage is within
+//! 0.4%: the pipelined run's first stage +0.35% and last −0.4%, the three unpipelined runs
+//! −0.25% to −0.27%.
 
 mod activations;
 mod device;
@@ -110,10 +119,6 @@ pub struct MemoryOptions {
     /// [`MemoryOptions::precision`] from it.
     #[serde(default)]
     pub optimizer: Option<crate::framework::Optimizer>,
-    /// How the loss's cross-entropy runs (what its backward holds on the last stage);
-    /// [`FrameworkProfile::memory_options`] sets the framework's.
-    #[serde(default)]
-    pub cross_entropy: crate::framework::CrossEntropy,
 }
 
 impl Default for MemoryOptions {
@@ -129,7 +134,6 @@ impl Default for MemoryOptions {
             routing: Routing::Dropless,
             framework: Framework::MegatronCore,
             optimizer: None,
-            cross_entropy: crate::framework::CrossEntropy::Unfused,
         }
     }
 }
@@ -178,6 +182,12 @@ pub enum PeakMoment {
     /// plus the backward's working set.
     #[default]
     Backward,
+    /// The last stage's loss backward: every layer's activations held, the fp32 softmax of
+    /// the logits and its 16-bit gradient.
+    LossBackward,
+    /// The last stage's output-head backward: every layer's activations held, the logits'
+    /// 16-bit gradient, the head's 16-bit weight gradient and its input's gradient.
+    HeadBackward,
     /// The first stage's embedding backward at the end of a micro-batch: one micro-batch
     /// fewer held, the embedding's dense gradient alive (large vocabularies, little held).
     EmbeddingBackward,
@@ -192,6 +202,8 @@ impl std::fmt::Display for PeakMoment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             PeakMoment::Backward => "first backward",
+            PeakMoment::LossBackward => "loss backward",
+            PeakMoment::HeadBackward => "head backward",
             PeakMoment::EmbeddingBackward => "embedding backward",
             PeakMoment::GradientUpcast => "gradient upcast",
         })
@@ -217,10 +229,16 @@ pub struct TrainingMemory {
     pub logits_bytes: u64,
     /// Buffers alive only at the peak moment: the working set of the layer whose backward
     /// runs (gradients of its intermediates, all-to-all buffers, re-gathered inputs; with
-    /// sharded gradients its whole gradient, with sharded weights two gathered layers) and the
-    /// 16-bit logits gradient on the last stage, or the embedding's dense gradient.
+    /// sharded gradients its whole gradient, with sharded weights two gathered layers), or on
+    /// the last stage the 16-bit logits gradient (with the head's weight and input gradients
+    /// at the head's backward), or the embedding's dense gradient.
     #[serde(default)]
     pub transient_bytes: u64,
+    /// Buffers the framework keeps for the whole run beyond the model states (Megatron-Core:
+    /// Transformer Engine's weight-gradient placeholders and the output layer's all-gather
+    /// buffer; see the stage estimate).
+    #[serde(default)]
+    pub framework_buffers_bytes: u64,
     /// When the stage peaks.
     #[serde(default)]
     pub peak_moment: PeakMoment,

@@ -100,6 +100,9 @@ pub(crate) struct StageInputs<'a> {
     pub(crate) moe_parts: Option<ActivationParts>,
     pub(crate) logits_bytes: u64,
     pub(crate) logits_grad_bytes: u64,
+    /// The output head's 16-bit weight gradient and its input's gradient, alive at the
+    /// head's backward.
+    pub(crate) head_grads_bytes: u64,
     pub(crate) embedding_mask_bytes: u64,
 }
 
@@ -141,18 +144,29 @@ impl<'a> StageInputs<'a> {
             } else {
                 0
             },
-            // Their gradient beside the saved fp32 softmax: the 16-bit cast of the in-place
-            // fp32 gradient (Megatron-LM `_VocabParallelCrossEntropy.backward`), or a second
-            // fp32 buffer under the fused, compiled one (`framework::CrossEntropy`).
+            // Their gradient beside the saved fp32 softmax: computed in place over it and
+            // handed to the head in 16 bits (Megatron-Core `_VocabParallelCrossEntropy.
+            // backward`, unfused; the fused one's compiled `calculate_gradients` returns the
+            // same 16-bit cast, `megatron/core/fusions/fused_cross_entropy.py`).
             logits_grad_bytes: if opts.include_logits {
                 mul(
-                    mul(
-                        opts.cross_entropy
-                            .gradient_bytes(opts.precision.activation_bytes),
-                        tokens,
-                        W,
-                    )?,
+                    mul(opts.precision.activation_bytes, tokens, W)?,
                     vocab / tp,
+                    W,
+                )?
+            } else {
+                0
+            },
+            // At the head's backward: the head's weight gradient in 16 bits, `V/t × d`
+            // (Megatron-Core `LinearWithGradAccumulationAndAsyncCommunication.backward`: the
+            // product `grad_output.t() @ input`, or with gradient-accumulation fusion a
+            // weight-shaped placeholder, `torch.empty(main_grad.shape)` before release 0.14),
+            // and the gradient of its input, `e·s·b·d` before any reduce-scatter.
+            head_grads_bytes: if opts.include_logits {
+                let e = opts.precision.activation_bytes;
+                add(
+                    mul(mul(e, vocab / tp, W)?, model.hidden_size, W)?,
+                    mul(mul(e, tokens, W)?, model.hidden_size, W)?,
                     W,
                 )?
             } else {
@@ -184,23 +198,31 @@ impl<'a> StageInputs<'a> {
         let in_flight = (self.layout().pp - index).min(self.micro_batches).max(1);
         // The first backward under 1F1B: every in-flight micro-batch held, the last stage's
         // logits and their gradient, one layer's backward working set.
-        let held = self.layer_activations(index, range, in_flight)?;
+        let held = self.layer_activations(index, range.clone(), in_flight)?;
         let (mut act, mut transient) = (held.backward, held.working);
         if has_first {
             act = add(act, mul(self.embedding_mask_bytes, in_flight, W)?, W)?;
         }
         let mut logits_bytes = 0;
+        let mut moment = PeakMoment::Backward;
         if has_last {
-            logits_bytes = self.logits_bytes;
-            act = add(act, logits_bytes, W)?;
-            transient = add(transient, self.logits_grad_bytes, W)?;
+            // The backward reaches the loss, the head and then the last layer, one after the
+            // other, with every layer's activations still held: the largest of the three.
+            let loss = add(self.logits_bytes, self.logits_grad_bytes, W)?;
+            let head = add(self.logits_grad_bytes, self.head_grads_bytes, W)?;
+            if loss >= head && loss > transient {
+                logits_bytes = self.logits_bytes;
+                act = add(act, logits_bytes, W)?;
+                (transient, moment) = (self.logits_grad_bytes, PeakMoment::LossBackward);
+            } else if head > transient {
+                (transient, moment) = (head, PeakMoment::HeadBackward);
+            }
         }
         transient = add(
             transient,
             self.sharding_working_set(layer_share, add(params, experts, W)?)?,
             W,
         )?;
-        let mut moment = PeakMoment::Backward;
         // The end of a micro-batch's backward: one micro-batch fewer held, and what is alive
         // then ([`StageInputs::end_of_backward`]).
         let held_after = add(
@@ -216,6 +238,7 @@ impl<'a> StageInputs<'a> {
         }
         let (weights_bytes, gradients_bytes, optimizer_bytes, experts_bytes) =
             self.model_states(params, experts)?;
+        let framework_buffers_bytes = self.framework_buffers(range, has_last)?;
         let total_bytes = crate::error::sum(
             &[
                 weights_bytes,
@@ -223,6 +246,7 @@ impl<'a> StageInputs<'a> {
                 optimizer_bytes,
                 act,
                 transient,
+                framework_buffers_bytes,
                 self.opts.overhead_bytes,
             ],
             W,
@@ -235,6 +259,7 @@ impl<'a> StageInputs<'a> {
             optimizer_bytes,
             activations_bytes: act,
             transient_bytes: transient,
+            framework_buffers_bytes,
             peak_moment: moment,
             logits_bytes,
             in_flight_micro_batches: in_flight,
@@ -242,6 +267,72 @@ impl<'a> StageInputs<'a> {
             expert_params_on_rank: experts,
             experts_bytes,
         })
+    }
+
+    /// What the framework keeps from the first backward to the end of the run beyond the
+    /// model states, on a rank of the stage holding the layers `range`. Under Megatron-Core:
+    ///
+    /// * Transformer Engine's weight-gradient placeholders: with Megatron-Core's data-parallel
+    ///   wrapper and gradient-accumulation fusion (Megatron-LM's default), a linear module
+    ///   adds its weight gradient straight into the fp32 main gradient and hands autograd a
+    ///   placeholder of the weight's shape and type instead, one tensor cached per distinct
+    ///   shape for the rest of the run (`get_dummy_wgrad`, `transformer_engine/pytorch/
+    ///   module/base.py`, Transformer Engine 2.x, called by `Linear`, `LayerNormLinear` and
+    ///   `GroupedLinear`): one 16-bit copy of each distinct weight shape of the stage's
+    ///   layers ([`crate::params::linear_weight_shapes_on_rank`]);
+    /// * on the stage holding the output layer, with sequence parallelism over more than one
+    ///   rank, Megatron's global buffer that the output layer all-gathers its input into
+    ///   (`get_global_memory_buffer`, `megatron/core/tensor_parallel/layers.py`), kept at its
+    ///   largest request, `e·s·b·d`.
+    fn framework_buffers(&self, range: std::ops::Range<u64>, has_last: bool) -> Result<u64> {
+        if self.opts.framework != Framework::MegatronCore {
+            return Ok(0);
+        }
+        let (model, layout) = (self.model(), self.layout());
+        let moe_layers = model.moe.map_or(0, |m| m.moe_layers_in(range.clone()));
+        let layers = range.end.saturating_sub(range.start);
+        let mut seen = [(0u64, 0u64); 18];
+        let mut n = 0;
+        let mut bytes = 0;
+        for (kind, count) in [
+            (LayerKind::Dense, layers - moe_layers),
+            (LayerKind::Moe, moe_layers),
+        ] {
+            if count == 0 {
+                continue;
+            }
+            let shapes = crate::params::linear_weight_shapes_on_rank(
+                model,
+                layout.tp,
+                layout.expert_tp(),
+                kind,
+            )?;
+            for &shape in shapes.as_slice() {
+                if seen[..n].contains(&shape) {
+                    continue;
+                }
+                if let Some(slot) = seen.get_mut(n) {
+                    *slot = shape;
+                    n += 1;
+                }
+                let elements = mul(shape.0, shape.1, W)?;
+                bytes = add(
+                    bytes,
+                    mul(elements, self.opts.precision.weight_bytes, W)?,
+                    W,
+                )?;
+            }
+        }
+        if has_last && self.opts.include_logits && layout.sequence_parallel && layout.tp > 1 {
+            let tokens = mul(layout.local_seq_len(), layout.micro_batch, W)?;
+            let gathered = mul(
+                mul(tokens, model.hidden_size, W)?,
+                self.opts.precision.activation_bytes,
+                W,
+            )?;
+            bytes = add(bytes, gathered, W)?;
+        }
+        Ok(bytes)
     }
 
     /// The parameters on a rank of the stage holding the layers `range` (`layers` of them):

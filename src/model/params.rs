@@ -337,6 +337,111 @@ pub fn largest_layer_tensor_on_rank(m: &Transformer, tp: u64, etp: u64) -> Resul
     Ok(qkv.max(fc1).max(expert))
 }
 
+/// The weight matrices of one layer's linear modules on one rank, each `(rows, cols)` =
+/// `(outputs, inputs)` as Megatron-Core lays them out with Transformer Engine
+/// (`megatron/core/models/gpt/gpt_layer_specs.py`): the fused query-key-value projection
+/// `(q + 2k) × d` and the output projection `d × q`; under latent attention the
+/// down-projections `r_q × d` and `(r_kv + r) × d` (whole on every rank), the up-projections
+/// `H(n + r) × r_q` (or one `H(n + r) × d` without a query rank) and `H(n + v) × r_kv`, and the
+/// output `d × H·v`; the MLP's fused input `g·f × d` (`g` = 2 gated) and output `d × f`; in a
+/// mixture-of-experts layer, instead of the MLP, one routed expert's pair (each expert is its
+/// own tensor of that shape, split over `etp`) and the shared experts' pair (split over `tp`).
+/// The router is not a linear module of the library's kind and is left out. Widths per rank
+/// as [`layer_kind_params_on_rank`]: biases, norms and the router are the only parameters of
+/// the layer not in these matrices.
+///
+/// ```
+/// use lmshape::params::linear_weight_shapes_on_rank;
+/// use lmshape::{presets, params::LayerKind};
+/// // GPT-3 175B at tp 8: 3·12288/8 × 12288, 12288 × 12288/8, 4·12288/8 × 12288, 12288 × 4·12288/8.
+/// let m = presets::by_name("gpt3-175b")?;
+/// let shapes = linear_weight_shapes_on_rank(&m, 8, 8, LayerKind::Dense)?;
+/// assert_eq!(shapes.as_slice(), &[(4608, 12288), (12288, 1536), (6144, 12288), (12288, 6144)]);
+/// # Ok::<(), lmshape::Error>(())
+/// ```
+///
+/// # Errors
+/// `tp` or `etp` of 0, or sizes that overflow `u64`.
+pub fn linear_weight_shapes_on_rank(
+    m: &Transformer,
+    tp: u64,
+    etp: u64,
+    kind: LayerKind,
+) -> Result<LinearShapes> {
+    crate::error::positive(tp, "tp")?;
+    crate::error::positive(etp, "etp")?;
+    const W: &str = "linear weight shapes";
+    let mul = |a: u64, b: u64| crate::error::mul(a, b, W);
+    let d = m.hidden_size;
+    let heads = m.num_heads / tp;
+    let mut out = LinearShapes::default();
+    match &m.attention {
+        Attention::Standard => {
+            let q = mul(heads, m.head_dim)?;
+            let k = mul(kv_heads_per_rank(m.num_kv_heads, tp)?, m.head_dim)?;
+            out.push((crate::error::add(q, mul(2, k)?, W)?, d));
+            out.push((d, q));
+        }
+        Attention::MultiLatent(mla) => {
+            let qk = crate::error::add(mla.qk_nope_head_dim, mla.qk_rope_head_dim, W)?;
+            match mla.q_lora_rank {
+                Some(r) => {
+                    out.push((r, d));
+                    out.push((mul(heads, qk)?, r));
+                }
+                None => out.push((mul(heads, qk)?, d)),
+            }
+            let kv_down = crate::error::add(mla.kv_lora_rank, mla.qk_rope_head_dim, W)?;
+            out.push((kv_down, d));
+            let kv_up = crate::error::add(mla.qk_nope_head_dim, mla.v_head_dim, W)?;
+            out.push((mul(heads, kv_up)?, mla.kv_lora_rank));
+            out.push((d, mul(heads, mla.v_head_dim)?));
+        }
+    }
+    let gated = match m.arch.mlp {
+        MlpKind::Standard => 1,
+        MlpKind::Gated => 2,
+    };
+    let mut mlp = |f: u64| -> Result<()> {
+        out.push((mul(gated, f)?, d));
+        out.push((d, f));
+        Ok(())
+    };
+    match (kind, &m.moe) {
+        (LayerKind::Moe, Some(moe)) => {
+            mlp(moe.expert_ffn_size / etp)?;
+            if moe.shared_ffn_size > 0 {
+                mlp(moe.shared_ffn_size / tp)?;
+            }
+        }
+        _ => mlp(m.ffn_size / tp)?,
+    }
+    Ok(out)
+}
+
+/// The weight shapes [`linear_weight_shapes_on_rank`] finds: at most nine (latent attention's
+/// five, a routed and a shared expert's two each), in a fixed array so that the estimate's
+/// hot path allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinearShapes {
+    shapes: [(u64, u64); 9],
+    len: usize,
+}
+
+impl LinearShapes {
+    fn push(&mut self, shape: (u64, u64)) {
+        if let Some(slot) = self.shapes.get_mut(self.len) {
+            *slot = shape;
+            self.len += 1;
+        }
+    }
+
+    /// The shapes, `(rows, cols)`, in the layer's order.
+    pub fn as_slice(&self) -> &[(u64, u64)] {
+        &self.shapes[..self.len]
+    }
+}
+
 /// The weights of an MLP of width `f` in the model's form: `(in weights, in biases, out weight,
 /// out bias)`, biases only when `biases`.
 fn mlp_tensors(m: &Transformer, f: u64, biases: bool) -> Option<(u64, u64, u64, u64)> {
