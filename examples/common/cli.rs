@@ -405,6 +405,10 @@ pub struct SetupArgs {
     /// Train without dropout (no masks stored).
     #[arg(long)]
     pub no_dropout: bool,
+    /// The data loader builds no attention masks (Megatron-LM's flag of the same name; by
+    /// default each micro-batch brings its `s × s` causal mask to the GPU for its forward).
+    #[arg(long)]
+    pub no_create_attention_mask_in_dataloader: bool,
     /// Training framework: megatron-core, megatron-deepspeed, deepspeed or fsdp (its byte
     /// counts, buffers and allocator set the reserved and device figures).
     #[arg(long, value_name = "NAME", default_value = "megatron-core", value_parser = framework)]
@@ -512,6 +516,7 @@ impl SetupArgs {
                 lmshape::memory::AttentionKernel::Standard
             },
             dropout: !self.no_dropout,
+            attention_mask_in_dataloader: !self.no_create_attention_mask_in_dataloader,
             gemm_precision: self.precision.into(),
             optimizer: Some(
                 self.optimizer

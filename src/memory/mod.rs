@@ -55,8 +55,11 @@
 //! stage, which the backward reaches through the loss and the output head before its last
 //! layer, the largest of the loss's backward (the fp32 softmax and its 16-bit gradient), the
 //! head's (the logits' 16-bit gradient, the head's 16-bit weight gradient and its input's
-//! gradient) and the layer's; or on the first stage the embedding's backward (one micro-batch
-//! fewer held, the embedding's dense gradient alive).
+//! gradient) and the layer's; the end of a forward (every in-flight micro-batch held, the data
+//! loader's `s × s` attention mask on the first and last stages under Megatron-Core, the
+//! logits in 16 bits and fp32 on the last), which the mask makes the peak at long context;
+//! or on the first stage the embedding's backward (one micro-batch fewer held, the
+//! embedding's dense gradient alive).
 //!
 //! **What the framework keeps.** Beyond the model states, Megatron-Core with Transformer
 //! Engine keeps one 16-bit weight-gradient placeholder per distinct linear weight shape for
@@ -114,6 +117,14 @@ pub struct MemoryOptions {
     /// [`FrameworkProfile::memory_options`].
     #[serde(default)]
     pub framework: Framework,
+    /// The data loader builds each sequence's causal attention mask, `s × s` booleans, and the
+    /// batch brings it to the GPU for the micro-batch's forward on the first and last stages
+    /// (Megatron-Core `GPTDatasetConfig.create_attention_mask`, default on, Megatron-LM's
+    /// `--no-create-attention-mask-in-dataloader` turns it off; FlashAttention's causal kernels
+    /// do not read it). Counted under Megatron-Core, `b·(s/cp)·s` bytes at the end of a
+    /// forward.
+    #[serde(default = "crate::memory::on")]
+    pub attention_mask_in_dataloader: bool,
     /// The optimizer, where it is not the framework's usual one
     /// ([`Framework::default_optimizer`]); [`FrameworkProfile::memory_options`] sets
     /// [`MemoryOptions::precision`] from it.
@@ -129,6 +140,7 @@ impl Default for MemoryOptions {
             attention: AttentionKernel::Standard,
             dropout: true,
             include_logits: true,
+            attention_mask_in_dataloader: true,
             overhead_bytes: 0,
             gemm_precision: GemmPrecision::Bf16,
             routing: Routing::Dropless,
@@ -136,6 +148,11 @@ impl Default for MemoryOptions {
             optimizer: None,
         }
     }
+}
+
+/// Serde's default for options that are on unless a file says otherwise.
+pub(crate) fn on() -> bool {
+    true
 }
 
 /// Which pipeline stage a figure describes.
@@ -188,6 +205,10 @@ pub enum PeakMoment {
     /// The last stage's output-head backward: every layer's activations held, the logits'
     /// 16-bit gradient, the head's 16-bit weight gradient and its input's gradient.
     HeadBackward,
+    /// The end of a micro-batch's forward: every in-flight micro-batch held, the
+    /// micro-batch's attention mask from the data loader alive, and on the last stage its
+    /// logits in 16 bits and in fp32.
+    ForwardEnd,
     /// The first stage's embedding backward at the end of a micro-batch: one micro-batch
     /// fewer held, the embedding's dense gradient alive (large vocabularies, little held).
     EmbeddingBackward,
@@ -204,6 +225,7 @@ impl std::fmt::Display for PeakMoment {
             PeakMoment::Backward => "first backward",
             PeakMoment::LossBackward => "loss backward",
             PeakMoment::HeadBackward => "head backward",
+            PeakMoment::ForwardEnd => "forward end",
             PeakMoment::EmbeddingBackward => "embedding backward",
             PeakMoment::GradientUpcast => "gradient upcast",
         })

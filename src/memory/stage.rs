@@ -104,6 +104,8 @@ pub(crate) struct StageInputs<'a> {
     /// head's backward.
     pub(crate) head_grads_bytes: u64,
     pub(crate) embedding_mask_bytes: u64,
+    /// The data loader's attention mask of one micro-batch on the first and last stages.
+    pub(crate) loader_mask_bytes: u64,
 }
 
 impl<'a> StageInputs<'a> {
@@ -172,6 +174,15 @@ impl<'a> StageInputs<'a> {
             } else {
                 0
             },
+            // `b` masks of `s/cp` query rows by `s` keys, one byte each (Megatron-LM's
+            // `get_batch_on_this_cp_rank` keeps the rank's query rows).
+            loader_mask_bytes: if opts.framework == Framework::MegatronCore
+                && opts.attention_mask_in_dataloader
+            {
+                mul(tokens, layout.seq_len, W)?
+            } else {
+                0
+            },
             // The embedding's dropout mask, one byte per element (split with sequence
             // parallelism).
             embedding_mask_bytes: if opts.dropout {
@@ -205,6 +216,20 @@ impl<'a> StageInputs<'a> {
         }
         let mut logits_bytes = 0;
         let mut moment = PeakMoment::Backward;
+        // The end of a micro-batch's forward, before its backward: every in-flight
+        // micro-batch held, the loader's mask and, on the last stage, the logits in 16 bits
+        // (as large as their 16-bit gradient) and in fp32.
+        let (mut fwd_act, mut fwd_transient) = (held.forward, 0);
+        if has_first {
+            fwd_act = add(fwd_act, mul(self.embedding_mask_bytes, in_flight, W)?, W)?;
+        }
+        if has_first || has_last {
+            fwd_transient = self.loader_mask_bytes;
+        }
+        if has_last {
+            fwd_act = add(fwd_act, self.logits_bytes, W)?;
+            fwd_transient = add(fwd_transient, self.logits_grad_bytes, W)?;
+        }
         if has_last {
             // The backward reaches the loss, the head and then the last layer, one after the
             // other, with every layer's activations still held: the largest of the three.
@@ -217,6 +242,10 @@ impl<'a> StageInputs<'a> {
             } else if head > transient {
                 (transient, moment) = (head, PeakMoment::HeadBackward);
             }
+        }
+        if add(fwd_act, fwd_transient, W)? > add(act, transient, W)? {
+            (act, transient, moment) = (fwd_act, fwd_transient, PeakMoment::ForwardEnd);
+            logits_bytes = if has_last { self.logits_bytes } else { 0 };
         }
         transient = add(
             transient,
@@ -579,6 +608,7 @@ impl<'a> StageInputs<'a> {
             backward,
             working,
             embedding: fewer,
+            forward: total,
         })
     }
 }
@@ -590,6 +620,9 @@ pub(crate) struct HeldActivations {
     pub(crate) backward: u64,
     pub(crate) working: u64,
     pub(crate) embedding: u64,
+    /// Held at the end of the forward that completes the in-flight set (no layer being
+    /// recomputed).
+    pub(crate) forward: u64,
 }
 
 /// Weights, gradients and optimizer states of `params` parameters on one rank.
