@@ -207,46 +207,13 @@ impl<'a> StageInputs<'a> {
         let (params, experts, layer_share) =
             self.stage_params(range.clone(), layers, has_first, has_last)?;
         let in_flight = (self.layout().pp - index).min(self.micro_batches).max(1);
-        // The first backward under 1F1B: every in-flight micro-batch held, the last stage's
-        // logits and their gradient, one layer's backward working set.
         let held = self.layer_activations(index, range.clone(), in_flight)?;
-        let (mut act, mut transient) = (held.backward, held.working);
-        if has_first {
-            act = add(act, mul(self.embedding_mask_bytes, in_flight, W)?, W)?;
-        }
-        let mut logits_bytes = 0;
-        let mut moment = PeakMoment::Backward;
-        // The end of a micro-batch's forward, before its backward: every in-flight
-        // micro-batch held, the loader's mask and, on the last stage, the logits in 16 bits
-        // (as large as their 16-bit gradient) and in fp32.
-        let (mut fwd_act, mut fwd_transient) = (held.forward, 0);
-        if has_first {
-            fwd_act = add(fwd_act, mul(self.embedding_mask_bytes, in_flight, W)?, W)?;
-        }
-        if has_first || has_last {
-            fwd_transient = self.loader_mask_bytes;
-        }
-        if has_last {
-            fwd_act = add(fwd_act, self.logits_bytes, W)?;
-            fwd_transient = add(fwd_transient, self.logits_grad_bytes, W)?;
-        }
-        if has_last {
-            // The backward reaches the loss, the head and then the last layer, one after the
-            // other, with every layer's activations still held: the largest of the three.
-            let loss = add(self.logits_bytes, self.logits_grad_bytes, W)?;
-            let head = add(self.logits_grad_bytes, self.head_grads_bytes, W)?;
-            if loss >= head && loss > transient {
-                logits_bytes = self.logits_bytes;
-                act = add(act, logits_bytes, W)?;
-                (transient, moment) = (self.logits_grad_bytes, PeakMoment::LossBackward);
-            } else if head > transient {
-                (transient, moment) = (head, PeakMoment::HeadBackward);
-            }
-        }
-        if add(fwd_act, fwd_transient, W)? > add(act, transient, W)? {
-            (act, transient, moment) = (fwd_act, fwd_transient, PeakMoment::ForwardEnd);
-            logits_bytes = if has_last { self.logits_bytes } else { 0 };
-        }
+        let Peak {
+            mut act,
+            mut transient,
+            mut logits_bytes,
+            mut moment,
+        } = self.peak_before_end_of_backward(&held, in_flight, has_first, has_last)?;
         transient = add(
             transient,
             self.sharding_working_set(layer_share, add(params, experts, W)?)?,
@@ -362,6 +329,65 @@ impl<'a> StageInputs<'a> {
             bytes = add(bytes, gathered, W)?;
         }
         Ok(bytes)
+    }
+
+    /// The stage's largest moment before the end of a micro-batch's backward
+    /// ([`StageInputs::end_of_backward`]), beyond the model states: the first backward under
+    /// 1F1B (every in-flight micro-batch held, one layer's backward working set); on the last
+    /// stage the loss's or the head's backward when larger, which the backward reaches before
+    /// the last layer; the end of a forward (every in-flight micro-batch held, the loader's
+    /// mask and, on the last stage, the logits in 16 bits and in fp32).
+    fn peak_before_end_of_backward(
+        &self,
+        held: &HeldActivations,
+        in_flight: u64,
+        has_first: bool,
+        has_last: bool,
+    ) -> Result<Peak> {
+        let embedding_masks = if has_first {
+            mul(self.embedding_mask_bytes, in_flight, W)?
+        } else {
+            0
+        };
+        let mut peak = Peak {
+            act: add(held.backward, embedding_masks, W)?,
+            transient: held.working,
+            logits_bytes: 0,
+            moment: PeakMoment::Backward,
+        };
+        if has_last {
+            // The loss, the head and then the last layer, one after the other, with every
+            // layer's activations still held: the largest of the three.
+            let loss = add(self.logits_bytes, self.logits_grad_bytes, W)?;
+            let head = add(self.logits_grad_bytes, self.head_grads_bytes, W)?;
+            if loss >= head && loss > peak.transient {
+                peak.logits_bytes = self.logits_bytes;
+                peak.act = add(peak.act, self.logits_bytes, W)?;
+                (peak.transient, peak.moment) = (self.logits_grad_bytes, PeakMoment::LossBackward);
+            } else if head > peak.transient {
+                (peak.transient, peak.moment) = (head, PeakMoment::HeadBackward);
+            }
+        }
+        // The end of a forward; the 16-bit logits are as large as their 16-bit gradient.
+        let (mut act, mut transient) = (add(held.forward, embedding_masks, W)?, 0);
+        if has_first || has_last {
+            transient = self.loader_mask_bytes;
+        }
+        let mut logits_bytes = 0;
+        if has_last {
+            logits_bytes = self.logits_bytes;
+            act = add(act, logits_bytes, W)?;
+            transient = add(transient, self.logits_grad_bytes, W)?;
+        }
+        if add(act, transient, W)? > add(peak.act, peak.transient, W)? {
+            peak = Peak {
+                act,
+                transient,
+                logits_bytes,
+                moment: PeakMoment::ForwardEnd,
+            };
+        }
+        Ok(peak)
     }
 
     /// The parameters on a rank of the stage holding the layers `range` (`layers` of them):
@@ -611,6 +637,15 @@ impl<'a> StageInputs<'a> {
             forward: total,
         })
     }
+}
+
+/// A stage's moment: held activations (with the logits when held), the buffers alive then,
+/// the logits among the activations, and which moment it is.
+struct Peak {
+    act: u64,
+    transient: u64,
+    logits_bytes: u64,
+    moment: PeakMoment,
 }
 
 /// What [`StageInputs::layer_activations`] finds: the layers' activations held at the first
