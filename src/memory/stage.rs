@@ -106,6 +106,11 @@ pub(crate) struct StageInputs<'a> {
     pub(crate) embedding_mask_bytes: u64,
     /// The data loader's attention mask of one micro-batch on the first and last stages.
     pub(crate) loader_mask_bytes: u64,
+    /// The framework's weight-gradient placeholders of a stage with dense layers only, with
+    /// mixture-of-experts layers only, and with both ([`StageInputs::framework_buffers`]).
+    pub(crate) placeholder_bytes: [u64; 3],
+    /// The output layer's all-gather buffer, on the last stage.
+    pub(crate) gather_buffer_bytes: u64,
 }
 
 impl<'a> StageInputs<'a> {
@@ -180,6 +185,20 @@ impl<'a> StageInputs<'a> {
                 && opts.attention_mask_in_dataloader
             {
                 mul(tokens, layout.seq_len, W)?
+            } else {
+                0
+            },
+            placeholder_bytes: placeholder_bytes(model, layout, opts)?,
+            gather_buffer_bytes: if opts.framework == Framework::MegatronCore
+                && opts.include_logits
+                && layout.sequence_parallel
+                && tp > 1
+            {
+                mul(
+                    mul(tokens, model.hidden_size, W)?,
+                    opts.precision.activation_bytes,
+                    W,
+                )?
             } else {
                 0
             },
@@ -281,54 +300,22 @@ impl<'a> StageInputs<'a> {
     ///   (`get_global_memory_buffer`, `megatron/core/tensor_parallel/layers.py`), kept at its
     ///   largest request, `e·s·b·d`.
     fn framework_buffers(&self, range: std::ops::Range<u64>, has_last: bool) -> Result<u64> {
-        if self.opts.framework != Framework::MegatronCore {
-            return Ok(0);
+        let moe_layers = self
+            .model()
+            .moe
+            .map_or(0, |m| m.moe_layers_in(range.clone()));
+        let dense_layers = range.end.saturating_sub(range.start) - moe_layers;
+        let placeholders = match (dense_layers > 0, moe_layers > 0) {
+            (true, false) => self.placeholder_bytes[0],
+            (false, true) => self.placeholder_bytes[1],
+            (true, true) => self.placeholder_bytes[2],
+            (false, false) => 0,
+        };
+        if has_last {
+            add(placeholders, self.gather_buffer_bytes, W)
+        } else {
+            Ok(placeholders)
         }
-        let (model, layout) = (self.model(), self.layout());
-        let moe_layers = model.moe.map_or(0, |m| m.moe_layers_in(range.clone()));
-        let layers = range.end.saturating_sub(range.start);
-        let mut seen = [(0u64, 0u64); 18];
-        let mut n = 0;
-        let mut bytes = 0;
-        for (kind, count) in [
-            (LayerKind::Dense, layers - moe_layers),
-            (LayerKind::Moe, moe_layers),
-        ] {
-            if count == 0 {
-                continue;
-            }
-            let shapes = crate::params::linear_weight_shapes_on_rank(
-                model,
-                layout.tp,
-                layout.expert_tp(),
-                kind,
-            )?;
-            for &shape in shapes.as_slice() {
-                if seen[..n].contains(&shape) {
-                    continue;
-                }
-                if let Some(slot) = seen.get_mut(n) {
-                    *slot = shape;
-                    n += 1;
-                }
-                let elements = mul(shape.0, shape.1, W)?;
-                bytes = add(
-                    bytes,
-                    mul(elements, self.opts.precision.weight_bytes, W)?,
-                    W,
-                )?;
-            }
-        }
-        if has_last && self.opts.include_logits && layout.sequence_parallel && layout.tp > 1 {
-            let tokens = mul(layout.local_seq_len(), layout.micro_batch, W)?;
-            let gathered = mul(
-                mul(tokens, model.hidden_size, W)?,
-                self.opts.precision.activation_bytes,
-                W,
-            )?;
-            bytes = add(bytes, gathered, W)?;
-        }
-        Ok(bytes)
     }
 
     /// The stage's largest moment before the end of a micro-batch's backward
@@ -637,6 +624,47 @@ impl<'a> StageInputs<'a> {
             forward: total,
         })
     }
+}
+
+/// Megatron-Core's weight-gradient placeholders ([`StageInputs::framework_buffers`]) of a
+/// stage holding dense layers only, mixture-of-experts layers only, and both: one copy in the
+/// weights' type of each distinct linear weight shape the stage's layer kinds have.
+fn placeholder_bytes(
+    model: &Transformer,
+    layout: &ParallelLayout,
+    opts: &MemoryOptions,
+) -> Result<[u64; 3]> {
+    if opts.framework != Framework::MegatronCore {
+        return Ok([0; 3]);
+    }
+    let shapes = |kind| {
+        crate::params::linear_weight_shapes_on_rank(model, layout.tp, layout.expert_tp(), kind)
+    };
+    let dense = shapes(LayerKind::Dense)?;
+    let moe = match model.moe {
+        Some(_) => shapes(LayerKind::Moe)?,
+        None => crate::params::LinearShapes::default(),
+    };
+    let bytes = |sets: &[&[(u64, u64)]]| -> Result<u64> {
+        let mut total = 0;
+        for (i, set) in sets.iter().enumerate() {
+            for (j, &shape) in set.iter().enumerate() {
+                // Counted once: skip a shape met earlier in this set or in an earlier one.
+                let earlier = set[..j].contains(&shape)
+                    || sets[..i].iter().any(|other| other.contains(&shape));
+                if !earlier {
+                    let elements = mul(shape.0, shape.1, W)?;
+                    total = add(total, mul(elements, opts.precision.weight_bytes, W)?, W)?;
+                }
+            }
+        }
+        Ok(total)
+    };
+    Ok([
+        bytes(&[dense.as_slice()])?,
+        bytes(&[moe.as_slice()])?,
+        bytes(&[dense.as_slice(), moe.as_slice()])?,
+    ])
 }
 
 /// A stage's moment: held activations (with the logits when held), the buffers alive then,
