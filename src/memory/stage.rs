@@ -133,6 +133,7 @@ impl<'a> StageInputs<'a> {
         // otherwise.
         let separate_head = layout.pp > 1 || !model.arch.tied_embeddings;
         let tokens = mul(layout.local_seq_len(), layout.micro_batch, W)?;
+        let out = OutputEnd::new(model, layout, opts, vocab, tokens)?;
         Ok(StageInputs {
             placed,
             opts,
@@ -145,40 +146,9 @@ impl<'a> StageInputs<'a> {
                 Some(_) => Some(ActivationParts::new(model, layout, opts, LayerKind::Moe)?),
                 None => None,
             },
-            // fp32 logits of one micro-batch, vocab-parallel (Korthikanti et al. 2022 §4.3).
-            logits_bytes: if opts.include_logits {
-                mul(mul(4, tokens, W)?, vocab / tp, W)?
-            } else {
-                0
-            },
-            // Their gradient beside the saved fp32 softmax: computed in place over it and
-            // handed to the head in 16 bits (Megatron-Core `_VocabParallelCrossEntropy.
-            // backward`, unfused; the fused one's compiled `calculate_gradients` returns the
-            // same 16-bit cast, `megatron/core/fusions/fused_cross_entropy.py`).
-            logits_grad_bytes: if opts.include_logits {
-                mul(
-                    mul(opts.precision.activation_bytes, tokens, W)?,
-                    vocab / tp,
-                    W,
-                )?
-            } else {
-                0
-            },
-            // At the head's backward: the head's weight gradient in 16 bits, `V/t × d`
-            // (Megatron-Core `LinearWithGradAccumulationAndAsyncCommunication.backward`: the
-            // product `grad_output.t() @ input`, or with gradient-accumulation fusion a
-            // weight-shaped placeholder, `torch.empty(main_grad.shape)` before release 0.14),
-            // and the gradient of its input, `e·s·b·d` before any reduce-scatter.
-            head_grads_bytes: if opts.include_logits {
-                let e = opts.precision.activation_bytes;
-                add(
-                    mul(mul(e, vocab / tp, W)?, model.hidden_size, W)?,
-                    mul(mul(e, tokens, W)?, model.hidden_size, W)?,
-                    W,
-                )?
-            } else {
-                0
-            },
+            logits_bytes: out.logits_bytes,
+            logits_grad_bytes: out.logits_grad_bytes,
+            head_grads_bytes: out.head_grads_bytes,
             // `b` masks of `s/cp` query rows by `s` keys, one byte each (Megatron-LM's
             // `get_batch_on_this_cp_rank` keeps the rank's query rows).
             loader_mask_bytes: if opts.framework == Framework::MegatronCore
@@ -189,19 +159,7 @@ impl<'a> StageInputs<'a> {
                 0
             },
             placeholder_bytes: placeholder_bytes(model, layout, opts)?,
-            gather_buffer_bytes: if opts.framework == Framework::MegatronCore
-                && opts.include_logits
-                && layout.sequence_parallel
-                && tp > 1
-            {
-                mul(
-                    mul(tokens, model.hidden_size, W)?,
-                    opts.precision.activation_bytes,
-                    W,
-                )?
-            } else {
-                0
-            },
+            gather_buffer_bytes: out.gather_buffer_bytes,
             // The embedding's dropout mask, one byte per element (split with sequence
             // parallelism).
             embedding_mask_bytes: if opts.dropout {
@@ -622,6 +580,67 @@ impl<'a> StageInputs<'a> {
             working,
             embedding: fewer,
             forward: total,
+        })
+    }
+}
+
+/// What the output end of one micro-batch puts on the last stage beyond its weights.
+struct OutputEnd {
+    logits_bytes: u64,
+    logits_grad_bytes: u64,
+    head_grads_bytes: u64,
+    gather_buffer_bytes: u64,
+}
+
+impl OutputEnd {
+    /// For `tokens` tokens a micro-batch on the rank and the `vocab` rows padded for `tp`;
+    /// nothing when the options leave the logits out.
+    fn new(
+        model: &Transformer,
+        layout: &ParallelLayout,
+        opts: &MemoryOptions,
+        vocab: u64,
+        tokens: u64,
+    ) -> Result<OutputEnd> {
+        if !opts.include_logits {
+            return Ok(OutputEnd {
+                logits_bytes: 0,
+                logits_grad_bytes: 0,
+                head_grads_bytes: 0,
+                gather_buffer_bytes: 0,
+            });
+        }
+        let (e, h, rows) = (
+            opts.precision.activation_bytes,
+            model.hidden_size,
+            vocab / layout.tp,
+        );
+        let token_rows = mul(tokens, rows, W)?;
+        let gathered = mul(mul(tokens, h, W)?, e, W)?;
+        Ok(OutputEnd {
+            // fp32 logits, vocab-parallel (Korthikanti et al. 2022 §4.3).
+            logits_bytes: mul(4, token_rows, W)?,
+            // Their gradient beside the saved fp32 softmax: computed in place over it and
+            // handed to the head in 16 bits (Megatron-Core `_VocabParallelCrossEntropy.
+            // backward`, unfused; the fused one's compiled `calculate_gradients` returns the
+            // same 16-bit cast, `megatron/core/fusions/fused_cross_entropy.py`).
+            logits_grad_bytes: mul(e, token_rows, W)?,
+            // At the head's backward: the head's weight gradient in 16 bits, `V/t × d`
+            // (Megatron-Core `LinearWithGradAccumulationAndAsyncCommunication.backward`: the
+            // product `grad_output.t() @ input`, or with gradient-accumulation fusion a
+            // weight-shaped placeholder, `torch.empty(main_grad.shape)` before release 0.14),
+            // and the gradient of its input, `e·s·b·d` before any reduce-scatter.
+            head_grads_bytes: add(mul(mul(e, rows, W)?, h, W)?, gathered, W)?,
+            // Megatron's global buffer the output layer all-gathers its sequence-parallel
+            // input into ([`StageInputs::framework_buffers`]).
+            gather_buffer_bytes: if opts.framework == Framework::MegatronCore
+                && layout.sequence_parallel
+                && layout.tp > 1
+            {
+                gathered
+            } else {
+                0
+            },
         })
     }
 }
