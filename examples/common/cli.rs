@@ -456,6 +456,9 @@ pub const GLOSSARY: &str = "Terms:
   loss                     predicted training loss in nats per token under the chosen law
   device/GPU, allocated,   what nvidia-smi shows; torch.cuda.max_memory_allocated; the caching
   reserved                 allocator's pool
+  transient, buffers       memory alive only at a stage's peak moment; what the framework keeps
+                           for the whole run (Megatron-Core: a 16-bit weight-gradient
+                           placeholder per weight shape, the output layer's all-gather buffer)
   band                     the range measured runs fell in around predictions like this one
                            (the profile's held-out error), carried by every speed figure
   ≈                        in plan's table: the prediction cannot tell this shape from the best";
