@@ -301,12 +301,12 @@ pub fn layers_params_on_rank_by_part(
     Ok((rest, experts))
 }
 
-/// The largest weight tensor of a layer on one rank, in Megatron-LM's fused layout: the
-/// query-key-value projection, `(heads + 2·kv_heads)·head_dim × d` (`ParallelAttention.
-/// query_key_value`), or the MLP's input projection, `f × d` with gate and up fused when gated
-/// (`ParallelMLP.dense_h_to_4h`, Megatron-Core `linear_fc1`), split over `tp`; a routed
-/// expert's input projection split over `etp`. Latent attention is taken at its head count
-/// (its down-projections are smaller).
+/// The largest weight tensor of a layer on one rank: the largest of its linear weight matrices
+/// ([`linear_weight_shapes_on_rank`], Megatron's fused layout) over the dense layer and, for
+/// a mixture-of-experts model, its expert layer — in practice the fused query-key-value
+/// projection (`ParallelAttention.query_key_value`), the MLP's input projection with gate and
+/// up fused when gated (`ParallelMLP.dense_h_to_4h`, Megatron-Core `linear_fc1`), or a routed
+/// expert's input projection split over `etp`.
 ///
 /// ```
 /// use lmshape::params::largest_layer_tensor_on_rank;
@@ -319,22 +319,16 @@ pub fn layers_params_on_rank_by_part(
 /// # Errors
 /// `tp` or `etp` of 0, or counts that overflow `u64`.
 pub fn largest_layer_tensor_on_rank(m: &Transformer, tp: u64, etp: u64) -> Result<u64> {
-    crate::error::positive(tp, "tp")?;
-    crate::error::positive(etp, "etp")?;
-    const W: &str = "largest layer tensor";
-    let mul = |a: u64, b: u64| crate::error::mul(a, b, W);
-    let gated = match m.arch.mlp {
-        MlpKind::Standard => 1,
-        MlpKind::Gated => 2,
-    };
-    let heads = crate::error::add(m.num_heads, mul(2, m.num_kv_heads)?, W)?;
-    let qkv = mul(mul(heads, m.head_dim)?, m.hidden_size)? / tp;
-    let fc1 = mul(mul(m.ffn_size, gated)?, m.hidden_size)? / tp;
-    let expert = match m.moe {
-        Some(e) => mul(mul(e.expert_ffn_size, gated)?, m.hidden_size)? / etp,
-        None => 0,
-    };
-    Ok(qkv.max(fc1).max(expert))
+    let mut largest = 0;
+    for kind in [LayerKind::Dense, LayerKind::Moe] {
+        if kind == LayerKind::Moe && m.moe.is_none() {
+            continue;
+        }
+        for &(rows, cols) in linear_weight_shapes_on_rank(m, tp, etp, kind)?.as_slice() {
+            largest = largest.max(crate::error::mul(rows, cols, "largest layer tensor")?);
+        }
+    }
+    Ok(largest)
 }
 
 /// The weight matrices of one layer's linear modules on one rank, each `(rows, cols)` =
@@ -380,6 +374,7 @@ pub fn linear_weight_shapes_on_rank(
             let q = mul(heads, m.head_dim)?;
             let k = mul(kv_heads_per_rank(m.num_kv_heads, tp)?, m.head_dim)?;
             out.push((crate::error::add(q, mul(2, k)?, W)?, d));
+            out.attention_inputs = out.len;
             out.push((d, q));
         }
         Attention::MultiLatent(mla) => {
@@ -395,6 +390,7 @@ pub fn linear_weight_shapes_on_rank(
             out.push((kv_down, d));
             let kv_up = crate::error::add(mla.qk_nope_head_dim, mla.v_head_dim, W)?;
             out.push((mul(heads, kv_up)?, mla.kv_lora_rank));
+            out.attention_inputs = out.len;
             out.push((d, mul(heads, mla.v_head_dim)?));
         }
     }
@@ -407,25 +403,36 @@ pub fn linear_weight_shapes_on_rank(
         out.push((d, f));
         Ok(())
     };
-    match (kind, &m.moe) {
+    let shared = match (kind, &m.moe) {
         (LayerKind::Moe, Some(moe)) => {
             mlp(moe.expert_ffn_size / etp)?;
-            if moe.shared_ffn_size > 0 {
-                mlp(moe.shared_ffn_size / tp)?;
-            }
+            moe.shared_ffn_size / tp
         }
-        _ => mlp(m.ffn_size / tp)?,
+        _ => {
+            mlp(m.ffn_size / tp)?;
+            0
+        }
+    };
+    out.shared = out.len;
+    if shared > 0 {
+        out.push((mul(gated, shared)?, d));
+        out.push((d, shared));
     }
     Ok(out)
 }
 
 /// The weight shapes [`linear_weight_shapes_on_rank`] finds: at most nine (latent attention's
-/// five, a routed and a shared expert's two each), in a fixed array so that the estimate's
-/// hot path allocates nothing.
+/// five, a routed and a shared expert's two each), in a fixed array so that the estimate's and
+/// the timer's hot paths allocate nothing; in the layer's order, the attention's input
+/// projections, its output projection, the MLP (or one routed expert) and the shared experts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LinearShapes {
     shapes: [(u64, u64); 9],
     len: usize,
+    /// Where the attention's output projection sits.
+    attention_inputs: usize,
+    /// Where the shared experts' pair begins (`len` without one).
+    shared: usize,
 }
 
 impl LinearShapes {
@@ -438,7 +445,34 @@ impl LinearShapes {
 
     /// The shapes, `(rows, cols)`, in the layer's order.
     pub fn as_slice(&self) -> &[(u64, u64)] {
-        &self.shapes[..self.len]
+        self.shapes.get(..self.len).unwrap_or(&[])
+    }
+
+    /// The attention's input projections (one fused query-key-value projection, or latent
+    /// attention's down- and up-projections).
+    pub fn attention_inputs(&self) -> &[(u64, u64)] {
+        self.shapes.get(..self.attention_inputs).unwrap_or(&[])
+    }
+
+    /// The attention's output projection.
+    pub fn attention_output(&self) -> (u64, u64) {
+        self.shapes
+            .get(self.attention_inputs)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The dense MLP's input and output, or one routed expert's.
+    pub fn mlp(&self) -> &[(u64, u64)] {
+        self.shapes
+            .get(self.attention_inputs + 1..self.shared)
+            .unwrap_or(&[])
+    }
+
+    /// The shared experts' input and output (none outside a mixture-of-experts layer with
+    /// shared experts).
+    pub fn shared_experts(&self) -> &[(u64, u64)] {
+        self.shapes.get(self.shared..self.len).unwrap_or(&[])
     }
 }
 

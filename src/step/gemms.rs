@@ -3,8 +3,9 @@
 use super::StepOptions;
 use crate::error::{Error, Result};
 use crate::hardware::{Dtype, Gemm, GemmTimer, GpuSpec};
-use crate::model::{MlpKind, Transformer};
+use crate::model::Transformer;
 use crate::parallel::ParallelLayout;
+use crate::params::LayerKind;
 use serde::{Deserialize, Serialize};
 
 /// One GEMM's seconds from the timer, checked: finite, positive, and no faster than the GPU's
@@ -189,16 +190,26 @@ pub(crate) fn variant_gemms(
         block_scaled: opts.memory.gemm_precision == crate::hardware::GemmPrecision::Mxfp8,
     };
     let ctx = attended_keys(model, layout, opts, variant);
+    let kind = if variant.moe && model.moe.is_some() {
+        LayerKind::Moe
+    } else {
+        LayerKind::Dense
+    };
+    let weights = crate::params::linear_weight_shapes_on_rank(model, t, layout.expert_tp(), kind)?;
     let mut list = LayerGemms::new();
-    let (q_width, qk_dim, v_dim) = projection_gemms(model, t, &shapes, &mut list)?;
+    for &(n, k) in weights.attention_inputs() {
+        list.push(shapes.linear(n, k), GemmRole::Linear)?;
+    }
     // Attention's score and value GEMMs stay in 16 bits (Transformer Engine casts only the
     // linear layers).
+    let (qk_dim, v_dim) = model.head_widths();
     let attn_batch = mul(layout.micro_batch, core_heads)?;
     let core = |m, n, k| shapes.gemm(m, n, k, attn_batch, opts.dtype);
     list.push(core(queries, ctx, qk_dim), GemmRole::AttentionCore)?;
     list.push(core(queries, v_dim, ctx), GemmRole::AttentionCore)?;
-    list.push(shapes.linear(model.hidden_size, q_width), GemmRole::Linear)?;
-    let experts = mlp_gemms(model, layout, opts, variant, &shapes, &mut list)?;
+    let (n, k) = weights.attention_output();
+    list.push(shapes.linear(n, k), GemmRole::Linear)?;
+    let experts = mlp_gemms(model, layout, opts, kind, &weights, &shapes, &mut list)?;
     Ok((list, experts))
 }
 
@@ -207,10 +218,6 @@ const W: &str = "a layer's GEMM shapes";
 
 fn mul(a: u64, b: u64) -> Result<u64> {
     crate::error::mul(a, b, W)
-}
-
-fn add(a: u64, b: u64) -> Result<u64> {
-    crate::error::add(a, b, W)
 }
 
 /// The GEMMs of one layer's micro-batch: `tokens` rows, the linear layers' type, and whether
@@ -241,83 +248,46 @@ impl Shapes {
     }
 }
 
-/// The attention's input projections on a rank of `t`, pushed onto `list`; returns the
-/// attention output's width on the rank, and the query-key and value head sizes.
-fn projection_gemms(
-    model: &Transformer,
-    t: u64,
-    shapes: &Shapes,
-    list: &mut LayerGemms,
-) -> Result<(u64, u64, u64)> {
-    let d = model.hidden_size;
-    let heads = model.num_heads / t;
-    let linear = GemmRole::Linear;
-    Ok(match &model.attention {
-        crate::model::Attention::Standard => {
-            let kv = crate::parallel::kv_heads_per_rank(model.num_kv_heads, t)?;
-            let hd = model.head_dim;
-            let q = mul(heads, hd)?;
-            list.push(shapes.linear(add(q, mul(mul(kv, hd)?, 2)?)?, d), linear)?;
-            (q, hd, hd)
-        }
-        crate::model::Attention::MultiLatent(mla) => {
-            let qk = add(mla.qk_nope_head_dim, mla.qk_rope_head_dim)?;
-            match mla.q_lora_rank {
-                Some(r) => {
-                    list.push(shapes.linear(r, d), linear)?;
-                    list.push(shapes.linear(mul(heads, qk)?, r), linear)?;
-                }
-                None => list.push(shapes.linear(mul(heads, qk)?, d), linear)?,
-            }
-            let latent = mla.kv_lora_rank;
-            list.push(shapes.linear(add(latent, mla.qk_rope_head_dim)?, d), linear)?;
-            let kv_up = mul(heads, add(mla.qk_nope_head_dim, mla.v_head_dim)?)?;
-            list.push(shapes.linear(kv_up, latent), linear)?;
-            (mul(heads, mla.v_head_dim)?, qk, mla.v_head_dim)
-        }
-    })
-}
-
-/// The feed-forward's GEMMs pushed onto `list`: the dense MLP, or a mixture-of-experts layer's
-/// router, routed experts (grouped, at the expert batch it returns) and shared experts.
+/// The feed-forward's GEMMs pushed onto `list`, from the layer's weight shapes `weights`
+/// ([`crate::params::linear_weight_shapes_on_rank`]): the dense MLP, or a mixture-of-experts
+/// layer's router, routed experts (grouped, at the expert batch it returns) and shared experts.
 fn mlp_gemms(
     model: &Transformer,
     layout: &ParallelLayout,
     opts: &StepOptions,
-    variant: LayerVariant,
+    kind: LayerKind,
+    weights: &crate::params::LinearShapes,
     shapes: &Shapes,
     list: &mut LayerGemms,
 ) -> Result<Option<crate::parallel::ExpertBatch>> {
-    let (d, t) = (model.hidden_size, layout.tp);
-    let gated = if model.arch.mlp == MlpKind::Gated {
-        2
-    } else {
-        1
-    };
-    match model.moe {
-        Some(moe) if variant.moe => {
+    match (kind, model.moe) {
+        (LayerKind::Moe, Some(moe)) => {
             let x =
                 crate::parallel::expert_batch(&moe, layout, opts.memory.routing, shapes.tokens)?;
-            let router = shapes.gemm(x.routed_tokens, moe.num_experts, d, 1, opts.dtype);
+            let router = shapes.gemm(
+                x.routed_tokens,
+                moe.num_experts,
+                model.hidden_size,
+                1,
+                opts.dtype,
+            );
             list.push(router, GemmRole::Router)?;
             let (batch, te) = (x.local_experts, x.tokens_per_expert);
-            let up = shapes.gemm(te, mul(gated, x.width)?, d, batch, shapes.linear);
-            list.push(up, GemmRole::Expert)?;
-            list.push(
-                shapes.gemm(te, d, x.width, batch, shapes.linear),
-                GemmRole::Expert,
-            )?;
-            let fs = moe.shared_ffn_size / t;
-            if fs > 0 {
-                list.push(shapes.linear(mul(gated, fs)?, d), GemmRole::SharedExpert)?;
-                list.push(shapes.linear(d, fs), GemmRole::SharedExpert)?;
+            for &(n, k) in weights.mlp() {
+                list.push(
+                    shapes.gemm(te, n, k, batch, shapes.linear),
+                    GemmRole::Expert,
+                )?;
+            }
+            for &(n, k) in weights.shared_experts() {
+                list.push(shapes.linear(n, k), GemmRole::SharedExpert)?;
             }
             Ok(Some(x))
         }
         _ => {
-            let f = model.ffn_size / t;
-            list.push(shapes.linear(mul(gated, f)?, d), GemmRole::Linear)?;
-            list.push(shapes.linear(d, f), GemmRole::Linear)?;
+            for &(n, k) in weights.mlp() {
+                list.push(shapes.linear(n, k), GemmRole::Linear)?;
+            }
             Ok(None)
         }
     }
